@@ -1,0 +1,52 @@
+# sluice: the two set-up commands are `make run` and `make test` (see README.md).
+BUILD     ?= build
+BUILD_TYPE ?= RelWithDebInfo
+JOBS      ?= $(shell nproc)
+SLUICE    := $(BUILD)/src/cli/sluice
+
+.PHONY: all deps build run test unit check-sanitize fuzz-smoke format tidy bench clean
+
+all: build
+
+deps:
+	@bash scripts/install-deps.sh
+
+build: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+# Runs the main job on the embedded defaults: the demo (in-process simulated
+# API with latency and a rate limit, the sample corpus under examples/, SQLite).
+run: build
+	$(SLUICE) demo
+
+# The whole suite against real services (PostgreSQL, pgvector via PGlite,
+# Redis) started on loopback in a temp dir, then the sanitizer builds and the
+# fuzz smoke run.
+test: build
+	@bash scripts/test-services.sh -- ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) --timeout 300
+	@$(MAKE) --no-print-directory check-sanitize
+	@$(MAKE) --no-print-directory fuzz-smoke
+
+# Unit tests only (no services).
+unit: build
+	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) -L unit
+
+# ASan+UBSan over the unit tests, TSan over the queue and pipeline tests.
+check-sanitize: deps
+	@bash scripts/check-sanitize.sh
+
+fuzz-smoke: deps
+	@bash scripts/fuzz-smoke.sh
+
+format:
+	@git ls-files '*.cc' '*.h' | xargs clang-format -i
+
+tidy: build
+	@git ls-files 'src/*.cc' | xargs clang-tidy -p $(BUILD) --quiet
+
+bench: build
+	@echo "See BENCHMARKS.md for the benchmark commands."
+
+clean:
+	rm -rf $(BUILD) build-asan build-tsan build-fuzz

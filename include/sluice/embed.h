@@ -1,0 +1,134 @@
+// Embedding: the asynchronous transport seam, the limiter and pacer seams the
+// embed stage drives, and the options shared by the HTTP and offline embedders.
+//
+// The embed stage (src/embed/embed_stage.h) owns batching, retries and
+// dead-lettering; an EmbeddingTransport only moves one request at a time to a
+// service and back. A transport is driven by one thread (the embed stage),
+// which submits requests and polls completions; many requests may be in
+// flight at once (libcurl multi).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "sluice/clock.h"
+#include "sluice/status.h"
+
+namespace sluice {
+
+// Rate-limit information a response carried (OpenAI-style headers). All optional.
+struct RateLimitInfo {
+  std::optional<int64_t> limit_requests;
+  std::optional<int64_t> limit_tokens;
+  std::optional<int64_t> remaining_requests;
+  std::optional<int64_t> remaining_tokens;
+  std::optional<Duration> reset_requests;  // time until the request budget is full again
+  std::optional<Duration> reset_tokens;
+  std::optional<Duration> retry_after;  // Retry-After or retry-after-ms
+};
+
+struct EmbedRequest {
+  uint64_t request_id = 0;
+  std::vector<std::string> inputs;  // REQUIRES: non-empty, each non-empty
+  uint32_t estimated_tokens = 0;
+  uint64_t input_bytes = 0;
+};
+
+struct EmbedResponse {
+  uint64_t request_id = 0;
+  // OK, or why the request failed: kRateLimited (429), kUnavailable (5xx,
+  // connection refused/reset), kTimeout, kPermissionDenied (401/403),
+  // kRejected (other 4xx), kCorrupt (malformed body, wrong count or dims).
+  Status status;
+  int http_status = 0;                      // 0 when no response was received
+  std::vector<std::vector<float>> vectors;  // one per input, in input order, when OK
+  int64_t prompt_tokens = 0;                // usage.prompt_tokens, 0 if absent
+  RateLimitInfo rate;
+  Duration latency{0};
+};
+
+class EmbeddingTransport {
+ public:
+  virtual ~EmbeddingTransport() = default;
+  // Starts a request. Never blocks on the network.
+  virtual void Submit(EmbedRequest request) = 0;
+  // Appends completed responses to `out`, waiting up to `max_wait` for at
+  // least one when none is ready. Returns without waiting when nothing is in flight.
+  virtual void Poll(Duration max_wait, std::vector<EmbedResponse>& out) = 0;
+  virtual size_t InFlight() const = 0;
+  // Model name recorded with each vector, e.g. "text-embedding-3-small" or "sluice-hash-v1".
+  virtual std::string ModelName() const = 0;
+  // Expected vector length; 0 when unknown until the first response.
+  virtual int Dimensions() const = 0;
+};
+
+// How a finished request counts for concurrency control.
+enum class RequestOutcome {
+  kSuccess,
+  kBackpressure,  // 429, 503, timeout, connection refused: the service is overloaded
+  kFailure,       // other retryable failure (500, reset, malformed body)
+  kPermanent,     // 400/401/403: says nothing about capacity
+};
+
+// Decides how many requests may be in flight. Pure: events and time in, limit out.
+// Thread safety: used by the embed stage thread only.
+class ConcurrencyLimiter {
+ public:
+  virtual ~ConcurrencyLimiter() = default;
+  virtual size_t Limit() const = 0;
+  // Called when a request is started / has finished (rtt measured by the caller).
+  virtual void OnStart(TimePoint now) = 0;
+  virtual void OnFinish(TimePoint now, Duration rtt, RequestOutcome outcome) = 0;
+};
+
+// Decides when the next request may start under request/token rate limits and
+// Retry-After cooldowns. Pure: events and time in, delays out.
+// Thread safety: used by the embed stage thread only.
+class RatePacer {
+ public:
+  virtual ~RatePacer() = default;
+  // How long to wait from `now` before a request costing `tokens` may start
+  // (zero: start now).
+  virtual Duration DelayFor(TimePoint now, uint32_t tokens) const = 0;
+  virtual void OnStart(TimePoint now, uint32_t estimated_tokens) = 0;
+  // A response arrived (any status). `input_bytes` and `prompt_tokens` let
+  // the pacer learn the bytes-per-token ratio.
+  virtual void OnResponse(TimePoint now, const RateLimitInfo& rate, int http_status,
+                          uint64_t input_bytes, int64_t prompt_tokens) = 0;
+  // Current estimate of UTF-8 bytes per token.
+  virtual double BytesPerToken() const = 0;
+};
+
+// A limiter that always answers `limit` (--concurrency N).
+std::unique_ptr<ConcurrencyLimiter> MakeFixedLimiter(size_t limit);
+// A pacer that only honours Retry-After as one shared cooldown (no rate limits).
+std::unique_ptr<RatePacer> MakeCooldownOnlyPacer();
+
+struct HttpEmbedderOptions {
+  std::string endpoint;  // base URL, e.g. "https://api.openai.com/v1"; "/embeddings" is appended
+  std::string model = "text-embedding-3-small";
+  int dimensions = 0;    // 0: do not send "dimensions"; accept what comes back (fixed after the first)
+  std::string api_key;   // never logged
+  Duration request_timeout = std::chrono::seconds(60);
+  Duration connect_timeout = std::chrono::seconds(10);
+  bool request_base64 = true;  // falls back to floats when the server rejects it
+  std::string extra_headers;   // "Name: value\n..." e.g. for Azure's api-key header
+};
+
+// The libcurl multi transport (src/embed/http_transport.cc).
+Result<std::unique_ptr<EmbeddingTransport>> MakeHttpTransport(const HttpEmbedderOptions& options);
+
+struct HashEmbedderOptions {
+  int dimensions = 384;
+};
+// The offline feature-hashed lexical embedder (src/embed/hash_embedder.cc):
+// lexical, not semantic. Computes synchronously on Poll.
+std::unique_ptr<EmbeddingTransport> MakeHashTransport(const HashEmbedderOptions& options);
+// The vector the hash embedder gives `text` (for tests and `sluice search`).
+std::vector<float> HashEmbed(std::string_view text, int dimensions);
+
+}  // namespace sluice

@@ -1,0 +1,104 @@
+// The embed stage: pulls chunks from its input queue, batches them by count
+// and by tokens within the service's limits, keeps as many requests in flight
+// as the ConcurrencyLimiter allows and the RatePacer permits, retries
+// retryable failures with capped exponential backoff and full jitter
+// (honouring Retry-After), bisects batches the service rejects as a whole to
+// isolate bad inputs, and pushes embedded chunks to its output queue.
+// Permanent failures and exhausted retries are dead-lettered with the reason.
+//
+// Thread safety: Run() is called on one thread; RequestStop() from any.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <random>
+
+#include "sluice/clock.h"
+#include "sluice/dead_letter.h"
+#include "sluice/embed.h"
+#include "sluice/metrics.h"
+#include "sluice/queue.h"
+#include "sluice/status.h"
+#include "sluice/types.h"
+
+namespace sluice {
+
+struct RetryPolicyOptions {
+  int max_attempts = 8;                                   // Default: 8 (first try included)
+  Duration initial_backoff = std::chrono::milliseconds(250);
+  Duration max_backoff = std::chrono::seconds(30);
+  double multiplier = 2.0;
+};
+
+// Capped exponential backoff with full jitter: attempt n (1-based, the failed
+// one) waits uniform[0, min(max, initial * multiplier^(n-1))), or exactly
+// Retry-After when the service gave one (capped at 5 minutes).
+// Pure: the caller supplies the random engine, so tests are deterministic.
+class RetryPolicy {
+ public:
+  explicit RetryPolicy(RetryPolicyOptions options) : options_(options) {}
+  // True when a request that failed with `status` on attempt `attempt` may be tried again.
+  bool ShouldRetry(const Status& status, int attempt) const;
+  Duration Backoff(int attempt, const std::optional<Duration>& retry_after,
+                   std::mt19937_64& rng) const;
+  const RetryPolicyOptions& options() const { return options_; }
+
+ private:
+  RetryPolicyOptions options_;
+};
+
+enum class OversizeInputPolicy { kSplit, kTruncate };
+
+struct EmbedStageOptions {
+  size_t batch_size = 64;                  // Default: 64. Max inputs per request.
+  size_t max_inputs_per_request = 2048;    // the service's hard limit (OpenAI: 2048)
+  uint32_t max_tokens_per_request = 300000;  // OpenAI: 300,000
+  uint32_t max_tokens_per_input = 8191;      // OpenAI: 8191
+  OversizeInputPolicy oversize = OversizeInputPolicy::kSplit;
+  // How long a partial batch waits for more chunks before it is sent anyway.
+  Duration linger = std::chrono::milliseconds(20);
+  RetryPolicyOptions retry;
+  uint64_t seed = 0;  // jitter seed; 0: from std::random_device
+  bool adaptive_batch = true;  // let a BatchSizer grow/shrink batches (issue 3)
+};
+
+// Observes each finished request (for the trace of issue 3). Optional.
+struct RequestEvent {
+  TimePoint start, end;
+  size_t inputs = 0;
+  uint32_t tokens = 0;
+  int http_status = 0;
+  RequestOutcome outcome = RequestOutcome::kSuccess;
+  bool retry = false;
+};
+using RequestObserver = std::function<void(const RequestEvent&)>;
+
+class EmbedStage {
+ public:
+  EmbedStage(EmbedStageOptions options, EmbeddingTransport& transport, ConcurrencyLimiter& limiter,
+             RatePacer& pacer, const Clock& clock, Metrics& metrics, DeadLetterSink& dead_letters);
+  ~EmbedStage();
+  EmbedStage(const EmbedStage&) = delete;
+  EmbedStage& operator=(const EmbedStage&) = delete;
+
+  void SetObserver(RequestObserver observer);
+
+  // Runs until `in` has ended and every chunk taken from it is either pushed
+  // to `out` or dead-lettered. Returns non-OK only for a fatal error
+  // (e.g. 401/403, `out` cancelled) after which the caller stops the pipeline;
+  // chunks still held are then dead-lettered with kCancelled.
+  Status Run(BoundedQueue<Chunk>& in, BoundedQueue<EmbeddedChunk>& out);
+
+  // Stop taking new chunks; finish in-flight requests; dead-letter nothing
+  // that can still complete. Safe from any thread.
+  void RequestStop();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace sluice

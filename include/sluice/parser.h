@@ -1,0 +1,102 @@
+// Parsers turn one input (a file, or stdin) into one or more documents, each
+// a SourceInfo followed by its TextBlocks in reading order, pushed into a
+// DocumentSink as they are read so memory stays bounded for large inputs.
+//
+// A ParserRegistry picks the parser for a file by content sniffing first
+// (a .txt that is really HTML) and extension second. Adding a format touches
+// src/sources/ and one registration call.
+//
+// Thread safety: a Parser is immutable after registration and Parse() may be
+// called from many reader threads at once. A DocumentSink is used by one
+// thread at a time.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "sluice/status.h"
+#include "sluice/types.h"
+
+namespace sluice {
+
+// Receives documents. Begin/Block*/End per document; one input may hold many.
+// A non-OK return from any call makes the parser stop and return that status.
+class DocumentSink {
+ public:
+  virtual ~DocumentSink() = default;
+  virtual Status BeginDocument(const SourceInfo& info) = 0;
+  virtual Status AddBlock(const TextBlock& block) = 0;
+  virtual Status EndDocument() = 0;
+};
+
+// Counters a parser reports back for the run report.
+struct ParseStats {
+  uint64_t invalid_utf8_replaced = 0;  // bytes replaced by U+FFFD
+  bool latin1_fallback = false;        // decoded as Latin-1 because it was not UTF-8/16
+  uint64_t records_skipped = 0;        // e.g. malformed JSONL lines (each also dead-lettered)
+};
+
+// Limits that keep hostile inputs (zip bombs, huge XML) bounded.
+struct ParseLimits {
+  uint64_t max_decompressed_bytes = 512ull << 20;  // per archive member total
+  double max_compression_ratio = 200.0;            // decompressed / compressed
+  uint64_t max_file_bytes = 0;                     // 0 = no limit (text is streamed)
+};
+
+// What the walker found: a file and where it sits under the ingested root.
+struct SourceFile {
+  std::string path;           // as opened; "-" for stdin
+  std::string relative_path;  // to the ingested root, '/' separated; used for ids and routing
+  std::string root_name;      // the name of the ingested root folder (default domain source)
+  uint64_t size_bytes = 0;
+  int64_t mtime_ns = 0;
+  // Domain/category decided by routing before parsing (may be overridden by
+  // the document's own metadata, e.g. Markdown front matter or JSONL fields).
+  std::string domain;
+  std::string category;
+};
+
+// Receives per-record failures that do not stop the whole input (a malformed
+// JSONL line). Implemented by the pipeline's dead-letter writer.
+class RecordErrorSink {
+ public:
+  virtual ~RecordErrorSink() = default;
+  virtual void RecordFailed(const std::string& source_id, const Status& why) = 0;
+};
+
+class Parser {
+ public:
+  virtual ~Parser() = default;
+  // A short name: "text", "markdown", "jsonl", "html", "pdf", "epub", "docx", "command".
+  virtual std::string_view Name() const = 0;
+  // Lower-case extensions without dot that this parser claims ("md", "markdown").
+  virtual std::vector<std::string> Extensions() const = 0;
+  // True when the first bytes of a file are surely this format (magic
+  // numbers, "<!DOCTYPE html"). Must be cheap; head holds up to 4 KiB.
+  virtual bool Sniff(std::string_view head) const = 0;
+  // Parses `file` into `sink`. A non-OK status means the whole input failed
+  // (it is dead-lettered with this reason); documents already ended stay.
+  virtual Status Parse(const SourceFile& file, const ParseLimits& limits, DocumentSink& sink,
+                       RecordErrorSink& errors, ParseStats& stats) const = 0;
+};
+
+class ParserRegistry {
+ public:
+  void Add(std::unique_ptr<Parser> parser);
+  // Sniffed format first, then extension; nullptr when nothing claims it.
+  // `head` is the first bytes of the file (up to 4 KiB).
+  const Parser* Find(std::string_view path, std::string_view head) const;
+  const Parser* FindByName(std::string_view name) const;
+  std::vector<std::string> Names() const;
+
+ private:
+  std::vector<std::unique_ptr<Parser>> parsers_;
+};
+
+// Registration hooks, one per folder of parsers.
+void RegisterTextParsers(ParserRegistry& registry);      // src/sources: text, markdown, jsonl
+void RegisterDocumentParsers(ParserRegistry& registry);  // src/sources/formats: html, pdf, epub, docx
+
+}  // namespace sluice

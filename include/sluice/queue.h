@@ -1,0 +1,156 @@
+// BoundedQueue: the only way stages talk to each other.
+//
+// A queue has a capacity in items and, optionally, in bytes (measured by a
+// size function given at construction). Push blocks while the queue is full,
+// so a slow stage holds the earlier ones back (backpressure) and memory stays
+// flat. Close() ends the stream: producers' pushes fail, consumers drain what
+// is left and then see end-of-stream. Cancel() also drops what is queued so a
+// fatal error stops every stage promptly.
+//
+// Thread safety: fully thread-safe; any number of producers and consumers.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <utility>
+
+namespace sluice {
+
+enum class QueueState { kOpen, kClosed, kCancelled };
+
+template <class T>
+class BoundedQueue {
+ public:
+  using SizeFn = std::function<size_t(const T&)>;
+
+  // REQUIRES: capacity_items > 0. capacity_bytes == 0 means no byte bound.
+  // A single item larger than capacity_bytes is still accepted when the queue
+  // is empty, so an oversized item cannot deadlock the pipeline.
+  explicit BoundedQueue(size_t capacity_items, size_t capacity_bytes = 0, SizeFn size_of = {})
+      : capacity_items_(capacity_items),
+        capacity_bytes_(capacity_bytes),
+        size_of_(std::move(size_of)) {}
+  BoundedQueue(const BoundedQueue&) = delete;
+  BoundedQueue& operator=(const BoundedQueue&) = delete;
+
+  // Blocks while full. Returns false (and drops nothing already queued) when
+  // the queue was closed or cancelled; `item` is then left untouched.
+  bool Push(T&& item) {
+    const size_t bytes = ItemBytes(item);
+    std::unique_lock lock(mu_);
+    not_full_.wait(lock, [&] { return state_ != QueueState::kOpen || HasRoom(bytes); });
+    if (state_ != QueueState::kOpen) return false;
+    bytes_ += bytes;
+    items_.emplace_back(std::move(item), bytes);
+    if (items_.size() > high_water_items_) high_water_items_ = items_.size();
+    lock.unlock();
+    not_empty_.notify_one();
+    return true;
+  }
+
+  // Blocks until an item is available or the stream ends (nullopt).
+  std::optional<T> Pop() {
+    std::unique_lock lock(mu_);
+    not_empty_.wait(lock, [&] { return !items_.empty() || state_ != QueueState::kOpen; });
+    return TakeLocked(lock);
+  }
+
+  // Waits at most `timeout`; nullopt on timeout or end of stream (see Ended()).
+  template <class Rep, class Period>
+  std::optional<T> PopFor(std::chrono::duration<Rep, Period> timeout) {
+    std::unique_lock lock(mu_);
+    not_empty_.wait_for(lock, timeout,
+                        [&] { return !items_.empty() || state_ != QueueState::kOpen; });
+    return TakeLocked(lock);
+  }
+
+  // Never waits.
+  std::optional<T> TryPop() {
+    std::unique_lock lock(mu_);
+    return TakeLocked(lock);
+  }
+
+  // No more pushes; consumers drain the rest.
+  void Close() {
+    {
+      std::lock_guard lock(mu_);
+      if (state_ == QueueState::kOpen) state_ = QueueState::kClosed;
+    }
+    not_full_.notify_all();
+    not_empty_.notify_all();
+  }
+
+  // No more pushes and queued items are dropped; consumers see end-of-stream.
+  // Returns how many items were dropped.
+  size_t Cancel() {
+    size_t dropped;
+    {
+      std::lock_guard lock(mu_);
+      state_ = QueueState::kCancelled;
+      dropped = items_.size();
+      items_.clear();
+      bytes_ = 0;
+    }
+    not_full_.notify_all();
+    not_empty_.notify_all();
+    return dropped;
+  }
+
+  // True when closed/cancelled and nothing is left to pop.
+  bool Ended() const {
+    std::lock_guard lock(mu_);
+    return state_ != QueueState::kOpen && items_.empty();
+  }
+  QueueState State() const {
+    std::lock_guard lock(mu_);
+    return state_;
+  }
+  size_t Size() const {
+    std::lock_guard lock(mu_);
+    return items_.size();
+  }
+  size_t Bytes() const {
+    std::lock_guard lock(mu_);
+    return bytes_;
+  }
+  size_t HighWaterItems() const {
+    std::lock_guard lock(mu_);
+    return high_water_items_;
+  }
+  size_t CapacityItems() const { return capacity_items_; }
+
+ private:
+  size_t ItemBytes(const T& item) const { return size_of_ ? size_of_(item) : 0; }
+  bool HasRoom(size_t bytes) const {
+    if (items_.size() >= capacity_items_) return false;
+    if (capacity_bytes_ == 0 || items_.empty()) return true;
+    return bytes_ + bytes <= capacity_bytes_;
+  }
+  std::optional<T> TakeLocked(std::unique_lock<std::mutex>& lock) {
+    if (items_.empty()) return std::nullopt;
+    auto [item, bytes] = std::move(items_.front());
+    items_.pop_front();
+    bytes_ -= bytes;
+    lock.unlock();
+    not_full_.notify_one();
+    return std::move(item);
+  }
+
+  const size_t capacity_items_;
+  const size_t capacity_bytes_;
+  const SizeFn size_of_;
+  mutable std::mutex mu_;
+  std::condition_variable not_full_;
+  std::condition_variable not_empty_;
+  std::deque<std::pair<T, size_t>> items_;
+  size_t bytes_ = 0;
+  size_t high_water_items_ = 0;
+  QueueState state_ = QueueState::kOpen;
+};
+
+}  // namespace sluice
