@@ -29,6 +29,9 @@ struct StoreOptions {
   int dimensions = 0;            // expected vector length; 0: taken from the first batch
   int pool_size = 2;             // PostgreSQL: parallel writer connections
   std::string create_index;      // PostgreSQL + pgvector: "", "hnsw" or "ivfflat"
+  // PostgreSQL: how long a batch keeps reconnecting and replaying after the
+  // connection drops (server restart) before Write returns Unavailable.
+  double reconnect_timeout_s = 60;
 };
 
 // A row the store refused for good (e.g. a dimension mismatch) while the rest
