@@ -1,0 +1,150 @@
+// The SQLite store: embedded chunks in one SQLite database file (WAL mode),
+// upserted by chunk id, with an exact cosine-similarity Search. Schema and
+// measured throughput: docs/STORE_SCHEMA.md.
+//
+// This header adds, beside the Store interface, the read-back helpers that
+// tests and the verify/resume work use (one chunk by id, a source's record).
+//
+// Thread safety: one thread at a time per SqliteStore (the connection is
+// opened SQLITE_OPEN_NOMUTEX). Several SqliteStore objects, in one process or
+// several, may open the same file: WAL lets readers run beside one writer, and
+// a second writer waits busy_timeout_ms and then gets a retryable
+// Status::Unavailable with nothing committed.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "sluice/status.h"
+#include "sluice/store.h"
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace sluice {
+
+// The schema version this code writes into PRAGMA user_version.
+inline constexpr int kSqliteSchemaVersion = 1;
+
+struct SqliteStoreOptions {
+  StoreOptions store;
+  // How long a statement waits for another connection's lock before the
+  // operation fails with a retryable Status::Unavailable. Default: 5000.
+  int busy_timeout_ms = 5000;
+  // Wall-clock source for updated_at (milliseconds since the Unix epoch).
+  // Default (empty): the system clock. Tests inject a fixed counter.
+  std::function<int64_t()> now_unix_ms;
+};
+
+// One chunk row as stored.
+struct StoredChunk {
+  std::string id;
+  std::string source_id;
+  uint32_t ordinal = 0;
+  uint64_t byte_begin = 0;
+  uint64_t byte_end = 0;
+  std::string text;
+  std::string domain;
+  std::string category;
+  std::string metadata_json;
+  std::string model;
+  int dims = 0;
+  std::vector<float> embedding;
+  std::vector<uint8_t> embedding_bytes;  // the BLOB exactly as stored (float32 LE)
+  uint32_t token_estimate = 0;
+  int64_t updated_at_ms = 0;
+};
+
+// One sources row. size_bytes, mtime_ns and content_hash are filled by
+// UpsertSource (the re-ingest work); Write keeps them and only maintains
+// domain, category and chunk_count.
+struct SourceRecord {
+  std::string source_id;
+  std::string path;
+  std::string domain;
+  std::string category;
+  uint64_t chunk_count = 0;
+  std::optional<uint64_t> size_bytes;
+  std::optional<int64_t> mtime_ns;
+  std::optional<std::string> content_hash;
+  int64_t updated_at_ms = 0;
+};
+
+class SqliteStore final : public Store {
+ public:
+  // Opens or creates the database at `path`. Errors, one line each:
+  // InvalidArgument for a bad table name or a dimension that contradicts the
+  // stored one; NotFound when the directory does not exist; PermissionDenied
+  // when it or the file is not writable; Corrupt when the file is not a SQLite
+  // database; Unavailable (retryable) when another connection holds a lock
+  // longer than busy_timeout_ms.
+  static Result<std::unique_ptr<SqliteStore>> Open(const std::string& path,
+                                                   const SqliteStoreOptions& options);
+
+  ~SqliteStore() override;
+  SqliteStore(const SqliteStore&) = delete;
+  SqliteStore& operator=(const SqliteStore&) = delete;
+
+  // Store. Write rejects (per row, Status::Rejected) vectors whose length
+  // differs from the store's dimension; the dimension is options.dimensions,
+  // else the stored one, else the first row's, and is persisted in the meta
+  // table with the model name.
+  WriteResult Write(std::span<const EmbeddedChunk> batch) override;
+  Status Flush() override;  // PRAGMA wal_checkpoint(PASSIVE)
+  Status Close() override;  // idempotent
+  Result<std::vector<SearchHit>> Search(std::span<const float> query, int k) override;
+  Result<StoreStats> Stats() override;
+  std::string Describe() const override { return "sqlite:" + path_; }
+
+  // Read-back helpers. NotFound when there is no such row.
+  Result<StoredChunk> ReadChunk(std::string_view chunk_id);
+  Result<std::vector<float>> ReadEmbedding(std::string_view chunk_id);
+  Result<SourceRecord> ReadSource(std::string_view source_id);
+  // Chunk ids of one source ordered by ordinal (for verify/resume).
+  Result<std::vector<std::string>> ChunkIdsForSource(std::string_view source_id);
+  // Inserts or replaces the file facts of a source (size, mtime, hash, path)
+  // without touching chunk_count; for the incremental re-ingest work.
+  Status UpsertSource(const SourceRecord& source);
+
+  int dimensions() const { return dims_; }             // 0 until fixed
+  const std::string& model() const { return model_; }  // "" until the first write
+  const std::string& chunks_table() const { return chunks_table_; }
+  const std::string& sources_table() const { return sources_table_; }
+  const std::string& meta_table() const { return meta_table_; }
+  // The raw connection, for tests (e.g. holding a write lock) and diagnostics.
+  sqlite3* handle() { return db_; }
+
+ private:
+  SqliteStore(std::string path, SqliteStoreOptions options);
+  Status Init();
+  Status CreateSchema();
+  Status LoadMeta();
+  Status Prepare(const std::string& sql, sqlite3_stmt** stmt);
+  Status Exec(const char* sql);
+  Status ErrorStatus(int rc, std::string_view what) const;
+  int64_t NowMs() const;
+  void Rollback();
+
+  std::string path_;
+  SqliteStoreOptions options_;
+  std::string chunks_table_, sources_table_, meta_table_;
+  sqlite3* db_ = nullptr;
+  sqlite3_stmt* upsert_chunk_ = nullptr;
+  sqlite3_stmt* upsert_source_counts_ = nullptr;
+  sqlite3_stmt* put_meta_ = nullptr;
+  int dims_ = 0;
+  std::string model_;
+  bool meta_persisted_ = false;
+};
+
+// True when `name` is usable as a table name: [A-Za-z_][A-Za-z0-9_]*, at most
+// 48 bytes (so "<name>_sources" stays short).
+bool IsValidSqliteTableName(std::string_view name);
+
+}  // namespace sluice
