@@ -1,0 +1,546 @@
+// The embed stage's single-threaded event loop (see include/sluice/embed_stage.h).
+//
+// Work moves through four holding areas, every chunk in exactly one of them:
+//   pending_  chunks taken from `in`, not yet cut into a batch (linger applies)
+//   ready_    batches waiting for a concurrency slot or the pacer
+//   waiting_  batches waiting for a retry timer
+//   in_flight_ batches submitted to the transport
+// and leaves either through `out` or the DeadLetterSink, exactly once.
+#include <algorithm>
+#include <cmath>
+#include <deque>
+#include <map>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+
+#include "common/hashing.h"
+#include "common/utf8.h"
+#include "sluice/embed_stage.h"
+
+namespace sluice {
+namespace {
+
+// Upper bounds on a single wait so RequestStop and new input are noticed promptly.
+constexpr Duration kIdleSlice = std::chrono::milliseconds(100);
+constexpr Duration kPollSlice = std::chrono::milliseconds(50);
+// While a slot is free and input may still come, look at the input this often.
+constexpr Duration kIntakeSlice = std::chrono::milliseconds(2);
+
+// Same formula as MakeChunkId (include/sluice/chunker.h): XXH3-128 over
+// source_id, '\0', ordinal (decimal), '\0', text. Kept local so sluice_embed
+// does not depend on the chunking library.
+std::string PieceChunkId(std::string_view source_id, uint32_t ordinal, std::string_view text) {
+  std::string key;
+  key.reserve(source_id.size() + text.size() + 12);
+  key.append(source_id).push_back('\0');
+  key.append(std::to_string(ordinal)).push_back('\0');
+  key.append(text);
+  return Hash128Hex(key);
+}
+
+// Adds "key":value to a JSON object text ("{}" or "{...}").
+void AddMetadataField(std::string& object_json, std::string_view key, std::string_view raw_value) {
+  size_t close = object_json.find_last_of('}');
+  if (close == std::string::npos) {
+    object_json = "{}";
+    close = 1;
+  }
+  const size_t open = object_json.find('{');
+  bool empty = true;
+  for (size_t i = open + 1; i < close; ++i) {
+    if (!std::isspace(static_cast<unsigned char>(object_json[i]))) empty = false;
+  }
+  std::string field = empty ? "\"" : ",\"";
+  field.append(key).append("\":").append(raw_value);
+  object_json.insert(close, field);
+}
+
+bool IsSpace(char c) { return c == ' ' || c == '\n' || c == '\t' || c == '\r'; }
+
+// A cut position in (0, max_bytes] of `text` that is a UTF-8 boundary and, when
+// one exists in the second half, just after whitespace. REQUIRES: text.size() > max_bytes.
+size_t CutPosition(std::string_view text, size_t max_bytes) {
+  size_t cut = Utf8BoundaryAtOrBefore(text, std::max<size_t>(max_bytes, 1));
+  for (size_t i = cut; i > cut / 2; --i) {
+    if (IsSpace(text[i - 1])) return i;
+  }
+  if (cut == 0) {  // one sequence longer than max_bytes: take it whole to make progress
+    cut = std::max<size_t>(1, Utf8SequenceLength(text, 0));
+  }
+  return cut;
+}
+
+}  // namespace
+
+struct EmbedStage::Impl {
+  struct Batch {
+    std::vector<Chunk> chunks;
+    uint32_t tokens = 0;
+    uint64_t bytes = 0;
+    int attempts = 0;   // requests made for this batch so far
+    bool fresh = true;  // never sent, not a bisected half
+  };
+  struct Sent {
+    Batch batch;
+    TimePoint start;
+  };
+
+  Impl(EmbedStageOptions o, EmbeddingTransport& t, ConcurrencyLimiter& l, RatePacer& p,
+       const Clock& c, Metrics& m, DeadLetterSink& d)
+      : options(std::move(o)),
+        transport(t),
+        limiter(l),
+        pacer(p),
+        clock(c),
+        metrics(m),
+        dead_letters(d),
+        retry(options.retry),
+        rng(options.seed != 0 ? options.seed : std::random_device{}()) {
+    max_inputs = std::max<size_t>(1, std::min(options.batch_size, options.max_inputs_per_request));
+  }
+
+  Status Run(BoundedQueue<Chunk>& in, BoundedQueue<EmbeddedChunk>& out);
+
+  uint32_t EstimateTokens(size_t bytes) const {
+    const double per_token = std::max(0.1, bytes_per_token);
+    return static_cast<uint32_t>(std::max(1.0, std::ceil(static_cast<double>(bytes) / per_token)));
+  }
+  bool Idle() const {
+    return pending.empty() && ready.empty() && waiting.empty() && in_flight.empty();
+  }
+  size_t FreeSlots() const {
+    const size_t limit = limiter.Limit();
+    const size_t busy = transport.InFlight();
+    return limit > busy ? limit - busy : 0;
+  }
+  bool WantMoreInput() const {
+    const size_t slots = FreeSlots();
+    const size_t batches = (slots > ready.size() ? slots - ready.size() : 0) + 1;
+    return pending.size() < max_inputs * batches;
+  }
+
+  void Accept(Chunk&& chunk, TimePoint now);
+  void FitToInputLimit(Chunk&& chunk, TimePoint now);
+  void FormBatches(TimePoint now, bool flush);
+  void StartRequests(TimePoint now);
+  Status HandleResponse(EmbedResponse& response, BoundedQueue<EmbeddedChunk>& out);
+  void DeadLetter(std::vector<Chunk>& chunks, size_t from, const Status& why);
+  void DeadLetterUnsent(const Status& why);
+  void DeadLetterEverything(const Status& why);
+  Duration ComputeWait(TimePoint now, bool flush, bool input_open) const;
+  void PublishGauges() {
+    metrics.in_flight.store(static_cast<int64_t>(in_flight.size()), std::memory_order_relaxed);
+    metrics.concurrency_limit.store(static_cast<int64_t>(limiter.Limit()),
+                                    std::memory_order_relaxed);
+  }
+
+  EmbedStageOptions options;
+  EmbeddingTransport& transport;
+  ConcurrencyLimiter& limiter;
+  RatePacer& pacer;
+  const Clock& clock;
+  Metrics& metrics;
+  DeadLetterSink& dead_letters;
+  RetryPolicy retry;
+  std::mt19937_64 rng;
+  RequestObserver observer;
+  std::atomic<bool> stop_requested{false};
+
+  size_t max_inputs = 1;
+  double bytes_per_token = 4.0;  // refreshed from the pacer once per loop
+  std::deque<Chunk> pending;
+  std::deque<TimePoint> pending_arrival;  // parallel to pending_, for linger
+  uint32_t pending_tokens = 0;
+  std::deque<Batch> ready;
+  std::multimap<TimePoint, Batch> waiting;
+  std::unordered_map<uint64_t, Sent> in_flight;
+  uint64_t next_request_id = 1;
+};
+
+void EmbedStage::Impl::Accept(Chunk&& chunk, TimePoint now) {
+  Add(metrics.embedder.items_in);
+  Add(metrics.embedder.bytes, chunk.text.size());
+  if (chunk.text.empty()) {
+    // The API rejects empty inputs; never send one.
+    Add(metrics.embedder.dead_lettered);
+    dead_letters.ChunkFailed(chunk, Status::Rejected("empty chunk text cannot be embedded"));
+    return;
+  }
+  if (EstimateTokens(chunk.text.size()) > options.max_tokens_per_input) {
+    FitToInputLimit(std::move(chunk), now);
+    return;
+  }
+  pending_tokens += EstimateTokens(chunk.text.size());
+  pending.push_back(std::move(chunk));
+  pending_arrival.push_back(now);
+}
+
+void EmbedStage::Impl::FitToInputLimit(Chunk&& chunk, TimePoint now) {
+  Add(metrics.oversize_inputs);
+  // The byte budget that the current bytes-per-token estimate says fits.
+  const size_t max_bytes = std::max<size_t>(
+      4, static_cast<size_t>(std::floor(options.max_tokens_per_input * bytes_per_token)));
+  std::string_view text = chunk.text;
+  if (options.oversize == OversizeInputPolicy::kTruncate) {
+    Chunk cut = std::move(chunk);
+    const size_t keep = CutPosition(cut.text, max_bytes);
+    cut.text.resize(keep);
+    while (cut.text.size() > 1 && IsSpace(cut.text.back())) cut.text.pop_back();
+    cut.byte_end = cut.byte_begin + cut.text.size();
+    cut.id = PieceChunkId(cut.source_id, cut.ordinal, cut.text);
+    cut.token_estimate = EstimateTokens(cut.text.size());
+    AddMetadataField(cut.metadata_json, "truncated", "true");
+    pending_tokens += cut.token_estimate;
+    pending.push_back(std::move(cut));
+    pending_arrival.push_back(now);
+    return;
+  }
+  // Split: cut pieces off the front until the rest fits.
+  std::vector<std::pair<size_t, size_t>> pieces;  // (offset, length) into chunk.text
+  size_t offset = 0;
+  while (offset < text.size()) {
+    while (offset < text.size() && IsSpace(text[offset])) ++offset;
+    if (offset >= text.size()) break;
+    std::string_view rest = text.substr(offset);
+    size_t length = rest.size() <= max_bytes ? rest.size() : CutPosition(rest, max_bytes);
+    size_t trimmed = length;
+    while (trimmed > 1 && IsSpace(rest[trimmed - 1])) --trimmed;
+    pieces.emplace_back(offset, trimmed);
+    offset += length;
+  }
+  if (pieces.size() > 1) Add(metrics.chunks_produced, pieces.size() - 1);
+  const std::string parts = std::to_string(pieces.size());
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    Chunk piece;
+    piece.source_id = chunk.source_id;
+    piece.ordinal = chunk.ordinal;
+    piece.byte_begin = chunk.byte_begin + pieces[i].first;
+    piece.byte_end = piece.byte_begin + pieces[i].second;
+    piece.text.assign(text.substr(pieces[i].first, pieces[i].second));
+    piece.domain = chunk.domain;
+    piece.category = chunk.category;
+    piece.metadata_json = chunk.metadata_json;
+    AddMetadataField(piece.metadata_json, "split_part", std::to_string(i + 1));
+    AddMetadataField(piece.metadata_json, "split_parts", parts);
+    piece.id = PieceChunkId(piece.source_id, piece.ordinal, piece.text);
+    piece.token_estimate = EstimateTokens(piece.text.size());
+    pending_tokens += piece.token_estimate;
+    pending.push_back(std::move(piece));
+    pending_arrival.push_back(now);
+  }
+}
+
+void EmbedStage::Impl::FormBatches(TimePoint now, bool flush) {
+  while (!pending.empty()) {
+    size_t take = 0;
+    uint32_t tokens = 0;
+    uint64_t bytes = 0;
+    for (const Chunk& chunk : pending) {
+      const uint32_t t = EstimateTokens(chunk.text.size());
+      if (take > 0 && (take == max_inputs || tokens + t > options.max_tokens_per_request)) break;
+      ++take;
+      tokens += t;
+      bytes += chunk.text.size();
+    }
+    const bool full = take < pending.size() || take == max_inputs;
+    if (!full && !flush && now - pending_arrival.front() < options.linger) return;
+    Batch batch;
+    batch.chunks.reserve(take);
+    for (size_t i = 0; i < take; ++i) {
+      batch.chunks.push_back(std::move(pending.front()));
+      pending.pop_front();
+      pending_arrival.pop_front();
+    }
+    batch.tokens = tokens;
+    batch.bytes = bytes;
+    pending_tokens -= std::min(pending_tokens, tokens);
+    ready.push_back(std::move(batch));
+  }
+}
+
+void EmbedStage::Impl::StartRequests(TimePoint now) {
+  while (!ready.empty() && transport.InFlight() < limiter.Limit()) {
+    Batch& front = ready.front();
+    if (pacer.DelayFor(now, front.tokens) > Duration(0)) break;
+    EmbedRequest request;
+    request.request_id = next_request_id++;
+    request.inputs.reserve(front.chunks.size());
+    for (const Chunk& chunk : front.chunks) request.inputs.push_back(chunk.text);
+    request.estimated_tokens = front.tokens;
+    request.input_bytes = front.bytes;
+    limiter.OnStart(now);
+    pacer.OnStart(now, front.tokens);
+    Add(metrics.requests);
+    if (front.attempts > 0) Add(metrics.retries);
+    ++front.attempts;
+    front.fresh = false;
+    in_flight.emplace(request.request_id, Sent{std::move(front), now});
+    ready.pop_front();
+    transport.Submit(std::move(request));
+  }
+  PublishGauges();
+}
+
+void EmbedStage::Impl::DeadLetter(std::vector<Chunk>& chunks, size_t from, const Status& why) {
+  for (size_t i = from; i < chunks.size(); ++i) dead_letters.ChunkFailed(chunks[i], why);
+  if (chunks.size() > from) Add(metrics.embedder.dead_lettered, chunks.size() - from);
+}
+
+void EmbedStage::Impl::DeadLetterUnsent(const Status& why) {
+  for (Chunk& chunk : pending) dead_letters.ChunkFailed(chunk, why);
+  Add(metrics.embedder.dead_lettered, pending.size());
+  pending.clear();
+  pending_arrival.clear();
+  pending_tokens = 0;
+  std::deque<Batch> keep;
+  for (Batch& batch : ready) {
+    if (batch.fresh) {
+      DeadLetter(batch.chunks, 0, why);
+    } else {
+      keep.push_back(std::move(batch));
+    }
+  }
+  ready.swap(keep);
+}
+
+void EmbedStage::Impl::DeadLetterEverything(const Status& why) {
+  for (Batch& batch : ready) batch.fresh = true;
+  DeadLetterUnsent(why);
+  for (auto& [when, batch] : waiting) DeadLetter(batch.chunks, 0, why);
+  waiting.clear();
+  // The transport may still complete these; their responses are never polled.
+  for (auto& [id, sent] : in_flight) DeadLetter(sent.batch.chunks, 0, why);
+  in_flight.clear();
+  PublishGauges();
+}
+
+namespace {
+
+RequestOutcome Classify(const EmbedResponse& response) {
+  const Status& s = response.status;
+  if (s.ok()) return RequestOutcome::kSuccess;
+  switch (s.code()) {
+    case StatusCode::kRateLimited:
+    case StatusCode::kTimeout:
+      return RequestOutcome::kBackpressure;
+    case StatusCode::kPermissionDenied:
+    case StatusCode::kRejected:
+    case StatusCode::kInvalidArgument:
+      return RequestOutcome::kPermanent;
+    case StatusCode::kUnavailable:
+      if (response.http_status == 503) return RequestOutcome::kBackpressure;
+      if (response.http_status == 0 && s.message().find("refused") != std::string::npos) {
+        return RequestOutcome::kBackpressure;
+      }
+      return RequestOutcome::kFailure;
+    default:
+      return RequestOutcome::kFailure;
+  }
+}
+
+}  // namespace
+
+Status EmbedStage::Impl::HandleResponse(EmbedResponse& response, BoundedQueue<EmbeddedChunk>& out) {
+  auto it = in_flight.find(response.request_id);
+  if (it == in_flight.end()) return Status::OK();  // not ours (after a fatal error)
+  Batch batch = std::move(it->second.batch);
+  const TimePoint start = it->second.start;
+  in_flight.erase(it);
+
+  const TimePoint now = clock.Now();
+  const Duration rtt = now - start;
+  Status status = std::move(response.status);
+  if (status.ok() && response.vectors.size() != batch.chunks.size()) {
+    status = Status::Corrupt("transport returned " + std::to_string(response.vectors.size()) +
+                             " vectors for " + std::to_string(batch.chunks.size()) + " inputs");
+  }
+  response.status = status;
+  const RequestOutcome outcome = Classify(response);
+  limiter.OnFinish(now, rtt, outcome);
+  pacer.OnResponse(now, response.rate, response.http_status, batch.bytes, response.prompt_tokens);
+  metrics.embed_latency.Record(rtt);
+  if (status.code() == StatusCode::kRateLimited) Add(metrics.rate_limited);
+  if (response.http_status >= 500) Add(metrics.server_errors);
+  if (!status.ok() && response.http_status == 0 && status.code() != StatusCode::kCorrupt) {
+    Add(metrics.transport_errors);
+  }
+  if (status.code() == StatusCode::kCorrupt) Add(metrics.malformed_responses);
+  if (!status.ok()) Add(metrics.embedder.errors);
+  if (observer) {
+    RequestEvent event;
+    event.start = start;
+    event.end = now;
+    event.inputs = batch.chunks.size();
+    event.tokens = batch.tokens;
+    event.http_status = response.http_status;
+    event.outcome = outcome;
+    event.retry = batch.attempts > 1;
+    observer(event);
+  }
+  PublishGauges();
+
+  if (status.ok()) {
+    Add(metrics.requests_ok);
+    if (response.prompt_tokens > 0) {
+      Add(metrics.prompt_tokens, static_cast<uint64_t>(response.prompt_tokens));
+    }
+    const std::string model = transport.ModelName();
+    for (size_t i = 0; i < batch.chunks.size(); ++i) {
+      EmbeddedChunk embedded{std::move(batch.chunks[i]), std::move(response.vectors[i]), model};
+      if (!out.Push(std::move(embedded))) {
+        // Push leaves `embedded` untouched on failure: hand its chunk back.
+        batch.chunks[i] = std::move(embedded.chunk);
+        Add(metrics.chunks_embedded, i);
+        Add(metrics.embedder.items_out, i);
+        const Status cancelled = Status::Cancelled("embed output queue was cancelled");
+        DeadLetter(batch.chunks, i, cancelled);
+        return cancelled;
+      }
+    }
+    Add(metrics.chunks_embedded, batch.chunks.size());
+    Add(metrics.embedder.items_out, batch.chunks.size());
+    return Status::OK();
+  }
+  if (status.code() == StatusCode::kPermissionDenied) {
+    DeadLetter(batch.chunks, 0, status);
+    return status;
+  }
+  if (status.code() == StatusCode::kRejected && batch.chunks.size() > 1) {
+    // The service refused the batch as a whole: send each half on its own until
+    // the bad input is alone. Halves go first so the bisection finishes quickly.
+    const size_t half = batch.chunks.size() / 2;
+    Batch second;
+    second.fresh = false;
+    second.chunks.reserve(batch.chunks.size() - half);
+    for (size_t i = half; i < batch.chunks.size(); ++i) {
+      second.chunks.push_back(std::move(batch.chunks[i]));
+    }
+    batch.chunks.resize(half);
+    Batch first;
+    first.fresh = false;
+    first.chunks = std::move(batch.chunks);
+    for (Batch* part : {&first, &second}) {
+      for (const Chunk& chunk : part->chunks) {
+        part->tokens += EstimateTokens(chunk.text.size());
+        part->bytes += chunk.text.size();
+      }
+    }
+    ready.push_front(std::move(second));
+    ready.push_front(std::move(first));
+    return Status::OK();
+  }
+  if (retry.ShouldRetry(status, batch.attempts)) {
+    const Duration delay = retry.Backoff(batch.attempts, response.rate.retry_after, rng);
+    waiting.emplace(now + delay, std::move(batch));
+    return Status::OK();
+  }
+  const Status final_status =
+      status.IsRetryable() || status.code() == StatusCode::kCorrupt
+          ? status.WithContext("gave up after " + std::to_string(batch.attempts) + " attempts")
+          : status;
+  DeadLetter(batch.chunks, 0, final_status);
+  return Status::OK();
+}
+
+Duration EmbedStage::Impl::ComputeWait(TimePoint now, bool flush, bool input_open) const {
+  TimePoint deadline = now + (in_flight.empty() ? kIdleSlice : kPollSlice);
+  if (!waiting.empty()) deadline = std::min(deadline, waiting.begin()->first);
+  if (!pending.empty() && !flush) {
+    deadline = std::min(deadline, pending_arrival.front() + options.linger);
+  }
+  const bool slot_free = transport.InFlight() < limiter.Limit();
+  if (!ready.empty() && slot_free) {
+    deadline = std::min(deadline, now + pacer.DelayFor(now, ready.front().tokens));
+  }
+  if (input_open && slot_free && ready.empty()) deadline = std::min(deadline, now + kIntakeSlice);
+  return std::max(Duration(0), deadline - now);
+}
+
+Status EmbedStage::Impl::Run(BoundedQueue<Chunk>& in, BoundedQueue<EmbeddedChunk>& out) {
+  bool input_done = false;
+  bool stop_handled = false;
+  std::vector<EmbedResponse> responses;
+  PublishGauges();
+  while (true) {
+    const bool stopping = stop_requested.load(std::memory_order_acquire);
+    if (stopping && !stop_handled) {
+      stop_handled = true;
+      DeadLetterUnsent(Status::Cancelled("stop requested before the chunk was sent"));
+    }
+    bytes_per_token = pacer.BytesPerToken();
+    const bool input_open = !input_done && !stopping;
+    if (input_open) {
+      if (Idle()) {
+        // Nothing to do but wait for input: block (in slices, to notice RequestStop).
+        std::optional<Chunk> chunk = in.PopFor(kIdleSlice);
+        if (chunk) {
+          Accept(std::move(*chunk), clock.Now());
+        } else if (in.Ended()) {
+          input_done = true;
+        }
+      }
+      while (!input_done && WantMoreInput()) {
+        std::optional<Chunk> chunk = in.TryPop();
+        if (!chunk) {
+          input_done = in.Ended();
+          break;
+        }
+        Accept(std::move(*chunk), clock.Now());
+      }
+    }
+    const bool flush = input_done || stopping;
+    TimePoint now = clock.Now();
+    while (!waiting.empty() && waiting.begin()->first <= now) {
+      ready.push_back(std::move(waiting.begin()->second));
+      waiting.erase(waiting.begin());
+    }
+    FormBatches(now, flush);
+    if (stopping) DeadLetterUnsent(Status::Cancelled("stop requested before the chunk was sent"));
+    StartRequests(now);
+    if (flush && Idle()) break;
+
+    const Duration wait = ComputeWait(now, flush, !input_done && !stopping);
+    responses.clear();
+    if (transport.InFlight() > 0) {
+      transport.Poll(wait, responses);
+    } else if (!input_done && !stopping && wait > Duration(0)) {
+      std::optional<Chunk> chunk = in.PopFor(wait);
+      if (chunk) {
+        Accept(std::move(*chunk), clock.Now());
+      } else if (in.Ended()) {
+        input_done = true;
+      }
+    } else if (wait > Duration(0)) {
+      std::this_thread::sleep_for(wait);
+    }
+    for (EmbedResponse& response : responses) {
+      Status status = HandleResponse(response, out);
+      if (!status.ok()) {
+        DeadLetterEverything(Status::Cancelled("embed stage stopped: " + status.ToString()));
+        return status;
+      }
+    }
+  }
+  PublishGauges();
+  return Status::OK();
+}
+
+EmbedStage::EmbedStage(EmbedStageOptions options, EmbeddingTransport& transport,
+                       ConcurrencyLimiter& limiter, RatePacer& pacer, const Clock& clock,
+                       Metrics& metrics, DeadLetterSink& dead_letters)
+    : impl_(std::make_unique<Impl>(std::move(options), transport, limiter, pacer, clock, metrics,
+                                   dead_letters)) {}
+
+EmbedStage::~EmbedStage() = default;
+
+void EmbedStage::SetObserver(RequestObserver observer) { impl_->observer = std::move(observer); }
+
+Status EmbedStage::Run(BoundedQueue<Chunk>& in, BoundedQueue<EmbeddedChunk>& out) {
+  return impl_->Run(in, out);
+}
+
+void EmbedStage::RequestStop() { impl_->stop_requested.store(true, std::memory_order_release); }
+
+}  // namespace sluice
