@@ -1,0 +1,385 @@
+#include "cli/commands.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "common/json_writer.h"
+
+#ifndef SLUICE_SOURCE_DIR
+#define SLUICE_SOURCE_DIR "."
+#endif
+
+namespace sluice::cli {
+
+namespace {
+
+// Watches SIGINT/SIGTERM on a dedicated thread (they are blocked in every
+// other thread): the first asks the pipeline to stop gracefully, a second
+// exits at once (safe: the stores commit batches atomically).
+class SignalWatcher {
+ public:
+  explicit SignalWatcher(Pipeline& pipeline) {
+    sigemptyset(&set_);
+    sigaddset(&set_, SIGINT);
+    sigaddset(&set_, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set_, &old_);
+    thread_ = std::thread([this, &pipeline] {
+      timespec tick{0, 200 * 1000 * 1000};
+      while (!done_) {
+        const int sig = sigtimedwait(&set_, nullptr, &tick);
+        if (sig <= 0) continue;
+        if (signal_ != 0) {
+          std::fprintf(
+              stderr,
+              "\n[sluice] second signal: exiting now (the store is consistent; rerun to resume)\n");
+          std::_Exit(128 + sig);
+        }
+        signal_ = sig;
+        std::fprintf(stderr,
+                     "\n[sluice] %s: stopping gracefully (finishing in-flight work; "
+                     "press Ctrl-C again to exit at once)\n",
+                     sig == SIGINT ? "SIGINT" : "SIGTERM");
+        pipeline.RequestStop();
+      }
+    });
+  }
+  ~SignalWatcher() {
+    done_ = true;
+    thread_.join();
+    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+  }
+  int signal() const { return signal_; }
+
+ private:
+  sigset_t set_{}, old_{};
+  std::atomic<bool> done_{false};
+  std::atomic<int> signal_{0};
+  std::thread thread_;
+};
+
+bool WriteFileAtomically(const std::string& path, const std::string& content, std::string& error) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path p(path);
+  if (p.has_parent_path()) fs::create_directories(p.parent_path(), ec);
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << content;
+    if (!out.good()) {
+      error = "cannot write " + tmp;
+      return false;
+    }
+  }
+  fs::rename(tmp, path, ec);
+  if (ec) {
+    error = "cannot rename " + tmp + ": " + ec.message();
+    return false;
+  }
+  return true;
+}
+
+Result<std::unique_ptr<EmbeddingTransport>> MakeTransport(const IngestOptions& o) {
+  const bool http = o.embedder == EmbedderKind::kHttp ||
+                    (o.embedder == EmbedderKind::kAuto && !o.http.endpoint.empty());
+  if (http) {
+    if (o.http.endpoint.empty()) {
+      return Status::InvalidArgument("--embedder http needs --endpoint or OPENAI_BASE_URL");
+    }
+    return MakeHttpTransport(o.http);
+  }
+  return MakeHashTransport(o.hash);
+}
+
+Result<std::vector<float>> EmbedOne(EmbeddingTransport& transport, const std::string& text) {
+  EmbedRequest request;
+  request.request_id = 1;
+  request.inputs = {text};
+  request.input_bytes = text.size();
+  request.estimated_tokens = static_cast<uint32_t>(text.size() / 4 + 1);
+  transport.Submit(std::move(request));
+  std::vector<EmbedResponse> responses;
+  while (responses.empty()) {
+    transport.Poll(std::chrono::seconds(1), responses);
+    if (responses.empty() && transport.InFlight() == 0) {
+      return Status::Internal("the embedder returned no response");
+    }
+  }
+  EmbedResponse& r = responses.front();
+  if (!r.status.ok()) return r.status.WithContext("embedding the query");
+  if (r.vectors.size() != 1) return Status::Corrupt("expected one vector for the query");
+  return std::move(r.vectors.front());
+}
+
+std::string FindDefaultCorpus() {
+  namespace fs = std::filesystem;
+  for (const std::string& candidate :
+       {std::string("examples/corpus"), std::string(SLUICE_SOURCE_DIR) + "/examples/corpus"}) {
+    std::error_code ec;
+    if (fs::is_directory(candidate, ec)) return candidate;
+  }
+  return {};
+}
+
+// Writes `count` synthetic Markdown documents (deterministic) for the demo.
+Status WriteSyntheticCorpus(const std::string& dir, int count) {
+  namespace fs = std::filesystem;
+  static const char* kWords[] = {
+      "gate",     "sluice",   "channel",   "flow",       "pressure", "valve",      "seal",
+      "sensor",   "level",    "reservoir", "turbine",    "spillway", "inspection", "maintenance",
+      "torque",   "actuator", "upstream",  "downstream", "sediment", "debris",     "calibration",
+      "alarm",    "manual",   "override",  "hydraulic",  "cylinder", "bearing",    "lubricant",
+      "schedule", "operator", "logbook",   "checklist"};
+  static const char* kCategories[] = {"operations", "maintenance", "safety", "telemetry"};
+  std::mt19937_64 rng(42);
+  std::uniform_int_distribution<size_t> word(0, std::size(kWords) - 1);
+  std::error_code ec;
+  for (int d = 0; d < count; ++d) {
+    const std::string category = kCategories[d % std::size(kCategories)];
+    const fs::path folder = fs::path(dir) / "synthetic" / category;
+    fs::create_directories(folder, ec);
+    if (ec) return Status::IOError("cannot create " + folder.string() + ": " + ec.message());
+    std::ofstream out(folder / fmt::format("note-{:04}.md", d));
+    out << "# Field note " << d << "\n\n";
+    for (int section = 0; section < 3; ++section) {
+      out << "## Section " << section + 1 << "\n\n";
+      for (int para = 0; para < 4; ++para) {
+        for (int sentence = 0; sentence < 6; ++sentence) {
+          std::string s = kWords[word(rng)];
+          s[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(s[0])));
+          out << s;
+          for (int w = 0; w < 11; ++w) out << ' ' << kWords[word(rng)];
+          out << ". ";
+        }
+        out << "\n\n";
+      }
+    }
+    if (!out.good()) return Status::IOError("cannot write synthetic corpus under " + dir);
+  }
+  return Status::OK();
+}
+
+int PrintAndFinish(Pipeline& pipeline, const IngestReport& report, const IngestOptions& options,
+                   int signal_number) {
+  const Metrics& metrics = pipeline.metrics();
+  std::fputs(FormatReportText(report, metrics).c_str(), stdout);
+  std::fflush(stdout);
+  if (!options.report_path.empty()) {
+    std::string error;
+    if (!WriteFileAtomically(options.report_path, FormatReportJson(report, metrics), error)) {
+      spdlog::error("{}", error);
+      return 1;
+    }
+  }
+  if (Get(metrics.chunks_dead_lettered) + Get(metrics.sources_failed) > 0) {
+    spdlog::warn("{} chunks and {} sources were dead-lettered: see {}",
+                 Get(metrics.chunks_dead_lettered), Get(metrics.sources_failed),
+                 options.dead_letter_path);
+  }
+  return ExitStatusFor(report, metrics, signal_number);
+}
+
+}  // namespace
+
+int ExitStatusFor(const IngestReport& report, const Metrics& metrics, int signal_number) {
+  if (signal_number != 0) return 128 + signal_number;
+  if (!report.status.ok()) return 1;
+  if (Get(metrics.chunks_dead_lettered) + Get(metrics.sources_failed) > 0) return 3;
+  return 0;
+}
+
+int RunIngestCommand(IngestOptions options) {
+  Pipeline pipeline(options);
+  IngestReport report;
+  int signal_number = 0;
+  {
+    SignalWatcher watcher(pipeline);
+    report = pipeline.Run();
+    signal_number = watcher.signal();
+  }
+  if (!report.status.ok() && report.status.code() != StatusCode::kCancelled) {
+    spdlog::error("{}", report.status.message());
+  }
+  return PrintAndFinish(pipeline, report, options, signal_number);
+}
+
+int RunSearchCommand(const SearchArgs& args) {
+  auto store = OpenStore(args.store_uri, StoreOptions{});
+  if (!store.ok()) {
+    spdlog::error("{}", store.status().message());
+    return 1;
+  }
+  auto transport = MakeTransport(args.options);
+  if (!transport.ok()) {
+    spdlog::error("{}", transport.status().message());
+    return 1;
+  }
+  auto vector = EmbedOne(**transport, args.query);
+  if (!vector.ok()) {
+    spdlog::error("{}", vector.status().message());
+    return 1;
+  }
+  auto hits = (*store)->Search(*vector, args.k);
+  if (!hits.ok()) {
+    spdlog::error("{}", hits.status().message());
+    return 1;
+  }
+  for (size_t i = 0; i < hits->size(); ++i) {
+    const SearchHit& h = (*hits)[i];
+    if (args.json) {
+      std::string line;
+      JsonWriter w(line);
+      w.BeginObject()
+          .Key("rank")
+          .Uint(i + 1)
+          .Key("score")
+          .Double(h.score)
+          .Key("chunk_id")
+          .String(h.chunk_id);
+      w.Key("source_id").String(h.source_id).Key("ordinal").Uint(h.ordinal);
+      w.Key("domain").String(h.domain).Key("category").String(h.category);
+      w.Key("metadata").Raw(h.metadata_json.empty() ? "{}" : h.metadata_json);
+      w.Key("text").String(h.text).EndObject();
+      std::printf("%s\n", line.c_str());
+      continue;
+    }
+    std::string snippet = h.text.substr(0, 240);
+    for (char& c : snippet)
+      if (c == '\n') c = ' ';
+    std::printf("%zu. [%.3f] %s #%u (%s/%s)\n   %s%s\n", i + 1, h.score, h.source_id.c_str(),
+                h.ordinal, h.domain.c_str(), h.category.c_str(), snippet.c_str(),
+                h.text.size() > 240 ? "..." : "");
+  }
+  if (hits->empty()) std::printf("no chunks stored in %s\n", (*store)->Describe().c_str());
+  return 0;
+}
+
+int RunDemoCommand(const DemoArgs& args) {
+  std::string corpus = args.corpus.empty() ? FindDefaultCorpus() : args.corpus;
+  if (corpus.empty()) {
+    spdlog::error("sample corpus not found: run from the repository root or pass --corpus DIR");
+    return 1;
+  }
+  std::vector<std::string> inputs = {corpus};
+  if (args.synthetic_docs > 0) {
+    const std::string synthetic_root = args.out_dir + "/corpus";
+    if (Status s = WriteSyntheticCorpus(synthetic_root, args.synthetic_docs); !s.ok()) {
+      spdlog::error("{}", s.message());
+      return 1;
+    }
+    inputs.push_back(synthetic_root + "/synthetic");
+  }
+
+  MockApiOptions mock;
+  mock.dimensions = 256;
+  mock.base_latency = std::chrono::milliseconds(args.latency_ms);
+  mock.per_input_latency = std::chrono::microseconds(200);
+  mock.jitter = std::chrono::milliseconds(args.latency_ms / 4);
+  mock.rpm = args.rpm;
+  mock.tpm = args.tpm;
+  auto server = MockApiServer::Start(mock);
+  if (!server.ok()) {
+    spdlog::error("cannot start the simulated API: {}", server.status().message());
+    return 1;
+  }
+  std::printf(
+      "sluice demo: simulated embeddings API at %s (latency %d ms + 0.2 ms/input, "
+      "%.0f requests/min, %.0f tokens/min)\n",
+      (*server)->BaseUrl().c_str(), args.latency_ms, args.rpm, args.tpm);
+  std::printf("sluice demo: ingesting %s%s into sqlite:%s/demo.db\n\n", corpus.c_str(),
+              args.synthetic_docs > 0
+                  ? fmt::format(" and {} synthetic notes", args.synthetic_docs).c_str()
+                  : "",
+              args.out_dir.c_str());
+
+  IngestOptions options;
+  options.inputs = inputs;
+  options.embedder = EmbedderKind::kHttp;
+  options.http.endpoint = (*server)->BaseUrl();
+  options.http.model = "sluice-mock";
+  options.concurrency = 0;  // adaptive
+  options.store_uri = "sqlite:" + args.out_dir + "/demo.db";
+  options.aggregate.out_dir = args.out_dir + "/aggregate";
+  options.dead_letter_path = args.out_dir + "/dead-letter.jsonl";
+  options.report_path = args.out_dir + "/report.json";
+  options.trace_path = args.out_dir + "/trace.csv";
+  options.progress = args.progress;
+  std::error_code ec;
+  std::filesystem::create_directories(args.out_dir, ec);
+
+  Pipeline pipeline(options);
+  IngestReport report;
+  int signal_number = 0;
+  {
+    SignalWatcher watcher(pipeline);
+    report = pipeline.Run();
+    signal_number = watcher.signal();
+  }
+  const int status = PrintAndFinish(pipeline, report, options, signal_number);
+  const MockApiStats stats = (*server)->Stats();
+  std::printf("  %-22s%llu requests, %llu ok, %llu answered 429, %llu inputs embedded\n",
+              "simulated API", static_cast<unsigned long long>(stats.requests),
+              static_cast<unsigned long long>(stats.ok),
+              static_cast<unsigned long long>(stats.rate_limited),
+              static_cast<unsigned long long>(stats.inputs_embedded));
+  std::printf("  %-22s%s/report.json, %s/trace.csv, %s/aggregate/\n", "written",
+              args.out_dir.c_str(), args.out_dir.c_str(), args.out_dir.c_str());
+
+  if (report.status.ok()) {
+    const std::string query = "How do I replace a worn gate seal?";
+    auto store = OpenStore(options.store_uri, StoreOptions{});
+    auto transport = MakeHttpTransport(options.http);
+    if (store.ok() && transport.ok()) {
+      auto vector = EmbedOne(**transport, query);
+      if (vector.ok()) {
+        auto hits = (*store)->Search(*vector, 3);
+        if (hits.ok()) {
+          std::printf("\nsluice search \"%s\" --store %s -k 3\n", query.c_str(),
+                      options.store_uri.c_str());
+          std::printf(
+              "  (the simulated API's vectors are hashes, not meanings: the ranking shows the "
+              "mechanics, not semantics)\n");
+          for (const auto& h : *hits) {
+            std::printf("  [%.3f] %s #%u\n", h.score, h.source_id.c_str(), h.ordinal);
+          }
+        }
+      }
+    }
+  }
+  (*server)->Stop();
+  return status;
+}
+
+int RunMockApiCommand(const MockApiOptions& options) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  auto server = MockApiServer::Start(options);
+  if (!server.ok()) {
+    spdlog::error("{}", server.status().message());
+    return 1;
+  }
+  std::printf("sluice mock-api listening on %s (POST /v1/embeddings, GET /stats); Ctrl-C stops\n",
+              (*server)->BaseUrl().c_str());
+  std::fflush(stdout);
+  int sig = 0;
+  sigwait(&set, &sig);
+  (*server)->Stop();
+  std::printf("%s\n", (*server)->StatsJson().c_str());
+  return 0;
+}
+
+}  // namespace sluice::cli

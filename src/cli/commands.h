@@ -1,0 +1,39 @@
+// The subcommands behind main(): each returns the process exit status.
+#pragma once
+
+#include <string>
+
+#include "sluice/mock_api.h"
+#include "sluice/pipeline.h"
+
+namespace sluice::cli {
+
+struct SearchArgs {
+  std::string query;
+  std::string store_uri = "sqlite:sluice.db";
+  int k = 5;
+  bool json = false;
+  IngestOptions options;  // embedder settings
+};
+
+struct DemoArgs {
+  std::string corpus;  // empty: examples/corpus next to the binary's source tree or cwd
+  int synthetic_docs = 200;
+  std::string out_dir = "out/demo";
+  double rpm = 3000;
+  double tpm = 2000000;
+  int latency_ms = 80;
+  bool progress = true;
+};
+
+// Runs an ingest with signal handling (first SIGINT/SIGTERM: graceful stop;
+// second: immediate exit), prints the report, writes --report.
+int RunIngestCommand(IngestOptions options);
+int RunSearchCommand(const SearchArgs& args);
+int RunDemoCommand(const DemoArgs& args);
+int RunMockApiCommand(const MockApiOptions& options);
+
+// Exit status for a finished ingest.
+int ExitStatusFor(const IngestReport& report, const Metrics& metrics, int signal_number);
+
+}  // namespace sluice::cli

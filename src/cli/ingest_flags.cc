@@ -1,0 +1,301 @@
+#include "cli/ingest_flags.h"
+
+#include <cstdlib>
+
+#include <toml++/toml.h>
+
+namespace sluice::cli {
+
+namespace {
+
+// Single-valued options take the last value given, so a command-line flag
+// overrides the same key from the config file (inserted before it).
+CLI::Option* Last(CLI::Option* o) {
+  return o->multi_option_policy(CLI::MultiOptionPolicy::TakeLast)->capture_default_str();
+}
+
+}  // namespace
+
+void AddEmbedderFlags(CLI::App& app, IngestOptions& o, IngestFlagExtras& x) {
+  Last(app.add_option("--embedder", x.embedder,
+                      "auto: HTTP when an endpoint is configured, else the offline hash embedder; "
+                      "http; hash (offline, lexical not semantic)"))
+      ->check(CLI::IsMember({"auto", "http", "hash"}))
+      ->group("Embedder");
+  Last(app.add_option("--endpoint", o.http.endpoint,
+                      "OpenAI-compatible base URL, e.g. https://api.openai.com/v1 "
+                      "(default: $OPENAI_BASE_URL)"))
+      ->group("Embedder");
+  Last(app.add_option("--model", o.http.model, "embedding model name"))->group("Embedder");
+  Last(app.add_option("--dimensions", o.http.dimensions,
+                      "request this many dimensions (text-embedding-3 models); 0: model default"))
+      ->check(CLI::NonNegativeNumber)
+      ->group("Embedder");
+  Last(app.add_option("--api-key-env", x.api_key_env,
+                      "environment variable holding the API key (never pass keys as flags)"))
+      ->group("Embedder");
+  Last(app.add_option("--hash-dimensions", o.hash.dimensions,
+                      "dimensions of the offline hash embedder"))
+      ->check(CLI::Range(8, 65536))
+      ->group("Embedder");
+  Last(app.add_option("--request-timeout", x.request_timeout_s,
+                      "seconds before a request times out"))
+      ->check(CLI::PositiveNumber)
+      ->group("Embedder");
+  Last(app.add_option("--log-level", x.log_level, "error, warn, info or debug"))
+      ->check(CLI::IsMember({"error", "warn", "info", "debug"}));
+}
+
+void AddIngestFlags(CLI::App& app, IngestOptions& o, IngestFlagExtras& x) {
+  app.add_option("inputs", o.inputs,
+                 "files or folders to ingest (.txt .md .html .pdf .epub .docx .jsonl ...), "
+                 "or '-' for JSONL records on stdin")
+      ->required();
+  app.add_option("--config",
+                 "TOML file of settings: keys are these flags' long names; "
+                 "[[route]] tables route sources to domains/categories");
+  app.add_option("--include", o.include_globs,
+                 "only sources whose relative path matches this glob (repeatable)")
+      ->group("Sources");
+  app.add_option("--exclude", o.exclude_globs,
+                 "skip sources whose relative path matches this glob (repeatable)")
+      ->group("Sources");
+  Last(app.add_option("--parser-cmd", o.parser_cmd,
+                      "run this command on each file (its path is \"$1\"); it prints JSONL records "
+                      "{\"id\",\"text\",\"domain\",\"category\",\"metadata\"} on stdout"))
+      ->group("Sources");
+  Last(app.add_option("--routes", o.routes_file,
+                      "TOML file with [[route]] glob/domain/category rules"))
+      ->group("Sources");
+  Last(app.add_option("--readers", o.reader_threads, "parser threads; 0: one per core"))
+      ->check(CLI::NonNegativeNumber)
+      ->group("Sources");
+
+  Last(app.add_option("--chunk-tokens", o.chunker.chunk_tokens, "token budget per chunk"))
+      ->check(CLI::Range(16u, 1000000u))
+      ->group("Chunking");
+  Last(app.add_option("--chunk-overlap", o.chunker.overlap_tokens,
+                      "tokens repeated between neighbouring chunks"))
+      ->group("Chunking");
+  Last(app.add_option("--chars-per-token", o.chunker.chars_per_token,
+                      "bytes of text per token when estimating token counts"))
+      ->check(CLI::Range(0.5, 64.0))
+      ->group("Chunking");
+
+  AddEmbedderFlags(app, o, x);
+  Last(app.add_option("--batch-size", o.embed.batch_size, "inputs per embedding request"))
+      ->check(CLI::Range(size_t{1}, size_t{100000}))
+      ->group("Embedder");
+  Last(app.add_option("--concurrency", o.concurrency,
+                      "requests in flight; 0: adaptive (finds the service's capacity)"))
+      ->check(CLI::NonNegativeNumber)
+      ->group("Embedder");
+  Last(app.add_option(
+           "--rpm", o.rpm,
+           "the service's requests-per-minute limit, if known (0: learn it from headers)"))
+      ->check(CLI::NonNegativeNumber)
+      ->group("Embedder");
+  Last(app.add_option("--tpm", o.tpm,
+                      "the service's tokens-per-minute limit, if known (0: learn it from headers)"))
+      ->check(CLI::NonNegativeNumber)
+      ->group("Embedder");
+  Last(app.add_option("--max-inputs-per-request", o.embed.max_inputs_per_request,
+                      "the service's limit on inputs per request (OpenAI: 2048)"))
+      ->check(CLI::PositiveNumber)
+      ->group("Embedder");
+  Last(app.add_option("--max-tokens-per-request", o.embed.max_tokens_per_request,
+                      "the service's limit on tokens per request (OpenAI: 300000)"))
+      ->check(CLI::PositiveNumber)
+      ->group("Embedder");
+  Last(app.add_option("--max-tokens-per-input", o.embed.max_tokens_per_input,
+                      "the service's limit on tokens per input (OpenAI: 8191)"))
+      ->check(CLI::PositiveNumber)
+      ->group("Embedder");
+  Last(app.add_option("--oversize", x.oversize,
+                      "an input over --max-tokens-per-input is split or truncated"))
+      ->check(CLI::IsMember({"split", "truncate"}))
+      ->group("Embedder");
+  Last(app.add_option("--max-attempts", o.embed.retry.max_attempts,
+                      "tries per request (first included) before its chunks are dead-lettered"))
+      ->check(CLI::Range(1, 100))
+      ->group("Embedder");
+
+  Last(app.add_option("--store", o.store_uri, "sqlite:PATH or postgres://user@host:port/db"))
+      ->group("Store");
+  Last(app.add_option("--store-batch", o.store.batch_rows, "rows per store transaction"))
+      ->check(CLI::Range(size_t{1}, size_t{100000}))
+      ->group("Store");
+  Last(app.add_option("--table", o.store.table, "chunks table name"))->group("Store");
+  Last(app.add_option("--pool-size", o.store.pool_size,
+                      "PostgreSQL connections writing in parallel"))
+      ->check(CLI::Range(1, 64))
+      ->group("Store");
+  Last(app.add_option("--create-index", o.store.create_index,
+                      "PostgreSQL with pgvector: build an hnsw or ivfflat index after the load"))
+      ->check(CLI::IsMember({"", "hnsw", "ivfflat"}))
+      ->group("Store");
+
+  Last(
+      app.add_option("--out", o.aggregate.out_dir, "folder for the per-domain/category JSON files"))
+      ->group("Output");
+  Last(app.add_option("--aggregate-every", o.aggregate.flush_every,
+                      "chunks between flushes of a domain/category file"))
+      ->check(CLI::PositiveNumber)
+      ->group("Output");
+  app.add_flag("--aggregate-embeddings,!--no-aggregate-embeddings", o.aggregate.include_embeddings,
+               "write vectors into the aggregate JSON files too")
+      ->group("Output");
+  app.add_flag("--aggregate,!--no-aggregate", o.aggregate_enabled,
+               "write the per-domain/category JSON files")
+      ->group("Output");
+  Last(app.add_option("--dead-letter", o.dead_letter_path,
+                      "JSONL file receiving every chunk or source that could not be processed"))
+      ->group("Output");
+  Last(app.add_option("--report", o.report_path, "write the JSON report to this file"))
+      ->group("Output");
+  Last(app.add_option("--trace", o.trace_path,
+                      "write the concurrency controller's 1-second trace (.csv or .json)"))
+      ->group("Output");
+  Last(app.add_option("--queue-capacity", o.queue_capacity,
+                      "items per stage queue (backpressure bound)"))
+      ->check(CLI::Range(size_t{1}, size_t{1000000}))
+      ->group("Output");
+  app.add_flag("--progress,!--no-progress", o.progress,
+               "live progress line when stderr is a terminal")
+      ->group("Output");
+}
+
+Result<std::vector<std::string>> ExpandConfigFile(const CLI::App& app,
+                                                  std::vector<std::string> args,
+                                                  std::vector<RouteRule>& routes) {
+  std::string path;
+  size_t config_at = args.size(), config_len = 0;
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--config" && i + 1 < args.size()) {
+      path = args[i + 1];
+      config_at = i;
+      config_len = 2;
+      break;
+    }
+    if (args[i].rfind("--config=", 0) == 0) {
+      path = args[i].substr(9);
+      config_at = i;
+      config_len = 1;
+      break;
+    }
+  }
+  if (path.empty()) return args;
+  args.erase(args.begin() + static_cast<std::ptrdiff_t>(config_at),
+             args.begin() + static_cast<std::ptrdiff_t>(config_at + config_len));
+
+  toml::table table;
+  try {
+    table = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    const auto& where = e.source().begin;
+    return Status::InvalidArgument("config " + path + ":" + std::to_string(where.line) + ":" +
+                                   std::to_string(where.column) + ": " +
+                                   std::string(e.description()));
+  } catch (const std::exception& e) {
+    return Status::InvalidArgument("cannot read config " + path + ": " + e.what());
+  }
+
+  std::vector<std::string> from_file;
+  for (const auto& [key_node, value] : table) {
+    const std::string key(key_node.str());
+    const auto line = std::to_string(key_node.source().begin.line);
+    if (key == "route") {
+      const toml::array* rules = value.as_array();
+      if (rules == nullptr) {
+        return Status::InvalidArgument("config " + path + ":" + line +
+                                       ": 'route' must be an array of tables: [[route]]");
+      }
+      for (const auto& rule_node : *rules) {
+        const toml::table* rule = rule_node.as_table();
+        const auto rule_line = std::to_string(rule_node.source().begin.line);
+        if (rule == nullptr) {
+          return Status::InvalidArgument("config " + path + ":" + rule_line +
+                                         ": [[route]] entries must be tables");
+        }
+        RouteRule r;
+        for (const auto& [field_key, field] : *rule) {
+          const std::string name(field_key.str());
+          const auto field_line = std::to_string(field_key.source().begin.line);
+          auto text = field.value<std::string>();
+          std::string* target = name == "glob"       ? &r.glob
+                                : name == "domain"   ? &r.domain
+                                : name == "category" ? &r.category
+                                                     : nullptr;
+          if (target == nullptr) {
+            return Status::InvalidArgument("config " + path + ":" + field_line + ": unknown key '" +
+                                           name +
+                                           "' in [[route]] (expected glob, domain, category)");
+          }
+          if (!text) {
+            return Status::InvalidArgument("config " + path + ":" + field_line + ": '" + name +
+                                           "' must be a string");
+          }
+          *target = *text;
+        }
+        if (r.glob.empty()) {
+          return Status::InvalidArgument("config " + path + ":" + rule_line +
+                                         ": [[route]] needs a glob");
+        }
+        routes.push_back(std::move(r));
+      }
+      continue;
+    }
+    if (key == "inputs" || key == "config" || app.get_option_no_throw("--" + key) == nullptr) {
+      return Status::InvalidArgument("config " + path + ":" + line + ": unknown key '" + key +
+                                     "' (keys are the long flag names of `sluice ingest --help`)");
+    }
+    auto scalar = [&](const toml::node& n) -> std::optional<std::string> {
+      if (auto s = n.value<std::string>()) return *s;
+      if (auto b = n.as_boolean()) return b->get() ? "true" : "false";
+      if (auto i = n.as_integer()) return std::to_string(i->get());
+      if (auto f = n.as_floating_point()) return std::to_string(f->get());
+      return std::nullopt;
+    };
+    if (const toml::array* arr = value.as_array()) {
+      for (const auto& element : *arr) {
+        auto v = scalar(element);
+        if (!v)
+          return Status::InvalidArgument("config " + path + ":" + line + ": '" + key +
+                                         "' must hold scalars");
+        from_file.push_back("--" + key + "=" + *v);
+      }
+      continue;
+    }
+    auto v = scalar(value);
+    if (!v) {
+      return Status::InvalidArgument("config " + path + ":" + line + ": '" + key +
+                                     "' must be a string, number or boolean");
+    }
+    from_file.push_back("--" + key + "=" + *v);
+  }
+  // The file's settings go first so that the command line, parsed later, wins.
+  from_file.insert(from_file.end(), args.begin(), args.end());
+  return from_file;
+}
+
+Status FinishIngestOptions(IngestOptions& o, const IngestFlagExtras& x) {
+  if (o.http.endpoint.empty()) {
+    if (const char* base = std::getenv("OPENAI_BASE_URL"); base != nullptr && *base != '\0') {
+      o.http.endpoint = base;
+    }
+  }
+  while (!o.http.endpoint.empty() && o.http.endpoint.back() == '/') o.http.endpoint.pop_back();
+  if (!x.api_key_env.empty()) {
+    if (const char* key = std::getenv(x.api_key_env.c_str()); key != nullptr) o.http.api_key = key;
+  }
+  o.embedder = x.embedder == "http"   ? EmbedderKind::kHttp
+               : x.embedder == "hash" ? EmbedderKind::kHash
+                                      : EmbedderKind::kAuto;
+  o.embed.oversize =
+      x.oversize == "truncate" ? OversizeInputPolicy::kTruncate : OversizeInputPolicy::kSplit;
+  o.http.request_timeout = FromSeconds(x.request_timeout_s);
+  if (o.http.dimensions > 0) o.store.dimensions = o.http.dimensions;
+  return Status::OK();
+}
+
+}  // namespace sluice::cli

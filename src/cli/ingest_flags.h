@@ -1,0 +1,45 @@
+// The ingest options table: every option is declared once here (name, type,
+// default, help) and that declaration feeds the command-line flags, --help
+// and the TOML config file (--config FILE, whose keys are the long flag names
+// without dashes; unknown keys are an error, and [[route]] tables hold the
+// routing rules).
+//
+// Thread safety: used by main() only.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "sluice/pipeline.h"
+
+namespace sluice::cli {
+
+// Values that need post-processing after parsing (environment, enums).
+struct IngestFlagExtras {
+  std::string embedder = "auto";
+  std::string api_key_env = "OPENAI_API_KEY";
+  std::string oversize = "split";
+  double request_timeout_s = 60;
+  std::string log_level = "info";
+};
+
+// Declares the embedder flags (shared by ingest, search and demo).
+void AddEmbedderFlags(CLI::App& app, IngestOptions& options, IngestFlagExtras& extras);
+// Declares every ingest flag.
+void AddIngestFlags(CLI::App& app, IngestOptions& options, IngestFlagExtras& extras);
+
+// Reads `--config FILE` from `args` (if present) and returns the arguments
+// with the file's settings inserted before the user's own (so the command line
+// wins). Unknown keys, bad types and TOML syntax errors are clear errors.
+// The file's [[route]] tables are validated and appended to `routes`.
+Result<std::vector<std::string>> ExpandConfigFile(const CLI::App& app,
+                                                  std::vector<std::string> args,
+                                                  std::vector<RouteRule>& routes);
+
+// Resolves environment variables (OPENAI_API_KEY via --api-key-env,
+// OPENAI_BASE_URL) and enum flags into `options`.
+Status FinishIngestOptions(IngestOptions& options, const IngestFlagExtras& extras);
+
+}  // namespace sluice::cli

@@ -1,0 +1,128 @@
+// sluice: the command-line entry point. Subcommands: ingest, search, demo,
+// mock-api. Exit status: 0 success; 1 fatal error; 2 usage error; 3 finished
+// but something was dead-lettered; 130/143 stopped by SIGINT/SIGTERM.
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
+
+#include "cli/commands.h"
+#include "cli/ingest_flags.h"
+#include "mockapi/mock_api_flags.h"
+
+namespace sluice::cli {
+namespace {
+
+void SetUpLogging(const std::string& level) {
+  auto logger = spdlog::stderr_color_mt("sluice");
+  logger->set_pattern("[sluice] %^%l%$: %v");
+  spdlog::set_default_logger(logger);
+  spdlog::set_level(spdlog::level::from_str(level));
+}
+
+int Main(int argc, char** argv) {
+  CLI::App app{
+      "sluice: ingest document collections into embeddings in a vector store, as fast as the "
+      "embedding API allows and with nothing lost."};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "sluice 0.1.0");
+
+  IngestOptions ingest_options;
+  IngestFlagExtras ingest_extras;
+  CLI::App* ingest = app.add_subcommand(
+      "ingest", "Parse, chunk, embed and store files, folders or JSONL records (stdin: '-').");
+  AddIngestFlags(*ingest, ingest_options, ingest_extras);
+
+  SearchArgs search_args;
+  IngestFlagExtras search_extras;
+  CLI::App* search =
+      app.add_subcommand("search", "Embed a query and print the nearest stored chunks.");
+  search->add_option("query", search_args.query, "the text to search for")->required();
+  search->add_option("--store", search_args.store_uri, "sqlite:PATH or postgres://...")
+      ->capture_default_str();
+  search->add_option("-k,--top", search_args.k, "how many results")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
+  search->add_flag("--json", search_args.json, "print results as JSON lines");
+  AddEmbedderFlags(*search, search_args.options, search_extras);
+
+  DemoArgs demo_args;
+  CLI::App* demo = app.add_subcommand(
+      "demo",
+      "Start the simulated API in-process (latency + rate limit) and ingest the sample corpus.");
+  demo->add_option("--corpus", demo_args.corpus, "folder to ingest (default: examples/corpus)");
+  demo->add_option("--synthetic", demo_args.synthetic_docs,
+                   "also generate this many synthetic documents")
+      ->capture_default_str();
+  demo->add_option("--out", demo_args.out_dir, "output folder (store, aggregates, report)")
+      ->capture_default_str();
+  demo->add_option("--rpm", demo_args.rpm, "simulated requests/minute limit")
+      ->capture_default_str();
+  demo->add_option("--tpm", demo_args.tpm, "simulated tokens/minute limit")->capture_default_str();
+  demo->add_option("--latency-ms", demo_args.latency_ms, "simulated base latency")
+      ->capture_default_str();
+  demo->add_flag("--progress,!--no-progress", demo_args.progress,
+                 "live progress line on a terminal");
+
+  MockApiOptions mock_options;
+  CLI::App* mock = app.add_subcommand(
+      "mock-api", "Serve the simulated OpenAI-compatible embeddings API until SIGINT/SIGTERM.");
+  AddMockApiFlags(*mock, mock_options);
+
+  // Expand `ingest --config FILE` before parsing so its keys become flags.
+  std::vector<std::string> args;
+  for (int i = argc - 1; i >= 1; --i) args.emplace_back(argv[i]);  // CLI11 wants reverse order
+  std::vector<std::string> forward(args.rbegin(), args.rend());
+  if (!forward.empty() && forward[0] == "ingest") {
+    std::vector<std::string> rest(forward.begin() + 1, forward.end());
+    auto expanded = ExpandConfigFile(*ingest, rest, ingest_options.routes);
+    if (!expanded.ok()) {
+      std::fprintf(stderr, "sluice: %s\n", expanded.status().message().c_str());
+      return 2;
+    }
+    forward.assign(1, "ingest");
+    forward.insert(forward.end(), expanded->begin(), expanded->end());
+    args.assign(forward.rbegin(), forward.rend());
+  }
+  try {
+    app.parse(args);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+
+  if (*ingest) {
+    SetUpLogging(ingest_extras.log_level);
+    if (Status s = FinishIngestOptions(ingest_options, ingest_extras); !s.ok()) {
+      spdlog::error("{}", s.message());
+      return 2;
+    }
+    return RunIngestCommand(ingest_options);
+  }
+  if (*search) {
+    SetUpLogging(search_extras.log_level);
+    if (Status s = FinishIngestOptions(search_args.options, search_extras); !s.ok()) {
+      spdlog::error("{}", s.message());
+      return 2;
+    }
+    return RunSearchCommand(search_args);
+  }
+  if (*demo) {
+    SetUpLogging("info");
+    return RunDemoCommand(demo_args);
+  }
+  if (*mock) {
+    SetUpLogging("info");
+    return RunMockApiCommand(mock_options);
+  }
+  return 2;
+}
+
+}  // namespace
+}  // namespace sluice::cli
+
+int main(int argc, char** argv) { return sluice::cli::Main(argc, argv); }

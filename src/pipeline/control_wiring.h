@@ -1,0 +1,42 @@
+// Chooses and connects the embed stage's controllers from IngestOptions: the
+// concurrency limiter (fixed --concurrency N, or adaptive with 0), the rate
+// pacer (--rpm/--tpm and the service's rate-limit headers) and the controller
+// trace (--trace FILE, summarised in the report).
+//
+// Thread safety: TraceHook samples from its own thread; Finish() joins it.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "sluice/embed.h"
+#include "sluice/embed_stage.h"
+#include "sluice/metrics.h"
+#include "sluice/pipeline.h"
+
+namespace sluice {
+
+std::unique_ptr<ConcurrencyLimiter> MakeLimiter(const IngestOptions& options);
+std::unique_ptr<RatePacer> MakePacer(const IngestOptions& options);
+
+class TraceHook {
+ public:
+  TraceHook(const IngestOptions& options, EmbedStage& stage, Metrics& metrics);
+  ~TraceHook();
+  TraceHook(TraceHook&&) noexcept;
+  TraceHook& operator=(TraceHook&&) = delete;
+  TraceHook(const TraceHook&) = delete;
+  TraceHook& operator=(const TraceHook&) = delete;
+  // Stops sampling, writes --trace, and puts the summary into `report`.
+  void Finish(IngestReport& report);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+inline TraceHook MakeTraceHook(const IngestOptions& options, EmbedStage& stage, Metrics& metrics) {
+  return TraceHook(options, stage, metrics);
+}
+
+}  // namespace sluice

@@ -1,0 +1,146 @@
+#include "pipeline/dead_letter_file.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+
+#include "common/json_writer.h"
+
+namespace sluice {
+
+namespace {
+
+std::string UtcNow() {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+}  // namespace
+
+void AppendChunkJson(const Chunk& c, std::string& out) {
+  JsonWriter w(out);
+  w.BeginObject();
+  w.Key("id").String(c.id);
+  w.Key("source_id").String(c.source_id);
+  w.Key("ordinal").Uint(c.ordinal);
+  w.Key("byte_begin").Uint(c.byte_begin);
+  w.Key("byte_end").Uint(c.byte_end);
+  w.Key("domain").String(c.domain);
+  w.Key("category").String(c.category);
+  w.Key("metadata").Raw(c.metadata_json.empty() ? "{}" : c.metadata_json);
+  w.Key("token_estimate").Uint(c.token_estimate);
+  w.Key("text").String(c.text);
+  w.EndObject();
+}
+
+Result<std::unique_ptr<DeadLetterFile>> DeadLetterFile::Open(const std::string& path,
+                                                             Metrics& metrics) {
+  if (path.empty()) return Status::InvalidArgument("--dead-letter path is empty");
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path p(path);
+  if (p.has_parent_path()) {
+    fs::create_directories(p.parent_path(), ec);
+    if (ec) {
+      return Status::IOError("cannot create dead-letter directory '" + p.parent_path().string() +
+                             "': " + ec.message());
+    }
+  }
+  // Probe writability without truncating an existing file.
+  std::FILE* probe = std::fopen(path.c_str(), "a");
+  if (probe == nullptr) {
+    return Status::IOError("cannot open dead-letter file '" + path + "': " + std::strerror(errno));
+  }
+  std::fclose(probe);
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && st.st_size == 0) ::unlink(path.c_str());
+  return std::unique_ptr<DeadLetterFile>(new DeadLetterFile(path, metrics));
+}
+
+DeadLetterFile::~DeadLetterFile() { Close(); }
+
+void DeadLetterFile::AppendLine(const std::string& line, const Status& why) {
+  std::lock_guard lock(mu_);
+  ++count_;
+  ++reasons_[StatusCodeName(why.code())];
+  if (file_ == nullptr && write_error_.ok()) {
+    file_ = std::fopen(path_.c_str(), "a");
+    if (file_ == nullptr) {
+      write_error_ =
+          Status::IOError("cannot open dead-letter file '" + path_ + "': " + std::strerror(errno));
+    }
+  }
+  if (file_ != nullptr && std::fwrite(line.data(), 1, line.size(), file_) != line.size()) {
+    write_error_ = Status::IOError("write to dead-letter file '" + path_ +
+                                   "' failed: " + std::strerror(errno));
+  }
+}
+
+void DeadLetterFile::ChunkFailed(const Chunk& chunk, const Status& why) {
+  std::string line;
+  JsonWriter w(line);
+  w.BeginObject();
+  w.Key("kind").String("chunk");
+  w.Key("reason").String(StatusCodeName(why.code()));
+  w.Key("message").String(why.message());
+  w.Key("source_id").String(chunk.source_id);
+  w.Key("time").String(UtcNow());
+  w.Key("chunk");
+  AppendChunkJson(chunk, line);
+  w.EndObject();
+  line.push_back('\n');
+  Add(metrics_.chunks_dead_lettered);
+  AppendLine(line, why);
+}
+
+void DeadLetterFile::SourceFailed(const std::string& source_id, const std::string& path,
+                                  const Status& why) {
+  std::string line;
+  JsonWriter w(line);
+  w.BeginObject();
+  w.Key("kind").String("source");
+  w.Key("reason").String(StatusCodeName(why.code()));
+  w.Key("message").String(why.message());
+  w.Key("source_id").String(source_id);
+  w.Key("path").String(path);
+  w.Key("time").String(UtcNow());
+  w.EndObject();
+  line.push_back('\n');
+  Add(metrics_.sources_failed);
+  AppendLine(line, why);
+}
+
+Status DeadLetterFile::Close() {
+  std::lock_guard lock(mu_);
+  if (file_ != nullptr) {
+    if (std::fflush(file_) != 0 || ::fsync(fileno(file_)) != 0) {
+      if (write_error_.ok()) {
+        write_error_ = Status::IOError("flush of dead-letter file '" + path_ + "' failed");
+      }
+    }
+    std::fclose(file_);
+    file_ = nullptr;
+  }
+  return write_error_;
+}
+
+std::map<std::string, uint64_t> DeadLetterFile::ReasonCounts() const {
+  std::lock_guard lock(mu_);
+  return reasons_;
+}
+
+uint64_t DeadLetterFile::Count() const {
+  std::lock_guard lock(mu_);
+  return count_;
+}
+
+}  // namespace sluice

@@ -1,0 +1,134 @@
+// End-of-run reports: a human-readable summary and the JSON report.
+#include <fmt/format.h>
+
+#include "common/json_writer.h"
+#include "sluice/pipeline.h"
+
+namespace sluice {
+
+namespace {
+
+double ChunksPerSecond(const IngestReport& r, const Metrics& m) {
+  return r.elapsed_s > 0 ? static_cast<double>(Get(m.chunks_stored)) / r.elapsed_s : 0;
+}
+
+void WriteLatency(JsonWriter& w, const LatencySummary& s) {
+  w.BeginObject();
+  w.Key("count").Uint(s.count);
+  w.Key("p50_ms").Double(s.p50_ms);
+  w.Key("p95_ms").Double(s.p95_ms);
+  w.Key("p99_ms").Double(s.p99_ms);
+  w.Key("max_ms").Double(s.max_ms);
+  w.Key("mean_ms").Double(s.mean_ms);
+  w.EndObject();
+}
+
+}  // namespace
+
+std::string FormatReportText(const IngestReport& r, const Metrics& m) {
+  std::string out;
+  auto line = [&](std::string_view label, const std::string& value) {
+    out += fmt::format("  {:<22}{}\n", label, value);
+  };
+  out += fmt::format("sluice ingest {} in {:.1f}s\n",
+                     r.status.ok()
+                         ? "finished"
+                         : (r.status.code() == StatusCode::kCancelled ? "stopped" : "FAILED"),
+                     r.elapsed_s);
+  if (!r.status.ok()) line("error", r.status.ToString());
+  line("embedder", r.embedder_description);
+  line("store", r.store_description);
+  line("sources", fmt::format("{} ok, {} skipped, {} failed", Get(m.sources_ok),
+                              Get(m.sources_skipped), Get(m.sources_failed)));
+  for (const auto& [reason, n] : r.skipped_reasons)
+    line("  skipped", fmt::format("{} ({})", n, reason));
+  if (Get(m.invalid_utf8_replaced) > 0 || Get(m.latin1_fallbacks) > 0) {
+    line("encoding", fmt::format("{} invalid UTF-8 bytes replaced, {} files read as Latin-1",
+                                 Get(m.invalid_utf8_replaced), Get(m.latin1_fallbacks)));
+  }
+  line("chunks", fmt::format("{} produced = {} stored + {} dead-lettered{}", Get(m.chunks_produced),
+                             Get(m.chunks_stored), Get(m.chunks_dead_lettered),
+                             r.reconciled ? "" : "  (DOES NOT RECONCILE)"));
+  for (const auto& [reason, n] : r.dead_letter_reasons) {
+    line("  dead-lettered", fmt::format("{} ({})", n, reason));
+  }
+  line("throughput", fmt::format("{:.0f} chunks/s, {} prompt tokens", ChunksPerSecond(r, m),
+                                 Get(m.prompt_tokens)));
+  line("requests",
+       fmt::format("{} sent, {} ok, {} retries, {} rate-limited (429), {} server errors, "
+                   "{} transport errors, {} malformed",
+                   Get(m.requests), Get(m.requests_ok), Get(m.retries), Get(m.rate_limited),
+                   Get(m.server_errors), Get(m.transport_errors), Get(m.malformed_responses)));
+  const LatencySummary embed = m.embed_latency.Summary();
+  line("embed latency", fmt::format("p50 {:.1f} ms, p95 {:.1f} ms, p99 {:.1f} ms", embed.p50_ms,
+                                    embed.p95_ms, embed.p99_ms));
+  const LatencySummary store = m.store_latency.Summary();
+  line("store latency",
+       fmt::format("p50 {:.1f} ms, p95 {:.1f} ms, p99 {:.1f} ms ({} batches, {} retries)",
+                   store.p50_ms, store.p95_ms, store.p99_ms, Get(m.store_batches),
+                   Get(m.store_retries)));
+  std::string queues;
+  for (const auto& [name, n] : r.queue_high_water) {
+    if (!queues.empty()) queues += ", ";
+    queues += fmt::format("{} {}", name, n);
+  }
+  line("queue high water", queues);
+  if (!r.trace_summary.empty()) line("controller", r.trace_summary);
+  if (Get(m.aggregate_files_written) > 0) {
+    line("aggregate files", std::to_string(Get(m.aggregate_files_written)));
+  }
+  return out;
+}
+
+std::string FormatReportJson(const IngestReport& r, const Metrics& m) {
+  std::string out;
+  JsonWriter w(out);
+  w.BeginObject();
+  w.Key("status").String(r.status.ok() ? "ok" : StatusCodeName(r.status.code()));
+  if (!r.status.ok()) w.Key("error").String(r.status.message());
+  w.Key("embedder").String(r.embedder_description);
+  w.Key("store").String(r.store_description);
+  w.Key("sources_ok").Uint(Get(m.sources_ok));
+  w.Key("sources_skipped").Uint(Get(m.sources_skipped));
+  w.Key("sources_failed").Uint(Get(m.sources_failed));
+  w.Key("skipped_reasons").BeginObject();
+  for (const auto& [reason, n] : r.skipped_reasons) w.Key(reason).Uint(n);
+  w.EndObject();
+  w.Key("invalid_utf8_bytes_replaced").Uint(Get(m.invalid_utf8_replaced));
+  w.Key("latin1_fallbacks").Uint(Get(m.latin1_fallbacks));
+  w.Key("bytes_read").Uint(Get(m.bytes_read));
+  w.Key("chunks_produced").Uint(Get(m.chunks_produced));
+  w.Key("chunks_stored").Uint(Get(m.chunks_stored));
+  w.Key("chunks_dead_lettered").Uint(Get(m.chunks_dead_lettered));
+  w.Key("dead_letter_reasons").BeginObject();
+  for (const auto& [reason, n] : r.dead_letter_reasons) w.Key(reason).Uint(n);
+  w.EndObject();
+  w.Key("reconciled").Bool(r.reconciled);
+  w.Key("requests").Uint(Get(m.requests));
+  w.Key("requests_ok").Uint(Get(m.requests_ok));
+  w.Key("retries").Uint(Get(m.retries));
+  w.Key("rate_limited").Uint(Get(m.rate_limited));
+  w.Key("server_errors").Uint(Get(m.server_errors));
+  w.Key("transport_errors").Uint(Get(m.transport_errors));
+  w.Key("malformed_responses").Uint(Get(m.malformed_responses));
+  w.Key("oversize_inputs").Uint(Get(m.oversize_inputs));
+  w.Key("prompt_tokens").Uint(Get(m.prompt_tokens));
+  w.Key("embed_latency");
+  WriteLatency(w, m.embed_latency.Summary());
+  w.Key("store_latency");
+  WriteLatency(w, m.store_latency.Summary());
+  w.Key("store_batches").Uint(Get(m.store_batches));
+  w.Key("store_retries").Uint(Get(m.store_retries));
+  w.Key("aggregate_files_written").Uint(Get(m.aggregate_files_written));
+  w.Key("queue_high_water").BeginObject();
+  for (const auto& [name, n] : r.queue_high_water) w.Key(name).Uint(n);
+  w.EndObject();
+  if (!r.trace_summary_json.empty()) w.Key("controller").Raw(r.trace_summary_json);
+  w.Key("elapsed_s").Double(r.elapsed_s);
+  w.Key("chunks_per_s").Double(ChunksPerSecond(r, m));
+  w.EndObject();
+  out.push_back('\n');
+  return out;
+}
+
+}  // namespace sluice

@@ -1,0 +1,48 @@
+#include "pipeline/source_enumerator.h"
+
+#include <sys/stat.h>
+
+namespace sluice {
+
+Result<std::unique_ptr<SourceEnumerator>> SourceEnumerator::Open(const IngestOptions& options) {
+  auto e = std::make_unique<SourceEnumerator>();
+  e->walk_options_.include_globs = options.include_globs;
+  e->walk_options_.exclude_globs = options.exclude_globs;
+  int stdin_inputs = 0;
+  for (const std::string& input : options.inputs) {
+    if (input == kStdinPath) {
+      if (++stdin_inputs > 1) return Status::InvalidArgument("'-' (stdin) given more than once");
+      e->inputs_.push_back({true, input});
+      continue;
+    }
+    struct stat st {};
+    if (::stat(input.c_str(), &st) != 0) {
+      return Status::NotFound("input '" + input + "' does not exist");
+    }
+    e->inputs_.push_back({false, input});
+  }
+  return e;
+}
+
+Status SourceEnumerator::Run(BoundedQueue<SourceFile>& out, const std::atomic<bool>& stopping,
+                             const WalkErrorFn& on_error) {
+  for (const Input& input : inputs_) {
+    if (stopping) return Status::OK();
+    if (input.is_stdin) {
+      SourceFile file;
+      file.path = kStdinPath;
+      file.relative_path = "stdin";
+      file.root_name = "stdin";
+      if (!out.Push(std::move(file))) return Status::OK();
+      continue;
+    }
+    auto walker = SourceWalker::Open({input.root}, walk_options_, on_error);
+    if (!walker.ok()) return walker.status();
+    while (auto file = walker->Next()) {
+      if (stopping || !out.Push(std::move(*file))) return Status::OK();
+    }
+  }
+  return Status::OK();
+}
+
+}  // namespace sluice
