@@ -1,0 +1,158 @@
+// The "jsonl" parser: one document per line (see jsonl_records.h), from a
+// file or from stdin ("-"). Lines are bounded (64 MiB); a longer line is
+// dead-lettered and skipped without being held in memory.
+#include <cstring>
+#include <string>
+
+#include "common/utf8.h"
+#include "sources/jsonl_records.h"
+#include "sources/text_input.h"
+#include "sources/text_parsers.h"
+
+namespace sluice::sources_internal {
+
+std::string JsonlRecordReader::LineRef(uint64_t line_number) const {
+  const std::string& name = file_.relative_path.empty() ? file_.path : file_.relative_path;
+  return (name == "-" ? std::string("<stdin>") : name) + ":" + std::to_string(line_number);
+}
+
+void JsonlRecordReader::Skip(const std::string& ref, uint64_t line_number, const std::string& why) {
+  ++stats_.records_skipped;
+  errors_.RecordFailed(ref, Status::Corrupt("line " + std::to_string(line_number) + ": " + why));
+}
+
+Status JsonlRecordReader::HandleLine(std::string_view line, uint64_t line_number, bool too_long) {
+  if (too_long) {
+    Skip(LineRef(line_number), line_number,
+         "line longer than " + std::to_string(kMaxJsonlLineBytes) + " bytes");
+    return Status::OK();
+  }
+  if (line_number == 1 && line.starts_with("\xEF\xBB\xBF")) line.remove_prefix(3);
+  if (Trim(line).empty()) return Status::OK();
+
+  // simdjson needs padding after the data; reuse one buffer per reader.
+  if (buffer_.size() < line.size()) buffer_ = simdjson::padded_string(line.size() * 2);
+  std::memcpy(buffer_.data(), line.data(), line.size());
+  simdjson::dom::element root;
+  if (auto err = parser_.parse(reinterpret_cast<const uint8_t*>(buffer_.data()), line.size(), false)
+                     .get(root)) {
+    Skip(LineRef(line_number), line_number,
+         std::string("invalid JSON: ") + simdjson::error_message(err));
+    return Status::OK();
+  }
+  simdjson::dom::object obj;
+  if (root.get(obj)) {
+    Skip(LineRef(line_number), line_number, "record is not a JSON object");
+    return Status::OK();
+  }
+
+  SourceInfo info = FileSourceInfo(file_);
+  // id: string or number.
+  simdjson::dom::element id_el;
+  if (obj["id"].get(id_el)) {
+    Skip(LineRef(line_number), line_number, "missing \"id\"");
+    return Status::OK();
+  }
+  if (id_el.is_string()) {
+    info.source_id = std::string(id_el.get_string().value_unsafe());
+  } else if (id_el.is_number()) {
+    info.source_id = simdjson::minify(id_el);
+  } else {
+    Skip(LineRef(line_number), line_number, "\"id\" must be a string or a number");
+    return Status::OK();
+  }
+  if (info.source_id.empty()) {
+    Skip(LineRef(line_number), line_number, "\"id\" is empty");
+    return Status::OK();
+  }
+  const std::string& ref = info.source_id;
+
+  std::string_view text;
+  simdjson::dom::element text_el;
+  if (obj["text"].get(text_el)) {
+    Skip(ref, line_number, "missing \"text\"");
+    return Status::OK();
+  }
+  if (text_el.get_string().get(text)) {
+    Skip(ref, line_number, "\"text\" must be a string");
+    return Status::OK();
+  }
+  struct Field {
+    const char* key;
+    std::string* into;
+  };
+  const Field fields[] = {{"domain", &info.domain},
+                          {"category", &info.category},
+                          {"title", &info.title},
+                          {"author", &info.author}};
+  for (const Field& f : fields) {
+    simdjson::dom::element el;
+    if (obj[f.key].get(el)) continue;  // absent: keep the default
+    if (el.is_null()) continue;
+    std::string_view v;
+    if (el.get_string().get(v)) {
+      Skip(ref, line_number, std::string("\"") + f.key + "\" must be a string");
+      return Status::OK();
+    }
+    if (!v.empty()) *f.into = std::string(v);
+  }
+  simdjson::dom::element meta_el;
+  if (!obj["metadata"].get(meta_el) && !meta_el.is_null()) {
+    if (!meta_el.is_object()) {
+      Skip(ref, line_number, "\"metadata\" must be an object");
+      return Status::OK();
+    }
+    info.metadata_json = simdjson::minify(meta_el);
+  }
+
+  ++records_;
+  Status s = sink_.BeginDocument(info);
+  if (!s.ok()) return s;
+  ParagraphAssembler paragraphs([this](std::string&& t) {
+    TextBlock block;
+    block.text = std::move(t);
+    return sink_.AddBlock(block);
+  });
+  s = paragraphs.Feed(text);
+  if (s.ok()) s = paragraphs.Finish();
+  if (!s.ok()) return s;
+  return sink_.EndDocument();
+}
+
+namespace {
+
+class JsonlParser final : public Parser {
+ public:
+  std::string_view Name() const override { return "jsonl"; }
+  std::vector<std::string> Extensions() const override { return {"jsonl", "ndjson", "-"}; }
+  bool Sniff(std::string_view) const override { return false; }
+
+  Status Parse(const SourceFile& file, const ParseLimits& limits, DocumentSink& sink,
+               RecordErrorSink& errors, ParseStats& stats) const override {
+    Status s = CheckFileSize(file, limits);
+    if (!s.ok()) return s;
+    Result<InputFile> in = InputFile::Open(file.path);
+    if (!in.ok()) return in.status();
+    JsonlRecordReader records(file, sink, errors, stats);
+    LineSplitter lines(kMaxJsonlLineBytes, LineSplitter::Overflow::kDiscard,
+                       [&records](std::string_view line, uint64_t n, bool too_long) {
+                         return records.HandleLine(line, n, too_long);
+                       });
+    std::string block;
+    for (;;) {
+      block.clear();
+      Result<size_t> got = in->Read(block, kReadBlockBytes);
+      if (!got.ok()) return got.status();
+      if (*got == 0) break;
+      s = lines.Feed(block);
+      if (!s.ok()) return s;
+    }
+    return lines.Finish();
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Parser> MakeJsonlParser() { return std::make_unique<JsonlParser>(); }
+
+}  // namespace sluice::sources_internal

@@ -1,0 +1,106 @@
+// Internal building blocks of the text-family parsers: reading an input in
+// blocks, decoding it to UTF-8 (BOM, UTF-16, Latin-1 fallback, repair),
+// splitting it into paragraphs or lines with bounded memory.
+//
+// Thread safety: each object is used by one thread; functions are reentrant.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include "sluice/parser.h"
+#include "sluice/status.h"
+
+namespace sluice::sources_internal {
+
+inline constexpr size_t kReadBlockBytes = 1 << 20;  // one read() from an input
+inline constexpr size_t kMaxPieceBytes = 1 << 20;   // longest block a paragraph is emitted in
+inline constexpr size_t kSniffBytes = 8 << 10;      // NUL bytes here mean "binary"
+
+// A file or stdin ("-") read in blocks. Move-only; closes what it opened.
+class InputFile {
+ public:
+  static Result<InputFile> Open(const std::string& path);
+  InputFile(InputFile&& other) noexcept : fd_(other.fd_), owned_(other.owned_), path_(other.path_) {
+    other.fd_ = -1;
+  }
+  InputFile& operator=(InputFile&&) = delete;
+  ~InputFile();
+  // Appends up to `max_bytes` to `out`; returns the count, 0 at end of input.
+  Result<size_t> Read(std::string& out, size_t max_bytes);
+
+ private:
+  InputFile(int fd, bool owned, std::string path)
+      : fd_(fd), owned_(owned), path_(std::move(path)) {}
+  int fd_;
+  bool owned_;
+  std::string path_;
+};
+
+// Builds the SourceInfo of a file from what the walker and routing found.
+SourceInfo FileSourceInfo(const SourceFile& file);
+
+// Streams `path` as UTF-8 to `on_text` in pieces of about kReadBlockBytes:
+// UTF-8 (BOM stripped; invalid bytes repaired to U+FFFD and counted),
+// UTF-16 LE/BE with a BOM (unpaired surrogates count as replaced), or Latin-1
+// when the first block's non-ASCII bytes are mostly invalid UTF-8.
+// Returns InvalidArgument("binary file") when the first 8 KiB hold a NUL byte
+// and there is no UTF-16 BOM. A piece never ends inside a UTF-8 sequence.
+Status DecodeTextFile(const std::string& path, ParseStats& stats,
+                      const std::function<Status(std::string_view)>& on_text);
+
+// Turns a UTF-8 stream into paragraphs: runs of lines separated by blank
+// (whitespace-only) lines, lines joined by '\n' (a '\r' before '\n' dropped),
+// trimmed. A paragraph longer than `max_piece` is emitted in pieces of at
+// most `max_piece` bytes cut at whitespace when there is some in the second
+// half, else at a UTF-8 boundary, so memory stays bounded on a 1 GB line.
+class ParagraphAssembler {
+ public:
+  using EmitFn = std::function<Status(std::string&&)>;
+  explicit ParagraphAssembler(EmitFn emit, size_t max_piece = kMaxPieceBytes)
+      : emit_(std::move(emit)), max_piece_(max_piece) {}
+  // REQUIRES: text is valid UTF-8 when all pieces are concatenated.
+  Status Feed(std::string_view text);
+  Status Finish();
+
+ private:
+  Status EmitParagraph();
+  Status EmitPiece();
+  EmitFn emit_;
+  size_t max_piece_;
+  std::string para_;
+  size_t line_start_ = 0;
+  bool line_has_content_ = false;
+};
+
+// Splits a byte stream into lines ('\n'; a '\r' before it is dropped).
+// A line longer than `max_line` is either handed out in pieces of at most
+// max_line bytes (kSplit, cut at a UTF-8 boundary) or dropped up to its end
+// and reported once with too_long = true and an empty line (kDiscard).
+class LineSplitter {
+ public:
+  enum class Overflow { kSplit, kDiscard };
+  using LineFn = std::function<Status(std::string_view line, uint64_t line_number, bool too_long)>;
+  LineSplitter(size_t max_line, Overflow overflow, LineFn fn)
+      : max_line_(max_line), overflow_(overflow), fn_(std::move(fn)) {}
+  Status Feed(std::string_view bytes);
+  // Hands out a last line without '\n', if any.
+  Status Finish();
+
+ private:
+  Status EndLine();
+  size_t max_line_;
+  Overflow overflow_;
+  LineFn fn_;
+  std::string line_;
+  uint64_t line_number_ = 0;  // of the line being assembled, minus one
+  bool discarding_ = false;
+};
+
+bool IsSpace(char c);
+std::string_view Trim(std::string_view s);
+
+}  // namespace sluice::sources_internal
