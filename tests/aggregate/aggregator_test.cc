@@ -1,0 +1,447 @@
+// Unit tests of the JSON aggregator on a real temp directory.
+#include <gtest/gtest.h>
+#include <simdjson.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "aggregate/json_aggregator.h"
+#include "sluice/aggregator.h"
+
+namespace sluice {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string ReadFile(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+class AggregatorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("sluice_agg_test_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    out_ = (dir_ / "out").string();
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  AggregatorOptions Options(size_t flush_every = 100) {
+    AggregatorOptions o;
+    o.out_dir = out_;
+    o.flush_every = flush_every;
+    return o;
+  }
+
+  std::unique_ptr<JsonAggregator> MustOpen(const AggregatorOptions& o,
+                                           const AggregatorLimits& limits = {}) {
+    auto agg = JsonAggregator::Open(o, limits);
+    EXPECT_TRUE(agg.ok()) << agg.status().ToString();
+    return agg.ok() ? std::move(agg).value() : nullptr;
+  }
+
+  static EmbeddedChunk MakeChunk(const std::string& source, uint32_t ordinal,
+                                 const std::string& domain = "manuals",
+                                 const std::string& category = "pumps") {
+    EmbeddedChunk e;
+    e.chunk.source_id = source;
+    e.chunk.ordinal = ordinal;
+    e.chunk.id = source + "#" + std::to_string(ordinal);
+    e.chunk.text = "text of " + e.chunk.id + " with \"quotes\" and \n newline";
+    e.chunk.domain = domain;
+    e.chunk.category = category;
+    e.chunk.metadata_json = R"({"page_start":)" + std::to_string(ordinal + 1) + "}";
+    e.embedding = {0.5f, -1.25f, static_cast<float>(ordinal)};
+    e.model = "m";
+    return e;
+  }
+
+  // Parses a group file; fails the test when it is not valid JSON.
+  struct Parsed {
+    std::string domain, category;
+    uint64_t chunk_count = 0;
+    std::vector<std::string> sources;
+    std::vector<std::string> ids, texts;
+    std::vector<uint64_t> ordinals;
+    std::vector<std::vector<double>> embeddings;
+    std::vector<uint64_t> page_starts;
+    bool any_embedding_key = false;
+  };
+  static bool Parse(const std::string& json, Parsed& p) {
+    simdjson::dom::parser parser;
+    simdjson::dom::element doc;
+    if (parser.parse(json).get(doc)) return false;
+    std::string_view sv;
+    if (doc["domain"].get_string().get(sv)) return false;
+    p.domain = sv;
+    if (doc["category"].get_string().get(sv)) return false;
+    p.category = sv;
+    if (doc["chunk_count"].get_uint64().get(p.chunk_count)) return false;
+    simdjson::dom::array arr;
+    if (doc["sources"].get_array().get(arr)) return false;
+    for (auto s : arr) p.sources.emplace_back(std::string_view(s.get_string()));
+    if (doc["chunks"].get_array().get(arr)) return false;
+    for (auto c : arr) {
+      p.ids.emplace_back(std::string_view(c["id"].get_string()));
+      p.texts.emplace_back(std::string_view(c["text"].get_string()));
+      p.ordinals.push_back(uint64_t(c["ordinal"].get_uint64()));
+      p.page_starts.push_back(uint64_t(c["metadata"]["page_start"].get_uint64()));
+      simdjson::dom::array emb;
+      if (!c["embedding"].get_array().get(emb)) {
+        p.any_embedding_key = true;
+        std::vector<double> v;
+        for (auto x : emb) v.push_back(double(x.get_double()));
+        p.embeddings.push_back(v);
+      }
+    }
+    return true;
+  }
+  Parsed MustParse(const std::string& path) {
+    Parsed p;
+    EXPECT_TRUE(Parse(ReadFile(path), p)) << path;
+    return p;
+  }
+
+  fs::path dir_;
+  std::string out_;
+};
+
+TEST(SafeFileComponentTest, TraversalAndSeparatorsAreNeutralised) {
+  for (const char* name : {"../../etc", "..", ".", "./x", "a/../b", "a\\b", "/abs", ".hidden"}) {
+    const std::string s = SafeFileComponent(name);
+    EXPECT_EQ(s.find('/'), std::string::npos) << name;
+    EXPECT_EQ(s.find('\\'), std::string::npos) << name;
+    EXPECT_EQ(s.find(".."), std::string::npos) << name << " -> " << s;
+    ASSERT_FALSE(s.empty());
+    EXPECT_NE(s[0], '.') << name << " -> " << s;
+  }
+}
+
+TEST(SafeFileComponentTest, PlainNamesAreKeptAndLookalikesStayDistinct) {
+  EXPECT_EQ(SafeFileComponent("pumps"), "pumps");
+  EXPECT_EQ(SafeFileComponent("a_b"), "a_b");
+  EXPECT_EQ(SafeFileComponent("v1.2-final"), "v1.2-final");
+  const std::set<std::string> names = {SafeFileComponent("a/b"), SafeFileComponent("a_b"),
+                                       SafeFileComponent("a?b"), SafeFileComponent("a b"),
+                                       SafeFileComponent("a\nb")};
+  EXPECT_EQ(names.size(), 5u);
+  EXPECT_EQ(SafeFileComponent("a/b").substr(0, 4), "a_b-");
+  EXPECT_EQ(SafeFileComponent("a/b").size(), 12u);                // "a_b-" + 8 hex
+  EXPECT_EQ(SafeFileComponent("a/b"), SafeFileComponent("a/b"));  // stable
+}
+
+TEST(SafeFileComponentTest, UnicodeEmptyAndLongNames) {
+  const std::string u = SafeFileComponent("Prüfung/Übersicht");
+  for (char c : u) EXPECT_LT(static_cast<unsigned char>(c), 0x80) << u;
+  EXPECT_EQ(u.substr(0, 18), "Pr_fung__bersicht-");  // one '_' per code point
+  EXPECT_NE(SafeFileComponent("日本"), SafeFileComponent("中国"));
+  EXPECT_NE(SafeFileComponent("\xff\xfe"), SafeFileComponent("__"));  // invalid UTF-8
+
+  const std::string empty = SafeFileComponent("");
+  EXPECT_FALSE(empty.empty());
+  EXPECT_EQ(empty[0], '_');
+  EXPECT_NE(empty, SafeFileComponent("_"));
+
+  const std::string long_ascii(1000, 'x');
+  const std::string cut = SafeFileComponent(long_ascii);
+  EXPECT_LE(cut.size(), 89u);
+  EXPECT_NE(cut, SafeFileComponent(long_ascii + "y"));  // the hash covers the whole name
+  std::string long_utf8;
+  for (int i = 0; i < 300; ++i) long_utf8 += "é";
+  EXPECT_LE(SafeFileComponent(long_utf8).size(), 89u);
+}
+
+TEST_F(AggregatorTest, OneFilePerGroupOrderedWithSchema) {
+  auto agg = MustOpen(Options());
+  ASSERT_NE(agg, nullptr);
+  // Out of order on purpose, two groups.
+  for (auto [src, ord] : std::vector<std::pair<std::string, uint32_t>>{
+           {"b.md", 1}, {"a.md", 2}, {"b.md", 0}, {"a.md", 0}, {"a.md", 1}, {"a.md", 10}}) {
+    ASSERT_TRUE(agg->Add(MakeChunk(src, ord)).ok());
+  }
+  ASSERT_TRUE(agg->Add(MakeChunk("c.md", 0, "manuals", "valves")).ok());
+  EXPECT_EQ(agg->FilesWritten(), 0u);  // nothing reached flush_every
+  ASSERT_TRUE(agg->Finish().ok());
+  EXPECT_EQ(agg->FilesWritten(), 2u);
+
+  const std::string pumps = out_ + "/manuals/pumps.json";
+  EXPECT_EQ(agg->GroupFilePath("manuals", "pumps"), pumps);
+  Parsed p = MustParse(pumps);
+  EXPECT_EQ(p.domain, "manuals");
+  EXPECT_EQ(p.category, "pumps");
+  EXPECT_EQ(p.chunk_count, 6u);
+  EXPECT_EQ(p.sources, (std::vector<std::string>{"a.md", "b.md"}));
+  EXPECT_EQ(p.ids, (std::vector<std::string>{"a.md#0", "a.md#1", "a.md#2", "a.md#10", "b.md#0",
+                                             "b.md#1"}));
+  EXPECT_EQ(p.ordinals, (std::vector<uint64_t>{0, 1, 2, 10, 0, 1}));
+  EXPECT_EQ(p.page_starts, (std::vector<uint64_t>{1, 2, 3, 11, 1, 2}));
+  EXPECT_EQ(p.texts[0], "text of a.md#0 with \"quotes\" and \n newline");
+  EXPECT_FALSE(p.any_embedding_key);
+  Parsed v = MustParse(out_ + "/manuals/valves.json");
+  EXPECT_EQ(v.chunk_count, 1u);
+
+  EXPECT_EQ(agg->Add(MakeChunk("d.md", 0)).code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(AggregatorTest, IncludeEmbeddingsWritesVectors) {
+  auto o = Options();
+  o.include_embeddings = true;
+  auto agg = MustOpen(o);
+  ASSERT_NE(agg, nullptr);
+  ASSERT_TRUE(agg->Add(MakeChunk("a.md", 3)).ok());
+  ASSERT_TRUE(agg->Finish().ok());
+  Parsed p = MustParse(out_ + "/manuals/pumps.json");
+  ASSERT_EQ(p.embeddings.size(), 1u);
+  EXPECT_EQ(p.embeddings[0], (std::vector<double>{0.5, -1.25, 3.0}));
+}
+
+TEST_F(AggregatorTest, RepeatedIdsAreDeduplicatedLatestWins) {
+  auto agg = MustOpen(Options(3));
+  ASSERT_NE(agg, nullptr);
+  EmbeddedChunk c = MakeChunk("a.md", 0);
+  ASSERT_TRUE(agg->Add(c).ok());
+  ASSERT_TRUE(agg->Add(c).ok());  // a retry
+  c.chunk.text = "second version";
+  ASSERT_TRUE(agg->Add(c).ok());  // flush point (3 adds)
+  ASSERT_TRUE(agg->Add(MakeChunk("a.md", 1)).ok());
+  ASSERT_TRUE(agg->Finish().ok());
+  Parsed p = MustParse(out_ + "/manuals/pumps.json");
+  EXPECT_EQ(p.chunk_count, 2u);
+  EXPECT_EQ(p.ids, (std::vector<std::string>{"a.md#0", "a.md#1"}));
+  EXPECT_EQ(p.texts[0], "second version");
+}
+
+TEST_F(AggregatorTest, FlushCadenceDoublesPerGroup) {
+  auto agg = MustOpen(Options(2));
+  ASSERT_NE(agg, nullptr);
+  const std::string file = out_ + "/manuals/pumps.json";
+  // count of chunks visible in the file after each Add (0: no file yet)
+  const std::vector<uint64_t> expected = {0, 2, 2, 4, 4, 4, 4, 8, 8};
+  for (uint32_t i = 0; i < expected.size(); ++i) {
+    ASSERT_TRUE(agg->Add(MakeChunk("a.md", i)).ok());
+    if (expected[i] == 0) {
+      EXPECT_FALSE(fs::exists(file)) << i;
+    } else {
+      EXPECT_EQ(MustParse(file).chunk_count, expected[i]) << "after add " << i + 1;
+    }
+    // Another group's adds do not move this group's cadence.
+    ASSERT_TRUE(agg->Add(MakeChunk("z.md", i, "other", "misc")).ok());
+  }
+  EXPECT_EQ(agg->Rewrites(), 3u * 2);  // at 2, 4, 8 for each of the two groups
+  ASSERT_TRUE(agg->Finish().ok());
+  EXPECT_EQ(MustParse(file).chunk_count, 9u);
+  EXPECT_EQ(agg->Rewrites(), 4u * 2);
+  EXPECT_EQ(agg->FilesWritten(), 2u);
+}
+
+TEST_F(AggregatorTest, FlushIsAtomicReaderAlwaysSeesAWholeFile) {
+  auto agg = MustOpen(Options(1));
+  ASSERT_NE(agg, nullptr);
+  const std::string file = out_ + "/manuals/pumps.json";
+  std::atomic<bool> done{false};
+  std::atomic<int> parsed{0}, broken{0};
+  std::thread reader([&] {
+    while (!done.load()) {
+      std::string json = ReadFile(file);
+      if (json.empty()) continue;  // not created yet
+      Parsed p;
+      if (Parse(json, p) && p.chunk_count == p.ids.size()) {
+        ++parsed;
+      } else {
+        ++broken;
+      }
+    }
+  });
+  for (uint32_t i = 0; i < 4096; ++i) {
+    EmbeddedChunk c = MakeChunk("a.md", i);
+    c.chunk.text.assign(1500, static_cast<char>('a' + i % 26));
+    ASSERT_TRUE(agg->Add(c).ok());
+  }
+  ASSERT_TRUE(agg->Finish().ok());
+  done = true;
+  reader.join();
+  EXPECT_EQ(broken.load(), 0);
+  EXPECT_GT(parsed.load(), 0);
+  EXPECT_EQ(MustParse(file).chunk_count, 4096u);
+  for (const auto& entry : fs::recursive_directory_iterator(out_)) {
+    EXPECT_EQ(entry.path().filename().string().find(".tmp."), std::string::npos) << entry.path();
+  }
+  EXPECT_FALSE(fs::exists(agg->SpoolDir()));
+  EXPECT_FALSE(fs::exists(out_ + "/.spool"));
+}
+
+TEST_F(AggregatorTest, SpoolKeepsMemoryBounded) {
+  AggregatorLimits limits;
+  limits.group_buffer_bytes = 16 * 1024;
+  limits.total_buffer_bytes = 32 * 1024;
+  auto agg = MustOpen(Options(0), limits);  // 0: only Finish writes files
+  ASSERT_NE(agg, nullptr);
+  size_t max_buffered = 0;
+  for (uint32_t i = 0; i < 600; ++i) {
+    // Three groups so the total limit, not only the per-group one, is hit.
+    EmbeddedChunk c = MakeChunk("s" + std::to_string(i % 7), i, "d", "c" + std::to_string(i % 3));
+    c.chunk.text.assign(1000, 'x');
+    ASSERT_TRUE(agg->Add(c).ok());
+    max_buffered = std::max(max_buffered, agg->BufferedBytes());
+  }
+  EXPECT_LE(max_buffered, limits.total_buffer_bytes + 2048);
+  // The texts live in the spool files, not in memory.
+  uintmax_t spooled = 0;
+  for (const auto& entry : fs::directory_iterator(agg->SpoolDir())) {
+    EXPECT_EQ(entry.path().extension(), ".jsonl");
+    spooled += entry.file_size();
+  }
+  EXPECT_GE(spooled + agg->BufferedBytes(), 600u * 1000);
+  EXPECT_EQ(agg->FilesWritten(), 0u);
+  ASSERT_TRUE(agg->Finish().ok());
+  EXPECT_EQ(agg->FilesWritten(), 3u);
+  EXPECT_EQ(MustParse(out_ + "/d/c0.json").chunk_count, 200u);
+}
+
+TEST_F(AggregatorTest, RerunMergesWithExistingFileBySource) {
+  {
+    auto agg = MustOpen(Options());
+    ASSERT_NE(agg, nullptr);
+    for (uint32_t i = 0; i < 2; ++i) {
+      ASSERT_TRUE(agg->Add(MakeChunk("a.md", i)).ok());
+      ASSERT_TRUE(agg->Add(MakeChunk("b.md", i)).ok());
+    }
+    ASSERT_TRUE(agg->Finish().ok());
+  }
+  const std::string file = out_ + "/manuals/pumps.json";
+  const std::string first = ReadFile(file);
+  {
+    // An identical rerun reproduces the file byte for byte: no duplicates.
+    auto agg = MustOpen(Options());
+    ASSERT_NE(agg, nullptr);
+    for (uint32_t i = 0; i < 2; ++i) {
+      ASSERT_TRUE(agg->Add(MakeChunk("a.md", i)).ok());
+      ASSERT_TRUE(agg->Add(MakeChunk("b.md", i)).ok());
+    }
+    ASSERT_TRUE(agg->Finish().ok());
+  }
+  EXPECT_EQ(ReadFile(file), first);
+  {
+    // An incremental run: b.md changed (now one chunk), c.md is new, a.md
+    // was skipped. a.md's chunks are kept, b.md's old ones replaced.
+    auto agg = MustOpen(Options());
+    ASSERT_NE(agg, nullptr);
+    EmbeddedChunk b = MakeChunk("b.md", 0);
+    b.chunk.id = "b.md#0-v2";
+    b.chunk.text = "new b";
+    ASSERT_TRUE(agg->Add(b).ok());
+    ASSERT_TRUE(agg->Add(MakeChunk("c.md", 0)).ok());
+    ASSERT_TRUE(agg->Finish().ok());
+  }
+  Parsed p = MustParse(file);
+  EXPECT_EQ(p.ids, (std::vector<std::string>{"a.md#0", "a.md#1", "b.md#0-v2", "c.md#0"}));
+  EXPECT_EQ(p.sources, (std::vector<std::string>{"a.md", "b.md", "c.md"}));
+  EXPECT_EQ(p.texts[2], "new b");
+  EXPECT_EQ(p.page_starts[1], 2u);  // imported chunks keep their metadata
+}
+
+TEST_F(AggregatorTest, CorruptExistingFileIsAClearError) {
+  fs::create_directories(out_ + "/manuals");
+  std::ofstream(out_ + "/manuals/pumps.json") << "{\"chunks\": [ truncated";
+  auto agg = MustOpen(Options());
+  ASSERT_NE(agg, nullptr);
+  Status s = agg->Add(MakeChunk("a.md", 0));
+  EXPECT_EQ(s.code(), StatusCode::kCorrupt);
+  EXPECT_NE(s.message().find("existing aggregate '" + out_ + "/manuals/pumps.json'"),
+            std::string::npos)
+      << s.message();
+  // Other groups are unaffected.
+  EXPECT_TRUE(agg->Add(MakeChunk("a.md", 0, "manuals", "valves")).ok());
+}
+
+TEST_F(AggregatorTest, BadChunksAreRejected) {
+  auto agg = MustOpen(Options());
+  ASSERT_NE(agg, nullptr);
+  EmbeddedChunk no_id = MakeChunk("a.md", 0);
+  no_id.chunk.id.clear();
+  EXPECT_EQ(agg->Add(no_id).code(), StatusCode::kRejected);
+  EmbeddedChunk bad_meta = MakeChunk("a.md", 1);
+  bad_meta.chunk.metadata_json = "{not json";
+  EXPECT_EQ(agg->Add(bad_meta).code(), StatusCode::kRejected);
+  bad_meta.chunk.metadata_json = "[1,2]";
+  EXPECT_EQ(agg->Add(bad_meta).code(), StatusCode::kRejected);
+  EmbeddedChunk empty_meta = MakeChunk("a.md", 2);
+  empty_meta.chunk.metadata_json.clear();  // written as {}
+  ASSERT_TRUE(agg->Add(empty_meta).ok());
+  ASSERT_TRUE(agg->Finish().ok());
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc;
+  ASSERT_FALSE(parser.parse(ReadFile(out_ + "/manuals/pumps.json")).get(doc));
+  EXPECT_EQ(uint64_t(doc["chunk_count"].get_uint64()), 1u);
+  EXPECT_TRUE(doc["chunks"].at(0)["metadata"].is_object());
+}
+
+TEST_F(AggregatorTest, HostileGroupNamesStayInsideOutDir) {
+  auto agg = MustOpen(Options());
+  ASSERT_NE(agg, nullptr);
+  ASSERT_TRUE(agg->Add(MakeChunk("a.md", 0, "../../etc", "passwd")).ok());
+  ASSERT_TRUE(agg->Add(MakeChunk("a.md", 0, "", "")).ok());
+  ASSERT_TRUE(agg->Finish().ok());
+  EXPECT_EQ(agg->FilesWritten(), 2u);
+  const std::string canonical_out = fs::canonical(out_).string();
+  size_t files = 0;
+  for (const auto& entry : fs::recursive_directory_iterator(out_)) {
+    if (!entry.is_regular_file()) continue;
+    ++files;
+    EXPECT_EQ(fs::canonical(entry.path()).string().rfind(canonical_out + "/", 0), 0u);
+    Parsed p = MustParse(entry.path().string());
+    EXPECT_EQ(p.chunk_count, 1u);
+  }
+  EXPECT_EQ(files, 2u);
+  EXPECT_EQ(MustParse(agg->GroupFilePath("../../etc", "passwd")).domain, "../../etc");
+}
+
+TEST_F(AggregatorTest, UnwritableOutDirIsAClearError) {
+  // Tests run as root, so permissions cannot block us; a path below a
+  // regular file can never be created.
+  const std::string file = (dir_ / "plain_file").string();
+  std::ofstream(file) << "x";
+  AggregatorOptions o = Options();
+  o.out_dir = file + "/sub";
+  auto r = OpenAggregator(o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kIOError);
+  EXPECT_EQ(r.status().message(),
+            "cannot create output directory '" + file + "/sub': Not a directory");
+  o.out_dir = file;
+  auto not_dir = OpenAggregator(o);
+  ASSERT_FALSE(not_dir.ok());
+  EXPECT_EQ(not_dir.status().message(), "output path '" + file + "' is not a directory");
+  o.out_dir = "";
+  EXPECT_EQ(OpenAggregator(o).status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(AggregatorTest, OpenCreatesOutDirAndLeavesNoProbe) {
+  AggregatorOptions o = Options();
+  o.out_dir = out_ + "/nested/deeper";
+  auto agg = OpenAggregator(o);
+  ASSERT_TRUE(agg.ok()) << agg.status().ToString();
+  EXPECT_TRUE(fs::is_directory(o.out_dir));
+  for (const auto& entry : fs::directory_iterator(o.out_dir)) {
+    EXPECT_EQ(entry.path().filename().string().find("probe"), std::string::npos);
+  }
+  // Destroyed without Finish: the spool is cleaned up all the same.
+  agg->reset();
+  EXPECT_FALSE(fs::exists(o.out_dir + "/.spool"));
+}
+
+}  // namespace
+}  // namespace sluice
