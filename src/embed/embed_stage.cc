@@ -115,10 +115,12 @@ struct EmbedStage::Impl {
     const size_t busy = transport.InFlight();
     return limit > busy ? limit - busy : 0;
   }
+  // Takes input only while the unsent backlog is below what the free slots
+  // (plus one batch ahead) can carry, so backpressure reaches upstream.
   bool WantMoreInput() const {
-    const size_t slots = FreeSlots();
-    const size_t batches = (slots > ready.size() ? slots - ready.size() : 0) + 1;
-    return pending.size() < max_inputs * batches;
+    size_t unsent = pending.size();
+    for (const Batch& batch : ready) unsent += batch.chunks.size();
+    return unsent < max_inputs * (FreeSlots() + 1);
   }
 
   void Accept(Chunk&& chunk, TimePoint now);

@@ -1,0 +1,184 @@
+// AdaptiveLimiter: a Vegas-style queue estimator with slow start, AIMD on
+// backpressure and baseline re-probing. See docs/CONCURRENCY.md for why.
+//
+// Measurement windows. A window starts at every limit change; only requests
+// *started* after that moment ("fresh" samples, start = now - rtt) count in
+// it, so a decision is never judged on requests sent under the previous
+// limit. A window closes once it holds max(min_window_samples,
+// in_flight / 2) fresh successful samples.
+//
+// On close: avg = mean RTT, n = mean in-flight at completion,
+// queue = n * (1 - base / avg) is the number of our requests waiting at the
+// service (Vegas). Below alpha and the limit was reached: grow (x2 in slow
+// start, +1 after). Above beta: cut to the queue-free concurrency
+// n * base / avg plus alpha (at most x min_gradient). In between: hold.
+//
+// Baseline. base = lowest window average, relaxed 10% toward windows that
+// confirm it (within confirm_tolerance). Window means over >= 4 samples make
+// it robust to per-request jitter, unlike a minimum over single RTTs. When
+// the baseline has not been confirmed for probe_interval (we have been
+// queueing, or the service really got slower), a probe lowers the limit to
+// the queue-free estimate until enough requests started under it have
+// returned, and their mean RTT becomes the baseline. A queueing server still
+// runs at full throughput during a probe; a slower service gets its new
+// baseline adopted.
+#include <algorithm>
+#include <cmath>
+
+#include "sluice/control.h"
+
+namespace sluice {
+
+AdaptiveLimiter::AdaptiveLimiter(AdaptiveLimiterOptions options) : options_(options) {
+  options_.min = std::max<size_t>(1, options_.min);
+  options_.max = std::max(options_.min, options_.max);
+  options_.backoff_ratio = std::clamp(options_.backoff_ratio, 0.1, 0.99);
+  options_.min_gradient = std::clamp(options_.min_gradient, 0.1, 1.0);
+  options_.min_window_samples = std::max<size_t>(1, options_.min_window_samples);
+  limit_ = std::clamp<double>(static_cast<double>(options_.initial),
+                              static_cast<double>(options_.min), static_cast<double>(options_.max));
+  ssthresh_ = options_.slow_start ? static_cast<double>(options_.max) : limit_;
+}
+
+size_t AdaptiveLimiter::Limit() const {
+  size_t limit = static_cast<size_t>(std::floor(limit_));
+  if (probing_) limit = std::min(limit, probe_limit_);
+  return std::clamp(limit, options_.min, options_.max);
+}
+
+double AdaptiveLimiter::Alpha() const {
+  return std::max(options_.alpha_min, options_.alpha_scale * std::log10(std::max(1.0, limit_)));
+}
+
+double AdaptiveLimiter::Beta() const {
+  return std::max(options_.beta_min, options_.beta_scale * std::log10(std::max(1.0, limit_)));
+}
+
+void AdaptiveLimiter::SetLimit(double value) {
+  limit_ = std::clamp(value, static_cast<double>(options_.min), static_cast<double>(options_.max));
+}
+
+void AdaptiveLimiter::ResetBaseline() { base_rtt_s_ = 0; }
+
+void AdaptiveLimiter::StartWindow(TimePoint now) {
+  window_ = Window{};
+  window_start_ = now;
+}
+
+void AdaptiveLimiter::OnStart(TimePoint now) {
+  if (window_start_ == TimePoint::min()) StartWindow(now);
+  ++in_flight_;
+  if (in_flight_ >= Limit()) window_.reached_limit = true;
+}
+
+void AdaptiveLimiter::Backoff(TimePoint now) {
+  if (!in_backoff_episode_) {
+    // Where slow start may climb back to once the episode is over.
+    ssthresh_ = std::max(static_cast<double>(options_.min), limit_ * options_.backoff_ratio);
+    in_backoff_episode_ = true;
+  }
+  SetLimit(limit_ * options_.backoff_ratio);
+  probing_ = false;
+  StartWindow(now);
+}
+
+void AdaptiveLimiter::OnFinish(TimePoint now, Duration rtt, RequestOutcome outcome) {
+  const size_t in_flight_before = in_flight_;
+  if (in_flight_ > 0) --in_flight_;
+  if (window_start_ == TimePoint::min()) StartWindow(now - rtt);
+  const TimePoint started = now - rtt;
+
+  switch (outcome) {
+    case RequestOutcome::kPermanent:
+    case RequestOutcome::kFailure:
+      return;  // says nothing about capacity; its RTT is not representative
+    case RequestOutcome::kBackpressure:
+      // One cut per window: a burst of 429s from requests sent under the
+      // old limit is one signal, not many.
+      if (started >= window_start_) Backoff(now);
+      return;
+    case RequestOutcome::kSuccess:
+      break;
+  }
+
+  const double rtt_s = ToSeconds(rtt);
+  if (probing_) {
+    if (started < probe_start_) return;
+    probe_sum_rtt_s_ += rtt_s;
+    if (++probe_samples_ >= probe_needed_) {
+      base_rtt_s_ = probe_sum_rtt_s_ / static_cast<double>(probe_samples_);
+      base_confirmed_at_ = now;
+      probing_ = false;
+      StartWindow(now);
+    }
+    return;
+  }
+  if (started < window_start_) return;
+  window_.sum_rtt_s += rtt_s;
+  window_.sum_in_flight += static_cast<double>(in_flight_before);
+  ++window_.samples;
+  const size_t needed = std::max(options_.min_window_samples, in_flight_before / 2);
+  if (window_.samples >= needed) CloseWindow(now);
+}
+
+void AdaptiveLimiter::CloseWindow(TimePoint now) {
+  const double n = static_cast<double>(window_.samples);
+  const double avg = window_.sum_rtt_s / n;
+  const double in_flight = window_.sum_in_flight / n;
+  if (base_rtt_s_ <= 0 || avg < base_rtt_s_) {
+    base_rtt_s_ = avg;
+    base_confirmed_at_ = now;
+  } else if (avg <= base_rtt_s_ * (1 + options_.confirm_tolerance)) {
+    // Relax toward confirming windows so one lucky window does not pin the
+    // baseline at the low tail of the jitter forever.
+    base_rtt_s_ += 0.1 * (avg - base_rtt_s_);
+    base_confirmed_at_ = now;
+  }
+
+  const double queue = in_flight * std::max(0.0, 1.0 - base_rtt_s_ / avg);
+  const double alpha = Alpha();
+  const double beta = Beta();
+  if (queue > beta) {
+    const double queue_free = in_flight * base_rtt_s_ / avg;
+    const double target = std::min(limit_, queue_free + alpha);
+    SetLimit(std::max(target, limit_ * options_.min_gradient));
+    ssthresh_ = std::min(ssthresh_, limit_);  // capacity found: no more doubling
+    in_backoff_episode_ = false;
+  } else {
+    in_backoff_episode_ = false;
+    if (queue >= alpha) {
+      ssthresh_ = std::min(ssthresh_, limit_);  // queueing begins here
+    } else if (window_.reached_limit) {
+      if (limit_ < ssthresh_) {
+        SetLimit(std::min(limit_ * 2, ssthresh_));
+      } else {
+        SetLimit(limit_ + 1);
+      }
+    }
+  }
+
+  if (queue >= alpha && limit_ >= ssthresh_ &&
+      now - base_confirmed_at_ >= options_.probe_interval) {
+    // We seem to be queueing but the baseline is stale: re-measure it at the
+    // queue-free concurrency.
+    probing_ = true;
+    ++probes_;
+    probe_start_ = now;
+    probe_limit_ = std::max<size_t>(
+        options_.min, static_cast<size_t>(std::floor(in_flight * base_rtt_s_ / avg)));
+    probe_limit_ = std::min(probe_limit_, Limit());
+    probe_needed_ = std::max<size_t>(options_.min_window_samples, probe_limit_ / 2);
+    probe_sum_rtt_s_ = 0;
+    probe_samples_ = 0;
+    base_confirmed_at_ = now;  // one probe per interval even if it cannot finish
+    StartWindow(now);
+    return;
+  }
+  StartWindow(now);
+}
+
+std::unique_ptr<ConcurrencyLimiter> MakeAdaptiveLimiter(const AdaptiveLimiterOptions& options) {
+  return std::make_unique<AdaptiveLimiter>(options);
+}
+
+}  // namespace sluice

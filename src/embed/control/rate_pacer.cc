@@ -1,0 +1,158 @@
+// HeaderRatePacer: request and token buckets, one shared cooldown, learned
+// bytes per token. See docs/CONCURRENCY.md.
+//
+// Buckets. Each known limit (per minute) becomes a local bucket refilled at
+// safety * limit / 60 per second and holding burst_seconds of that rate; a
+// request may start when the request bucket holds 1 and the token bucket
+// holds its estimated cost (or is full, for a cost larger than the bucket).
+//
+// Headers. x-ratelimit-limit-* replaces the limit (capped by the user's).
+// x-ratelimit-remaining-* is what the service had left when it counted the
+// request that carried it; requests we started since are not in it, and we
+// cannot tell which ones, so we subtract every request still in flight
+// (conservative: the service also refilled during the round trip) and only
+// ever lower the local bucket to that, never raise it.
+//
+// Cooldown. A 429 (or a 503 with Retry-After) sets cooldown_until to
+// max(cooldown_until, now + Retry-After); every request waits for it, so a
+// burst of 429s is one pause, not a storm of individual retries. A 429 also
+// empties the local buckets so the restart is paced, not a burst.
+#include <algorithm>
+#include <cmath>
+
+#include "sluice/control.h"
+
+namespace sluice {
+
+double HeaderRatePacer::Bucket::LevelAt(TimePoint now) const {
+  if (now <= updated) return level;
+  return std::min(capacity, level + rate * ToSeconds(now - updated));
+}
+
+void HeaderRatePacer::Bucket::Refill(TimePoint now) {
+  level = LevelAt(now);
+  if (now > updated) updated = now;
+}
+
+void HeaderRatePacer::Bucket::SetLimit(double limit_per_minute, double safety, double burst_seconds,
+                                       TimePoint now) {
+  if (limit_per_minute == per_minute) return;
+  const bool first = !active();
+  Refill(now);
+  per_minute = limit_per_minute;
+  rate = per_minute * safety / 60.0;
+  capacity = std::max(1.0, rate * burst_seconds);
+  if (first) {
+    level = capacity;
+    updated = now;
+  } else {
+    level = std::min(level, capacity);
+  }
+}
+
+Duration HeaderRatePacer::Bucket::WaitFor(TimePoint now, double amount) const {
+  const double need = std::min(amount, capacity);
+  const double have = LevelAt(now);
+  if (have >= need) return Duration(0);
+  // Round up so that waiting exactly this long is enough.
+  return std::chrono::duration_cast<Duration>(std::chrono::duration<double>((need - have) / rate)) +
+         Duration(1);
+}
+
+HeaderRatePacer::HeaderRatePacer(RatePacerOptions options) : options_(options) {
+  options_.safety = std::clamp(options_.safety, 0.1, 1.0);
+  options_.burst_seconds = std::max(0.01, options_.burst_seconds);
+  options_.min_bytes_per_token = std::max(0.1, options_.min_bytes_per_token);
+  options_.max_bytes_per_token = std::max(options_.min_bytes_per_token, options_.max_bytes_per_token);
+  options_.full_weight_tokens = std::max<int64_t>(1, options_.full_weight_tokens);
+  bytes_per_token_ = std::clamp(options_.initial_bytes_per_token, options_.min_bytes_per_token,
+                                options_.max_bytes_per_token);
+  // The buckets start full at the first use; TimePoint{} is fine for a
+  // steady clock (monotonic from an arbitrary origin, in the past).
+  if (options_.rpm > 0) requests_.SetLimit(options_.rpm, options_.safety, options_.burst_seconds, {});
+  if (options_.tpm > 0) tokens_.SetLimit(options_.tpm, options_.safety, options_.burst_seconds, {});
+}
+
+Duration HeaderRatePacer::DelayFor(TimePoint now, uint32_t tokens) const {
+  Duration delay = cooldown_until_ > now ? cooldown_until_ - now : Duration(0);
+  if (requests_.active()) delay = std::max(delay, requests_.WaitFor(now, 1.0));
+  if (tokens_.active()) delay = std::max(delay, tokens_.WaitFor(now, static_cast<double>(tokens)));
+  return delay;
+}
+
+void HeaderRatePacer::OnStart(TimePoint now, uint32_t estimated_tokens) {
+  ++pending_requests_;
+  pending_tokens_ += estimated_tokens;
+  if (requests_.active()) {
+    requests_.Refill(now);
+    requests_.level -= 1;
+  }
+  if (tokens_.active()) {
+    tokens_.Refill(now);
+    tokens_.level -= estimated_tokens;
+  }
+}
+
+void HeaderRatePacer::OnResponse(TimePoint now, const RateLimitInfo& rate, int http_status,
+                                 uint64_t input_bytes, int64_t prompt_tokens) {
+  // Release this request's reservation (its own cost is unknown here: use
+  // the mean of what is pending).
+  if (pending_requests_ > 0) {
+    pending_tokens_ -= pending_tokens_ / static_cast<double>(pending_requests_);
+    --pending_requests_;
+  }
+  if (pending_requests_ == 0) pending_tokens_ = 0;
+
+  auto effective = [](double user, int64_t header) {
+    const double h = static_cast<double>(header);
+    return user > 0 ? std::min(user, h) : h;
+  };
+  if (rate.limit_requests && *rate.limit_requests > 0) {
+    requests_.SetLimit(effective(options_.rpm, *rate.limit_requests), options_.safety,
+                       options_.burst_seconds, now);
+  }
+  if (rate.limit_tokens && *rate.limit_tokens > 0) {
+    tokens_.SetLimit(effective(options_.tpm, *rate.limit_tokens), options_.safety,
+                     options_.burst_seconds, now);
+  }
+  if (rate.remaining_requests && requests_.active()) {
+    requests_.Refill(now);
+    requests_.level = std::min(requests_.level, static_cast<double>(*rate.remaining_requests) -
+                                                    static_cast<double>(pending_requests_));
+  }
+  if (rate.remaining_tokens && tokens_.active()) {
+    tokens_.Refill(now);
+    tokens_.level = std::min(tokens_.level,
+                             static_cast<double>(*rate.remaining_tokens) - pending_tokens_);
+  }
+
+  if (http_status == 429 || (http_status == 503 && rate.retry_after)) {
+    Duration cooldown = rate.retry_after ? *rate.retry_after : options_.default_cooldown;
+    cooldown = std::clamp(cooldown, Duration(0), options_.max_cooldown);
+    cooldown_until_ = std::max(cooldown_until_, now + cooldown);
+    if (http_status == 429) {
+      for (Bucket* bucket : {&requests_, &tokens_}) {
+        if (!bucket->active()) continue;
+        bucket->Refill(now);
+        bucket->level = std::min(bucket->level, 0.0);
+      }
+    }
+  }
+
+  if (http_status >= 200 && http_status < 300 && prompt_tokens > 0 && input_bytes > 0) {
+    const double sample =
+        std::clamp(static_cast<double>(input_bytes) / static_cast<double>(prompt_tokens),
+                   options_.min_bytes_per_token, options_.max_bytes_per_token);
+    const double weight =
+        options_.bytes_per_token_alpha *
+        std::min(1.0, static_cast<double>(prompt_tokens) /
+                          static_cast<double>(options_.full_weight_tokens));
+    bytes_per_token_ += weight * (sample - bytes_per_token_);
+  }
+}
+
+std::unique_ptr<RatePacer> MakeRatePacer(const RatePacerOptions& options) {
+  return std::make_unique<HeaderRatePacer>(options);
+}
+
+}  // namespace sluice

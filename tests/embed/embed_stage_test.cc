@@ -1,0 +1,450 @@
+// The embed stage against a scripted in-test transport: every scenario
+// asserts the exactly-once invariant (each chunk taken from `in` ends in `out`
+// or the dead-letter sink, once) and the metric counts.
+#include "sluice/embed_stage.h"
+
+#include <gtest/gtest.h>
+
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "common/hashing.h"
+
+namespace sluice {
+namespace {
+
+using std::chrono::milliseconds;
+
+constexpr int kDims = 4;
+
+// The vector the scripted service gives `text`: identifies the text, so a test
+// can check each chunk got its own vector.
+std::vector<float> VectorFor(std::string_view text) {
+  const uint64_t h = Hash64(text);
+  return {float(h & 0xFFF), float((h >> 12) & 0xFFF), float(text.size()), 1.0f};
+}
+
+EmbedResponse Ok(const EmbedRequest& request) {
+  EmbedResponse r;
+  r.http_status = 200;
+  for (const std::string& input : request.inputs) r.vectors.push_back(VectorFor(input));
+  r.prompt_tokens = static_cast<int64_t>(request.inputs.size());
+  return r;
+}
+
+EmbedResponse Fail(Status status, int http) {
+  EmbedResponse r;
+  r.status = std::move(status);
+  r.http_status = http;
+  return r;
+}
+
+// Answers each request with what the script says; completes on Poll.
+class ScriptedTransport final : public EmbeddingTransport {
+ public:
+  // `call` counts requests from 0 in submission order.
+  using Script = std::function<EmbedResponse(const EmbedRequest&, int call)>;
+  explicit ScriptedTransport(Script script) : script_(std::move(script)) {}
+
+  void Submit(EmbedRequest request) override {
+    std::lock_guard lock(mu_);
+    sizes_.push_back(request.inputs.size());
+    pending_.push_back(std::move(request));
+  }
+  void Poll(Duration max_wait, std::vector<EmbedResponse>& out) override {
+    {
+      std::lock_guard lock(mu_);
+      if (held_) {
+        lock_released_wait_ = true;
+      } else {
+        while (!pending_.empty()) {
+          EmbedRequest request = std::move(pending_.front());
+          pending_.pop_front();
+          EmbedResponse r = script_(request, calls_++);
+          r.request_id = request.request_id;
+          out.push_back(std::move(r));
+        }
+        return;
+      }
+    }
+    std::this_thread::sleep_for(std::min<Duration>(max_wait, milliseconds(1)));
+  }
+  size_t InFlight() const override {
+    std::lock_guard lock(mu_);
+    return pending_.size();
+  }
+  std::string ModelName() const override { return "scripted"; }
+  int Dimensions() const override { return kDims; }
+
+  // While held, Poll completes nothing (requests stay in flight).
+  void Hold(bool held) {
+    std::lock_guard lock(mu_);
+    held_ = held;
+  }
+  std::vector<size_t> RequestSizes() const {
+    std::lock_guard lock(mu_);
+    return sizes_;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  Script script_;
+  std::deque<EmbedRequest> pending_;
+  std::vector<size_t> sizes_;
+  int calls_ = 0;
+  bool held_ = false;
+  bool lock_released_wait_ = false;
+};
+
+class RecordingSink final : public DeadLetterSink {
+ public:
+  void ChunkFailed(const Chunk& chunk, const Status& why) override {
+    std::lock_guard lock(mu_);
+    chunks.emplace_back(chunk, why);
+  }
+  void SourceFailed(const std::string&, const std::string&, const Status&) override {}
+  std::vector<std::pair<Chunk, Status>> chunks;
+
+ private:
+  std::mutex mu_;
+};
+
+Chunk MakeChunk(const std::string& source, uint32_t ordinal, std::string text) {
+  Chunk c;
+  c.source_id = source;
+  c.ordinal = ordinal;
+  c.id = source + "#" + std::to_string(ordinal);
+  c.byte_begin = 0;
+  c.byte_end = text.size();
+  c.text = std::move(text);
+  return c;
+}
+
+struct Harness {
+  explicit Harness(ScriptedTransport::Script script, size_t concurrency = 4)
+      : transport(std::move(script)),
+        limiter(MakeFixedLimiter(concurrency)),
+        pacer(MakeCooldownOnlyPacer()) {
+    options.batch_size = 4;
+    options.linger = milliseconds(1);
+    options.retry.initial_backoff = milliseconds(1);
+    options.retry.max_backoff = milliseconds(4);
+    options.retry.max_attempts = 3;
+    options.seed = 99;
+  }
+
+  // Pushes `chunks` to a closed input queue and runs the stage to the end.
+  Status RunAll(std::vector<Chunk> chunks) {
+    for (Chunk& c : chunks) {
+      texts_in.insert(c.text);
+      EXPECT_TRUE(in.Push(std::move(c)));
+    }
+    in.Close();
+    EmbedStage stage(options, transport, *limiter, *pacer, SystemClock::Instance(), metrics, sink);
+    stage.SetObserver([this](const RequestEvent& e) { events.push_back(e); });
+    Status s = stage.Run(in, out);
+    out.Close();
+    while (auto e = out.TryPop()) embedded.push_back(std::move(*e));
+    return s;
+  }
+
+  // Every chunk the stage took ended in `out` or the sink, exactly once.
+  // `extra_pieces`: chunks the stage itself added by splitting oversize inputs.
+  void ExpectExactlyOnce(size_t taken, size_t extra_pieces = 0) {
+    EXPECT_EQ(Get(metrics.embedder.items_in), taken);
+    EXPECT_EQ(Get(metrics.chunks_produced), extra_pieces);
+    std::multiset<std::string> seen;
+    for (const auto& e : embedded) seen.insert(e.chunk.id);
+    for (const auto& [chunk, why] : sink.chunks) {
+      seen.insert(chunk.id);
+      EXPECT_FALSE(why.ok());
+    }
+    EXPECT_EQ(seen.size(), taken + extra_pieces);
+    for (const std::string& id : seen) EXPECT_EQ(seen.count(id), 1u) << id;
+    EXPECT_EQ(Get(metrics.chunks_embedded), embedded.size());
+    EXPECT_EQ(Get(metrics.embedder.items_out), embedded.size());
+    EXPECT_EQ(Get(metrics.embedder.dead_lettered), sink.chunks.size());
+    for (const auto& e : embedded) {
+      EXPECT_EQ(e.embedding, VectorFor(e.chunk.text)) << e.chunk.id;
+      EXPECT_EQ(e.model, "scripted");
+    }
+  }
+
+  EmbedStageOptions options;
+  ScriptedTransport transport;
+  std::unique_ptr<ConcurrencyLimiter> limiter;
+  std::unique_ptr<RatePacer> pacer;
+  Metrics metrics;
+  RecordingSink sink;
+  BoundedQueue<Chunk> in{1000};
+  BoundedQueue<EmbeddedChunk> out{1000};
+  std::vector<EmbeddedChunk> embedded;
+  std::vector<RequestEvent> events;
+  std::set<std::string> texts_in;
+};
+
+std::vector<Chunk> Chunks(size_t n, const std::string& source = "doc") {
+  std::vector<Chunk> chunks;
+  for (size_t i = 0; i < n; ++i) {
+    chunks.push_back(MakeChunk(source, uint32_t(i), "chunk text number " + std::to_string(i)));
+  }
+  return chunks;
+}
+
+TEST(EmbedStageTest, EmbedsEverythingInBatches) {
+  Harness h([](const EmbedRequest& r, int) { return Ok(r); });
+  ASSERT_TRUE(h.RunAll(Chunks(10)).ok());
+  ASSERT_EQ(h.embedded.size(), 10u);
+  h.ExpectExactlyOnce(10);
+  EXPECT_EQ(h.transport.RequestSizes(), (std::vector<size_t>{4, 4, 2}));
+  EXPECT_EQ(Get(h.metrics.requests), 3u);
+  EXPECT_EQ(Get(h.metrics.requests_ok), 3u);
+  EXPECT_EQ(Get(h.metrics.retries), 0u);
+  EXPECT_EQ(Get(h.metrics.prompt_tokens), 10u);
+  EXPECT_EQ(h.metrics.in_flight.load(), 0);
+  EXPECT_EQ(h.metrics.concurrency_limit.load(), 4);
+  EXPECT_EQ(h.metrics.embed_latency.Summary().count, 3u);
+  EXPECT_EQ(h.events.size(), 3u);
+  // Within a batch the order of the input is kept.
+  for (size_t i = 0; i < 10; ++i) EXPECT_EQ(h.embedded[i].chunk.ordinal, i);
+}
+
+TEST(EmbedStageTest, BatchesByTokens) {
+  Harness h([](const EmbedRequest& r, int) { return Ok(r); });
+  h.options.batch_size = 100;
+  h.options.max_tokens_per_request = 20;  // 80 bytes at the default 4 bytes/token
+  std::vector<Chunk> chunks;
+  for (uint32_t i = 0; i < 6; ++i) chunks.push_back(MakeChunk("d", i, std::string(36, 'a' + i)));
+  ASSERT_TRUE(h.RunAll(std::move(chunks)).ok());
+  h.ExpectExactlyOnce(6);
+  // 9 estimated tokens each: two per request.
+  EXPECT_EQ(h.transport.RequestSizes(), (std::vector<size_t>{2, 2, 2}));
+}
+
+TEST(EmbedStageTest, RetriesAfterRateLimit) {
+  Harness h([](const EmbedRequest& r, int call) {
+    if (call == 0) {
+      EmbedResponse e = Fail(Status::RateLimited("HTTP 429: slow down"), 429);
+      e.rate.retry_after = milliseconds(2);
+      return e;
+    }
+    return Ok(r);
+  });
+  ASSERT_TRUE(h.RunAll(Chunks(3)).ok());
+  h.ExpectExactlyOnce(3);
+  EXPECT_EQ(h.embedded.size(), 3u);
+  EXPECT_EQ(Get(h.metrics.requests), 2u);
+  EXPECT_EQ(Get(h.metrics.requests_ok), 1u);
+  EXPECT_EQ(Get(h.metrics.retries), 1u);
+  EXPECT_EQ(Get(h.metrics.rate_limited), 1u);
+  ASSERT_EQ(h.events.size(), 2u);
+  EXPECT_EQ(h.events[0].outcome, RequestOutcome::kBackpressure);
+  EXPECT_FALSE(h.events[0].retry);
+  EXPECT_TRUE(h.events[1].retry);
+  EXPECT_EQ(h.events[1].outcome, RequestOutcome::kSuccess);
+}
+
+TEST(EmbedStageTest, DeadLettersWhenRetriesRunOut) {
+  Harness h([](const EmbedRequest&, int) {
+    return Fail(Status::Unavailable("HTTP 500: internal error"), 500);
+  });
+  ASSERT_TRUE(h.RunAll(Chunks(3)).ok());
+  h.ExpectExactlyOnce(3);
+  EXPECT_TRUE(h.embedded.empty());
+  ASSERT_EQ(h.sink.chunks.size(), 3u);
+  for (const auto& [chunk, why] : h.sink.chunks) {
+    EXPECT_EQ(why.code(), StatusCode::kUnavailable);
+    EXPECT_NE(why.message().find("gave up after 3 attempts"), std::string::npos) << why.message();
+    EXPECT_NE(why.message().find("HTTP 500"), std::string::npos);
+  }
+  EXPECT_EQ(Get(h.metrics.requests), 3u);
+  EXPECT_EQ(Get(h.metrics.retries), 2u);
+  EXPECT_EQ(Get(h.metrics.server_errors), 3u);
+  EXPECT_EQ(Get(h.metrics.requests_ok), 0u);
+}
+
+TEST(EmbedStageTest, RetriesMalformedResponsesAndCountsTransportErrors) {
+  Harness h([](const EmbedRequest& r, int call) {
+    if (call == 0) return Fail(Status::Corrupt("response body is not JSON"), 200);
+    if (call == 1) return Fail(Status::Unavailable("connection reset: recv failure"), 0);
+    if (call == 2) return Fail(Status::Timeout("timed out"), 0);
+    EmbedResponse bad = Ok(r);  // transport hands back too few vectors: corrupt
+    if (call == 3) bad.vectors.pop_back();
+    return bad;
+  });
+  h.options.retry.max_attempts = 8;
+  ASSERT_TRUE(h.RunAll(Chunks(2)).ok());
+  h.ExpectExactlyOnce(2);
+  EXPECT_EQ(h.embedded.size(), 2u);
+  EXPECT_EQ(Get(h.metrics.malformed_responses), 2u);
+  EXPECT_EQ(Get(h.metrics.transport_errors), 2u);
+  EXPECT_EQ(Get(h.metrics.retries), 4u);
+}
+
+TEST(EmbedStageTest, BisectsRejectedBatchToIsolatePoisonInput) {
+  Harness h([](const EmbedRequest& r, int) {
+    for (const std::string& input : r.inputs) {
+      if (input.find("POISON") != std::string::npos) {
+        return Fail(Status::Rejected("HTTP 400: input 3 is invalid"), 400);
+      }
+    }
+    return Ok(r);
+  });
+  h.options.batch_size = 8;
+  std::vector<Chunk> chunks = Chunks(8);
+  chunks[5].text = "a POISON input";
+  ASSERT_TRUE(h.RunAll(std::move(chunks)).ok());
+  h.ExpectExactlyOnce(8);
+  EXPECT_EQ(h.embedded.size(), 7u);
+  ASSERT_EQ(h.sink.chunks.size(), 1u);
+  EXPECT_EQ(h.sink.chunks[0].first.ordinal, 5u);
+  EXPECT_EQ(h.sink.chunks[0].second.code(), StatusCode::kRejected);
+  EXPECT_EQ(h.sink.chunks[0].second.message(), "HTTP 400: input 3 is invalid");
+  // 8 -> (4 ok, 4) -> (2, 2 ok) -> (1 ok, 1 poison): 7 requests, no retries.
+  EXPECT_EQ(h.transport.RequestSizes(), (std::vector<size_t>{8, 4, 4, 2, 2, 1, 1}));
+  EXPECT_EQ(Get(h.metrics.requests), 7u);
+  EXPECT_EQ(Get(h.metrics.retries), 0u);
+  EXPECT_EQ(Get(h.metrics.requests_ok), 3u);  // (0-3), (6,7), (4)
+}
+
+TEST(EmbedStageTest, PermissionDeniedIsFatal) {
+  Harness h(
+      [](const EmbedRequest& r, int call) {
+        if (call == 1) return Fail(Status::PermissionDenied("HTTP 401: bad key"), 401);
+        return Ok(r);
+      },
+      /*concurrency=*/1);
+  Status s = h.RunAll(Chunks(12));
+  EXPECT_EQ(s.code(), StatusCode::kPermissionDenied);
+  const size_t taken = Get(h.metrics.embedder.items_in);
+  h.ExpectExactlyOnce(taken);
+  EXPECT_EQ(h.embedded.size(), 4u);  // the first batch only
+  size_t denied = 0;
+  for (const auto& [chunk, why] : h.sink.chunks) {
+    if (why.code() == StatusCode::kPermissionDenied) {
+      ++denied;
+    } else {
+      EXPECT_EQ(why.code(), StatusCode::kCancelled) << why.ToString();
+    }
+  }
+  EXPECT_EQ(denied, 4u);
+  EXPECT_EQ(Get(h.metrics.requests), 2u);  // nothing is sent after the 401
+  // What the stage never took is still in the queue.
+  EXPECT_EQ(taken + h.in.Size(), 12u);
+}
+
+TEST(EmbedStageTest, CancelledOutputIsFatal) {
+  Harness h([](const EmbedRequest& r, int) { return Ok(r); });
+  h.out.Cancel();
+  Status s = h.RunAll(Chunks(5));
+  EXPECT_EQ(s.code(), StatusCode::kCancelled);
+  EXPECT_TRUE(h.embedded.empty());
+  h.ExpectExactlyOnce(Get(h.metrics.embedder.items_in));
+}
+
+TEST(EmbedStageTest, SplitsOversizeInputsAtWordBoundaries) {
+  Harness h([](const EmbedRequest& r, int) { return Ok(r); });
+  h.options.max_tokens_per_input = 10;  // 40 bytes at 4 bytes/token
+  std::string text;
+  for (int i = 0; i < 12; ++i) text += "wörd" + std::to_string(i) + " ";  // 7-8 bytes each
+  Chunk big = MakeChunk("doc", 3, text);
+  big.metadata_json = R"({"title":"T"})";
+  std::vector<Chunk> chunks = {big, MakeChunk("doc", 4, "small")};
+  ASSERT_TRUE(h.RunAll(std::move(chunks)).ok());
+  EXPECT_EQ(Get(h.metrics.oversize_inputs), 1u);
+  ASSERT_GT(h.embedded.size(), 3u);
+  const size_t pieces = h.embedded.size() - 1;
+  h.ExpectExactlyOnce(2, pieces - 1);  // chunks_produced counts the extra pieces
+  std::string joined;
+  std::set<std::string> ids;
+  int part = 0;
+  for (const auto& e : h.embedded) {
+    if (e.chunk.ordinal != 3) continue;
+    ++part;
+    EXPECT_LE(e.chunk.text.size(), 40u);
+    EXPECT_NE(e.chunk.text.back(), ' ');
+    EXPECT_NE(e.chunk.text.front(), ' ');
+    EXPECT_EQ(e.chunk.source_id, "doc");
+    EXPECT_NE(e.chunk.metadata_json.find("\"split_part\":" + std::to_string(part)),
+              std::string::npos)
+        << e.chunk.metadata_json;
+    EXPECT_EQ(e.chunk.metadata_json.rfind(R"({"title":"T","split_part")", 0), 0u);
+    ids.insert(e.chunk.id);
+    joined += e.chunk.text + " ";
+  }
+  EXPECT_EQ(ids.size(), pieces);
+  EXPECT_EQ(joined, text);  // no word was cut
+}
+
+TEST(EmbedStageTest, TruncatesOversizeInputsWhenAsked) {
+  Harness h([](const EmbedRequest& r, int) { return Ok(r); });
+  h.options.max_tokens_per_input = 10;
+  h.options.oversize = OversizeInputPolicy::kTruncate;
+  ASSERT_TRUE(
+      h.RunAll({MakeChunk("doc", 0, std::string(30, 'x') + " " + std::string(30, 'y'))}).ok());
+  ASSERT_EQ(h.embedded.size(), 1u);
+  EXPECT_EQ(h.embedded[0].chunk.text, std::string(30, 'x'));
+  EXPECT_NE(h.embedded[0].chunk.metadata_json.find("\"truncated\":true"), std::string::npos);
+  EXPECT_EQ(Get(h.metrics.oversize_inputs), 1u);
+  EXPECT_EQ(Get(h.metrics.chunks_produced), 0u);
+}
+
+TEST(EmbedStageTest, EmptyTextIsDeadLetteredNotSent) {
+  Harness h([](const EmbedRequest& r, int) { return Ok(r); });
+  std::vector<Chunk> chunks = Chunks(2);
+  chunks.push_back(MakeChunk("doc", 9, ""));
+  ASSERT_TRUE(h.RunAll(std::move(chunks)).ok());
+  h.ExpectExactlyOnce(3);
+  ASSERT_EQ(h.sink.chunks.size(), 1u);
+  EXPECT_EQ(h.sink.chunks[0].second.code(), StatusCode::kRejected);
+}
+
+TEST(EmbedStageTest, RequestStopFinishesInFlightAndCancelsUnsent) {
+  Harness h([](const EmbedRequest& r, int) { return Ok(r); }, /*concurrency=*/2);
+  h.options.linger = std::chrono::seconds(10);
+  h.transport.Hold(true);
+  for (Chunk& c : Chunks(20)) ASSERT_TRUE(h.in.Push(std::move(c)));  // input stays open
+  EmbedStage stage(h.options, h.transport, *h.limiter, *h.pacer, SystemClock::Instance(), h.metrics,
+                   h.sink);
+  Status result = Status::Internal("not run");
+  std::thread runner([&] { result = stage.Run(h.in, h.out); });
+  // Wait until two requests are in flight (the limit).
+  for (int i = 0; i < 2000 && h.transport.InFlight() < 2; ++i) {
+    std::this_thread::sleep_for(milliseconds(1));
+  }
+  ASSERT_EQ(h.transport.InFlight(), 2u);
+  stage.RequestStop();
+  std::this_thread::sleep_for(milliseconds(20));
+  h.transport.Hold(false);
+  runner.join();
+  EXPECT_TRUE(result.ok()) << result.ToString();
+  h.out.Close();
+  while (auto e = h.out.TryPop()) h.embedded.push_back(std::move(*e));
+  const size_t taken = Get(h.metrics.embedder.items_in);
+  h.ExpectExactlyOnce(taken);
+  EXPECT_EQ(h.embedded.size(), 8u);  // the two in-flight batches completed
+  for (const auto& [chunk, why] : h.sink.chunks) EXPECT_EQ(why.code(), StatusCode::kCancelled);
+  EXPECT_EQ(h.sink.chunks.size(), taken - 8);
+  EXPECT_EQ(taken + h.in.Size(), 20u);
+  EXPECT_EQ(Get(h.metrics.requests), 2u);
+}
+
+TEST(EmbedStageTest, RequestStopWakesAnIdleStage) {
+  Harness h([](const EmbedRequest& r, int) { return Ok(r); });
+  EmbedStage stage(h.options, h.transport, *h.limiter, *h.pacer, SystemClock::Instance(), h.metrics,
+                   h.sink);
+  Status result = Status::Internal("not run");
+  std::thread runner([&] { result = stage.Run(h.in, h.out); });
+  std::this_thread::sleep_for(milliseconds(10));
+  stage.RequestStop();
+  runner.join();
+  EXPECT_TRUE(result.ok());
+  EXPECT_EQ(Get(h.metrics.embedder.items_in), 0u);
+}
+
+}  // namespace
+}  // namespace sluice
