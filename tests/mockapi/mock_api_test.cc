@@ -604,6 +604,51 @@ TEST_F(MockApiTest, FaultDrawsAreSeeded) {
   EXPECT_NE(first.find('.'), std::string::npos);
 }
 
+// Every request is counted exactly once, under concurrency, a queue, jitter
+// and every kind of fault at once.
+TEST_F(MockApiTest, CountersAreExactUnderConcurrentMixedFaults) {
+  MockApiOptions options;
+  options.capacity = 4;
+  options.base_latency = milliseconds(5);
+  options.jitter = milliseconds(5);
+  options.fault_500_rate = 0.1;
+  options.fault_reset_rate = 0.1;
+  options.fault_malformed_rate = 0.1;
+  options.fault_wrong_dims_rate = 0.1;
+  options.threads = 2;
+  options.seed = 7;
+  StartServer(options);
+  std::vector<HttpResult> results = PostConcurrently(url_, Json({"a", "b", "c"}), 60);
+  uint64_t ok = 0, s500 = 0, reset = 0, other200 = 0;
+  for (const HttpResult& r : results) {
+    if (r.status == 500) {
+      ++s500;
+    } else if (r.status == 0) {
+      ++reset;
+    } else if (r.status == 200) {
+      simdjson::dom::parser parser;
+      simdjson::dom::element doc;
+      bool exact = !parser.parse(r.body).get(doc);
+      if (exact) {
+        std::vector<std::vector<float>> vectors = Vectors(r.body);
+        exact = vectors.size() == 3 && vectors[2] == MockEmbedding("c", 256);
+      }
+      exact ? ++ok : ++other200;
+    }
+  }
+  MockApiStats stats = server_->Stats();
+  EXPECT_EQ(stats.requests, 60u);
+  EXPECT_EQ(stats.ok, ok);
+  EXPECT_EQ(stats.inputs_embedded, 3 * ok);
+  EXPECT_EQ(stats.faults_500, s500);
+  EXPECT_EQ(stats.faults_reset, reset);
+  EXPECT_EQ(stats.faults_malformed + stats.faults_wrong_dims, other200);
+  EXPECT_EQ(ok + s500 + reset + other200, 60u);
+  EXPECT_GT(ok, 0u);
+  EXPECT_GT(s500 + reset + other200, 0u);
+  EXPECT_LE(stats.peak_in_service, 4u);
+}
+
 TEST_F(MockApiTest, StatsAndHealthEndpoints) {
   StartServer();
   client_.Post(url_, Json({"a", "b"}));
