@@ -1,0 +1,69 @@
+// HTML to TextBlocks with gumbo, shared by the HTML parser and the EPUB
+// parser (each XHTML part of a book goes through here).
+//
+// What is kept: headings (h1-h6 -> kHeading with level), paragraphs and other
+// block text (kParagraph, inline text merged, whitespace collapsed, <br> as a
+// newline), list items (kListItem), table rows (one kListItem per row, cells
+// joined by " | "), <pre> (kCode, whitespace kept). What is dropped: script,
+// style, nav, noscript, template, svg, math, head (except <title> and
+// <meta name="author">, which become metadata).
+//
+// Gumbo builds the whole tree in memory, so callers bound the input size
+// (kDefaultHtmlMaxBytes). The tree walk is iterative, so deep nesting cannot
+// overflow the stack here.
+//
+// Thread safety: HtmlDocument is used by one thread; different documents may
+// be parsed concurrently.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "sluice/status.h"
+#include "sluice/types.h"
+
+struct GumboInternalOutput;
+
+namespace sluice::formats {
+
+// Default cap on an HTML file (gumbo needs it whole): 64 MiB. A non-zero
+// ParseLimits::max_file_bytes replaces it.
+inline constexpr uint64_t kDefaultHtmlMaxBytes = 64ull << 20;
+
+class HtmlDocument {
+ public:
+  using EmitFn = std::function<Status(TextBlock&&)>;
+
+  // Parses `html` (assumed UTF-8; invalid bytes are replaced by U+FFFD and
+  // counted in *invalid_bytes_replaced when not null; a UTF-8 BOM is skipped).
+  // Never fails for any byte sequence.
+  static std::unique_ptr<HtmlDocument> Parse(std::string_view html,
+                                             uint64_t* invalid_bytes_replaced = nullptr);
+  ~HtmlDocument();
+  HtmlDocument(const HtmlDocument&) = delete;
+  HtmlDocument& operator=(const HtmlDocument&) = delete;
+
+  // <title> text (collapsed) and <meta name="author" content>; "" when absent.
+  const std::string& title() const { return title_; }
+  const std::string& author() const { return author_; }
+  const std::string& language() const { return language_; }
+
+  // Emits the body's blocks in reading order. `page` is copied into every
+  // block. Stops at and returns the first non-OK status from `emit`.
+  Status EmitBlocks(const EmitFn& emit, int page = 0) const;
+
+ private:
+  HtmlDocument() = default;
+  void ReadHeadMetadata();
+
+  std::string source_;  // repaired UTF-8 that gumbo's tree points into
+  GumboInternalOutput* output_ = nullptr;
+  std::string title_;
+  std::string author_;
+  std::string language_;
+};
+
+}  // namespace sluice::formats

@@ -1,0 +1,217 @@
+// HTML parser: blocks, metadata, sniffing, limits, a real manual from
+// /usr/share/doc.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "common/utf8.h"
+#include "sources/formats/document_parsers.h"
+#include "sources/formats/fixtures.h"
+#include "sources/formats/html_extract.h"
+#include "sources/formats/test_sink.h"
+
+namespace sluice::formats {
+namespace {
+
+using testing::CollectingErrors;
+using testing::CollectingSink;
+using testing::TempDir;
+
+Status ParseFile(const Parser& parser, const std::string& path, CollectingSink& sink,
+                 ParseStats& stats, ParseLimits limits = {}) {
+  SourceFile file;
+  file.path = path;
+  file.relative_path = std::filesystem::path(path).filename().string();
+  file.domain = "manuals";
+  file.category = "pumps";
+  file.size_bytes = std::filesystem::exists(path) ? std::filesystem::file_size(path) : 0;
+  file.mtime_ns = 42;
+  CollectingErrors errors;
+  return parser.Parse(file, limits, sink, errors, stats);
+}
+
+const char kPage[] = R"(<!DOCTYPE html>
+<html lang="en"><head><title>  Pump
+ Manual </title><meta name="Author" content="Jane  Roe">
+<style>p { color: red }</style><script>var secret = "no";</script></head>
+<body>
+<nav><a href="/">Home</a> | <a href="/x">Menu item</a></nav>
+<h1>Installation</h1>
+<p>The pump must be <b>bolted</b> to a
+   level floor &amp; primed before use. Caf&eacute; note.</p>
+<p>Line one<br>Line two</p>
+<h2>Parts</h2>
+<ul><li>Impeller</li><li>Seal <i>kit</i></li></ul>
+<table><tr><th>Part</th><th>Qty</th></tr><tr><td>Bolt <p>M8</p></td><td>4</td></tr></table>
+<pre>
+  make install
+    done
+</pre>
+<noscript>Enable JS</noscript><template><p>hidden</p></template>
+</body></html>)";
+
+TEST(HtmlParserTest, ExtractsBlocksInOrderWithoutMarkup) {
+  TempDir dir;
+  const std::string path = dir.Write("pump.html", kPage);
+  auto parser = NewHtmlParser();
+  CollectingSink sink;
+  ParseStats stats;
+  ASSERT_TRUE(ParseFile(*parser, path, sink, stats).ok());
+  ASSERT_EQ(sink.docs.size(), 1u);
+  const auto& doc = sink.docs[0];
+  EXPECT_TRUE(doc.ended);
+  EXPECT_EQ(doc.info.title, "Pump Manual");
+  EXPECT_EQ(doc.info.author, "Jane Roe");
+  EXPECT_EQ(doc.info.source_id, "pump.html");
+  EXPECT_EQ(doc.info.domain, "manuals");
+  EXPECT_EQ(doc.info.category, "pumps");
+  EXPECT_EQ(doc.info.mtime_ns, 42);
+  EXPECT_EQ(doc.info.metadata_json, R"({"format":"html","language":"en"})");
+
+  struct Expected {
+    BlockKind kind;
+    int level;
+    std::string text;
+  };
+  const std::vector<Expected> expected = {
+      {BlockKind::kHeading, 1, "Installation"},
+      {BlockKind::kParagraph, 0,
+       "The pump must be bolted to a level floor & primed before use. Caf\xC3\xA9 note."},
+      {BlockKind::kParagraph, 0, "Line one\nLine two"},
+      {BlockKind::kHeading, 2, "Parts"},
+      {BlockKind::kListItem, 0, "Impeller"},
+      {BlockKind::kListItem, 0, "Seal kit"},
+      {BlockKind::kListItem, 0, "Part | Qty"},
+      {BlockKind::kListItem, 0, "Bolt M8 | 4"},
+      {BlockKind::kCode, 0, "  make install\n    done"},
+  };
+  ASSERT_EQ(doc.blocks.size(), expected.size()) << sink.AllText();
+  for (size_t i = 0; i < expected.size(); ++i) {
+    EXPECT_EQ(doc.blocks[i].kind, expected[i].kind) << i;
+    EXPECT_EQ(doc.blocks[i].heading_level, expected[i].level) << i;
+    EXPECT_EQ(doc.blocks[i].text, expected[i].text) << i;
+    EXPECT_EQ(doc.blocks[i].page, 0);
+  }
+  const std::string all = sink.AllText();
+  for (const char* dropped : {"secret", "color", "Menu item", "Enable JS", "hidden", "<", ">"}) {
+    EXPECT_EQ(all.find(dropped), std::string::npos) << dropped;
+  }
+}
+
+TEST(HtmlParserTest, SniffsDoctypeAndHtmlAfterBomAndWhitespace) {
+  auto parser = NewHtmlParser();
+  EXPECT_TRUE(parser->Sniff("<!DOCTYPE html><p>x"));
+  EXPECT_TRUE(parser->Sniff("\xEF\xBB\xBF  \n<!doctype HTML>"));
+  EXPECT_TRUE(parser->Sniff("\r\n\t<HTML lang=en>"));
+  EXPECT_TRUE(
+      parser->Sniff("<?xml version=\"1.0\"?>\n<html xmlns=\"http://www.w3.org/1999/xhtml\">"));
+  EXPECT_FALSE(parser->Sniff("just text mentioning <html> later"));
+  EXPECT_FALSE(parser->Sniff("%PDF-1.4"));
+  EXPECT_FALSE(parser->Sniff(""));
+  const auto ext = parser->Extensions();
+  EXPECT_EQ(ext, (std::vector<std::string>{"html", "htm", "xhtml"}));
+}
+
+TEST(HtmlParserTest, FileOverSizeCapIsRejectedWithReason) {
+  TempDir dir;
+  const std::string path = dir.Write("big.html", std::string(5000, 'x'));
+  auto parser = NewHtmlParser();
+  CollectingSink sink;
+  ParseStats stats;
+  ParseLimits limits;
+  limits.max_file_bytes = 1000;
+  const Status st = ParseFile(*parser, path, sink, stats, limits);
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("limit"), std::string::npos) << st.ToString();
+  EXPECT_TRUE(sink.docs.empty());
+}
+
+TEST(HtmlParserTest, MissingFileIsNotFound) {
+  auto parser = NewHtmlParser();
+  CollectingSink sink;
+  ParseStats stats;
+  EXPECT_EQ(ParseFile(*parser, "/nonexistent/sluice/x.html", sink, stats).code(),
+            StatusCode::kNotFound);
+}
+
+TEST(HtmlParserTest, InvalidUtf8IsRepairedAndCounted) {
+  TempDir dir;
+  const std::string path = dir.Write("bad.html", "<p>ok \xFF\xFE bytes</p><p>\xC3</p>");
+  auto parser = NewHtmlParser();
+  CollectingSink sink;
+  ParseStats stats;
+  ASSERT_TRUE(ParseFile(*parser, path, sink, stats).ok());
+  EXPECT_EQ(stats.invalid_utf8_replaced, 3u);
+  ASSERT_EQ(sink.docs[0].blocks.size(), 2u);
+  for (const TextBlock& b : sink.docs[0].blocks) EXPECT_TRUE(IsValidUtf8(b.text));
+  EXPECT_EQ(sink.docs[0].blocks[0].text, "ok \xEF\xBF\xBD\xEF\xBF\xBD bytes");
+}
+
+TEST(HtmlParserTest, DeepNestingDoesNotOverflowTheStack) {
+  std::string html;
+  for (int i = 0; i < 20000; ++i) html += "<span>";
+  html += "deep text";
+  auto doc = HtmlDocument::Parse(html);
+  std::string text;
+  ASSERT_TRUE(doc->EmitBlocks([&](TextBlock&& b) {
+                   text += b.text;
+                   return Status::OK();
+                 })
+                  .ok());
+  EXPECT_EQ(text, "deep text");
+}
+
+TEST(HtmlParserTest, SinkErrorStopsTheParse) {
+  TempDir dir;
+  const std::string path = dir.Write("p.html", kPage);
+  class FailingSink final : public DocumentSink {
+   public:
+    Status BeginDocument(const SourceInfo&) override { return Status::OK(); }
+    Status AddBlock(const TextBlock&) override {
+      ++blocks;
+      return Status::Cancelled("stop");
+    }
+    Status EndDocument() override { return Status::OK(); }
+    int blocks = 0;
+  } sink;
+  CollectingErrors errors;
+  ParseStats stats;
+  SourceFile file;
+  file.path = path;
+  EXPECT_EQ(NewHtmlParser()->Parse(file, {}, sink, errors, stats).code(), StatusCode::kCancelled);
+  EXPECT_EQ(sink.blocks, 1);
+}
+
+// A real manual installed by a Debian package (bzip2's DocBook HTML).
+TEST(HtmlParserTest, RealManualFromUsrShareDoc) {
+  const std::string path = "/usr/share/doc/bzip2/manual.html";
+  if (!std::filesystem::exists(path)) GTEST_SKIP() << path << " is not installed";
+  auto parser = NewHtmlParser();
+  CollectingSink sink;
+  ParseStats stats;
+  ASSERT_TRUE(ParseFile(*parser, path, sink, stats).ok());
+  const auto& doc = sink.docs.at(0);
+  EXPECT_EQ(doc.info.title, "bzip2 and libbzip2, version 1.0.8");
+  size_t intro = doc.blocks.size();
+  for (size_t i = 0; i < doc.blocks.size(); ++i) {
+    if (doc.blocks[i].kind == BlockKind::kHeading && doc.blocks[i].text == "1. Introduction") {
+      intro = i;
+      EXPECT_EQ(doc.blocks[i].heading_level, 1);
+      break;
+    }
+  }
+  ASSERT_LT(intro + 1, doc.blocks.size());
+  EXPECT_EQ(doc.blocks[intro + 1].kind, BlockKind::kParagraph);
+  EXPECT_EQ(doc.blocks[intro + 1].text,
+            "bzip2 compresses files using the Burrows-Wheeler block-sorting text compression "
+            "algorithm, and Huffman coding. Compression is generally considerably better than "
+            "that achieved by more conventional LZ77/LZ78-based compressors, and approaches the "
+            "performance of the PPM family of statistical compressors.");
+  for (const TextBlock& b : doc.blocks) {
+    EXPECT_TRUE(IsValidUtf8(b.text));
+    EXPECT_EQ(b.text.find("</"), std::string::npos) << b.text;
+  }
+}
+
+}  // namespace
+}  // namespace sluice::formats

@@ -1,0 +1,58 @@
+// A DocumentSink and RecordErrorSink that keep everything, for assertions.
+// Thread safety: single-threaded test helpers.
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "sluice/parser.h"
+
+namespace sluice::formats::testing {
+
+struct CollectedDocument {
+  SourceInfo info;
+  std::vector<TextBlock> blocks;
+  bool ended = false;
+};
+
+class CollectingSink final : public DocumentSink {
+ public:
+  Status BeginDocument(const SourceInfo& info) override {
+    docs.push_back({info, {}, false});
+    return Status::OK();
+  }
+  Status AddBlock(const TextBlock& block) override {
+    if (docs.empty()) return Status::Internal("block before BeginDocument");
+    docs.back().blocks.push_back(block);
+    return Status::OK();
+  }
+  Status EndDocument() override {
+    if (docs.empty()) return Status::Internal("EndDocument before BeginDocument");
+    docs.back().ended = true;
+    return Status::OK();
+  }
+
+  // All block texts of the first document joined by '\n'.
+  std::string AllText() const {
+    std::string out;
+    if (docs.empty()) return out;
+    for (const TextBlock& b : docs.front().blocks) {
+      out += b.text;
+      out += '\n';
+    }
+    return out;
+  }
+
+  std::vector<CollectedDocument> docs;
+};
+
+class CollectingErrors final : public RecordErrorSink {
+ public:
+  void RecordFailed(const std::string& source_id, const Status& why) override {
+    failures.emplace_back(source_id, why);
+  }
+  std::vector<std::pair<std::string, Status>> failures;
+};
+
+}  // namespace sluice::formats::testing
