@@ -1,6 +1,8 @@
 // The "jsonl" parser: one document per line (see jsonl_records.h), from a
 // file or from stdin ("-"). Lines are bounded (64 MiB); a longer line is
 // dead-lettered and skipped without being held in memory.
+#include <simdjson.h>
+
 #include <cstring>
 #include <string>
 
@@ -10,6 +12,17 @@
 #include "sources/text_parsers.h"
 
 namespace sluice::sources_internal {
+
+struct JsonlRecordReader::Json {
+  simdjson::dom::parser parser;
+  simdjson::padded_string buffer;  // simdjson needs padding after the data
+};
+
+JsonlRecordReader::JsonlRecordReader(const SourceFile& file, DocumentSink& sink,
+                                     RecordErrorSink& errors, ParseStats& stats)
+    : file_(file), sink_(sink), errors_(errors), stats_(stats), json_(std::make_unique<Json>()) {}
+
+JsonlRecordReader::~JsonlRecordReader() = default;
 
 std::string JsonlRecordReader::LineRef(uint64_t line_number) const {
   const std::string& name = file_.relative_path.empty() ? file_.path : file_.relative_path;
@@ -30,12 +43,13 @@ Status JsonlRecordReader::HandleLine(std::string_view line, uint64_t line_number
   if (line_number == 1 && line.starts_with("\xEF\xBB\xBF")) line.remove_prefix(3);
   if (Trim(line).empty()) return Status::OK();
 
-  // simdjson needs padding after the data; reuse one buffer per reader.
-  if (buffer_.size() < line.size()) buffer_ = simdjson::padded_string(line.size() * 2);
-  std::memcpy(buffer_.data(), line.data(), line.size());
+  simdjson::padded_string& buffer = json_->buffer;
+  if (buffer.size() < line.size()) buffer = simdjson::padded_string(line.size() * 2);
+  std::memcpy(buffer.data(), line.data(), line.size());
   simdjson::dom::element root;
-  if (auto err = parser_.parse(reinterpret_cast<const uint8_t*>(buffer_.data()), line.size(), false)
-                     .get(root)) {
+  if (auto err =
+          json_->parser.parse(reinterpret_cast<const uint8_t*>(buffer.data()), line.size(), false)
+              .get(root)) {
     Skip(LineRef(line_number), line_number,
          std::string("invalid JSON: ") + simdjson::error_message(err));
     return Status::OK();

@@ -15,8 +15,7 @@
 // Thread safety: one reader per thread.
 #pragma once
 
-#include <simdjson.h>
-
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -29,8 +28,10 @@ inline constexpr size_t kMaxJsonlLineBytes = 64 << 20;
 class JsonlRecordReader {
  public:
   JsonlRecordReader(const SourceFile& file, DocumentSink& sink, RecordErrorSink& errors,
-                    ParseStats& stats)
-      : file_(file), sink_(sink), errors_(errors), stats_(stats) {}
+                    ParseStats& stats);
+  ~JsonlRecordReader();
+  JsonlRecordReader(const JsonlRecordReader&) = delete;
+  JsonlRecordReader& operator=(const JsonlRecordReader&) = delete;
 
   // Handles one line (without '\n'). Blank lines are skipped. Returns non-OK
   // only when the sink fails (which stops the input).
@@ -46,8 +47,10 @@ class JsonlRecordReader {
   DocumentSink& sink_;
   RecordErrorSink& errors_;
   ParseStats& stats_;
-  simdjson::dom::parser parser_;
-  simdjson::padded_string buffer_;
+  // simdjson stays out of this header: its layout depends on compile
+  // definitions only the library target sees.
+  struct Json;
+  std::unique_ptr<Json> json_;
   uint64_t records_ = 0;
 };
 

@@ -1,0 +1,157 @@
+#include "sluice/parser.h"
+#include "sources/jsonl_records.h"
+#include "sources/test_util.h"
+#include "sources/text_input.h"
+
+namespace sluice {
+namespace {
+
+using testing::FileFor;
+using testing::RecordingErrors;
+using testing::RecordingSink;
+using testing::TempDir;
+
+TEST(JsonlParserTest, GoodRecords) {
+  TempDir dir;
+  const std::string path = dir.Write(
+      "data/recs.jsonl",
+      "\xEF\xBB\xBF{\"id\":\"doc-1\",\"text\":\"Hello\\n\\nWorld\",\"domain\":\"hr\"}\n"
+      "\n"
+      "{\"id\":42,\"text\":\"Answer\",\"category\":\"faq\",\"title\":\"T\",\"author\":\"A\","
+      "\"metadata\":{\"lang\":\"en\",\"n\":[1,2]},\"extra\":true}\r\n"
+      "{\"id\":\"empty\",\"text\":\"\"}");  // last line without '\n'
+  ParserRegistry registry;
+  RegisterTextParsers(registry);
+  RecordingSink sink;
+  RecordingErrors errors;
+  ParseStats stats;
+  Status s =
+      registry.Find(path, "")->Parse(FileFor(path, "data/recs.jsonl"), {}, sink, errors, stats);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_TRUE(errors.calls.empty());
+  EXPECT_EQ(stats.records_skipped, 0u);
+  ASSERT_EQ(sink.docs.size(), 3u);
+  const auto& a = sink.docs[0];
+  EXPECT_EQ(a.info.source_id, "doc-1");
+  EXPECT_EQ(a.info.domain, "hr");
+  EXPECT_EQ(a.info.category, "cat");  // default from the file's route
+  EXPECT_EQ(a.info.metadata_json, "{}");
+  ASSERT_EQ(a.blocks.size(), 2u);
+  EXPECT_EQ(a.blocks[0].text, "Hello");
+  EXPECT_EQ(a.blocks[1].text, "World");
+  const auto& b = sink.docs[1];
+  EXPECT_EQ(b.info.source_id, "42");
+  EXPECT_EQ(b.info.domain, "dom");
+  EXPECT_EQ(b.info.category, "faq");
+  EXPECT_EQ(b.info.title, "T");
+  EXPECT_EQ(b.info.author, "A");
+  EXPECT_EQ(b.info.metadata_json, R"({"lang":"en","n":[1,2]})");
+  EXPECT_TRUE(sink.docs[2].ended);
+  EXPECT_TRUE(sink.docs[2].blocks.empty());
+}
+
+TEST(JsonlParserTest, MalformedLinesDeadLetteredAndSkipped) {
+  TempDir dir;
+  const std::string path = dir.Write("bad.jsonl",
+                                     "{\"id\":\"ok1\",\"text\":\"fine\"}\n"              // 1
+                                     "{not json}\n"                                      // 2
+                                     "{\"text\":\"no id\"}\n"                            // 3
+                                     "{\"id\":\"t\",\"text\":5}\n"                       // 4
+                                     "{\"id\":\"m\",\"text\":\"x\",\"metadata\":[1]}\n"  // 5
+                                     "[1,2]\n"                                           // 6
+                                     "{\"id\":true,\"text\":\"x\"}\n"                    // 7
+                                     "{\"id\":\"d\",\"text\":\"x\",\"domain\":7}\n"      // 8
+                                     "{\"id\":\"ok2\",\"text\":\"also fine\"}\n");       // 9
+  ParserRegistry registry;
+  RegisterTextParsers(registry);
+  RecordingSink sink;
+  RecordingErrors errors;
+  ParseStats stats;
+  Status s =
+      registry.FindByName("jsonl")->Parse(FileFor(path, "bad.jsonl"), {}, sink, errors, stats);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  ASSERT_EQ(sink.docs.size(), 2u);
+  EXPECT_EQ(sink.docs[0].info.source_id, "ok1");
+  EXPECT_EQ(sink.docs[1].info.source_id, "ok2");
+  EXPECT_EQ(stats.records_skipped, 7u);
+  ASSERT_EQ(errors.calls.size(), 7u);
+  const std::vector<std::pair<std::string, std::string>> want = {
+      {"bad.jsonl:2", "line 2: invalid JSON"},
+      {"bad.jsonl:3", "line 3: missing \"id\""},
+      {"t", "line 4: \"text\" must be a string"},
+      {"m", "line 5: \"metadata\" must be an object"},
+      {"bad.jsonl:6", "line 6: record is not a JSON object"},
+      {"bad.jsonl:7", "line 7: \"id\" must be a string or a number"},
+      {"d", "line 8: \"domain\" must be a string"},
+  };
+  for (size_t i = 0; i < want.size(); ++i) {
+    SCOPED_TRACE(i);
+    EXPECT_EQ(errors.calls[i].first, want[i].first);
+    EXPECT_EQ(errors.calls[i].second.code(), StatusCode::kCorrupt);
+    EXPECT_TRUE(errors.calls[i].second.message().starts_with(want[i].second))
+        << errors.calls[i].second.message();
+  }
+}
+
+TEST(JsonlParserTest, TooLongLineDiscardedThenReported) {
+  std::vector<std::tuple<std::string, uint64_t, bool>> lines;
+  sources_internal::LineSplitter splitter(
+      10, sources_internal::LineSplitter::Overflow::kDiscard,
+      [&lines](std::string_view line, uint64_t n, bool too_long) {
+        lines.emplace_back(std::string(line), n, too_long);
+        return Status::OK();
+      });
+  ASSERT_TRUE(splitter.Feed("short\nthis line is far too").ok());
+  ASSERT_TRUE(splitter.Feed(" long for ten\r\nok\r\nlast").ok());
+  ASSERT_TRUE(splitter.Finish().ok());
+  ASSERT_EQ(lines.size(), 4u);
+  EXPECT_EQ(lines[0], std::make_tuple(std::string("short"), 1ull, false));
+  EXPECT_EQ(lines[1], std::make_tuple(std::string(), 2ull, true));
+  EXPECT_EQ(lines[2], std::make_tuple(std::string("ok"), 3ull, false));
+  EXPECT_EQ(lines[3], std::make_tuple(std::string("last"), 4ull, false));
+
+  // The reader dead-letters a too-long line under "<file>:<line>".
+  RecordingSink sink;
+  RecordingErrors errors;
+  ParseStats stats;
+  SourceFile file = FileFor("x.jsonl", "x.jsonl");
+  sources_internal::JsonlRecordReader reader(file, sink, errors, stats);
+  ASSERT_TRUE(reader.HandleLine({}, 2, true).ok());
+  ASSERT_EQ(errors.calls.size(), 1u);
+  EXPECT_EQ(errors.calls[0].first, "x.jsonl:2");
+  EXPECT_NE(errors.calls[0].second.message().find("longer than"), std::string::npos);
+  EXPECT_EQ(stats.records_skipped, 1u);
+}
+
+TEST(JsonlParserTest, SplitModeHandsOutPiecesAtUtf8Boundaries) {
+  std::vector<std::string> lines;
+  sources_internal::LineSplitter splitter(8, sources_internal::LineSplitter::Overflow::kSplit,
+                                          [&lines](std::string_view line, uint64_t, bool) {
+                                            lines.emplace_back(line);
+                                            return Status::OK();
+                                          });
+  ASSERT_TRUE(splitter.Feed("\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\nab\n").ok());  // 12 bytes
+  ASSERT_TRUE(splitter.Finish().ok());
+  EXPECT_EQ(lines, (std::vector<std::string>{"\u00e9\u00e9\u00e9\u00e9", "\u00e9\u00e9", "ab"}));
+}
+
+TEST(JsonlParserTest, SinkFailureStopsTheInput) {
+  class FailingSink final : public DocumentSink {
+   public:
+    Status BeginDocument(const SourceInfo&) override { return Status::Cancelled("stop"); }
+    Status AddBlock(const TextBlock&) override { return Status::OK(); }
+    Status EndDocument() override { return Status::OK(); }
+  };
+  TempDir dir;
+  const std::string path = dir.Write("a.jsonl", "{\"id\":\"1\",\"text\":\"x\"}\n");
+  ParserRegistry registry;
+  RegisterTextParsers(registry);
+  FailingSink sink;
+  RecordingErrors errors;
+  ParseStats stats;
+  Status s = registry.FindByName("jsonl")->Parse(FileFor(path, "a.jsonl"), {}, sink, errors, stats);
+  EXPECT_EQ(s.code(), StatusCode::kCancelled);
+}
+
+}  // namespace
+}  // namespace sluice

@@ -1,0 +1,271 @@
+#include <sys/resource.h>
+
+#include <fstream>
+
+#include "common/utf8.h"
+#include "sluice/parser.h"
+#include "sources/test_util.h"
+#include "sources/text_input.h"
+
+namespace sluice {
+namespace {
+
+using testing::FileFor;
+using testing::RecordingErrors;
+using testing::RecordingSink;
+using testing::TempDir;
+
+struct Parsed {
+  Status status;
+  RecordingSink sink;
+  RecordingErrors errors;
+  ParseStats stats;
+};
+
+std::unique_ptr<Parsed> ParseWith(std::string_view parser_name, const std::string& path,
+                                  const std::string& rel) {
+  ParserRegistry registry;
+  RegisterTextParsers(registry);
+  const Parser* parser = registry.FindByName(parser_name);
+  auto out = std::make_unique<Parsed>();
+  if (parser == nullptr) {
+    out->status = Status::NotFound("no parser");
+    return out;
+  }
+  out->status =
+      parser->Parse(FileFor(path, rel), ParseLimits{}, out->sink, out->errors, out->stats);
+  return out;
+}
+
+std::vector<std::string> Texts(const testing::RecordedDocument& doc) {
+  std::vector<std::string> t;
+  for (const TextBlock& b : doc.blocks) t.push_back(b.text);
+  return t;
+}
+
+std::string Utf16(std::u16string_view s, bool little_endian) {
+  std::string out = little_endian ? "\xFF\xFE" : "\xFE\xFF";
+  for (char16_t c : s) {
+    const char lo = static_cast<char>(c & 0xFF), hi = static_cast<char>(c >> 8);
+    out.push_back(little_endian ? lo : hi);
+    out.push_back(little_endian ? hi : lo);
+  }
+  return out;
+}
+
+TEST(TextParserTest, ParagraphsBomAndCrlf) {
+  TempDir dir;
+  const std::string path =
+      dir.Write("notes/a.txt", "\xEF\xBB\xBF  First line\r\nsecond line\r\n\r\n \t \nThird.\n\n\n");
+  auto p = ParseWith("text", path, "notes/a.txt");
+  ASSERT_TRUE(p->status.ok()) << p->status.ToString();
+  ASSERT_EQ(p->sink.docs.size(), 1u);
+  const auto& doc = p->sink.docs[0];
+  EXPECT_TRUE(doc.ended);
+  EXPECT_EQ(doc.info.source_id, "notes/a.txt");
+  EXPECT_EQ(doc.info.domain, "dom");
+  EXPECT_EQ(doc.info.category, "cat");
+  EXPECT_EQ(Texts(doc), (std::vector<std::string>{"First line\nsecond line", "Third."}));
+  for (const TextBlock& b : doc.blocks) EXPECT_EQ(b.kind, BlockKind::kParagraph);
+  EXPECT_EQ(p->stats.invalid_utf8_replaced, 0u);
+  EXPECT_FALSE(p->stats.latin1_fallback);
+}
+
+TEST(TextParserTest, Utf16LittleAndBigEndianWithBom) {
+  TempDir dir;
+  const std::u16string text = u"H\u00e9llo w\u00f6rld \U0001F600\n\nSecond \u4e2d\u6587";
+  for (bool le : {true, false}) {
+    const std::string path = dir.Write(le ? "le.txt" : "be.txt", Utf16(text, le));
+    auto p = ParseWith("text", path, "x.txt");
+    ASSERT_TRUE(p->status.ok()) << p->status.ToString();
+    ASSERT_EQ(p->sink.docs.size(), 1u);
+    EXPECT_EQ(Texts(p->sink.docs[0]), (std::vector<std::string>{"H\u00e9llo w\u00f6rld \U0001F600",
+                                                                "Second \u4e2d\u6587"}));
+    EXPECT_EQ(p->stats.invalid_utf8_replaced, 0u);
+  }
+}
+
+TEST(TextParserTest, Utf16UnpairedSurrogateReplaced) {
+  TempDir dir;
+  std::u16string text = u"ab";
+  text.push_back(static_cast<char16_t>(0xD800));
+  text += u"cd";
+  const std::string path = dir.Write("s.txt", Utf16(text, true));
+  auto p = ParseWith("text", path, "s.txt");
+  ASSERT_TRUE(p->status.ok());
+  EXPECT_EQ(Texts(p->sink.docs[0]), std::vector<std::string>{"ab\uFFFDcd"});
+  EXPECT_EQ(p->stats.invalid_utf8_replaced, 1u);
+}
+
+TEST(TextParserTest, Latin1Fallback) {
+  TempDir dir;
+  const std::string path = dir.Write("l.txt", "Caf\xE9 na\xEFve \xE0 la cr\xE8me\n");
+  auto p = ParseWith("text", path, "l.txt");
+  ASSERT_TRUE(p->status.ok());
+  EXPECT_TRUE(p->stats.latin1_fallback);
+  EXPECT_EQ(p->stats.invalid_utf8_replaced, 0u);
+  EXPECT_EQ(Texts(p->sink.docs[0]),
+            std::vector<std::string>{"Caf\u00e9 na\u00efve \u00e0 la cr\u00e8me"});
+}
+
+TEST(TextParserTest, InvalidBytesRepairedAndCounted) {
+  TempDir dir;
+  const std::string path =
+      dir.Write("r.txt", "gr\u00fc\u00dfe \u00e0 \u00e9t\u00e9 \u4e2d\u6587 ok \xFF then \xC3 end");
+  auto p = ParseWith("text", path, "r.txt");
+  ASSERT_TRUE(p->status.ok());
+  EXPECT_FALSE(p->stats.latin1_fallback);
+  EXPECT_EQ(p->stats.invalid_utf8_replaced, 2u);
+  EXPECT_EQ(Texts(p->sink.docs[0]),
+            std::vector<std::string>{
+                "gr\u00fc\u00dfe \u00e0 \u00e9t\u00e9 \u4e2d\u6587 ok \uFFFD then \uFFFD end"});
+}
+
+TEST(TextParserTest, BinaryRefused) {
+  TempDir dir;
+  const std::string path = dir.Write("b.txt", std::string("\x89PNG\r\n\x1a\n\0\0\0\rIHDR", 16));
+  auto p = ParseWith("text", path, "b.txt");
+  EXPECT_EQ(p->status.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(p->status.message(), "binary file");
+  EXPECT_TRUE(p->sink.docs.empty());
+}
+
+TEST(TextParserTest, EmptyFileIsDocumentWithoutBlocks) {
+  TempDir dir;
+  for (const char* content : {"", "\xEF\xBB\xBF", "\n\n  \n"}) {
+    const std::string path = dir.Write("e.txt", content);
+    auto p = ParseWith("text", path, "e.txt");
+    ASSERT_TRUE(p->status.ok());
+    ASSERT_EQ(p->sink.docs.size(), 1u);
+    EXPECT_TRUE(p->sink.docs[0].ended);
+    EXPECT_TRUE(p->sink.docs[0].blocks.empty());
+  }
+}
+
+TEST(TextParserTest, MissingFileAndSizeLimit) {
+  ParserRegistry registry;
+  RegisterTextParsers(registry);
+  const Parser* text = registry.FindByName("text");
+  RecordingSink sink;
+  RecordingErrors errors;
+  ParseStats stats;
+  Status s = text->Parse(FileFor("/nonexistent/x.txt", "x.txt"), {}, sink, errors, stats);
+  EXPECT_EQ(s.code(), StatusCode::kNotFound);
+  TempDir dir;
+  const std::string path = dir.Write("big.txt", std::string(100, 'a'));
+  ParseLimits limits;
+  limits.max_file_bytes = 10;
+  s = text->Parse(FileFor(path, "big.txt"), limits, sink, errors, stats);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+}
+
+// Counts blocks without keeping them, so the test measures the parser.
+class SizeSink final : public DocumentSink {
+ public:
+  Status BeginDocument(const SourceInfo&) override { return Status::OK(); }
+  Status AddBlock(const TextBlock& b) override {
+    ++blocks;
+    max_block = std::max(max_block, b.text.size());
+    total += b.text.size();
+    for (char c : b.text) non_space += c != ' ' ? 1 : 0;
+    all_valid = all_valid && IsValidUtf8(b.text);
+    return Status::OK();
+  }
+  Status EndDocument() override { return Status::OK(); }
+  size_t blocks = 0, max_block = 0, total = 0, non_space = 0;
+  bool all_valid = true;
+};
+
+long MaxRssKiB() {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_maxrss;
+}
+
+TEST(TextParserTest, HugeSingleLineStreamsInBoundedPieces) {
+  TempDir dir;
+  const std::string path = dir.path() + "/huge.txt";
+  size_t expected_non_space = 0;
+  {
+    std::ofstream out(path, std::ios::binary);
+    const std::string word = "w\u00f6rd ";  // 2-byte char so reads split sequences
+    std::string piece;
+    for (int i = 0; i < 10000; ++i) piece += word;
+    for (int i = 0; i < 350; ++i) out << piece;  // ~21 MB, one line
+    expected_non_space = 350ull * 10000 * (word.size() - 1);
+  }
+  ParserRegistry registry;
+  RegisterTextParsers(registry);
+  SizeSink sink;
+  RecordingErrors errors;
+  ParseStats stats;
+  const long rss_before = MaxRssKiB();
+  Status s = registry.FindByName("text")->Parse(FileFor(path, "huge.txt"), {}, sink, errors, stats);
+  const long rss_growth_kib = MaxRssKiB() - rss_before;
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_GE(sink.blocks, 20u);
+  EXPECT_LE(sink.max_block, sources_internal::kMaxPieceBytes);
+  EXPECT_TRUE(sink.all_valid);
+  EXPECT_EQ(sink.non_space, expected_non_space);  // nothing lost at piece or read boundaries
+  EXPECT_EQ(stats.invalid_utf8_replaced, 0u);
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+  EXPECT_LT(rss_growth_kib, 12 * 1024) << "peak memory grew like the file size";
+#endif
+}
+
+TEST(TextParserTest, HugeLineWithoutSpacesCutsAtUtf8Boundaries) {
+  sources_internal::ParagraphAssembler paragraphs(
+      [](std::string&& t) {
+        EXPECT_TRUE(IsValidUtf8(t));
+        EXPECT_LE(t.size(), 1000u);
+        return Status::OK();
+      },
+      1000);
+  std::string text;
+  for (int i = 0; i < 3000; ++i) text += "\u4e2d";
+  size_t pieces = 0;
+  sources_internal::ParagraphAssembler counting(
+      [&pieces](std::string&& t) {
+        ++pieces;
+        EXPECT_TRUE(IsValidUtf8(t));
+        return Status::OK();
+      },
+      1000);
+  ASSERT_TRUE(paragraphs.Feed(text).ok());
+  ASSERT_TRUE(paragraphs.Finish().ok());
+  ASSERT_TRUE(counting.Feed(text).ok());
+  ASSERT_TRUE(counting.Finish().ok());
+  EXPECT_EQ(pieces, 10u);  // 9000 bytes: nine pieces of 999 (333 characters) and the rest
+}
+
+// A parser that claims files starting with "MAGIC".
+class MagicParser final : public Parser {
+ public:
+  std::string_view Name() const override { return "magic"; }
+  std::vector<std::string> Extensions() const override { return {"mag"}; }
+  bool Sniff(std::string_view head) const override { return head.starts_with("MAGIC"); }
+  Status Parse(const SourceFile&, const ParseLimits&, DocumentSink&, RecordErrorSink&,
+               ParseStats&) const override {
+    return Status::OK();
+  }
+};
+
+TEST(ParserRegistryTest, SniffThenExtensionThenTextFallback) {
+  ParserRegistry registry;
+  RegisterTextParsers(registry);
+  registry.Add(std::make_unique<MagicParser>());
+  EXPECT_EQ(registry.Names(), (std::vector<std::string>{"text", "markdown", "jsonl", "magic"}));
+  EXPECT_EQ(registry.Find("a/b.MD", "# hi")->Name(), "markdown");
+  EXPECT_EQ(registry.Find("a/b.Markdown", "# hi")->Name(), "markdown");
+  EXPECT_EQ(registry.Find("x.ndjson", "{}")->Name(), "jsonl");
+  EXPECT_EQ(registry.Find("-", "")->Name(), "jsonl");
+  EXPECT_EQ(registry.Find("notes.txt", "MAGIC...")->Name(), "magic");  // sniff beats extension
+  EXPECT_EQ(registry.Find("x.mag", "other")->Name(), "magic");
+  EXPECT_EQ(registry.Find("README", "plain words")->Name(), "text");
+  EXPECT_EQ(registry.Find("data.weird", "plain words")->Name(), "text");
+  EXPECT_EQ(registry.Find("image.png", std::string_view("\x89PNG\0\0", 6)), nullptr);
+  EXPECT_EQ(registry.FindByName("nope"), nullptr);
+}
+
+}  // namespace
+}  // namespace sluice
