@@ -58,7 +58,10 @@ void AdaptiveLimiter::SetLimit(double value) {
   limit_ = std::clamp(value, static_cast<double>(options_.min), static_cast<double>(options_.max));
 }
 
-void AdaptiveLimiter::ResetBaseline() { base_rtt_s_ = 0; }
+void AdaptiveLimiter::ResetBaseline() {
+  base_rtt_s_ = 0;
+  base_stderr_s_ = 0;
+}
 
 void AdaptiveLimiter::StartWindow(TimePoint now) {
   window_ = Window{};
@@ -115,9 +118,10 @@ void AdaptiveLimiter::OnFinish(TimePoint now, Duration rtt, RequestOutcome outco
   }
   if (started < window_start_) return;
   window_.sum_rtt_s += rtt_s;
+  window_.sum_sq_rtt_s += rtt_s * rtt_s;
   window_.sum_in_flight += static_cast<double>(in_flight_before);
   ++window_.samples;
-  const size_t needed = std::max(options_.min_window_samples, in_flight_before / 2);
+  const size_t needed = std::max(options_.min_window_samples, in_flight_before);
   if (window_.samples >= needed) CloseWindow(now);
 }
 
@@ -125,21 +129,31 @@ void AdaptiveLimiter::CloseWindow(TimePoint now) {
   const double n = static_cast<double>(window_.samples);
   const double avg = window_.sum_rtt_s / n;
   const double in_flight = window_.sum_in_flight / n;
+  // Standard error of this window's mean: the jitter we must not mistake
+  // for queueing.
+  const double variance = std::max(0.0, window_.sum_sq_rtt_s / n - avg * avg);
+  const double stderr_s = n > 1 ? std::sqrt(variance / (n - 1)) : 0.0;
   if (base_rtt_s_ <= 0 || avg < base_rtt_s_) {
     base_rtt_s_ = avg;
+    base_stderr_s_ = stderr_s;
     base_confirmed_at_ = now;
   } else if (avg <= base_rtt_s_ * (1 + options_.confirm_tolerance)) {
     // Relax toward confirming windows so one lucky window does not pin the
     // baseline at the low tail of the jitter forever.
     base_rtt_s_ += 0.1 * (avg - base_rtt_s_);
+    base_stderr_s_ += 0.1 * (stderr_s - base_stderr_s_);
     base_confirmed_at_ = now;
   }
 
-  const double queue = in_flight * std::max(0.0, 1.0 - base_rtt_s_ / avg);
+  // RTT above the baseline by more than the noise of both means is queueing.
+  const double noise =
+      options_.noise_sigmas * std::sqrt(stderr_s * stderr_s + base_stderr_s_ * base_stderr_s_);
+  const double base = base_rtt_s_ + noise;
+  const double queue = in_flight * std::max(0.0, 1.0 - base / avg);
   const double alpha = Alpha();
   const double beta = Beta();
   if (queue > beta) {
-    const double queue_free = in_flight * base_rtt_s_ / avg;
+    const double queue_free = in_flight * std::min(1.0, base / avg);
     const double target = std::min(limit_, queue_free + alpha);
     SetLimit(std::max(target, limit_ * options_.min_gradient));
     ssthresh_ = std::min(ssthresh_, limit_);  // capacity found: no more doubling
@@ -165,7 +179,8 @@ void AdaptiveLimiter::CloseWindow(TimePoint now) {
     ++probes_;
     probe_start_ = now;
     probe_limit_ = std::max<size_t>(
-        options_.min, static_cast<size_t>(std::floor(in_flight * base_rtt_s_ / avg)));
+        options_.min,
+        static_cast<size_t>(std::floor(in_flight * std::min(1.0, base_rtt_s_ / avg))));
     probe_limit_ = std::min(probe_limit_, Limit());
     probe_needed_ = std::max<size_t>(options_.min_window_samples, probe_limit_ / 2);
     probe_sum_rtt_s_ = 0;

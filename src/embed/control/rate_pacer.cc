@@ -16,7 +16,10 @@
 // Cooldown. A 429 (or a 503 with Retry-After) sets cooldown_until to
 // max(cooldown_until, now + Retry-After); every request waits for it, so a
 // burst of 429s is one pause, not a storm of individual retries. A 429 also
-// empties the local buckets so the restart is paced, not a burst.
+// empties the local buckets so the restart is paced, not a burst, and makes
+// the pacer half-open: after the cooldown a single request goes first and
+// the others wait (polling every half_open_poll) until an answer other than
+// 429 comes back.
 #include <algorithm>
 #include <cmath>
 
@@ -63,13 +66,15 @@ HeaderRatePacer::HeaderRatePacer(RatePacerOptions options) : options_(options) {
   options_.safety = std::clamp(options_.safety, 0.1, 1.0);
   options_.burst_seconds = std::max(0.01, options_.burst_seconds);
   options_.min_bytes_per_token = std::max(0.1, options_.min_bytes_per_token);
-  options_.max_bytes_per_token = std::max(options_.min_bytes_per_token, options_.max_bytes_per_token);
+  options_.max_bytes_per_token =
+      std::max(options_.min_bytes_per_token, options_.max_bytes_per_token);
   options_.full_weight_tokens = std::max<int64_t>(1, options_.full_weight_tokens);
   bytes_per_token_ = std::clamp(options_.initial_bytes_per_token, options_.min_bytes_per_token,
                                 options_.max_bytes_per_token);
   // The buckets start full at the first use; TimePoint{} is fine for a
   // steady clock (monotonic from an arbitrary origin, in the past).
-  if (options_.rpm > 0) requests_.SetLimit(options_.rpm, options_.safety, options_.burst_seconds, {});
+  if (options_.rpm > 0)
+    requests_.SetLimit(options_.rpm, options_.safety, options_.burst_seconds, {});
   if (options_.tpm > 0) tokens_.SetLimit(options_.tpm, options_.safety, options_.burst_seconds, {});
 }
 
@@ -77,10 +82,12 @@ Duration HeaderRatePacer::DelayFor(TimePoint now, uint32_t tokens) const {
   Duration delay = cooldown_until_ > now ? cooldown_until_ - now : Duration(0);
   if (requests_.active()) delay = std::max(delay, requests_.WaitFor(now, 1.0));
   if (tokens_.active()) delay = std::max(delay, tokens_.WaitFor(now, static_cast<double>(tokens)));
+  if (delay == Duration(0) && half_open_ && probe_started_) delay = options_.half_open_poll;
   return delay;
 }
 
 void HeaderRatePacer::OnStart(TimePoint now, uint32_t estimated_tokens) {
+  if (half_open_ && now >= cooldown_until_) probe_started_ = true;
   ++pending_requests_;
   pending_tokens_ += estimated_tokens;
   if (requests_.active()) {
@@ -122,31 +129,39 @@ void HeaderRatePacer::OnResponse(TimePoint now, const RateLimitInfo& rate, int h
   }
   if (rate.remaining_tokens && tokens_.active()) {
     tokens_.Refill(now);
-    tokens_.level = std::min(tokens_.level,
-                             static_cast<double>(*rate.remaining_tokens) - pending_tokens_);
+    tokens_.level =
+        std::min(tokens_.level, static_cast<double>(*rate.remaining_tokens) - pending_tokens_);
   }
 
   if (http_status == 429 || (http_status == 503 && rate.retry_after)) {
     Duration cooldown = rate.retry_after ? *rate.retry_after : options_.default_cooldown;
     cooldown = std::clamp(cooldown, Duration(0), options_.max_cooldown);
     cooldown_until_ = std::max(cooldown_until_, now + cooldown);
-    if (http_status == 429) {
-      for (Bucket* bucket : {&requests_, &tokens_}) {
-        if (!bucket->active()) continue;
-        bucket->Refill(now);
-        bucket->level = std::min(bucket->level, 0.0);
-      }
+  }
+  if (http_status == 429) {
+    // Half-open: after the cooldown one request goes first; the rest wait
+    // for its answer, so a service still refusing costs one 429, not one
+    // per request in flight.
+    half_open_ = true;
+    probe_started_ = false;
+    for (Bucket* bucket : {&requests_, &tokens_}) {
+      if (!bucket->active()) continue;
+      bucket->Refill(now);
+      bucket->level = std::min(bucket->level, 0.0);
     }
+  } else if (half_open_ && probe_started_) {
+    // An answer other than 429 after the cooldown: the service takes work again.
+    half_open_ = false;
+    probe_started_ = false;
   }
 
   if (http_status >= 200 && http_status < 300 && prompt_tokens > 0 && input_bytes > 0) {
     const double sample =
         std::clamp(static_cast<double>(input_bytes) / static_cast<double>(prompt_tokens),
                    options_.min_bytes_per_token, options_.max_bytes_per_token);
-    const double weight =
-        options_.bytes_per_token_alpha *
-        std::min(1.0, static_cast<double>(prompt_tokens) /
-                          static_cast<double>(options_.full_weight_tokens));
+    const double weight = options_.bytes_per_token_alpha *
+                          std::min(1.0, static_cast<double>(prompt_tokens) /
+                                            static_cast<double>(options_.full_weight_tokens));
     bytes_per_token_ += weight * (sample - bytes_per_token_);
   }
 }

@@ -112,10 +112,12 @@ class Service {
     r.prompt_tokens = static_cast<int64_t>(std::llround(request.tokens));
     double scale = 1;
     if (options_.jitter > 0) {
-      scale = std::uniform_real_distribution<double>(1 - options_.jitter, 1 + options_.jitter)(rng_);
+      scale =
+          std::uniform_real_distribution<double>(1 - options_.jitter, 1 + options_.jitter)(rng_);
     }
     request.service_time = std::chrono::duration_cast<Duration>(
-        (options_.base_latency + options_.per_input_latency * static_cast<int64_t>(request.inputs)) *
+        (options_.base_latency +
+         options_.per_input_latency * static_cast<int64_t>(request.inputs)) *
         scale);
     request.arrived = now;
     pending_responses_[request.id] = r;
@@ -127,9 +129,7 @@ class Service {
   }
 
   // The next time something happens at the service (max() when idle).
-  TimePoint NextEventTime() const {
-    return events_.empty() ? TimePoint::max() : events_.top().at;
-  }
+  TimePoint NextEventTime() const { return events_.empty() ? TimePoint::max() : events_.top().at; }
 
   // Pops every event due at or before `now`, appending responses.
   void Deliver(TimePoint now, std::vector<Response>& out) {
@@ -249,10 +249,11 @@ Result Run(const ServiceOptions& service_options, const ClientOptions& client,
   const TimePoint start = clock.Now();
   const TimePoint end = start + client.duration;
   Service service(service_options, start);
-  TraceRecorder trace(start, TraceRecorderOptions{.max_rows = 100000,
-                                                  .warmup_seconds = std::chrono::duration_cast<
-                                                      std::chrono::seconds>(client.warmup)
-                                                                        .count()});
+  TraceRecorder trace(
+      start, TraceRecorderOptions{
+                 .max_rows = 100000,
+                 .warmup_seconds =
+                     std::chrono::duration_cast<std::chrono::seconds>(client.warmup).count()});
   std::mt19937_64 rng(client.seed);
   std::unordered_map<uint64_t, InFlight> in_flight;
   std::deque<Batch> retries;  // kept sorted by ready time
@@ -272,8 +273,8 @@ Result Run(const ServiceOptions& service_options, const ClientOptions& client,
       variation = std::uniform_real_distribution<double>(1 - client.token_variation,
                                                          1 + client.token_variation)(rng);
     }
-    b.tokens = std::max(1.0, std::round(client.tokens_per_input * variation *
-                                        static_cast<double>(b.inputs)));
+    b.tokens = std::max(
+        1.0, std::round(client.tokens_per_input * variation * static_cast<double>(b.inputs)));
     b.bytes = static_cast<uint64_t>(std::llround(b.tokens * client.bytes_per_token));
     return b;
   };
@@ -329,9 +330,8 @@ Result Run(const ServiceOptions& service_options, const ClientOptions& client,
           ++result.exhausted;
         } else {
           retry.ready = now + r.rate.retry_after.value_or(std::chrono::seconds(1));
-          auto pos = std::upper_bound(
-              retries.begin(), retries.end(), retry.ready,
-              [](TimePoint t, const Batch& b) { return t < b.ready; });
+          auto pos = std::upper_bound(retries.begin(), retries.end(), retry.ready,
+                                      [](TimePoint t, const Batch& b) { return t < b.ready; });
           retries.insert(pos, retry);
         }
       }
@@ -384,7 +384,8 @@ Result Run(const ServiceOptions& service_options, const ClientOptions& client,
 
     // 4. Advance to the next thing that can happen.
     TimePoint next = std::min({service.NextEventTime(), wake, next_sample, end});
-    if (!retries.empty() && retries.front().ready > now) next = std::min(next, retries.front().ready);
+    if (!retries.empty() && retries.front().ready > now)
+      next = std::min(next, retries.front().ready);
     if (next <= now) next = now + Duration(1);
     clock.Set(next);
   }
@@ -401,11 +402,12 @@ Result Run(const ServiceOptions& service_options, const ClientOptions& client,
   size_t limit_rows = 0;
   result.limit_min = std::numeric_limits<double>::infinity();
   result.limit_max = 0;
-  const size_t warmup = static_cast<size_t>(
-      std::chrono::duration_cast<std::chrono::seconds>(client.warmup).count());
+  const size_t warmup =
+      static_cast<size_t>(std::chrono::duration_cast<std::chrono::seconds>(client.warmup).count());
   double last_inputs = static_cast<double>(client.batch_inputs > 0 ? client.batch_inputs : 64);
   for (size_t s = 0; s < seconds; ++s) {
-    if (ok_requests_per_second[s] > 0) last_inputs = inputs_per_second[s] / ok_requests_per_second[s];
+    if (ok_requests_per_second[s] > 0)
+      last_inputs = inputs_per_second[s] / ok_requests_per_second[s];
     const double c = CeilingChunksPerSecond(service_options, std::chrono::seconds(s), last_inputs,
                                             client.tokens_per_input);
     result.ceiling_chunks_per_s.push_back(c);

@@ -49,7 +49,7 @@ struct ServiceOptions {
   double tpm = 0;     // 0 = no token limit
   bool send_headers = true;
   Duration reject_latency = std::chrono::milliseconds(10);  // 429/400 answer time
-  double permanent_error_rate = 0;  // fraction of requests answered 400
+  double permanent_error_rate = 0;                          // fraction of requests answered 400
   std::vector<LimitChange> changes;
   std::vector<Storm> storms;
   uint64_t seed = 1;

@@ -45,8 +45,7 @@ TraceRecorder::TraceRecorder(TimePoint start, TraceRecorderOptions options)
 
 TraceRecorder::Accum* TraceRecorder::RowFor(TimePoint t) {
   if (t < start_) t = start_;
-  const int64_t second =
-      std::chrono::duration_cast<std::chrono::seconds>(t - start_).count();
+  const int64_t second = std::chrono::duration_cast<std::chrono::seconds>(t - start_).count();
   if (second >= static_cast<int64_t>(options_.max_rows)) {
     totals_.truncated = true;
     return nullptr;
@@ -99,7 +98,8 @@ void TraceRecorder::OnRequest(const RequestEvent& event) {
     FinishLatencies();
     latency_row_ = row.second;
   }
-  if (row.second == latency_row_ && latencies_ms_.size() < options_.max_latency_samples_per_second) {
+  if (row.second == latency_row_ &&
+      latencies_ms_.size() < options_.max_latency_samples_per_second) {
     latencies_ms_.push_back(ToSeconds(event.end - event.start) * 1000.0);
   }
 }

@@ -1,0 +1,333 @@
+// Pure controllers for the embed stage (docs/CONCURRENCY.md has the design):
+//
+//  - AdaptiveLimiter: how many requests may be in flight. A Vegas-style
+//    queue estimator on a windowed, jitter-robust baseline RTT, with slow
+//    start, multiplicative decrease on backpressure and periodic re-probing
+//    of the baseline so self-inflicted queueing cannot ratchet it up.
+//  - HeaderRatePacer: request and token buckets sized from --rpm/--tpm and the
+//    x-ratelimit-* headers, one shared Retry-After cooldown, in-flight
+//    reservations, and the learned UTF-8 bytes-per-token ratio.
+//  - BatchSizer: fits latency = fixed + per_input * inputs and suggests the
+//    batch size at which the fixed part stops dominating.
+//  - TraceRecorder: a 1-second time series of what the controller did, for
+//    --trace FILE (CSV or JSON) and the run report.
+//
+// None of them does I/O (except TraceRecorder::Write*), reads a clock or
+// allocates per event beyond bounded buffers: events and time in, decisions
+// out. Tests drive them with a simulated service and a fake clock
+// (src/embed/control/sim_service.h).
+//
+// Thread safety: none of these classes is thread-safe; each is used by the
+// embed stage thread only (the TraceRecorder may be read after Run returns).
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "sluice/clock.h"
+#include "sluice/embed.h"
+#include "sluice/embed_stage.h"
+#include "sluice/status.h"
+
+namespace sluice {
+
+// ---------------------------------------------------------------------------
+// Concurrency limiter
+
+struct AdaptiveLimiterOptions {
+  size_t initial = 4;  // Default: 4. Limit before anything is measured.
+  size_t min = 1;      // Default: 1. Floor; REQUIRES: 1 <= min <= max.
+  size_t max = 256;    // Default: 256. Ceiling.
+  // Multiplicative decrease on backpressure (429, 503, timeout, refused),
+  // applied at most once per measurement window. Default: 0.9 (Vector's).
+  double backoff_ratio = 0.9;
+  // Vegas thresholds on the estimated number of requests queued at the
+  // service: grow below alpha, shrink above beta, where
+  // alpha = max(alpha_min, alpha_scale*log10(limit)) and likewise beta.
+  double alpha_scale = 3.0;
+  double beta_scale = 6.0;
+  double alpha_min = 2.0;
+  double beta_min = 4.0;
+  // Largest cut a single queueing-driven decrease may make (limit * 0.5).
+  double min_gradient = 0.5;
+  // An RTT above the baseline counts as queueing only beyond this many
+  // standard errors of the window means (jitter is not load).
+  double noise_sigmas = 2.0;
+  // A window must hold at least this many fresh samples before it is
+  // judged (and at least as many as requests were in flight).
+  size_t min_window_samples = 4;
+  // A window average within this fraction of the baseline confirms it.
+  double confirm_tolerance = 0.1;
+  // When the baseline has not been confirmed for this long, the limiter
+  // briefly lowers the limit to its queue-free estimate to re-measure it.
+  Duration probe_interval = std::chrono::seconds(10);
+  // Double the limit per clean window until the first sign of queueing.
+  bool slow_start = true;
+};
+
+// Thread safety: embed stage thread only.
+class AdaptiveLimiter final : public ConcurrencyLimiter {
+ public:
+  explicit AdaptiveLimiter(AdaptiveLimiterOptions options);
+  AdaptiveLimiter(const AdaptiveLimiter&) = delete;
+  AdaptiveLimiter& operator=(const AdaptiveLimiter&) = delete;
+
+  size_t Limit() const override;
+  void OnStart(TimePoint now) override;
+  // kSuccess feeds the RTT window; kBackpressure cuts the limit (once per
+  // window); kFailure and kPermanent only release the slot.
+  void OnFinish(TimePoint now, Duration rtt, RequestOutcome outcome) override;
+
+  // Forget the baseline RTT (e.g. after the batch size changed, which moves
+  // latency for reasons other than load); the next window sets it again.
+  void ResetBaseline();
+
+  // Introspection for traces and tests.
+  double limit_value() const { return limit_; }
+  size_t in_flight() const { return in_flight_; }
+  Duration base_rtt() const { return FromSeconds(base_rtt_s_); }
+  bool in_slow_start() const { return limit_ < ssthresh_; }
+  bool probing() const { return probing_; }
+  uint64_t probes() const { return probes_; }
+
+ private:
+  struct Window {
+    double sum_rtt_s = 0;
+    double sum_sq_rtt_s = 0;
+    double sum_in_flight = 0;
+    size_t samples = 0;
+    bool reached_limit = false;
+  };
+  double Alpha() const;
+  double Beta() const;
+  void SetLimit(double value);
+  void StartWindow(TimePoint now);
+  void CloseWindow(TimePoint now);
+  void Backoff(TimePoint now);
+
+  AdaptiveLimiterOptions options_;
+  double limit_;
+  double ssthresh_;  // slow start while limit_ < ssthresh_
+  size_t in_flight_ = 0;
+  double base_rtt_s_ = 0;  // 0: unknown
+  double base_stderr_s_ = 0;
+  TimePoint base_confirmed_at_{};
+  TimePoint window_start_ = TimePoint::min();
+  Window window_;
+  bool in_backoff_episode_ = false;
+  bool probing_ = false;
+  TimePoint probe_start_{};
+  size_t probe_limit_ = 0;
+  size_t probe_needed_ = 0;
+  double probe_sum_rtt_s_ = 0;
+  size_t probe_samples_ = 0;
+  uint64_t probes_ = 0;
+};
+
+std::unique_ptr<ConcurrencyLimiter> MakeAdaptiveLimiter(const AdaptiveLimiterOptions& options);
+
+// ---------------------------------------------------------------------------
+// Rate pacer
+
+struct RatePacerOptions {
+  double rpm = 0;  // requests per minute the user knows; 0 = unknown
+  double tpm = 0;  // tokens per minute the user knows; 0 = unknown
+  // Pace at this fraction of the limit, leaving room for estimation error.
+  double safety = 0.98;
+  // Local bucket capacity in seconds of rate (how much may go out at once).
+  // A request costing more tokens than the bucket holds starts when the
+  // bucket is full and leaves it in debt.
+  double burst_seconds = 1.0;
+  // Cooldown after a 429 that carried no Retry-After.
+  Duration default_cooldown = std::chrono::seconds(1);
+  Duration max_cooldown = std::chrono::minutes(5);
+  // After a 429 and its cooldown, one request goes first; the others are
+  // told to wait this long (and ask again) until it is answered.
+  Duration half_open_poll = std::chrono::milliseconds(50);
+  // Learned bytes per token: EWMA starting here, each sample weighted by
+  // alpha * min(1, prompt_tokens / full_weight_tokens), clamped to [min, max].
+  double initial_bytes_per_token = 4.0;
+  double bytes_per_token_alpha = 0.2;
+  int64_t full_weight_tokens = 1000;
+  double min_bytes_per_token = 0.5;
+  double max_bytes_per_token = 16.0;
+};
+
+// Thread safety: embed stage thread only.
+class HeaderRatePacer final : public RatePacer {
+ public:
+  explicit HeaderRatePacer(RatePacerOptions options);
+  HeaderRatePacer(const HeaderRatePacer&) = delete;
+  HeaderRatePacer& operator=(const HeaderRatePacer&) = delete;
+
+  Duration DelayFor(TimePoint now, uint32_t tokens) const override;
+  void OnStart(TimePoint now, uint32_t estimated_tokens) override;
+  // Limits in the headers replace what was learned before (capped by the
+  // user's --rpm/--tpm); remaining-* lowers the local buckets after
+  // subtracting requests still in flight; 429/503 with Retry-After (and 429
+  // without) set one cooldown shared by every request.
+  void OnResponse(TimePoint now, const RateLimitInfo& rate, int http_status, uint64_t input_bytes,
+                  int64_t prompt_tokens) override;
+  double BytesPerToken() const override { return bytes_per_token_; }
+
+  // Effective limits in use (0 = unknown) and the shared cooldown's end.
+  double effective_rpm() const { return requests_.per_minute; }
+  double effective_tpm() const { return tokens_.per_minute; }
+  TimePoint cooldown_until() const { return cooldown_until_; }
+  size_t pending_requests() const { return pending_requests_; }
+  bool half_open() const { return half_open_; }
+
+ private:
+  struct Bucket {
+    double per_minute = 0;  // 0: no limit known
+    double rate = 0;        // units per second we pace at
+    double capacity = 0;
+    double level = 0;
+    TimePoint updated{};
+    bool active() const { return per_minute > 0; }
+    double LevelAt(TimePoint now) const;
+    void Refill(TimePoint now);
+    void SetLimit(double per_minute, double safety, double burst_seconds, TimePoint now);
+    Duration WaitFor(TimePoint now, double amount) const;
+  };
+
+  RatePacerOptions options_;
+  Bucket requests_;
+  Bucket tokens_;
+  TimePoint cooldown_until_{};
+  bool half_open_ = false;      // a 429 was seen; one request at a time until answered
+  bool probe_started_ = false;  // that one request is in flight
+  size_t pending_requests_ = 0;
+  double pending_tokens_ = 0;
+  double bytes_per_token_;
+};
+
+std::unique_ptr<RatePacer> MakeRatePacer(const RatePacerOptions& options);
+
+// ---------------------------------------------------------------------------
+// Batch sizer
+
+struct BatchSizerOptions {
+  size_t min_inputs = 1;                     // Default: 1
+  size_t max_inputs = 2048;                  // the service's limit (OpenAI: 2048)
+  uint32_t max_tokens_per_request = 300000;  // OpenAI: 300,000
+  size_t initial_inputs = 64;                // Default: 64
+  // Grow until the fixed part is at most this fraction of a request's latency.
+  double fixed_fraction = 0.2;
+  size_t window = 64;                // observations kept for the fit
+  size_t observations_per_step = 8;  // observations between two changes
+  double max_step = 2.0;             // at most x2 (or /2) per change
+};
+
+// Fits latency = fixed + per_input * inputs (least squares over the last
+// `window` successful requests) and suggests the batch size where
+// fixed / latency == fixed_fraction, i.e. inputs = fixed*(1-f)/(f*per_input),
+// moving there at most x2 per step. Without a usable fit (all requests the
+// same size, or no per-input cost) it grows: larger batches never lower
+// throughput when part of the latency is fixed. Pure.
+// Thread safety: embed stage thread only.
+class BatchSizer {
+ public:
+  explicit BatchSizer(BatchSizerOptions options);
+
+  // A successful request of `inputs` inputs took `rtt`.
+  void Observe(size_t inputs, Duration rtt);
+  // The suggested number of inputs, in [min_inputs, max_inputs].
+  size_t SuggestedInputs() const { return suggested_; }
+  // The suggestion further capped so that inputs averaging
+  // `tokens_per_input` stay within max_tokens_per_request (at least 1).
+  size_t InputsFor(double tokens_per_input) const;
+
+  struct Fit {
+    bool valid = false;
+    double fixed_s = 0;
+    double per_input_s = 0;
+  };
+  Fit CurrentFit() const;
+
+ private:
+  struct Observation {
+    double inputs;
+    double rtt_s;
+  };
+  BatchSizerOptions options_;
+  std::deque<Observation> observations_;
+  size_t suggested_;
+  size_t since_change_ = 0;
+};
+
+// ---------------------------------------------------------------------------
+// Trace recorder
+
+struct TraceRow {
+  int64_t second = 0;         // since the recorder's start
+  double limit = 0;           // mean of the samples in this second (carried when none)
+  double in_flight = 0;       // idem
+  uint32_t requests = 0;      // requests finished in this second (any outcome)
+  uint64_t chunks = 0;        // inputs embedded successfully
+  uint64_t tokens = 0;        // tokens of successful requests
+  double p50_latency_ms = 0;  // median latency of requests finished (0: none)
+  uint32_t http_429 = 0;
+  uint32_t retries = 0;   // finished requests that were retries
+  uint32_t failures = 0;  // non-success outcomes other than 429
+};
+
+struct TraceSummary {
+  int64_t seconds = 0;
+  double mean_limit = 0, min_limit = 0, max_limit = 0;
+  double peak_requests_per_s = 0;
+  double steady_chunks_per_s = 0;  // mean after warmup, last partial second excluded
+  double p50_latency_ms = 0;       // median of the per-second medians
+  uint64_t requests = 0, chunks = 0, tokens = 0, http_429 = 0, retries = 0, failures = 0;
+  bool truncated = false;  // more seconds than max_rows: later rows only in totals
+};
+
+struct TraceRecorderOptions {
+  // 86,400 rows = 24 hours at 1 s; ~80 bytes each (~7 MB). Later seconds are
+  // counted in the totals but get no row.
+  size_t max_rows = 86400;
+  int64_t warmup_seconds = 10;  // excluded from steady_chunks_per_s when the run is longer
+  size_t max_latency_samples_per_second = 65536;  // beyond: p50 of the first ones
+};
+
+// Thread safety: embed stage thread only; read after the stage has stopped.
+class TraceRecorder {
+ public:
+  TraceRecorder(TimePoint start, TraceRecorderOptions options = {});
+
+  // A finished request (EmbedStage::SetObserver). Bucketed by its end time.
+  void OnRequest(const RequestEvent& event);
+  // A periodic sample of the controller's state (call a few times a second).
+  void Sample(TimePoint now, size_t limit, size_t in_flight);
+
+  // Rows so far (the current second's p50 included).
+  std::vector<TraceRow> Rows() const;
+  TraceSummary Summary() const;
+  // columns: t_s,limit,in_flight,requests_per_s,chunks_per_s,tokens_per_s,
+  //          p50_latency_ms,http_429,retries,failures
+  Status WriteCsv(const std::string& path) const;
+  // {"resolution_s":1,"summary":{...},"rows":[{...},...]}
+  Status WriteJson(const std::string& path) const;
+
+ private:
+  struct Accum {
+    TraceRow row;
+    double limit_sum = 0, in_flight_sum = 0;
+    uint32_t samples = 0;
+  };
+  Accum* RowFor(TimePoint t);  // nullptr when beyond max_rows or before start
+  void FinishLatencies();
+
+  TimePoint start_;
+  TraceRecorderOptions options_;
+  std::vector<Accum> rows_;
+  int64_t latency_row_ = -1;  // the row latencies_ belongs to
+  std::vector<double> latencies_ms_;
+  TraceSummary totals_;
+  double last_limit_ = 0, last_in_flight_ = 0;
+};
+
+}  // namespace sluice
