@@ -207,6 +207,11 @@ Status SqliteStore::Init() {
   sqlite3_extended_result_codes(db_, 1);
   sqlite3_busy_timeout(db_, options_.busy_timeout_ms);
 
+  // 16 KiB pages for a new file (a no-op for an existing one): a row of 384
+  // floats and ~1 KB of text is ~2.7 KB, one per 4 KiB page; 16 KiB pages
+  // hold five and measured ~1.6x the insert rate and 2/3 of the file size
+  // (docs/STORE_SCHEMA.md).
+  sqlite3_exec(db_, "PRAGMA page_size=16384", nullptr, nullptr, nullptr);
   // The first statement reads the header: a non-database file fails here.
   Status s;
   {

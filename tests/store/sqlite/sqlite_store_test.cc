@@ -98,6 +98,7 @@ TEST_F(SqliteStoreTest, FreshSchemaHasTablesVersionAndWal) {
   EXPECT_STREQ(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)), "wal");
   sqlite3_finalize(st);
   EXPECT_EQ(QueryInt(db, "PRAGMA synchronous"), 1);  // NORMAL
+  EXPECT_EQ(QueryInt(db, "PRAGMA page_size"), 16384);
   auto stats = store->Stats();
   ASSERT_TRUE(stats.ok());
   EXPECT_EQ(stats->chunks, 0u);
