@@ -128,7 +128,8 @@ if [[ ! -d "$pglite_dir/node_modules/@electric-sql/pglite-socket" ]]; then
 fi
 pglite_port=$(free_port)
 (cd "$pglite_dir" && exec node node_modules/@electric-sql/pglite-socket/dist/scripts/server.js \
-  --port="$pglite_port" --host=127.0.0.1 --extensions=@electric-sql/pglite-pgvector:vector) \
+  --port="$pglite_port" --host=127.0.0.1 --max-connections=32 \
+  --extensions=@electric-sql/pglite-pgvector:vector) \
   >"$work/pglite.log" 2>&1 &
 pglite_pid=$!
 # pg_isready opens and drops a connection, which PGlite handles; a real query

@@ -1,0 +1,1168 @@
+#include "store/postgres/postgres_store.h"
+
+#include <libpq-fe.h>
+
+#include <unistd.h>
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <queue>
+#include <random>
+#include <thread>
+
+#include "common/hashing.h"
+#include "store/postgres/pg_binary.h"
+
+namespace sluice {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct PgResultDeleter {
+  void operator()(PGresult* r) const { PQclear(r); }
+};
+using PgResult = std::unique_ptr<PGresult, PgResultDeleter>;
+
+std::string QuoteIdent(std::string_view name) {
+  std::string out = "\"";
+  for (char c : name) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  out += '"';
+  return out;
+}
+
+std::string QuoteLiteral(std::string_view s) {
+  std::string out = "'";
+  for (char c : s) {
+    if (c == '\'') out += '\'';
+    out += c;
+  }
+  out += '\'';
+  return out;
+}
+
+std::string Trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ' || s.back() == '\t')) s.pop_back();
+  return s;
+}
+
+// How a failed statement should be handled.
+enum class Fault {
+  kNone,
+  kConnection,  // connection lost / server restarting: reconnect and replay
+  kTransient,   // deadlock, serialization failure, resources: replay
+  kData,        // this data was refused (class 22, 23, 54): find the bad rows
+  kFatal,       // a bug or a schema mismatch: give up
+};
+
+struct PgError {
+  Fault fault = Fault::kNone;
+  std::string sqlstate;
+  std::string message;
+};
+
+PgError Classify(PGconn* conn, const PGresult* res) {
+  PgError e;
+  const char* state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : nullptr;
+  const char* primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : nullptr;
+  e.sqlstate = state ? state : "";
+  if (primary) {
+    e.message = primary;
+    if (const char* detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL)) {
+      e.message += std::string(" (") + detail + ")";
+    }
+  } else {
+    e.message = Trim(PQerrorMessage(conn));
+    if (e.message.empty()) e.message = "unknown libpq error";
+  }
+  const std::string& s = e.sqlstate;
+  if (PQstatus(conn) != CONNECTION_OK || s.starts_with("08") || s == "57P01" || s == "57P02" ||
+      s == "57P03" || (s.empty() && !res)) {
+    e.fault = Fault::kConnection;
+  } else if (s.starts_with("40") || s.starts_with("53") || s == "57014" || s == "55P03") {
+    e.fault = Fault::kTransient;
+  } else if (s.starts_with("22") || s.starts_with("23") || s.starts_with("54")) {
+    e.fault = Fault::kData;
+  } else if (s.empty()) {
+    e.fault = Fault::kConnection;  // no SQLSTATE: a libpq-side (I/O) failure
+  } else {
+    e.fault = Fault::kFatal;
+  }
+  return e;
+}
+
+// One pooled connection and its per-session state.
+struct PgConn {
+  PGconn* pg = nullptr;
+  uint64_t serial = 0;
+  bool staging_ready = false;
+  std::map<size_t, std::string> prepared;  // rows per statement -> statement name
+
+  PgConn() = default;
+  PgConn(const PgConn&) = delete;
+  PgConn& operator=(const PgConn&) = delete;
+  ~PgConn() { Drop(); }
+  void Drop() {
+    if (pg) PQfinish(pg);
+    pg = nullptr;
+    staging_ready = false;
+    prepared.clear();
+  }
+  bool ok() const { return pg && PQstatus(pg) == CONNECTION_OK; }
+};
+
+std::atomic<uint64_t> g_conn_serial{0};
+
+// Runs one statement (text format, no parameters) and drains every result so
+// the connection is ready for the next command.
+PgResult ExecDrain(PGconn* c, const std::string& sql) {
+  PgResult first(PQexec(c, sql.c_str()));
+  // PQexec already consumes all results; nothing more to drain.
+  return first;
+}
+
+bool ResultOk(const PGresult* r) {
+  if (!r) return false;
+  const auto st = PQresultStatus(r);
+  return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK || st == PGRES_COPY_IN;
+}
+
+// Column list shared by staging, COPY and INSERT (updated_at is defaulted).
+constexpr const char* kColumns[] = {"id",   "source_id", "ordinal",       "byte_begin", "byte_end",
+                                    "text", "domain",    "category",      "metadata",   "model",
+                                    "dims", "embedding", "token_estimate"};
+constexpr int kNumColumns = 13;
+
+std::string ColumnList(std::string_view prefix = "") {
+  std::string out;
+  for (int i = 0; i < kNumColumns; ++i) {
+    if (i) out += ", ";
+    out += prefix;
+    out += kColumns[i];
+  }
+  return out;
+}
+
+class PostgresStore final : public Store {
+ public:
+  PostgresStore(std::string conninfo, const StoreOptions& options)
+      : conninfo_(std::move(conninfo)), options_(options), described_(RedactUri(conninfo_)) {
+    chunks_table_ = options_.table;
+    sources_table_ = options_.table == "chunks" ? "sources" : options_.table + "_sources";
+    q_chunks_ = QuoteIdent(chunks_table_);
+    q_sources_ = QuoteIdent(sources_table_);
+    table_hash_ = Hex64(Hash64(chunks_table_)).substr(0, 10);
+    q_stage_ = QuoteIdent("sluice_stage_" + table_hash_);
+  }
+  ~PostgresStore() override { Close(); }
+
+  Status Init();
+
+  WriteResult Write(std::span<const EmbeddedChunk> batch) override;
+  Status Flush() override;
+  Status Close() override;
+  Result<std::vector<SearchHit>> Search(std::span<const float> query, int k) override;
+  Result<StoreStats> Stats() override;
+  std::string Describe() const override { return described_; }
+
+  PostgresSchemaInfo Info() {
+    std::lock_guard<std::mutex> lock(schema_mu_);
+    return {pgvector_, copy_path_, schema_ready_ ? dims_ : 0, chunks_table_, sources_table_};
+  }
+
+ private:
+  Result<std::unique_ptr<PgConn>> Connect();
+  Result<std::unique_ptr<PgConn>> Checkout();
+  void Return(std::unique_ptr<PgConn> conn);
+
+  Status EnsureSchema(PgConn& conn, int dims);
+  Status CreateSchemaLocked(PgConn& conn, int dims);
+  Status ProbeExistingLocked(PgConn& conn, bool* exists);
+
+  // Writes rows [begin, end) of `batch` (already deduplicated order `rows`)
+  // with reconnect-and-replay. Rejected indexes are positions in `batch`.
+  WriteResult WriteTransaction(std::span<const EmbeddedChunk> batch, std::span<const size_t> rows);
+  PgError TryCopy(PgConn& c, std::span<const EmbeddedChunk> batch, std::span<const size_t> rows);
+  PgError TryInsert(PgConn& c, std::span<const EmbeddedChunk> batch, std::span<const size_t> rows);
+  PgError TryRowByRow(PgConn& c, std::span<const EmbeddedChunk> batch, std::span<const size_t> rows,
+                      std::vector<RejectedRow>* rejected);
+  PgError UpsertSources(PgConn& c, std::span<const EmbeddedChunk> batch,
+                        std::span<const size_t> rows);
+  PgError EnsureStaging(PgConn& c);
+  PgError BeginAndLockSources(PgConn& c, std::span<const EmbeddedChunk> batch,
+                              std::span<const size_t> rows);
+  Result<std::string> PrepareInsert(PgConn& c, size_t rows, PgError* err);
+  PgError Exec(PgConn& c, const std::string& sql);
+  void Rollback(PgConn& c);
+  void AppendEmbeddingParam(std::string& out, std::span<const float> v) const {
+    if (pgvector_) {
+      pg::AppendVectorBinary(out, v);
+    } else {
+      pg::AppendFloat4ArrayBinary(out, v);
+    }
+  }
+
+  Result<std::vector<SearchHit>> SearchVector(PgConn& c, std::span<const float> query, int k);
+  Result<std::vector<SearchHit>> SearchScan(PgConn& c, std::span<const float> query, int k);
+  Status Fail(const PgError& e, const std::string& what) const;
+
+  const std::string conninfo_;
+  const StoreOptions options_;
+  const std::string described_;
+  std::string chunks_table_, sources_table_, q_chunks_, q_sources_, q_stage_, table_hash_;
+
+  std::mutex schema_mu_;
+  bool schema_ready_ = false;  // GUARDED_BY(schema_mu_)
+  bool pgvector_ = false;      // set once by Init/EnsureSchema before any write
+  bool copy_path_ = true;
+  int dims_ = 0;
+  bool index_built_ = false;
+
+  std::mutex pool_mu_;
+  std::condition_variable pool_cv_;
+  std::vector<std::unique_ptr<PgConn>> idle_;  // GUARDED_BY(pool_mu_)
+  int open_conns_ = 0;                         // GUARDED_BY(pool_mu_)
+  int pool_limit_ = 1;
+  bool closed_ = false;
+};
+
+Status PostgresStore::Fail(const PgError& e, const std::string& what) const {
+  std::string msg = what + " on " + described_ + ": " + e.message;
+  if (!e.sqlstate.empty()) msg += " [SQLSTATE " + e.sqlstate + "]";
+  switch (e.fault) {
+    case Fault::kConnection:
+    case Fault::kTransient:
+      return Status::Unavailable(msg);
+    case Fault::kData:
+      return Status::Rejected(msg);
+    default:
+      if (e.sqlstate == "42501" || e.sqlstate.starts_with("28"))
+        return Status::PermissionDenied(msg);
+      return Status::Internal(msg);
+  }
+}
+
+Result<std::unique_ptr<PgConn>> PostgresStore::Connect() {
+  // Defaults first: with expand_dbname the URI's own parameters (and PG*
+  // environment variables, which libpq reads for anything unset) win.
+  std::vector<const char*> keys, values;
+  if (!std::getenv("PGCONNECT_TIMEOUT")) {
+    keys.push_back("connect_timeout");
+    values.push_back("5");
+  }
+  keys.push_back("application_name");
+  values.push_back("sluice");
+  keys.push_back("dbname");
+  values.push_back(conninfo_.c_str());
+  keys.push_back(nullptr);
+  values.push_back(nullptr);
+  auto conn = std::make_unique<PgConn>();
+  conn->pg = PQconnectdbParams(keys.data(), values.data(), /*expand_dbname=*/1);
+  conn->serial = ++g_conn_serial;
+  if (!conn->pg) return Status::Internal("libpq: out of memory");
+  if (PQstatus(conn->pg) != CONNECTION_OK) {
+    const std::string err = Trim(PQerrorMessage(conn->pg));
+    std::string msg = "cannot connect to PostgreSQL at " + described_ + ": " + err;
+    if (err.find("password") != std::string::npos ||
+        err.find("authentication") != std::string::npos) {
+      return Status::PermissionDenied(msg);
+    }
+    if (err.find("does not exist") != std::string::npos) return Status::NotFound(msg);
+    if (err.find("invalid") != std::string::npos) return Status::InvalidArgument(msg);
+    return Status::Unavailable(msg);
+  }
+  // Quiet NOTICEs ("relation already exists, skipping") on stderr.
+  PQsetNoticeProcessor(
+      conn->pg, [](void*, const char*) {}, nullptr);
+  return conn;
+}
+
+Result<std::unique_ptr<PgConn>> PostgresStore::Checkout() {
+  std::unique_lock<std::mutex> lock(pool_mu_);
+  pool_cv_.wait(lock, [&] { return !idle_.empty() || open_conns_ < pool_limit_ || closed_; });
+  if (closed_) return Status::Cancelled("store closed");
+  if (!idle_.empty()) {
+    auto c = std::move(idle_.back());
+    idle_.pop_back();
+    return c;
+  }
+  ++open_conns_;
+  lock.unlock();
+  // A slot is reserved; connect lazily (the caller reconnects if this fails).
+  return std::make_unique<PgConn>();
+}
+
+void PostgresStore::Return(std::unique_ptr<PgConn> conn) {
+  std::lock_guard<std::mutex> lock(pool_mu_);
+  idle_.push_back(std::move(conn));
+  pool_cv_.notify_one();
+}
+
+PgError PostgresStore::Exec(PgConn& c, const std::string& sql) {
+  PgResult r = ExecDrain(c.pg, sql);
+  if (ResultOk(r.get())) return {};
+  return Classify(c.pg, r.get());
+}
+
+void PostgresStore::Rollback(PgConn& c) {
+  if (c.ok() && PQtransactionStatus(c.pg) != PQTRANS_IDLE) PgResult r(PQexec(c.pg, "ROLLBACK"));
+}
+
+Status PostgresStore::Init() {
+  if (options_.batch_rows == 0)
+    return Status::InvalidArgument("postgres store: batch_rows must be > 0");
+  if (options_.pool_size < 1)
+    return Status::InvalidArgument("postgres store: pool_size must be >= 1");
+  if (options_.table.empty()) return Status::InvalidArgument("postgres store: empty table name");
+  if (!options_.create_index.empty() && options_.create_index != "hnsw" &&
+      options_.create_index != "ivfflat") {
+    return Status::InvalidArgument("postgres store: --create-index must be hnsw or ivfflat, not '" +
+                                   options_.create_index + "'");
+  }
+  auto conn = Connect();
+  if (!conn.ok()) return conn.status();
+  PgConn& c = **conn;
+  {
+    PgResult r(PQexec(c.pg, "SELECT version()"));
+    if (!ResultOk(r.get())) return Fail(Classify(c.pg, r.get()), "probe");
+    const std::string version = PQgetvalue(r.get(), 0, 0);
+    // PGlite: COPY FROM STDIN hangs the server and connections share one
+    // backend, so write with prepared INSERTs on a single connection.
+    copy_path_ = version.find("PGlite") == std::string::npos;
+  }
+  pool_limit_ = copy_path_ ? options_.pool_size : 1;
+  {
+    std::lock_guard<std::mutex> lock(schema_mu_);
+    bool exists = false;
+    Status s = ProbeExistingLocked(c, &exists);
+    if (!s.ok()) return s;
+    if (!exists) {
+      // Probe pgvector: installed, or installable by us; never assumed.
+      PgResult r(PQexec(c.pg, "SELECT 1 FROM pg_extension WHERE extname = 'vector'"));
+      if (!ResultOk(r.get())) return Fail(Classify(c.pg, r.get()), "probe pgvector");
+      pgvector_ = PQntuples(r.get()) > 0;
+      if (!pgvector_) {
+        PgResult a(PQexec(c.pg, "SELECT 1 FROM pg_available_extensions WHERE name = 'vector'"));
+        if (ResultOk(a.get()) && PQntuples(a.get()) > 0) {
+          PgResult cr(PQexec(c.pg, "CREATE EXTENSION IF NOT EXISTS vector"));
+          pgvector_ = ResultOk(cr.get());  // e.g. not allowed to: fall back to real[]
+        }
+      }
+      if (options_.dimensions > 0) {
+        s = CreateSchemaLocked(c, options_.dimensions);
+        if (!s.ok()) return s;
+      }
+    } else if (options_.dimensions > 0 && options_.dimensions != dims_ && dims_ > 0) {
+      return Status::InvalidArgument("table " + q_chunks_ + " holds " + std::to_string(dims_) +
+                                     "-dimensional vectors, not " +
+                                     std::to_string(options_.dimensions));
+    }
+  }
+  if (!options_.create_index.empty() && !pgvector_) {
+    return Status::InvalidArgument("--create-index " + options_.create_index +
+                                   " needs the pgvector extension, which " + described_ +
+                                   " does not have");
+  }
+  std::lock_guard<std::mutex> lock(pool_mu_);
+  ++open_conns_;
+  idle_.push_back(std::move(*conn));
+  return Status::OK();
+}
+
+// Reads the embedding column of an existing chunks table. REQUIRES: schema_mu_.
+Status PostgresStore::ProbeExistingLocked(PgConn& c, bool* exists) {
+  const std::string sql =
+      "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+      "WHERE a.attrelid = to_regclass(" +
+      QuoteLiteral(q_chunks_) + ") AND a.attname = 'embedding' AND NOT a.attisdropped";
+  PgResult r(PQexec(c.pg, sql.c_str()));
+  if (!ResultOk(r.get())) return Fail(Classify(c.pg, r.get()), "probe table");
+  *exists = PQntuples(r.get()) > 0;
+  if (!*exists) return Status::OK();
+  const std::string type = PQgetvalue(r.get(), 0, 0);
+  if (type.starts_with("vector")) {
+    pgvector_ = true;
+    const size_t open = type.find('(');
+    dims_ = open == std::string::npos ? 0 : std::atoi(type.c_str() + open + 1);
+  } else if (type == "real[]") {
+    pgvector_ = false;
+    // The dimension lives in the CHECK constraint; read it back from a row or
+    // the constraint text.
+    const std::string q =
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = to_regclass(" +
+        QuoteLiteral(q_chunks_) + ") AND contype = 'c'";
+    PgResult cr(PQexec(c.pg, q.c_str()));
+    dims_ = 0;
+    if (ResultOk(cr.get())) {
+      for (int i = 0; i < PQntuples(cr.get()); ++i) {
+        const std::string def = PQgetvalue(cr.get(), i, 0);
+        const size_t eq = def.find("cardinality(embedding) = ");
+        if (eq != std::string::npos) dims_ = std::atoi(def.c_str() + eq + 25);
+      }
+    }
+  } else {
+    return Status::InvalidArgument("table " + q_chunks_ + " exists with embedding type " + type +
+                                   ", expected vector(N) or real[]");
+  }
+  schema_ready_ = dims_ > 0;
+  return Status::OK();
+}
+
+Status PostgresStore::EnsureSchema(PgConn& c, int dims) {
+  std::lock_guard<std::mutex> lock(schema_mu_);
+  if (schema_ready_) return Status::OK();
+  return CreateSchemaLocked(c, dims);
+}
+
+Status PostgresStore::CreateSchemaLocked(PgConn& c, int dims) {
+  if (dims <= 0 || dims > 16000) {
+    return Status::InvalidArgument("postgres store: bad embedding dimension " +
+                                   std::to_string(dims));
+  }
+  const std::string n = std::to_string(dims);
+  const std::string embedding_type = pgvector_ ? "vector(" + n + ")" : "real[]";
+  const std::string dims_check = pgvector_ ? ""
+                                           : ", CONSTRAINT " +
+                                                 QuoteIdent(chunks_table_ + "_embedding_dims") +
+                                                 " CHECK (cardinality(embedding) = " + n + ")";
+  // One transaction under an advisory lock so two stores creating the same
+  // table at once do not trip over each other's catalog rows.
+  std::string sql = "BEGIN; SELECT pg_advisory_xact_lock(" +
+                    std::to_string(static_cast<int64_t>(Hash64(chunks_table_, 0x5109ce))) + ");\n";
+  sql += "CREATE TABLE IF NOT EXISTS " + q_sources_ +
+         " (source_id text PRIMARY KEY, path text, domain text NOT NULL DEFAULT '', "
+         "category text NOT NULL DEFAULT '', chunk_count integer NOT NULL DEFAULT 0, "
+         "size_bytes bigint, mtime_ns bigint, content_hash text, "
+         "updated_at timestamptz NOT NULL DEFAULT now());\n";
+  sql += "CREATE TABLE IF NOT EXISTS " + q_chunks_ +
+         " (id text PRIMARY KEY, source_id text NOT NULL, ordinal integer NOT NULL, "
+         "byte_begin bigint NOT NULL, byte_end bigint NOT NULL, text text NOT NULL, "
+         "domain text NOT NULL DEFAULT '', category text NOT NULL DEFAULT '', "
+         "metadata jsonb NOT NULL DEFAULT '{}', model text NOT NULL DEFAULT '', "
+         "dims integer NOT NULL, embedding " +
+         embedding_type +
+         " NOT NULL, token_estimate integer NOT NULL DEFAULT 0, "
+         "updated_at timestamptz NOT NULL DEFAULT now()" +
+         dims_check + ");\n";
+  if (!pgvector_) {
+    // PostgreSQL otherwise spends most of its COPY time trying (and failing)
+    // to compress random floats; pgvector's type is EXTERNAL already.
+    sql += "ALTER TABLE " + q_chunks_ + " ALTER COLUMN embedding SET STORAGE EXTERNAL;\n";
+  }
+  sql += "CREATE INDEX IF NOT EXISTS " + QuoteIdent(chunks_table_ + "_source_id_idx") + " ON " +
+         q_chunks_ + " (source_id);\nCOMMIT;";
+  PgResult r(PQexec(c.pg, sql.c_str()));
+  if (!ResultOk(r.get())) {
+    PgError e = Classify(c.pg, r.get());
+    Rollback(c);
+    return Fail(e, "create schema");
+  }
+  bool exists = false;
+  Status s = ProbeExistingLocked(c, &exists);  // another store may have won with other dims
+  if (!s.ok()) return s;
+  if (dims_ != dims) {
+    return Status::InvalidArgument("table " + q_chunks_ + " holds " + std::to_string(dims_) +
+                                   "-dimensional vectors, not " + n);
+  }
+  schema_ready_ = true;
+  return Status::OK();
+}
+
+PgError PostgresStore::EnsureStaging(PgConn& c) {
+  if (c.staging_ready) return {};
+  // Per session; rows vanish at each commit. LIKE ... INCLUDING STORAGE keeps
+  // the EXTERNAL embedding (fast COPY); typmods come along (vector(N) checks).
+  PgError e = Exec(c, "CREATE TEMP TABLE IF NOT EXISTS " + q_stage_ + " (LIKE " + q_chunks_ +
+                          " INCLUDING DEFAULTS INCLUDING STORAGE) ON COMMIT DELETE ROWS");
+  if (e.fault == Fault::kNone) c.staging_ready = true;
+  return e;
+}
+
+Result<std::string> PostgresStore::PrepareInsert(PgConn& c, size_t rows, PgError* err) {
+  auto it = c.prepared.find(rows);
+  if (it != c.prepared.end()) return it->second;
+  // Unique per process and connection: on PGlite every connection shares one
+  // backend, so names must not collide with another (or an earlier) client's.
+  const std::string name = "sluice_ins_" + std::to_string(getpid()) + "_" +
+                           std::to_string(c.serial) + "_" + table_hash_ + "_" +
+                           std::to_string(rows);
+  static constexpr const char* kCasts[kNumColumns] = {"text", "text",  "int4", "int8",  "int8",
+                                                      "text", "text",  "text", "jsonb", "text",
+                                                      "int4", nullptr, "int4"};
+  const std::string emb_cast = pgvector_ ? "vector" : "real[]";
+  std::string sql = "INSERT INTO " + q_chunks_ + " AS t (" + ColumnList() + ") VALUES ";
+  int p = 1;
+  for (size_t r = 0; r < rows; ++r) {
+    sql += r ? ",(" : "(";
+    for (int col = 0; col < kNumColumns; ++col) {
+      if (col) sql += ',';
+      sql += "$" + std::to_string(p++) + "::" + (kCasts[col] ? kCasts[col] : emb_cast);
+    }
+    sql += ')';
+  }
+  sql += " ON CONFLICT (id) DO UPDATE SET ";
+  for (int col = 1; col < kNumColumns; ++col) {
+    sql += std::string(kColumns[col]) + " = EXCLUDED." + kColumns[col] + ", ";
+  }
+  sql += "updated_at = now() WHERE (" + ColumnList("t.") + ") IS DISTINCT FROM (" +
+         ColumnList("EXCLUDED.") + ")";
+  PgResult r(PQprepare(c.pg, name.c_str(), sql.c_str(), 0, nullptr));
+  if (!ResultOk(r.get())) {
+    *err = Classify(c.pg, r.get());
+    return Fail(*err, "prepare insert");
+  }
+  c.prepared[rows] = name;
+  return name;
+}
+
+// Binary parameters of one row, in kColumns order, appended to `buf`;
+// offsets/lengths recorded for PQexecPrepared.
+void AppendRowParams(const EmbeddedChunk& e, bool pgvector, std::string& buf,
+                     std::vector<std::pair<size_t, int>>& spans) {
+  auto add = [&](auto&& fill) {
+    const size_t at = buf.size();
+    fill();
+    spans.emplace_back(at, static_cast<int>(buf.size() - at));
+  };
+  const Chunk& c = e.chunk;
+  add([&] { buf += c.id; });
+  add([&] { buf += c.source_id; });
+  add([&] { pg::AppendInt32(buf, static_cast<int32_t>(c.ordinal)); });
+  add([&] { pg::AppendInt64(buf, static_cast<int64_t>(c.byte_begin)); });
+  add([&] { pg::AppendInt64(buf, static_cast<int64_t>(c.byte_end)); });
+  add([&] { buf += c.text; });
+  add([&] { buf += c.domain; });
+  add([&] { buf += c.category; });
+  add([&] { pg::AppendJsonbBinary(buf, c.metadata_json.empty() ? "{}" : c.metadata_json); });
+  add([&] { buf += e.model; });
+  add([&] { pg::AppendInt32(buf, static_cast<int32_t>(e.embedding.size())); });
+  add([&] {
+    if (pgvector) {
+      pg::AppendVectorBinary(buf, e.embedding);
+    } else {
+      pg::AppendFloat4ArrayBinary(buf, e.embedding);
+    }
+  });
+  add([&] { pg::AppendInt32(buf, static_cast<int32_t>(c.token_estimate)); });
+}
+
+PgResult ExecRows(PGconn* pg, const std::string& stmt, std::span<const EmbeddedChunk> batch,
+                  std::span<const size_t> rows, bool pgvector) {
+  std::string buf;
+  std::vector<std::pair<size_t, int>> spans;
+  spans.reserve(rows.size() * kNumColumns);
+  for (size_t i : rows) AppendRowParams(batch[i], pgvector, buf, spans);
+  std::vector<const char*> values(spans.size());
+  std::vector<int> lengths(spans.size());
+  std::vector<int> formats(spans.size(), 1);
+  for (size_t i = 0; i < spans.size(); ++i) {
+    values[i] = buf.data() + spans[i].first;
+    lengths[i] = spans[i].second;
+  }
+  return PgResult(PQexecPrepared(pg, stmt.c_str(), static_cast<int>(values.size()), values.data(),
+                                 lengths.data(), formats.data(), 0));
+}
+
+PgError PostgresStore::UpsertSources(PgConn& c, std::span<const EmbeddedChunk> batch,
+                                     std::span<const size_t> rows) {
+  // Distinct sources of the batch, sorted (a stable lock order between
+  // concurrent writers), with their chunk counts recomputed in this
+  // transaction.
+  std::map<std::string_view, const Chunk*> sources;
+  for (size_t i : rows) sources.emplace(batch[i].chunk.source_id, &batch[i].chunk);
+  if (sources.empty()) return {};
+  std::string sql = "INSERT INTO " + q_sources_ +
+                    " AS s (source_id, domain, category, chunk_count) "
+                    "SELECT v.source_id, v.domain, v.category, (SELECT count(*) FROM " +
+                    q_chunks_ + " c WHERE c.source_id = v.source_id) FROM (VALUES ";
+  std::vector<const char*> values;
+  int p = 1;
+  for (const auto& [id, chunk] : sources) {
+    if (p > 1) sql += ',';
+    sql += "($" + std::to_string(p) + "::text,$" + std::to_string(p + 1) + "::text,$" +
+           std::to_string(p + 2) + "::text)";
+    p += 3;
+    values.push_back(chunk->source_id.c_str());
+    values.push_back(chunk->domain.c_str());
+    values.push_back(chunk->category.c_str());
+  }
+  sql +=
+      ") AS v(source_id, domain, category) ORDER BY v.source_id ON CONFLICT (source_id) DO UPDATE "
+      "SET domain = EXCLUDED.domain, category = EXCLUDED.category, chunk_count = "
+      "EXCLUDED.chunk_count, updated_at = now() WHERE (s.domain, s.category, s.chunk_count) IS "
+      "DISTINCT FROM (EXCLUDED.domain, EXCLUDED.category, EXCLUDED.chunk_count)";
+  PgResult r(PQexecParams(c.pg, sql.c_str(), static_cast<int>(values.size()), nullptr,
+                          values.data(), nullptr, nullptr, 0));
+  if (ResultOk(r.get())) return {};
+  return Classify(c.pg, r.get());
+}
+
+// Starts the batch transaction and takes a transaction-scoped advisory lock
+// per source of the batch, in sorted order. Writers of the same source thus
+// take turns, so each one's chunk_count (counted after its own insert, in a
+// later statement) sees every committed chunk: exact under concurrency.
+PgError PostgresStore::BeginAndLockSources(PgConn& c, std::span<const EmbeddedChunk> batch,
+                                           std::span<const size_t> rows) {
+  PgError e = Exec(c, "BEGIN");
+  if (e.fault != Fault::kNone) return e;
+  std::vector<int64_t> keys;
+  for (size_t i : rows) {
+    keys.push_back(static_cast<int64_t>(Hash64(batch[i].chunk.source_id, Hash64(chunks_table_))));
+  }
+  std::sort(keys.begin(), keys.end());
+  keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+  std::string sql = "SELECT pg_advisory_xact_lock(k) FROM (SELECT unnest(ARRAY[";
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (i) sql += ',';
+    sql += std::to_string(keys[i]);
+  }
+  sql += "]::bigint[]) AS k ORDER BY 1) AS s";
+  if ((e = Exec(c, sql)).fault != Fault::kNone) Rollback(c);
+  return e;
+}
+
+PgError PostgresStore::TryCopy(PgConn& c, std::span<const EmbeddedChunk> batch,
+                               std::span<const size_t> rows) {
+  PgError e = EnsureStaging(c);
+  if (e.fault != Fault::kNone) return e;
+  if ((e = BeginAndLockSources(c, batch, rows)).fault != Fault::kNone) return e;
+  {
+    PgResult r(PQexec(
+        c.pg, ("COPY " + q_stage_ + " (" + ColumnList() + ") FROM STDIN (FORMAT binary)").c_str()));
+    if (!r || PQresultStatus(r.get()) != PGRES_COPY_IN) {
+      e = Classify(c.pg, r.get());
+      Rollback(c);
+      return e;
+    }
+  }
+  std::string buf;
+  constexpr size_t kSendBytes = 1 << 20;
+  buf.reserve(kSendBytes + (1 << 16));
+  pg::CopyWriter::AppendHeader(buf);
+  pg::CopyWriter w(buf);
+  bool send_failed = false;
+  for (size_t i : rows) {
+    const EmbeddedChunk& ec = batch[i];
+    const Chunk& ch = ec.chunk;
+    w.BeginTuple(kNumColumns);
+    w.Text(ch.id);
+    w.Text(ch.source_id);
+    w.Int4(static_cast<int32_t>(ch.ordinal));
+    w.Int8(static_cast<int64_t>(ch.byte_begin));
+    w.Int8(static_cast<int64_t>(ch.byte_end));
+    w.Text(ch.text);
+    w.Text(ch.domain);
+    w.Text(ch.category);
+    w.Jsonb(ch.metadata_json.empty() ? "{}" : ch.metadata_json);
+    w.Text(ec.model);
+    w.Int4(static_cast<int32_t>(ec.embedding.size()));
+    if (pgvector_) {
+      w.Vector(ec.embedding);
+    } else {
+      w.Float4Array(ec.embedding);
+    }
+    w.Int4(static_cast<int32_t>(ch.token_estimate));
+    if (buf.size() >= kSendBytes) {
+      if (PQputCopyData(c.pg, buf.data(), static_cast<int>(buf.size())) != 1) {
+        send_failed = true;
+        break;
+      }
+      buf.clear();
+    }
+  }
+  if (!send_failed) {
+    pg::CopyWriter::AppendTrailer(buf);
+    send_failed = PQputCopyData(c.pg, buf.data(), static_cast<int>(buf.size())) != 1;
+  }
+  if (PQputCopyEnd(c.pg, send_failed ? "sluice: send failed" : nullptr) != 1) send_failed = true;
+  // Drain every result of the COPY.
+  PgError copy_error;
+  while (PGresult* raw = PQgetResult(c.pg)) {
+    PgResult r(raw);
+    if (!ResultOk(r.get()) && copy_error.fault == Fault::kNone)
+      copy_error = Classify(c.pg, r.get());
+    if (PQstatus(c.pg) != CONNECTION_OK) break;
+  }
+  if (copy_error.fault == Fault::kNone && (send_failed || !c.ok())) {
+    copy_error = Classify(c.pg, nullptr);
+    if (copy_error.fault != Fault::kConnection) copy_error.fault = Fault::kConnection;
+  }
+  if (copy_error.fault != Fault::kNone) {
+    Rollback(c);
+    return copy_error;
+  }
+  const std::string upsert =
+      "INSERT INTO " + q_chunks_ + " AS t (" + ColumnList() + ") SELECT " + ColumnList() +
+      " FROM " + q_stage_ + " ORDER BY id ON CONFLICT (id) DO UPDATE SET " +
+      [&] {
+        std::string set;
+        for (int col = 1; col < kNumColumns; ++col) {
+          set += std::string(kColumns[col]) + " = EXCLUDED." + kColumns[col] + ", ";
+        }
+        return set;
+      }() +
+      "updated_at = now() WHERE (" + ColumnList("t.") + ") IS DISTINCT FROM (" +
+      ColumnList("EXCLUDED.") + ")";
+  if ((e = Exec(c, upsert)).fault != Fault::kNone ||
+      (e = UpsertSources(c, batch, rows)).fault != Fault::kNone ||
+      (e = Exec(c, "COMMIT")).fault != Fault::kNone) {
+    Rollback(c);
+    return e;
+  }
+  return {};
+}
+
+PgError PostgresStore::TryInsert(PgConn& c, std::span<const EmbeddedChunk> batch,
+                                 std::span<const size_t> rows) {
+  constexpr size_t kRowsPerStatement = 64;
+  PgError e;
+  if ((e = BeginAndLockSources(c, batch, rows)).fault != Fault::kNone) return e;
+  for (size_t at = 0; at < rows.size(); at += kRowsPerStatement) {
+    const auto part = rows.subspan(at, std::min(kRowsPerStatement, rows.size() - at));
+    auto stmt = PrepareInsert(c, part.size(), &e);
+    if (!stmt.ok()) {
+      Rollback(c);
+      return e;
+    }
+    PgResult r = ExecRows(c.pg, *stmt, batch, part, pgvector_);
+    if (!ResultOk(r.get())) {
+      e = Classify(c.pg, r.get());
+      Rollback(c);
+      return e;
+    }
+  }
+  if ((e = UpsertSources(c, batch, rows)).fault != Fault::kNone ||
+      (e = Exec(c, "COMMIT")).fault != Fault::kNone) {
+    Rollback(c);
+    return e;
+  }
+  return {};
+}
+
+PgError PostgresStore::TryRowByRow(PgConn& c, std::span<const EmbeddedChunk> batch,
+                                   std::span<const size_t> rows,
+                                   std::vector<RejectedRow>* rejected) {
+  rejected->clear();
+  PgError e;
+  if ((e = BeginAndLockSources(c, batch, rows)).fault != Fault::kNone) return e;
+  auto stmt = PrepareInsert(c, 1, &e);
+  if (!stmt.ok()) {
+    Rollback(c);
+    return e;
+  }
+  std::vector<size_t> accepted;
+  for (size_t i : rows) {
+    if ((e = Exec(c, "SAVEPOINT sluice_row")).fault != Fault::kNone) {
+      Rollback(c);
+      return e;
+    }
+    const size_t one[1] = {i};
+    PgResult r = ExecRows(c.pg, *stmt, batch, one, pgvector_);
+    if (ResultOk(r.get())) {
+      accepted.push_back(i);
+      e = Exec(c, "RELEASE SAVEPOINT sluice_row");
+    } else {
+      PgError row_error = Classify(c.pg, r.get());
+      if (row_error.fault != Fault::kData) {
+        Rollback(c);
+        return row_error;
+      }
+      std::string msg = row_error.message;
+      if (!row_error.sqlstate.empty()) msg += " [SQLSTATE " + row_error.sqlstate + "]";
+      rejected->push_back({i, Status::Rejected(msg)});
+      e = Exec(c, "ROLLBACK TO SAVEPOINT sluice_row");
+    }
+    if (e.fault != Fault::kNone) {
+      Rollback(c);
+      return e;
+    }
+  }
+  if ((e = UpsertSources(c, batch, accepted)).fault != Fault::kNone ||
+      (e = Exec(c, "COMMIT")).fault != Fault::kNone) {
+    Rollback(c);
+    return e;
+  }
+  return {};
+}
+
+WriteResult PostgresStore::WriteTransaction(std::span<const EmbeddedChunk> batch,
+                                            std::span<const size_t> rows) {
+  WriteResult result;
+  auto checked_out = Checkout();
+  if (!checked_out.ok()) return {checked_out.status(), {}};
+  std::unique_ptr<PgConn> conn = std::move(*checked_out);
+  const auto deadline =
+      Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(
+                         std::max(0.0, options_.reconnect_timeout_s)));
+  std::mt19937_64 rng(conn->serial * 0x9E3779B97F4A7C15ull + rows.size());
+  auto backoff = std::chrono::milliseconds(100);
+  bool row_by_row = false;
+  Status last;
+  for (;;) {
+    PgError e;
+    if (!conn->ok()) {
+      conn->Drop();
+      auto fresh = Connect();
+      if (fresh.ok()) {
+        conn = std::move(*fresh);
+      } else {
+        e.fault =
+            fresh.status().code() == StatusCode::kUnavailable ? Fault::kConnection : Fault::kFatal;
+        last = fresh.status();
+      }
+    }
+    if (e.fault == Fault::kNone) {
+      const int dims = options_.dimensions > 0 ? options_.dimensions
+                                               : static_cast<int>(batch[rows[0]].embedding.size());
+      Status s = EnsureSchema(*conn, dims);
+      if (!s.ok() && conn->ok()) {
+        result.status = s;
+        break;
+      }
+      if (!s.ok()) {
+        e.fault = Fault::kConnection;
+        last = s;
+      } else if (row_by_row) {
+        e = TryRowByRow(*conn, batch, rows, &result.rejected);
+      } else {
+        e = copy_path_ ? TryCopy(*conn, batch, rows) : TryInsert(*conn, batch, rows);
+      }
+      if (e.fault != Fault::kNone && e.fault != Fault::kConnection) last = Fail(e, "write batch");
+      if (e.fault == Fault::kConnection && conn->ok() == false) last = Fail(e, "write batch");
+    }
+    if (e.fault == Fault::kNone) {
+      result.status = Status::OK();
+      break;
+    }
+    if (e.fault == Fault::kData && !row_by_row) {
+      row_by_row = true;  // find the bad rows; the rest commits
+      continue;
+    }
+    if (e.fault == Fault::kData || e.fault == Fault::kFatal) {
+      result.status = last;
+      result.rejected.clear();
+      break;
+    }
+    // Connection lost or transient: back off (full jitter, capped) and replay.
+    if (Clock::now() >= deadline) {
+      result.status = Status::Unavailable(last.message() + " (gave up after " +
+                                          std::to_string(options_.reconnect_timeout_s) + " s)");
+      result.rejected.clear();
+      break;
+    }
+    if (!conn->ok()) conn->Drop();
+    std::uniform_int_distribution<int64_t> jitter(backoff.count() / 2, backoff.count());
+    auto sleep = std::chrono::milliseconds(jitter(rng));
+    sleep = std::min(sleep, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                deadline - Clock::now() + std::chrono::milliseconds(1)));
+    if (sleep.count() > 0) std::this_thread::sleep_for(sleep);
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
+  }
+  Return(std::move(conn));
+  std::sort(result.rejected.begin(), result.rejected.end(),
+            [](const RejectedRow& a, const RejectedRow& b) { return a.index < b.index; });
+  return result;
+}
+
+WriteResult PostgresStore::Write(std::span<const EmbeddedChunk> batch) {
+  if (batch.empty()) return {};
+  // Keep the last occurrence of each id (ON CONFLICT cannot touch one row
+  // twice in a statement) and write in id order: a stable lock order between
+  // concurrent writers.
+  std::vector<size_t> order(batch.size());
+  for (size_t i = 0; i < batch.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return batch[a].chunk.id < batch[b].chunk.id; });
+  std::vector<size_t> rows;
+  rows.reserve(order.size());
+  for (size_t i = 0; i < order.size(); ++i) {
+    if (i + 1 < order.size() && batch[order[i]].chunk.id == batch[order[i + 1]].chunk.id) continue;
+    rows.push_back(order[i]);
+  }
+  const size_t per_tx = options_.batch_rows;
+  const size_t parts = (rows.size() + per_tx - 1) / per_tx;
+  if (parts <= 1) return WriteTransaction(batch, rows);
+
+  // Several transactions: write them in parallel on the pool. A retryable
+  // failure of one part makes the whole call retryable; replaying the parts
+  // that did commit is a no-op (upsert, unchanged rows are skipped).
+  std::vector<WriteResult> results(parts);
+  std::atomic<size_t> next{0};
+  auto worker = [&] {
+    for (size_t p; (p = next++) < parts;) {
+      const size_t begin = p * per_tx;
+      results[p] = WriteTransaction(batch, std::span<const size_t>(rows).subspan(
+                                               begin, std::min(per_tx, rows.size() - begin)));
+    }
+  };
+  const size_t threads = std::min<size_t>(parts, static_cast<size_t>(pool_limit_));
+  std::vector<std::thread> pool;
+  for (size_t t = 1; t < threads; ++t) pool.emplace_back(worker);
+  worker();
+  for (auto& t : pool) t.join();
+  WriteResult merged;
+  for (auto& r : results) {
+    if (!r.status.ok() && merged.status.ok()) merged.status = r.status;
+    for (auto& rej : r.rejected) merged.rejected.push_back(std::move(rej));
+  }
+  if (!merged.status.ok()) merged.rejected.clear();
+  std::sort(merged.rejected.begin(), merged.rejected.end(),
+            [](const RejectedRow& a, const RejectedRow& b) { return a.index < b.index; });
+  return merged;
+}
+
+Status PostgresStore::Flush() {
+  if (options_.create_index.empty() || index_built_) return Status::OK();
+  {
+    std::lock_guard<std::mutex> lock(schema_mu_);
+    if (!schema_ready_) return Status::OK();  // nothing written yet
+  }
+  auto checked_out = Checkout();
+  if (!checked_out.ok()) return checked_out.status();
+  std::unique_ptr<PgConn> conn = std::move(*checked_out);
+  if (!conn->ok()) {
+    auto fresh = Connect();
+    if (!fresh.ok()) {
+      Return(std::move(conn));
+      return fresh.status();
+    }
+    conn = std::move(*fresh);
+  }
+  std::string sql;
+  if (options_.create_index == "hnsw") {
+    sql = "CREATE INDEX IF NOT EXISTS " + QuoteIdent(chunks_table_ + "_embedding_hnsw_idx") +
+          " ON " + q_chunks_ + " USING hnsw (embedding vector_cosine_ops)";
+  } else {
+    // ivfflat wants data first; lists ~ rows / 1000 as pgvector suggests.
+    PgResult r(PQexec(conn->pg, ("SELECT count(*) FROM " + q_chunks_).c_str()));
+    long long n = ResultOk(r.get()) ? std::atoll(PQgetvalue(r.get(), 0, 0)) : 0;
+    sql = "CREATE INDEX IF NOT EXISTS " + QuoteIdent(chunks_table_ + "_embedding_ivfflat_idx") +
+          " ON " + q_chunks_ + " USING ivfflat (embedding vector_cosine_ops) WITH (lists = " +
+          std::to_string(std::max(1LL, n / 1000)) + ")";
+  }
+  PgError e = Exec(*conn, sql);
+  Return(std::move(conn));
+  if (e.fault != Fault::kNone) return Fail(e, "create index");
+  index_built_ = true;
+  return Status::OK();
+}
+
+Status PostgresStore::Close() {
+  Status s;
+  {
+    std::lock_guard<std::mutex> lock(pool_mu_);
+    if (closed_) return Status::OK();
+  }
+  s = Flush();
+  std::vector<std::unique_ptr<PgConn>> conns;
+  {
+    std::lock_guard<std::mutex> lock(pool_mu_);
+    closed_ = true;
+    conns.swap(idle_);
+    pool_cv_.notify_all();
+  }
+  for (auto& c : conns) {
+    // PGlite shares one backend between connections: leave no statements.
+    if (c->ok()) {
+      for (const auto& [rows, name] : c->prepared) {
+        PgResult r(PQexec(c->pg, ("DEALLOCATE " + QuoteIdent(name)).c_str()));
+      }
+    }
+  }
+  return s;
+}
+
+Result<std::vector<SearchHit>> PostgresStore::Search(std::span<const float> query, int k) {
+  if (k <= 0) return std::vector<SearchHit>{};
+  {
+    std::lock_guard<std::mutex> lock(schema_mu_);
+    if (!schema_ready_) return std::vector<SearchHit>{};
+    if (static_cast<int>(query.size()) != dims_) {
+      return Status::InvalidArgument("query has " + std::to_string(query.size()) +
+                                     " dimensions, the table " + std::to_string(dims_));
+    }
+  }
+  auto checked_out = Checkout();
+  if (!checked_out.ok()) return checked_out.status();
+  std::unique_ptr<PgConn> conn = std::move(*checked_out);
+  if (!conn->ok()) {
+    auto fresh = Connect();
+    if (!fresh.ok()) {
+      Return(std::move(conn));
+      return fresh.status();
+    }
+    conn = std::move(*fresh);
+  }
+  auto hits = pgvector_ ? SearchVector(*conn, query, k) : SearchScan(*conn, query, k);
+  Return(std::move(conn));
+  return hits;
+}
+
+SearchHit HitFromRow(const PGresult* r, int row) {
+  SearchHit h;
+  h.chunk_id = PQgetvalue(r, row, 0);
+  h.source_id = PQgetvalue(r, row, 1);
+  h.ordinal = static_cast<uint32_t>(std::strtoul(PQgetvalue(r, row, 2), nullptr, 10));
+  h.text = PQgetvalue(r, row, 3);
+  h.domain = PQgetvalue(r, row, 4);
+  h.category = PQgetvalue(r, row, 5);
+  h.metadata_json = PQgetvalue(r, row, 6);
+  return h;
+}
+
+Result<std::vector<SearchHit>> PostgresStore::SearchVector(PgConn& c, std::span<const float> query,
+                                                           int k) {
+  const std::string sql =
+      "SELECT id, source_id, ordinal, text, domain, category, metadata::text, "
+      "1 - (embedding <=> $1::vector) FROM " +
+      q_chunks_ + " ORDER BY embedding <=> $1::vector LIMIT " + std::to_string(k);
+  const std::string param = pg::EncodeVectorBinary(query);
+  const char* values[1] = {param.data()};
+  const int lengths[1] = {static_cast<int>(param.size())};
+  const int formats[1] = {1};
+  PgResult r(PQexecParams(c.pg, sql.c_str(), 1, nullptr, values, lengths, formats, 0));
+  if (!ResultOk(r.get())) return Fail(Classify(c.pg, r.get()), "search");
+  std::vector<SearchHit> hits;
+  for (int i = 0; i < PQntuples(r.get()); ++i) {
+    SearchHit h = HitFromRow(r.get(), i);
+    h.score = std::strtod(PQgetvalue(r.get(), i, 7), nullptr);
+    hits.push_back(std::move(h));
+  }
+  return hits;
+}
+
+// Exact cosine scan on the client for real[] tables: stream (id, embedding)
+// through a cursor in binary, keep the k best, then fetch their rows.
+Result<std::vector<SearchHit>> PostgresStore::SearchScan(PgConn& c, std::span<const float> query,
+                                                         int k) {
+  double qnorm = 0;
+  for (float f : query) qnorm += double(f) * f;
+  qnorm = std::sqrt(qnorm);
+  using Scored = std::pair<double, std::string>;  // min-heap of the k best
+  std::priority_queue<Scored, std::vector<Scored>, std::greater<>> best;
+  PgError e;
+  if ((e = Exec(c, "BEGIN")).fault != Fault::kNone) return Fail(e, "search");
+  if ((e = Exec(c,
+                "DECLARE sluice_scan NO SCROLL CURSOR FOR SELECT id, embedding FROM " + q_chunks_))
+          .fault != Fault::kNone) {
+    Rollback(c);
+    return Fail(e, "search");
+  }
+  for (;;) {
+    PgResult r(PQexecParams(c.pg, "FETCH 2000 FROM sluice_scan", 0, nullptr, nullptr, nullptr,
+                            nullptr, 1));
+    if (!ResultOk(r.get())) {
+      e = Classify(c.pg, r.get());
+      Rollback(c);
+      return Fail(e, "search");
+    }
+    const int n = PQntuples(r.get());
+    if (n == 0) break;
+    for (int i = 0; i < n; ++i) {
+      auto v = pg::DecodeFloat4ArrayBinary(
+          std::string_view(PQgetvalue(r.get(), i, 1), PQgetlength(r.get(), i, 1)));
+      if (!v || v->size() != query.size()) continue;
+      double dot = 0, norm = 0;
+      for (size_t j = 0; j < query.size(); ++j) {
+        dot += double(query[j]) * (*v)[j];
+        norm += double((*v)[j]) * (*v)[j];
+      }
+      const double denom = qnorm * std::sqrt(norm);
+      const double score = denom > 0 ? dot / denom : 0;
+      if (static_cast<int>(best.size()) < k) {
+        best.emplace(score, std::string(PQgetvalue(r.get(), i, 0), PQgetlength(r.get(), i, 0)));
+      } else if (score > best.top().first) {
+        best.pop();
+        best.emplace(score, std::string(PQgetvalue(r.get(), i, 0), PQgetlength(r.get(), i, 0)));
+      }
+    }
+  }
+  Exec(c, "CLOSE sluice_scan");
+  Exec(c, "COMMIT");
+  std::vector<Scored> top;
+  while (!best.empty()) {
+    top.push_back(best.top());
+    best.pop();
+  }
+  std::reverse(top.begin(), top.end());
+  std::vector<SearchHit> hits;
+  if (top.empty()) return hits;
+  std::string sql = "SELECT id, source_id, ordinal, text, domain, category, metadata::text FROM " +
+                    q_chunks_ + " WHERE id IN (";
+  std::vector<const char*> values;
+  for (size_t i = 0; i < top.size(); ++i) {
+    sql += (i ? ",$" : "$") + std::to_string(i + 1);
+    values.push_back(top[i].second.c_str());
+  }
+  sql += ")";
+  PgResult r(PQexecParams(c.pg, sql.c_str(), static_cast<int>(values.size()), nullptr,
+                          values.data(), nullptr, nullptr, 0));
+  if (!ResultOk(r.get())) return Fail(Classify(c.pg, r.get()), "search");
+  std::map<std::string, SearchHit> by_id;
+  for (int i = 0; i < PQntuples(r.get()); ++i) {
+    SearchHit h = HitFromRow(r.get(), i);
+    by_id[h.chunk_id] = std::move(h);
+  }
+  for (const auto& [score, id] : top) {
+    auto it = by_id.find(id);
+    if (it == by_id.end()) continue;  // deleted meanwhile
+    it->second.score = score;
+    hits.push_back(std::move(it->second));
+  }
+  return hits;
+}
+
+Result<StoreStats> PostgresStore::Stats() {
+  {
+    std::lock_guard<std::mutex> lock(schema_mu_);
+    if (!schema_ready_) return StoreStats{};
+  }
+  auto checked_out = Checkout();
+  if (!checked_out.ok()) return checked_out.status();
+  std::unique_ptr<PgConn> conn = std::move(*checked_out);
+  if (!conn->ok()) {
+    auto fresh = Connect();
+    if (!fresh.ok()) {
+      Return(std::move(conn));
+      return fresh.status();
+    }
+    conn = std::move(*fresh);
+  }
+  const std::string sql =
+      "SELECT (SELECT count(*) FROM " + q_chunks_ + "), (SELECT count(*) FROM " + q_sources_ + ")";
+  PgResult r(PQexec(conn->pg, sql.c_str()));
+  Result<StoreStats> out = StoreStats{};
+  if (!ResultOk(r.get())) {
+    out = Fail(Classify(conn->pg, r.get()), "stats");
+  } else {
+    out->chunks = std::strtoull(PQgetvalue(r.get(), 0, 0), nullptr, 10);
+    out->sources = std::strtoull(PQgetvalue(r.get(), 0, 1), nullptr, 10);
+  }
+  Return(std::move(conn));
+  return out;
+}
+
+}  // namespace
+
+PostgresSchemaInfo GetPostgresSchemaInfo(Store& store) {
+  if (auto* pg = dynamic_cast<PostgresStore*>(&store)) return pg->Info();
+  return {};
+}
+
+Result<std::unique_ptr<Store>> OpenPostgresStore(const std::string& conninfo,
+                                                 const StoreOptions& options) {
+  auto store = std::make_unique<PostgresStore>(conninfo, options);
+  Status s = store->Init();
+  if (!s.ok()) return s;
+  return std::unique_ptr<Store>(std::move(store));
+}
+
+}  // namespace sluice
