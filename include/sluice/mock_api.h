@@ -34,27 +34,28 @@ struct MockApiOptions {
   double tpm = 0;                 // tokens per minute; 0: unlimited
   int capacity = 0;               // requests in service at once; 0: unlimited
   OverCapacityPolicy over_capacity = OverCapacityPolicy::kQueue;
-  double fault_500_rate = 0;        // fraction of requests answered 500
-  double fault_reset_rate = 0;      // fraction whose connection is reset without a response
-  double fault_malformed_rate = 0;  // fraction answered 200 with a malformed JSON body
-  double fault_wrong_dims_rate = 0; // fraction answered 200 with vectors of the wrong length
+  double fault_500_rate = 0;         // fraction of requests answered 500
+  double fault_reset_rate = 0;       // fraction whose connection is reset without a response
+  double fault_malformed_rate = 0;   // fraction answered 200 with a malformed JSON body
+  double fault_wrong_dims_rate = 0;  // fraction answered 200 with vectors of the wrong length
   int max_inputs = 2048;
   int max_tokens_per_request = 300000;
   int max_tokens_per_input = 8191;
-  std::string api_key;  // when non-empty, requests must send "Authorization: Bearer <key>" (else 401)
-  uint64_t seed = 1;    // for latency jitter and fault draws
-  int threads = 2;      // server threads
+  std::string
+      api_key;        // when non-empty, requests must send "Authorization: Bearer <key>" (else 401)
+  uint64_t seed = 1;  // for latency jitter and fault draws
+  int threads = 2;    // server threads
 };
 
 struct MockApiStats {
-  uint64_t requests = 0;        // every POST /v1/embeddings received
-  uint64_t ok = 0;              // answered 200 with correct vectors
-  uint64_t inputs_embedded = 0; // inputs in the `ok` responses
-  uint64_t tokens_embedded = 0; // prompt tokens in the `ok` responses
-  uint64_t rate_limited = 0;    // 429s
-  uint64_t over_capacity = 0;   // 503s for capacity
-  uint64_t bad_requests = 0;    // 400s (too many inputs/tokens, bad JSON)
-  uint64_t unauthorized = 0;    // 401s
+  uint64_t requests = 0;         // every POST /v1/embeddings received
+  uint64_t ok = 0;               // answered 200 with correct vectors
+  uint64_t inputs_embedded = 0;  // inputs in the `ok` responses
+  uint64_t tokens_embedded = 0;  // prompt tokens in the `ok` responses
+  uint64_t rate_limited = 0;     // 429s
+  uint64_t over_capacity = 0;    // 503s for capacity
+  uint64_t bad_requests = 0;     // 400s (too many inputs/tokens, bad JSON)
+  uint64_t unauthorized = 0;     // 401s
   uint64_t faults_500 = 0;
   uint64_t faults_reset = 0;
   uint64_t faults_malformed = 0;
@@ -65,7 +66,9 @@ struct MockApiStats {
 
 class MockApiServer {
  public:
-  virtual ~MockApiServer() = default;
+  virtual ~MockApiServer() = default;  // Stop()s
+  // Validates `options` (InvalidArgument) and starts listening (Unavailable
+  // when the address cannot be bound). Behaviour: docs/MOCK_API.md.
   static Result<std::unique_ptr<MockApiServer>> Start(const MockApiOptions& options);
   virtual uint16_t Port() const = 0;
   // "http://127.0.0.1:PORT/v1"
@@ -73,7 +76,9 @@ class MockApiServer {
   virtual MockApiStats Stats() const = 0;
   virtual std::string StatsJson() const = 0;
   // Changes the rate limits while running (benchmark regime c). 0 = unlimited.
+  // A limited bucket keeps its fraction of capacity; an unlimited one starts full.
   virtual void SetRateLimits(double rpm, double tpm) = 0;
+  // Answers every waiting request 503 at once and stops listening. Idempotent.
   virtual void Stop() = 0;
 };
 

@@ -80,7 +80,7 @@ struct RequestContext {
   std::string body;
   bool body_too_large = false;
   bool suspended = false;
-  bool holds_slot = false;  // counted in in_service_ (kReject503 admission)
+  bool holds_slot = false;  // counted in in_service_ since admission (reject or uncapped)
   Duration service_time{0};
   Reply reply;
 };
