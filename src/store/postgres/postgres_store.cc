@@ -13,6 +13,7 @@
 #include <mutex>
 #include <queue>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "common/hashing.h"
@@ -197,6 +198,10 @@ class PostgresStore final : public Store {
   PgError UpsertSources(PgConn& c, std::span<const EmbeddedChunk> batch,
                         std::span<const size_t> rows);
   PgError EnsureStaging(PgConn& c);
+  PgError CopyRows(PgConn& c, const std::string& target, std::span<const EmbeddedChunk> batch,
+                   std::span<const size_t> rows);
+  PgError ExistingIds(PgConn& c, std::span<const EmbeddedChunk> batch, std::span<const size_t> rows,
+                      std::set<std::string>* out);
   PgError BeginAndLockSources(PgConn& c, std::span<const EmbeddedChunk> batch,
                               std::span<const size_t> rows);
   Result<std::string> PrepareInsert(PgConn& c, size_t rows, PgError* err);
@@ -629,19 +634,15 @@ PgError PostgresStore::BeginAndLockSources(PgConn& c, std::span<const EmbeddedCh
   return e;
 }
 
-PgError PostgresStore::TryCopy(PgConn& c, std::span<const EmbeddedChunk> batch,
-                               std::span<const size_t> rows) {
-  PgError e = EnsureStaging(c);
-  if (e.fault != Fault::kNone) return e;
-  if ((e = BeginAndLockSources(c, batch, rows)).fault != Fault::kNone) return e;
+// Sends rows as one binary COPY into `target` (inside the caller's
+// transaction; no rollback here).
+PgError PostgresStore::CopyRows(PgConn& c, const std::string& target,
+                                std::span<const EmbeddedChunk> batch,
+                                std::span<const size_t> rows) {
   {
     PgResult r(PQexec(
-        c.pg, ("COPY " + q_stage_ + " (" + ColumnList() + ") FROM STDIN (FORMAT binary)").c_str()));
-    if (!r || PQresultStatus(r.get()) != PGRES_COPY_IN) {
-      e = Classify(c.pg, r.get());
-      Rollback(c);
-      return e;
-    }
+        c.pg, ("COPY " + target + " (" + ColumnList() + ") FROM STDIN (FORMAT binary)").c_str()));
+    if (!r || PQresultStatus(r.get()) != PGRES_COPY_IN) return Classify(c.pg, r.get());
   }
   std::string buf;
   constexpr size_t kSendBytes = 1 << 20;
@@ -687,32 +688,98 @@ PgError PostgresStore::TryCopy(PgConn& c, std::span<const EmbeddedChunk> batch,
   PgError copy_error;
   while (PGresult* raw = PQgetResult(c.pg)) {
     PgResult r(raw);
-    if (!ResultOk(r.get()) && copy_error.fault == Fault::kNone)
+    if (!ResultOk(r.get()) && copy_error.fault == Fault::kNone) {
       copy_error = Classify(c.pg, r.get());
+    }
     if (PQstatus(c.pg) != CONNECTION_OK) break;
   }
   if (copy_error.fault == Fault::kNone && (send_failed || !c.ok())) {
     copy_error = Classify(c.pg, nullptr);
-    if (copy_error.fault != Fault::kConnection) copy_error.fault = Fault::kConnection;
+    copy_error.fault = Fault::kConnection;
   }
-  if (copy_error.fault != Fault::kNone) {
+  return copy_error;
+}
+
+// The ids of `rows` already in the table.
+PgError PostgresStore::ExistingIds(PgConn& c, std::span<const EmbeddedChunk> batch,
+                                   std::span<const size_t> rows, std::set<std::string>* out) {
+  std::string ids = "{";
+  for (size_t i : rows) {
+    if (ids.size() > 1) ids += ',';
+    ids += '"';
+    for (char ch : batch[i].chunk.id) {
+      if (ch == '"' || ch == '\\') ids += '\\';
+      ids += ch;
+    }
+    ids += '"';
+  }
+  ids += '}';
+  const std::string sql = "SELECT id FROM " + q_chunks_ + " WHERE id = ANY($1::text[])";
+  const char* values[1] = {ids.c_str()};
+  PgResult r(PQexecParams(c.pg, sql.c_str(), 1, nullptr, values, nullptr, nullptr, 0));
+  if (!ResultOk(r.get())) return Classify(c.pg, r.get());
+  for (int i = 0; i < PQntuples(r.get()); ++i) out->emplace(PQgetvalue(r.get(), i, 0));
+  return {};
+}
+
+// New ids go straight into the table by binary COPY (as fast as a plain
+// COPY); ids already there go through the staging table and an upsert that
+// skips unchanged rows. A concurrent writer inserting one of the "new" ids
+// first makes the direct COPY fail with a unique violation: it is rolled back
+// to its savepoint and those rows take the upsert path too.
+PgError PostgresStore::TryCopy(PgConn& c, std::span<const EmbeddedChunk> batch,
+                               std::span<const size_t> rows) {
+  PgError e = EnsureStaging(c);
+  if (e.fault != Fault::kNone) return e;
+  if ((e = BeginAndLockSources(c, batch, rows)).fault != Fault::kNone) return e;
+  std::set<std::string> existing;
+  if ((e = ExistingIds(c, batch, rows, &existing)).fault != Fault::kNone) {
     Rollback(c);
-    return copy_error;
+    return e;
   }
-  const std::string upsert =
-      "INSERT INTO " + q_chunks_ + " AS t (" + ColumnList() + ") SELECT " + ColumnList() +
-      " FROM " + q_stage_ + " ORDER BY id ON CONFLICT (id) DO UPDATE SET " +
-      [&] {
-        std::string set;
-        for (int col = 1; col < kNumColumns; ++col) {
-          set += std::string(kColumns[col]) + " = EXCLUDED." + kColumns[col] + ", ";
-        }
-        return set;
-      }() +
-      "updated_at = now() WHERE (" + ColumnList("t.") + ") IS DISTINCT FROM (" +
-      ColumnList("EXCLUDED.") + ")";
-  if ((e = Exec(c, upsert)).fault != Fault::kNone ||
-      (e = UpsertSources(c, batch, rows)).fault != Fault::kNone ||
+  std::vector<size_t> fresh, known;
+  for (size_t i : rows) (existing.count(batch[i].chunk.id) ? known : fresh).push_back(i);
+  if (!fresh.empty()) {
+    if ((e = Exec(c, "SAVEPOINT sluice_direct")).fault != Fault::kNone) {
+      Rollback(c);
+      return e;
+    }
+    e = CopyRows(c, q_chunks_, batch, fresh);
+    if (e.fault != Fault::kNone && e.sqlstate == "23505") {
+      if ((e = Exec(c, "ROLLBACK TO SAVEPOINT sluice_direct")).fault != Fault::kNone) {
+        Rollback(c);
+        return e;
+      }
+      known.assign(rows.begin(), rows.end());
+    } else if (e.fault != Fault::kNone ||
+               (e = Exec(c, "RELEASE SAVEPOINT sluice_direct")).fault != Fault::kNone) {
+      Rollback(c);
+      return e;
+    }
+  }
+  if (!known.empty()) {
+    if ((e = CopyRows(c, q_stage_, batch, known)).fault != Fault::kNone) {
+      Rollback(c);
+      return e;
+    }
+    const std::string upsert =
+        "INSERT INTO " + q_chunks_ + " AS t (" + ColumnList() + ") SELECT " + ColumnList() +
+        " FROM " + q_stage_ + " ORDER BY id ON CONFLICT (id) DO UPDATE SET " +
+        [&] {
+          std::string set;
+          for (int col = 1; col < kNumColumns; ++col) {
+            set += std::string(kColumns[col]) + " = EXCLUDED." + kColumns[col] + ", ";
+          }
+          return set;
+        }() +
+        "updated_at = now() WHERE (" + ColumnList("t.") + ") IS DISTINCT FROM (" +
+        ColumnList("EXCLUDED.") + ")";
+    if ((e = Exec(c, upsert)).fault != Fault::kNone) {
+      Rollback(c);
+      return e;
+    }
+  }
+  if ((e = UpsertSources(c, batch, rows)).fault != Fault::kNone ||
       (e = Exec(c, "COMMIT")).fault != Fault::kNone) {
     Rollback(c);
     return e;

@@ -216,6 +216,38 @@ TEST(PostgresStoreTest, ConcurrentWritersWithOverlappingBatches) {
   EXPECT_EQ(pg.Scalar("SELECT sum(chunk_count) FROM \"" + table + "_sources\""), "3000");
 }
 
+TEST(PostgresStoreTest, RaceOnANewIdFallsBackToTheUpsert) {
+  SLUICE_REQUIRE_DSN(dsn, "SLUICE_TEST_PG_DSN");
+  const std::string table = UniqueTable("race");
+  StoreOptions o = Options(table);
+  o.dimensions = kDims;
+  auto store = MustOpen(dsn, o);
+  ASSERT_TRUE(store);
+  auto batch = TestChunks(0, 20, kDims);
+  // Another client inserts one of the batch's ids (under another source, so
+  // the per-source lock does not order us) and commits only after the store
+  // has looked the ids up: the store's direct COPY hits a unique violation.
+  RawPg other(dsn);
+  ASSERT_TRUE(other.Command("BEGIN"));
+  ASSERT_TRUE(other.Command("INSERT INTO \"" + table +
+                            "\" (id, source_id, ordinal, byte_begin, byte_end, text, dims, "
+                            "embedding) VALUES ('" +
+                            batch[3].chunk.id + "', 'elsewhere', 0, 0, 0, 'theirs', " +
+                            std::to_string(kDims) + ", array_fill(0.5::real, ARRAY[" +
+                            std::to_string(kDims) + "]))"));
+  WriteResult w;
+  std::thread writer([&] { w = store->Write(batch); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  ASSERT_TRUE(other.Command("COMMIT"));
+  writer.join();
+  ASSERT_TRUE(w.status.ok()) << w.status.ToString();
+  EXPECT_TRUE(w.rejected.empty());
+  RawPg pg(dsn);
+  EXPECT_EQ(pg.Scalar("SELECT count(*) FROM \"" + table + "\""), "20");
+  EXPECT_EQ(pg.Scalar("SELECT text FROM \"" + table + "\" WHERE id='" + batch[3].chunk.id + "'"),
+            batch[3].chunk.text);
+}
+
 TEST(PostgresStoreTest, ServerDownAtStartFailsFastWithoutPassword) {
   const int port = pgtest::FreeLoopbackPort();  // nothing listens there
   const std::string dsn =
