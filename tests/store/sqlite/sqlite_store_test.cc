@@ -435,6 +435,29 @@ TEST_F(SqliteStoreTest, UpsertSourceKeepsFileFactsAcrossWrites) {
   EXPECT_EQ(store->ReadSource("other").status().code(), StatusCode::kNotFound);
 }
 
+TEST_F(SqliteStoreTest, NewerSchemaVersionIsRefused) {
+  {
+    auto store = MustOpen(Options());
+    ASSERT_NE(store, nullptr);
+    ASSERT_EQ(sqlite3_exec(store->handle(), "PRAGMA user_version=99", nullptr, nullptr, nullptr),
+              SQLITE_OK);
+  }
+  auto r = SqliteStore::Open(db_path_, Options());
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("schema version 99"), std::string::npos)
+      << r.status().message();
+}
+
+TEST_F(SqliteStoreTest, EmptyMetadataIsStoredAsEmptyObject) {
+  auto store = MustOpen(Options());
+  ASSERT_NE(store, nullptr);
+  EmbeddedChunk e = MakeChunk(0, 4);
+  e.chunk.metadata_json.clear();
+  ASSERT_TRUE(store->Write(std::span<const EmbeddedChunk>(&e, 1)).status.ok());
+  EXPECT_EQ(store->ReadChunk(e.chunk.id)->metadata_json, "{}");
+}
+
 TEST_F(SqliteStoreTest, ClosedStoreRefusesWork) {
   auto store = MustOpen(Options());
   ASSERT_NE(store, nullptr);
