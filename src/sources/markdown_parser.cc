@@ -12,8 +12,13 @@
 //  - List items ("- ", "* ", "+ ", "1. ", "1) ") -> kListItem, continuation
 //    lines joined.
 //  - Everything else: paragraphs (blank-line separated); '>' quote markers
-//    and thematic breaks are dropped. Inline markup is kept as written.
+//    and thematic breaks are dropped.
+//  - Inline markup outside code: links and images become their text
+//    ("[docs](http://x)" -> "docs"), "**", "~~" and '`' are dropped, a
+//    backslash escape keeps the escaped character. Single '*'/'_' emphasis is
+//    kept (too easily confused with snake_case and arithmetic).
 // Any block longer than 1 MiB is emitted in pieces of the same kind.
+#include <cctype>
 #include <string>
 #include <vector>
 
@@ -90,6 +95,46 @@ std::string_view Unquote(std::string_view v) {
     return v.substr(1, v.size() - 2);
   }
   return v;
+}
+
+// Drops inline markup (see the header comment). ASCII-only edits, so valid
+// UTF-8 stays valid.
+std::string StripInline(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  size_t i = 0;
+  while (i < s.size()) {
+    const char c = s[i];
+    if (c == '\\' && i + 1 < s.size() && std::ispunct(static_cast<unsigned char>(s[i + 1]))) {
+      out.push_back(s[i + 1]);
+      i += 2;
+      continue;
+    }
+    if (c == '`') {
+      ++i;
+      continue;
+    }
+    if ((c == '*' || c == '~') && i + 1 < s.size() && s[i + 1] == c) {
+      i += 2;
+      continue;
+    }
+    const bool image = c == '!' && i + 1 < s.size() && s[i + 1] == '[';
+    if (c == '[' || image) {
+      const size_t open = image ? i + 1 : i;
+      const size_t close = s.find(']', open + 1);
+      if (close != std::string_view::npos && close + 1 < s.size() && s[close + 1] == '(') {
+        const size_t paren = s.find(')', close + 2);
+        if (paren != std::string_view::npos) {
+          out.append(StripInline(s.substr(open + 1, close - open - 1)));
+          i = paren + 1;
+          continue;
+        }
+      }
+    }
+    out.push_back(c);
+    ++i;
+  }
+  return out;
 }
 
 class MarkdownState {
@@ -191,24 +236,21 @@ class MarkdownState {
   }
 
   Status Emit(BlockKind kind, std::string_view text, int level) {
-    const std::string_view t = kind == BlockKind::kCode ? text : Trim(text);
+    std::string t;
     if (kind == BlockKind::kCode) {
       std::string_view c = text;
       while (!c.empty() && c.back() == '\n') c.remove_suffix(1);
       if (Trim(c).empty()) return Status::OK();
-      Status s = Begin();
-      if (!s.ok()) return s;
-      TextBlock block;
-      block.kind = kind;
-      block.text = std::string(c);
-      return sink_.AddBlock(block);
+      t = std::string(c);
+    } else {
+      t = std::string(Trim(StripInline(text)));
+      if (t.empty()) return Status::OK();
     }
-    if (t.empty()) return Status::OK();
     Status s = Begin();
     if (!s.ok()) return s;
     TextBlock block;
     block.kind = kind;
-    block.text = std::string(t);
+    block.text = std::move(t);
     block.heading_level = level;
     return sink_.AddBlock(block);
   }

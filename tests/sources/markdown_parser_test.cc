@@ -121,6 +121,17 @@ TEST(MarkdownParserTest, StructureBlocks) {
   }
 }
 
+TEST(MarkdownParserTest, InlineMarkupDropped) {
+  const auto doc = ParseMarkdown(
+      "## See **[the docs](http://x/y)** and ![a pump](p.png)\n"
+      "Use `make run`, ~~not~~ \\*literal\\* and snake_case * 2.\n"
+      "```\n**kept** `in code`\n```\n");
+  ASSERT_EQ(doc.blocks.size(), 3u);
+  EXPECT_EQ(doc.blocks[0].text, "See the docs and a pump");
+  EXPECT_EQ(doc.blocks[1].text, "Use make run, not *literal* and snake_case * 2.");
+  EXPECT_EQ(doc.blocks[2].text, "**kept** `in code`");
+}
+
 TEST(MarkdownParserTest, UnclosedFenceKeepsCode) {
   const auto doc = ParseMarkdown("text\n~~~~\ncode line\n");
   ASSERT_EQ(doc.blocks.size(), 2u);

@@ -201,7 +201,7 @@ TEST(TextParserTest, HugeSingleLineStreamsInBoundedPieces) {
   ParseStats stats;
   const long rss_before = MaxRssKiB();
   Status s = registry.FindByName("text")->Parse(FileFor(path, "huge.txt"), {}, sink, errors, stats);
-  const long rss_growth_kib = MaxRssKiB() - rss_before;
+  [[maybe_unused]] const long rss_growth_kib = MaxRssKiB() - rss_before;
   ASSERT_TRUE(s.ok()) << s.ToString();
   EXPECT_GE(sink.blocks, 20u);
   EXPECT_LE(sink.max_block, sources_internal::kMaxPieceBytes);
