@@ -92,7 +92,8 @@ int Main(int argc, char** argv) {
   try {
     app.parse(args);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help/--version exit 0; every usage error exits 2 (CLI11 has its own codes).
+    return app.exit(e) == 0 ? 0 : 2;
   }
 
   if (*ingest) {

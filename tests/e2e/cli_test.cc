@@ -1,0 +1,215 @@
+// The sluice binary as a user runs it: flags, config files, exit codes,
+// reports, stdin, search, and `sluice mock-api` as a separate process.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "testing/test_util.h"
+
+extern char** environ;
+
+namespace sluice {
+namespace {
+
+using testing::ReadFile;
+using testing::RunCommand;
+using testing::TempDir;
+using testing::WriteFile;
+
+const std::string kSluice = SLUICE_BINARY;
+
+uint16_t FreePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+bool CanConnect(uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  ::close(fd);
+  return ok;
+}
+
+// `sluice mock-api` in a child process, stopped with SIGINT.
+class MockApiProcess {
+ public:
+  explicit MockApiProcess(std::vector<std::string> extra) : port_(FreePort()) {
+    std::vector<std::string> args = {kSluice, "mock-api", "--port", std::to_string(port_)};
+    args.insert(args.end(), extra.begin(), extra.end());
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    for (int i = 0; i < 200 && !CanConnect(port_); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    }
+  }
+  ~MockApiProcess() { Stop(); }
+  int Stop() {
+    if (pid_ <= 0) return exit_code_;
+    ::kill(pid_, SIGINT);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+    exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return exit_code_;
+  }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_) + "/v1"; }
+
+ private:
+  uint16_t port_;
+  pid_t pid_ = -1;
+  int exit_code_ = -1;
+};
+
+void MakeCorpus(const TempDir& dir) {
+  WriteFile(dir / "corpus/ops/gates.md",
+            "# Gates\n\nOpen the gate slowly. Check the seal before the flood season.\n\n"
+            "## Seals\n\nA worn seal leaks. Replace it with the spare from the store room.\n");
+  WriteFile(dir / "corpus/ops/pumps.txt", "Pumps are started in sequence.\n\nNever run dry.\n");
+}
+
+std::string Common(const TempDir& dir) {
+  return " --store sqlite:" + (dir / "s.db") + " --out " + (dir / "out") + " --dead-letter " +
+         (dir / "out/dead.jsonl") + " --report " + (dir / "report.json") + " --no-progress";
+}
+
+TEST(CliTest, HelpListsSubcommandsAndFlags) {
+  auto r = RunCommand(kSluice + " --help");
+  EXPECT_EQ(r.exit_code, 0);
+  for (const char* word : {"ingest", "search", "demo", "mock-api"}) {
+    EXPECT_NE(r.output.find(word), std::string::npos) << word;
+  }
+  r = RunCommand(kSluice + " ingest --help");
+  EXPECT_EQ(r.exit_code, 0);
+  for (const char* flag :
+       {"--endpoint", "--batch-size", "--concurrency", "--store", "--chunk-tokens", "--dead-letter",
+        "--report", "--parser-cmd", "--config"}) {
+    EXPECT_NE(r.output.find(flag), std::string::npos) << flag;
+  }
+}
+
+TEST(CliTest, UnknownFlagAndConfigKeyAreUsageErrors) {
+  TempDir dir;
+  MakeCorpus(dir);
+  auto r = RunCommand(kSluice + " ingest " + (dir / "corpus") + " --no-such-flag");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("--no-such-flag"), std::string::npos) << r.output;
+
+  WriteFile(dir / "bad.toml", "batch-size = 8\nbatch_sise = 9\n");
+  r = RunCommand(kSluice + " ingest " + (dir / "corpus") + " --config " + (dir / "bad.toml"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("unknown key 'batch_sise'"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find(":2"), std::string::npos) << r.output;  // the line number
+
+  WriteFile(dir / "bad-route.toml", "[[route]]\nglob = \"*\"\ndomian = \"x\"\n");
+  r = RunCommand(kSluice + " ingest " + (dir / "corpus") + " --config " + (dir / "bad-route.toml"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("unknown key 'domian' in [[route]]"), std::string::npos) << r.output;
+}
+
+TEST(CliTest, OfflineIngestWritesReportAndSearchFindsIt) {
+  TempDir dir;
+  MakeCorpus(dir);
+  WriteFile(dir / "cfg.toml",
+            "chunk-tokens = 32\nchunk-overlap = 4\n[[route]]\nglob = \"ops/*.md\"\n"
+            "domain = \"operations\"\ncategory = \"gates\"\n");
+  auto r = RunCommand(kSluice + " ingest " + (dir / "corpus") + " --embedder hash --config " +
+                      (dir / "cfg.toml") + Common(dir));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("offline hash embedder"), std::string::npos) << r.output;
+  const std::string report = ReadFile(dir / "report.json");
+  EXPECT_NE(report.find("\"chunks_dead_lettered\":0"), std::string::npos) << report;
+  EXPECT_NE(report.find("\"reconciled\":true"), std::string::npos) << report;
+  EXPECT_TRUE(std::filesystem::exists(dir / "out/operations/gates.json"));
+
+  r = RunCommand(kSluice + " search \"worn seal leaks\" --embedder hash -k 2 --store sqlite:" +
+                 (dir / "s.db"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("gates.md"), std::string::npos) << r.output;
+}
+
+TEST(CliTest, IngestsJsonlFromStdin) {
+  TempDir dir;
+  WriteFile(dir / "in.jsonl",
+            "{\"id\":\"a\",\"text\":\"alpha text\",\"domain\":\"d\",\"category\":\"c\"}\n"
+            "{\"id\":\"b\",\"text\":\"beta text\",\"metadata\":{\"k\":1}}\n");
+  auto r = RunCommand("cat " + (dir / "in.jsonl") + " | " + kSluice + " ingest - --embedder hash" +
+                      Common(dir));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(ReadFile(dir / "report.json").find("\"chunks_stored\":2"), std::string::npos);
+}
+
+TEST(CliTest, IngestThroughMockApiProcessWithApiKeyFromEnvironment) {
+  TempDir dir;
+  MakeCorpus(dir);
+  ::setenv("SLUICE_TEST_MOCK_KEY", "sk-cli-secret", 1);
+  MockApiProcess mock({"--api-key-env", "SLUICE_TEST_MOCK_KEY", "--dimensions", "48",
+                       "--latency-ms", "5", "--fail-500", "0.1"});
+  auto r = RunCommand("SLUICE_KEY=sk-cli-secret " + kSluice + " ingest " + (dir / "corpus") +
+                      " --endpoint " + mock.url() + " --api-key-env SLUICE_KEY" + Common(dir));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output.find("sk-cli-secret"), std::string::npos);
+  EXPECT_EQ(ReadFile(dir / "report.json").find("sk-cli-secret"), std::string::npos);
+
+  // A wrong key: exit 1 at once, with a clear message.
+  r = RunCommand("SLUICE_KEY=wrong " + kSluice + " ingest " + (dir / "corpus") + " --endpoint " +
+                 mock.url() + " --api-key-env SLUICE_KEY" + Common(dir));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("401"), std::string::npos) << r.output;
+  EXPECT_EQ(mock.Stop(), 0);
+}
+
+TEST(CliTest, UnreachableEndpointDeadLettersAndExitsThree) {
+  TempDir dir;
+  MakeCorpus(dir);
+  const uint16_t closed = FreePort();
+  auto r = RunCommand(kSluice + " ingest " + (dir / "corpus") + " --endpoint http://127.0.0.1:" +
+                      std::to_string(closed) + "/v1 --max-attempts 2" + Common(dir));
+  EXPECT_EQ(r.exit_code, 3) << r.output;
+  EXPECT_NE(ReadFile(dir / "out/dead.jsonl").find("\"kind\":\"chunk\""), std::string::npos);
+  EXPECT_NE(ReadFile(dir / "report.json").find("\"reconciled\":true"), std::string::npos);
+}
+
+TEST(CliTest, SigintStopsGracefullyWithExit130) {
+  TempDir dir;
+  for (int i = 0; i < 50; ++i) {
+    std::string text;
+    for (int p = 0; p < 40; ++p) text += "Paragraph " + std::to_string(p) + " of a long file.\n\n";
+    WriteFile(dir / ("corpus/f" + std::to_string(i) + ".txt"), text);
+  }
+  MockApiProcess mock({"--latency-ms", "200"});
+  auto r = RunCommand("( " + kSluice + " ingest " + (dir / "corpus") + " --endpoint " + mock.url() +
+                      " --concurrency 2 --batch-size 4" + Common(dir) +
+                      " & pid=$!; sleep 1; kill -INT $pid; wait $pid )");
+  EXPECT_EQ(r.exit_code, 130) << r.output;
+  EXPECT_NE(r.output.find("stopping gracefully"), std::string::npos) << r.output;
+  EXPECT_NE(ReadFile(dir / "report.json").find("\"reconciled\":true"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace sluice
