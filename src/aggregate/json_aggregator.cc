@@ -1,12 +1,14 @@
 #include "aggregate/json_aggregator.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <limits>
@@ -74,6 +76,22 @@ Status DirError(const std::string& what, const std::string& dir, const std::erro
 
 std::atomic<int> g_instance_counter{0};
 
+// Removes spool folders ("<pid>-<n>") left by processes that no longer run
+// (a crash or kill -9); live ones belong to another running aggregator.
+void RemoveStaleSpools(const std::string& spool_root) {
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(spool_root, ec)) {
+    const std::string name = entry.path().filename().string();
+    char* end = nullptr;
+    const long pid = std::strtol(name.c_str(), &end, 10);
+    if (end == name.c_str() || *end != '-' || pid <= 0) continue;
+    if (::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) {
+      std::error_code ignored;
+      fs::remove_all(entry.path(), ignored);
+    }
+  }
+}
+
 }  // namespace
 
 JsonAggregator::JsonAggregator(AggregatorOptions options, AggregatorLimits limits)
@@ -114,6 +132,7 @@ Result<std::unique_ptr<JsonAggregator>> JsonAggregator::Open(const AggregatorOpt
         fmt::format("output directory '{}' is not writable: {}", dir, probe_status.message()));
   }
 
+  RemoveStaleSpools((fs::path(dir) / ".spool").string());
   std::unique_ptr<JsonAggregator> agg(new JsonAggregator(options, limits));
   agg->spool_dir_ =
       (fs::path(dir) / ".spool" / fmt::format("{}-{}", ::getpid(), g_instance_counter.fetch_add(1)))

@@ -429,6 +429,46 @@ TEST_F(AggregatorTest, UnwritableOutDirIsAClearError) {
   EXPECT_EQ(OpenAggregator(o).status().code(), StatusCode::kInvalidArgument);
 }
 
+TEST_F(AggregatorTest, StaleSpoolOfADeadProcessIsRemovedAtOpen) {
+  // pid 999999999 is above Linux's pid_max: never a live process.
+  const std::string stale = out_ + "/.spool/999999999-0";
+  fs::create_directories(stale);
+  std::ofstream(stale + "/g0.jsonl") << "{}\n";
+  const std::string live = out_ + "/.spool/" + std::to_string(::getpid()) + "-999";
+  fs::create_directories(live);
+  auto agg = MustOpen(Options());
+  ASSERT_NE(agg, nullptr);
+  EXPECT_FALSE(fs::exists(stale));
+  EXPECT_TRUE(fs::exists(live));  // a running process's spool is left alone
+}
+
+TEST_F(AggregatorTest, SpoolWriteFailureIsIOError) {
+  AggregatorLimits limits;
+  limits.group_buffer_bytes = 1;  // every Add appends to the spool
+  auto agg = MustOpen(Options(), limits);
+  ASSERT_NE(agg, nullptr);
+  ASSERT_TRUE(agg->Add(MakeChunk("a.md", 0)).ok());
+  fs::remove_all(agg->SpoolDir());
+  Status s = agg->Add(MakeChunk("a.md", 1));
+  EXPECT_EQ(s.code(), StatusCode::kIOError);
+  EXPECT_NE(s.message().find("cannot open spool"), std::string::npos) << s.message();
+}
+
+TEST_F(AggregatorTest, GroupFileWriteFailureIsIOError) {
+  auto agg = MustOpen(Options(1));
+  ASSERT_NE(agg, nullptr);
+  std::ofstream(out_ + "/manuals") << "a file where the domain folder should be";
+  Status s = agg->Add(MakeChunk("a.md", 0));
+  EXPECT_EQ(s.code(), StatusCode::kIOError);
+  EXPECT_NE(s.message().find("cannot create aggregate directory '" + out_ + "/manuals'"),
+            std::string::npos)
+      << s.message();
+  EXPECT_EQ(agg->FilesWritten(), 0u);
+  fs::remove(out_ + "/manuals");
+  ASSERT_TRUE(agg->Finish().ok());  // the chunk was kept and is written now
+  EXPECT_EQ(MustParse(out_ + "/manuals/pumps.json").chunk_count, 1u);
+}
+
 TEST_F(AggregatorTest, OpenCreatesOutDirAndLeavesNoProbe) {
   AggregatorOptions o = Options();
   o.out_dir = out_ + "/nested/deeper";
