@@ -213,6 +213,23 @@ TEST(TextParserTest, HugeSingleLineStreamsInBoundedPieces) {
 #endif
 }
 
+TEST(TextParserTest, Utf16SurrogatePairsAcrossReadBlocks) {
+  TempDir dir;
+  std::u16string text;
+  for (int i = 0; i < 300000; ++i) text += (i % 50 == 49) ? u" " : u"\U0001F600";  // 1.2 MB UTF-16
+  const std::string path = dir.Write("emoji.txt", Utf16(text, true));
+  ParserRegistry registry;
+  RegisterTextParsers(registry);
+  SizeSink sink;
+  RecordingErrors errors;
+  ParseStats stats;
+  ASSERT_TRUE(
+      registry.FindByName("text")->Parse(FileFor(path, "e.txt"), {}, sink, errors, stats).ok());
+  EXPECT_TRUE(sink.all_valid);
+  EXPECT_EQ(stats.invalid_utf8_replaced, 0u);
+  EXPECT_EQ(sink.non_space, 300000u / 50 * 49 * 4);  // every emoji survived as 4 UTF-8 bytes
+}
+
 TEST(TextParserTest, HugeLineWithoutSpacesCutsAtUtf8Boundaries) {
   sources_internal::ParagraphAssembler paragraphs(
       [](std::string&& t) {
