@@ -1,0 +1,168 @@
+// AdaptiveLimiter driven event by event with explicit times.
+#include <gtest/gtest.h>
+
+#include "sluice/control.h"
+
+namespace sluice {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+// Drives a limiter like the embed stage against a service whose RTT is
+// rtt_of(in_flight): fills up to the limit, then completes everything,
+// `rounds` times. Returns the time reached.
+template <class RttFn>
+TimePoint RunRounds(AdaptiveLimiter& limiter, TimePoint now, int rounds, RttFn rtt_of,
+                    size_t cap_in_flight = SIZE_MAX) {
+  for (int r = 0; r < rounds; ++r) {
+    const size_t n = std::min(limiter.Limit(), cap_in_flight);
+    for (size_t i = 0; i < n; ++i) limiter.OnStart(now);
+    const Duration rtt = rtt_of(n);
+    now += rtt;
+    for (size_t i = 0; i < n; ++i) limiter.OnFinish(now, rtt, RequestOutcome::kSuccess);
+    now += milliseconds(1);
+  }
+  return now;
+}
+
+TEST(AdaptiveLimiterTest, StartsAtInitialClampedToBounds) {
+  AdaptiveLimiterOptions o;
+  o.initial = 10;
+  EXPECT_EQ(AdaptiveLimiter(o).Limit(), 10u);
+  o.initial = 1000;
+  o.max = 50;
+  EXPECT_EQ(AdaptiveLimiter(o).Limit(), 50u);
+  o.initial = 0;
+  o.min = 3;
+  EXPECT_EQ(AdaptiveLimiter(o).Limit(), 3u);
+  EXPECT_EQ(MakeAdaptiveLimiter(AdaptiveLimiterOptions{})->Limit(), 4u);
+}
+
+TEST(AdaptiveLimiterTest, SlowStartDoublesWhileLatencyIsFlatAndStopsAtMax) {
+  AdaptiveLimiterOptions o;
+  o.initial = 4;
+  o.max = 100;
+  AdaptiveLimiter limiter(o);
+  TimePoint now{};
+  now = RunRounds(limiter, now, 1, [](size_t) { return milliseconds(100); });
+  EXPECT_EQ(limiter.Limit(), 8u);
+  now = RunRounds(limiter, now, 1, [](size_t) { return milliseconds(100); });
+  EXPECT_EQ(limiter.Limit(), 16u);
+  RunRounds(limiter, now, 20, [](size_t) { return milliseconds(100); });
+  EXPECT_EQ(limiter.Limit(), 100u);
+}
+
+TEST(AdaptiveLimiterTest, DoesNotGrowWhenTheLimitIsNotReached) {
+  // The pacer or the input keeps only 2 requests in flight: the limit must
+  // not climb to the ceiling on evidence it never tested.
+  AdaptiveLimiter limiter(AdaptiveLimiterOptions{});
+  RunRounds(
+      limiter, TimePoint{}, 50, [](size_t) { return milliseconds(100); }, 2);
+  EXPECT_EQ(limiter.Limit(), 4u);
+}
+
+TEST(AdaptiveLimiterTest, FindsTheCapacityOfAQueueingServer) {
+  // RTT = 200 ms up to 32 in flight, then grows in proportion (FIFO queue).
+  AdaptiveLimiter limiter(AdaptiveLimiterOptions{});
+  auto rtt = [](size_t n) {
+    return milliseconds(200 * std::max<int64_t>(32, static_cast<int64_t>(n)) / 32);
+  };
+  TimePoint now = RunRounds(limiter, TimePoint{}, 200, rtt);
+  EXPECT_GE(limiter.Limit(), 32u);
+  EXPECT_LE(limiter.Limit(), 44u);
+  // ... and stays there (probes included) for another long stretch.
+  for (int i = 0; i < 10; ++i) {
+    now = RunRounds(limiter, now, 30, rtt);
+    EXPECT_GE(limiter.Limit(), 30u) << i;
+    EXPECT_LE(limiter.Limit(), 44u) << i;
+  }
+  EXPECT_GT(limiter.probes(), 0u);
+  EXPECT_NEAR(ToSeconds(limiter.base_rtt()), 0.2, 0.01);
+}
+
+TEST(AdaptiveLimiterTest, BackpressureCutsOncePerWindow) {
+  AdaptiveLimiterOptions o;
+  o.initial = 40;
+  o.slow_start = false;
+  AdaptiveLimiter limiter(o);
+  TimePoint now{};
+  for (int i = 0; i < 40; ++i) limiter.OnStart(now);
+  now += milliseconds(100);
+  // Forty 429s from requests sent under the same limit: one cut.
+  for (int i = 0; i < 40; ++i) {
+    limiter.OnFinish(now, milliseconds(100), RequestOutcome::kBackpressure);
+  }
+  EXPECT_EQ(limiter.Limit(), 36u);
+  EXPECT_DOUBLE_EQ(limiter.limit_value(), 36.0);
+  // A request started after the cut that also fails: a second cut.
+  limiter.OnStart(now + milliseconds(1));
+  limiter.OnFinish(now + milliseconds(50), milliseconds(49), RequestOutcome::kBackpressure);
+  EXPECT_DOUBLE_EQ(limiter.limit_value(), 36.0 * 0.9);
+  EXPECT_EQ(limiter.in_flight(), 0u);
+}
+
+TEST(AdaptiveLimiterTest, BackpressureNeverGoesBelowTheFloor) {
+  AdaptiveLimiterOptions o;
+  o.initial = 10;
+  o.min = 3;
+  AdaptiveLimiter limiter(o);
+  TimePoint now{};
+  for (int i = 0; i < 100; ++i) {
+    limiter.OnStart(now);
+    now += milliseconds(10);
+    limiter.OnFinish(now, milliseconds(10), RequestOutcome::kBackpressure);
+  }
+  EXPECT_EQ(limiter.Limit(), 3u);
+}
+
+TEST(AdaptiveLimiterTest, PermanentErrorsAndFailuresDoNotMoveTheLimit) {
+  AdaptiveLimiterOptions o;
+  o.initial = 20;
+  AdaptiveLimiter limiter(o);
+  TimePoint now{};
+  for (int round = 0; round < 20; ++round) {
+    for (int i = 0; i < 20; ++i) limiter.OnStart(now);
+    now += milliseconds(500);  // slow answers: they must not look like queueing
+    for (int i = 0; i < 20; ++i) {
+      limiter.OnFinish(now, milliseconds(500),
+                       i % 2 ? RequestOutcome::kPermanent : RequestOutcome::kFailure);
+    }
+  }
+  EXPECT_EQ(limiter.Limit(), 20u);
+  EXPECT_EQ(limiter.in_flight(), 0u);
+}
+
+TEST(AdaptiveLimiterTest, JitterDoesNotCollapseTheLimit) {
+  // RTT uniformly 100..300 ms regardless of load (no capacity limit): the
+  // limit must keep growing, not mistake the noise for queueing.
+  AdaptiveLimiterOptions o;
+  o.max = 200;
+  AdaptiveLimiter limiter(o);
+  TimePoint now{};
+  uint64_t state = 12345;
+  for (int round = 0; round < 300; ++round) {
+    const size_t n = limiter.Limit();
+    for (size_t i = 0; i < n; ++i) limiter.OnStart(now);
+    Duration longest{0};
+    for (size_t i = 0; i < n; ++i) {
+      state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+      const Duration rtt = milliseconds(100 + static_cast<int64_t>((state >> 33) % 201));
+      limiter.OnFinish(now + rtt, rtt, RequestOutcome::kSuccess);
+      longest = std::max(longest, rtt);
+    }
+    now += longest + milliseconds(1);
+  }
+  EXPECT_GE(limiter.Limit(), 100u);
+}
+
+TEST(AdaptiveLimiterTest, ResetBaselineForgetsTheBaseRtt) {
+  AdaptiveLimiter limiter(AdaptiveLimiterOptions{});
+  RunRounds(limiter, TimePoint{}, 3, [](size_t) { return milliseconds(100); });
+  EXPECT_GT(limiter.base_rtt(), Duration(0));
+  limiter.ResetBaseline();
+  EXPECT_EQ(limiter.base_rtt(), Duration(0));
+}
+
+}  // namespace
+}  // namespace sluice

@@ -1,0 +1,90 @@
+// BatchSizer fed with latencies from a known linear model.
+#include <gtest/gtest.h>
+
+#include "sluice/control.h"
+
+namespace sluice {
+namespace {
+
+using std::chrono::microseconds;
+using std::chrono::milliseconds;
+
+// Feeds `steps` rounds of observations at the suggested size with latency
+// fixed + per_input * inputs.
+size_t Drive(BatchSizer& sizer, Duration fixed, Duration per_input, int observations) {
+  for (int i = 0; i < observations; ++i) {
+    const size_t n = sizer.SuggestedInputs();
+    sizer.Observe(n, fixed + per_input * static_cast<int64_t>(n));
+  }
+  return sizer.SuggestedInputs();
+}
+
+TEST(BatchSizerTest, StartsAtInitialWithinBounds) {
+  BatchSizerOptions o;
+  o.initial_inputs = 5000;
+  EXPECT_EQ(BatchSizer(o).SuggestedInputs(), 2048u);
+  o.initial_inputs = 0;
+  EXPECT_EQ(BatchSizer(o).SuggestedInputs(), 1u);
+}
+
+TEST(BatchSizerTest, GrowsToTheMaximumWhenLatencyIsAllFixed) {
+  BatchSizer sizer(BatchSizerOptions{});
+  EXPECT_EQ(Drive(sizer, milliseconds(200), Duration(0), 200), 2048u);
+}
+
+TEST(BatchSizerTest, GrowsAtMostTwofoldPerStep) {
+  BatchSizerOptions o;
+  o.observations_per_step = 8;
+  BatchSizer sizer(o);
+  EXPECT_EQ(Drive(sizer, milliseconds(200), Duration(0), 7), 64u);
+  EXPECT_EQ(Drive(sizer, milliseconds(200), Duration(0), 1), 128u);
+  EXPECT_EQ(Drive(sizer, milliseconds(200), Duration(0), 8), 256u);
+}
+
+TEST(BatchSizerTest, StopsWhereTheFixedPartNoLongerDominates) {
+  // 150 ms + 0.5 ms/input (regime a): fixed part 20% of latency at
+  // 150 * 0.8 / (0.2 * 0.5) = 1200 inputs.
+  BatchSizer sizer(BatchSizerOptions{});
+  const size_t n = Drive(sizer, milliseconds(150), microseconds(500), 400);
+  EXPECT_GE(n, 1080u);
+  EXPECT_LE(n, 1320u);
+  const BatchSizer::Fit fit = sizer.CurrentFit();
+  ASSERT_TRUE(fit.valid);
+  EXPECT_NEAR(fit.fixed_s, 0.150, 1e-6);
+  EXPECT_NEAR(fit.per_input_s, 0.0005, 1e-9);
+}
+
+TEST(BatchSizerTest, ShrinksWhenThePerInputPartDominates) {
+  // 2 ms fixed, 1 ms per input: the target is 2 * 0.8 / 0.2 = 8 inputs.
+  BatchSizerOptions o;
+  o.initial_inputs = 256;
+  BatchSizer sizer(o);
+  // First vary the size so the fit is possible.
+  for (size_t n : {256, 128, 256, 128}) sizer.Observe(n, milliseconds(2) + milliseconds(1) * n);
+  const size_t n = Drive(sizer, milliseconds(2), milliseconds(1), 400);
+  EXPECT_GE(n, 7u);
+  EXPECT_LE(n, 9u);
+}
+
+TEST(BatchSizerTest, RespectsMaxInputsAndTheTokenCap) {
+  BatchSizerOptions o;
+  o.max_inputs = 100;
+  o.max_tokens_per_request = 300000;
+  BatchSizer sizer(o);
+  Drive(sizer, milliseconds(200), Duration(0), 100);
+  EXPECT_EQ(sizer.SuggestedInputs(), 100u);
+  EXPECT_EQ(sizer.InputsFor(200), 100u);
+  EXPECT_EQ(sizer.InputsFor(8191), 36u);   // 300000 / 8191
+  EXPECT_EQ(sizer.InputsFor(400000), 1u);  // one input even if it alone is over
+  EXPECT_EQ(sizer.InputsFor(0), 100u);     // unknown cost: the count limit only
+}
+
+TEST(BatchSizerTest, IgnoresEmptyObservations) {
+  BatchSizer sizer(BatchSizerOptions{});
+  for (int i = 0; i < 100; ++i) sizer.Observe(0, milliseconds(1));
+  EXPECT_EQ(sizer.SuggestedInputs(), 64u);
+  EXPECT_FALSE(sizer.CurrentFit().valid);
+}
+
+}  // namespace
+}  // namespace sluice

@@ -1,0 +1,222 @@
+// HeaderRatePacer with explicit times and headers.
+#include <gtest/gtest.h>
+
+#include "sluice/control.h"
+
+namespace sluice {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+const TimePoint kT0 = TimePoint{} + std::chrono::hours(1);
+
+TEST(RatePacerTest, NoLimitsKnownMeansNoDelay) {
+  HeaderRatePacer pacer(RatePacerOptions{});
+  for (int i = 0; i < 1000; ++i) {
+    EXPECT_EQ(pacer.DelayFor(kT0, 100000), Duration(0));
+    pacer.OnStart(kT0, 100000);
+  }
+  EXPECT_EQ(pacer.effective_rpm(), 0);
+  EXPECT_EQ(MakeRatePacer(RatePacerOptions{})->DelayFor(kT0, 1), Duration(0));
+}
+
+TEST(RatePacerTest, PacesRequestsAtTheUsersRpm) {
+  RatePacerOptions o;
+  o.rpm = 600;  // 10/s, paced at 9.8/s, burst of 1 s
+  HeaderRatePacer pacer(o);
+  int started = 0;
+  TimePoint now = kT0;
+  const TimePoint end = kT0 + seconds(60);
+  while (now < end) {
+    const Duration d = pacer.DelayFor(now, 0);
+    if (d > Duration(0)) {
+      now += d;
+      continue;
+    }
+    pacer.OnStart(now, 0);
+    ++started;
+  }
+  // 9.8/s for 60 s plus the initial burst of 9.8.
+  EXPECT_NEAR(started, 9.8 * 60 + 9.8, 2);
+}
+
+TEST(RatePacerTest, TokenCostBeyondTheBudgetWaitsForAFullBucket) {
+  RatePacerOptions o;
+  o.tpm = 60000;  // 1000/s at safety 1.0
+  o.safety = 1.0;
+  HeaderRatePacer pacer(o);
+  EXPECT_EQ(pacer.DelayFor(kT0, 800), Duration(0));
+  pacer.OnStart(kT0, 800);
+  // 200 left: a 500-token request waits 0.3 s.
+  EXPECT_NEAR(ToSeconds(pacer.DelayFor(kT0, 500)), 0.3, 1e-6);
+  // A 5000-token request (more than the bucket holds) waits for a full
+  // bucket, then starts and leaves a debt the next requests wait out.
+  EXPECT_NEAR(ToSeconds(pacer.DelayFor(kT0, 5000)), 0.8, 1e-6);
+  const TimePoint full = kT0 + milliseconds(800);
+  EXPECT_EQ(pacer.DelayFor(full, 5000), Duration(0));
+  pacer.OnStart(full, 5000);
+  EXPECT_NEAR(ToSeconds(pacer.DelayFor(full, 1)), 4.001, 1e-6);
+}
+
+TEST(RatePacerTest, HeaderLimitsAreLearnedAndCappedByTheUsers) {
+  HeaderRatePacer pacer(RatePacerOptions{});
+  RateLimitInfo h;
+  h.limit_requests = 3000;
+  h.limit_tokens = 1000000;
+  pacer.OnStart(kT0, 10);
+  pacer.OnResponse(kT0, h, 200, 40, 10);
+  EXPECT_EQ(pacer.effective_rpm(), 3000);
+  EXPECT_EQ(pacer.effective_tpm(), 1000000);
+  // The limit halves mid-run: the pacer follows.
+  h.limit_requests = 1500;
+  pacer.OnResponse(kT0 + seconds(1), h, 200, 40, 10);
+  EXPECT_EQ(pacer.effective_rpm(), 1500);
+
+  RatePacerOptions user;
+  user.rpm = 1000;
+  HeaderRatePacer capped(user);
+  h.limit_requests = 3000;
+  capped.OnResponse(kT0, h, 200, 40, 10);
+  EXPECT_EQ(capped.effective_rpm(), 1000);  // the user's --rpm is a promise
+}
+
+TEST(RatePacerTest, RemainingHeadersLowerTheBudgetByWhatIsStillInFlight) {
+  RatePacerOptions o;
+  o.rpm = 600;
+  o.safety = 1.0;
+  HeaderRatePacer pacer(o);
+  // Five requests out; the first answer says only 3 requests remain: the
+  // four still in flight may not have been counted yet, so 3 - 4 = -1.
+  for (int i = 0; i < 5; ++i) pacer.OnStart(kT0, 0);
+  RateLimitInfo h;
+  h.remaining_requests = 3;
+  pacer.OnResponse(kT0, h, 200, 0, 0);
+  EXPECT_EQ(pacer.pending_requests(), 4u);
+  // Level -1: 2 requests' worth of refill (0.2 s at 10/s) before the next.
+  EXPECT_NEAR(ToSeconds(pacer.DelayFor(kT0, 0)), 0.2, 1e-6);
+  // A remaining count above the local level never raises it.
+  h.remaining_requests = 500;
+  pacer.OnResponse(kT0, h, 200, 0, 0);
+  EXPECT_NEAR(ToSeconds(pacer.DelayFor(kT0, 0)), 0.2, 1e-6);
+}
+
+TEST(RatePacerTest, RetryAfterIsOneSharedCooldown) {
+  HeaderRatePacer pacer(RatePacerOptions{});
+  for (int i = 0; i < 3; ++i) pacer.OnStart(kT0, 100);
+  RateLimitInfo h;
+  h.retry_after = seconds(2);
+  pacer.OnResponse(kT0, h, 429, 400, 0);
+  // Every request, whatever its cost, waits for the same moment.
+  EXPECT_EQ(pacer.DelayFor(kT0, 1), seconds(2));
+  EXPECT_EQ(pacer.DelayFor(kT0 + seconds(1), 100000), seconds(1));
+  // A shorter Retry-After on a later 429 does not shorten it; a longer one extends it.
+  h.retry_after = milliseconds(500);
+  pacer.OnResponse(kT0 + milliseconds(100), h, 429, 400, 0);
+  EXPECT_EQ(pacer.cooldown_until(), kT0 + seconds(2));
+  h.retry_after = seconds(3);
+  pacer.OnResponse(kT0 + milliseconds(200), h, 429, 400, 0);
+  EXPECT_EQ(pacer.cooldown_until(), kT0 + milliseconds(3200));
+}
+
+TEST(RatePacerTest, Http429WithoutRetryAfterUsesTheDefaultCooldown) {
+  RatePacerOptions o;
+  o.default_cooldown = milliseconds(1500);
+  HeaderRatePacer pacer(o);
+  pacer.OnStart(kT0, 1);
+  pacer.OnResponse(kT0, RateLimitInfo{}, 429, 4, 0);
+  EXPECT_EQ(pacer.DelayFor(kT0, 1), milliseconds(1500));
+}
+
+TEST(RatePacerTest, Http503CoolsDownOnlyWithRetryAfter) {
+  HeaderRatePacer pacer(RatePacerOptions{});
+  pacer.OnResponse(kT0, RateLimitInfo{}, 503, 4, 0);
+  EXPECT_EQ(pacer.DelayFor(kT0, 1), Duration(0));
+  RateLimitInfo h;
+  h.retry_after = seconds(7);
+  pacer.OnResponse(kT0, h, 503, 4, 0);
+  EXPECT_EQ(pacer.DelayFor(kT0, 1), seconds(7));
+  EXPECT_FALSE(pacer.half_open());  // only a 429 makes it half-open
+}
+
+TEST(RatePacerTest, RetryAfterIsCappedAtMaxCooldown) {
+  RatePacerOptions o;
+  o.max_cooldown = seconds(10);
+  HeaderRatePacer pacer(o);
+  RateLimitInfo h;
+  h.retry_after = std::chrono::hours(1);
+  pacer.OnResponse(kT0, h, 429, 4, 0);
+  EXPECT_EQ(pacer.DelayFor(kT0, 1), seconds(10));
+}
+
+TEST(RatePacerTest, AfterA429OneRequestGoesFirst) {
+  RatePacerOptions o;
+  o.half_open_poll = milliseconds(50);
+  HeaderRatePacer pacer(o);
+  for (int i = 0; i < 10; ++i) pacer.OnStart(kT0, 1);
+  RateLimitInfo h;
+  h.retry_after = seconds(1);
+  pacer.OnResponse(kT0, h, 429, 4, 0);
+  EXPECT_TRUE(pacer.half_open());
+  const TimePoint after = kT0 + seconds(1);
+  EXPECT_EQ(pacer.DelayFor(after, 1), Duration(0));
+  pacer.OnStart(after, 1);  // the probe
+  EXPECT_EQ(pacer.DelayFor(after, 1), milliseconds(50));
+  // Once the probe is out, the first answer other than 429 reopens.
+  pacer.OnResponse(after + milliseconds(100), RateLimitInfo{}, 200, 4, 1);
+  EXPECT_FALSE(pacer.half_open());
+  EXPECT_EQ(pacer.DelayFor(after + milliseconds(100), 1), Duration(0));
+}
+
+TEST(RatePacerTest, ProbeAnsweredWith429StartsAnotherCooldown) {
+  HeaderRatePacer pacer(RatePacerOptions{});
+  RateLimitInfo h;
+  h.retry_after = seconds(1);
+  pacer.OnStart(kT0, 1);
+  pacer.OnResponse(kT0, h, 429, 4, 0);
+  pacer.OnStart(kT0 + seconds(1), 1);
+  pacer.OnResponse(kT0 + seconds(1), h, 429, 4, 0);
+  EXPECT_TRUE(pacer.half_open());
+  EXPECT_EQ(pacer.DelayFor(kT0 + seconds(1), 1), seconds(1));
+  EXPECT_EQ(pacer.DelayFor(kT0 + seconds(2), 1), Duration(0));  // next probe
+}
+
+TEST(RatePacerTest, A429EmptiesTheBucketsSoTheRestartIsPaced) {
+  RatePacerOptions o;
+  o.rpm = 600;
+  o.safety = 1.0;
+  HeaderRatePacer pacer(o);
+  RateLimitInfo h;
+  h.retry_after = milliseconds(100);
+  pacer.OnStart(kT0, 1);
+  pacer.OnResponse(kT0, h, 429, 4, 0);
+  // After the 100 ms cooldown the bucket holds one request, not ten.
+  const TimePoint t = kT0 + milliseconds(100);
+  EXPECT_EQ(pacer.DelayFor(t, 1), Duration(0));
+  pacer.OnStart(t, 1);
+  EXPECT_GT(pacer.DelayFor(t, 1), milliseconds(50));
+}
+
+TEST(RatePacerTest, LearnsBytesPerTokenWithoutGoingAbsurd) {
+  HeaderRatePacer pacer(RatePacerOptions{});
+  EXPECT_DOUBLE_EQ(pacer.BytesPerToken(), 4.0);
+  // Tiny samples barely move it, even an absurd one (1 token for 100 bytes).
+  pacer.OnResponse(kT0, RateLimitInfo{}, 200, 100, 1);
+  EXPECT_NEAR(pacer.BytesPerToken(), 4.0, 0.05);
+  // Non-2xx answers teach nothing.
+  pacer.OnResponse(kT0, RateLimitInfo{}, 400, 100000, 1000);
+  EXPECT_NEAR(pacer.BytesPerToken(), 4.0, 0.05);
+  // Large samples of 3 bytes/token converge.
+  for (int i = 0; i < 50; ++i) pacer.OnResponse(kT0, RateLimitInfo{}, 200, 30000, 10000);
+  EXPECT_NEAR(pacer.BytesPerToken(), 3.0, 0.01);
+  // A large absurd sample is clamped, not believed.
+  for (int i = 0; i < 100; ++i) pacer.OnResponse(kT0, RateLimitInfo{}, 200, 1000000, 1000);
+  EXPECT_LE(pacer.BytesPerToken(), 16.0);
+  // Missing usage (prompt_tokens 0) teaches nothing.
+  const double before = pacer.BytesPerToken();
+  pacer.OnResponse(kT0, RateLimitInfo{}, 200, 100000, 0);
+  EXPECT_EQ(pacer.BytesPerToken(), before);
+}
+
+}  // namespace
+}  // namespace sluice
