@@ -72,6 +72,9 @@ class CommandParser final : public Parser {
     posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
     posix_spawn_file_actions_adddup2(&actions, out_w.get(), STDOUT_FILENO);
     posix_spawn_file_actions_adddup2(&actions, err_w.get(), STDERR_FILENO);
+    // Other threads may hold descriptors without O_CLOEXEC (sockets, stores):
+    // the user's command gets none of them.
+    posix_spawn_file_actions_addclosefrom_np(&actions, 3);
     posix_spawnattr_t attr;
     posix_spawnattr_init(&attr);
     posix_spawnattr_setpgroup(&attr, 0);

@@ -60,6 +60,17 @@ TEST(CommandParserTest, PathIsAnArgumentNeverShellText) {
   EXPECT_FALSE(std::filesystem::exists(marker));
 }
 
+TEST(CommandParserTest, InheritsNoDescriptorsBeyondStdio) {
+  const int leaked = dup(STDOUT_FILENO);  // without O_CLOEXEC
+  ASSERT_GE(leaked, 3);
+  auto run = RunCommand("test -e /proc/self/fd/" + std::to_string(leaked) +
+                            " && exit 9; echo '{\"id\":\"ok\",\"text\":\"t\"}'",
+                        "/dev/null");
+  close(leaked);
+  EXPECT_TRUE(run->status.ok()) << run->status.ToString();
+  EXPECT_EQ(run->sink.docs.size(), 1u);
+}
+
 TEST(CommandParserTest, NonZeroExitFailsWithCodeAndStderrTail) {
   auto run = RunCommand("echo 'first'; echo 'cannot parse this file' >&2; exit 3", "/dev/null");
   ASSERT_FALSE(run->status.ok());

@@ -1,3 +1,4 @@
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -149,6 +150,16 @@ TEST(WalkerTest, UnreadableFolderAndFileReported) {
   ASSERT_EQ(w.errors.size(), 2u);
   EXPECT_EQ(w.errors[0].second.code(), StatusCode::kPermissionDenied);
   EXPECT_EQ(w.errors[1].second.code(), StatusCode::kPermissionDenied);
+}
+
+TEST(WalkerTest, NonRegularFilesSkipped) {
+  TempDir dir;
+  dir.Write("a.txt", "x");
+  ASSERT_EQ(mkfifo((dir.path() + "/pipe.txt").c_str(), 0600), 0);
+  const Walked w = WalkAll({dir.path()});
+  EXPECT_EQ(w.rel, std::vector<std::string>{"a.txt"});
+  EXPECT_EQ(w.stats.skipped_filtered, 1u);
+  EXPECT_TRUE(w.errors.empty());
 }
 
 TEST(WalkerTest, IncludeAndExcludeGlobs) {
