@@ -786,8 +786,9 @@ void MockApiServerImpl::TimerLoop() {
       continue;
     }
     const TimePoint now = SteadyClock::now();
-    if (deadlines_.top().due > now) {
-      timer_cv_.wait_until(lock, deadlines_.top().due);
+    if (const TimePoint due = deadlines_.top().due; due > now) {
+      // A copy: pushes while waiting may reallocate the heap under a reference.
+      timer_cv_.wait_until(lock, due);
       continue;
     }
     while (!deadlines_.empty() && deadlines_.top().due <= now) {
