@@ -41,7 +41,7 @@ std::string SafeFileComponent(std::string_view name) {
       out.push_back(c);
     }
   }
-  if (out.empty()) out = "_";
+  if (out.empty()) out.push_back('_');  // (not `out = "_"`: GCC 12 -Wrestrict false positive)
   if (out != name) {
     // Distinct names that sanitise alike ("a/b", "a?b", "a_b") stay distinct.
     out.push_back('-');
