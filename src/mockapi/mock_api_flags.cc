@@ -4,6 +4,7 @@
 #include <map>
 #include <string>
 
+#include <fmt/format.h>
 #include <CLI/CLI.hpp>
 
 namespace sluice {
@@ -16,7 +17,7 @@ void AddMillisFlag(CLI::App& app, const std::string& name, Duration& target,
   app.add_option_function<double>(
          name, [&target](double ms) { target = FromSeconds(ms / 1000.0); }, help)
       ->check(CLI::NonNegativeNumber)
-      ->default_str(std::to_string(ToSeconds(target) * 1000.0));
+      ->default_str(fmt::format("{:g}", ToSeconds(target) * 1000.0));
 }
 
 void AddRateFlag(CLI::App& app, const std::string& name, double& target, const std::string& help) {
