@@ -9,7 +9,9 @@
 // (a loop, or the same folder reached twice) is skipped. Hidden entries
 // (names starting with '.') are skipped unless asked for. Entries that cannot
 // be read (a folder without permission, a dangling symlink) are reported to
-// the error callback and skipped: the walk goes on.
+// the error callback and skipped: the walk goes on. Only regular files are
+// yielded (FIFOs, sockets and devices are skipped). A root given explicitly
+// is always walked, even if hidden or not matching the globs.
 //
 // Globs (include/exclude here, and routing rules) use GlobMatch below.
 //
