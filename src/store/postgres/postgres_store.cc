@@ -196,14 +196,15 @@ class PostgresStore final : public Store {
   PgError TryRowByRow(PgConn& c, std::span<const EmbeddedChunk> batch, std::span<const size_t> rows,
                       std::vector<RejectedRow>* rejected);
   PgError UpsertSources(PgConn& c, std::span<const EmbeddedChunk> batch,
-                        std::span<const size_t> rows);
+                        std::span<const size_t> rows, bool commit);
   PgError EnsureStaging(PgConn& c);
   PgError CopyRows(PgConn& c, const std::string& target, std::span<const EmbeddedChunk> batch,
                    std::span<const size_t> rows);
-  PgError ExistingIds(PgConn& c, std::span<const EmbeddedChunk> batch, std::span<const size_t> rows,
-                      std::set<std::string>* out);
+  std::string ExistingIdsSql(PgConn& c, std::span<const EmbeddedChunk> batch,
+                             std::span<const size_t> rows) const;
   PgError BeginAndLockSources(PgConn& c, std::span<const EmbeddedChunk> batch,
-                              std::span<const size_t> rows);
+                              std::span<const size_t> rows, const std::string& then_sql,
+                              PgResult* last);
   Result<std::string> PrepareInsert(PgConn& c, size_t rows, PgError* err);
   PgError Exec(PgConn& c, const std::string& sql);
   void Rollback(PgConn& c);
@@ -509,7 +510,12 @@ Result<std::string> PostgresStore::PrepareInsert(PgConn& c, size_t rows, PgError
     sql += r ? ",(" : "(";
     for (int col = 0; col < kNumColumns; ++col) {
       if (col) sql += ',';
-      sql += "$" + std::to_string(p++) + "::" + (kCasts[col] ? kCasts[col] : emb_cast);
+      // Appended piecewise: GCC 12 warns (-Wrestrict, a false positive) on
+      // the operator+ chain here.
+      sql += '$';
+      sql += std::to_string(p++);
+      sql += "::";
+      sql += kCasts[col] ? std::string_view(kCasts[col]) : std::string_view(emb_cast);
     }
     sql += ')';
   }
@@ -576,38 +582,47 @@ PgResult ExecRows(PGconn* pg, const std::string& stmt, std::span<const EmbeddedC
                                  lengths.data(), formats.data(), 0));
 }
 
+std::string EscapeLiteral(PGconn* pg, std::string_view s) {
+  char* q = PQescapeLiteral(pg, s.data(), s.size());
+  if (!q) return "NULL";  // invalid encoding: the statement fails as a data error
+  std::string out(q);
+  PQfreemem(q);
+  return out;
+}
+
+// Upserts the batch's distinct sources, sorted, with their chunk counts
+// recomputed in this transaction; with `commit`, COMMITs in the same round
+// trip (an error skips the COMMIT: the transaction stays aborted).
 PgError PostgresStore::UpsertSources(PgConn& c, std::span<const EmbeddedChunk> batch,
-                                     std::span<const size_t> rows) {
-  // Distinct sources of the batch, sorted (a stable lock order between
-  // concurrent writers), with their chunk counts recomputed in this
-  // transaction.
+                                     std::span<const size_t> rows, bool commit) {
   std::map<std::string_view, const Chunk*> sources;
   for (size_t i : rows) sources.emplace(batch[i].chunk.source_id, &batch[i].chunk);
-  if (sources.empty()) return {};
-  std::string sql = "INSERT INTO " + q_sources_ +
-                    " AS s (source_id, domain, category, chunk_count) "
-                    "SELECT v.source_id, v.domain, v.category, (SELECT count(*) FROM " +
-                    q_chunks_ + " c WHERE c.source_id = v.source_id) FROM (VALUES ";
-  std::vector<const char*> values;
-  int p = 1;
-  for (const auto& [id, chunk] : sources) {
-    if (p > 1) sql += ',';
-    sql += "($" + std::to_string(p) + "::text,$" + std::to_string(p + 1) + "::text,$" +
-           std::to_string(p + 2) + "::text)";
-    p += 3;
-    values.push_back(chunk->source_id.c_str());
-    values.push_back(chunk->domain.c_str());
-    values.push_back(chunk->category.c_str());
+  std::string sql;
+  if (!sources.empty()) {
+    sql = "INSERT INTO " + q_sources_ +
+          " AS s (source_id, domain, category, chunk_count) "
+          "SELECT v.source_id, v.domain, v.category, (SELECT count(*) FROM " +
+          q_chunks_ + " c WHERE c.source_id = v.source_id) FROM (VALUES ";
+    bool first = true;
+    for (const auto& [id, chunk] : sources) {
+      sql += first ? "(" : ",(";
+      first = false;
+      sql += EscapeLiteral(c.pg, chunk->source_id);
+      sql += "::text,";
+      sql += EscapeLiteral(c.pg, chunk->domain);
+      sql += "::text,";
+      sql += EscapeLiteral(c.pg, chunk->category);
+      sql += "::text)";
+    }
+    sql +=
+        ") AS v(source_id, domain, category) ORDER BY v.source_id ON CONFLICT (source_id) DO "
+        "UPDATE SET domain = EXCLUDED.domain, category = EXCLUDED.category, chunk_count = "
+        "EXCLUDED.chunk_count, updated_at = now() WHERE (s.domain, s.category, s.chunk_count) IS "
+        "DISTINCT FROM (EXCLUDED.domain, EXCLUDED.category, EXCLUDED.chunk_count);";
   }
-  sql +=
-      ") AS v(source_id, domain, category) ORDER BY v.source_id ON CONFLICT (source_id) DO UPDATE "
-      "SET domain = EXCLUDED.domain, category = EXCLUDED.category, chunk_count = "
-      "EXCLUDED.chunk_count, updated_at = now() WHERE (s.domain, s.category, s.chunk_count) IS "
-      "DISTINCT FROM (EXCLUDED.domain, EXCLUDED.category, EXCLUDED.chunk_count)";
-  PgResult r(PQexecParams(c.pg, sql.c_str(), static_cast<int>(values.size()), nullptr,
-                          values.data(), nullptr, nullptr, 0));
-  if (ResultOk(r.get())) return {};
-  return Classify(c.pg, r.get());
+  if (commit) sql += "COMMIT";
+  if (sql.empty()) return {};
+  return Exec(c, sql);
 }
 
 // Starts the batch transaction and takes a transaction-scoped advisory lock
@@ -615,23 +630,31 @@ PgError PostgresStore::UpsertSources(PgConn& c, std::span<const EmbeddedChunk> b
 // take turns, so each one's chunk_count (counted after its own insert, in a
 // later statement) sees every committed chunk: exact under concurrency.
 PgError PostgresStore::BeginAndLockSources(PgConn& c, std::span<const EmbeddedChunk> batch,
-                                           std::span<const size_t> rows) {
-  PgError e = Exec(c, "BEGIN");
-  if (e.fault != Fault::kNone) return e;
+                                           std::span<const size_t> rows,
+                                           const std::string& then_sql, PgResult* last) {
   std::vector<int64_t> keys;
   for (size_t i : rows) {
     keys.push_back(static_cast<int64_t>(Hash64(batch[i].chunk.source_id, Hash64(chunks_table_))));
   }
   std::sort(keys.begin(), keys.end());
   keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
-  std::string sql = "SELECT pg_advisory_xact_lock(k) FROM (SELECT unnest(ARRAY[";
+  // One round trip: BEGIN, the locks (a sorted subquery fixes their order),
+  // then whatever the caller needs next.
+  std::string sql = "BEGIN; SELECT pg_advisory_xact_lock(k) FROM (SELECT unnest(ARRAY[";
   for (size_t i = 0; i < keys.size(); ++i) {
     if (i) sql += ',';
     sql += std::to_string(keys[i]);
   }
-  sql += "]::bigint[]) AS k ORDER BY 1) AS s";
-  if ((e = Exec(c, sql)).fault != Fault::kNone) Rollback(c);
-  return e;
+  sql += "]::bigint[]) AS k ORDER BY 1) AS s;";
+  sql += then_sql;
+  PgResult r(PQexec(c.pg, sql.c_str()));
+  if (!ResultOk(r.get())) {
+    PgError e = Classify(c.pg, r.get());
+    Rollback(c);
+    return e;
+  }
+  if (last) *last = std::move(r);
+  return {};
 }
 
 // Sends rows as one binary COPY into `target` (inside the caller's
@@ -700,9 +723,9 @@ PgError PostgresStore::CopyRows(PgConn& c, const std::string& target,
   return copy_error;
 }
 
-// The ids of `rows` already in the table.
-PgError PostgresStore::ExistingIds(PgConn& c, std::span<const EmbeddedChunk> batch,
-                                   std::span<const size_t> rows, std::set<std::string>* out) {
+// SELECT of the ids of `rows` already in the table.
+std::string PostgresStore::ExistingIdsSql(PgConn& c, std::span<const EmbeddedChunk> batch,
+                                          std::span<const size_t> rows) const {
   std::string ids = "{";
   for (size_t i : rows) {
     if (ids.size() > 1) ids += ',';
@@ -714,12 +737,8 @@ PgError PostgresStore::ExistingIds(PgConn& c, std::span<const EmbeddedChunk> bat
     ids += '"';
   }
   ids += '}';
-  const std::string sql = "SELECT id FROM " + q_chunks_ + " WHERE id = ANY($1::text[])";
-  const char* values[1] = {ids.c_str()};
-  PgResult r(PQexecParams(c.pg, sql.c_str(), 1, nullptr, values, nullptr, nullptr, 0));
-  if (!ResultOk(r.get())) return Classify(c.pg, r.get());
-  for (int i = 0; i < PQntuples(r.get()); ++i) out->emplace(PQgetvalue(r.get(), i, 0));
-  return {};
+  return "SELECT id FROM " + q_chunks_ + " WHERE id = ANY(" + EscapeLiteral(c.pg, ids) +
+         "::text[])";
 }
 
 // New ids go straight into the table by binary COPY (as fast as a plain
@@ -731,19 +750,18 @@ PgError PostgresStore::TryCopy(PgConn& c, std::span<const EmbeddedChunk> batch,
                                std::span<const size_t> rows) {
   PgError e = EnsureStaging(c);
   if (e.fault != Fault::kNone) return e;
-  if ((e = BeginAndLockSources(c, batch, rows)).fault != Fault::kNone) return e;
-  std::set<std::string> existing;
-  if ((e = ExistingIds(c, batch, rows, &existing)).fault != Fault::kNone) {
-    Rollback(c);
+  // BEGIN, locks, a savepoint for the direct COPY and the id lookup: one trip.
+  PgResult ids;
+  if ((e = BeginAndLockSources(c, batch, rows,
+                               "SAVEPOINT sluice_direct;" + ExistingIdsSql(c, batch, rows), &ids))
+          .fault != Fault::kNone) {
     return e;
   }
+  std::set<std::string, std::less<>> existing;
+  for (int i = 0; i < PQntuples(ids.get()); ++i) existing.emplace(PQgetvalue(ids.get(), i, 0));
   std::vector<size_t> fresh, known;
   for (size_t i : rows) (existing.count(batch[i].chunk.id) ? known : fresh).push_back(i);
   if (!fresh.empty()) {
-    if ((e = Exec(c, "SAVEPOINT sluice_direct")).fault != Fault::kNone) {
-      Rollback(c);
-      return e;
-    }
     e = CopyRows(c, q_chunks_, batch, fresh);
     if (e.fault != Fault::kNone && e.sqlstate == "23505") {
       if ((e = Exec(c, "ROLLBACK TO SAVEPOINT sluice_direct")).fault != Fault::kNone) {
@@ -751,8 +769,7 @@ PgError PostgresStore::TryCopy(PgConn& c, std::span<const EmbeddedChunk> batch,
         return e;
       }
       known.assign(rows.begin(), rows.end());
-    } else if (e.fault != Fault::kNone ||
-               (e = Exec(c, "RELEASE SAVEPOINT sluice_direct")).fault != Fault::kNone) {
+    } else if (e.fault != Fault::kNone) {
       Rollback(c);
       return e;
     }
@@ -779,8 +796,7 @@ PgError PostgresStore::TryCopy(PgConn& c, std::span<const EmbeddedChunk> batch,
       return e;
     }
   }
-  if ((e = UpsertSources(c, batch, rows)).fault != Fault::kNone ||
-      (e = Exec(c, "COMMIT")).fault != Fault::kNone) {
+  if ((e = UpsertSources(c, batch, rows, /*commit=*/true)).fault != Fault::kNone) {
     Rollback(c);
     return e;
   }
@@ -791,7 +807,7 @@ PgError PostgresStore::TryInsert(PgConn& c, std::span<const EmbeddedChunk> batch
                                  std::span<const size_t> rows) {
   constexpr size_t kRowsPerStatement = 64;
   PgError e;
-  if ((e = BeginAndLockSources(c, batch, rows)).fault != Fault::kNone) return e;
+  if ((e = BeginAndLockSources(c, batch, rows, "", nullptr)).fault != Fault::kNone) return e;
   for (size_t at = 0; at < rows.size(); at += kRowsPerStatement) {
     const auto part = rows.subspan(at, std::min(kRowsPerStatement, rows.size() - at));
     auto stmt = PrepareInsert(c, part.size(), &e);
@@ -806,8 +822,7 @@ PgError PostgresStore::TryInsert(PgConn& c, std::span<const EmbeddedChunk> batch
       return e;
     }
   }
-  if ((e = UpsertSources(c, batch, rows)).fault != Fault::kNone ||
-      (e = Exec(c, "COMMIT")).fault != Fault::kNone) {
+  if ((e = UpsertSources(c, batch, rows, /*commit=*/true)).fault != Fault::kNone) {
     Rollback(c);
     return e;
   }
@@ -819,7 +834,7 @@ PgError PostgresStore::TryRowByRow(PgConn& c, std::span<const EmbeddedChunk> bat
                                    std::vector<RejectedRow>* rejected) {
   rejected->clear();
   PgError e;
-  if ((e = BeginAndLockSources(c, batch, rows)).fault != Fault::kNone) return e;
+  if ((e = BeginAndLockSources(c, batch, rows, "", nullptr)).fault != Fault::kNone) return e;
   auto stmt = PrepareInsert(c, 1, &e);
   if (!stmt.ok()) {
     Rollback(c);
@@ -852,8 +867,7 @@ PgError PostgresStore::TryRowByRow(PgConn& c, std::span<const EmbeddedChunk> bat
       return e;
     }
   }
-  if ((e = UpsertSources(c, batch, accepted)).fault != Fault::kNone ||
-      (e = Exec(c, "COMMIT")).fault != Fault::kNone) {
+  if ((e = UpsertSources(c, batch, accepted, /*commit=*/true)).fault != Fault::kNone) {
     Rollback(c);
     return e;
   }
