@@ -643,9 +643,11 @@ Result<StoredChunk> SqliteStore::ReadChunk(std::string_view chunk_id) {
   c.dims = sqlite3_column_int(st, 10);
   const auto* blob = static_cast<const uint8_t*>(sqlite3_column_blob(st, 11));
   const size_t bytes = static_cast<size_t>(sqlite3_column_bytes(st, 11));
-  if (blob != nullptr) c.embedding_bytes.assign(blob, blob + bytes);
-  c.embedding.resize(bytes / 4);
-  for (size_t i = 0; i < c.embedding.size(); ++i) c.embedding[i] = FloatAt(blob, i);
+  if (blob != nullptr) {
+    c.embedding_bytes.assign(blob, blob + bytes);
+    c.embedding.resize(bytes / 4);
+    for (size_t i = 0; i < c.embedding.size(); ++i) c.embedding[i] = FloatAt(blob, i);
+  }
   c.token_estimate = static_cast<uint32_t>(sqlite3_column_int64(st, 12));
   c.updated_at_ms = sqlite3_column_int64(st, 13);
   return c;
