@@ -25,6 +25,7 @@
 #include <deque>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "sluice/clock.h"
@@ -147,6 +148,14 @@ struct RatePacerOptions {
   // After a 429 and its cooldown, one request goes first; the others are
   // told to wait this long (and ask again) until it is answered.
   Duration half_open_poll = std::chrono::milliseconds(50);
+  // When neither the headers nor the user give a request limit, a 429 makes
+  // the pacer infer one from the rate of successes over the last
+  // `inference_window`, then adapts it: x inferred_decrease on a 429 that
+  // follows successes, + inferred_growth per second of successes.
+  bool infer_limit_from_429 = true;
+  Duration inference_window = std::chrono::seconds(10);
+  double inferred_decrease = 0.9;
+  double inferred_growth = 0.02;
   // Learned bytes per token: EWMA starting here, each sample weighted by
   // alpha * min(1, prompt_tokens / full_weight_tokens), clamped to [min, max].
   double initial_bytes_per_token = 4.0;
@@ -176,6 +185,7 @@ class HeaderRatePacer final : public RatePacer {
   // Effective limits in use (0 = unknown) and the shared cooldown's end.
   double effective_rpm() const { return requests_.per_minute; }
   double effective_tpm() const { return tokens_.per_minute; }
+  bool rpm_inferred() const { return rpm_inferred_; }
   TimePoint cooldown_until() const { return cooldown_until_; }
   size_t pending_requests() const { return pending_requests_; }
   bool half_open() const { return half_open_; }
@@ -194,7 +204,18 @@ class HeaderRatePacer final : public RatePacer {
     Duration WaitFor(TimePoint now, double amount) const;
   };
 
+  // Successes per second over the inference window: (second, count).
+  double RecentSuccessRate(TimePoint now) const;
+  void RecordSuccess(TimePoint now);
+  void InferRequestLimit(TimePoint now);
+
   RatePacerOptions options_;
+  std::deque<std::pair<int64_t, uint32_t>> success_seconds_;  // bounded by the window
+  TimePoint first_success_{};
+  TimePoint last_success_{};
+  bool any_success_ = false;
+  bool rpm_inferred_ = false;
+  bool success_since_429_ = true;
   Bucket requests_;
   Bucket tokens_;
   TimePoint cooldown_until_{};

@@ -115,6 +115,7 @@ void HeaderRatePacer::OnResponse(TimePoint now, const RateLimitInfo& rate, int h
     return user > 0 ? std::min(user, h) : h;
   };
   if (rate.limit_requests && *rate.limit_requests > 0) {
+    rpm_inferred_ = false;
     requests_.SetLimit(effective(options_.rpm, *rate.limit_requests), options_.safety,
                        options_.burst_seconds, now);
   }
@@ -139,6 +140,8 @@ void HeaderRatePacer::OnResponse(TimePoint now, const RateLimitInfo& rate, int h
     cooldown_until_ = std::max(cooldown_until_, now + cooldown);
   }
   if (http_status == 429) {
+    InferRequestLimit(now);
+    success_since_429_ = false;
     // Half-open: after the cooldown one request goes first; the rest wait
     // for its answer, so a service still refusing costs one 429, not one
     // per request in flight.
@@ -155,6 +158,10 @@ void HeaderRatePacer::OnResponse(TimePoint now, const RateLimitInfo& rate, int h
     probe_started_ = false;
   }
 
+  if (http_status >= 200 && http_status < 300) {
+    RecordSuccess(now);
+    success_since_429_ = true;
+  }
   if (http_status >= 200 && http_status < 300 && prompt_tokens > 0 && input_bytes > 0) {
     const double sample =
         std::clamp(static_cast<double>(input_bytes) / static_cast<double>(prompt_tokens),
@@ -164,6 +171,57 @@ void HeaderRatePacer::OnResponse(TimePoint now, const RateLimitInfo& rate, int h
                                             static_cast<double>(options_.full_weight_tokens));
     bytes_per_token_ += weight * (sample - bytes_per_token_);
   }
+}
+
+void HeaderRatePacer::RecordSuccess(TimePoint now) {
+  const int64_t second =
+      std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
+  if (!any_success_) {
+    any_success_ = true;
+    first_success_ = now;
+  }
+  if (!success_seconds_.empty() && success_seconds_.back().first == second) {
+    ++success_seconds_.back().second;
+  } else {
+    success_seconds_.emplace_back(second, 1);
+  }
+  const int64_t window = std::max<int64_t>(
+      1, std::chrono::duration_cast<std::chrono::seconds>(options_.inference_window).count());
+  while (!success_seconds_.empty() && success_seconds_.front().first <= second - window) {
+    success_seconds_.pop_front();
+  }
+  if (rpm_inferred_ && now > last_success_) {
+    // Probe upward while answers are 2xx: inferred_growth per second.
+    const double dt = std::min(1.0, ToSeconds(now - last_success_));
+    requests_.SetLimit(requests_.per_minute * (1 + options_.inferred_growth * dt), options_.safety,
+                       options_.burst_seconds, now);
+  }
+  last_success_ = now;
+}
+
+double HeaderRatePacer::RecentSuccessRate(TimePoint now) const {
+  if (!any_success_ || success_seconds_.empty()) return 0;
+  uint64_t count = 0;
+  for (const auto& [second, n] : success_seconds_) count += n;
+  const double span = std::clamp(ToSeconds(now - first_success_), 1.0,
+                                 std::max(1.0, ToSeconds(options_.inference_window)));
+  return static_cast<double>(count) / span;
+}
+
+void HeaderRatePacer::InferRequestLimit(TimePoint now) {
+  if (!options_.infer_limit_from_429) return;
+  if (requests_.active() && !rpm_inferred_) return;  // a real limit is known
+  const double measured_per_minute = RecentSuccessRate(now) * 60.0;
+  if (measured_per_minute <= 0) return;
+  double next = measured_per_minute;
+  if (rpm_inferred_) {
+    // Only a 429 after some successes says the rate is too high; a run of
+    // 429s with nothing in between is an outage the cooldown already covers.
+    if (!success_since_429_) return;
+    next = std::min(next, requests_.per_minute * options_.inferred_decrease);
+  }
+  requests_.SetLimit(std::max(1.0, next), options_.safety, options_.burst_seconds, now);
+  rpm_inferred_ = true;
 }
 
 std::unique_ptr<RatePacer> MakeRatePacer(const RatePacerOptions& options) {

@@ -218,5 +218,56 @@ TEST(RatePacerTest, LearnsBytesPerTokenWithoutGoingAbsurd) {
   EXPECT_EQ(pacer.BytesPerToken(), before);
 }
 
+TEST(RatePacerTest, InfersARequestLimitFrom429sWhenNothingElseTellsIt) {
+  HeaderRatePacer pacer(RatePacerOptions{});
+  TimePoint now = kT0;
+  for (int i = 0; i < 20; ++i) {  // 10 successes per second for 2 s
+    pacer.OnResponse(now, RateLimitInfo{}, 200, 40, 10);
+    now += milliseconds(100);
+  }
+  EXPECT_FALSE(pacer.rpm_inferred());
+  RateLimitInfo h;
+  h.retry_after = milliseconds(100);
+  pacer.OnResponse(now, h, 429, 40, 0);
+  EXPECT_TRUE(pacer.rpm_inferred());
+  const double inferred = pacer.effective_rpm();
+  EXPECT_GE(inferred, 550);
+  EXPECT_LE(inferred, 700);
+  // 429s with no success in between (an outage): no further cut.
+  pacer.OnResponse(now + milliseconds(200), h, 429, 40, 0);
+  EXPECT_EQ(pacer.effective_rpm(), inferred);
+  // A success (grows 2%/s, here for 0.1 s) then a 429: cut by at least 0.9,
+  // and to the measured success rate (21 in 2.4 s = 525/min) when lower.
+  pacer.OnResponse(now + milliseconds(300), RateLimitInfo{}, 200, 40, 10);
+  const double grown = pacer.effective_rpm();
+  EXPECT_GT(grown, inferred);
+  pacer.OnResponse(now + milliseconds(400), h, 429, 40, 0);
+  EXPECT_LE(pacer.effective_rpm(), grown * 0.9 + 1e-9);
+  EXPECT_NEAR(pacer.effective_rpm(), 525, 1e-6);
+  // A header limit replaces the inference.
+  RateLimitInfo real;
+  real.limit_requests = 3000;
+  pacer.OnResponse(now + seconds(1), real, 200, 40, 10);
+  EXPECT_FALSE(pacer.rpm_inferred());
+  EXPECT_EQ(pacer.effective_rpm(), 3000);
+}
+
+TEST(RatePacerTest, NoInferenceWhenTheUserGaveTheLimitOrItIsDisabled) {
+  RatePacerOptions o;
+  o.rpm = 1200;
+  HeaderRatePacer user(o);
+  for (int i = 0; i < 5; ++i) user.OnResponse(kT0, RateLimitInfo{}, 200, 40, 10);
+  user.OnResponse(kT0, RateLimitInfo{}, 429, 40, 0);
+  EXPECT_FALSE(user.rpm_inferred());
+  EXPECT_EQ(user.effective_rpm(), 1200);
+
+  RatePacerOptions off;
+  off.infer_limit_from_429 = false;
+  HeaderRatePacer disabled(off);
+  for (int i = 0; i < 5; ++i) disabled.OnResponse(kT0, RateLimitInfo{}, 200, 40, 10);
+  disabled.OnResponse(kT0, RateLimitInfo{}, 429, 40, 0);
+  EXPECT_EQ(disabled.effective_rpm(), 0);
+}
+
 }  // namespace
 }  // namespace sluice
