@@ -48,7 +48,7 @@ struct IngestOptions {
   HttpEmbedderOptions http;
   HashEmbedderOptions hash;
   EmbedStageOptions embed;
-  int concurrency = 16;  // fixed concurrency; 0 = adaptive (when available)
+  int concurrency = 0;   // requests in flight: N fixed, 0 adaptive (the default)
   double rpm = 0;        // the service's requests/minute if known; 0: from headers
   double tpm = 0;        // the service's tokens/minute if known; 0: from headers
 

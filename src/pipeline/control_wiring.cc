@@ -1,20 +1,112 @@
 #include "pipeline/control_wiring.h"
 
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "common/json_writer.h"
+#include "sluice/control.h"
+
 namespace sluice {
 
 std::unique_ptr<ConcurrencyLimiter> MakeLimiter(const IngestOptions& options) {
-  // Until the adaptive controller lands, 0 (adaptive) falls back to 16.
-  return MakeFixedLimiter(options.concurrency > 0 ? static_cast<size_t>(options.concurrency) : 16);
+  if (options.concurrency > 0) return MakeFixedLimiter(static_cast<size_t>(options.concurrency));
+  return MakeAdaptiveLimiter(AdaptiveLimiterOptions{});
 }
 
-std::unique_ptr<RatePacer> MakePacer(const IngestOptions&) { return MakeCooldownOnlyPacer(); }
+std::unique_ptr<RatePacer> MakePacer(const IngestOptions& options) {
+  RatePacerOptions pacer;
+  pacer.rpm = options.rpm;
+  pacer.tpm = options.tpm;
+  return MakeRatePacer(pacer);
+}
 
-struct TraceHook::Impl {};
+// The recorder is single-threaded by contract; the embed stage reports
+// requests from its thread and a sampler thread reads the limit/in-flight
+// gauges, so one mutex (taken once per request, never per chunk) serialises them.
+struct TraceHook::Impl {
+  const IngestOptions& options;
+  Metrics& metrics;
+  std::mutex mu;
+  TraceRecorder recorder;  // GUARDED_BY(mu)
+  std::condition_variable wake;
+  bool stop = false;  // GUARDED_BY(mu)
+  std::thread sampler;
 
-TraceHook::TraceHook(const IngestOptions&, EmbedStage&, Metrics&)
-    : impl_(std::make_unique<Impl>()) {}
-TraceHook::~TraceHook() = default;
+  Impl(const IngestOptions& o, Metrics& m) : options(o), metrics(m), recorder(SteadyClock::now()) {}
+};
+
+TraceHook::TraceHook(const IngestOptions& options, EmbedStage& stage, Metrics& metrics)
+    : impl_(std::make_unique<Impl>(options, metrics)) {
+  Impl* impl = impl_.get();
+  stage.SetObserver([impl](const RequestEvent& event) {
+    std::lock_guard lock(impl->mu);
+    impl->recorder.OnRequest(event);
+  });
+  impl->sampler = std::thread([impl] {
+    std::unique_lock lock(impl->mu);
+    while (!impl->stop) {
+      impl->recorder.Sample(
+          SteadyClock::now(),
+          static_cast<size_t>(std::max<int64_t>(0, impl->metrics.concurrency_limit.load())),
+          static_cast<size_t>(std::max<int64_t>(0, impl->metrics.in_flight.load())));
+      impl->wake.wait_for(lock, std::chrono::milliseconds(250));
+    }
+  });
+}
+
+TraceHook::~TraceHook() {
+  if (impl_ && impl_->sampler.joinable()) {
+    {
+      std::lock_guard lock(impl_->mu);
+      impl_->stop = true;
+    }
+    impl_->wake.notify_all();
+    impl_->sampler.join();
+  }
+}
+
 TraceHook::TraceHook(TraceHook&&) noexcept = default;
-void TraceHook::Finish(IngestReport&) {}
+
+void TraceHook::Finish(IngestReport& report) {
+  Impl& impl = *impl_;
+  {
+    std::lock_guard lock(impl.mu);
+    impl.stop = true;
+  }
+  impl.wake.notify_all();
+  if (impl.sampler.joinable()) impl.sampler.join();
+
+  const TraceSummary s = impl.recorder.Summary();
+  report.trace_summary = fmt::format(
+      "limit mean {:.1f} (min {:.0f}, max {:.0f}), peak {:.0f} requests/s, steady {:.0f} chunks/s, "
+      "p50 {:.0f} ms, {} 429s, {} retries over {}s",
+      s.mean_limit, s.min_limit, s.max_limit, s.peak_requests_per_s, s.steady_chunks_per_s,
+      s.p50_latency_ms, s.http_429, s.retries, s.seconds);
+  JsonWriter w(report.trace_summary_json);
+  w.BeginObject();
+  w.Key("seconds").Int(s.seconds);
+  w.Key("mean_limit").Double(s.mean_limit);
+  w.Key("min_limit").Double(s.min_limit);
+  w.Key("max_limit").Double(s.max_limit);
+  w.Key("peak_requests_per_s").Double(s.peak_requests_per_s);
+  w.Key("steady_chunks_per_s").Double(s.steady_chunks_per_s);
+  w.Key("p50_latency_ms").Double(s.p50_latency_ms);
+  w.Key("requests").Uint(s.requests);
+  w.Key("http_429").Uint(s.http_429);
+  w.Key("retries").Uint(s.retries);
+  w.Key("failures").Uint(s.failures);
+  w.Key("adaptive").Bool(impl.options.concurrency == 0);
+  w.EndObject();
+
+  const std::string& path = impl.options.trace_path;
+  if (path.empty()) return;
+  const bool json = path.size() >= 5 && path.compare(path.size() - 5, 5, ".json") == 0;
+  Status written = json ? impl.recorder.WriteJson(path) : impl.recorder.WriteCsv(path);
+  if (!written.ok()) spdlog::warn("cannot write --trace {}: {}", path, written.message());
+}
 
 }  // namespace sluice

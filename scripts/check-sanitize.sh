@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Sanitizer builds.
+#   check-sanitize.sh address  ASan+UBSan build (build-asan) of everything; runs the unit tests
+#   check-sanitize.sh thread   TSan build (build-tsan) of the concurrency tests (queues, pipeline,
+#                              embed stage) and runs them
+#   check-sanitize.sh          both
+# `make test` runs the whole suite (services included) in the ASan build, then
+# the TSan part, so every test runs under a sanitizer in CI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+jobs=$(nproc)
+mode=${1:-all}
+
+asan() {
+  cmake -S . -B build-asan -DSLUICE_SANITIZE=address -DCMAKE_BUILD_TYPE=Debug \
+    -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g" -DSLUICE_BUILD_BENCH=OFF >/dev/null
+  cmake --build build-asan -j "$jobs"
+  if [[ "${2:-}" != "build-only" ]]; then
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+      ctest --test-dir build-asan --output-on-failure -j "$jobs" -L unit --timeout 300
+  fi
+}
+
+tsan() {
+  local targets=(common_test pipeline_test sluice_embed_stage_test)
+  cmake -S . -B build-tsan -DSLUICE_SANITIZE=thread -DCMAKE_BUILD_TYPE=Debug \
+    -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g" -DSLUICE_BUILD_BENCH=OFF >/dev/null
+  cmake --build build-tsan -j "$jobs" --target "${targets[@]}"
+  for t in "${targets[@]}"; do
+    bin=$(find build-tsan/tests -type f -name "$t" -perm -u+x | head -1)
+    echo "== TSan: $t"
+    TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" "$bin" --gtest_brief=1
+  done
+}
+
+case "$mode" in
+  address) asan "$@" ;;
+  thread) tsan ;;
+  all) asan address; tsan ;;
+  *) echo "usage: $0 [address|thread]" >&2; exit 2 ;;
+esac
