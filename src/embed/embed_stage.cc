@@ -10,6 +10,7 @@
 #include <cmath>
 #include <deque>
 #include <map>
+#include <optional>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -17,6 +18,7 @@
 
 #include "common/hashing.h"
 #include "common/utf8.h"
+#include "sluice/control.h"
 #include "sluice/embed_stage.h"
 
 namespace sluice {
@@ -98,7 +100,17 @@ struct EmbedStage::Impl {
         dead_letters(d),
         retry(options.retry),
         rng(options.seed != 0 ? options.seed : std::random_device{}()) {
-    max_inputs = std::max<size_t>(1, std::min(options.batch_size, options.max_inputs_per_request));
+    const size_t hard_max = std::max<size_t>(1, options.max_inputs_per_request);
+    max_inputs = std::clamp<size_t>(options.batch_size, 1, hard_max);
+    if (options.adaptive_batch) {
+      // batch_size is where the sizer starts; the service's limit is its ceiling.
+      BatchSizerOptions sizing;
+      sizing.min_inputs = 1;
+      sizing.max_inputs = hard_max;
+      sizing.max_tokens_per_request = options.max_tokens_per_request;
+      sizing.initial_inputs = max_inputs;
+      sizer.emplace(sizing);
+    }
   }
 
   Status Run(BoundedQueue<Chunk>& in, BoundedQueue<EmbeddedChunk>& out);
@@ -150,7 +162,8 @@ struct EmbedStage::Impl {
   RequestObserver observer;
   std::atomic<bool> stop_requested{false};
 
-  size_t max_inputs = 1;
+  size_t max_inputs = 1;  // inputs per batch now: batch_size, or the sizer's suggestion
+  std::optional<BatchSizer> sizer;
   double bytes_per_token = 4.0;  // refreshed from the pacer once per loop
   std::deque<Chunk> pending;
   std::deque<TimePoint> pending_arrival;  // parallel to pending_, for linger
@@ -385,6 +398,11 @@ Status EmbedStage::Impl::HandleResponse(EmbedResponse& response, BoundedQueue<Em
 
   if (status.ok()) {
     Add(metrics.requests_ok);
+    if (sizer) {
+      sizer->Observe(batch.chunks.size(), rtt);
+      max_inputs = std::clamp<size_t>(sizer->SuggestedInputs(), 1,
+                                      std::max<size_t>(1, options.max_inputs_per_request));
+    }
     if (response.prompt_tokens > 0) {
       Add(metrics.prompt_tokens, static_cast<uint64_t>(response.prompt_tokens));
     }

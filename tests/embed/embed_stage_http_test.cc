@@ -55,6 +55,7 @@ TEST(EmbedStageHttpTest, SurvivesFaultsAndRateLimitsExactlyOnce) {
   options.retry.max_backoff = milliseconds(50);
   options.retry.max_attempts = 10;
   options.seed = 3;
+  options.adaptive_batch = false;  // so the request count below is exact
   EmbedStage stage(options, **transport, *limiter, *pacer, SystemClock::Instance(), metrics, sink);
 
   constexpr size_t kChunks = 200;

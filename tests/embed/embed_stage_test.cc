@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <deque>
 #include <functional>
 #include <map>
@@ -135,6 +136,7 @@ struct Harness {
     options.retry.max_backoff = milliseconds(4);
     options.retry.max_attempts = 3;
     options.seed = 99;
+    options.adaptive_batch = false;  // fixed sizes, so tests can state them
   }
 
   // Pushes `chunks` to a closed input queue and runs the stage to the end.
@@ -144,7 +146,7 @@ struct Harness {
       EXPECT_TRUE(in.Push(std::move(c)));
     }
     in.Close();
-    EmbedStage stage(options, transport, *limiter, *pacer, SystemClock::Instance(), metrics, sink);
+    EmbedStage stage(options, transport, *limiter, *pacer, *clock, metrics, sink);
     stage.SetObserver([this](const RequestEvent& e) { events.push_back(e); });
     Status s = stage.Run(in, out);
     out.Close();
@@ -175,6 +177,7 @@ struct Harness {
   }
 
   EmbedStageOptions options;
+  const Clock* clock = &SystemClock::Instance();
   ScriptedTransport transport;
   std::unique_ptr<ConcurrencyLimiter> limiter;
   std::unique_ptr<RatePacer> pacer;
@@ -211,6 +214,24 @@ TEST(EmbedStageTest, EmbedsEverythingInBatches) {
   EXPECT_EQ(h.events.size(), 3u);
   // Within a batch the order of the input is kept.
   for (size_t i = 0; i < 10; ++i) EXPECT_EQ(h.embedded[i].chunk.ordinal, i);
+}
+
+TEST(EmbedStageTest, AdaptiveBatchingGrowsBatchesWithinTheServiceLimit) {
+  Harness h([](const EmbedRequest& r, int) { return Ok(r); }, /*concurrency=*/1);
+  h.options.adaptive_batch = true;
+  h.options.batch_size = 2;
+  h.options.max_inputs_per_request = 16;
+  // A stopped clock: every request takes 0 s, so there is no per-input cost
+  // to fit and (control.h's contract) the sizer grows batches.
+  ManualClock stopped;
+  h.clock = &stopped;
+  ASSERT_TRUE(h.RunAll(Chunks(400)).ok());
+  h.ExpectExactlyOnce(400);
+  const std::vector<size_t> sizes = h.transport.RequestSizes();
+  EXPECT_EQ(sizes.front(), 2u);
+  const size_t largest = *std::max_element(sizes.begin(), sizes.end());
+  EXPECT_GT(largest, 2u);
+  EXPECT_LE(largest, 16u);  // never above the service's limit
 }
 
 TEST(EmbedStageTest, BatchesByTokens) {
