@@ -337,21 +337,37 @@ int RunDemoCommand(const DemoArgs& args) {
               args.out_dir.c_str(), args.out_dir.c_str(), args.out_dir.c_str());
 
   if (report.status.ok()) {
+    // The simulated API's vectors are hashes of the text, so ranking by them
+    // shows nothing about meaning. Show retrieval with the offline lexical
+    // embedder over the same corpus instead (a second, small store).
     const std::string query = "How do I replace a worn gate seal?";
-    auto store = OpenStore(options.store_uri, StoreOptions{});
-    auto transport = MakeHttpTransport(options.http);
-    if (store.ok() && transport.ok()) {
-      auto vector = EmbedOne(**transport, query);
-      if (vector.ok()) {
+    IngestOptions lexical = options;
+    lexical.inputs = {corpus};
+    lexical.embedder = EmbedderKind::kHash;
+    lexical.store_uri = "sqlite:" + args.out_dir + "/demo-lexical.db";
+    lexical.aggregate_enabled = false;
+    lexical.report_path.clear();
+    lexical.trace_path.clear();
+    lexical.progress = false;
+    Pipeline lexical_pipeline(lexical);
+    if (lexical_pipeline.Run().status.ok()) {
+      auto store = OpenStore(lexical.store_uri, StoreOptions{});
+      auto transport = MakeHashTransport(lexical.hash);
+      auto vector = EmbedOne(*transport, query);
+      if (store.ok() && vector.ok()) {
         auto hits = (*store)->Search(*vector, 3);
         if (hits.ok()) {
-          std::printf("\nsluice search \"%s\" --store %s -k 3\n", query.c_str(),
-                      options.store_uri.c_str());
-          std::printf(
-              "  (the simulated API's vectors are hashes, not meanings: the ranking shows the "
-              "mechanics, not semantics)\n");
+          std::printf("\nsluice search \"%s\" --embedder hash --store %s -k 3\n", query.c_str(),
+                      lexical.store_uri.c_str());
+          std::printf("  (offline lexical embedder: word overlap, not meaning)\n");
           for (const auto& h : *hits) {
-            std::printf("  [%.3f] %s #%u\n", h.score, h.source_id.c_str(), h.ordinal);
+            std::string heading;
+            if (auto at = h.metadata_json.find("\"heading_path\":\""); at != std::string::npos) {
+              const size_t from = at + 16;
+              heading = h.metadata_json.substr(from, h.metadata_json.find('"', from) - from);
+            }
+            std::printf("  [%.3f] %s #%u  %s\n", h.score, h.source_id.c_str(), h.ordinal,
+                        heading.c_str());
           }
         }
       }
