@@ -269,7 +269,14 @@ class HttpTransport final : public EmbeddingTransport {
       return Status::OK();
     }
     const std::string prefix = "HTTP " + std::to_string(http) + ": ";
-    if (http == 429) return Status::RateLimited(prefix + ServiceMessage(t));
+    if (http == 429) {
+      const std::string message = ServiceMessage(t);
+      // OpenAI answers 429 "Request too large for <model> on tokens per min"
+      // when one request exceeds the whole TPM budget: waiting cannot help,
+      // but smaller requests can, so report it as a rejection (the stage bisects).
+      if (message.starts_with("Request too large")) return Status::Rejected(prefix + message);
+      return Status::RateLimited(prefix + message);
+    }
     if (http == 401 || http == 403) {
       return Status::PermissionDenied(prefix + ServiceMessage(t) +
                                       " (check the API key and its access to the model)");

@@ -159,6 +159,20 @@ TEST(HttpTransportTest, RateLimitedWithHeadersParsed) {
   EXPECT_TRUE(second.vectors.empty());
 }
 
+TEST(HttpTransportTest, RequestLargerThanTheTokenBudgetIsRejectedNotRetried) {
+  MockApiOptions mock;
+  mock.dimensions = 8;
+  mock.tpm = 100;
+  auto server = StartMock(mock);
+  ASSERT_NE(server, nullptr);
+  auto transport = Transport(Opts(server->BaseUrl()));
+  // 2 x 60 tokens > 100 TPM: no wait makes this request fit; halves would.
+  EmbedResponse r = RoundTrip(*transport, {std::string(240, 'a'), std::string(240, 'b')});
+  EXPECT_EQ(r.http_status, 429);
+  EXPECT_EQ(r.status.code(), StatusCode::kRejected) << r.status.ToString();
+  EXPECT_NE(r.status.message().find("Request too large"), std::string::npos);
+}
+
 TEST(HttpTransportTest, ServerErrorIsUnavailable) {
   MockApiOptions mock;
   mock.fault_500_rate = 1.0;
