@@ -52,6 +52,8 @@ struct AdaptiveLimiterOptions {
   double beta_scale = 6.0;
   double alpha_min = 2.0;
   double beta_min = 4.0;
+  // Growth per window after slow start while the queue is under alpha/2.
+  double recovery_growth = 1.25;
   // Largest cut a single queueing-driven decrease may make (limit * 0.5).
   double min_gradient = 0.5;
   // An RTT above the baseline counts as queueing only beyond this many
@@ -82,9 +84,13 @@ class AdaptiveLimiter final : public ConcurrencyLimiter {
   // window); kFailure and kPermanent only release the slot.
   void OnFinish(TimePoint now, Duration rtt, RequestOutcome outcome) override;
 
-  // Forget the baseline RTT (e.g. after the batch size changed, which moves
-  // latency for reasons other than load); the next window sets it again.
+  // Forget the baseline RTT; the next window sets it again.
   void ResetBaseline();
+  // The batch size changed, which moves latency for reasons other than load:
+  // scale the baseline by `latency_ratio` (new / old expected latency, from
+  // BatchSizer::LatencyRatio), so the change is not read as queueing. A
+  // ratio <= 0 (unknown) resets the baseline and restarts the window.
+  void OnBatchSizeChanged(TimePoint now, double latency_ratio);
 
   // Introspection for traces and tests.
   double limit_value() const { return limit_; }
@@ -238,17 +244,21 @@ struct BatchSizerOptions {
   size_t initial_inputs = 64;                // Default: 64
   // Grow until the fixed part is at most this fraction of a request's latency.
   double fixed_fraction = 0.2;
-  size_t window = 64;                // observations kept for the fit
-  size_t observations_per_step = 8;  // observations between two changes
-  double max_step = 2.0;             // at most x2 (or /2) per change
+  size_t window = 64;                 // observations kept for the fit
+  size_t observations_per_step = 32;  // observations between two changes
+  double max_step = 2.0;              // at most x2 (or /2) per change
 };
 
-// Fits latency = fixed + per_input * inputs (least squares over the last
-// `window` successful requests) and suggests the batch size where
-// fixed / latency == fixed_fraction, i.e. inputs = fixed*(1-f)/(f*per_input),
-// moving there at most x2 per step. Without a usable fit (all requests the
-// same size, or no per-input cost) it grows: larger batches never lower
-// throughput when part of the latency is fixed. Pure.
+// Fits latency = fixed + per_input * inputs (least squares through the
+// fastest request of each size among the last `window` successful ones:
+// queueing only adds delay, so minima track service time) and suggests the batch size where
+// fixed / latency == fixed_fraction, i.e. inputs = fixed*(1-f)/(f*per_input).
+// Latency is noisy and each change disturbs the limiter, so targets within
+// x1.5 of the current size are ignored; others are approached at most x2
+// per step of observations_per_step requests.
+// Before any usable fit (all requests the same size) it grows x2: larger
+// batches never lower throughput when part of the latency is fixed; with
+// no per-input cost it grows to max_inputs. Pure.
 // Thread safety: embed stage thread only.
 class BatchSizer {
  public:
@@ -262,11 +272,18 @@ class BatchSizer {
   // `tokens_per_input` stay within max_tokens_per_request (at least 1).
   size_t InputsFor(double tokens_per_input) const;
 
+  // Expected latency of `to` inputs over that of `from` inputs under the
+  // current fit; 0 when there is no fit yet. Feed it to
+  // AdaptiveLimiter::OnBatchSizeChanged whenever SuggestedInputs() changes.
+  double LatencyRatio(size_t from, size_t to) const;
+
   struct Fit {
     bool valid = false;
     double fixed_s = 0;
     double per_input_s = 0;
   };
+  // The fit over the current window, or the last valid one when the window
+  // holds a single size.
   Fit CurrentFit() const;
 
  private:
@@ -274,8 +291,10 @@ class BatchSizer {
     double inputs;
     double rtt_s;
   };
+  Fit ComputeFit() const;
   BatchSizerOptions options_;
   std::deque<Observation> observations_;
+  Fit last_fit_;  // the last valid fit, used while recent sizes are all equal
   size_t suggested_;
   size_t since_change_ = 0;
 };

@@ -10,8 +10,8 @@
 // On close: avg = mean RTT, n = mean in-flight at completion,
 // queue = n * (1 - base / avg) is the number of our requests waiting at the
 // service (Vegas). Below alpha and the limit was reached: grow (x2 in slow
-// start, +1 after). Above beta: cut to the queue-free concurrency
-// n * base / avg plus alpha (at most x min_gradient). In between: hold.
+// start, then x recovery_growth while the queue is under alpha/2, else +1). Above beta: cut to the
+// queue-free concurrency n * base / avg plus alpha (at most x min_gradient). In between: hold.
 //
 // Baseline. base = lowest window average, relaxed 10% toward windows that
 // confirm it (within confirm_tolerance). Window means over >= 4 samples make
@@ -61,6 +61,16 @@ void AdaptiveLimiter::SetLimit(double value) {
 void AdaptiveLimiter::ResetBaseline() {
   base_rtt_s_ = 0;
   base_stderr_s_ = 0;
+}
+
+void AdaptiveLimiter::OnBatchSizeChanged(TimePoint now, double latency_ratio) {
+  if (latency_ratio > 0 && base_rtt_s_ > 0) {
+    base_rtt_s_ *= latency_ratio;
+    base_stderr_s_ *= latency_ratio;
+  } else {
+    ResetBaseline();
+    StartWindow(now);
+  }
 }
 
 void AdaptiveLimiter::StartWindow(TimePoint now) {
@@ -165,6 +175,10 @@ void AdaptiveLimiter::CloseWindow(TimePoint now) {
     } else if (window_.reached_limit) {
       if (limit_ < ssthresh_) {
         SetLimit(std::min(limit_ * 2, ssthresh_));
+      } else if (queue < alpha / 2) {
+        // Clearly no queue at all (e.g. after a cut that overshot, or the
+        // service got faster): climb back multiplicatively, not by one.
+        SetLimit(std::max(limit_ + 1, limit_ * options_.recovery_growth));
       } else {
         SetLimit(limit_ + 1);
       }

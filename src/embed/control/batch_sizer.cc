@@ -1,6 +1,7 @@
 // BatchSizer: least-squares fit of latency against inputs per request.
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "sluice/control.h"
 
@@ -23,24 +24,50 @@ size_t BatchSizer::InputsFor(double tokens_per_input) const {
 }
 
 BatchSizer::Fit BatchSizer::CurrentFit() const {
+  const Fit fit = ComputeFit();
+  return fit.valid ? fit : last_fit_;
+}
+
+double BatchSizer::LatencyRatio(size_t from, size_t to) const {
+  const Fit fit = CurrentFit();
+  if (!fit.valid || from == 0) return 0;
+  const double old_latency = fit.fixed_s + fit.per_input_s * static_cast<double>(from);
+  if (old_latency <= 0) return 0;
+  return (fit.fixed_s + fit.per_input_s * static_cast<double>(to)) / old_latency;
+}
+
+BatchSizer::Fit BatchSizer::ComputeFit() const {
+  // Queueing at the service only ever adds delay, so the fastest request of
+  // each size is the best estimate of its service time: fit the line through
+  // the per-size minima, not through every (queue-inflated) sample.
   Fit fit;
-  const double n = static_cast<double>(observations_.size());
   if (observations_.size() < 4) return fit;
-  double sx = 0, sy = 0;
-  double min_x = observations_.front().inputs, max_x = min_x;
+  std::vector<Observation> minima;
   for (const Observation& o : observations_) {
-    sx += o.inputs;
-    sy += o.rtt_s;
-    min_x = std::min(min_x, o.inputs);
-    max_x = std::max(max_x, o.inputs);
+    auto it = std::find_if(minima.begin(), minima.end(),
+                           [&](const Observation& m) { return m.inputs == o.inputs; });
+    if (it == minima.end()) {
+      minima.push_back(o);
+    } else {
+      it->rtt_s = std::min(it->rtt_s, o.rtt_s);
+    }
+  }
+  if (minima.size() < 2) return fit;
+  double min_x = minima.front().inputs, max_x = min_x, sx = 0, sy = 0;
+  for (const Observation& m : minima) {
+    sx += m.inputs;
+    sy += m.rtt_s;
+    min_x = std::min(min_x, m.inputs);
+    max_x = std::max(max_x, m.inputs);
   }
   // Sizes must differ by at least 25% for the slope to mean anything.
   if (max_x < min_x * 1.25) return fit;
+  const double n = static_cast<double>(minima.size());
   const double mx = sx / n, my = sy / n;
   double sxx = 0, sxy = 0;
-  for (const Observation& o : observations_) {
-    sxx += (o.inputs - mx) * (o.inputs - mx);
-    sxy += (o.inputs - mx) * (o.rtt_s - my);
+  for (const Observation& m : minima) {
+    sxx += (m.inputs - mx) * (m.inputs - mx);
+    sxy += (m.inputs - mx) * (m.rtt_s - my);
   }
   if (sxx <= 0) return fit;
   fit.per_input_s = std::max(0.0, sxy / sxx);
@@ -56,21 +83,25 @@ void BatchSizer::Observe(size_t inputs, Duration rtt) {
   if (++since_change_ < options_.observations_per_step) return;
 
   const double current = static_cast<double>(suggested_);
-  double target = static_cast<double>(options_.max_inputs);
+  // All recent requests the same size: keep what was learned before.
   const Fit fit = CurrentFit();
+  last_fit_ = fit;
+  double target = static_cast<double>(options_.max_inputs);
   if (fit.valid && fit.per_input_s > 0) {
     // fixed / (fixed + per_input * x) == f  <=>  x = fixed * (1 - f) / (f * per_input)
     const double f = options_.fixed_fraction;
     target = fit.fixed_s * (1 - f) / (f * fit.per_input_s);
   }
-  target = std::clamp(target, current / options_.max_step, current * options_.max_step);
-  const size_t next = std::clamp(static_cast<size_t>(std::llround(target)), options_.min_inputs,
-                                 options_.max_inputs);
-  // Ignore moves under 10%: they cost a baseline reset in the limiter for nothing.
-  if (std::fabs(static_cast<double>(next) - current) >= 0.1 * current) {
-    suggested_ = next;
-    since_change_ = 0;
-  }
+  target = std::clamp(target, static_cast<double>(options_.min_inputs),
+                      static_cast<double>(options_.max_inputs));
+  // Latency samples are noisy (queueing, jitter) and every change disturbs
+  // the concurrency limiter: ignore targets within x1.5 of the current size
+  // and move to the others, at most max_step at a time.
+  if (target <= current * 1.5 && target >= current / 1.5) return;
+  const double next = std::clamp(target, current / options_.max_step, current * options_.max_step);
+  suggested_ =
+      std::clamp(static_cast<size_t>(std::llround(next)), options_.min_inputs, options_.max_inputs);
+  since_change_ = 0;
 }
 
 }  // namespace sluice

@@ -317,7 +317,18 @@ Result Run(const ServiceOptions& service_options, const ClientOptions& client,
         ok_requests_per_second.resize(second + 1, 0);
       }
       if (outcome == RequestOutcome::kSuccess) {
-        if (sizer != nullptr) sizer->Observe(f.batch.inputs, rtt);
+        if (sizer != nullptr) {
+          // As the embed stage should: keep the limiter's baseline in step
+          // with the batch size.
+          const size_t before = sizer->SuggestedInputs();
+          sizer->Observe(f.batch.inputs, rtt);
+          const size_t after = sizer->SuggestedInputs();
+          if (after != before) {
+            if (auto* adaptive = dynamic_cast<AdaptiveLimiter*>(&limiter)) {
+              adaptive->OnBatchSizeChanged(now, sizer->LatencyRatio(before, after));
+            }
+          }
+        }
         inputs_per_second[second] += static_cast<double>(f.batch.inputs);
         ok_requests_per_second[second] += 1;
       } else if (outcome == RequestOutcome::kPermanent) {
