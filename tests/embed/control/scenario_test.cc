@@ -51,7 +51,7 @@ struct Scenario {
   sim::ClientOptions client;
   RatePacerOptions pacer;
   AdaptiveLimiterOptions limiter;
-  Range throughput_ratio, limit_range, limit_mean, window_range;
+  Range throughput_ratio, limit_range, limit_mean, window_range, bytes_per_token;
   double window_from_s = 0, window_to_s = 0;
   double max_429_fraction_after_warmup = -1;
   int64_t max_429_total = -1;
@@ -95,6 +95,7 @@ Scenario Load(const fs::path& path) {
   const auto cl = t["client"];
   s.client.batch_inputs = static_cast<size_t>(cl["batch_inputs"].value_or(int64_t{64}));
   s.client.tokens_per_input = cl["tokens_per_input"].value_or(200.0);
+  s.client.bytes_per_token = cl["bytes_per_token"].value_or(4.0);
   s.pacer.rpm = cl["rpm"].value_or(0.0);
   s.pacer.tpm = cl["tpm"].value_or(0.0);
 
@@ -102,6 +103,7 @@ Scenario Load(const fs::path& path) {
   s.throughput_ratio = ReadRange(ex["throughput_ratio"]);
   s.limit_range = ReadRange(ex["limit_range"]);
   s.limit_mean = ReadRange(ex["limit_mean"]);
+  s.bytes_per_token = ReadRange(ex["bytes_per_token"]);
   s.max_429_fraction_after_warmup = ex["max_429_fraction_after_warmup"].value_or(-1.0);
   s.max_429_total = ex["max_429_total"].value_or(int64_t{-1});
   if (ex["window_ratio"].is_table()) {
@@ -184,6 +186,10 @@ TEST_P(ScenarioTest, MeetsExpectedRanges) {
   if (s.limit_mean.set) {
     EXPECT_GE(r.limit_mean, s.limit_mean.lo);
     EXPECT_LE(r.limit_mean, s.limit_mean.hi);
+  }
+  if (s.bytes_per_token.set) {
+    EXPECT_GE(r.final_bytes_per_token, s.bytes_per_token.lo);
+    EXPECT_LE(r.final_bytes_per_token, s.bytes_per_token.hi);
   }
   if (s.window_range.set) {
     const double ratio =
