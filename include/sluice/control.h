@@ -18,7 +18,7 @@
 // (src/embed/control/sim_service.h).
 //
 // Thread safety: none of these classes is thread-safe; each is used by the
-// embed stage thread only (the TraceRecorder may be read after Run returns).
+// embed stage thread only (the TraceRecorder by whoever serializes access).
 #pragma once
 
 #include <cstdint>
@@ -333,7 +333,9 @@ struct TraceRecorderOptions {
   size_t max_latency_samples_per_second = 65536;  // beyond: p50 of the first ones
 };
 
-// Thread safety: embed stage thread only; read after the stage has stopped.
+// Thread safety: not thread-safe. A caller feeding it from two threads (the
+// embed thread's request observer and a sampler) holds one mutex around
+// every call.
 class TraceRecorder {
  public:
   TraceRecorder(TimePoint start, TraceRecorderOptions options = {});
