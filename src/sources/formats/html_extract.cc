@@ -3,6 +3,7 @@
 #include <gumbo.h>
 #include <strings.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "common/utf8.h"
@@ -408,7 +409,78 @@ const GumboNode* FindChild(const GumboNode* parent, GumboTag tag) {
   return nullptr;
 }
 
+char LowerAscii(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
+
+// Last position < end where `needle` (lower-case) starts, ignoring case; npos if none.
+size_t RFindNoCase(std::string_view hay, std::string_view needle, size_t end) {
+  if (needle.size() > end) return std::string_view::npos;
+  for (size_t i = end - needle.size() + 1; i-- > 0;) {
+    size_t k = 0;
+    while (k < needle.size() && LowerAscii(hay[i + k]) == needle[k]) ++k;
+    if (k == needle.size()) return i;
+  }
+  return std::string_view::npos;
+}
+
+// When position `pos` lies inside an open raw-text region or comment (the
+// last opener before it has no closer after it), the position of the
+// earliest such opener; npos otherwise.
+size_t RawRegionOpenedBefore(std::string_view html, size_t pos) {
+  static constexpr std::pair<std::string_view, std::string_view> kRegions[] = {
+      {"<script", "</script"},     {"<style", "</style"}, {"<pre", "</pre"},
+      {"<textarea", "</textarea"}, {"<!--", "-->"},       {"<xmp", "</xmp"}};
+  size_t earliest = std::string_view::npos;
+  for (const auto& [open, close] : kRegions) {
+    const size_t opened = RFindNoCase(html, open, pos);
+    if (opened == std::string_view::npos) continue;
+    const size_t closed = RFindNoCase(html, close, pos);
+    if (closed == std::string_view::npos || closed < opened) {
+      earliest = std::min(earliest, opened);
+    }
+  }
+  return earliest;
+}
+
+bool IsBlockStartTag(std::string_view html, size_t i) {
+  static constexpr std::string_view kTags[] = {
+      "p",       "h1",         "h2",     "h3",     "h4",   "h5",    "h6",     "div",
+      "li",      "ul",         "ol",     "dl",     "dt",   "dd",    "table",  "section",
+      "article", "blockquote", "header", "footer", "main", "aside", "figure", "hr"};
+  if (html[i] != '<') return false;
+  for (std::string_view tag : kTags) {
+    if (i + 1 + tag.size() >= html.size()) continue;
+    size_t k = 0;
+    while (k < tag.size() && LowerAscii(html[i + 1 + k]) == tag[k]) ++k;
+    if (k != tag.size()) continue;
+    const char after = html[i + 1 + tag.size()];
+    if (after == '>' || after == ' ' || after == '\t' || after == '\n' || after == '\r' ||
+        after == '/') {
+      return true;
+    }
+  }
+  return false;
+}
+
 }  // namespace
+
+size_t FindHtmlSegmentCut(std::string_view html, size_t limit) {
+  if (limit >= html.size()) return html.size();
+  int raw_hits = 0;  // bounds the work on pathological inputs
+  for (size_t i = limit; i-- > 1;) {
+    if (html[i] != '<' || !IsBlockStartTag(html, i)) continue;
+    const size_t opener = RawRegionOpenedBefore(html, i);
+    if (opener == std::string_view::npos) return i;
+    if (++raw_hits > 32) break;
+    i = opener;  // keep looking before the region that holds this tag
+  }
+  for (size_t i = limit; i-- > 1;) {
+    if (html[i - 1] == '>') return i;
+  }
+  for (size_t i = limit; i-- > 1;) {
+    if (html[i] == ' ' || html[i] == '\n') return i;
+  }
+  return limit;
+}
 
 std::unique_ptr<HtmlDocument> HtmlDocument::Parse(std::string_view html,
                                                   uint64_t* invalid_bytes_replaced) {

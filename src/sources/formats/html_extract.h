@@ -8,9 +8,11 @@
 // style, nav, noscript, template, svg, math, head (except <title> and
 // <meta name="author">, which become metadata).
 //
-// Gumbo builds the whole tree in memory, so callers bound the input size
-// (kDefaultHtmlMaxBytes). The tree walk is iterative, so deep nesting cannot
-// overflow the stack here.
+// Gumbo builds the whole tree in memory (about 20 bytes of tree per byte of
+// HTML), so large files are cut into segments of about kHtmlSegmentBytes at
+// the start of a block element (FindHtmlSegmentCut) and each segment is parsed
+// on its own; memory is then bounded by the segment, not the file. The tree
+// walk is iterative, so deep nesting cannot overflow the stack here.
 //
 // Thread safety: HtmlDocument is used by one thread; different documents may
 // be parsed concurrently.
@@ -32,6 +34,18 @@ namespace sluice::formats {
 // Default cap on an HTML file (gumbo needs it whole): 64 MiB. A non-zero
 // ParseLimits::max_file_bytes replaces it.
 inline constexpr uint64_t kDefaultHtmlMaxBytes = 64ull << 20;
+// Files up to this size are parsed whole (exact structure everywhere).
+inline constexpr uint64_t kHtmlWholeParseBytes = 4ull << 20;
+// Larger files are parsed in segments of about this size.
+inline constexpr size_t kHtmlSegmentBytes = 1u << 20;
+
+// Where to cut `html` so that the first part is at most `limit` bytes and the
+// cut falls just before a block-level start tag (<p, <h1..<h6, <div, <li,
+// <table, <section, ...) that is not inside <script>, <style>, <pre>,
+// <textarea>, a comment or a table (a cut there would lose the row structure). Falls back to the
+// last '>' and then the last ASCII whitespace before `limit`, then `limit` itself. Returns a value
+// in [1, limit]. REQUIRES: 0 < limit <= html.size().
+size_t FindHtmlSegmentCut(std::string_view html, size_t limit);
 
 class HtmlDocument {
  public:

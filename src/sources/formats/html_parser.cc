@@ -1,6 +1,16 @@
 // The "html" parser: one file, one document. See html_extract.h for what is
-// kept and dropped.
+// kept and dropped, and for how large files are parsed in segments.
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <memory>
 #include <string>
+#include <vector>
+
+#include <fmt/format.h>
 
 #include "common/json_writer.h"
 #include "sources/formats/document_parsers.h"
@@ -29,31 +39,84 @@ class HtmlParser final : public Parser {
 
   Status Parse(const SourceFile& file, const ParseLimits& limits, DocumentSink& sink,
                RecordErrorSink& /*errors*/, ParseStats& stats) const override {
-    const uint64_t cap = limits.max_file_bytes != 0 ? limits.max_file_bytes : kDefaultHtmlMaxBytes;
-    Result<std::string> data = ReadFileBounded(file.path, cap);
-    if (!data.ok()) return data.status();
-    std::unique_ptr<HtmlDocument> doc;
     try {
-      doc = HtmlDocument::Parse(*data, &stats.invalid_utf8_replaced);
+      return ParseImpl(file, limits, sink, stats);
     } catch (const std::bad_alloc&) {
       return Status::InvalidArgument(file.path + ": out of memory parsing HTML");
     }
-    std::string().swap(*data);  // gumbo holds its own copy now
+  }
 
+ private:
+  // Reads the file in segments (the whole file when it is small, see
+  // html_extract.h) and parses each with gumbo; the first segment's <head>
+  // gives the title and author.
+  Status ParseImpl(const SourceFile& file, const ParseLimits& limits, DocumentSink& sink,
+                   ParseStats& stats) const {
+    const uint64_t cap = limits.max_file_bytes != 0 ? limits.max_file_bytes : kDefaultHtmlMaxBytes;
+    struct stat st_buf;
+    if (::stat(file.path.c_str(), &st_buf) != 0) {
+      if (errno == ENOENT) return Status::NotFound(file.path + ": no such file");
+      return Status::IOError(fmt::format("{}: {}", file.path, std::strerror(errno)));
+    }
+    const uint64_t size = static_cast<uint64_t>(st_buf.st_size);
+    if (size > cap) {
+      return Status::InvalidArgument(
+          fmt::format("{}: HTML file of {} bytes exceeds the {} byte limit", file.path, size, cap));
+    }
+    std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(file.path.c_str(), "rb"), &std::fclose);
+    if (!f) return Status::IOError(fmt::format("{}: {}", file.path, std::strerror(errno)));
+    const size_t segment_bytes =
+        size <= kHtmlWholeParseBytes ? std::numeric_limits<size_t>::max() : kHtmlSegmentBytes;
+
+    std::string buf;
+    uint64_t total = 0;
+    bool eof = false;
+    bool begun = false;
+    std::vector<char> chunk(64 * 1024);
+    Status status;
+    while (true) {
+      // Read past the segment size so a cut point can be chosen before it.
+      while (!eof && buf.size() <= segment_bytes) {
+        const size_t n = std::fread(chunk.data(), 1, chunk.size(), f.get());
+        total += n;
+        if (total > cap) {
+          return Status::InvalidArgument(
+              fmt::format("{}: HTML file exceeds the {} byte limit", file.path, cap));
+        }
+        buf.append(chunk.data(), n);
+        if (n < chunk.size()) {
+          if (std::ferror(f.get())) return Status::IOError(file.path + ": read error");
+          eof = true;
+        }
+      }
+      if (buf.empty() && begun) break;
+      const size_t cut =
+          buf.size() <= segment_bytes ? buf.size() : FindHtmlSegmentCut(buf, segment_bytes);
+      std::unique_ptr<HtmlDocument> doc =
+          HtmlDocument::Parse(std::string_view(buf).substr(0, cut), &stats.invalid_utf8_replaced);
+      buf.erase(0, cut);
+      if (!begun) {
+        begun = true;
+        status = sink.BeginDocument(MakeInfo(file, *doc));
+        if (!status.ok()) return status;
+      }
+      status = doc->EmitBlocks([&sink](TextBlock&& block) { return sink.AddBlock(block); });
+      if (!status.ok()) return status;
+      if (eof && buf.empty()) break;
+    }
+    return sink.EndDocument();
+  }
+
+  static SourceInfo MakeInfo(const SourceFile& file, const HtmlDocument& doc) {
     SourceInfo info = BaseSourceInfo(file);
-    info.title = doc->title();
-    info.author = doc->author();
+    info.title = doc.title();
+    info.author = doc.author();
     info.metadata_json.clear();
     JsonWriter w(info.metadata_json);
     w.BeginObject().Key("format").String("html");
-    if (!doc->language().empty()) w.Key("language").String(doc->language());
+    if (!doc.language().empty()) w.Key("language").String(doc.language());
     w.EndObject();
-
-    Status st = sink.BeginDocument(info);
-    if (!st.ok()) return st;
-    st = doc->EmitBlocks([&sink](TextBlock&& block) { return sink.AddBlock(block); });
-    if (!st.ok()) return st;
-    return sink.EndDocument();
+    return info;
   }
 };
 

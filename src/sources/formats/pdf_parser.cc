@@ -1,6 +1,8 @@
-// The "pdf" parser (poppler-cpp): one document per file, one kParagraph block
-// per paragraph with its 1-based page number; pages are loaded and released
-// one at a time so memory stays bounded by the largest page.
+// The "pdf" parser (poppler-cpp): one document per file; per page the words
+// in reading order (page::text_list) become paragraphs (pdf_text.h), each a
+// kParagraph, or a kHeading when its font is clearly larger than the page's
+// body text, with its 1-based page number. Pages are loaded and released one
+// at a time so memory stays bounded by the largest page.
 #include <poppler-document.h>
 #include <poppler-global.h>
 #include <poppler-page.h>
@@ -8,6 +10,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -89,17 +92,24 @@ class PdfParser final : public Parser {
 
     Status st = sink.BeginDocument(info);
     if (!st.ok()) return st;
+    std::vector<PdfWord> words;
     for (int i = 0; i < pages; ++i) {
       std::unique_ptr<poppler::page> page(doc->create_page(i));
       if (!page) continue;  // a broken page object; the rest of the book still reads
-      const std::string text =
-          ToUtf8(page->text(poppler::rectf(), poppler::page::non_raw_non_physical_layout));
+      words.clear();
+      for (const poppler::text_box& box : page->text_list(poppler::page::text_list_include_font)) {
+        const poppler::rectf r = box.bbox();
+        words.push_back({ToUtf8(box.text()), r.left(), r.top(), r.right(), r.bottom(),
+                         box.has_space_after(), box.get_font_size()});
+      }
       page.reset();
-      for (std::string& paragraph : PdfPageParagraphs(text)) {
+      const double body_size = PdfBodyFontSize(words);
+      for (PdfParagraph& paragraph : PdfPageParagraphs(words)) {
         TextBlock block;
-        block.kind = BlockKind::kParagraph;
+        block.heading_level = PdfHeadingLevel(paragraph, body_size);
+        block.kind = block.heading_level > 0 ? BlockKind::kHeading : BlockKind::kParagraph;
         block.page = i + 1;
-        block.text = std::move(paragraph);
+        block.text = std::move(paragraph.text);
         st = sink.AddBlock(block);
         if (!st.ok()) return st;
       }
@@ -108,90 +118,7 @@ class PdfParser final : public Parser {
   }
 };
 
-// True for a letter (ASCII, or any non-ASCII code point: accented letters).
-bool IsWordByte(unsigned char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c >= 0x80;
-}
-
-bool StartsLower(std::string_view s) { return !s.empty() && s[0] >= 'a' && s[0] <= 'z'; }
-
-// Spells out ligatures, drops soft hyphens and control characters.
-std::string NormalizeLine(std::string_view line) {
-  std::string out;
-  out.reserve(line.size());
-  for (size_t i = 0; i < line.size();) {
-    const size_t len = Utf8SequenceLength(line, i);
-    if (len == 0) {  // ToUtf8 already repaired, but be safe
-      out.append("\xEF\xBF\xBD");
-      ++i;
-      continue;
-    }
-    const std::string_view seq = line.substr(i, len);
-    i += len;
-    if (len == 1) {
-      const unsigned char c = static_cast<unsigned char>(seq[0]);
-      if (c == '\t' || c == '\f' || c == '\v' || c == '\r') {
-        out.push_back(' ');
-      } else if (c >= 0x20 && c != 0x7F) {
-        out.push_back(static_cast<char>(c));
-      }
-      continue;
-    }
-    if (seq == "\xC2\xAD") continue;  // U+00AD soft hyphen
-    if (len == 3 && seq.substr(0, 2) == "\xEF\xAC") {
-      static const char* const kLigatures[] = {"ff", "fi", "fl", "ffi", "ffl", "st", "st"};
-      const unsigned char last = static_cast<unsigned char>(seq[2]);
-      if (last >= 0x80 && last <= 0x86) {
-        out.append(kLigatures[last - 0x80]);
-        continue;
-      }
-    }
-    out.append(seq);
-  }
-  return out;
-}
-
 }  // namespace
-
-std::vector<std::string> PdfPageParagraphs(std::string_view page_text) {
-  std::vector<std::string> paragraphs;
-  std::string current;
-  auto finish = [&] {
-    std::string collapsed;
-    AppendCollapsed(current, collapsed);
-    std::string_view trimmed = TrimAscii(collapsed);
-    if (!trimmed.empty()) paragraphs.emplace_back(trimmed);
-    current.clear();
-  };
-  size_t pos = 0;
-  while (pos <= page_text.size()) {
-    size_t nl = page_text.find('\n', pos);
-    if (nl == std::string_view::npos) nl = page_text.size();
-    std::string line = NormalizeLine(page_text.substr(pos, nl - pos));
-    pos = nl + 1;
-    std::string_view trimmed = TrimAscii(line);
-    if (trimmed.empty()) {
-      finish();
-      continue;
-    }
-    if (!current.empty()) {
-      // A previous line that ends in "letter-" followed by a lower-case
-      // start is a word split across lines: join without the hyphen.
-      const size_t n = current.size();
-      if (n >= 2 && current[n - 1] == '-' &&
-          IsWordByte(static_cast<unsigned char>(current[n - 2])) && StartsLower(trimmed)) {
-        current.pop_back();
-        current.append(trimmed);
-        continue;
-      }
-      // Otherwise each line from poppler's reading-order text is one block.
-      finish();
-    }
-    current.assign(trimmed);
-  }
-  finish();
-  return paragraphs;
-}
 
 std::unique_ptr<Parser> NewPdfParser() { return std::make_unique<PdfParser>(); }
 

@@ -57,7 +57,13 @@ std::string MakePdf(const PdfSpec& spec) {
     for (const std::string& line : spec.pages[i].lines) {
       if (!first) content += "T*\n";
       first = false;
-      if (!line.empty()) content += "(" + PdfEscape(line) + ") Tj\n";
+      if (line.rfind("@@", 0) == 0) {  // "@@24 text": this line at 24 pt
+        const size_t space = line.find(' ');
+        content += "/F1 " + line.substr(2, space - 2) + " Tf (" +
+                   PdfEscape(line.substr(space + 1)) + ") Tj /F1 12 Tf\n";
+      } else if (!line.empty()) {
+        content += "(" + PdfEscape(line) + ") Tj\n";
+      }
     }
     content += "ET\n";
     objects.push_back("<< /Length " + std::to_string(content.size()) + " >>\nstream\n" + content +

@@ -10,8 +10,9 @@
 
 namespace sluice::formats::testing {
 
-// One page of a PDF: lines of text drawn top to bottom in Helvetica 12 pt.
-// An empty string leaves a blank line (a paragraph gap).
+// One page of a PDF: lines of text drawn top to bottom in Helvetica 12 pt,
+// 16 pt apart. An empty string leaves a blank line (a paragraph gap); a line
+// "@@24 Title" is drawn at 24 pt.
 struct PdfPage {
   std::vector<std::string> lines;
 };

@@ -182,6 +182,56 @@ TEST(HtmlParserTest, SinkErrorStopsTheParse) {
   EXPECT_EQ(sink.blocks, 1);
 }
 
+TEST(HtmlSegmentCutTest, CutsBeforeABlockTagOutsideRawText) {
+  const std::string html = "<p>one</p><p>two</p><script>x = '<p>in script';</script>tail";
+  // The last block start before the limit is inside <script>: the cut moves
+  // to the <p> before the script.
+  const size_t limit = html.find("in script");
+  EXPECT_EQ(FindHtmlSegmentCut(html, limit), html.find("<p>two"));
+  const std::string commented = "<p>intro</p><div>a</div><!-- <h2>x</h2> --> more text here";
+  EXPECT_EQ(FindHtmlSegmentCut(commented, commented.find("x</h2>")), commented.find("<div>a"));
+  // No block tag: after the last '>', else at whitespace, else at the limit.
+  EXPECT_EQ(FindHtmlSegmentCut("<b>bold</b> and plain words", 20), 11u);
+  EXPECT_EQ(FindHtmlSegmentCut("plain words only here", 16), 11u);
+  EXPECT_EQ(FindHtmlSegmentCut("abcdefghijklmnop", 8), 8u);
+  EXPECT_EQ(FindHtmlSegmentCut("<p>short", 100), 8u);  // limit past the end: all of it
+  // Tags are matched whole: "<PRE" is not "<P", so the cut is after its '>'.
+  EXPECT_EQ(FindHtmlSegmentCut("<P>a</P><PRE>b</PRE>c", 16), 13u);
+  EXPECT_EQ(FindHtmlSegmentCut("xxxxxxxx<P>a</P>", 14), 8u);
+}
+
+TEST(HtmlParserTest, LargeFileIsParsedInSegmentsWithNothingLostOrSplit) {
+  // Just over kHtmlWholeParseBytes, so the segmented path runs (~5 segments).
+  std::string html = "<!DOCTYPE html><html><head><title>Big Manual</title></head><body>\n";
+  int sections = 0;
+  while (html.size() < kHtmlWholeParseBytes + kHtmlSegmentBytes / 2) {
+    const std::string n = std::to_string(sections++);
+    html += "<h2>Section " + n + "</h2><p>Paragraph " + n +
+            " explains the <b>pump</b> in enough words to fill a line.</p>"
+            "<script>var s = '<p>not text " +
+            n +
+            "</p>';</script>"
+            "<table><tr><td>a" +
+            n + "</td><td>b</td></tr></table>\n";
+  }
+  html += "</body></html>";
+  TempDir dir;
+  const std::string path = dir.Write("big.html", html);
+  CollectingSink sink;
+  ParseStats stats;
+  ASSERT_TRUE(ParseFile(*NewHtmlParser(), path, sink, stats).ok());
+  const auto& doc = sink.docs.at(0);
+  EXPECT_EQ(doc.info.title, "Big Manual");
+  ASSERT_EQ(doc.blocks.size(), static_cast<size_t>(3 * sections));
+  for (int i = 0; i < sections; ++i) {
+    const std::string n = std::to_string(i);
+    ASSERT_EQ(doc.blocks[3 * i].text, "Section " + n);
+    ASSERT_EQ(doc.blocks[3 * i + 1].text,
+              "Paragraph " + n + " explains the pump in enough words to fill a line.");
+    ASSERT_EQ(doc.blocks[3 * i + 2].text, "a" + n + " | b");
+  }
+}
+
 // A real manual installed by a Debian package (bzip2's DocBook HTML).
 TEST(HtmlParserTest, RealManualFromUsrShareDoc) {
   const std::string path = "/usr/share/doc/bzip2/manual.html";

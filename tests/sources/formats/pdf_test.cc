@@ -34,9 +34,10 @@ PdfSpec ThreePageManual() {
   spec.title = "Pump Handbook";
   spec.author = "Jane Roe";
   spec.pages.push_back(
-      {{"Chapter 1 Safety", "", "Always disconnect the power supply before any mainte-",
-        "nance work on the pump housing.", "", "Wear gloves when handling the impeller."}});
-  spec.pages.push_back({{"Chapter 2 Operation", "", "Prime the pump with clean water."}});
+      {{"@@24 Chapter 1 Safety", "", "", "Always disconnect the power supply before any mainte-",
+        "nance work on the pump housing. Check the", "seals first.", "",
+        "Wear gloves when handling the impeller."}});
+  spec.pages.push_back({{"@@18 Operation", "", "", "Prime the pump with clean water."}});
   spec.pages.push_back({{"The warranty covers infor-", "mation given in this handbook."}});
   return spec;
 }
@@ -56,19 +57,25 @@ TEST(PdfParserTest, TextPerPageInReadingOrderWithoutHyphenationDebris) {
 
   struct Expected {
     int page;
+    int heading_level;  // 0: a paragraph
     std::string text;
   };
   const std::vector<Expected> expected = {
-      {1, "Chapter 1 Safety"},
-      {1, "Always disconnect the power supply before any maintenance work on the pump housing."},
-      {1, "Wear gloves when handling the impeller."},
-      {2, "Chapter 2 Operation"},
-      {2, "Prime the pump with clean water."},
-      {3, "The warranty covers information given in this handbook."},
+      {1, 1, "Chapter 1 Safety"},
+      {1, 0,
+       "Always disconnect the power supply before any maintenance work on the pump housing. "
+       "Check the seals first."},
+      {1, 0, "Wear gloves when handling the impeller."},
+      {2, 2, "Operation"},
+      {2, 0, "Prime the pump with clean water."},
+      {3, 0, "The warranty covers information given in this handbook."},
   };
   ASSERT_EQ(doc.blocks.size(), expected.size()) << sink.AllText();
   for (size_t i = 0; i < expected.size(); ++i) {
-    EXPECT_EQ(doc.blocks[i].kind, BlockKind::kParagraph);
+    EXPECT_EQ(doc.blocks[i].kind,
+              expected[i].heading_level > 0 ? BlockKind::kHeading : BlockKind::kParagraph)
+        << i;
+    EXPECT_EQ(doc.blocks[i].heading_level, expected[i].heading_level) << i;
     EXPECT_EQ(doc.blocks[i].page, expected[i].page) << i;
     EXPECT_EQ(doc.blocks[i].text, expected[i].text) << i;
   }
@@ -134,21 +141,70 @@ TEST(PdfParserTest, FileOverLimitIsRejected) {
   EXPECT_EQ(ParsePdf(path, sink, limits).code(), StatusCode::kInvalidArgument);
 }
 
-TEST(PdfPageParagraphsTest, JoinsSplitWordsAndCleansGlyphs) {
-  EXPECT_EQ(PdfPageParagraphs("extraction of infor-\nmation works\n"),
-            std::vector<std::string>{"extraction of information works"});
-  // An upper-case continuation is a real hyphen (or a new block): kept apart.
-  EXPECT_EQ(PdfPageParagraphs("see Part-\nB below"),
-            (std::vector<std::string>{"see Part-", "B below"}));
-  // Ligatures spelled out, soft hyphens and control characters removed.
-  EXPECT_EQ(PdfPageParagraphs("e\xEF\xAC\x83"
-                              "cient o\xEF\xAC\x83"
-                              "ce re\xC2\xAD"
-                              "use\x01"),
-            std::vector<std::string>{"efficient office reuse"});
-  EXPECT_EQ(PdfPageParagraphs("a\n\n\nb\n \n"), (std::vector<std::string>{"a", "b"}));
-  EXPECT_TRUE(PdfPageParagraphs("").empty());
-  EXPECT_TRUE(PdfPageParagraphs("\n\n   \n").empty());
+// Words on 12 pt lines 16 pt apart, as poppler reports them.
+std::vector<PdfWord> WordsOnLines(const std::vector<std::vector<std::string>>& lines,
+                                  double font_size = 12) {
+  std::vector<PdfWord> words;
+  double top = 100;
+  for (const auto& line : lines) {
+    double left = 72;
+    for (size_t i = 0; i < line.size(); ++i) {
+      const double width = 6.0 * static_cast<double>(line[i].size());
+      words.push_back(
+          {line[i], left, top, left + width, top + font_size, i + 1 < line.size(), font_size});
+      left += width + 3;
+    }
+    top += line.empty() ? 16 : font_size + 4;
+  }
+  return words;
+}
+
+std::vector<std::string> Texts(const std::vector<PdfParagraph>& paragraphs) {
+  std::vector<std::string> out;
+  for (const auto& p : paragraphs) out.push_back(p.text);
+  return out;
+}
+
+TEST(PdfPageParagraphsTest, JoinsWrappedLinesAndSplitWords) {
+  EXPECT_EQ(Texts(PdfPageParagraphs(WordsOnLines(
+                {{"extraction", "of", "infor-"}, {"mation", "works", "and"}, {"wraps."}}))),
+            std::vector<std::string>{"extraction of information works and wraps."});
+  // An upper-case continuation keeps its hyphen (a compound like "Part-B" is
+  // rare enough; a dropped letter is worse).
+  EXPECT_EQ(Texts(PdfPageParagraphs(WordsOnLines({{"see", "Part-"}, {"B", "below"}}))),
+            std::vector<std::string>{"see Part- B below"});
+  // A blank line separates paragraphs.
+  EXPECT_EQ(Texts(PdfPageParagraphs(WordsOnLines({{"a"}, {}, {"b"}}))),
+            (std::vector<std::string>{"a", "b"}));
+  EXPECT_TRUE(PdfPageParagraphs({}).empty());
+}
+
+TEST(PdfPageParagraphsTest, FontSizeChangeStartsAParagraphAndMarksHeadings) {
+  std::vector<PdfWord> words = WordsOnLines({{"Big", "Title"}}, 24);
+  for (PdfWord& w : WordsOnLines({{"body", "text", "here"}, {"and", "more."}})) {
+    w.top += 30;
+    w.bottom += 30;
+    words.push_back(w);
+  }
+  const auto paragraphs = PdfPageParagraphs(words);
+  ASSERT_EQ(paragraphs.size(), 2u);
+  EXPECT_EQ(paragraphs[0].text, "Big Title");
+  EXPECT_EQ(paragraphs[1].text, "body text here and more.");
+  const double body = PdfBodyFontSize(words);
+  EXPECT_EQ(body, 12.0);
+  EXPECT_EQ(PdfHeadingLevel(paragraphs[0], body), 1);
+  EXPECT_EQ(PdfHeadingLevel(paragraphs[1], body), 0);
+  EXPECT_EQ(PdfHeadingLevel({"Sub", 16.5}, body), 2);
+  EXPECT_EQ(PdfHeadingLevel({"Minor", 14.5}, body), 3);
+  EXPECT_EQ(PdfHeadingLevel({"A big sentence.", 30}, body), 0);  // ends like prose
+}
+
+TEST(PdfPageParagraphsTest, CleansGlyphs) {
+  EXPECT_EQ(NormalizePdfText("e\xEF\xAC\x83"
+                             "cient o\xEF\xAC\x83"
+                             "ce re\xC2\xAD"
+                             "use\x01\tend\xFF"),
+            "efficient office reuse end\xEF\xBF\xBD");
 }
 
 }  // namespace
