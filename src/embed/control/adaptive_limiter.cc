@@ -4,20 +4,22 @@
 // Measurement windows. A window starts at every limit change; only requests
 // *started* after that moment ("fresh" samples, start = now - rtt) count in
 // it, so a decision is never judged on requests sent under the previous
-// limit. A window closes once it holds max(min_window_samples,
-// in_flight / 2) fresh successful samples.
+// limit. A window closes once it holds max(min_window_samples, in_flight)
+// fresh successful samples (about one round trip of requests).
 //
 // On close: avg = mean RTT, n = mean in-flight at completion,
-// queue = n * (1 - base / avg) is the number of our requests waiting at the
-// service (Vegas). Below alpha and the limit was reached: grow (x2 in slow
-// start, then x recovery_growth while the queue is under alpha/2, else +1). Above beta: cut to the
-// queue-free concurrency n * base / avg plus alpha (at most x min_gradient). In between: hold.
+// queue = n * (1 - (base + noise) / avg) is the number of our requests
+// waiting at the service (Vegas), where noise is noise_sigmas standard errors
+// of the two means. Below alpha and the limit was reached: grow (x2 in slow
+// start, then x recovery_growth while the queue is under alpha/2, else +1).
+// Above beta: cut to the queue-free concurrency n * base / avg plus alpha (at
+// most x min_gradient). In between: hold.
 //
 // Baseline. base = lowest window average, relaxed 10% toward windows that
-// confirm it (within confirm_tolerance). Window means over >= 4 samples make
-// it robust to per-request jitter, unlike a minimum over single RTTs. When
-// the baseline has not been confirmed for probe_interval (we have been
-// queueing, or the service really got slower), a probe lowers the limit to
+// confirm it (within confirm_tolerance). Window means make it robust to
+// per-request jitter, unlike a minimum over single RTTs. When the baseline
+// has not been confirmed for probe_interval while a queue is measured (we
+// have been queueing, or the service really got slower), a probe lowers the limit to
 // the queue-free estimate until enough requests started under it have
 // returned, and their mean RTT becomes the baseline. A queueing server still
 // runs at full throughput during a probe; a slower service gets its new
