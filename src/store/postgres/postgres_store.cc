@@ -15,6 +15,7 @@
 #include <random>
 #include <set>
 #include <thread>
+#include <unordered_map>
 
 #include "common/hashing.h"
 #include "store/postgres/pg_binary.h"
@@ -956,17 +957,18 @@ WriteResult PostgresStore::WriteTransaction(std::span<const EmbeddedChunk> batch
 WriteResult PostgresStore::Write(std::span<const EmbeddedChunk> batch) {
   if (batch.empty()) return {};
   // Keep the last occurrence of each id (ON CONFLICT cannot touch one row
-  // twice in a statement) and write in id order: a stable lock order between
-  // concurrent writers.
-  std::vector<size_t> order(batch.size());
-  for (size_t i = 0; i < batch.size(); ++i) order[i] = i;
-  std::stable_sort(order.begin(), order.end(),
-                   [&](size_t a, size_t b) { return batch[a].chunk.id < batch[b].chunk.id; });
+  // twice in a statement) and otherwise the caller's order: rows of one
+  // source stay together, which measured ~1.3x faster to COPY than id order
+  // (the source_id index and the heap fill sequentially). Lock order between
+  // concurrent writers comes from the sorted per-source advisory locks and
+  // the upsert's ORDER BY id, not from this order.
+  std::unordered_map<std::string_view, size_t> last;
+  last.reserve(batch.size());
+  for (size_t i = 0; i < batch.size(); ++i) last[batch[i].chunk.id] = i;
   std::vector<size_t> rows;
-  rows.reserve(order.size());
-  for (size_t i = 0; i < order.size(); ++i) {
-    if (i + 1 < order.size() && batch[order[i]].chunk.id == batch[order[i + 1]].chunk.id) continue;
-    rows.push_back(order[i]);
+  rows.reserve(last.size());
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (last[batch[i].chunk.id] == i) rows.push_back(i);
   }
   const size_t per_tx = options_.batch_rows;
   const size_t parts = (rows.size() + per_tx - 1) / per_tx;
