@@ -164,5 +164,39 @@ TEST(AdaptiveLimiterTest, ResetBaselineForgetsTheBaseRtt) {
   EXPECT_EQ(limiter.base_rtt(), Duration(0));
 }
 
+TEST(AdaptiveLimiterTest, BatchSizeChangeRescalesTheBaselineInsteadOfCutting) {
+  AdaptiveLimiterOptions o;
+  o.max = 40;
+  AdaptiveLimiter limiter(o);
+  TimePoint now = RunRounds(limiter, TimePoint{}, 20, [](size_t) { return milliseconds(100); });
+  ASSERT_EQ(limiter.Limit(), 40u);
+  EXPECT_NEAR(ToSeconds(limiter.base_rtt()), 0.1, 1e-9);
+  // Batches twice as large take twice as long: told so, the limiter keeps its limit.
+  limiter.OnBatchSizeChanged(now, 2.0);
+  EXPECT_NEAR(ToSeconds(limiter.base_rtt()), 0.2, 1e-9);
+  RunRounds(limiter, now, 20, [](size_t) { return milliseconds(200); });
+  EXPECT_EQ(limiter.Limit(), 40u);
+  // An unknown ratio forgets the baseline.
+  limiter.OnBatchSizeChanged(now, 0);
+  EXPECT_EQ(limiter.base_rtt(), Duration(0));
+}
+
+TEST(AdaptiveLimiterTest, AServiceThatGotSlowerIsReBaselinedNotStrangled) {
+  // No capacity limit; latency doubles for good at some point (not caused
+  // by us). The limiter first reads it as queueing and cuts, then the probe
+  // adopts the new baseline and the limit climbs back.
+  AdaptiveLimiterOptions o;
+  o.max = 64;
+  AdaptiveLimiter limiter(o);
+  TimePoint now = RunRounds(limiter, TimePoint{}, 20, [](size_t) { return milliseconds(100); });
+  ASSERT_EQ(limiter.Limit(), 64u);
+  now = RunRounds(limiter, now, 5, [](size_t) { return milliseconds(200); });
+  EXPECT_LT(limiter.Limit(), 64u);
+  RunRounds(limiter, now, 200, [](size_t) { return milliseconds(200); });
+  EXPECT_EQ(limiter.Limit(), 64u);
+  EXPECT_NEAR(ToSeconds(limiter.base_rtt()), 0.2, 0.01);
+  EXPECT_GE(limiter.probes(), 1u);
+}
+
 }  // namespace
 }  // namespace sluice
