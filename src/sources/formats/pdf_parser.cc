@@ -97,10 +97,13 @@ class PdfParser final : public Parser {
       std::unique_ptr<poppler::page> page(doc->create_page(i));
       if (!page) continue;  // a broken page object; the rest of the book still reads
       words.clear();
-      for (const poppler::text_box& box : page->text_list(poppler::page::text_list_include_font)) {
+      // The word box height stands in for the font size (it is proportional
+      // to it within a font); asking poppler for font details would make it
+      // look fonts up through fontconfig, which is slower and leaks.
+      for (const poppler::text_box& box : page->text_list()) {
         const poppler::rectf r = box.bbox();
         words.push_back({ToUtf8(box.text()), r.left(), r.top(), r.right(), r.bottom(),
-                         box.has_space_after(), box.get_font_size()});
+                         box.has_space_after(), r.height()});
       }
       page.reset();
       const double body_size = PdfBodyFontSize(words);

@@ -22,7 +22,7 @@ struct PdfWord {
   std::string text;                                 // UTF-8 as poppler gave it
   double left = 0, top = 0, right = 0, bottom = 0;  // page points, y grows downwards
   bool space_after = false;
-  double font_size = 0;
+  double font_size = 0;  // or the box height, which is proportional to it within a font
 };
 
 struct PdfParagraph {
