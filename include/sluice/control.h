@@ -21,6 +21,7 @@
 // embed stage thread only (the TraceRecorder by whoever serializes access).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -268,6 +269,12 @@ class BatchSizer {
   void Observe(size_t inputs, Duration rtt);
   // The suggested number of inputs, in [min_inputs, max_inputs].
   size_t SuggestedInputs() const { return suggested_; }
+  // Lowers (or restores) the token cap, e.g. to a fraction of the TPM limit
+  // the pacer learned: a request costing more than a whole minute's tokens
+  // is refused as too large and one costing much of it stalls the pacer.
+  void SetMaxTokensPerRequest(uint32_t tokens) {
+    options_.max_tokens_per_request = std::max<uint32_t>(1, tokens);
+  }
   // The suggestion further capped so that inputs averaging
   // `tokens_per_input` stay within max_tokens_per_request (at least 1).
   size_t InputsFor(double tokens_per_input) const;

@@ -134,6 +134,15 @@ void HeaderRatePacer::OnResponse(TimePoint now, const RateLimitInfo& rate, int h
         std::min(tokens_.level, static_cast<double>(*rate.remaining_tokens) - pending_tokens_);
   }
 
+  // "Request too large" (OpenAI, and the mock API): a 429 without
+  // Retry-After for a request costing more than a whole minute's tokens.
+  // Waiting cannot help (the stage must split it), so it is no reason to
+  // pause everyone else.
+  if (http_status == 429 && !rate.retry_after && rate.limit_tokens && *rate.limit_tokens > 0 &&
+      static_cast<double>(input_bytes) / bytes_per_token_ >
+          static_cast<double>(*rate.limit_tokens)) {
+    return;
+  }
   if (http_status == 429 || (http_status == 503 && rate.retry_after)) {
     Duration cooldown = rate.retry_after ? *rate.retry_after : options_.default_cooldown;
     cooldown = std::clamp(cooldown, Duration(0), options_.max_cooldown);

@@ -29,10 +29,12 @@ struct ServerBucket {
   }
   void SetLimit(double new_limit, TimePoint now) {
     Refill(now);
-    const bool first = !active();
+    // As the mock API does: a limited bucket keeps the same fraction of its
+    // capacity; one that was unlimited starts full.
+    const double fraction = active() ? level / limit : 1.0;
     limit = new_limit;
     updated = now;
-    level = first ? limit : std::min(level, limit);
+    level = fraction * limit;
   }
   Duration WaitFor(double amount) const {
     if (level >= amount) return Duration(0);

@@ -139,6 +139,24 @@ TEST(RatePacerTest, Http503CoolsDownOnlyWithRetryAfter) {
   EXPECT_FALSE(pacer.half_open());  // only a 429 makes it half-open
 }
 
+TEST(RatePacerTest, RequestTooLargeIsNotACooldown) {
+  // 429 without Retry-After for a request larger than the whole minute's
+  // tokens: splitting is the cure, not waiting.
+  HeaderRatePacer pacer(RatePacerOptions{});
+  RateLimitInfo h;
+  h.limit_tokens = 10000;
+  h.remaining_tokens = 10000;
+  pacer.OnStart(kT0, 12500);
+  pacer.OnResponse(kT0, h, 429, 50000, 0);  // ~12,500 tokens at 4 bytes/token
+  EXPECT_EQ(pacer.cooldown_until(), TimePoint{});
+  EXPECT_FALSE(pacer.half_open());
+  EXPECT_EQ(pacer.DelayFor(kT0, 100), Duration(0));
+  // The same 429 for a request that fits the minute is a real rate limit.
+  pacer.OnStart(kT0, 100);
+  pacer.OnResponse(kT0, h, 429, 400, 0);
+  EXPECT_EQ(pacer.DelayFor(kT0, 100), seconds(1));
+}
+
 TEST(RatePacerTest, RetryAfterIsCappedAtMaxCooldown) {
   RatePacerOptions o;
   o.max_cooldown = seconds(10);
