@@ -123,6 +123,13 @@ class Service {
         scale);
     request.arrived = now;
     pending_responses_[request.id] = r;
+    if (options_.reject_over_capacity && options_.capacity > 0 && busy_ >= options_.capacity) {
+      pending_responses_.erase(request.id);
+      r.http_status = 503;
+      r.prompt_tokens = 0;
+      Push(now + options_.reject_latency, false, r);
+      return;
+    }
     if (options_.capacity == 0 || busy_ < options_.capacity) {
       StartService(now, request);
     } else {
@@ -296,7 +303,7 @@ Result Run(const ServiceOptions& service_options, const ClientOptions& client,
       in_flight.erase(it);
       const Duration rtt = now - f.started;
       RequestOutcome outcome = RequestOutcome::kSuccess;
-      if (r.http_status == 429) outcome = RequestOutcome::kBackpressure;
+      if (r.http_status == 429 || r.http_status == 503) outcome = RequestOutcome::kBackpressure;
       if (r.http_status == 400) outcome = RequestOutcome::kPermanent;
       limiter.OnFinish(now, rtt, outcome);
       pacer.OnResponse(now, r.rate, r.http_status, f.batch.bytes, r.prompt_tokens);
@@ -336,13 +343,25 @@ Result Run(const ServiceOptions& service_options, const ClientOptions& client,
       } else if (outcome == RequestOutcome::kPermanent) {
         ++result.permanent_errors;
       } else {
-        ++result.http_429;
-        if (after_warmup) ++result.http_429_after_warmup;
+        if (r.http_status == 429) {
+          ++result.http_429;
+          if (after_warmup) ++result.http_429_after_warmup;
+        } else {
+          ++result.http_503;
+        }
         Batch retry = f.batch;
         if (retry.attempts >= client.max_attempts) {
           ++result.exhausted;
         } else {
-          retry.ready = now + r.rate.retry_after.value_or(std::chrono::seconds(1));
+          Duration wait = std::chrono::seconds(1);
+          if (r.rate.retry_after) {
+            wait = *r.rate.retry_after;
+          } else if (r.http_status == 503) {
+            // The stage's retry policy: full jitter up to 250 ms * 2^(n-1), max 30 s.
+            const double cap = std::min(30.0, 0.25 * std::pow(2.0, retry.attempts - 1));
+            wait = FromSeconds(std::uniform_real_distribution<double>(0, cap)(rng));
+          }
+          retry.ready = now + wait;
           auto pos = std::upper_bound(retries.begin(), retries.end(), retry.ready,
                                       [](TimePoint t, const Batch& b) { return t < b.ready; });
           retries.insert(pos, retry);

@@ -8,14 +8,16 @@
 // per_input * inputs, times a seeded uniform jitter in [1-j, 1+j]; RPM/TPM
 // token buckets holding one minute of budget and refilling continuously
 // (OpenAI's model), answering 429 with Retry-After when a request does not
-// fit and x-ratelimit-* headers on every response; limits that change at given
-// times; "storms" during which every request is answered 429; and a fraction
-// of requests rejected with 400.
+// fit and x-ratelimit-* headers on every response (a limited bucket keeps its
+// fraction when the limit changes, as in the mock API); limits that change at
+// given times; optionally 503 at once instead of queueing over capacity; "storms" during which
+// every request is answered 429; and a fraction of requests rejected with 400.
 //
 // The client mirrors EmbedStage: it starts requests while
 // in_flight < limiter.Limit() and pacer.DelayFor(now, tokens) == 0, feeds
 // every completion to the limiter, the pacer, the batch sizer and a
-// TraceRecorder, and retries 429s after Retry-After (up to max_attempts).
+// TraceRecorder, and retries 429s after Retry-After and 503s after capped
+// exponential backoff with full jitter (up to max_attempts).
 //
 // Thread safety: Run is a pure function of its arguments (and the seeds).
 #pragma once
@@ -41,7 +43,8 @@ struct Storm {
 };
 
 struct ServiceOptions {
-  size_t capacity = 0;  // requests in service at once; 0 = unlimited
+  size_t capacity = 0;                // requests in service at once; 0 = unlimited
+  bool reject_over_capacity = false;  // 503 at once instead of queueing
   Duration base_latency = std::chrono::milliseconds(200);
   Duration per_input_latency{0};
   double jitter = 0;  // service time scaled by uniform [1-jitter, 1+jitter]
@@ -73,6 +76,7 @@ struct Result {
   std::vector<double> ceiling_chunks_per_s;  // the service's ceiling, per second
   uint64_t requests = 0, requests_after_warmup = 0;
   uint64_t http_429 = 0, http_429_after_warmup = 0;
+  uint64_t http_503 = 0;
   uint64_t permanent_errors = 0, exhausted = 0;
   // Over [warmup, end): achieved chunks / ceiling chunks, and the limit.
   double throughput_ratio = 0;

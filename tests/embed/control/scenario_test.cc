@@ -55,6 +55,7 @@ struct Scenario {
   double window_from_s = 0, window_to_s = 0;
   double max_429_fraction_after_warmup = -1;
   int64_t max_429_total = -1;
+  double max_503_fraction = -1;
   std::vector<Recovery> recoveries;
 };
 
@@ -75,6 +76,7 @@ Scenario Load(const fs::path& path) {
   s.service.tpm = svc["tpm"].value_or(0.0);
   s.service.send_headers = svc["headers"].value_or(true);
   s.service.permanent_error_rate = svc["permanent_error_rate"].value_or(0.0);
+  s.service.reject_over_capacity = svc["reject_over_capacity"].value_or(false);
   s.service.seed = static_cast<uint64_t>(svc["seed"].value_or(int64_t{1}));
   if (const toml::array* changes = svc["change"].as_array()) {
     for (const toml::node& n : *changes) {
@@ -106,6 +108,7 @@ Scenario Load(const fs::path& path) {
   s.bytes_per_token = ReadRange(ex["bytes_per_token"]);
   s.max_429_fraction_after_warmup = ex["max_429_fraction_after_warmup"].value_or(-1.0);
   s.max_429_total = ex["max_429_total"].value_or(int64_t{-1});
+  s.max_503_fraction = ex["max_503_fraction"].value_or(-1.0);
   if (ex["window_ratio"].is_table()) {
     s.window_from_s = ex["window_ratio"]["from_s"].value_or(0.0);
     s.window_to_s = ex["window_ratio"]["to_s"].value_or(0.0);
@@ -179,6 +182,10 @@ TEST_P(ScenarioTest, MeetsExpectedRanges) {
   if (s.max_429_total >= 0) {
     EXPECT_LE(r.http_429, static_cast<uint64_t>(s.max_429_total));
   }
+  if (s.max_503_fraction >= 0) {
+    EXPECT_LE(static_cast<double>(r.http_503) / static_cast<double>(r.requests),
+              s.max_503_fraction);
+  }
   if (s.limit_range.set) {
     EXPECT_GE(r.limit_min, s.limit_range.lo);
     EXPECT_LE(r.limit_max, s.limit_range.hi);
@@ -221,10 +228,10 @@ std::string ScenarioName(const ::testing::TestParamInfo<fs::path>& info) {
 
 INSTANTIATE_TEST_SUITE_P(Files, ScenarioTest, ::testing::ValuesIn(ScenarioFiles()), ScenarioName);
 
-TEST(ScenarioFilesTest, AllSixArePresent) {
+TEST(ScenarioFilesTest, AllArePresentAndParse) {
   // A scenario file that fails to parse must fail loudly, not vanish.
   const std::vector<fs::path> files = ScenarioFiles();
-  EXPECT_GE(files.size(), 6u);
+  EXPECT_GE(files.size(), 7u);
   for (const fs::path& f : files) EXPECT_NO_THROW(Load(f)) << f;
 }
 
