@@ -159,13 +159,14 @@ TEST_P(ScenarioTest, MeetsExpectedRanges) {
   SCOPED_TRACE(s.name + ": " + s.description);
   RecordProperty("throughput_ratio", std::to_string(r.throughput_ratio));
   std::printf(
-      "[scenario %s] ratio=%.3f 429=%llu/%llu (after warmup %llu/%llu) limit min=%.1f "
+      "[scenario %s] ratio=%.3f 429=%llu/%llu (after warmup %llu/%llu) 503=%llu limit min=%.1f "
       "mean=%.1f max=%.1f exhausted=%llu bytes/token=%.2f\n",
       s.name.c_str(), r.throughput_ratio, static_cast<unsigned long long>(r.http_429),
       static_cast<unsigned long long>(r.requests),
       static_cast<unsigned long long>(r.http_429_after_warmup),
-      static_cast<unsigned long long>(r.requests_after_warmup), r.limit_min, r.limit_mean,
-      r.limit_max, static_cast<unsigned long long>(r.exhausted), r.final_bytes_per_token);
+      static_cast<unsigned long long>(r.requests_after_warmup),
+      static_cast<unsigned long long>(r.http_503), r.limit_min, r.limit_mean, r.limit_max,
+      static_cast<unsigned long long>(r.exhausted), r.final_bytes_per_token);
 
   ASSERT_GT(r.requests, 0u);
   if (s.throughput_ratio.set) {
