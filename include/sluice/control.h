@@ -53,7 +53,8 @@ struct AdaptiveLimiterOptions {
   double beta_scale = 6.0;
   double alpha_min = 2.0;
   double beta_min = 4.0;
-  // Growth per window after slow start while the queue is under alpha/2.
+  // Growth per window after slow start while the queue is under alpha/2 and
+  // the limit is below the level it was cut from (recovering an over-cut).
   double recovery_growth = 1.25;
   // Largest cut a single queueing-driven decrease may make (limit * 0.5).
   double min_gradient = 0.5;
@@ -115,10 +116,12 @@ class AdaptiveLimiter final : public ConcurrencyLimiter {
   void StartWindow(TimePoint now);
   void CloseWindow(TimePoint now);
   void Backoff(TimePoint now);
+  void NoteCut();
 
   AdaptiveLimiterOptions options_;
   double limit_;
-  double ssthresh_;  // slow start while limit_ < ssthresh_
+  double ssthresh_;             // slow start while limit_ < ssthresh_
+  double recovery_target_ = 0;  // the limit before the last cut
   size_t in_flight_ = 0;
   double base_rtt_s_ = 0;  // 0: unknown
   double base_stderr_s_ = 0;

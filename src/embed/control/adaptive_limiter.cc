@@ -11,7 +11,8 @@
 // queue = n * (1 - (base + noise) / avg) is the number of our requests
 // waiting at the service (Vegas), where noise is noise_sigmas standard errors
 // of the two means. Below alpha and the limit was reached: grow (x2 in slow
-// start, then x recovery_growth while the queue is under alpha/2, else +1).
+// start, then x recovery_growth while the queue is under alpha/2 and the
+// limit is below where the last cut started, else +1).
 // Above beta: cut to the queue-free concurrency n * base / avg plus alpha (at
 // most x min_gradient). In between: hold.
 //
@@ -86,12 +87,19 @@ void AdaptiveLimiter::OnStart(TimePoint now) {
   if (in_flight_ >= Limit()) window_.reached_limit = true;
 }
 
+void AdaptiveLimiter::NoteCut() {
+  // Remember where we were before the cut, unless still climbing back to a
+  // higher level from an earlier one.
+  if (limit_ >= recovery_target_) recovery_target_ = limit_;
+}
+
 void AdaptiveLimiter::Backoff(TimePoint now) {
   if (!in_backoff_episode_) {
     // Where slow start may climb back to once the episode is over.
     ssthresh_ = std::max(static_cast<double>(options_.min), limit_ * options_.backoff_ratio);
     in_backoff_episode_ = true;
   }
+  NoteCut();
   SetLimit(limit_ * options_.backoff_ratio);
   probing_ = false;
   StartWindow(now);
@@ -167,6 +175,7 @@ void AdaptiveLimiter::CloseWindow(TimePoint now) {
   if (queue > beta) {
     const double queue_free = in_flight * std::min(1.0, base / avg);
     const double target = std::min(limit_, queue_free + alpha);
+    NoteCut();
     SetLimit(std::max(target, limit_ * options_.min_gradient));
     ssthresh_ = std::min(ssthresh_, limit_);  // capacity found: no more doubling
     in_backoff_episode_ = false;
@@ -177,10 +186,12 @@ void AdaptiveLimiter::CloseWindow(TimePoint now) {
     } else if (window_.reached_limit) {
       if (limit_ < ssthresh_) {
         SetLimit(std::min(limit_ * 2, ssthresh_));
-      } else if (queue < alpha / 2) {
-        // Clearly no queue at all (e.g. after a cut that overshot, or the
-        // service got faster): climb back multiplicatively, not by one.
-        SetLimit(std::max(limit_ + 1, limit_ * options_.recovery_growth));
+      } else if (queue < alpha / 2 && limit_ + 1 < recovery_target_) {
+        // Clearly no queue at all below the level of the last cut (the cut
+        // overshot, or the overload is gone): climb back multiplicatively,
+        // not by one, up to that level.
+        SetLimit(
+            std::min(std::max(limit_ + 1, limit_ * options_.recovery_growth), recovery_target_));
       } else {
         SetLimit(limit_ + 1);
       }
