@@ -141,6 +141,10 @@ void HeaderRatePacer::OnResponse(TimePoint now, const RateLimitInfo& rate, int h
   if (http_status == 429 && !rate.retry_after && rate.limit_tokens && *rate.limit_tokens > 0 &&
       static_cast<double>(input_bytes) / bytes_per_token_ >
           static_cast<double>(*rate.limit_tokens)) {
+    if (half_open_ && probe_started_) {
+      half_open_ = false;  // the probe was answered; the service is not refusing work
+      probe_started_ = false;
+    }
     return;
   }
   if (http_status == 429 || (http_status == 503 && rate.retry_after)) {
@@ -163,6 +167,12 @@ void HeaderRatePacer::OnResponse(TimePoint now, const RateLimitInfo& rate, int h
     }
   } else if (half_open_ && probe_started_) {
     // An answer other than 429 after the cooldown: the service takes work again.
+    half_open_ = false;
+    probe_started_ = false;
+  }
+  if (half_open_ && probe_started_ && pending_requests_ == 0) {
+    // Nothing in flight, so the probe has been answered (whatever it was):
+    // never leave the pacer waiting for an answer that cannot come.
     half_open_ = false;
     probe_started_ = false;
   }

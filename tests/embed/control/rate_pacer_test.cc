@@ -157,6 +157,37 @@ TEST(RatePacerTest, RequestTooLargeIsNotACooldown) {
   EXPECT_EQ(pacer.DelayFor(kT0, 100), seconds(1));
 }
 
+TEST(RatePacerTest, HalfOpenProbeAnsweredTooLargeReopens) {
+  HeaderRatePacer pacer(RatePacerOptions{});
+  RateLimitInfo h;
+  h.retry_after = milliseconds(100);
+  pacer.OnStart(kT0, 10);
+  pacer.OnStart(kT0, 10);
+  pacer.OnResponse(kT0, h, 429, 40, 0);
+  const TimePoint after = kT0 + milliseconds(100);
+  pacer.OnStart(after, 50000);  // the probe happens to be a huge batch
+  RateLimitInfo too_large;
+  too_large.limit_tokens = 10000;
+  pacer.OnResponse(after + milliseconds(10), too_large, 429, 200000, 0);
+  EXPECT_FALSE(pacer.half_open());
+  EXPECT_EQ(pacer.DelayFor(after + milliseconds(10), 10), Duration(0));
+}
+
+TEST(RatePacerTest, HalfOpenNeverWaitsForAnAnswerThatCannotCome) {
+  // The probe is answered by a 503 with Retry-After (not a 429, not a
+  // success): once nothing is in flight, the pacer reopens.
+  HeaderRatePacer pacer(RatePacerOptions{});
+  RateLimitInfo h;
+  h.retry_after = milliseconds(100);
+  pacer.OnStart(kT0, 10);
+  pacer.OnResponse(kT0, h, 429, 40, 0);
+  const TimePoint after = kT0 + milliseconds(100);
+  pacer.OnStart(after, 10);
+  pacer.OnResponse(after + milliseconds(10), h, 503, 40, 0);
+  EXPECT_FALSE(pacer.half_open());
+  EXPECT_EQ(pacer.DelayFor(after + milliseconds(110), 10), Duration(0));
+}
+
 TEST(RatePacerTest, RetryAfterIsCappedAtMaxCooldown) {
   RatePacerOptions o;
   o.max_cooldown = seconds(10);
