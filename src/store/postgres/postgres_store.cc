@@ -169,6 +169,9 @@ class PostgresStore final : public Store {
   Status Init();
 
   WriteResult Write(std::span<const EmbeddedChunk> batch) override;
+  // Writes the deduplicated `rows` of `batch` in batch_rows transactions on
+  // the pool.
+  WriteResult WriteParts(std::span<const EmbeddedChunk> batch, std::span<const size_t> rows);
   Status Flush() override;
   Status Close() override;
   Result<std::vector<SearchHit>> Search(std::span<const float> query, int k) override;
@@ -967,9 +970,26 @@ WriteResult PostgresStore::Write(std::span<const EmbeddedChunk> batch) {
   for (size_t i = 0; i < batch.size(); ++i) last[batch[i].chunk.id] = i;
   std::vector<size_t> rows;
   rows.reserve(last.size());
+  std::vector<RejectedRow> no_id;
   for (size_t i = 0; i < batch.size(); ++i) {
-    if (last[batch[i].chunk.id] == i) rows.push_back(i);
+    if (batch[i].chunk.id.empty()) {
+      no_id.push_back({i, Status::Rejected("chunk has no id")});
+    } else if (last[batch[i].chunk.id] == i) {
+      rows.push_back(i);
+    }
   }
+  WriteResult merged = WriteParts(batch, rows);
+  if (merged.status.ok() && !no_id.empty()) {
+    merged.rejected.insert(merged.rejected.end(), no_id.begin(), no_id.end());
+    std::sort(merged.rejected.begin(), merged.rejected.end(),
+              [](const RejectedRow& a, const RejectedRow& b) { return a.index < b.index; });
+  }
+  return merged;
+}
+
+WriteResult PostgresStore::WriteParts(std::span<const EmbeddedChunk> batch,
+                                      std::span<const size_t> rows) {
+  if (rows.empty()) return {};
   const size_t per_tx = options_.batch_rows;
   const size_t parts = (rows.size() + per_tx - 1) / per_tx;
   if (parts <= 1) return WriteTransaction(batch, rows);

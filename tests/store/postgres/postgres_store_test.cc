@@ -156,18 +156,21 @@ TEST(PostgresStoreTest, BadRowIsRejectedWithServerMessageAndTheRestCommits) {
   ASSERT_TRUE(store);
   auto batch = TestChunks(100, 30, kDims);
   batch[7].embedding.pop_back();  // wrong dimension
+  batch[11].chunk.id.clear();     // no id: refused before the server sees it
   batch[21].embedding.push_back(0.5f);
   WriteResult w = store->Write(batch);
   ASSERT_TRUE(w.status.ok()) << w.status.ToString();
-  ASSERT_EQ(w.rejected.size(), 2u);
+  ASSERT_EQ(w.rejected.size(), 3u);
   EXPECT_EQ(w.rejected[0].index, 7u);
-  EXPECT_EQ(w.rejected[1].index, 21u);
+  EXPECT_EQ(w.rejected[1].index, 11u);
+  EXPECT_EQ(w.rejected[2].index, 21u);
   EXPECT_EQ(w.rejected[0].why.code(), StatusCode::kRejected);
   EXPECT_FALSE(w.rejected[0].why.IsRetryable());
   EXPECT_NE(w.rejected[0].why.message().find("violates check constraint"), std::string::npos)
       << w.rejected[0].why.message();
+  EXPECT_NE(w.rejected[1].why.message().find("no id"), std::string::npos);
   RawPg pg(dsn);
-  EXPECT_EQ(pg.Scalar("SELECT count(*) FROM \"" + table + "\""), "28");
+  EXPECT_EQ(pg.Scalar("SELECT count(*) FROM \"" + table + "\""), "27");
   EXPECT_EQ(
       pg.Scalar("SELECT count(*) FROM \"" + table + "\" WHERE id='" + batch[7].chunk.id + "'"),
       "0");
@@ -180,7 +183,7 @@ TEST(PostgresStoreTest, BadRowIsRejectedWithServerMessageAndTheRestCommits) {
   ASSERT_TRUE(w.status.ok()) << w.status.ToString();
   ASSERT_EQ(w.rejected.size(), 1u);
   EXPECT_EQ(w.rejected[0].index, 33u);
-  EXPECT_EQ(pg.Scalar("SELECT count(*) FROM \"" + table + "\""), std::to_string(28 + 34));
+  EXPECT_EQ(pg.Scalar("SELECT count(*) FROM \"" + table + "\""), std::to_string(27 + 34));
 }
 
 TEST(PostgresStoreTest, ConcurrentWritersWithOverlappingBatches) {
