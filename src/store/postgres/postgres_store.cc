@@ -14,6 +14,7 @@
 #include <queue>
 #include <random>
 #include <set>
+#include <system_error>
 #include <thread>
 #include <unordered_map>
 
@@ -1008,7 +1009,13 @@ WriteResult PostgresStore::WriteParts(std::span<const EmbeddedChunk> batch,
   };
   const size_t threads = std::min<size_t>(parts, static_cast<size_t>(pool_limit_));
   std::vector<std::thread> pool;
-  for (size_t t = 1; t < threads; ++t) pool.emplace_back(worker);
+  for (size_t t = 1; t < threads; ++t) {
+    try {
+      pool.emplace_back(worker);
+    } catch (const std::system_error&) {
+      break;  // no thread to spare: fewer parts in parallel, same result
+    }
+  }
   worker();
   for (auto& t : pool) t.join();
   WriteResult merged;
