@@ -4,7 +4,14 @@
 // back and memory stays flat whatever the corpus size.
 //
 // Accounting invariant, checked at the end of every run:
-//   chunks_produced == chunks_stored + chunks_dead_lettered
+//   chunks_produced == chunks_stored + chunks_dead_lettered + chunks_abandoned
+// where "abandoned" chunks were dropped by a stop (signal, fatal error) and
+// are redone by the next run; they are not written to the dead-letter file.
+//
+// Resume and incremental re-ingest (docs/RESUME.md): a file's fingerprint is
+// committed only once all its chunks are stored or dead-lettered; a rerun
+// skips fingerprinted files whose size+mtime (then content hash) match, and
+// an embedding cache in the store answers texts already embedded.
 //
 // Thread safety: RunIngest() owns its threads and returns when all are
 // joined. RequestStop() may be called from any thread (e.g. a signal watcher).
@@ -31,6 +38,17 @@ namespace sluice {
 
 enum class EmbedderKind { kAuto, kHttp, kHash };
 
+// What happens to chunks that no longer come from the inputs (LangChain's
+// indexing cleanup modes).
+enum class CleanupMode {
+  kNone,         // never delete: a changed file's old chunks stay
+  kIncremental,  // a changed file's stale chunks are deleted once its new ones commit
+  kFull,         // also delete the files under the given roots that no longer exist
+};
+
+// Parses "none", "incremental" or "full".
+Result<CleanupMode> ParseCleanupMode(std::string_view text);
+
 struct IngestOptions {
   // Inputs: files or directories, "-" for JSONL on stdin, or JSONL files.
   std::vector<std::string> inputs;
@@ -48,9 +66,9 @@ struct IngestOptions {
   HttpEmbedderOptions http;
   HashEmbedderOptions hash;
   EmbedStageOptions embed;
-  int concurrency = 0;   // requests in flight: N fixed, 0 adaptive (the default)
-  double rpm = 0;        // the service's requests/minute if known; 0: from headers
-  double tpm = 0;        // the service's tokens/minute if known; 0: from headers
+  int concurrency = 0;  // requests in flight: N fixed, 0 adaptive (the default)
+  double rpm = 0;       // the service's requests/minute if known; 0: from headers
+  double tpm = 0;       // the service's tokens/minute if known; 0: from headers
 
   std::string store_uri = "sqlite:sluice.db";
   StoreOptions store;
@@ -62,6 +80,10 @@ struct IngestOptions {
   std::string dead_letter_path = "out/dead-letter.jsonl";
   std::string report_path;  // JSON report; empty: none
   std::string trace_path;   // controller trace; empty: none
+
+  CleanupMode cleanup = CleanupMode::kIncremental;
+  bool skip_unchanged = true;   // false: re-read every file (fingerprints still recorded)
+  bool embedding_cache = true;  // false: never answer from the store's embedding cache
 
   size_t queue_capacity = 1000;  // items per queue
   bool progress = true;          // live line when stderr is a TTY
@@ -75,9 +97,20 @@ struct IngestReport {
   std::map<std::string, uint64_t> skipped_reasons;      // reason -> sources
   std::map<std::string, uint64_t> dead_letter_reasons;  // reason -> items
   std::map<std::string, size_t> queue_high_water;       // queue -> max items seen
-  bool reconciled = false;                              // produced == stored + dead-lettered
-  std::string trace_summary;       // one line on what the concurrency controller did
-  std::string trace_summary_json;  // the same as a JSON object
+  bool reconciled = false;  // produced == stored + dead-lettered + abandoned
+  // Resume / incremental counters (docs/RESUME.md).
+  uint64_t sources_unchanged = 0;     // skipped: fingerprint matched (not re-read)
+  uint64_t sources_touched = 0;       // mtime moved but the content hash matched
+  uint64_t sources_completed = 0;     // fingerprints committed this run
+  uint64_t sources_deleted = 0;       // --cleanup full: files gone from the roots
+  uint64_t chunks_deleted_stale = 0;  // old chunks of changed or deleted files
+  uint64_t chunks_abandoned = 0;      // dropped by a stop; the rerun redoes them
+  uint64_t cache_hits = 0;            // chunks answered by the embedding cache
+  uint64_t api_requests_saved = 0;    // ceil(cache hits / batch size)
+  uint64_t api_tokens_saved = 0;      // estimated tokens of the cache hits
+  bool resume_supported = true;       // false: the store has no fingerprints/cache
+  std::string trace_summary;          // one line on what the concurrency controller did
+  std::string trace_summary_json;     // the same as a JSON object
 };
 
 class Pipeline {

@@ -130,6 +130,17 @@ void AddIngestFlags(CLI::App& app, IngestOptions& o, IngestFlagExtras& x) {
                       "PostgreSQL connections writing in parallel"))
       ->check(CLI::Range(1, 64))
       ->group("Store");
+  Last(app.add_option("--cleanup", x.cleanup,
+                      "incremental: delete a changed file's stale chunks; full: also delete the "
+                      "files gone from the given roots; none: never delete (docs/RESUME.md)"))
+      ->check(CLI::IsMember({"none", "incremental", "full"}))
+      ->group("Store");
+  app.add_flag("--skip-unchanged,!--reprocess-all", o.skip_unchanged,
+               "skip files whose fingerprint (size+mtime, then content hash) is unchanged")
+      ->group("Store");
+  app.add_flag("--cache,!--no-cache", o.embedding_cache,
+               "answer texts already embedded (same model and dimensions) from the store")
+      ->group("Store");
   Last(app.add_option("--create-index", o.store.create_index,
                       "PostgreSQL with pgvector: build an hnsw or ivfflat index after the load"))
       ->check(CLI::IsMember({"", "hnsw", "ivfflat"}))
@@ -295,6 +306,9 @@ Status FinishIngestOptions(IngestOptions& o, const IngestFlagExtras& x) {
       x.oversize == "truncate" ? OversizeInputPolicy::kTruncate : OversizeInputPolicy::kSplit;
   o.http.request_timeout = FromSeconds(x.request_timeout_s);
   if (o.http.dimensions > 0) o.store.dimensions = o.http.dimensions;
+  auto cleanup = ParseCleanupMode(x.cleanup);
+  if (!cleanup.ok()) return cleanup.status();
+  o.cleanup = *cleanup;
   return Status::OK();
 }
 

@@ -23,6 +23,7 @@ struct IngestFlagExtras {
   std::string oversize = "split";
   double request_timeout_s = 60;
   std::string log_level = "info";
+  std::string cleanup = "incremental";
 };
 
 // Declares the embedder flags (shared by ingest, search and demo).

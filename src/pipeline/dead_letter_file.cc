@@ -79,7 +79,10 @@ void DeadLetterFile::AppendLine(const std::string& line, const Status& why) {
           Status::IOError("cannot open dead-letter file '" + path_ + "': " + std::strerror(errno));
     }
   }
-  if (file_ != nullptr && std::fwrite(line.data(), 1, line.size(), file_) != line.size()) {
+  // Flushed per line (dead letters are rare): the file may be fingerprinted
+  // right after, and a kill -9 must not lose the line (docs/RESUME.md).
+  if (file_ != nullptr &&
+      (std::fwrite(line.data(), 1, line.size(), file_) != line.size() || std::fflush(file_) != 0)) {
     write_error_ = Status::IOError("write to dead-letter file '" + path_ +
                                    "' failed: " + std::strerror(errno));
   }

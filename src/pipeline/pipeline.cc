@@ -12,20 +12,30 @@
 
 #include <unistd.h>
 
+#include <fcntl.h>
+#include <xxhash.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cinttypes>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <optional>
 #include <random>
 #include <thread>
+#include <unordered_map>
+#include <unordered_set>
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include "pipeline/control_wiring.h"
 #include "pipeline/dead_letter_file.h"
 #include "pipeline/source_enumerator.h"
+#include "pipeline/source_tracker.h"
 #include "sluice/queue.h"
 #include "sluice/routing.h"
 #include "sluice/sources.h"
@@ -81,6 +91,66 @@ class ReaderSink final : public DocumentSink {
   uint64_t chunks_ = 0;
 };
 
+// Hex XXH3-128 of a file's bytes, read in 256 KiB blocks.
+Result<std::string> HashFile(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Status::IOError("cannot open " + path + ": " + std::strerror(errno));
+  XXH3_state_t* state = XXH3_createState();
+  XXH3_128bits_reset(state);
+  std::vector<char> buf(256 * 1024);
+  Status s;
+  while (true) {
+    const ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      s = Status::IOError("cannot read " + path + ": " + std::strerror(errno));
+      break;
+    }
+    if (n == 0) break;
+    XXH3_128bits_update(state, buf.data(), static_cast<size_t>(n));
+  }
+  ::close(fd);
+  const XXH128_hash_t h = XXH3_128bits_digest(state);
+  XXH3_freeState(state);
+  if (!s.ok()) return s;
+  return fmt::format("{:016x}{:016x}", h.high64, h.low64);
+}
+
+// The dead-letter sink the stages see: chunks cancelled by a stop are
+// "abandoned" (counted, not written: the rerun redoes them); real failures go
+// to the file. Either way the chunk's file learns the outcome.
+class TrackingDeadLetters final : public DeadLetterSink {
+ public:
+  TrackingDeadLetters(DeadLetterFile& file, SourceTracker& tracker,
+                      std::atomic<uint64_t>& abandoned)
+      : file_(file), tracker_(tracker), abandoned_(abandoned) {}
+  void ChunkFailed(const Chunk& chunk, const Status& why) override {
+    if (why.code() == StatusCode::kCancelled) {
+      abandoned_.fetch_add(1, std::memory_order_relaxed);
+      tracker_.Resolved(chunk.id, /*abandoned=*/true);
+      return;
+    }
+    file_.ChunkFailed(chunk, why);
+    tracker_.Resolved(chunk.id, /*abandoned=*/false);
+  }
+  void SourceFailed(const std::string& source_id, const std::string& path,
+                    const Status& why) override {
+    file_.SourceFailed(source_id, path, why);
+  }
+
+ private:
+  DeadLetterFile& file_;
+  SourceTracker& tracker_;
+  std::atomic<uint64_t>& abandoned_;
+};
+
+bool UnderRoot(const std::string& path, std::string root) {
+  while (root.size() > 1 && root.back() == '/') root.pop_back();
+  if (path == root) return true;
+  return path.size() > root.size() && path.compare(0, root.size(), root) == 0 &&
+         (path[root.size()] == '/' || root == "/");
+}
+
 class RecordErrors final : public RecordErrorSink {
  public:
   RecordErrors(DeadLetterSink& dead, const std::string& path) : dead_(dead), path_(path) {}
@@ -95,6 +165,14 @@ class RecordErrors final : public RecordErrorSink {
 
 }  // namespace
 
+Result<CleanupMode> ParseCleanupMode(std::string_view text) {
+  if (text == "none") return CleanupMode::kNone;
+  if (text == "incremental") return CleanupMode::kIncremental;
+  if (text == "full") return CleanupMode::kFull;
+  return Status::InvalidArgument("--cleanup must be none, incremental or full, not '" +
+                                 std::string(text) + "'");
+}
+
 struct Pipeline::Impl {
   explicit Impl(IngestOptions o) : options(std::move(o)) {}
 
@@ -105,6 +183,37 @@ struct Pipeline::Impl {
   Status fatal;                                     // GUARDED_BY(mu): the first fatal error
   std::map<std::string, uint64_t> skipped_reasons;  // GUARDED_BY(mu)
   EmbedStage* embed_stage = nullptr;
+
+  // Resume state (docs/RESUME.md).
+  bool resume_enabled = false;                                      // the store keeps fingerprints
+  std::string cache_namespace;                                      // empty: no embedding cache
+  std::unordered_map<std::string, SourceFingerprint> fingerprints;  // read-only during the run
+  SourceTracker tracker;
+  Store* read_store = nullptr;    // second connection: cache lookups, aggregate replay
+  std::mutex read_store_mu;       // one thread at a time on read_store
+  bool replay_aggregate = false;  // the last run did not finish its aggregate files
+  BoundedQueue<EmbeddedChunk>* aggregate_queue = nullptr;
+  std::mutex seen_mu;
+  std::unordered_set<std::string> seen_files;   // GUARDED_BY(seen_mu): file ids walked
+  std::unordered_set<std::string> error_paths;  // GUARDED_BY(seen_mu): walk errors
+  std::atomic<uint64_t> sources_unchanged{0}, sources_touched{0}, sources_completed{0};
+  std::atomic<uint64_t> chunks_deleted_stale{0}, chunks_abandoned{0};
+  std::atomic<uint64_t> cache_hits{0}, tokens_saved{0};
+  std::atomic<bool> aggregate_failed{false};
+
+  void Abandon(const Chunk& c) {
+    chunks_abandoned.fetch_add(1, std::memory_order_relaxed);
+    tracker.Resolved(c.id, /*abandoned=*/true);
+  }
+  void ReplayToAggregate(const std::string& file_id);
+  // Hashes the file; true when the hash matches `fp` (then its new facts are
+  // recorded and nothing else is done). `failed`: unreadable (dead-lettered).
+  bool HashUnchanged(const SourceFile& file, const std::string& file_id,
+                     const SourceFingerprint* fp, std::string& hash, DeadLetterSink& dead,
+                     bool& failed);
+  void CacheStage(BoundedQueue<Chunk>& in, BoundedQueue<Chunk>& to_embed,
+                  BoundedQueue<EmbeddedChunk>& out);
+  bool CommitCompleted(Store& store);
 
   void Fail(const Status& s) {
     std::lock_guard lock(mu);
@@ -154,8 +263,14 @@ Status Pipeline::Impl::Validate() const {
 void Pipeline::Impl::ReadSources(BoundedQueue<SourceFile>& files, BoundedQueue<Chunk>& chunks,
                                  const ParserRegistry& registry, const Parser* forced_parser,
                                  const Router& router, DeadLetterSink& dead) {
+  SourceTracker::Token token = 0;  // the file being parsed; 0: untracked (stdin)
   Chunker chunker(options.chunker, [&](Chunk&& chunk) -> Status {
-    if (!chunks.Push(std::move(chunk))) return Status::Cancelled("pipeline stopping");
+    if (token != 0) tracker.ChunkProduced(token, chunk.id);
+    const std::string id = token != 0 ? chunk.id : std::string();
+    if (!chunks.Push(std::move(chunk))) {
+      if (token != 0) tracker.Resolved(id, /*abandoned=*/true);
+      return Status::Cancelled("pipeline stopping");
+    }
     Add(metrics.chunks_produced);
     return Status::OK();
   });
@@ -166,6 +281,25 @@ void Pipeline::Impl::ReadSources(BoundedQueue<SourceFile>& files, BoundedQueue<C
       break;
     }
     Add(metrics.sources_seen);
+    token = 0;
+    const bool tracked = resume_enabled && file->path != kStdinPath;
+    const std::string file_id = file->relative_path.empty() ? file->path : file->relative_path;
+    if (tracked) {
+      std::lock_guard lock(seen_mu);
+      seen_files.insert(file_id);
+    }
+    const SourceFingerprint* known = nullptr;
+    if (tracked) {
+      auto it = fingerprints.find(file_id);
+      if (it != fingerprints.end()) known = &it->second;
+      if (known != nullptr && options.skip_unchanged && known->size_bytes == file->size_bytes &&
+          known->mtime_ns == file->mtime_ns) {
+        // Unchanged by size and mtime: not even opened.
+        sources_unchanged.fetch_add(1, std::memory_order_relaxed);
+        ReplayToAggregate(file_id);
+        continue;
+      }
+    }
     Add(metrics.bytes_read, file->size_bytes);
     const Parser* parser = forced_parser;
     if (parser == nullptr && file->path == kStdinPath) parser = registry.FindByName("jsonl");
@@ -180,6 +314,20 @@ void Pipeline::Impl::ReadSources(BoundedQueue<SourceFile>& files, BoundedQueue<C
         continue;
       }
     }
+    std::string content_hash;
+    if (tracked) {
+      bool failed = false;
+      if (HashUnchanged(*file, file_id, known, content_hash, dead, failed) || failed) continue;
+    }
+    if (tracked) {
+      SourceFingerprint fp;
+      fp.file_id = file_id;
+      fp.path = file->path;
+      fp.size_bytes = file->size_bytes;
+      fp.mtime_ns = file->mtime_ns;
+      fp.content_hash = content_hash;
+      token = tracker.Begin(std::move(fp), options.cleanup != CleanupMode::kNone);
+    }
     if (file->domain.empty()) {
       RouteDecision route = router.Route(*file);
       file->domain = std::move(route.domain);
@@ -191,6 +339,8 @@ void Pipeline::Impl::ReadSources(BoundedQueue<SourceFile>& files, BoundedQueue<C
     Status s = parser->Parse(*file, limits, sink, errors, stats);
     Add(metrics.invalid_utf8_replaced, stats.invalid_utf8_replaced);
     if (stats.latin1_fallback) Add(metrics.latin1_fallbacks);
+    if (token != 0) tracker.ParseFinished(token, s.ok());
+    token = 0;
     if (s.code() == StatusCode::kCancelled && stopping) {
       files.Cancel();
       break;
@@ -209,6 +359,135 @@ void Pipeline::Impl::ReadSources(BoundedQueue<SourceFile>& files, BoundedQueue<C
     } else if (sink.chunks() > 0) {
       Add(metrics.sources_ok);
     }
+  }
+}
+
+bool Pipeline::Impl::HashUnchanged(const SourceFile& file, const std::string& file_id,
+                                   const SourceFingerprint* fp, std::string& hash,
+                                   DeadLetterSink& dead, bool& failed) {
+  Result<std::string> h = HashFile(file.path);
+  if (!h.ok()) {
+    dead.SourceFailed(file_id, file.path, h.status());
+    failed = true;
+    return false;
+  }
+  hash = std::move(*h);
+  if (fp != nullptr && options.skip_unchanged && fp->content_hash == hash) {
+    // Touched but not changed (a copy, a checkout): record the new facts only.
+    SourceFingerprint facts = *fp;
+    facts.path = file.path;
+    facts.size_bytes = file.size_bytes;
+    facts.mtime_ns = file.mtime_ns;
+    tracker.Touch(std::move(facts));
+    sources_unchanged.fetch_add(1, std::memory_order_relaxed);
+    sources_touched.fetch_add(1, std::memory_order_relaxed);
+    ReplayToAggregate(file_id);
+    return true;
+  }
+  return false;
+}
+
+void Pipeline::Impl::ReplayToAggregate(const std::string& file_id) {
+  if (!replay_aggregate || aggregate_queue == nullptr || read_store == nullptr) return;
+  Result<std::vector<EmbeddedChunk>> chunks = Status::OK();
+  {
+    std::lock_guard lock(read_store_mu);
+    auto ids = read_store->FileChunkIds(file_id);
+    if (!ids.ok()) {
+      Fail(ids.status().WithContext("aggregate replay"));
+      return;
+    }
+    chunks = read_store->ReadChunks(*ids);
+  }
+  if (!chunks.ok()) {
+    Fail(chunks.status().WithContext("aggregate replay"));
+    return;
+  }
+  for (EmbeddedChunk& c : *chunks) aggregate_queue->Push(std::move(c));
+}
+
+void Pipeline::Impl::CacheStage(BoundedQueue<Chunk>& in, BoundedQueue<Chunk>& to_embed,
+                                BoundedQueue<EmbeddedChunk>& out) {
+  const size_t lookup_batch = std::max<size_t>(1, options.embed.batch_size);
+  std::vector<Chunk> batch;
+  std::vector<std::string_view> texts;
+  std::vector<CachedEmbedding> found;
+  bool cache_ok = read_store != nullptr && !cache_namespace.empty();
+  while (auto first = in.Pop()) {
+    batch.clear();
+    batch.push_back(std::move(*first));
+    while (batch.size() < lookup_batch) {
+      auto more = in.TryPop();
+      if (!more) break;
+      batch.push_back(std::move(*more));
+    }
+    if (stopping) {
+      for (const Chunk& c : batch) Abandon(c);
+      continue;
+    }
+    found.clear();
+    if (cache_ok) {
+      texts.clear();
+      for (const Chunk& c : batch) texts.push_back(c.text);
+      Status s;
+      {
+        std::lock_guard lock(read_store_mu);
+        s = read_store->LookupEmbeddings(cache_namespace, texts, found);
+      }
+      if (!s.ok()) {
+        spdlog::warn("embedding cache lookup failed, embedding without it: {}", s.ToString());
+        found.clear();
+        if (!s.IsRetryable()) cache_ok = false;
+      }
+    }
+    for (size_t i = 0; i < batch.size(); ++i) {
+      if (i < found.size() && !found[i].embedding.empty()) {
+        cache_hits.fetch_add(1, std::memory_order_relaxed);
+        tokens_saved.fetch_add(batch[i].token_estimate, std::memory_order_relaxed);
+        const std::string id = batch[i].id;
+        EmbeddedChunk e{std::move(batch[i]), std::move(found[i].embedding),
+                        std::move(found[i].model)};
+        if (!out.Push(std::move(e))) {
+          chunks_abandoned.fetch_add(1, std::memory_order_relaxed);
+          tracker.Resolved(id, /*abandoned=*/true);
+        }
+        continue;
+      }
+      Chunk& c = batch[i];
+      const std::string id = c.id;
+      if (!to_embed.Push(std::move(c))) {
+        chunks_abandoned.fetch_add(1, std::memory_order_relaxed);
+        tracker.Resolved(id, /*abandoned=*/true);
+      }
+    }
+  }
+}
+
+bool Pipeline::Impl::CommitCompleted(Store& store) {
+  if (!resume_enabled) return true;
+  std::vector<SourceManifest> done = tracker.TakeCompleted();
+  if (done.empty()) return true;
+  Duration backoff = std::chrono::milliseconds(200);
+  for (int attempt = 1;; ++attempt) {
+    Result<uint64_t> r = store.CommitSources(done);
+    if (r.ok()) {
+      chunks_deleted_stale.fetch_add(*r, std::memory_order_relaxed);
+      uint64_t fingerprints_written = 0;
+      for (const SourceManifest& m : done) fingerprints_written += m.facts_only ? 0 : 1;
+      sources_completed.fetch_add(fingerprints_written, std::memory_order_relaxed);
+      return true;
+    }
+    if (r.status().IsRetryable() && attempt < 10) {
+      spdlog::warn("committing fingerprints failed (attempt {}), retrying: {}", attempt,
+                   r.status().ToString());
+      std::this_thread::sleep_for(backoff);
+      backoff = std::min<Duration>(backoff * 2, std::chrono::seconds(10));
+      continue;
+    }
+    // The chunks are stored; without fingerprints the rerun redoes these
+    // files (from the cache), so nothing is lost.
+    Fail(r.status().WithContext("commit fingerprints in " + store.Describe()));
+    return false;
   }
 }
 
@@ -249,9 +528,12 @@ void Pipeline::Impl::WriteStore(Store& store, BoundedQueue<EmbeddedChunk>& in,
         Add(metrics.chunks_stored, stored);
         Add(metrics.store.items_out, stored);
         for (size_t i = 0; i < batch.size(); ++i) {
-          if (!rejected[i] && aggregate_out != nullptr) aggregate_out->Push(std::move(batch[i]));
+          if (rejected[i]) continue;
+          tracker.Resolved(batch[i].chunk.id, /*abandoned=*/false);
+          if (aggregate_out != nullptr) aggregate_out->Push(std::move(batch[i]));
         }
         batch.clear();
+        if (!CommitCompleted(store)) failed = true;
         return;
       }
       if (r.status.IsRetryable() && attempt < 10) {
@@ -281,8 +563,10 @@ void Pipeline::Impl::WriteStore(Store& store, BoundedQueue<EmbeddedChunk>& in,
     }
     if (in.Ended()) break;
     flush();  // the queue went quiet: commit what we have so progress is visible
+    if (!failed && !CommitCompleted(store)) failed = true;
   }
   flush();
+  if (!failed) CommitCompleted(store);
   if (Status s = store.Flush(); !s.ok()) Fail(s.WithContext("store flush"));
 }
 
@@ -293,11 +577,15 @@ void Pipeline::Impl::Aggregate(Aggregator& aggregator, BoundedQueue<EmbeddedChun
     Add(metrics.aggregator.items_in);
     if (Status s = aggregator.Add(*item); !s.ok()) {
       failed = true;
+      aggregate_failed = true;
       Fail(s.WithContext("aggregator"));
     }
   }
   if (!failed) {
-    if (Status s = aggregator.Finish(); !s.ok()) Fail(s.WithContext("aggregator"));
+    if (Status s = aggregator.Finish(); !s.ok()) {
+      aggregate_failed = true;
+      Fail(s.WithContext("aggregator"));
+    }
   }
   Add(metrics.aggregate_files_written, aggregator.FilesWritten());
 }
@@ -342,7 +630,8 @@ IngestReport Pipeline::Impl::Run() {
   // unreachable store fails in a second with one clear message.
   auto dead_or = DeadLetterFile::Open(options.dead_letter_path, metrics);
   if (!dead_or.ok()) return finish(dead_or.status());
-  DeadLetterFile& dead = **dead_or;
+  DeadLetterFile& dead_file = **dead_or;
+  TrackingDeadLetters dead(dead_file, tracker, chunks_abandoned);
 
   Router router(options.routes);
   if (options.routes.empty() && !options.routes_file.empty()) {
@@ -385,17 +674,65 @@ IngestReport Pipeline::Impl::Run() {
     }
   }
 
+  // The cache key names what produced a vector: the model and the requested
+  // dimensions (0: the model's default). Vectors of another model never match.
+  if (options.embedding_cache) {
+    cache_namespace = transport->ModelName() + ":" +
+                      std::to_string(use_http ? options.http.dimensions : options.hash.dimensions);
+  }
   StoreOptions store_options = options.store;
+  store_options.embedding_cache_namespace = cache_namespace;
   auto store_or = OpenStore(options.store_uri, store_options);
   if (!store_or.ok()) return finish(store_or.status());
   Store& store = **store_or;
   report.store_description = store.Describe();
 
+  // Fingerprints, loaded once (bounded by the number of input files), and a
+  // second connection for cache lookups while the writer commits.
+  std::unique_ptr<Store> reader_store;
+  {
+    auto loaded = store.LoadFingerprints();
+    if (loaded.ok()) {
+      resume_enabled = true;
+      for (SourceFingerprint& f : *loaded) {
+        std::string id = f.file_id;
+        fingerprints.emplace(std::move(id), std::move(f));
+      }
+      auto second = OpenStore(options.store_uri, store_options);
+      if (!second.ok()) return finish(second.status());
+      reader_store = std::move(*second);
+      read_store = reader_store.get();
+    } else if (loaded.status().code() == StatusCode::kInvalidArgument) {
+      report.resume_supported = false;
+      cache_namespace.clear();
+      spdlog::warn("{} keeps no fingerprints: every file is re-read and re-embedded",
+                   store.Describe());
+    } else {
+      return finish(loaded.status().WithContext("load fingerprints"));
+    }
+  }
+
   std::unique_ptr<Aggregator> aggregator;
+  std::string aggregate_marker;
   if (options.aggregate_enabled) {
     auto a = OpenAggregator(options.aggregate);
     if (!a.ok()) return finish(a.status());
     aggregator = std::move(*a);
+    // The marker exists while a run may have stored chunks that the aggregate
+    // files do not show yet. Found at start: the last run died, so files
+    // skipped as unchanged are replayed from the store into the aggregator.
+    aggregate_marker =
+        (std::filesystem::path(options.aggregate.out_dir) / ".sluice-incomplete").string();
+    std::error_code ec;
+    replay_aggregate = resume_enabled && std::filesystem::exists(aggregate_marker, ec);
+    if (resume_enabled) {
+      std::FILE* f = std::fopen(aggregate_marker.c_str(), "w");
+      if (f == nullptr || std::fflush(f) != 0 || ::fsync(fileno(f)) != 0) {
+        if (f != nullptr) std::fclose(f);
+        return finish(Status::IOError("cannot write " + aggregate_marker));
+      }
+      std::fclose(f);
+    }
   }
 
   std::unique_ptr<ConcurrencyLimiter> limiter = MakeLimiter(options);
@@ -404,8 +741,10 @@ IngestReport Pipeline::Impl::Run() {
   const size_t cap = options.queue_capacity;
   BoundedQueue<SourceFile> file_queue(cap);
   BoundedQueue<Chunk> chunk_queue(cap, 0, ChunkBytes);
+  BoundedQueue<Chunk> embed_queue(cap, 0, ChunkBytes);  // cache misses
   BoundedQueue<EmbeddedChunk> vector_queue(cap, 0, EmbeddedBytes);
   BoundedQueue<EmbeddedChunk> aggregate_queue(cap, 0, EmbeddedBytes);
+  if (aggregator) this->aggregate_queue = &aggregate_queue;
 
   EmbedStage stage(options.embed, *transport, *limiter, *pacer, SystemClock::Instance(), metrics,
                    dead);
@@ -422,9 +761,14 @@ IngestReport Pipeline::Impl::Run() {
   }
 
   std::thread walker([&] {
-    Status s = enumerator.Run(
-        file_queue, stopping,
-        [&](const std::string& path, const Status& why) { dead.SourceFailed(path, path, why); });
+    Status s =
+        enumerator.Run(file_queue, stopping, [&](const std::string& path, const Status& why) {
+          {
+            std::lock_guard lock(seen_mu);
+            error_paths.insert(path);
+          }
+          dead.SourceFailed(path, path, why);
+        });
     if (!s.ok()) Fail(s);
     file_queue.Close();
   });
@@ -441,14 +785,17 @@ IngestReport Pipeline::Impl::Run() {
     });
   }
 
+  std::thread cache([&] {
+    CacheStage(chunk_queue, embed_queue, vector_queue);
+    embed_queue.Close();
+  });
+
   std::thread embedder([&] {
-    Status s = stage.Run(chunk_queue, vector_queue);
+    Status s = stage.Run(embed_queue, vector_queue);
     if (!s.ok()) Fail(s);
-    // The stage returns early only when stopping; whatever readers still push
-    // (and unblocking them) is dead-lettered so nothing produced goes unaccounted.
-    const Status why =
-        s.ok() ? Status::Cancelled("stopped before embedding") : Status::Cancelled(s.message());
-    while (auto c = chunk_queue.Pop()) dead.ChunkFailed(*c, why);
+    // The stage returns early only when stopping; whatever is still queued
+    // (and unblocking the cache stage) is abandoned, to be redone by a rerun.
+    while (auto c = embed_queue.Pop()) Abandon(*c);
     vector_queue.Close();
   });
 
@@ -462,6 +809,7 @@ IngestReport Pipeline::Impl::Run() {
 
   walker.join();
   for (auto& t : reader_threads) t.join();
+  cache.join();
   embedder.join();
   writer.join();
   if (aggregate_thread.joinable()) aggregate_thread.join();
@@ -469,24 +817,77 @@ IngestReport Pipeline::Impl::Run() {
     std::lock_guard lock(mu);
     embed_stage = nullptr;
   }
+  this->aggregate_queue = nullptr;
   done = true;
   if (progress.joinable()) progress.join();
   trace.Finish(report);
 
-  if (Status s = store.Close(); !s.ok()) Fail(s.WithContext("store close"));
-  if (Status s = dead.Close(); !s.ok()) Fail(s);
+  // --cleanup full: the files under the roots that this complete walk did
+  // not see are gone; delete them. Never after a stop or a failure (an
+  // incomplete walk would delete files that still exist).
+  if (options.cleanup == CleanupMode::kFull && resume_enabled && !stopping && FatalStatus().ok()) {
+    std::vector<std::string> gone;
+    {
+      std::lock_guard lock(seen_mu);
+      for (const auto& [id, fp] : fingerprints) {
+        if (seen_files.count(id) || error_paths.count(fp.path)) continue;
+        for (const std::string& root : options.inputs) {
+          if (root != kStdinPath && UnderRoot(fp.path, root)) {
+            gone.push_back(id);
+            break;
+          }
+        }
+      }
+    }
+    if (!gone.empty()) {
+      std::sort(gone.begin(), gone.end());
+      Result<uint64_t> r = store.DeleteSources(gone);
+      if (r.ok()) {
+        report.sources_deleted = gone.size();
+        chunks_deleted_stale.fetch_add(*r, std::memory_order_relaxed);
+      } else {
+        Fail(r.status().WithContext("--cleanup full"));
+      }
+    }
+  }
 
-  report.dead_letter_reasons = dead.ReasonCounts();
+  if (reader_store) {
+    std::lock_guard lock(read_store_mu);
+    read_store = nullptr;
+    reader_store->Close();
+  }
+  if (Status s = store.Close(); !s.ok()) Fail(s.WithContext("store close"));
+  if (Status s = dead_file.Close(); !s.ok()) Fail(s);
+  // The aggregate files are complete when the aggregator finished and, if
+  // this run had to replay, the walk saw every file.
+  if (!aggregate_marker.empty() && !aggregate_failed &&
+      (!replay_aggregate || (!stopping && FatalStatus().ok()))) {
+    std::error_code ec;
+    std::filesystem::remove(aggregate_marker, ec);
+  }
+
+  report.sources_unchanged = sources_unchanged;
+  report.sources_touched = sources_touched;
+  report.sources_completed = sources_completed;
+  report.chunks_deleted_stale = chunks_deleted_stale;
+  report.chunks_abandoned = chunks_abandoned;
+  report.cache_hits = cache_hits;
+  report.api_tokens_saved = tokens_saved;
+  const uint64_t per_request = std::max<uint64_t>(1, options.embed.batch_size);
+  report.api_requests_saved = (report.cache_hits + per_request - 1) / per_request;
+  report.dead_letter_reasons = dead_file.ReasonCounts();
   {
     std::lock_guard lock(mu);
     report.skipped_reasons = skipped_reasons;
   }
   report.queue_high_water = {{"files", file_queue.HighWaterItems()},
                              {"chunks", chunk_queue.HighWaterItems()},
+                             {"embed", embed_queue.HighWaterItems()},
                              {"vectors", vector_queue.HighWaterItems()},
                              {"aggregate", aggregate_queue.HighWaterItems()}};
-  report.reconciled = Get(metrics.chunks_produced) ==
-                      Get(metrics.chunks_stored) + Get(metrics.chunks_dead_lettered);
+  report.reconciled = Get(metrics.chunks_produced) == Get(metrics.chunks_stored) +
+                                                          Get(metrics.chunks_dead_lettered) +
+                                                          report.chunks_abandoned;
   Status final_status = FatalStatus();
   if (final_status.ok() && !report.reconciled) {
     final_status = Status::Internal("chunk accounting does not reconcile");

@@ -46,9 +46,24 @@ std::string FormatReportText(const IngestReport& r, const Metrics& m) {
     line("encoding", fmt::format("{} invalid UTF-8 bytes replaced, {} files read as Latin-1",
                                  Get(m.invalid_utf8_replaced), Get(m.latin1_fallbacks)));
   }
-  line("chunks", fmt::format("{} produced = {} stored + {} dead-lettered{}", Get(m.chunks_produced),
-                             Get(m.chunks_stored), Get(m.chunks_dead_lettered),
-                             r.reconciled ? "" : "  (DOES NOT RECONCILE)"));
+  if (r.sources_unchanged > 0 || r.sources_completed > 0 || r.sources_deleted > 0) {
+    line("incremental",
+         fmt::format("{} unchanged (skipped), {} fingerprinted, {} deleted (gone from the roots)",
+                     r.sources_unchanged, r.sources_completed, r.sources_deleted));
+  }
+  line("chunks",
+       fmt::format("{} produced = {} stored + {} dead-lettered + {} abandoned{}",
+                   Get(m.chunks_produced), Get(m.chunks_stored), Get(m.chunks_dead_lettered),
+                   r.chunks_abandoned, r.reconciled ? "" : "  (DOES NOT RECONCILE)"));
+  if (r.chunks_abandoned > 0) {
+    line("  abandoned", fmt::format("{} (stopped before storing; rerun the same command to resume)",
+                                    r.chunks_abandoned));
+  }
+  if (r.chunks_deleted_stale > 0) {
+    line("  deleted", fmt::format("{} stale chunks", r.chunks_deleted_stale));
+  }
+  line("embedding cache", fmt::format("{} hits, {} requests and ~{} tokens saved", r.cache_hits,
+                                      r.api_requests_saved, r.api_tokens_saved));
   for (const auto& [reason, n] : r.dead_letter_reasons) {
     line("  dead-lettered", fmt::format("{} ({})", n, reason));
   }
@@ -103,6 +118,15 @@ std::string FormatReportJson(const IngestReport& r, const Metrics& m) {
   w.Key("dead_letter_reasons").BeginObject();
   for (const auto& [reason, n] : r.dead_letter_reasons) w.Key(reason).Uint(n);
   w.EndObject();
+  w.Key("chunks_abandoned").Uint(r.chunks_abandoned);
+  w.Key("chunks_deleted_stale").Uint(r.chunks_deleted_stale);
+  w.Key("sources_unchanged").Uint(r.sources_unchanged);
+  w.Key("sources_touched").Uint(r.sources_touched);
+  w.Key("sources_completed").Uint(r.sources_completed);
+  w.Key("sources_deleted").Uint(r.sources_deleted);
+  w.Key("cache_hits").Uint(r.cache_hits);
+  w.Key("api_requests_saved").Uint(r.api_requests_saved);
+  w.Key("api_tokens_saved").Uint(r.api_tokens_saved);
   w.Key("reconciled").Bool(r.reconciled);
   w.Key("requests").Uint(Get(m.requests));
   w.Key("requests_ok").Uint(Get(m.requests_ok));

@@ -177,8 +177,9 @@ TEST(CliTest, IngestThroughMockApiProcessWithApiKeyFromEnvironment) {
   EXPECT_EQ(ReadFile(dir / "report.json").find("sk-cli-secret"), std::string::npos);
 
   // A wrong key: exit 1 at once, with a clear message.
+  // (--reprocess-all --no-cache: the unchanged rerun would send no request.)
   r = RunCommand("SLUICE_KEY=wrong " + kSluice + " ingest " + (dir / "corpus") + " --endpoint " +
-                 mock.url() + " --api-key-env SLUICE_KEY" + Common(dir));
+                 mock.url() + " --api-key-env SLUICE_KEY --reprocess-all --no-cache" + Common(dir));
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("401"), std::string::npos) << r.output;
   EXPECT_EQ(mock.Stop(), 0);

@@ -12,9 +12,12 @@
 #include <filesystem>
 #include <queue>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 
 #include <fmt/format.h>
+
+#include "common/hashing.h"
 
 namespace sluice {
 
@@ -102,9 +105,13 @@ SqliteStore::SqliteStore(std::string path, SqliteStoreOptions options)
   if (chunks_table_ == "chunks") {
     sources_table_ = "sources";
     meta_table_ = "meta";
+    files_table_ = "files";
+    cache_table_ = "embedding_cache";
   } else {
     sources_table_ = chunks_table_ + "_sources";
     meta_table_ = chunks_table_ + "_meta";
+    files_table_ = chunks_table_ + "_files";
+    cache_table_ = chunks_table_ + "_embedding_cache";
   }
 }
 
@@ -280,6 +287,11 @@ Status SqliteStore::Init() {
                             Quote(meta_table_)),
                 &put_meta_);
   }
+  if (s.ok()) {
+    s = Prepare(fmt::format("INSERT OR IGNORE INTO {} (key, model, embedding) VALUES (?1, ?2, ?3)",
+                            Quote(cache_table_)),
+                &put_cache_);
+  }
   if (!s.ok()) Close();
   return s;
 }
@@ -302,12 +314,15 @@ Status SqliteStore::CreateSchema() {
   {
     ScopedStmt stmt;
     int rc = sqlite3_prepare_v2(
-        db_, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN (?1, ?2, ?3)", -1,
-        stmt.out(), nullptr);
+        db_,
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN (?1, ?2, ?3, ?4, ?5)",
+        -1, stmt.out(), nullptr);
     if (rc == SQLITE_OK) {
       sqlite3_bind_text(stmt.get(), 1, chunks_table_.c_str(), -1, SQLITE_TRANSIENT);
       sqlite3_bind_text(stmt.get(), 2, sources_table_.c_str(), -1, SQLITE_TRANSIENT);
       sqlite3_bind_text(stmt.get(), 3, meta_table_.c_str(), -1, SQLITE_TRANSIENT);
+      sqlite3_bind_text(stmt.get(), 4, files_table_.c_str(), -1, SQLITE_TRANSIENT);
+      sqlite3_bind_text(stmt.get(), 5, cache_table_.c_str(), -1, SQLITE_TRANSIENT);
       rc = sqlite3_step(stmt.get());
     }
     if (rc != SQLITE_ROW) return ErrorStatus(rc, "read schema");
@@ -315,7 +330,7 @@ Status SqliteStore::CreateSchema() {
   }
   // Opening an up-to-date database takes no write lock, so readers and a
   // second store can open while a writer is busy.
-  if (version == kSqliteSchemaVersion && existing == 3) return Status::OK();
+  if (version == kSqliteSchemaVersion && existing == 5) return Status::OK();
 
   Status s = Exec("BEGIN IMMEDIATE");
   if (!s.ok()) return s;
@@ -329,9 +344,17 @@ Status SqliteStore::CreateSchema() {
       "category TEXT, chunk_count INTEGER, size_bytes INTEGER, mtime_ns INTEGER, "
       "content_hash TEXT, updated_at INTEGER);"
       "CREATE TABLE IF NOT EXISTS {2} (key TEXT PRIMARY KEY, value TEXT);"
+      // Version 2: file fingerprints with their chunk ids (newline-separated),
+      // and the embedding cache keyed by Hash128Hex(namespace \n text).
+      "CREATE TABLE IF NOT EXISTS {5} (file_id TEXT PRIMARY KEY, path TEXT, size_bytes INTEGER, "
+      "mtime_ns INTEGER, content_hash TEXT, chunk_count INTEGER, chunk_ids TEXT, "
+      "updated_at INTEGER);"
+      "CREATE TABLE IF NOT EXISTS {6} (key TEXT PRIMARY KEY, model TEXT, embedding BLOB) "
+      "WITHOUT ROWID;"
       "PRAGMA user_version = {4};",
       Quote(chunks_table_), Quote(sources_table_), Quote(meta_table_),
-      Quote(chunks_table_ + "_source_idx"), kSqliteSchemaVersion);
+      Quote(chunks_table_ + "_source_idx"), kSqliteSchemaVersion, Quote(files_table_),
+      Quote(cache_table_));
   s = Exec(ddl.c_str());
   if (s.ok()) s = Exec("COMMIT");
   if (!s.ok()) Rollback();
@@ -388,6 +411,7 @@ WriteResult SqliteStore::Write(std::span<const EmbeddedChunk> batch) {
     sqlite3_reset(upsert_chunk_);
     sqlite3_reset(upsert_source_counts_);
     sqlite3_reset(put_meta_);
+    sqlite3_reset(put_cache_);
     Rollback();
     result.status = std::move(s);
     result.rejected.clear();
@@ -437,6 +461,16 @@ WriteResult SqliteStore::Write(std::span<const EmbeddedChunk> batch) {
     const int rc = sqlite3_step(st);
     sqlite3_reset(st);
     if (rc != SQLITE_DONE) return fail(ErrorStatus(rc, "write chunk " + c.id));
+    if (!options_.store.embedding_cache_namespace.empty()) {
+      const std::string key = CacheKey(options_.store.embedding_cache_namespace, c.text);
+      sqlite3_stmt* cs = put_cache_;
+      sqlite3_bind_text(cs, 1, key.data(), static_cast<int>(key.size()), SQLITE_STATIC);
+      sqlite3_bind_text(cs, 2, row.model.data(), static_cast<int>(row.model.size()), SQLITE_STATIC);
+      sqlite3_bind_blob(cs, 3, EmbeddingBytes(row.embedding, scratch), dims * 4, SQLITE_STATIC);
+      const int crc = sqlite3_step(cs);
+      sqlite3_reset(cs);
+      if (crc != SQLITE_DONE) return fail(ErrorStatus(crc, "write embedding cache"));
+    }
     auto [it, inserted] = sources.try_emplace(c.source_id, i);
     if (inserted) {
       source_order.push_back(c.source_id);
@@ -492,7 +526,7 @@ Status SqliteStore::Flush() {
 Status SqliteStore::Close() {
   if (db_ == nullptr) return Status::OK();
   Rollback();
-  for (sqlite3_stmt** st : {&upsert_chunk_, &upsert_source_counts_, &put_meta_}) {
+  for (sqlite3_stmt** st : {&upsert_chunk_, &upsert_source_counts_, &put_meta_, &put_cache_}) {
     sqlite3_finalize(*st);
     *st = nullptr;
   }
@@ -740,6 +774,414 @@ Status SqliteStore::UpsertSource(const SourceRecord& source) {
   sqlite3_bind_int64(st, 8, NowMs());
   rc = sqlite3_step(st);
   return rc == SQLITE_DONE ? Status::OK() : ErrorStatus(rc, "upsert source");
+}
+
+namespace {
+
+std::vector<std::string> SplitIds(std::string_view text) {
+  std::vector<std::string> ids;
+  size_t at = 0;
+  while (at < text.size()) {
+    size_t end = text.find('\n', at);
+    if (end == std::string_view::npos) end = text.size();
+    if (end > at) ids.emplace_back(text.substr(at, end - at));
+    at = end + 1;
+  }
+  return ids;
+}
+
+std::string JoinIds(std::span<const std::string> ids) {
+  std::string out;
+  for (const std::string& id : ids) {
+    out += id;
+    out.push_back('\n');
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string SqliteStore::CacheKey(std::string_view cache_namespace, std::string_view text) {
+  std::string material;
+  material.reserve(cache_namespace.size() + 1 + text.size());
+  material.append(cache_namespace);
+  material.push_back('\n');
+  material.append(text);
+  return Hash128Hex(material);
+}
+
+Result<std::vector<SourceFingerprint>> SqliteStore::LoadFingerprints() {
+  if (db_ == nullptr) return Status::InvalidArgument("sqlite store is closed");
+  ScopedStmt stmt;
+  int rc = sqlite3_prepare_v2(
+      db_,
+      fmt::format("SELECT file_id, path, size_bytes, mtime_ns, content_hash, chunk_count FROM {}",
+                  Quote(files_table_))
+          .c_str(),
+      -1, stmt.out(), nullptr);
+  if (rc != SQLITE_OK) return ErrorStatus(rc, "load fingerprints");
+  std::vector<SourceFingerprint> out;
+  while ((rc = sqlite3_step(stmt.get())) == SQLITE_ROW) {
+    SourceFingerprint f;
+    f.file_id = ColumnText(stmt.get(), 0);
+    f.path = ColumnText(stmt.get(), 1);
+    f.size_bytes = static_cast<uint64_t>(sqlite3_column_int64(stmt.get(), 2));
+    f.mtime_ns = sqlite3_column_int64(stmt.get(), 3);
+    f.content_hash = ColumnText(stmt.get(), 4);
+    f.chunk_count = static_cast<uint64_t>(sqlite3_column_int64(stmt.get(), 5));
+    out.push_back(std::move(f));
+  }
+  if (rc != SQLITE_DONE) return ErrorStatus(rc, "load fingerprints");
+  return out;
+}
+
+Status SqliteStore::DeleteChunkInTxn(const std::string& id, uint64_t& deleted) {
+  ScopedStmt del;
+  int rc = sqlite3_prepare_v2(
+      db_,
+      fmt::format("DELETE FROM {} WHERE id = ?1 RETURNING source_id", Quote(chunks_table_)).c_str(),
+      -1, del.out(), nullptr);
+  if (rc != SQLITE_OK) return ErrorStatus(rc, "delete chunk");
+  sqlite3_bind_text(del.get(), 1, id.c_str(), -1, SQLITE_STATIC);
+  rc = sqlite3_step(del.get());
+  if (rc == SQLITE_DONE) return Status::OK();  // not stored: nothing to do
+  if (rc != SQLITE_ROW) return ErrorStatus(rc, "delete chunk " + id);
+  const std::string source_id = ColumnText(del.get(), 0);
+  rc = sqlite3_step(del.get());
+  if (rc != SQLITE_DONE) return ErrorStatus(rc, "delete chunk " + id);
+  ++deleted;
+  const std::string fix = fmt::format(
+      "UPDATE {0} SET chunk_count = (SELECT count(*) FROM {1} WHERE source_id = ?1) "
+      "WHERE source_id = ?1; DELETE FROM {0} WHERE source_id = ?1 AND chunk_count = 0",
+      Quote(sources_table_), Quote(chunks_table_));
+  const char* tail = fix.c_str();
+  while (tail != nullptr && *tail != '\0') {
+    ScopedStmt st;
+    rc = sqlite3_prepare_v2(db_, tail, -1, st.out(), &tail);
+    if (rc != SQLITE_OK) return ErrorStatus(rc, "update source counts");
+    if (st.get() == nullptr) break;
+    sqlite3_bind_text(st.get(), 1, source_id.c_str(), -1, SQLITE_STATIC);
+    rc = sqlite3_step(st.get());
+    if (rc != SQLITE_DONE) return ErrorStatus(rc, "update source counts");
+  }
+  return Status::OK();
+}
+
+Result<std::vector<std::string>> SqliteStore::ChunkIdsOfFile(const std::string& file_id,
+                                                             bool& known) {
+  known = false;
+  ScopedStmt stmt;
+  int rc = sqlite3_prepare_v2(
+      db_, fmt::format("SELECT chunk_ids FROM {} WHERE file_id = ?1", Quote(files_table_)).c_str(),
+      -1, stmt.out(), nullptr);
+  if (rc != SQLITE_OK) return ErrorStatus(rc, "read file chunks");
+  sqlite3_bind_text(stmt.get(), 1, file_id.c_str(), -1, SQLITE_STATIC);
+  rc = sqlite3_step(stmt.get());
+  std::vector<std::string> ids;
+  if (rc == SQLITE_ROW) {
+    known = true;
+    ids = SplitIds(ColumnText(stmt.get(), 0));
+  } else if (rc != SQLITE_DONE) {
+    return ErrorStatus(rc, "read file chunks");
+  }
+  // Chunks a crashed run stored for this file before it had a fingerprint
+  // (a plain file's chunks carry its file_id as source_id).
+  Result<std::vector<std::string>> by_source = ChunkIdsForSource(file_id);
+  if (!by_source.ok()) return by_source.status();
+  ids.insert(ids.end(), by_source->begin(), by_source->end());
+  return ids;
+}
+
+Result<uint64_t> SqliteStore::CommitSources(std::span<const SourceManifest> completed) {
+  if (db_ == nullptr) return Status::InvalidArgument("sqlite store is closed");
+  if (completed.empty()) return uint64_t{0};
+  if (Status s = Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
+  const auto fail = [&](Status s) -> Result<uint64_t> {
+    Rollback();
+    return s;
+  };
+  uint64_t deleted = 0;
+  const int64_t now = NowMs();
+  ScopedStmt upsert;
+  int rc = sqlite3_prepare_v2(
+      db_,
+      fmt::format("INSERT INTO {} (file_id, path, size_bytes, mtime_ns, content_hash, chunk_count, "
+                  "chunk_ids, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "
+                  "ON CONFLICT(file_id) DO UPDATE SET path = excluded.path, "
+                  "size_bytes = excluded.size_bytes, mtime_ns = excluded.mtime_ns, "
+                  "content_hash = excluded.content_hash, chunk_count = excluded.chunk_count, "
+                  "chunk_ids = excluded.chunk_ids, updated_at = excluded.updated_at",
+                  Quote(files_table_))
+          .c_str(),
+      -1, upsert.out(), nullptr);
+  if (rc != SQLITE_OK) return fail(ErrorStatus(rc, "commit sources"));
+  ScopedStmt facts;
+  rc = sqlite3_prepare_v2(db_,
+                          fmt::format("UPDATE {} SET path = ?2, size_bytes = ?3, mtime_ns = ?4, "
+                                      "content_hash = ?5 WHERE source_id = ?1",
+                                      Quote(sources_table_))
+                              .c_str(),
+                          -1, facts.out(), nullptr);
+  if (rc != SQLITE_OK) return fail(ErrorStatus(rc, "commit sources"));
+
+  for (const SourceManifest& m : completed) {
+    const SourceFingerprint& f = m.fingerprint;
+    std::vector<std::string> listed = m.chunk_ids;
+    if (m.facts_only || !m.delete_stale) {
+      auto recorded = FileChunkIds(f.file_id);
+      if (!recorded.ok()) return fail(recorded.status());
+      if (m.facts_only) {
+        listed = std::move(*recorded);
+      } else {
+        std::unordered_set<std::string> have(listed.begin(), listed.end());
+        for (std::string& id : *recorded) {
+          if (have.insert(id).second) listed.push_back(std::move(id));
+        }
+      }
+    } else {
+      bool known = false;
+      auto old_ids = ChunkIdsOfFile(f.file_id, known);
+      if (!old_ids.ok()) return fail(old_ids.status());
+      std::unordered_set<std::string_view> keep(listed.begin(), listed.end());
+      std::unordered_set<std::string> stale;
+      for (std::string& id : *old_ids) {
+        if (!keep.count(id)) stale.insert(std::move(id));
+      }
+      for (const std::string& id : stale) {
+        if (Status s = DeleteChunkInTxn(id, deleted); !s.ok()) return fail(s);
+      }
+    }
+    const std::string ids = JoinIds(listed);
+    sqlite3_stmt* st = upsert.get();
+    sqlite3_reset(st);
+    sqlite3_bind_text(st, 1, f.file_id.c_str(), -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, f.path.c_str(), -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, static_cast<int64_t>(f.size_bytes));
+    sqlite3_bind_int64(st, 4, f.mtime_ns);
+    sqlite3_bind_text(st, 5, f.content_hash.c_str(), -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, static_cast<int64_t>(listed.size()));
+    sqlite3_bind_text(st, 7, ids.c_str(), static_cast<int>(ids.size()), SQLITE_STATIC);
+    sqlite3_bind_int64(st, 8, now);
+    rc = sqlite3_step(st);
+    if (rc != SQLITE_DONE) return fail(ErrorStatus(rc, "commit source " + f.file_id));
+    st = facts.get();
+    sqlite3_reset(st);
+    sqlite3_bind_text(st, 1, f.file_id.c_str(), -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, f.path.c_str(), -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, static_cast<int64_t>(f.size_bytes));
+    sqlite3_bind_int64(st, 4, f.mtime_ns);
+    sqlite3_bind_text(st, 5, f.content_hash.c_str(), -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    if (rc != SQLITE_DONE) return fail(ErrorStatus(rc, "commit source " + f.file_id));
+  }
+  if (Status s = Exec("COMMIT"); !s.ok()) return fail(s);
+  return deleted;
+}
+
+Result<std::vector<std::string>> SqliteStore::FileChunkIds(const std::string& file_id) {
+  if (db_ == nullptr) return Status::InvalidArgument("sqlite store is closed");
+  ScopedStmt stmt;
+  int rc = sqlite3_prepare_v2(
+      db_, fmt::format("SELECT chunk_ids FROM {} WHERE file_id = ?1", Quote(files_table_)).c_str(),
+      -1, stmt.out(), nullptr);
+  if (rc != SQLITE_OK) return ErrorStatus(rc, "read file chunks");
+  sqlite3_bind_text(stmt.get(), 1, file_id.c_str(), -1, SQLITE_STATIC);
+  rc = sqlite3_step(stmt.get());
+  if (rc == SQLITE_ROW) return SplitIds(ColumnText(stmt.get(), 0));
+  if (rc != SQLITE_DONE) return ErrorStatus(rc, "read file chunks");
+  return std::vector<std::string>{};
+}
+
+Result<uint64_t> SqliteStore::DeleteSources(std::span<const std::string> file_ids) {
+  if (db_ == nullptr) return Status::InvalidArgument("sqlite store is closed");
+  if (file_ids.empty()) return uint64_t{0};
+  if (Status s = Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
+  const auto fail = [&](Status s) -> Result<uint64_t> {
+    Rollback();
+    return s;
+  };
+  uint64_t deleted = 0;
+  ScopedStmt del;
+  int rc = sqlite3_prepare_v2(
+      db_, fmt::format("DELETE FROM {} WHERE file_id = ?1", Quote(files_table_)).c_str(), -1,
+      del.out(), nullptr);
+  if (rc != SQLITE_OK) return fail(ErrorStatus(rc, "delete sources"));
+  for (const std::string& file_id : file_ids) {
+    bool known = false;
+    auto ids = ChunkIdsOfFile(file_id, known);
+    if (!ids.ok()) return fail(ids.status());
+    std::unordered_set<std::string> unique(ids->begin(), ids->end());
+    for (const std::string& id : unique) {
+      if (Status s = DeleteChunkInTxn(id, deleted); !s.ok()) return fail(s);
+    }
+    sqlite3_reset(del.get());
+    sqlite3_bind_text(del.get(), 1, file_id.c_str(), -1, SQLITE_STATIC);
+    rc = sqlite3_step(del.get());
+    if (rc != SQLITE_DONE) return fail(ErrorStatus(rc, "delete source " + file_id));
+  }
+  if (Status s = Exec("COMMIT"); !s.ok()) return fail(s);
+  return deleted;
+}
+
+Status SqliteStore::LookupEmbeddings(std::string_view cache_namespace,
+                                     std::span<const std::string_view> texts,
+                                     std::vector<CachedEmbedding>& out) {
+  if (db_ == nullptr) return Status::InvalidArgument("sqlite store is closed");
+  out.assign(texts.size(), CachedEmbedding{});
+  ScopedStmt stmt;
+  int rc = sqlite3_prepare_v2(
+      db_,
+      fmt::format("SELECT model, embedding FROM {} WHERE key = ?1", Quote(cache_table_)).c_str(),
+      -1, stmt.out(), nullptr);
+  if (rc != SQLITE_OK) return ErrorStatus(rc, "embedding cache lookup");
+  // One read transaction for the whole batch: a consistent snapshot, one lock.
+  if (Status s = Exec("BEGIN"); !s.ok()) return s;
+  for (size_t i = 0; i < texts.size(); ++i) {
+    const std::string key = CacheKey(cache_namespace, texts[i]);
+    sqlite3_reset(stmt.get());
+    sqlite3_bind_text(stmt.get(), 1, key.c_str(), static_cast<int>(key.size()), SQLITE_STATIC);
+    rc = sqlite3_step(stmt.get());
+    if (rc == SQLITE_ROW) {
+      out[i].model = ColumnText(stmt.get(), 0);
+      const auto* blob = static_cast<const uint8_t*>(sqlite3_column_blob(stmt.get(), 1));
+      const size_t bytes = static_cast<size_t>(sqlite3_column_bytes(stmt.get(), 1));
+      if (blob != nullptr) {
+        out[i].embedding.resize(bytes / 4);
+        for (size_t d = 0; d < out[i].embedding.size(); ++d) out[i].embedding[d] = FloatAt(blob, d);
+      }
+    } else if (rc != SQLITE_DONE) {
+      Status s = ErrorStatus(rc, "embedding cache lookup");
+      Rollback();
+      return s;
+    }
+  }
+  sqlite3_reset(stmt.get());
+  return Exec("COMMIT");
+}
+
+Result<std::vector<EmbeddedChunk>> SqliteStore::ReadChunks(std::span<const std::string> chunk_ids) {
+  std::vector<EmbeddedChunk> out;
+  out.reserve(chunk_ids.size());
+  for (const std::string& id : chunk_ids) {
+    Result<StoredChunk> c = ReadChunk(id);
+    if (!c.ok()) {
+      if (c.status().code() == StatusCode::kNotFound) continue;
+      return c.status();
+    }
+    EmbeddedChunk e;
+    e.chunk.id = std::move(c->id);
+    e.chunk.source_id = std::move(c->source_id);
+    e.chunk.ordinal = c->ordinal;
+    e.chunk.byte_begin = c->byte_begin;
+    e.chunk.byte_end = c->byte_end;
+    e.chunk.text = std::move(c->text);
+    e.chunk.domain = std::move(c->domain);
+    e.chunk.category = std::move(c->category);
+    e.chunk.metadata_json = std::move(c->metadata_json);
+    e.chunk.token_estimate = c->token_estimate;
+    e.embedding = std::move(c->embedding);
+    e.model = std::move(c->model);
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+Status SqliteStore::Verify(std::vector<VerifyProblem>& problems, size_t limit) {
+  if (db_ == nullptr) return Status::InvalidArgument("sqlite store is closed");
+  const auto add = [&](std::string kind, std::string subject, std::string detail) {
+    if (problems.size() < limit) {
+      problems.push_back({std::move(kind), std::move(subject), std::move(detail)});
+    }
+  };
+  // Every fingerprinted file's chunks are present; collect them for orphans.
+  std::unordered_map<std::string, std::string> owner;  // chunk id -> file id
+  std::unordered_set<std::string> files;
+  {
+    ScopedStmt stmt;
+    int rc = sqlite3_prepare_v2(
+        db_,
+        fmt::format("SELECT f.file_id, f.chunk_count, f.chunk_ids FROM {} f", Quote(files_table_))
+            .c_str(),
+        -1, stmt.out(), nullptr);
+    if (rc != SQLITE_OK) return ErrorStatus(rc, "verify");
+    ScopedStmt exists;
+    rc = sqlite3_prepare_v2(
+        db_, fmt::format("SELECT 1 FROM {} WHERE id = ?1", Quote(chunks_table_)).c_str(), -1,
+        exists.out(), nullptr);
+    if (rc != SQLITE_OK) return ErrorStatus(rc, "verify");
+    while ((rc = sqlite3_step(stmt.get())) == SQLITE_ROW) {
+      const std::string file_id = ColumnText(stmt.get(), 0);
+      const uint64_t count = static_cast<uint64_t>(sqlite3_column_int64(stmt.get(), 1));
+      const std::vector<std::string> ids = SplitIds(ColumnText(stmt.get(), 2));
+      files.insert(file_id);
+      if (count != ids.size()) {
+        add("count_mismatch", file_id,
+            fmt::format("fingerprint says {} chunks but lists {}", count, ids.size()));
+      }
+      for (const std::string& id : ids) {
+        owner.emplace(id, file_id);
+        sqlite3_reset(exists.get());
+        sqlite3_bind_text(exists.get(), 1, id.c_str(), -1, SQLITE_STATIC);
+        const int erc = sqlite3_step(exists.get());
+        if (erc == SQLITE_DONE) {
+          add("missing_chunk", id, "chunk of '" + file_id + "' is not stored");
+        } else if (erc != SQLITE_ROW) {
+          return ErrorStatus(erc, "verify");
+        }
+      }
+    }
+    if (rc != SQLITE_DONE) return ErrorStatus(rc, "verify");
+  }
+  // Every chunk: right dimension, a source row, and no stale copy of a file.
+  {
+    ScopedStmt stmt;
+    int rc = sqlite3_prepare_v2(
+        db_,
+        fmt::format("SELECT c.id, c.source_id, c.dims, length(c.embedding), "
+                    "s.source_id IS NOT NULL FROM {} c LEFT JOIN {} s ON s.source_id = c.source_id",
+                    Quote(chunks_table_), Quote(sources_table_))
+            .c_str(),
+        -1, stmt.out(), nullptr);
+    if (rc != SQLITE_OK) return ErrorStatus(rc, "verify");
+    while ((rc = sqlite3_step(stmt.get())) == SQLITE_ROW) {
+      const std::string id = ColumnText(stmt.get(), 0);
+      const std::string source_id = ColumnText(stmt.get(), 1);
+      const int dims = sqlite3_column_int(stmt.get(), 2);
+      const int64_t bytes = sqlite3_column_int64(stmt.get(), 3);
+      if (dims_ > 0 && (dims != dims_ || bytes != int64_t{dims_} * 4)) {
+        add("wrong_dimensions", id,
+            fmt::format("{} dimensions ({} bytes), store has {}", dims, bytes, dims_));
+      }
+      if (sqlite3_column_int(stmt.get(), 4) == 0) {
+        add("orphan_chunk", id, "its source '" + source_id + "' is not in the sources table");
+      } else if (files.count(source_id) && !owner.count(id)) {
+        add("orphan_chunk", id, "a stale chunk of '" + source_id + "' (not in its fingerprint)");
+      }
+    }
+    if (rc != SQLITE_DONE) return ErrorStatus(rc, "verify");
+  }
+  // Source rows count their chunks.
+  {
+    ScopedStmt stmt;
+    int rc = sqlite3_prepare_v2(
+        db_,
+        fmt::format("SELECT s.source_id, s.chunk_count, (SELECT count(*) FROM {1} c WHERE "
+                    "c.source_id = s.source_id) FROM {0} s",
+                    Quote(sources_table_), Quote(chunks_table_))
+            .c_str(),
+        -1, stmt.out(), nullptr);
+    if (rc != SQLITE_OK) return ErrorStatus(rc, "verify");
+    while ((rc = sqlite3_step(stmt.get())) == SQLITE_ROW) {
+      const int64_t said = sqlite3_column_int64(stmt.get(), 1);
+      const int64_t has = sqlite3_column_int64(stmt.get(), 2);
+      if (said != has) {
+        add("count_mismatch", ColumnText(stmt.get(), 0),
+            fmt::format("sources row says {} chunks, {} stored", said, has));
+      }
+    }
+    if (rc != SQLITE_DONE) return ErrorStatus(rc, "verify");
+  }
+  return Status::OK();
 }
 
 Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path,

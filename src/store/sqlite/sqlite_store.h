@@ -30,7 +30,9 @@ struct sqlite3_stmt;
 namespace sluice {
 
 // The schema version this code writes into PRAGMA user_version.
-inline constexpr int kSqliteSchemaVersion = 1;
+// Version 2 added the files (fingerprints) and embedding cache tables; a
+// version 1 database is upgraded in place when opened.
+inline constexpr int kSqliteSchemaVersion = 2;
 
 struct SqliteStoreOptions {
   StoreOptions store;
@@ -101,6 +103,17 @@ class SqliteStore final : public Store {
   Result<std::vector<SearchHit>> Search(std::span<const float> query, int k) override;
   Result<StoreStats> Stats() override;
   std::string Describe() const override { return "sqlite:" + path_; }
+  Result<std::vector<SourceFingerprint>> LoadFingerprints() override;
+  Result<uint64_t> CommitSources(std::span<const SourceManifest> completed) override;
+  Result<uint64_t> DeleteSources(std::span<const std::string> file_ids) override;
+  Status LookupEmbeddings(std::string_view cache_namespace, std::span<const std::string_view> texts,
+                          std::vector<CachedEmbedding>& out) override;
+  Result<std::vector<EmbeddedChunk>> ReadChunks(std::span<const std::string> chunk_ids) override;
+  Result<std::vector<std::string>> FileChunkIds(const std::string& file_id) override;
+  Status Verify(std::vector<VerifyProblem>& problems, size_t limit) override;
+
+  // The embedding cache key of `text` under `cache_namespace` (hex XXH3-128).
+  static std::string CacheKey(std::string_view cache_namespace, std::string_view text);
 
   // Read-back helpers. NotFound when there is no such row.
   Result<StoredChunk> ReadChunk(std::string_view chunk_id);
@@ -117,6 +130,8 @@ class SqliteStore final : public Store {
   const std::string& chunks_table() const { return chunks_table_; }
   const std::string& sources_table() const { return sources_table_; }
   const std::string& meta_table() const { return meta_table_; }
+  const std::string& files_table() const { return files_table_; }
+  const std::string& cache_table() const { return cache_table_; }
   // The raw connection, for tests (e.g. holding a write lock) and diagnostics.
   sqlite3* handle() { return db_; }
 
@@ -130,14 +145,19 @@ class SqliteStore final : public Store {
   Status ErrorStatus(int rc, std::string_view what) const;
   int64_t NowMs() const;
   void Rollback();
+  // Inside an open transaction: deletes chunk `id` (when present) and keeps
+  // its source row's chunk_count right (the row goes when it reaches 0).
+  Status DeleteChunkInTxn(const std::string& id, uint64_t& deleted);
+  Result<std::vector<std::string>> ChunkIdsOfFile(const std::string& file_id, bool& known);
 
   std::string path_;
   SqliteStoreOptions options_;
-  std::string chunks_table_, sources_table_, meta_table_;
+  std::string chunks_table_, sources_table_, meta_table_, files_table_, cache_table_;
   sqlite3* db_ = nullptr;
   sqlite3_stmt* upsert_chunk_ = nullptr;
   sqlite3_stmt* upsert_source_counts_ = nullptr;
   sqlite3_stmt* put_meta_ = nullptr;
+  sqlite3_stmt* put_cache_ = nullptr;
   int dims_ = 0;
   std::string model_;
   bool meta_persisted_ = false;
