@@ -1,0 +1,369 @@
+// Benchmarks of the adaptive concurrency and rate pacing (issue 3): the real
+// pipeline, in-process, against the project's simulated API over loopback, in
+// four regimes. Each prints achieved throughput, the ceiling, their ratio, 429s
+// and requests. Ratios are measured within one run; absolute numbers depend on
+// the (shared) machine.
+//
+//   bench_regimes [a|b|c|d|all] [--scale F]
+//
+// (a) rate-limited: RPM 600, TPM 1,000,000, latency 150 ms + 0.5 ms/input.
+//     Ceiling (chunks/s) = min(TPM/60 / tokens_per_chunk, RPM/60 * inputs_per_request),
+//     tokens counted as the mock counts them; measured over the steady state
+//     (after the mock's one-minute burst allowance is spent, +10 s).
+// (b) capacity-limited: no rate limit, 200 ms latency, 32 requests in service
+//     at once, the excess queued. Ceiling (chunks/s) = min(32 / 0.2 s * mean
+//     inputs per request, the pipeline's own rate on the same corpus with the
+//     offline embedder): larger batches raise the service's ceiling until the
+//     pipeline itself is the limit.
+// (c) regime (a) whose limits halve at 30 s and return at 60 s: seconds until
+//     the 3-second mean rate is within 0.9 of the new ceiling, after each change.
+// (d) fast service (5 ms, no limits): the pipeline is the limit. Ceiling = the
+//     same corpus against an instant service (0 ms, no limits), same run.
+#include <atomic>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "sluice/mock_api.h"
+#include "sluice/pipeline.h"
+
+namespace sluice {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Sample {
+  double t = 0;
+  MockApiStats stats;
+};
+
+// Writes `files` text files of `paragraphs` paragraphs (deterministic).
+std::string MakeCorpus(const std::string& dir, int files, int paragraphs) {
+  static const char* kWords[] = {"gate",       "flow",     "valve",      "seal",     "sensor",
+                                 "level",      "bearing",  "torque",     "channel",  "spillway",
+                                 "reservoir",  "pump",     "inspection", "pressure", "turbine",
+                                 "schedule",   "operator", "hydraulic",  "cylinder", "upstream",
+                                 "downstream", "alarm"};
+  std::mt19937_64 rng(1234);
+  std::uniform_int_distribution<size_t> pick(0, std::size(kWords) - 1);
+  fs::create_directories(dir);
+  for (int f = 0; f < files; ++f) {
+    std::ofstream out(dir + "/" + fmt::format("doc-{:05}.txt", f));
+    for (int p = 0; p < paragraphs; ++p) {
+      for (int s = 0; s < 8; ++s) {
+        out << "Note " << f << "." << p << "." << s;
+        for (int w = 0; w < 14; ++w) out << ' ' << kWords[pick(rng)];
+        out << ". ";
+      }
+      out << "\n\n";
+    }
+  }
+  return dir;
+}
+
+struct RunResult {
+  IngestReport report;
+  uint64_t produced = 0, stored = 0, dead = 0, client_requests = 0, client_429 = 0, retries = 0;
+  std::vector<Sample> samples;  // mock counters once a second
+  double elapsed_s = 0;
+};
+
+RunResult RunOnce(const std::string& work, const std::string& corpus, MockApiServer* server,
+                  const std::function<void(double, MockApiServer&)>& at_second = {}) {
+  RunResult result;
+  IngestOptions o;
+  o.inputs = {corpus};
+  if (server != nullptr) {
+    o.embedder = EmbedderKind::kHttp;
+    o.http.endpoint = server->BaseUrl();
+    o.http.model = "mock";
+  } else {
+    o.embedder = EmbedderKind::kHash;
+    o.hash.dimensions = 256;
+  }
+  o.store_uri = "sqlite:" + work + "/store.db";
+  o.aggregate.out_dir = work + "/out";
+  o.dead_letter_path = work + "/out/dead.jsonl";
+  o.trace_path = work + "/trace.csv";
+  o.progress = false;
+  Pipeline pipeline(o);
+  std::atomic<bool> done{false};
+  const auto start = std::chrono::steady_clock::now();
+  std::thread sampler;
+  if (server != nullptr) {
+    sampler = std::thread([&] {
+      int second = 0;
+      while (!done) {
+        const double t =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        result.samples.push_back({t, server->Stats()});
+        if (at_second) at_second(second, *server);
+        ++second;
+        const auto next = start + std::chrono::seconds(second);
+        while (!done && std::chrono::steady_clock::now() < next) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        }
+      }
+      const double t =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      result.samples.push_back({t, server->Stats()});
+    });
+  }
+  result.report = pipeline.Run();
+  done = true;
+  if (sampler.joinable()) sampler.join();
+  result.elapsed_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const Metrics& m = pipeline.metrics();
+  result.produced = Get(m.chunks_produced);
+  result.stored = Get(m.chunks_stored);
+  result.dead = Get(m.chunks_dead_lettered);
+  result.client_requests = Get(m.requests);
+  result.client_429 = Get(m.rate_limited);
+  result.retries = Get(m.retries);
+  return result;
+}
+
+// Inputs/s and tokens/s served OK between two samples.
+struct Rate {
+  double inputs_per_s = 0, tokens_per_s = 0, requests_per_s = 0;
+};
+Rate RateBetween(const Sample& a, const Sample& b) {
+  const double dt = b.t - a.t;
+  if (dt <= 0) return {};
+  return {static_cast<double>(b.stats.inputs_embedded - a.stats.inputs_embedded) / dt,
+          static_cast<double>(b.stats.tokens_embedded - a.stats.tokens_embedded) / dt,
+          static_cast<double>(b.stats.ok - a.stats.ok) / dt};
+}
+
+// Stored chunks/s of the same corpus against a mock that answers at once
+// with no limits: what the pipeline itself (read, chunk, HTTP, store,
+// aggregate) sustains on this machine. The ceiling when the service is not.
+double InstantServiceRate(const std::string& work, const std::string& corpus) {
+  MockApiOptions m;
+  m.dimensions = 256;
+  auto server = MockApiServer::Start(m);
+  if (!server.ok()) return 0;
+  RunResult r = RunOnce(work, corpus, server->get());
+  return r.stored / r.elapsed_s;
+}
+
+void PrintCommon(const RunResult& r, const MockApiServer& server) {
+  const MockApiStats s = server.Stats();
+  std::printf(
+      "  chunks: produced %llu, stored %llu, dead-lettered %llu; mock embedded %llu inputs "
+      "(%s)\n",
+      (unsigned long long)r.produced, (unsigned long long)r.stored, (unsigned long long)r.dead,
+      (unsigned long long)s.inputs_embedded,
+      r.produced == r.stored && s.inputs_embedded >= r.stored ? "no loss" : "MISMATCH");
+  std::printf("  requests: %llu sent, %llu answered 429, %llu retries; elapsed %.1f s\n",
+              (unsigned long long)r.client_requests, (unsigned long long)s.rate_limited,
+              (unsigned long long)r.retries, r.elapsed_s);
+  std::printf("  controller: %s\n", r.report.trace_summary.c_str());
+}
+
+MockApiOptions RegimeAMock() {
+  MockApiOptions m;
+  m.dimensions = 256;
+  m.rpm = 600;
+  m.tpm = 1000000;
+  m.base_latency = std::chrono::milliseconds(150);
+  m.per_input_latency = std::chrono::microseconds(500);
+  return m;
+}
+
+// Index of the first sample after which the mock's burst is spent and
+// `settle_s` more seconds have passed.
+size_t SteadyStart(const RunResult& r, double burst_tokens, double settle_s) {
+  for (size_t i = 0; i < r.samples.size(); ++i) {
+    if (static_cast<double>(r.samples[i].stats.tokens_embedded) >= burst_tokens) {
+      const double t0 = r.samples[i].t + settle_s;
+      for (size_t j = i; j < r.samples.size(); ++j) {
+        if (r.samples[j].t >= t0) return j;
+      }
+    }
+  }
+  return r.samples.size();
+}
+
+void RegimeA(double scale, const std::string& root) {
+  std::printf("\n(a) rate-limited: RPM 600, TPM 1,000,000, latency 150 ms + 0.5 ms/input\n");
+  const std::string work = root + "/a";
+  // ~512-token chunks; the burst (1M tokens) is ~1950 chunks, then 60 s at ~32.5 chunks/s.
+  const std::string corpus = MakeCorpus(work + "/corpus", static_cast<int>(400 * scale), 12);
+  auto server = MockApiServer::Start(RegimeAMock());
+  if (!server.ok())
+    return (void)std::printf("  cannot start mock: %s\n", server.status().ToString().c_str());
+  RunResult r = RunOnce(work, corpus, server->get());
+  const MockApiStats s = (*server)->Stats();
+  const double tokens_per_chunk =
+      static_cast<double>(s.tokens_embedded) / std::max<uint64_t>(1, s.inputs_embedded);
+  const double inputs_per_request =
+      static_cast<double>(s.inputs_embedded) / std::max<uint64_t>(1, s.ok);
+  const double ceiling =
+      std::min(1000000.0 / 60 / tokens_per_chunk, 600.0 / 60 * inputs_per_request);
+  const size_t from = SteadyStart(r, 1000000, 10);
+  const size_t to = r.samples.size() >= 3 ? r.samples.size() - 2 : 0;
+  if (from + 5 < to) {
+    const Rate rate = RateBetween(r.samples[from], r.samples[to]);
+    const uint64_t req = r.samples[to].stats.requests - r.samples[from].stats.requests;
+    const uint64_t r429 = r.samples[to].stats.rate_limited - r.samples[from].stats.rate_limited;
+    std::printf(
+        "  steady state %.0f..%.0f s: %.1f chunks/s, ceiling %.1f chunks/s "
+        "(TPM/60 / %.0f tokens per chunk), ratio %.3f\n",
+        r.samples[from].t, r.samples[to].t, rate.inputs_per_s, ceiling, tokens_per_chunk,
+        rate.inputs_per_s / ceiling);
+    std::printf("  429s in the steady state: %llu of %llu requests (%.2f%%)\n",
+                (unsigned long long)r429, (unsigned long long)req, req ? 100.0 * r429 / req : 0.0);
+  } else {
+    std::printf("  run too short for a steady state (raise --scale)\n");
+  }
+  size_t after10 = 0;
+  while (after10 < r.samples.size() && r.samples[after10].t < 10) ++after10;
+  if (after10 < r.samples.size()) {
+    const auto& a = r.samples[after10].stats;
+    const uint64_t req = s.requests - a.requests, r429 = s.rate_limited - a.rate_limited;
+    std::printf("  429s after the first 10 s: %llu of %llu requests (%.2f%%)\n",
+                (unsigned long long)r429, (unsigned long long)req, req ? 100.0 * r429 / req : 0.0);
+  }
+  PrintCommon(r, **server);
+}
+
+void RegimeB(double scale, const std::string& root) {
+  std::printf(
+      "\n(b) capacity-limited: no rate limit, 200 ms latency, 32 requests in service, "
+      "excess queued\n");
+  const std::string work = root + "/b";
+  const std::string corpus = MakeCorpus(work + "/corpus", static_cast<int>(3000 * scale), 12);
+  // The pipeline's own rate on this corpus bounds what any service can be
+  // fed: measured first, in the same run, against an instant service.
+  const double pipeline_rate = InstantServiceRate(work + "/instant", corpus);
+  MockApiOptions m;
+  m.dimensions = 256;
+  m.base_latency = std::chrono::milliseconds(200);
+  m.capacity = 32;
+  m.over_capacity = OverCapacityPolicy::kQueue;
+  auto server = MockApiServer::Start(m);
+  if (!server.ok()) return;
+  RunResult r = RunOnce(work + "/http", corpus, server->get());
+  // Steady state: skip the first 3 s (slow start) and the last 2 s (drain).
+  size_t from = 0;
+  while (from < r.samples.size() && r.samples[from].t < 3) ++from;
+  const size_t to = r.samples.size() >= 3 ? r.samples.size() - 2 : 0;
+  if (from + 3 < to) {
+    const Rate rate = RateBetween(r.samples[from], r.samples[to]);
+    const double per_request = rate.inputs_per_s / std::max(1e-9, rate.requests_per_s);
+    const double service_ceiling = 32 / 0.2 * per_request;
+    const double ceiling = std::min(service_ceiling, pipeline_rate);
+    std::printf("  steady state %.0f..%.0f s: %.1f chunks/s, %.1f requests/s of %.1f inputs\n",
+                r.samples[from].t, r.samples[to].t, rate.inputs_per_s, rate.requests_per_s,
+                per_request);
+    std::printf(
+        "  ceiling %.1f chunks/s = min(service: 32 / 0.2 s x %.1f inputs = %.1f, "
+        "pipeline against an instant service: %.1f); ratio %.3f\n",
+        ceiling, per_request, service_ceiling, pipeline_rate, rate.inputs_per_s / ceiling);
+  } else {
+    std::printf("  run too short for a steady state (raise --scale)\n");
+  }
+  std::printf("  mock: peak in service %llu, peak queued %llu\n",
+              (unsigned long long)(*server)->Stats().peak_in_service,
+              (unsigned long long)(*server)->Stats().peak_queued);
+  PrintCommon(r, **server);
+}
+
+void RegimeC(double scale, const std::string& root) {
+  std::printf("\n(c) regime (a) limits halve at 30 s and return at 60 s\n");
+  const std::string work = root + "/c";
+  const std::string corpus = MakeCorpus(work + "/corpus", static_cast<int>(500 * scale), 12);
+  auto server = MockApiServer::Start(RegimeAMock());
+  if (!server.ok()) return;
+  RunResult r = RunOnce(work, corpus, server->get(), [](double second, MockApiServer& s) {
+    if (second == 30) s.SetRateLimits(300, 500000);
+    if (second == 60) s.SetRateLimits(600, 1000000);
+  });
+  const MockApiStats s = (*server)->Stats();
+  const double tokens_per_chunk =
+      static_cast<double>(s.tokens_embedded) / std::max<uint64_t>(1, s.inputs_embedded);
+  auto recovery = [&](double change_t, double tpm, double until_t) {
+    const double ceiling = tpm / 60 / tokens_per_chunk;
+    for (size_t i = 3; i < r.samples.size(); ++i) {
+      if (r.samples[i].t < change_t + 3) continue;
+      if (r.samples[i].t > until_t) break;
+      const Rate rate = RateBetween(r.samples[i - 3], r.samples[i]);
+      if (rate.inputs_per_s >= 0.9 * ceiling && rate.inputs_per_s <= 1.1 * ceiling) {
+        std::printf(
+            "  after the change at %.0f s: within 0.9 of the new ceiling (%.1f chunks/s) "
+            "%.1f s later (3-s mean %.1f)\n",
+            change_t, ceiling, r.samples[i].t - 1.5 - change_t, rate.inputs_per_s);
+        return;
+      }
+    }
+    std::printf(
+        "  after the change at %.0f s: NOT within 0.9 of the new ceiling (%.1f chunks/s) "
+        "before %.0f s\n",
+        change_t, ceiling, until_t);
+  };
+  const double burst_end =
+      r.samples.empty()
+          ? 0
+          : r.samples[SteadyStart(r, 1000000, 0) < r.samples.size() ? SteadyStart(r, 1000000, 0)
+                                                                    : 0]
+                .t;
+  std::printf("  the mock's initial burst was spent at %.0f s\n", burst_end);
+  recovery(30, 500000, 60);
+  recovery(60, 1000000, r.elapsed_s);
+  PrintCommon(r, **server);
+}
+
+void RegimeD(double scale, const std::string& root) {
+  std::printf("\n(d) fast service: 5 ms, no limits (the pipeline is the limit)\n");
+  const std::string corpus = MakeCorpus(root + "/d/corpus", static_cast<int>(3000 * scale), 12);
+  const double instant = InstantServiceRate(root + "/d/instant", corpus);
+  MockApiOptions m;
+  m.dimensions = 256;
+  m.base_latency = std::chrono::milliseconds(5);
+  auto server = MockApiServer::Start(m);
+  if (!server.ok()) return;
+  RunResult http = RunOnce(root + "/d/http", corpus, server->get());
+  const double rate = http.stored / http.elapsed_s;
+  std::printf(
+      "  %.0f chunks/s end to end; ceiling %.0f chunks/s (same corpus, instant service); "
+      "ratio %.3f\n",
+      rate, instant, rate / instant);
+  PrintCommon(http, **server);
+}
+
+}  // namespace
+}  // namespace sluice
+
+int main(int argc, char** argv) {
+  std::string which = "all";
+  double scale = 1.0;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--scale" && i + 1 < argc) {
+      scale = std::atof(argv[++i]);
+    } else if (arg == "-h" || arg == "--help") {
+      std::printf("usage: bench_regimes [a|b|c|d|all] [--scale F]\n");
+      return 0;
+    } else {
+      which = arg;
+    }
+  }
+  const std::string root =
+      (std::filesystem::temp_directory_path() / "sluice-bench-regimes").string();
+  std::filesystem::remove_all(root);
+  if (which == "a" || which == "all") sluice::RegimeA(scale, root);
+  if (which == "b" || which == "all") sluice::RegimeB(scale, root);
+  if (which == "c" || which == "all") sluice::RegimeC(scale, root);
+  if (which == "d" || which == "all") sluice::RegimeD(scale, root);
+  std::filesystem::remove_all(root);
+  return 0;
+}
