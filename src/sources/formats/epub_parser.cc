@@ -171,7 +171,12 @@ class EpubParser final : public Parser {
         errors.RecordFailed(fmt::format("{}#{}", info.source_id, it->second.path), part.status());
         continue;
       }
-      std::unique_ptr<HtmlDocument> html = HtmlDocument::Parse(*part, &stats.invalid_utf8_replaced);
+      Result<std::unique_ptr<HtmlDocument>> parsed =
+          HtmlDocument::Parse(*part, &stats.invalid_utf8_replaced);
+      if (!parsed.ok()) {
+        return parsed.status().WithContext(fmt::format("{}: {}", file.path, it->second.path));
+      }
+      std::unique_ptr<HtmlDocument> html = std::move(*parsed);
       std::string().swap(*part);
       auto label = toc_labels.find(it->second.path);
       bool first = true;

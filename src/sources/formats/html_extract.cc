@@ -482,10 +482,90 @@ size_t FindHtmlSegmentCut(std::string_view html, size_t limit) {
   return limit;
 }
 
-std::unique_ptr<HtmlDocument> HtmlDocument::Parse(std::string_view html,
-                                                  uint64_t* invalid_bytes_replaced) {
-  std::unique_ptr<HtmlDocument> doc(new HtmlDocument());
+namespace {
+
+bool IsTagNameChar(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+// Elements that never hold children, or whose end tag is implied by the next
+// sibling: they do not deepen the tree the way the scan would count them.
+bool NestsChildren(std::string_view name) {
+  static constexpr std::string_view kFlat[] = {
+      "area",     "base",     "br",      "col",   "embed",   "hr",       "img",    "input", "link",
+      "meta",     "param",    "source",  "track", "wbr",     "keygen",   "p",      "li",    "dt",
+      "dd",       "tr",       "td",      "th",    "option",  "optgroup", "thead",  "tbody", "tfoot",
+      "colgroup", "caption",  "rb",      "rt",    "rp",      "rtc",      "html",   "head",  "body",
+      "frame",    "basefont", "bgsound", "image", "isindex", "menuitem", "nextid", "spacer"};
+  for (std::string_view flat : kFlat) {
+    if (name == flat) return false;
+  }
+  return true;
+}
+
+size_t FindNoCase(std::string_view hay, std::string_view needle, size_t from) {
+  if (needle.empty() || hay.size() < needle.size()) return std::string_view::npos;
+  for (size_t i = from; i + needle.size() <= hay.size(); ++i) {
+    i = hay.find(needle[0], i);
+    if (i == std::string_view::npos || i + needle.size() > hay.size()) break;
+    size_t k = 1;
+    while (k < needle.size() && LowerAscii(hay[i + k]) == needle[k]) ++k;
+    if (k == needle.size()) return i;
+  }
+  return std::string_view::npos;
+}
+
+}  // namespace
+
+size_t HtmlNestingDepth(std::string_view html, size_t stop_above) {
+  size_t depth = 0;
+  size_t deepest = 0;
+  size_t i = 0;
+  while ((i = html.find('<', i)) != std::string_view::npos) {
+    if (html.substr(i, 4) == "<!--") {
+      const size_t end = html.find("-->", i + 4);
+      if (end == std::string_view::npos) break;
+      i = end + 3;
+      continue;
+    }
+    const bool closing = i + 1 < html.size() && html[i + 1] == '/';
+    size_t j = i + 1 + (closing ? 1 : 0);
+    std::string name;
+    while (j < html.size() && IsTagNameChar(html[j]) && name.size() < 16) {
+      name.push_back(LowerAscii(html[j++]));
+    }
+    const size_t close = html.find('>', j);
+    if (close == std::string_view::npos) break;
+    i = close + 1;
+    if (name.empty() || !NestsChildren(name)) continue;
+    if (closing) {
+      if (depth > 0) --depth;
+      continue;
+    }
+    if (html[close - 1] == '/') continue;  // <x/>
+    if (name == "script" || name == "style" || name == "textarea" || name == "title" ||
+        name == "xmp" || name == "iframe" || name == "noembed" || name == "noframes") {
+      const size_t end = FindNoCase(html, "</" + name, i);  // raw text: no tags inside
+      const size_t end_close = end == std::string_view::npos ? end : html.find('>', end);
+      if (end_close == std::string_view::npos) break;
+      i = end_close + 1;  // past the end tag too: it closes nothing counted
+      continue;
+    }
+    if (name == "plaintext") break;
+    deepest = std::max(deepest, ++depth);
+    if (deepest > stop_above) break;
+  }
+  return deepest;
+}
+
+Result<std::unique_ptr<HtmlDocument>> HtmlDocument::Parse(std::string_view html,
+                                                          uint64_t* invalid_bytes_replaced) {
   if (html.size() >= 3 && html.substr(0, 3) == "\xEF\xBB\xBF") html.remove_prefix(3);
+  if (HtmlNestingDepth(html, kMaxHtmlNesting) > kMaxHtmlNesting) {
+    return Status::InvalidArgument("HTML elements nest deeper than " +
+                                   std::to_string(kMaxHtmlNesting));
+  }
+  std::unique_ptr<HtmlDocument> doc(new HtmlDocument());
   doc->source_.reserve(html.size());
   const uint64_t replaced = AppendRepairedUtf8(html, doc->source_);
   if (invalid_bytes_replaced != nullptr) *invalid_bytes_replaced += replaced;

@@ -39,6 +39,15 @@ inline constexpr uint64_t kHtmlWholeParseBytes = 4ull << 20;
 // Larger files are parsed in segments of about this size.
 inline constexpr size_t kHtmlSegmentBytes = 1u << 20;
 
+// Deepest element nesting accepted (real documents stay under ~100).
+inline constexpr size_t kMaxHtmlNesting = 1000;
+
+// An estimate of the deepest element nesting in `html` from a linear scan of
+// its tags (void elements, elements whose end tag is optional, comments and
+// raw text skipped). Stops early and returns a value > `stop_above` once the
+// depth passes it.
+size_t HtmlNestingDepth(std::string_view html, size_t stop_above);
+
 // Where to cut `html` so that the first part is at most `limit` bytes and the
 // cut falls just before a block-level start tag (<p, <h1..<h6, <div, <li,
 // <table, <section, ...) that is not inside <script>, <style>, <pre>,
@@ -53,9 +62,11 @@ class HtmlDocument {
 
   // Parses `html` (assumed UTF-8; invalid bytes are replaced by U+FFFD and
   // counted in *invalid_bytes_replaced when not null; a UTF-8 BOM is skipped).
-  // Never fails for any byte sequence.
-  static std::unique_ptr<HtmlDocument> Parse(std::string_view html,
-                                             uint64_t* invalid_bytes_replaced = nullptr);
+  // Fails with InvalidArgument when elements nest deeper than kMaxHtmlNesting
+  // (gumbo's tree building is quadratic in the depth: 700k nested <div> would
+  // take half an hour); any other byte sequence parses.
+  static Result<std::unique_ptr<HtmlDocument>> Parse(std::string_view html,
+                                                     uint64_t* invalid_bytes_replaced = nullptr);
   ~HtmlDocument();
   HtmlDocument(const HtmlDocument&) = delete;
   HtmlDocument& operator=(const HtmlDocument&) = delete;

@@ -92,8 +92,10 @@ class HtmlParser final : public Parser {
       if (buf.empty() && begun) break;
       const size_t cut =
           buf.size() <= segment_bytes ? buf.size() : FindHtmlSegmentCut(buf, segment_bytes);
-      std::unique_ptr<HtmlDocument> doc =
+      Result<std::unique_ptr<HtmlDocument>> parsed =
           HtmlDocument::Parse(std::string_view(buf).substr(0, cut), &stats.invalid_utf8_replaced);
+      if (!parsed.ok()) return parsed.status().WithContext(file.path);
+      std::unique_ptr<HtmlDocument> doc = std::move(*parsed);
       buf.erase(0, cut);
       if (!begun) {
         begun = true;

@@ -147,18 +147,41 @@ TEST(HtmlParserTest, InvalidUtf8IsRepairedAndCounted) {
   EXPECT_EQ(sink.docs[0].blocks[0].text, "ok \xEF\xBF\xBD\xEF\xBF\xBD bytes");
 }
 
-TEST(HtmlParserTest, DeepNestingDoesNotOverflowTheStack) {
+TEST(HtmlParserTest, NestingUpToTheLimitParsesAndDeeperIsRejectedQuickly) {
   std::string html;
-  for (int i = 0; i < 20000; ++i) html += "<span>";
+  for (size_t i = 0; i < kMaxHtmlNesting; ++i) html += "<span>";
   html += "deep text";
   auto doc = HtmlDocument::Parse(html);
+  ASSERT_TRUE(doc.ok()) << doc.status().ToString();
   std::string text;
-  ASSERT_TRUE(doc->EmitBlocks([&](TextBlock&& b) {
-                   text += b.text;
-                   return Status::OK();
-                 })
+  ASSERT_TRUE((*doc)
+                  ->EmitBlocks([&](TextBlock&& b) {
+                    text += b.text;
+                    return Status::OK();
+                  })
                   .ok());
   EXPECT_EQ(text, "deep text");
+
+  // 700k nested <div> would keep gumbo busy for half an hour; refused at once.
+  std::string hostile;
+  for (int i = 0; i < 700000; ++i) hostile += "<div>";
+  TempDir dir;
+  const std::string path = dir.Write("deep.html", hostile);
+  CollectingSink sink;
+  ParseStats stats;
+  const Status st = ParseFile(*NewHtmlParser(), path, sink, stats);
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("nest deeper"), std::string::npos) << st.ToString();
+}
+
+TEST(HtmlNestingDepthTest, CountsOnlyElementsThatNest) {
+  EXPECT_EQ(HtmlNestingDepth("<div><div>x</div></div><div></div>", 100), 2u);
+  EXPECT_EQ(HtmlNestingDepth("<p>a<p>b<br><img src=x><li>c<li>d", 100), 0u);
+  EXPECT_EQ(HtmlNestingDepth("<b>x<script>'<div><div><div>'</SCRIPT><i></i></b>", 100), 2u);
+  EXPECT_EQ(HtmlNestingDepth("<!-- <div><div> --><section/>", 100), 0u);
+  EXPECT_EQ(HtmlNestingDepth("<div><div><div><div>", 2), 3u);  // stops just past the bound
+  EXPECT_EQ(HtmlNestingDepth("", 10), 0u);
+  EXPECT_EQ(HtmlNestingDepth("<div", 10), 0u);
 }
 
 TEST(HtmlParserTest, SinkErrorStopsTheParse) {
