@@ -3,8 +3,11 @@
 // order. Each XHTML part goes through the HTML extraction; when a part does
 // not open with a heading, its table-of-contents label (EPUB 3 nav or EPUB 2
 // NCX) is emitted as a level-1 heading so every chunk has a chapter title.
-// All members are read through ZipReader, so decompression is bounded.
+// All members are read through ZipReader, so decompression is bounded. A book
+// whose spine parts are listed in META-INF/encryption.xml (DRM) fails with
+// InvalidArgument("encrypted EPUB (DRM)"); obfuscated fonts alone are fine.
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -131,6 +134,35 @@ class EpubParser final : public Parser {
       manifest.emplace(item.attribute("id").value(), std::move(entry));
     }
     const pugi::xml_node spine = ChildByLocalName(package, "spine");
+
+    // DRM: META-INF/encryption.xml lists encrypted members. Fonts are often
+    // obfuscated (harmless); an encrypted spine part cannot be read.
+    if (zip.Has("META-INF/encryption.xml")) {
+      Result<std::string> encryption = zip.Read("META-INF/encryption.xml");
+      if (!encryption.ok()) return encryption.status();
+      pugi::xml_document enc_doc;
+      st =
+          ParseXml(*encryption, pugi::parse_default, file.path, "META-INF/encryption.xml", enc_doc);
+      if (!st.ok()) return st;
+      std::set<std::string> encrypted;
+      std::vector<pugi::xml_node> stack{enc_doc.document_element()};
+      while (!stack.empty()) {
+        pugi::xml_node node = stack.back();
+        stack.pop_back();
+        if (LocalName(node.name()) == "CipherReference") {
+          encrypted.insert(ResolveArchivePath("", node.attribute("URI").value()));
+        }
+        for (pugi::xml_node c = node.first_child(); c; c = c.next_sibling()) {
+          if (c.type() == pugi::node_element) stack.push_back(c);
+        }
+      }
+      for (pugi::xml_node itemref : spine.children()) {
+        auto it = manifest.find(itemref.attribute("idref").value());
+        if (it != manifest.end() && encrypted.count(it->second.path) != 0) {
+          return Status::InvalidArgument("encrypted EPUB (DRM)");
+        }
+      }
+    }
 
     std::map<std::string, std::string> toc_labels;
     for (const auto& [id, item] : manifest) {

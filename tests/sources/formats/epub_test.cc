@@ -209,6 +209,32 @@ TEST(EpubParserTest, MissingSpinePartIsReportedAndTheRestIsRead) {
   EXPECT_EQ(out.sink.docs.at(0).blocks.size(), 4u);
 }
 
+TEST(EpubParserTest, DrmEncryptedSpineIsInvalidArgumentButObfuscatedFontsAreFine) {
+  auto encryption = [](const std::string& uri) {
+    return R"(<?xml version="1.0"?>
+<encryption xmlns="urn:oasis:names:tc:opendocument:xmlns:container"
+  xmlns:enc="http://www.w3.org/2001/04/xmlenc#"><enc:EncryptedData>
+  <enc:EncryptionMethod Algorithm="http://www.w3.org/2001/04/xmlenc#aes128-cbc"/>
+  <enc:CipherData><enc:CipherReference URI=")" +
+           uri + R"("/></enc:CipherData></enc:EncryptedData></encryption>)";
+  };
+  TempDir dir;
+  auto drm = BookMembers();
+  drm.push_back({"META-INF/encryption.xml", encryption("OEBPS/text/ch1.xhtml")});
+  Outcome locked;
+  ParseEpub(dir.Write("drm.epub", MakeZip(drm)), locked);
+  EXPECT_EQ(locked.status.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(locked.status.message(), "encrypted EPUB (DRM)");
+  EXPECT_TRUE(locked.sink.docs.empty());
+
+  auto fonts = BookMembers();
+  fonts.push_back({"META-INF/encryption.xml", encryption("OEBPS/fonts/serif.otf")});
+  Outcome open;
+  ParseEpub(dir.Write("fonts.epub", MakeZip(fonts)), open);
+  EXPECT_TRUE(open.status.ok()) << open.status.ToString();
+  EXPECT_EQ(open.sink.docs.at(0).blocks.size(), 6u);
+}
+
 TEST(EpubParserTest, DecompressedSizeLimitStopsABomb) {
   auto members = BookMembers();
   members[5].data = std::string(kChapter1) + std::string(200000, ' ');
