@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -92,7 +93,7 @@ class AdaptiveLimiter final : public ConcurrencyLimiter {
   // scale the baseline by `latency_ratio` (new / old expected latency, from
   // BatchSizer::LatencyRatio), so the change is not read as queueing. A
   // ratio <= 0 (unknown) resets the baseline and restarts the window.
-  void OnBatchSizeChanged(TimePoint now, double latency_ratio);
+  void OnBatchSizeChanged(TimePoint now, double latency_ratio) override;
 
   // Introspection for traces and tests.
   double limit_value() const { return limit_; }
@@ -152,6 +153,21 @@ struct RatePacerOptions {
   // A request costing more tokens than the bucket holds starts when the
   // bucket is full and leaves it in debt.
   double burst_seconds = 1.0;
+  // Use the budget the service announces. OpenAI-style services (and the
+  // mock API) keep buckets holding a minute's worth; when the latest
+  // x-ratelimit-remaining-* says more is left than the local bucket holds,
+  // the pacer may spend (remaining - burst_margin * limit - what it started
+  // since the answered request started) at once, then paces at the rate
+  // again. Not for a limit the user gave (--rpm/--tpm: a promise, e.g. to
+  // share a quota), nor while cooling down or half-open after a 429.
+  bool use_announced_budget = true;
+  // Fraction of the limit held back from an announced budget: covers token
+  // estimates that are still being learned and other clients of the key.
+  double burst_margin = 0.05;
+  // How far back starts are remembered to correct remaining-* counts
+  // (older answers fall back to subtracting everything in flight).
+  Duration start_log_horizon = std::chrono::minutes(5);
+  size_t start_log_max = 65536;
   // Cooldown after a 429 that carried no Retry-After.
   Duration default_cooldown = std::chrono::seconds(1);
   Duration max_cooldown = std::chrono::minutes(5);
@@ -190,6 +206,11 @@ class HeaderRatePacer final : public RatePacer {
   // without) set one cooldown shared by every request.
   void OnResponse(TimePoint now, const RateLimitInfo& rate, int http_status, uint64_t input_bytes,
                   int64_t prompt_tokens) override;
+  // As OnResponse; remaining-* is corrected by exactly the requests started
+  // after `started` (they cannot be in the count; earlier ones are), and a
+  // count above the local level raises it (use_announced_budget).
+  void OnResponseTo(TimePoint started, TimePoint now, const RateLimitInfo& rate, int http_status,
+                    uint64_t input_bytes, int64_t prompt_tokens) override;
   double BytesPerToken() const override { return bytes_per_token_; }
 
   // Effective limits in use (0 = unknown) and the shared cooldown's end.
@@ -199,13 +220,17 @@ class HeaderRatePacer final : public RatePacer {
   TimePoint cooldown_until() const { return cooldown_until_; }
   size_t pending_requests() const { return pending_requests_; }
   bool half_open() const { return half_open_; }
+  // What the local buckets hold now (may exceed a bucket's capacity while an
+  // announced budget is being spent).
+  double request_budget(TimePoint now) const { return requests_.LevelAt(now); }
+  double token_budget(TimePoint now) const { return tokens_.LevelAt(now); }
 
  private:
   struct Bucket {
     double per_minute = 0;  // 0: no limit known
     double rate = 0;        // units per second we pace at
     double capacity = 0;
-    double level = 0;
+    double level = 0;  // above capacity only when a header announced it
     TimePoint updated{};
     bool active() const { return per_minute > 0; }
     double LevelAt(TimePoint now) const;
@@ -213,6 +238,23 @@ class HeaderRatePacer final : public RatePacer {
     void SetLimit(double per_minute, double safety, double burst_seconds, TimePoint now);
     Duration WaitFor(TimePoint now, double amount) const;
   };
+
+  // A start, with the running totals of requests and estimated tokens
+  // started before it.
+  struct StartRecord {
+    TimePoint at;
+    double requests_before = 0;
+    double tokens_before = 0;
+  };
+  void Respond(std::optional<TimePoint> started, TimePoint now, const RateLimitInfo& rate,
+               int http_status, uint64_t input_bytes, int64_t prompt_tokens);
+  // Requests and estimated tokens started at or after `started`; nullopt
+  // when the log no longer reaches back that far.
+  std::optional<std::pair<double, double>> StartedSince(TimePoint started) const;
+  // Lowers the bucket to remaining - started_since, or raises it to that
+  // less the margin when `may_raise` (and the pacer is not cooling down).
+  void ApplyRemaining(Bucket& bucket, double remaining, double started_since, bool may_raise,
+                      TimePoint now);
 
   // Successes per second over the inference window: (second, count).
   double RecentSuccessRate(TimePoint now) const;
@@ -233,6 +275,9 @@ class HeaderRatePacer final : public RatePacer {
   bool probe_started_ = false;  // that one request is in flight
   size_t pending_requests_ = 0;
   double pending_tokens_ = 0;
+  std::deque<StartRecord> starts_;  // bounded by start_log_horizon and start_log_max
+  double started_requests_ = 0;     // running totals over every start
+  double started_tokens_ = 0;
   double bytes_per_token_;
 };
 

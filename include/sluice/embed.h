@@ -83,6 +83,13 @@ class ConcurrencyLimiter {
   // Called when a request is started / has finished (rtt measured by the caller).
   virtual void OnStart(TimePoint now) = 0;
   virtual void OnFinish(TimePoint now, Duration rtt, RequestOutcome outcome) = 0;
+  // The batch size changed, which moves latency for reasons other than load.
+  // `latency_ratio` is the expected latency of the new size over the old one
+  // (BatchSizer::LatencyRatio; <= 0 when unknown). Default: ignored.
+  virtual void OnBatchSizeChanged(TimePoint now, double latency_ratio) {
+    (void)now;
+    (void)latency_ratio;
+  }
 };
 
 // Decides when the next request may start under request/token rate limits and
@@ -99,6 +106,15 @@ class RatePacer {
   // the pacer learn the bytes-per-token ratio.
   virtual void OnResponse(TimePoint now, const RateLimitInfo& rate, int http_status,
                           uint64_t input_bytes, int64_t prompt_tokens) = 0;
+  // OnResponse for a request that started at `started` (when it was passed
+  // to OnStart). A pacer reading x-ratelimit-remaining-* uses it to tell
+  // which of its own requests that count cannot include yet: those started
+  // after this one. Default: OnResponse.
+  virtual void OnResponseTo(TimePoint started, TimePoint now, const RateLimitInfo& rate,
+                            int http_status, uint64_t input_bytes, int64_t prompt_tokens) {
+    (void)started;
+    OnResponse(now, rate, http_status, input_bytes, prompt_tokens);
+  }
   // Current estimate of UTF-8 bytes per token.
   virtual double BytesPerToken() const = 0;
 };
@@ -111,8 +127,9 @@ std::unique_ptr<RatePacer> MakeCooldownOnlyPacer();
 struct HttpEmbedderOptions {
   std::string endpoint;  // base URL, e.g. "https://api.openai.com/v1"; "/embeddings" is appended
   std::string model = "text-embedding-3-small";
-  int dimensions = 0;    // 0: do not send "dimensions"; accept what comes back (fixed after the first)
-  std::string api_key;   // never logged
+  int dimensions =
+      0;  // 0: do not send "dimensions"; accept what comes back (fixed after the first)
+  std::string api_key;  // never logged
   Duration request_timeout = std::chrono::seconds(60);
   Duration connect_timeout = std::chrono::seconds(10);
   bool request_base64 = true;  // falls back to floats when the server rejects it

@@ -374,7 +374,8 @@ Status EmbedStage::Impl::HandleResponse(EmbedResponse& response, BoundedQueue<Em
   response.status = status;
   const RequestOutcome outcome = Classify(response);
   limiter.OnFinish(now, rtt, outcome);
-  pacer.OnResponse(now, response.rate, response.http_status, batch.bytes, response.prompt_tokens);
+  pacer.OnResponseTo(start, now, response.rate, response.http_status, batch.bytes,
+                     response.prompt_tokens);
   metrics.embed_latency.Record(rtt);
   if (status.code() == StatusCode::kRateLimited) Add(metrics.rate_limited);
   if (response.http_status >= 500) Add(metrics.server_errors);
@@ -399,7 +400,12 @@ Status EmbedStage::Impl::HandleResponse(EmbedResponse& response, BoundedQueue<Em
   if (status.ok()) {
     Add(metrics.requests_ok);
     if (sizer) {
+      const size_t before = sizer->SuggestedInputs();
       sizer->Observe(batch.chunks.size(), rtt);
+      const size_t after = sizer->SuggestedInputs();
+      // A new batch size moves latency for reasons other than load: tell the
+      // limiter so it does not read the change as queueing (or its absence).
+      if (after != before) limiter.OnBatchSizeChanged(now, sizer->LatencyRatio(before, after));
       max_inputs = std::clamp<size_t>(sizer->SuggestedInputs(), 1,
                                       std::max<size_t>(1, options.max_inputs_per_request));
     }

@@ -8,10 +8,17 @@
 //
 // Headers. x-ratelimit-limit-* replaces the limit (capped by the user's).
 // x-ratelimit-remaining-* is what the service had left when it counted the
-// request that carried it; requests we started since are not in it, and we
-// cannot tell which ones, so we subtract every request still in flight
-// (conservative: the service also refilled during the round trip) and only
-// ever lower the local bucket to that, never raise it.
+// request that carried it. Requests started after that one are not in it;
+// those started before are. With the request's start time (OnResponseTo)
+// the pacer subtracts exactly the later starts, from a log of starts; without
+// it, everything still in flight (and a late answer to an early request
+// could then overstate the budget, so only the lowering applies). Either way
+// the result is conservative: the service also refilled during the round trip.
+// A count below the local level lowers it. A count above it raises it, less
+// a margin (use_announced_budget): a service holding a minute's budget is
+// used at line speed until the budget is spent, then at the paced rate.
+// Above its capacity a bucket does not refill locally: only the service's
+// count can put it there.
 //
 // Cooldown. A 429 (or a 503 with Retry-After) sets cooldown_until to
 // max(cooldown_until, now + Retry-After); every request waits for it, so a
@@ -28,7 +35,7 @@
 namespace sluice {
 
 double HeaderRatePacer::Bucket::LevelAt(TimePoint now) const {
-  if (now <= updated) return level;
+  if (now <= updated || level >= capacity) return level;
   return std::min(capacity, level + rate * ToSeconds(now - updated));
 }
 
@@ -90,6 +97,15 @@ void HeaderRatePacer::OnStart(TimePoint now, uint32_t estimated_tokens) {
   if (half_open_ && now >= cooldown_until_) probe_started_ = true;
   ++pending_requests_;
   pending_tokens_ += estimated_tokens;
+  // Kept sorted by time even if a caller's clock stepped back.
+  const TimePoint at = !starts_.empty() && starts_.back().at > now ? starts_.back().at : now;
+  starts_.push_back(StartRecord{at, started_requests_, started_tokens_});
+  started_requests_ += 1;
+  started_tokens_ += estimated_tokens;
+  while (!starts_.empty() && (starts_.size() > std::max<size_t>(1, options_.start_log_max) ||
+                              starts_.front().at < now - options_.start_log_horizon)) {
+    starts_.pop_front();
+  }
   if (requests_.active()) {
     requests_.Refill(now);
     requests_.level -= 1;
@@ -100,8 +116,46 @@ void HeaderRatePacer::OnStart(TimePoint now, uint32_t estimated_tokens) {
   }
 }
 
+std::optional<std::pair<double, double>> HeaderRatePacer::StartedSince(TimePoint started) const {
+  if (starts_.empty() || started < starts_.front().at) return std::nullopt;
+  // The first start at or after `started` (the answered request itself is
+  // among them: counted too, which errs on the safe side when several
+  // started at the same instant and their order at the service is unknown).
+  auto it = std::lower_bound(starts_.begin(), starts_.end(), started,
+                             [](const StartRecord& r, TimePoint t) { return r.at < t; });
+  if (it == starts_.end()) return std::make_pair(0.0, 0.0);
+  return std::make_pair(started_requests_ - it->requests_before,
+                        started_tokens_ - it->tokens_before);
+}
+
+void HeaderRatePacer::ApplyRemaining(Bucket& bucket, double remaining, double started_since,
+                                     bool may_raise, TimePoint now) {
+  bucket.Refill(now);
+  // At most what the service can still take (it refilled meanwhile, too).
+  const double known = remaining - started_since;
+  if (known < bucket.level) {
+    bucket.level = known;
+    return;
+  }
+  if (!may_raise || !options_.use_announced_budget || half_open_ || now < cooldown_until_) return;
+  const double spendable =
+      std::min(bucket.per_minute, known - options_.burst_margin * bucket.per_minute);
+  if (spendable > bucket.level) bucket.level = spendable;
+}
+
 void HeaderRatePacer::OnResponse(TimePoint now, const RateLimitInfo& rate, int http_status,
                                  uint64_t input_bytes, int64_t prompt_tokens) {
+  Respond(std::nullopt, now, rate, http_status, input_bytes, prompt_tokens);
+}
+
+void HeaderRatePacer::OnResponseTo(TimePoint started, TimePoint now, const RateLimitInfo& rate,
+                                   int http_status, uint64_t input_bytes, int64_t prompt_tokens) {
+  Respond(started, now, rate, http_status, input_bytes, prompt_tokens);
+}
+
+void HeaderRatePacer::Respond(std::optional<TimePoint> started, TimePoint now,
+                              const RateLimitInfo& rate, int http_status, uint64_t input_bytes,
+                              int64_t prompt_tokens) {
   // Release this request's reservation (its own cost is unknown here: use
   // the mean of what is pending).
   if (pending_requests_ > 0) {
@@ -123,15 +177,25 @@ void HeaderRatePacer::OnResponse(TimePoint now, const RateLimitInfo& rate, int h
     tokens_.SetLimit(effective(options_.tpm, *rate.limit_tokens), options_.safety,
                      options_.burst_seconds, now);
   }
-  if (rate.remaining_requests && requests_.active()) {
-    requests_.Refill(now);
-    requests_.level = std::min(requests_.level, static_cast<double>(*rate.remaining_requests) -
-                                                    static_cast<double>(pending_requests_));
-  }
-  if (rate.remaining_tokens && tokens_.active()) {
-    tokens_.Refill(now);
-    tokens_.level =
-        std::min(tokens_.level, static_cast<double>(*rate.remaining_tokens) - pending_tokens_);
+  if ((rate.remaining_requests && requests_.active()) ||
+      (rate.remaining_tokens && tokens_.active())) {
+    // What the count cannot include: the requests started after this one,
+    // or (start unknown) everything still in flight, which cannot be used
+    // to raise the budget (an early request's late answer overstates it).
+    std::optional<std::pair<double, double>> since;
+    if (started) since = StartedSince(*started);
+    const bool exact = since.has_value();
+    if (!exact) since = std::make_pair(static_cast<double>(pending_requests_), pending_tokens_);
+    // A limit the user gave is a promise (e.g. a share of the key's quota):
+    // never spend the key's whole announced budget on it.
+    if (rate.remaining_requests && requests_.active()) {
+      ApplyRemaining(requests_, static_cast<double>(*rate.remaining_requests), since->first,
+                     exact && options_.rpm <= 0, now);
+    }
+    if (rate.remaining_tokens && tokens_.active()) {
+      ApplyRemaining(tokens_, static_cast<double>(*rate.remaining_tokens), since->second,
+                     exact && options_.tpm <= 0, now);
+    }
   }
 
   // "Request too large" (OpenAI, and the mock API): a 429 without

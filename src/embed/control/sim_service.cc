@@ -306,7 +306,7 @@ Result Run(const ServiceOptions& service_options, const ClientOptions& client,
       if (r.http_status == 429 || r.http_status == 503) outcome = RequestOutcome::kBackpressure;
       if (r.http_status == 400) outcome = RequestOutcome::kPermanent;
       limiter.OnFinish(now, rtt, outcome);
-      pacer.OnResponse(now, r.rate, r.http_status, f.batch.bytes, r.prompt_tokens);
+      pacer.OnResponseTo(f.started, now, r.rate, r.http_status, f.batch.bytes, r.prompt_tokens);
       RequestEvent event;
       event.start = f.started;
       event.end = now;
@@ -332,11 +332,7 @@ Result Run(const ServiceOptions& service_options, const ClientOptions& client,
           const size_t before = sizer->SuggestedInputs();
           sizer->Observe(f.batch.inputs, rtt);
           const size_t after = sizer->SuggestedInputs();
-          if (after != before) {
-            if (auto* adaptive = dynamic_cast<AdaptiveLimiter*>(&limiter)) {
-              adaptive->OnBatchSizeChanged(now, sizer->LatencyRatio(before, after));
-            }
-          }
+          if (after != before) limiter.OnBatchSizeChanged(now, sizer->LatencyRatio(before, after));
         }
         inputs_per_second[second] += static_cast<double>(f.batch.inputs);
         ok_requests_per_second[second] += 1;

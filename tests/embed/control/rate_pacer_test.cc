@@ -318,5 +318,136 @@ TEST(RatePacerTest, NoInferenceWhenTheUserGaveTheLimitOrItIsDisabled) {
   EXPECT_EQ(disabled.effective_rpm(), 0);
 }
 
+// --- The service's announced budget (x-ratelimit-remaining-* above the local bucket)
+
+// A service announcing 100 RPM whose one-minute bucket is full.
+RateLimitInfo Announced(int64_t remaining_requests, int64_t remaining_tokens) {
+  RateLimitInfo h;
+  h.limit_requests = 100;
+  h.remaining_requests = remaining_requests;
+  h.limit_tokens = 100000;
+  h.remaining_tokens = remaining_tokens;
+  return h;
+}
+
+TEST(RatePacerTest, AnnouncedBudgetIsSpentAtOnceThenPacedAtTheRate) {
+  HeaderRatePacer pacer(RatePacerOptions{});  // safety 0.98, margin 5% of the limit
+  pacer.OnStart(kT0, 10);
+  const TimePoint t = kT0 + milliseconds(200);
+  pacer.OnResponseTo(kT0, t, Announced(99, 99990), 200, 40, 10);
+  // 99 left, less the answered request itself (started at kT0, conservatively
+  // counted as after its own snapshot), less 5 held back: 93 at once.
+  EXPECT_DOUBLE_EQ(pacer.request_budget(t), 93.0);
+  EXPECT_DOUBLE_EQ(pacer.token_budget(t), 99990.0 - 10 - 5000);
+  int started = 0;
+  while (pacer.DelayFor(t, 10) == Duration(0) && started < 1000) {
+    pacer.OnStart(t, 10);
+    ++started;
+  }
+  EXPECT_EQ(started, 93);
+  // Then the rate: 0.98 * 100 / 60 per second, one request every ~0.61 s.
+  EXPECT_NEAR(ToSeconds(pacer.DelayFor(t, 10)), 60.0 / 98.0, 1e-3);
+  // Above its capacity a bucket is never refilled locally: waiting long
+  // fills it to one second's worth, not back to the announced level.
+  EXPECT_NEAR(pacer.request_budget(t + seconds(30)), 98.0 / 60.0, 1e-9);
+}
+
+TEST(RatePacerTest, AnnouncedBudgetIsNotRefilledLocally) {
+  HeaderRatePacer pacer(RatePacerOptions{});
+  pacer.OnStart(kT0, 10);
+  pacer.OnResponseTo(kT0, kT0, Announced(99, 99990), 200, 40, 10);
+  EXPECT_DOUBLE_EQ(pacer.request_budget(kT0 + seconds(10)), 93.0);
+}
+
+TEST(RatePacerTest, RemainingIsCorrectedByExactlyTheRequestsStartedAfterTheAnsweredOne) {
+  HeaderRatePacer pacer(RatePacerOptions{});
+  const TimePoint a = kT0, b = kT0 + milliseconds(10), c = kT0 + milliseconds(20);
+  pacer.OnStart(a, 1000);
+  pacer.OnStart(b, 1000);
+  pacer.OnStart(c, 1000);
+  // B is answered first; the service counted A and B when it counted B.
+  pacer.OnResponseTo(b, kT0 + milliseconds(200), Announced(98, 98000), 200, 4000, 1000);
+  // B and C may be missing from the count: 98000 - 2000, less 5000 held back.
+  EXPECT_DOUBLE_EQ(pacer.token_budget(kT0 + milliseconds(200)), 91000.0);
+  // A's answer comes late with an older, higher count (only A counted). B and
+  // C started after A, so they are subtracted although B is no longer in
+  // flight: the stale count does not raise the budget (subtracting what is
+  // in flight, only C, would have given 93000).
+  pacer.OnResponseTo(a, kT0 + milliseconds(300), Announced(99, 99000), 200, 4000, 1000);
+  EXPECT_DOUBLE_EQ(pacer.token_budget(kT0 + milliseconds(300)), 91000.0);
+  EXPECT_DOUBLE_EQ(pacer.request_budget(kT0 + milliseconds(300)), 99.0 - 3 - 5);
+  // Someone else spent the key's budget: a lower count lowers the budget,
+  // with no margin (it is what the service can still take at most).
+  const TimePoint d = kT0 + milliseconds(400);
+  pacer.OnStart(d, 1000);
+  pacer.OnResponseTo(d, kT0 + milliseconds(500), Announced(40, 50000), 200, 4000, 1000);
+  EXPECT_DOUBLE_EQ(pacer.token_budget(kT0 + milliseconds(500)), 49000.0);
+  EXPECT_DOUBLE_EQ(pacer.request_budget(kT0 + milliseconds(500)), 39.0);
+}
+
+TEST(RatePacerTest, NoAnnouncedBudgetWhenItCannotBeTrusted) {
+  const double token_capacity = 100000 * 0.98 / 60;  // one second of the paced rate
+  {
+    // Answered through OnResponse: the start is unknown, so a late answer to
+    // an early request could overstate the budget. Only lowering applies.
+    HeaderRatePacer pacer(RatePacerOptions{});
+    pacer.OnStart(kT0, 10);
+    pacer.OnResponse(kT0, Announced(99, 99990), 200, 40, 10);
+    EXPECT_LE(pacer.token_budget(kT0), token_capacity + 1e-9);
+  }
+  {
+    // A limit the user gave is a promise: the key's budget is not ours.
+    RatePacerOptions o;
+    o.tpm = 100000;
+    HeaderRatePacer pacer(o);
+    pacer.OnStart(kT0, 10);
+    pacer.OnResponseTo(kT0, kT0, Announced(99, 99990), 200, 40, 10);
+    EXPECT_LE(pacer.token_budget(kT0), token_capacity + 1e-9);
+    EXPECT_GT(pacer.request_budget(kT0), 90.0);  // the request limit is the service's
+  }
+  {
+    RatePacerOptions o;
+    o.use_announced_budget = false;
+    HeaderRatePacer pacer(o);
+    pacer.OnStart(kT0, 10);
+    pacer.OnResponseTo(kT0, kT0, Announced(99, 99990), 200, 40, 10);
+    EXPECT_LE(pacer.token_budget(kT0), token_capacity + 1e-9);
+  }
+  {
+    // After a 429, answers to requests sent before it do not reopen the
+    // budget: the restart is paced until the probe is answered.
+    HeaderRatePacer pacer(RatePacerOptions{});
+    for (int i = 0; i < 3; ++i) pacer.OnStart(kT0, 10);
+    RateLimitInfo refused = Announced(0, 0);
+    refused.retry_after = milliseconds(100);
+    pacer.OnResponseTo(kT0, kT0 + milliseconds(50), refused, 429, 40, 0);
+    pacer.OnResponseTo(kT0, kT0 + milliseconds(60), Announced(99, 99990), 200, 40, 10);
+    EXPECT_LE(pacer.token_budget(kT0 + milliseconds(60)), 0.0);
+    const TimePoint probe = kT0 + seconds(3);  // 0 - 3 requests left: ~2.45 s of refill
+    ASSERT_EQ(pacer.DelayFor(probe, 10), Duration(0));
+    pacer.OnStart(probe, 10);
+    EXPECT_GT(pacer.DelayFor(probe, 10), Duration(0));
+    // The probe's answer reopens, but the count it carries was taken with
+    // the pacer half-open: it lowers, it does not raise.
+    pacer.OnResponseTo(probe, probe + milliseconds(100), Announced(90, 90000), 200, 40, 10);
+    EXPECT_FALSE(pacer.half_open());
+    EXPECT_LE(pacer.token_budget(probe + milliseconds(100)), token_capacity + 1e-9);
+    // The next answer may use the budget again.
+    const TimePoint next = probe + milliseconds(200);
+    pacer.OnStart(next, 10);
+    pacer.OnResponseTo(next, next, Announced(90, 90000), 200, 40, 10);
+    EXPECT_DOUBLE_EQ(pacer.token_budget(next), 90000.0 - 10 - 5000);
+  }
+  {
+    // The start is older than the log reaches: fall back to lowering only.
+    RatePacerOptions o;
+    o.start_log_max = 2;
+    HeaderRatePacer pacer(o);
+    for (int i = 0; i < 3; ++i) pacer.OnStart(kT0 + milliseconds(i), 10);
+    pacer.OnResponseTo(kT0, kT0 + seconds(1), Announced(99, 99990), 200, 40, 10);
+    EXPECT_LE(pacer.token_budget(kT0 + seconds(1)), token_capacity + 1e-9);
+  }
+}
+
 }  // namespace
 }  // namespace sluice

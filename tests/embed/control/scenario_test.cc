@@ -8,6 +8,7 @@
 #include <toml++/toml.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -53,6 +54,10 @@ struct Scenario {
   AdaptiveLimiterOptions limiter;
   Range throughput_ratio, limit_range, limit_mean, window_range, bytes_per_token;
   double window_from_s = 0, window_to_s = 0;
+  // At least `early_min_chunks` embedded in [0, early_to_s): the service's
+  // announced one-minute budget is used at line speed.
+  double early_to_s = 0;
+  int64_t early_min_chunks = -1;
   double max_429_fraction_after_warmup = -1;
   int64_t max_429_total = -1;
   double max_503_fraction = -1;
@@ -100,6 +105,7 @@ Scenario Load(const fs::path& path) {
   s.client.bytes_per_token = cl["bytes_per_token"].value_or(4.0);
   s.pacer.rpm = cl["rpm"].value_or(0.0);
   s.pacer.tpm = cl["tpm"].value_or(0.0);
+  s.pacer.use_announced_budget = cl["announced_budget"].value_or(true);
 
   const auto ex = t["expect"];
   s.throughput_ratio = ReadRange(ex["throughput_ratio"]);
@@ -113,6 +119,10 @@ Scenario Load(const fs::path& path) {
     s.window_from_s = ex["window_ratio"]["from_s"].value_or(0.0);
     s.window_to_s = ex["window_ratio"]["to_s"].value_or(0.0);
     s.window_range = ReadRange(ex["window_ratio"]["range"]);
+  }
+  if (ex["early"].is_table()) {
+    s.early_to_s = ex["early"]["to_s"].value_or(0.0);
+    s.early_min_chunks = ex["early"]["min_chunks"].value_or(int64_t{-1});
   }
   if (const toml::array* recs = ex["recovery"].as_array()) {
     for (const toml::node& n : *recs) {
@@ -168,6 +178,13 @@ TEST_P(ScenarioTest, MeetsExpectedRanges) {
       static_cast<unsigned long long>(r.http_503), r.limit_min, r.limit_mean, r.limit_max,
       static_cast<unsigned long long>(r.exhausted), r.final_bytes_per_token);
 
+  if (std::getenv("SLUICE_SCENARIO_ROWS") != nullptr) {
+    for (size_t i = 0; i < r.rows.size(); ++i) {
+      std::printf("  t=%3zu chunks=%6llu ceiling=%8.1f requests=%3u 429=%u limit=%.1f\n", i,
+                  static_cast<unsigned long long>(r.rows[i].chunks), r.ceiling_chunks_per_s[i],
+                  r.rows[i].requests, r.rows[i].http_429, r.rows[i].limit);
+    }
+  }
   ASSERT_GT(r.requests, 0u);
   if (s.throughput_ratio.set) {
     EXPECT_GE(r.throughput_ratio, s.throughput_ratio.lo);
@@ -204,6 +221,16 @@ TEST_P(ScenarioTest, MeetsExpectedRanges) {
         Ratio(r, static_cast<size_t>(s.window_from_s), static_cast<size_t>(s.window_to_s));
     EXPECT_GE(ratio, s.window_range.lo) << "window " << s.window_from_s << "-" << s.window_to_s;
     EXPECT_LE(ratio, s.window_range.hi) << "window " << s.window_from_s << "-" << s.window_to_s;
+  }
+  if (s.early_min_chunks >= 0) {
+    uint64_t early = 0;
+    for (size_t i = 0; i < static_cast<size_t>(s.early_to_s) && i < r.rows.size(); ++i) {
+      early += r.rows[i].chunks;
+    }
+    std::printf("[scenario %s] %llu chunks in the first %.0f s\n", s.name.c_str(),
+                static_cast<unsigned long long>(early), s.early_to_s);
+    EXPECT_GE(early, static_cast<uint64_t>(s.early_min_chunks))
+        << "the announced budget was not used at the start";
   }
   for (const Recovery& rec : s.recoveries) {
     // The first second from which a 3-second average reaches the fraction.
