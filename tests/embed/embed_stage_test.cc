@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <deque>
 #include <functional>
 #include <map>
@@ -465,6 +466,87 @@ TEST(EmbedStageTest, RequestStopWakesAnIdleStage) {
   runner.join();
   EXPECT_TRUE(result.ok());
   EXPECT_EQ(Get(h.metrics.embedder.items_in), 0u);
+}
+
+// Records what the stage tells the controllers (a fixed limit, no pacing).
+class RecordingLimiter final : public ConcurrencyLimiter {
+ public:
+  size_t Limit() const override { return 1; }
+  void OnStart(TimePoint) override {}
+  void OnFinish(TimePoint, Duration, RequestOutcome) override {}
+  void OnBatchSizeChanged(TimePoint, double latency_ratio) override {
+    ratios.push_back(latency_ratio);
+  }
+  std::vector<double> ratios;
+};
+
+class RecordingPacer final : public RatePacer {
+ public:
+  Duration DelayFor(TimePoint, uint32_t) const override { return Duration(0); }
+  void OnStart(TimePoint now, uint32_t) override { starts.push_back(now); }
+  void OnResponse(TimePoint, const RateLimitInfo&, int, uint64_t, int64_t) override {
+    ++without_start;
+  }
+  void OnResponseTo(TimePoint started, TimePoint, const RateLimitInfo&, int, uint64_t,
+                    int64_t) override {
+    answered_starts.push_back(started);
+  }
+  double BytesPerToken() const override { return 4.0; }
+  std::vector<TimePoint> starts, answered_starts;
+  int without_start = 0;
+};
+
+TEST(EmbedStageTest, TellsTheLimiterWhenTheBatchSizeChangesAndThePacerWhenAnswersStarted) {
+  // Latency 100 ms + 1 ms per input on a manual clock, one request at a time:
+  // the sizer fits it exactly and grows batches towards 400 inputs (capped at 64).
+  ManualClock clock(TimePoint{} + std::chrono::hours(1));
+  Harness h(
+      [&clock](const EmbedRequest& r, int) {
+        clock.Advance(milliseconds(100) + milliseconds(1) * static_cast<int64_t>(r.inputs.size()));
+        return Ok(r);
+      },
+      /*concurrency=*/1);
+  auto limiter = std::make_unique<RecordingLimiter>();
+  auto pacer = std::make_unique<RecordingPacer>();
+  RecordingLimiter* recorded_limiter = limiter.get();
+  RecordingPacer* recorded_pacer = pacer.get();
+  h.limiter = std::move(limiter);
+  h.pacer = std::move(pacer);
+  h.clock = &clock;
+  h.options.adaptive_batch = true;
+  h.options.batch_size = 2;
+  h.options.max_inputs_per_request = 64;
+  ASSERT_TRUE(h.RunAll(Chunks(900)).ok());
+  h.ExpectExactlyOnce(900);
+
+  // The sizes the batches took, in order, and the latency ratios between them.
+  std::vector<size_t> sizes;
+  for (size_t size : h.transport.RequestSizes()) {
+    if (sizes.empty() || size != sizes.back()) sizes.push_back(size);
+  }
+  ASSERT_GE(sizes.size(), 3u) << "the sizer never changed the batch size";
+  // One call per change of the suggestion; the last may not have been used
+  // by a batch yet, and the final partial batch is no change.
+  EXPECT_GE(recorded_limiter->ratios.size(), sizes.size() - 2);
+  EXPECT_LE(recorded_limiter->ratios.size(), sizes.size());
+  auto latency = [](double inputs) { return 0.1 + 0.001 * inputs; };
+  int fitted = 0;
+  for (double ratio : recorded_limiter->ratios) {
+    if (ratio <= 0) continue;  // before any fit: unknown, as BatchSizer::LatencyRatio says
+    ++fitted;
+    bool matches = false;
+    for (size_t i = 0; i + 1 < sizes.size(); ++i) {
+      const double expected =
+          latency(static_cast<double>(sizes[i + 1])) / latency(static_cast<double>(sizes[i]));
+      if (std::abs(ratio - expected) < 1e-6) matches = true;
+    }
+    EXPECT_TRUE(matches) << "ratio " << ratio;
+  }
+  EXPECT_GE(fitted, 1);
+
+  // Every answer reached the pacer with the time its request started.
+  EXPECT_EQ(recorded_pacer->without_start, 0);
+  EXPECT_EQ(recorded_pacer->answered_starts, recorded_pacer->starts);
 }
 
 }  // namespace
