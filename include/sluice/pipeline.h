@@ -46,6 +46,9 @@ enum class CleanupMode {
   kFull,         // also delete the files under the given roots that no longer exist
 };
 
+// The content hash recorded in fingerprints: hex XXH3-128 of the file's bytes.
+Result<std::string> HashFileContents(const std::string& path);
+
 // Parses "none", "incremental" or "full".
 Result<CleanupMode> ParseCleanupMode(std::string_view text);
 
@@ -80,6 +83,12 @@ struct IngestOptions {
   std::string dead_letter_path = "out/dead-letter.jsonl";
   std::string report_path;  // JSON report; empty: none
   std::string trace_path;   // controller trace; empty: none
+
+  // Dead-letter replay (`sluice dead-letter retry`): these chunks are embedded
+  // and stored as they are, and these files re-read (relative_path set to
+  // their source id), instead of walking `inputs` (which may then be empty).
+  std::vector<Chunk> replay_chunks;
+  std::vector<SourceFile> replay_files;
 
   CleanupMode cleanup = CleanupMode::kIncremental;
   bool skip_unchanged = true;   // false: re-read every file (fingerprints still recorded)

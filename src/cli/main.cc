@@ -1,6 +1,6 @@
 // sluice: the command-line entry point. Subcommands: ingest, search, demo,
-// mock-api. Exit status: 0 success; 1 fatal error; 2 usage error; 3 finished
-// but something was dead-lettered; 130/143 stopped by SIGINT/SIGTERM.
+// mock-api, verify, dead-letter (list, retry). Exit status: 0 success; 1 fatal error; 2 usage
+// error; 3 finished but something was dead-lettered; 130/143 stopped by SIGINT/SIGTERM.
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
@@ -13,6 +13,7 @@
 
 #include "cli/commands.h"
 #include "cli/ingest_flags.h"
+#include "cli/resume_commands.h"
 #include "mockapi/mock_api_flags.h"
 
 namespace sluice::cli {
@@ -74,18 +75,53 @@ int Main(int argc, char** argv) {
       "mock-api", "Serve the simulated OpenAI-compatible embeddings API until SIGINT/SIGTERM.");
   AddMockApiFlags(*mock, mock_options);
 
-  // Expand `ingest --config FILE` before parsing so its keys become flags.
+  VerifyArgs verify_args;
+  CLI::App* verify = app.add_subcommand(
+      "verify",
+      "Check a store: every fingerprinted file's chunks present, no orphans, right dimensions; "
+      "with inputs, also that every file is ingested and unchanged. Exit 0 clean, 1 otherwise.");
+  verify->add_option("inputs", verify_args.inputs, "files or folders the store was ingested from");
+  verify->add_option("--store", verify_args.store_uri, "sqlite:PATH or postgres://...")
+      ->capture_default_str();
+  verify->add_option("--table", verify_args.table, "chunks table name")->capture_default_str();
+
+  CLI::App* dead_letter =
+      app.add_subcommand("dead-letter", "Inspect or re-drive the dead-letter file.");
+  dead_letter->require_subcommand(1);
+  DeadLetterArgs dl_args;
+  CLI::App* dl_list =
+      dead_letter->add_subcommand("list", "Count dead-lettered items by reason and kind.");
+  dl_list->add_option("--dead-letter", dl_args.dead_letter_path, "the dead-letter JSONL file")
+      ->capture_default_str();
+  IngestOptions retry_options;
+  IngestFlagExtras retry_extras;
+  CLI::App* dl_retry = dead_letter->add_subcommand(
+      "retry",
+      "Re-embed dead-lettered chunks and re-read dead-lettered sources with the ingest's flags; "
+      "remove from the file what gets stored.");
+  AddIngestFlags(*dl_retry, retry_options, retry_extras);
+  dl_retry->get_option("inputs")->required(false);
+  dl_retry->add_option("--reason", dl_args.reason_pattern,
+                       "only entries whose reason or message matches this regular expression");
+
+  // Expand `--config FILE` (ingest, dead-letter retry) before parsing so its
+  // keys become flags.
   std::vector<std::string> args;
   for (int i = argc - 1; i >= 1; --i) args.emplace_back(argv[i]);  // CLI11 wants reverse order
   std::vector<std::string> forward(args.rbegin(), args.rend());
-  if (!forward.empty() && forward[0] == "ingest") {
-    std::vector<std::string> rest(forward.begin() + 1, forward.end());
-    auto expanded = ExpandConfigFile(*ingest, rest, ingest_options.routes);
+  const bool is_ingest = !forward.empty() && forward[0] == "ingest";
+  const bool is_retry = forward.size() >= 2 && forward[0] == "dead-letter" && forward[1] == "retry";
+  if (is_ingest || is_retry) {
+    const size_t skip = is_ingest ? 1 : 2;
+    std::vector<std::string> rest(forward.begin() + static_cast<std::ptrdiff_t>(skip),
+                                  forward.end());
+    auto expanded = is_ingest ? ExpandConfigFile(*ingest, rest, ingest_options.routes)
+                              : ExpandConfigFile(*dl_retry, rest, retry_options.routes);
     if (!expanded.ok()) {
       std::fprintf(stderr, "sluice: %s\n", expanded.status().message().c_str());
       return 2;
     }
-    forward.assign(1, "ingest");
+    forward.resize(skip);
     forward.insert(forward.end(), expanded->begin(), expanded->end());
     args.assign(forward.rbegin(), forward.rend());
   }
@@ -115,6 +151,22 @@ int Main(int argc, char** argv) {
   if (*demo) {
     SetUpLogging("info");
     return RunDemoCommand(demo_args);
+  }
+  if (*verify) {
+    SetUpLogging("info");
+    return RunVerifyCommand(verify_args);
+  }
+  if (*dl_list) {
+    SetUpLogging("info");
+    return RunDeadLetterListCommand(dl_args);
+  }
+  if (*dl_retry) {
+    SetUpLogging(retry_extras.log_level);
+    if (Status s = FinishIngestOptions(retry_options, retry_extras); !s.ok()) {
+      spdlog::error("{}", s.message());
+      return 2;
+    }
+    return RunDeadLetterRetryCommand(dl_args, retry_options);
   }
   if (*mock) {
     SetUpLogging("info");

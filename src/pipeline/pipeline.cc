@@ -91,8 +91,9 @@ class ReaderSink final : public DocumentSink {
   uint64_t chunks_ = 0;
 };
 
-// Hex XXH3-128 of a file's bytes, read in 256 KiB blocks.
-Result<std::string> HashFile(const std::string& path) {
+}  // namespace
+
+Result<std::string> HashFileContents(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return Status::IOError("cannot open " + path + ": " + std::strerror(errno));
   XXH3_state_t* state = XXH3_createState();
@@ -115,6 +116,8 @@ Result<std::string> HashFile(const std::string& path) {
   if (!s.ok()) return s;
   return fmt::format("{:016x}{:016x}", h.high64, h.low64);
 }
+
+namespace {
 
 // The dead-letter sink the stages see: chunks cancelled by a stop are
 // "abandoned" (counted, not written: the rerun redoes them); real failures go
@@ -244,7 +247,7 @@ struct Pipeline::Impl {
 
 Status Pipeline::Impl::Validate() const {
   const IngestOptions& o = options;
-  if (o.inputs.empty())
+  if (o.inputs.empty() && o.replay_chunks.empty() && o.replay_files.empty())
     return Status::InvalidArgument("no input given: name files, folders or '-'");
   if (o.chunker.chunk_tokens == 0) return Status::InvalidArgument("--chunk-tokens must be > 0");
   if (o.chunker.overlap_tokens >= o.chunker.chunk_tokens) {
@@ -365,7 +368,7 @@ void Pipeline::Impl::ReadSources(BoundedQueue<SourceFile>& files, BoundedQueue<C
 bool Pipeline::Impl::HashUnchanged(const SourceFile& file, const std::string& file_id,
                                    const SourceFingerprint* fp, std::string& hash,
                                    DeadLetterSink& dead, bool& failed) {
-  Result<std::string> h = HashFile(file.path);
+  Result<std::string> h = HashFileContents(file.path);
   if (!h.ok()) {
     dead.SourceFailed(file_id, file.path, h.status());
     failed = true;
@@ -761,6 +764,15 @@ IngestReport Pipeline::Impl::Run() {
   }
 
   std::thread walker([&] {
+    for (const SourceFile& f : options.replay_files) {
+      if (stopping || !file_queue.Push(SourceFile(f))) break;
+    }
+    // Replayed chunks belong to no file being tracked, so their outcome
+    // changes no fingerprint.
+    for (const Chunk& c : options.replay_chunks) {
+      if (stopping || !chunk_queue.Push(Chunk(c))) break;
+      Add(metrics.chunks_produced);
+    }
     Status s =
         enumerator.Run(file_queue, stopping, [&](const std::string& path, const Status& why) {
           {

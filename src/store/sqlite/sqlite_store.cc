@@ -271,14 +271,20 @@ Status SqliteStore::Init() {
   if (s.ok()) {
     const std::string st = Quote(sources_table_);
     s = Prepare(
-        fmt::format("INSERT INTO {0} (source_id, domain, category, chunk_count, updated_at) "
-                    "VALUES (?1, ?2, ?3, (SELECT count(*) FROM {1} WHERE source_id = ?1), ?4) "
+        // A new row takes its file facts from the fingerprint, if the file
+        // was fingerprinted before any chunk of it was stored (dead-letter
+        // retry); an existing row keeps its own.
+        fmt::format("INSERT INTO {0} (source_id, domain, category, chunk_count, updated_at, "
+                    "path, size_bytes, mtime_ns, content_hash) "
+                    "SELECT ?1, ?2, ?3, (SELECT count(*) FROM {1} WHERE source_id = ?1), ?4, "
+                    "f.path, f.size_bytes, f.mtime_ns, f.content_hash FROM (SELECT 1) "
+                    "LEFT JOIN {2} f ON f.file_id = ?1 WHERE true "
                     "ON CONFLICT(source_id) DO UPDATE SET domain = excluded.domain, "
                     "category = excluded.category, chunk_count = excluded.chunk_count, "
                     "updated_at = excluded.updated_at WHERE {0}.domain IS NOT excluded.domain "
                     "OR {0}.category IS NOT excluded.category "
                     "OR {0}.chunk_count IS NOT excluded.chunk_count",
-                    st, Quote(chunks_table_)),
+                    st, Quote(chunks_table_), Quote(files_table_)),
         &upsert_source_counts_);
   }
   if (s.ok()) {

@@ -1,0 +1,301 @@
+// Crash safety (docs/RESUME.md): the real `sluice` binary ingests through the
+// simulated API (in this process, over loopback) and is killed with SIGKILL
+// at random moments (seeded) again and again; the same command run to the end
+// afterwards must leave exactly the store and aggregate files of one
+// uninterrupted run: the same chunk ids, vectors, sources and fingerprints, no
+// duplicates, no orphans, byte-identical aggregate JSON. Also: a SIGINT'd run
+// reports cleanly, dead-letters nothing, and resumes to the same store.
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sqlite3.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <map>
+#include <random>
+#include <thread>
+
+#include "sluice/mock_api.h"
+#include "testing/test_util.h"
+
+extern char** environ;
+
+namespace sluice {
+namespace {
+
+using testing::ReadFile;
+using testing::RunCommand;
+using testing::TempDir;
+using testing::WriteFile;
+
+const std::string kSluice = SLUICE_BINARY;
+
+std::string Paragraphs(int n, const std::string& word) {
+  std::string s;
+  for (int i = 0; i < n; ++i) {
+    s += "Paragraph " + std::to_string(i) + " about " + word + ". ";
+    for (int j = 0; j < 25; ++j) s += word + std::to_string(j * 7 + i) + " ";
+    s += "\n\n";
+  }
+  return s;
+}
+
+void MakeCorpus(const TempDir& dir) {
+  for (int i = 0; i < 40; ++i) {
+    const std::string folder = i % 2 == 0 ? "ops" : "maintenance/pumps";
+    WriteFile(dir / ("corpus/" + folder + "/doc" + std::to_string(i) + ".md"),
+              "# Doc " + std::to_string(i) + "\n\n" + Paragraphs(6, "w" + std::to_string(i)));
+  }
+  // Shared text across files: cache hits inside one run too.
+  for (int i = 0; i < 4; ++i) {
+    WriteFile(dir / ("corpus/ops/shared" + std::to_string(i) + ".txt"), Paragraphs(4, "shared"));
+  }
+}
+
+std::vector<std::string> Args(const TempDir& dir, const std::string& url, const std::string& db,
+                              const std::string& out) {
+  return {kSluice,
+          "ingest",
+          dir / "corpus",
+          "--endpoint",
+          url,
+          "--model",
+          "mock-model",
+          "--store",
+          "sqlite:" + (dir / db),
+          "--out",
+          dir / out,
+          "--dead-letter",
+          dir / (out + "/dead.jsonl"),
+          "--report",
+          dir / (out + "-report.json"),
+          "--no-progress",
+          "--concurrency",
+          "2",
+          "--batch-size",
+          "4",
+          "--chunk-tokens",
+          "48",
+          "--chunk-overlap",
+          "0",
+          "--readers",
+          "2",
+          "--store-batch",
+          "8",
+          "--aggregate-every",
+          "5",
+          "--log-level",
+          "error"};
+}
+
+pid_t Spawn(std::vector<std::string> args) {
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
+  pid_t pid = -1;
+  posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  return pid;
+}
+
+int Wait(pid_t pid) {
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+std::vector<std::string> Dump(const std::string& db) {
+  std::vector<std::string> rows;
+  sqlite3* h = nullptr;
+  EXPECT_EQ(sqlite3_open_v2(db.c_str(), &h, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+  for (const char* sql :
+       {"SELECT 'c', id, source_id, ordinal, text, domain, category, metadata, hex(embedding), "
+        "model, dims FROM chunks",
+        "SELECT 's', source_id, chunk_count, size_bytes, mtime_ns, content_hash FROM sources",
+        "SELECT 'f', file_id, chunk_count, chunk_ids, size_bytes, mtime_ns, content_hash FROM "
+        "files"}) {
+    sqlite3_stmt* st = nullptr;
+    EXPECT_EQ(sqlite3_prepare_v2(h, sql, -1, &st, nullptr), SQLITE_OK) << sql;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+      std::string row;
+      for (int i = 0; i < sqlite3_column_count(st); ++i) {
+        const unsigned char* t = sqlite3_column_text(st, i);
+        row += (t ? reinterpret_cast<const char*>(t) : "NULL");
+        row += '|';
+      }
+      rows.push_back(row);
+    }
+    sqlite3_finalize(st);
+  }
+  sqlite3_close(h);
+  std::sort(rows.begin(), rows.end());
+  return rows;
+}
+
+// Every regular file under `root` (relative path -> content).
+std::map<std::string, std::string> Files(const std::string& root) {
+  std::map<std::string, std::string> out;
+  namespace fs = std::filesystem;
+  for (const auto& e : fs::recursive_directory_iterator(root)) {
+    if (!e.is_regular_file()) continue;
+    const std::string name = fs::relative(e.path(), root).string();
+    // A kill during an aggregate rewrite leaves its FILE.tmp.<pid> behind
+    // (src/aggregate removes stale spools, not these); the JSON files are
+    // what must match.
+    if (name.find(".json.tmp.") != std::string::npos) continue;
+    out[name] = ReadFile(e.path());
+  }
+  return out;
+}
+
+class KillResumeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    MockApiOptions mock;
+    mock.dimensions = 24;
+    mock.base_latency = std::chrono::milliseconds(15);
+    mock.jitter = std::chrono::milliseconds(10);
+    auto server = MockApiServer::Start(mock);
+    ASSERT_TRUE(server.ok()) << server.status().ToString();
+    server_ = std::move(*server);
+    MakeCorpus(dir_);
+    const auto start = std::chrono::steady_clock::now();
+    ASSERT_EQ(Wait(Spawn(Args(dir_, server_->BaseUrl(), "ref.db", "ref-out"))), 0);
+    reference_ms_ = std::chrono::duration_cast<std::chrono::milliseconds>(
+                        std::chrono::steady_clock::now() - start)
+                        .count();
+    reference_ = Dump(dir_ / "ref.db");
+    ASSERT_GT(reference_.size(), 100u);
+  }
+  void TearDown() override {
+    if (server_) server_->Stop();
+  }
+
+  void ExpectSameAsReference() {
+    const std::vector<std::string> got_rows = Dump(dir_ / "s.db");
+    EXPECT_EQ(got_rows.size(), reference_.size());
+    std::vector<std::string> missing, extra;
+    std::set_difference(reference_.begin(), reference_.end(), got_rows.begin(), got_rows.end(),
+                        std::back_inserter(missing));
+    std::set_difference(got_rows.begin(), got_rows.end(), reference_.begin(), reference_.end(),
+                        std::back_inserter(extra));
+    for (size_t i = 0; i < std::min<size_t>(3, missing.size()); ++i)
+      ADD_FAILURE() << "missing " << missing[i];
+    for (size_t i = 0; i < std::min<size_t>(3, extra.size()); ++i)
+      ADD_FAILURE() << "extra " << extra[i];
+    auto got = Files(dir_ / "out");
+    auto want = Files(dir_ / "ref-out");
+    EXPECT_FALSE(got.count(".sluice-incomplete"));
+    EXPECT_EQ(got.size(), want.size());
+    for (const auto& [name, content] : got) EXPECT_TRUE(want.count(name)) << "extra " << name;
+    for (const auto& [name, content] : want) {
+      EXPECT_TRUE(got.count(name) && got[name] == content) << name;
+    }
+    auto r =
+        RunCommand(kSluice + " verify --store sqlite:" + (dir_ / "s.db") + " " + (dir_ / "corpus"));
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+  }
+
+  TempDir dir_;
+  std::unique_ptr<MockApiServer> server_;
+  std::vector<std::string> reference_;
+  int64_t reference_ms_ = 0;
+};
+
+TEST_F(KillResumeTest, KillNineLoopEndsWithTheUninterruptedStore) {
+  std::mt19937_64 rng(20261128);
+  // Kill moments spread over the whole of a run, some very early (schema
+  // creation, first batches) and some late (aggregate rewrites).
+  // Each killed run resumes the last one's work, so a kill lands at most a
+  // third of a full run in: the later rounds reach the later phases.
+  const int64_t span_ms = std::max<int64_t>(100, reference_ms_ / 3);
+  std::uniform_int_distribution<int64_t> moment(5, span_ms);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(45);
+  int kills = 0;
+  for (int round = 0; round < 30 && kills < 12 && std::chrono::steady_clock::now() < deadline;
+       ++round) {
+    const pid_t pid = Spawn(Args(dir_, server_->BaseUrl(), "s.db", "out"));
+    std::this_thread::sleep_for(std::chrono::milliseconds(moment(rng)));
+    ::kill(pid, SIGKILL);
+    const int code = Wait(pid);
+    if (code == 128 + SIGKILL) ++kills;
+  }
+  EXPECT_GE(kills, 10);
+  ASSERT_EQ(Wait(Spawn(Args(dir_, server_->BaseUrl(), "s.db", "out"))), 0);
+  ExpectSameAsReference();
+  // And the store is complete: a rerun sends nothing to the API.
+  const uint64_t before = server_->Stats().requests;
+  ASSERT_EQ(Wait(Spawn(Args(dir_, server_->BaseUrl(), "s.db", "out"))), 0);
+  EXPECT_EQ(server_->Stats().requests, before);
+  ExpectSameAsReference();
+}
+
+TEST_F(KillResumeTest, SigintGivesCleanReportAndResumableStore) {
+  const pid_t pid = Spawn(Args(dir_, server_->BaseUrl(), "s.db", "out"));
+  std::this_thread::sleep_for(std::chrono::milliseconds(std::max<int64_t>(50, reference_ms_ / 3)));
+  ::kill(pid, SIGINT);
+  EXPECT_EQ(Wait(pid), 130);
+  const std::string report = ReadFile(dir_ / "out-report.json");
+  EXPECT_NE(report.find("\"status\":\"cancelled\""), std::string::npos) << report;
+  EXPECT_NE(report.find("\"reconciled\":true"), std::string::npos) << report;
+  EXPECT_NE(report.find("\"chunks_dead_lettered\":0"), std::string::npos) << report;
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "out/dead.jsonl"));
+
+  ASSERT_EQ(Wait(Spawn(Args(dir_, server_->BaseUrl(), "s.db", "out"))), 0);
+  const std::string resumed = ReadFile(dir_ / "out-report.json");
+  EXPECT_EQ(resumed.find("\"sources_unchanged\":0,"), std::string::npos) << resumed;
+  ExpectSameAsReference();
+}
+
+TEST_F(KillResumeTest, DeadLetterRetryStoresItemsOnceTheApiRecovers) {
+  MockApiOptions failing;
+  failing.dimensions = 24;
+  failing.fault_500_rate = 1.0;  // every request fails
+  auto down = MockApiServer::Start(failing);
+  ASSERT_TRUE(down.ok());
+  std::vector<std::string> args = Args(dir_, (*down)->BaseUrl(), "s.db", "out");
+  for (const char* extra : {"--max-attempts", "1", "--batch-size", "16"}) args.push_back(extra);
+  // Every chunk fails permanently, yet the run goes through all files.
+  EXPECT_EQ(Wait(Spawn(args)), 3);
+  (*down)->Stop();
+  const std::string dead = dir_ / "out/dead.jsonl";
+  ASSERT_TRUE(std::filesystem::exists(dead));
+
+  auto list = RunCommand(kSluice + " dead-letter list --dead-letter " + dead);
+  EXPECT_EQ(list.exit_code, 0) << list.output;
+  EXPECT_NE(list.output.find("chunks"), std::string::npos) << list.output;
+  EXPECT_NE(list.output.find("dead letters in"), std::string::npos) << list.output;
+
+  // A pattern that matches nothing retries nothing and keeps the file.
+  auto none = RunCommand(kSluice + " dead-letter retry --dead-letter " + dead +
+                         " --reason no-such-reason --store sqlite:" + (dir_ / "s.db") +
+                         " --endpoint " + server_->BaseUrl());
+  EXPECT_EQ(none.exit_code, 0) << none.output;
+  EXPECT_NE(none.output.find("nothing to retry"), std::string::npos) << none.output;
+  EXPECT_TRUE(std::filesystem::exists(dead));
+
+  // The healthy API: everything is stored and the file goes away.
+  std::vector<std::string> retry = Args(dir_, server_->BaseUrl(), "s.db", "out");
+  retry.erase(retry.begin() + 2);  // no input path
+  retry[1] = "retry";
+  retry.insert(retry.begin() + 1, "dead-letter");
+  std::string command;
+  for (const std::string& a : retry) command += "'" + a + "' ";
+  auto r = RunCommand(command);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("0 kept"), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dead));
+  ExpectSameAsReference();
+}
+
+}  // namespace
+}  // namespace sluice
