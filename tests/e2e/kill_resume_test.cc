@@ -256,6 +256,44 @@ TEST_F(KillResumeTest, SigintGivesCleanReportAndResumableStore) {
   ExpectSameAsReference();
 }
 
+TEST_F(KillResumeTest, SecondSignalExitsAtOnceAndIsStillResumable) {
+  const pid_t pid = Spawn(Args(dir_, server_->BaseUrl(), "s.db", "out"));
+  std::this_thread::sleep_for(std::chrono::milliseconds(std::max<int64_t>(50, reference_ms_ / 3)));
+  ::kill(pid, SIGINT);
+  std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ::kill(pid, SIGINT);
+  EXPECT_EQ(Wait(pid), 130);
+  ASSERT_EQ(Wait(Spawn(Args(dir_, server_->BaseUrl(), "s.db", "out"))), 0);
+  ExpectSameAsReference();
+}
+
+TEST_F(KillResumeTest, VerifyFindsChangedDeletedAndNewFilesUntilCleanupFull) {
+  const std::string verify =
+      kSluice + " verify --store sqlite:" + (dir_ / "ref.db") + " " + (dir_ / "corpus");
+  auto r = RunCommand(verify);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find(": OK"), std::string::npos) << r.output;
+
+  WriteFile(dir_ / "corpus/ops/doc0.md", "# Doc 0\n\nRewritten entirely.\n");
+  std::filesystem::remove(dir_ / "corpus/ops/doc2.md");
+  WriteFile(dir_ / "corpus/ops/new.md", "# New\n\nA new file.\n");
+  r = RunCommand(verify);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("changed          ops/doc0.md"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("deleted          ops/doc2.md"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("not_ingested     ops/new.md"), std::string::npos) << r.output;
+
+  std::vector<std::string> args = Args(dir_, server_->BaseUrl(), "ref.db", "ref-out");
+  args.push_back("--cleanup");
+  args.push_back("full");
+  ASSERT_EQ(Wait(Spawn(args)), 0);
+  const std::string report = ReadFile(dir_ / "ref-out-report.json");
+  EXPECT_NE(report.find("\"sources_deleted\":1"), std::string::npos) << report;
+  EXPECT_NE(report.find("\"sources_unchanged\":42"), std::string::npos) << report;
+  r = RunCommand(verify);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+}
+
 TEST_F(KillResumeTest, DeadLetterRetryStoresItemsOnceTheApiRecovers) {
   MockApiOptions failing;
   failing.dimensions = 24;

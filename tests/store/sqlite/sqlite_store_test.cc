@@ -470,5 +470,129 @@ TEST_F(SqliteStoreTest, ClosedStoreRefusesWork) {
   EXPECT_FALSE(store->Flush().ok());
 }
 
+// --- Resume support (docs/RESUME.md): fingerprints, stale deletion, cache. ---
+
+SourceManifest Manifest(const std::string& file_id, const std::vector<EmbeddedChunk>& rows) {
+  SourceManifest m;
+  m.fingerprint.file_id = file_id;
+  m.fingerprint.path = "/corpus/" + file_id;
+  m.fingerprint.size_bytes = 100;
+  m.fingerprint.mtime_ns = 5;
+  m.fingerprint.content_hash = "h1";
+  for (const auto& r : rows) m.chunk_ids.push_back(r.chunk.id);
+  return m;
+}
+
+TEST_F(SqliteStoreTest, CommitSourcesRecordsFingerprintAndDeletesOnlyStaleChunks) {
+  auto store = MustOpen(Options());
+  std::vector<EmbeddedChunk> v1 = {MakeChunk(0, 4), MakeChunk(1, 4), MakeChunk(2, 4)};
+  std::vector<EmbeddedChunk> other = {MakeChunk(0, 4, "other.md")};
+  ASSERT_TRUE(store->Write(v1).status.ok());
+  ASSERT_TRUE(store->Write(other).status.ok());
+  std::vector<SourceManifest> m = {Manifest("doc.md", v1), Manifest("other.md", other)};
+  auto deleted = store->CommitSources(m);
+  ASSERT_TRUE(deleted.ok()) << deleted.status().ToString();
+  EXPECT_EQ(*deleted, 0u);
+  auto fps = store->LoadFingerprints();
+  ASSERT_TRUE(fps.ok());
+  ASSERT_EQ(fps->size(), 2u);
+  EXPECT_EQ(store->ReadSource("doc.md")->content_hash.value_or(""), "h1");
+  EXPECT_EQ(store->ReadSource("doc.md")->size_bytes.value_or(0), 100u);
+
+  // Version 2 of doc.md keeps chunk 0 and adds chunk 7: chunks 1 and 2 go.
+  std::vector<EmbeddedChunk> v2 = {MakeChunk(0, 4), MakeChunk(7, 4)};
+  ASSERT_TRUE(store->Write(v2).status.ok());
+  deleted = store->CommitSources(std::vector<SourceManifest>{Manifest("doc.md", v2)});
+  ASSERT_TRUE(deleted.ok());
+  EXPECT_EQ(*deleted, 2u);
+  EXPECT_EQ(*store->ChunkIdsForSource("doc.md"),
+            (std::vector<std::string>{v2[0].chunk.id, v2[1].chunk.id}));
+  EXPECT_EQ(store->ReadSource("doc.md")->chunk_count, 2u);
+  EXPECT_EQ(*store->FileChunkIds("doc.md"),
+            (std::vector<std::string>{v2[0].chunk.id, v2[1].chunk.id}));
+  EXPECT_TRUE(store->ReadChunk(other[0].chunk.id).ok());  // other files untouched
+
+  // delete_stale = false keeps old ids listed; facts_only keeps the ids as they are.
+  std::vector<EmbeddedChunk> v3 = {MakeChunk(9, 4)};
+  ASSERT_TRUE(store->Write(v3).status.ok());
+  SourceManifest keep = Manifest("doc.md", v3);
+  keep.delete_stale = false;
+  deleted = store->CommitSources(std::vector<SourceManifest>{keep});
+  ASSERT_TRUE(deleted.ok());
+  EXPECT_EQ(*deleted, 0u);
+  EXPECT_EQ(store->FileChunkIds("doc.md")->size(), 3u);
+  SourceManifest facts = Manifest("doc.md", {});
+  facts.facts_only = true;
+  facts.fingerprint.mtime_ns = 99;
+  ASSERT_TRUE(store->CommitSources(std::vector<SourceManifest>{facts}).ok());
+  EXPECT_EQ(store->FileChunkIds("doc.md")->size(), 3u);
+  auto after_touch = store->LoadFingerprints();
+  ASSERT_TRUE(after_touch.ok());
+  for (const auto& f : *after_touch) {
+    if (f.file_id == "doc.md") {
+      EXPECT_EQ(f.mtime_ns, 99);
+    }
+  }
+  std::vector<VerifyProblem> problems;
+  ASSERT_TRUE(store->Verify(problems, 10).ok());
+  EXPECT_TRUE(problems.empty()) << problems.front().kind << " " << problems.front().detail;
+
+  // DeleteSources removes the file's chunks, its sources row and its fingerprint.
+  deleted = store->DeleteSources(std::vector<std::string>{"doc.md"});
+  ASSERT_TRUE(deleted.ok());
+  EXPECT_EQ(*deleted, 3u);
+  EXPECT_EQ(store->ReadSource("doc.md").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(store->LoadFingerprints()->size(), 1u);
+  EXPECT_EQ(store->Stats()->chunks, 1u);
+}
+
+TEST_F(SqliteStoreTest, EmbeddingCacheIsKeyedByNamespaceAndTextAcrossConnections) {
+  SqliteStoreOptions o = Options();
+  o.store.embedding_cache_namespace = "model-a:0";
+  auto writer = MustOpen(o);
+  std::vector<EmbeddedChunk> rows = {MakeChunk(0, 4), MakeChunk(1, 4)};
+  ASSERT_TRUE(writer->Write(rows).status.ok());
+
+  auto reader = MustOpen(Options());  // a second connection, no namespace of its own
+  std::vector<std::string_view> texts = {rows[1].chunk.text, "never embedded", rows[0].chunk.text};
+  std::vector<CachedEmbedding> out;
+  ASSERT_TRUE(reader->LookupEmbeddings("model-a:0", texts, out).ok());
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_EQ(out[0].embedding, rows[1].embedding);
+  EXPECT_EQ(out[0].model, "test-model");
+  EXPECT_TRUE(out[1].embedding.empty());
+  EXPECT_EQ(out[2].embedding, rows[0].embedding);
+  // Another model or dimension never matches.
+  ASSERT_TRUE(reader->LookupEmbeddings("model-a:256", texts, out).ok());
+  for (const auto& c : out) EXPECT_TRUE(c.embedding.empty());
+  // The cache outlives the chunk.
+  ASSERT_TRUE(writer->DeleteSources(std::vector<std::string>{"doc.md"}).ok());
+  ASSERT_TRUE(reader->LookupEmbeddings("model-a:0", texts, out).ok());
+  EXPECT_EQ(out[0].embedding, rows[1].embedding);
+  // Without a namespace, Write records nothing.
+  auto plain = MustOpen(Options());
+  std::vector<EmbeddedChunk> more = {MakeChunk(5, 4)};
+  ASSERT_TRUE(plain->Write(more).status.ok());
+  std::vector<std::string_view> five = {more[0].chunk.text};
+  ASSERT_TRUE(reader->LookupEmbeddings("model-a:0", five, out).ok());
+  EXPECT_TRUE(out[0].embedding.empty());
+}
+
+TEST_F(SqliteStoreTest, VersionOneDatabaseIsUpgradedInPlace) {
+  {
+    auto store = MustOpen(Options());
+    std::vector<EmbeddedChunk> rows = {MakeChunk(0, 4)};
+    ASSERT_TRUE(store->Write(rows).status.ok());
+    ASSERT_EQ(sqlite3_exec(store->handle(),
+                           "DROP TABLE files; DROP TABLE embedding_cache; PRAGMA user_version = 1;",
+                           nullptr, nullptr, nullptr),
+              SQLITE_OK);
+  }
+  auto store = MustOpen(Options());
+  EXPECT_EQ(QueryInt(store->handle(), "PRAGMA user_version"), kSqliteSchemaVersion);
+  EXPECT_EQ(store->Stats()->chunks, 1u);
+  EXPECT_TRUE(store->LoadFingerprints().ok());
+}
+
 }  // namespace
 }  // namespace sluice
