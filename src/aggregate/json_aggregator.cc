@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -16,6 +17,7 @@
 
 #include <fmt/format.h>
 #include <simdjson.h>
+#include <sqlite3.h>
 
 #include "common/json_writer.h"
 
@@ -137,9 +139,87 @@ Result<std::unique_ptr<JsonAggregator>> JsonAggregator::Open(const AggregatorOpt
   agg->spool_dir_ =
       (fs::path(dir) / ".spool" / fmt::format("{}-{}", ::getpid(), g_instance_counter.fetch_add(1)))
           .string();
+  agg->index_path_ = agg->spool_dir_ + ".index";
   fs::create_directories(agg->spool_dir_, ec);
   if (ec) return DirError("cannot create spool directory", agg->spool_dir_, ec);
+  Status s = agg->OpenIndex();
+  if (!s.ok()) return s;
   return agg;
+}
+
+Status JsonAggregator::IndexError(std::string_view what) const {
+  return Status::IOError(fmt::format("aggregate index '{}': {}: {}", index_path_, what,
+                                     db_ != nullptr ? sqlite3_errmsg(db_) : "out of memory"));
+}
+
+Status JsonAggregator::OpenIndex() {
+  // Scratch space, rebuilt by rerunning: no journal, no fsync, one
+  // exclusive connection. The page cache is the only part held in RAM.
+  ::unlink(index_path_.c_str());
+  if (sqlite3_open_v2(index_path_.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+                      nullptr) != SQLITE_OK) {
+    return IndexError("cannot open");
+  }
+  // A row per chunk id in the group's document order; (g, id) is unique so
+  // INSERT OR REPLACE makes the latest copy win. Ids and sources are BLOBs:
+  // compared byte-wise, never re-encoded.
+  const std::string setup = fmt::format(
+      "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA locking_mode=EXCLUSIVE;"
+      "PRAGMA temp_store=FILE; PRAGMA cache_size=-{};"
+      "CREATE TABLE chunk(g INTEGER NOT NULL, src BLOB NOT NULL, ord INTEGER NOT NULL,"
+      " id BLOB NOT NULL, off INTEGER NOT NULL, len INTEGER NOT NULL, imported INTEGER NOT NULL,"
+      " PRIMARY KEY(g, src, ord, id)) WITHOUT ROWID;"
+      "CREATE UNIQUE INDEX chunk_id ON chunk(g, id);"
+      "CREATE TABLE seen(g INTEGER NOT NULL, src BLOB NOT NULL, PRIMARY KEY(g, src))"
+      " WITHOUT ROWID;",
+      std::max<size_t>(limits_.index_cache_bytes / 1024, 64));
+  if (sqlite3_exec(db_, setup.c_str(), nullptr, nullptr, nullptr) != SQLITE_OK) {
+    return IndexError("cannot create");
+  }
+  // Imported rows of a source that this run re-added are superseded.
+  constexpr const char* kVisible =
+      " FROM chunk c WHERE c.g=?1 AND (c.imported=0 OR NOT EXISTS"
+      " (SELECT 1 FROM seen s WHERE s.g=?1 AND s.src=c.src))";
+  const std::pair<sqlite3_stmt**, std::string> statements[] = {
+      {&insert_,
+       "INSERT OR REPLACE INTO chunk(g, src, ord, id, off, len, imported)"
+       " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)"},
+      {&seen_, "INSERT OR IGNORE INTO seen(g, src) VALUES(?1, ?2)"},
+      {&count_, std::string("SELECT count(*)") + kVisible},
+      {&sources_, std::string("SELECT DISTINCT c.src") + kVisible + " ORDER BY c.src"},
+      {&chunks_, std::string("SELECT c.off, c.len") + kVisible + " ORDER BY c.src, c.ord, c.id"},
+      {&clear_chunks_, "DELETE FROM chunk WHERE g=?1"},
+      {&clear_seen_, "DELETE FROM seen WHERE g=?1"},
+  };
+  for (const auto& [stmt, sql] : statements) {
+    if (sqlite3_prepare_v3(db_, sql.c_str(), -1, SQLITE_PREPARE_PERSISTENT, stmt, nullptr) !=
+        SQLITE_OK) {
+      return IndexError("cannot prepare");
+    }
+  }
+  return Status::OK();
+}
+
+size_t JsonAggregator::IndexMemoryBytes() const {
+  if (db_ == nullptr) return 0;
+  size_t total = 0;
+  for (int op :
+       {SQLITE_DBSTATUS_CACHE_USED, SQLITE_DBSTATUS_SCHEMA_USED, SQLITE_DBSTATUS_STMT_USED}) {
+    int current = 0, highwater = 0;
+    if (sqlite3_db_status(db_, op, &current, &highwater, 0) == SQLITE_OK) {
+      total += static_cast<size_t>(current);
+    }
+  }
+  return total;
+}
+
+Status JsonAggregator::CommitBatch() {
+  if (batch_rows_ == 0) return Status::OK();
+  batch_rows_ = 0;
+  if (sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) {
+    return IndexError("cannot commit");
+  }
+  return Status::OK();
 }
 
 std::string JsonAggregator::GroupFilePath(std::string_view domain,
@@ -155,16 +235,22 @@ Result<JsonAggregator::Group*> JsonAggregator::GetGroup(const Chunk& chunk) {
   auto it = groups_.find(key);
   if (it != groups_.end()) return it->second.get();
   auto g = std::make_unique<Group>();
+  // Never reused: a failed import must not leave rows or spool bytes that a
+  // later attempt for the same group would pick up.
+  g->index_id = next_group_id_++;
   g->domain = chunk.domain;
   g->category = chunk.category;
   g->file_path = GroupFilePath(chunk.domain, chunk.category);
-  g->spool_path = (fs::path(spool_dir_) / fmt::format("g{}.jsonl", groups_.size())).string();
+  g->spool_path = (fs::path(spool_dir_) / fmt::format("g{}.jsonl", g->index_id)).string();
   g->next_flush =
       options_.flush_every > 0 ? options_.flush_every : std::numeric_limits<uint64_t>::max();
   std::error_code ec;
   if (fs::exists(g->file_path, ec)) {
     Status s = ImportExisting(*g);
-    if (!s.ok()) return s;
+    if (!s.ok()) {
+      ClearGroup(*g);  // best effort: free the index rows and spool
+      return s;
+    }
   }
   Group* raw = g.get();
   groups_.emplace(key, std::move(g));
@@ -172,60 +258,189 @@ Result<JsonAggregator::Group*> JsonAggregator::GetGroup(const Chunk& chunk) {
 }
 
 Status JsonAggregator::ImportExisting(Group& g) {
-  // The earlier run's file is read whole once (simdjson DOM); its chunks go
-  // to this run's spool like any other, marked imported.
-  simdjson::dom::element doc;
-  const auto corrupt = [&](std::string_view why) {
-    return Status::Corrupt(fmt::format(
-        "existing aggregate '{}' cannot be merged ({}); move it away or use another output "
-        "directory",
-        g.file_path, why));
+  // The earlier run's chunks go to this run's spool like any other, marked
+  // imported. A file this aggregator wrote is read one line at a time; any
+  // other layout is read whole.
+  auto streamed = ImportLines(g);
+  if (!streamed.ok()) return streamed.status();
+  if (*streamed) return Status::OK();
+  Status s = ClearGroup(g);
+  if (!s.ok()) return s;
+  return ImportWhole(g);
+}
+
+Result<bool> JsonAggregator::ImportLines(Group& g) {
+  std::FILE* f = std::fopen(g.file_path.c_str(), "rb");
+  if (f == nullptr) return false;  // ImportWhole reports why
+  char* buf = nullptr;
+  size_t cap = 0;
+  const auto finish = [&](Result<bool> r) {
+    std::free(buf);
+    std::fclose(f);
+    return r;
   };
+  const auto next_line = [&](std::string_view& line) {
+    const ssize_t n = ::getline(&buf, &cap, f);
+    if (n < 0) return false;
+    line = std::string_view(buf, static_cast<size_t>(n));
+    if (!line.empty() && line.back() == '\n') line.remove_suffix(1);
+    return true;
+  };
+
+  // Line 1: {"domain":...,"chunks":[   then one chunk per line, then ]}
+  std::string_view line;
+  constexpr std::string_view kHeadStart = "{\"domain\":", kHeadEnd = ",\"chunks\":[";
+  if (!next_line(line) || line.substr(0, kHeadStart.size()) != kHeadStart ||
+      line.size() < kHeadEnd.size() || line.substr(line.size() - kHeadEnd.size()) != kHeadEnd) {
+    return finish(false);
+  }
+  {
+    std::string head(line);
+    head += "]}";
+    simdjson::dom::element doc;
+    if (parser_->parse(head).get(doc) || !doc.is_object()) return finish(false);
+  }
+  bool closed = false;
+  while (next_line(line)) {
+    if (closed) {
+      if (!line.empty()) return finish(false);  // bytes after the document
+      continue;
+    }
+    if (line == "]}") {
+      closed = true;
+      continue;
+    }
+    if (!line.empty() && line.back() == ',') line.remove_suffix(1);
+    simdjson::dom::element c;
+    if (parser_->parse(line.data(), line.size(), true).get(c)) return finish(false);
+    Status s = ImportChunk(g, c);
+    if (s.code() == StatusCode::kCorrupt) return finish(false);
+    if (!s.ok()) return finish(s);
+  }
+  return finish(closed);
+}
+
+Status JsonAggregator::ImportWhole(Group& g) {
+  simdjson::dom::element doc;
   if (auto err = parser_->load(g.file_path).get(doc); err) {
-    return corrupt(simdjson::error_message(err));
+    return CorruptExisting(g, simdjson::error_message(err));
   }
   simdjson::dom::array chunks;
-  if (doc["chunks"].get_array().get(chunks)) return corrupt("no \"chunks\" array");
+  if (doc["chunks"].get_array().get(chunks)) return CorruptExisting(g, "no \"chunks\" array");
   for (simdjson::dom::element c : chunks) {
-    std::string_view id, source_id;
-    uint64_t ordinal = 0;
-    if (c["id"].get_string().get(id) || c["source_id"].get_string().get(source_id) ||
-        c["ordinal"].get_uint64().get(ordinal)) {
-      return corrupt("a chunk lacks id, source_id or ordinal");
-    }
-    const std::string line = simdjson::minify(c);
-    AddLine(g, id, source_id, static_cast<uint32_t>(ordinal), line, /*imported=*/true);
-    if (g.buffer.size() >= limits_.group_buffer_bytes) {
-      Status s = Spill(g);
-      if (!s.ok()) return s;
-    }
+    Status s = ImportChunk(g, c);
+    if (!s.ok()) return s;
   }
   return Status::OK();
 }
 
-void JsonAggregator::AddLine(Group& g, std::string_view id, std::string_view source_id,
-                             uint32_t ordinal, std::string_view line, bool imported) {
-  auto [src_it, new_source] =
-      g.source_index.try_emplace(std::string(source_id), static_cast<uint32_t>(g.sources.size()));
-  if (new_source) g.sources.push_back({std::string(source_id), false});
-  if (!imported) g.sources[src_it->second].seen_this_run = true;
+Status JsonAggregator::CorruptExisting(const Group& g, std::string_view why) const {
+  return Status::Corrupt(fmt::format(
+      "existing aggregate '{}' cannot be merged ({}); move it away or use another output "
+      "directory",
+      g.file_path, why));
+}
 
-  Entry e;
-  e.source = src_it->second;
-  e.ordinal = ordinal;
-  e.offset = g.spool_bytes + g.buffer.size();
-  e.length = static_cast<uint32_t>(line.size());
-  e.imported = imported;
-  auto [id_it, new_id] = g.by_id.try_emplace(std::string(id), g.entries.size());
-  e.id = &id_it->first;
-  if (new_id) {
-    g.entries.push_back(e);
-  } else {
-    g.entries[id_it->second] = e;  // the latest copy wins; the old line is dead spool
+Status JsonAggregator::ImportChunk(Group& g, simdjson::dom::element c) {
+  std::string_view id, source_id;
+  uint64_t ordinal = 0;
+  if (c["id"].get_string().get(id) || c["source_id"].get_string().get(source_id) ||
+      c["ordinal"].get_uint64().get(ordinal)) {
+    return CorruptExisting(g, "a chunk lacks id, source_id or ordinal");
+  }
+  const std::string line = simdjson::minify(c);
+  g.has_imports = true;
+  Status s = AddLine(g, id, source_id, static_cast<uint32_t>(ordinal), line, /*imported=*/true);
+  if (!s.ok()) return s;
+  if (g.buffer.size() >= limits_.group_buffer_bytes) return Spill(g);
+  return Status::OK();
+}
+
+Status JsonAggregator::ClearGroup(Group& g) {
+  for (sqlite3_stmt* stmt : {clear_chunks_, clear_seen_}) {
+    sqlite3_bind_int64(stmt, 1, g.index_id);
+    const int rc = sqlite3_step(stmt);
+    sqlite3_reset(stmt);
+    if (rc != SQLITE_DONE) return IndexError("cannot clear a group");
+  }
+  buffered_bytes_ -= g.buffer.size();
+  std::string().swap(g.buffer);
+  ::unlink(g.spool_path.c_str());
+  g.spool_bytes = 0;
+  g.has_imports = false;
+  g.last_seen_source.clear();
+  return Status::OK();
+}
+
+namespace {
+// sqlite3_bind_blob binds NULL for a null pointer; an empty id or source is
+// an empty blob.
+void BindBytes(sqlite3_stmt* stmt, int index, std::string_view bytes) {
+  sqlite3_bind_blob(stmt, index, bytes.empty() ? "" : bytes.data(), static_cast<int>(bytes.size()),
+                    SQLITE_STATIC);
+}
+
+std::string_view ColumnBytes(sqlite3_stmt* stmt, int index) {
+  const void* p = sqlite3_column_blob(stmt, index);
+  const int n = sqlite3_column_bytes(stmt, index);
+  return p == nullptr ? std::string_view() : std::string_view(static_cast<const char*>(p), n);
+}
+
+// Resets a statement on every path out of a scope.
+class StatementScope {
+ public:
+  explicit StatementScope(sqlite3_stmt* stmt) : stmt_(stmt) {}
+  ~StatementScope() {
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+  }
+  StatementScope(const StatementScope&) = delete;
+  StatementScope& operator=(const StatementScope&) = delete;
+
+ private:
+  sqlite3_stmt* stmt_;
+};
+}  // namespace
+
+Status JsonAggregator::AddLine(Group& g, std::string_view id, std::string_view source_id,
+                               uint32_t ordinal, std::string_view line, bool imported) {
+  if (batch_rows_ == 0 && sqlite3_exec(db_, "BEGIN", nullptr, nullptr, nullptr) != SQLITE_OK) {
+    return IndexError("cannot begin");
+  }
+  ++batch_rows_;
+  if (!imported) {
+    Status s = MarkSourceSeen(g, source_id);
+    if (!s.ok()) return s;
+  }
+  {
+    StatementScope scope(insert_);
+    sqlite3_bind_int64(insert_, 1, g.index_id);
+    BindBytes(insert_, 2, source_id);
+    sqlite3_bind_int64(insert_, 3, ordinal);
+    BindBytes(insert_, 4, id);
+    sqlite3_bind_int64(insert_, 5, static_cast<int64_t>(g.spool_bytes + g.buffer.size()));
+    sqlite3_bind_int64(insert_, 6, static_cast<int64_t>(line.size()));
+    sqlite3_bind_int(insert_, 7, imported ? 1 : 0);
+    // The latest copy of an id wins; the old line becomes dead spool.
+    if (sqlite3_step(insert_) != SQLITE_DONE) return IndexError("cannot add a chunk");
   }
   g.buffer.append(line);
   g.buffer.push_back('\n');
   buffered_bytes_ += line.size() + 1;
+  if (batch_rows_ >= limits_.index_batch_rows) return CommitBatch();
+  return Status::OK();
+}
+
+Status JsonAggregator::MarkSourceSeen(Group& g, std::string_view source_id) {
+  // Only imported rows consult `seen`, and chunks arrive grouped by source,
+  // so one row per run of a source is enough.
+  if (!g.has_imports || source_id == g.last_seen_source) return Status::OK();
+  StatementScope scope(seen_);
+  sqlite3_bind_int64(seen_, 1, g.index_id);
+  BindBytes(seen_, 2, source_id);
+  if (sqlite3_step(seen_) != SQLITE_DONE) return IndexError("cannot record a source");
+  g.last_seen_source.assign(source_id);
+  return Status::OK();
 }
 
 Status JsonAggregator::Spill(Group& g) {
@@ -282,7 +497,8 @@ Status JsonAggregator::Add(const EmbeddedChunk& embedded) {
     w.EndArray();
   }
   w.EndObject();
-  AddLine(g, chunk.id, chunk.source_id, chunk.ordinal, line_, /*imported=*/false);
+  Status added = AddLine(g, chunk.id, chunk.source_id, chunk.ordinal, line_, /*imported=*/false);
+  if (!added.ok()) return added;
   g.dirty = true;
   ++g.added;
 
@@ -309,21 +525,15 @@ Status JsonAggregator::WriteGroup(Group& g) {
   Status s = Spill(g);
   if (!s.ok()) return s;
 
-  std::vector<const Entry*> order;
-  order.reserve(g.entries.size());
-  for (const Entry& e : g.entries) {
-    // This run re-ingested the source: its chunks from the earlier run are
-    // superseded (an edited file must not keep stale chunks).
-    if (e.imported && g.sources[e.source].seen_this_run) continue;
-    order.push_back(&e);
+  // The index streams the group in document order; nothing is sorted or
+  // collected in memory here.
+  uint64_t chunk_count = 0;
+  {
+    StatementScope scope(count_);
+    sqlite3_bind_int64(count_, 1, g.index_id);
+    if (sqlite3_step(count_) != SQLITE_ROW) return IndexError("cannot count a group");
+    chunk_count = static_cast<uint64_t>(sqlite3_column_int64(count_, 0));
   }
-  std::sort(order.begin(), order.end(), [&](const Entry* a, const Entry* b) {
-    const std::string& sa = g.sources[a->source].id;
-    const std::string& sb = g.sources[b->source].id;
-    if (sa != sb) return sa < sb;
-    if (a->ordinal != b->ordinal) return a->ordinal < b->ordinal;
-    return *a->id < *b->id;
-  });
 
   const fs::path final_path(g.file_path);
   std::error_code ec;
@@ -333,10 +543,13 @@ Status JsonAggregator::WriteGroup(Group& g) {
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return Status::IOError(fmt::format("cannot create '{}': {}", tmp, Errno()));
   int spool_fd = -1;
-  const auto fail = [&](const std::string& why) {
+  const auto abandon = [&] {
     if (spool_fd >= 0) ::close(spool_fd);
     ::close(fd);
     ::unlink(tmp.c_str());
+  };
+  const auto fail = [&](const std::string& why) {
+    abandon();
     return Status::IOError(fmt::format("cannot write aggregate '{}': {}", g.file_path, why));
   };
   if (g.spool_bytes > 0) {
@@ -346,30 +559,57 @@ Status JsonAggregator::WriteGroup(Group& g) {
 
   std::string out;
   out.reserve(kWriteChunkBytes + 4096);
+  const auto flush_out = [&]() -> Status {
+    if (out.size() < kWriteChunkBytes) return Status::OK();
+    Status w = WriteAll(fd, out);
+    out.clear();
+    return w;
+  };
   out += "{\"domain\":";
   AppendJsonString(g.domain, out);
   out += ",\"category\":";
   AppendJsonString(g.category, out);
-  out += fmt::format(",\"chunk_count\":{},\"sources\":[", order.size());
-  const std::string* last_source = nullptr;
-  for (const Entry* e : order) {
-    const std::string& src = g.sources[e->source].id;
-    if (last_source != nullptr && *last_source == src) continue;
-    if (last_source != nullptr) out.push_back(',');
-    AppendJsonString(src, out);
-    last_source = &src;
+  out += fmt::format(",\"chunk_count\":{},\"sources\":[", chunk_count);
+  {
+    StatementScope scope(sources_);
+    sqlite3_bind_int64(sources_, 1, g.index_id);
+    bool first = true;
+    int rc;
+    while ((rc = sqlite3_step(sources_)) == SQLITE_ROW) {
+      if (!first) out.push_back(',');
+      first = false;
+      AppendJsonString(ColumnBytes(sources_, 0), out);
+      s = flush_out();
+      if (!s.ok()) return fail(s.message());
+    }
+    if (rc != SQLITE_DONE) {
+      s = IndexError("cannot list sources");
+      abandon();
+      return s;
+    }
   }
   out += "],\"chunks\":[";
-  for (size_t i = 0; i < order.size(); ++i) {
-    out += i == 0 ? "\n" : ",\n";
-    const size_t at = out.size();
-    out.resize(at + order[i]->length);
-    s = PreadAll(spool_fd, out.data() + at, order[i]->length, order[i]->offset);
-    if (!s.ok()) return fail(s.message());
-    if (out.size() >= kWriteChunkBytes) {
-      s = WriteAll(fd, out);
+  {
+    StatementScope scope(chunks_);
+    sqlite3_bind_int64(chunks_, 1, g.index_id);
+    uint64_t written = 0;
+    int rc;
+    while ((rc = sqlite3_step(chunks_)) == SQLITE_ROW) {
+      const auto offset = static_cast<uint64_t>(sqlite3_column_int64(chunks_, 0));
+      const auto length = static_cast<size_t>(sqlite3_column_int64(chunks_, 1));
+      out += written++ == 0 ? "\n" : ",\n";
+      const size_t at = out.size();
+      out.resize(at + length);
+      s = PreadAll(spool_fd, out.data() + at, length, offset);
       if (!s.ok()) return fail(s.message());
-      out.clear();
+      s = flush_out();
+      if (!s.ok()) return fail(s.message());
+    }
+    if (rc != SQLITE_DONE || written != chunk_count) {
+      s = rc != SQLITE_DONE ? IndexError("cannot list chunks")
+                            : Status::Internal("aggregate index changed during a rewrite");
+      abandon();
+      return s;
     }
   }
   out += "\n]}\n";
@@ -407,8 +647,21 @@ Status JsonAggregator::Finish() {
   return Status::OK();
 }
 
+void JsonAggregator::CloseIndex() {
+  for (sqlite3_stmt** stmt :
+       {&insert_, &seen_, &count_, &sources_, &chunks_, &clear_chunks_, &clear_seen_}) {
+    sqlite3_finalize(*stmt);
+    *stmt = nullptr;
+  }
+  if (db_ != nullptr) sqlite3_close(db_);
+  db_ = nullptr;
+  batch_rows_ = 0;
+}
+
 void JsonAggregator::RemoveSpool() {
   if (spool_dir_.empty()) return;
+  CloseIndex();  // scratch: nothing in it needs committing
+  ::unlink(index_path_.c_str());
   std::error_code ec;
   fs::remove_all(spool_dir_, ec);
   fs::remove(fs::path(spool_dir_).parent_path(), ec);  // only when empty

@@ -1,8 +1,9 @@
 // The file aggregator behind OpenAggregator: one consolidated JSON document
-// per (domain, category) under out_dir, with bounded memory (chunks spool to
-// disk; only a small index entry per chunk stays in RAM) and atomic rewrites
-// (temp file, fsync, rename). Format and flush cadence:
-// docs/AGGREGATE_FORMAT.md.
+// per (domain, category) under out_dir, with memory independent of the
+// number of chunks (rendered chunks spool to disk; their index -- id, source,
+// ordinal, spool offset -- lives in a scratch SQLite database beside the
+// spool, behind a bounded page cache) and atomic rewrites (temp file, fsync,
+// rename). Format, flush cadence and memory: docs/AGGREGATE_FORMAT.md.
 //
 // Exposed beyond include/sluice/aggregator.h for tests and diagnostics.
 //
@@ -17,13 +18,16 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
-#include <vector>
 
 #include "sluice/aggregator.h"
 
+struct sqlite3;
+struct sqlite3_stmt;
+
 namespace simdjson::dom {
+class element;
 class parser;
-}
+}  // namespace simdjson::dom
 
 namespace sluice {
 
@@ -34,6 +38,12 @@ struct AggregatorLimits {
   // Rendered chunk lines buffered over all groups; past it every group's
   // buffer is appended to its spool. Default: 4 MiB.
   size_t total_buffer_bytes = 4 * 1024 * 1024;
+  // Page cache of the chunk index (SQLite cache_size). The index itself is
+  // on disk; this caps what of it stays in RAM. Default: 4 MiB.
+  size_t index_cache_bytes = 4 * 1024 * 1024;
+  // Index rows per SQLite transaction (one per Add would cost an fsync-free
+  // but still expensive commit each). Default: 4096.
+  size_t index_batch_rows = 4096;
 };
 
 class JsonAggregator final : public Aggregator {
@@ -58,52 +68,72 @@ class JsonAggregator final : public Aggregator {
 
   // Diagnostics for tests.
   size_t BufferedBytes() const { return buffered_bytes_; }
+  // Heap held by the chunk index: SQLite page cache, schema and prepared
+  // statements of this aggregator's connection. Bounded by
+  // AggregatorLimits::index_cache_bytes plus a small constant.
+  size_t IndexMemoryBytes() const;
+  // Everything this aggregator holds that could grow with the corpus:
+  // buffered lines plus the index's heap. Independent of the chunk count.
+  size_t HeldBytes() const { return BufferedBytes() + IndexMemoryBytes(); }
   uint64_t Rewrites() const { return rewrites_; }  // consolidated files written, in total
   const std::string& SpoolDir() const { return spool_dir_; }
+  // out_dir/.spool/<pid>-<n>.index: the chunk index (a sibling of SpoolDir).
+  const std::string& IndexPath() const { return index_path_; }
   // out_dir/<SafeFileComponent(domain)>/<SafeFileComponent(category)>.json
   std::string GroupFilePath(std::string_view domain, std::string_view category) const;
 
  private:
-  struct Entry {
-    const std::string* id = nullptr;  // key in Group::by_id (stable)
-    uint32_t source = 0;              // index in Group::sources
-    uint32_t ordinal = 0;
-    uint64_t offset = 0;    // in the spool (file bytes, then the buffer)
-    uint32_t length = 0;    // of the rendered object, without the newline
-    bool imported = false;  // from the group file of an earlier run
-  };
-  struct Source {
-    std::string id;
-    bool seen_this_run = false;  // its imported chunks are superseded
-  };
   struct Group {
+    int64_t index_id = 0;  // group key in the index; never reused
     std::string domain, category;
     std::string file_path, spool_path;
-    std::string buffer;        // rendered lines not yet in the spool file
-    uint64_t spool_bytes = 0;  // bytes already in the spool file
-    std::vector<Entry> entries;
-    std::unordered_map<std::string, size_t> by_id;  // chunk id -> entries index
-    std::vector<Source> sources;
-    std::unordered_map<std::string, uint32_t> source_index;
-    uint64_t added = 0;       // Add calls for this group in this run
-    uint64_t next_flush = 0;  // rewrite when added reaches this
+    std::string buffer;            // rendered lines not yet in the spool file
+    uint64_t spool_bytes = 0;      // bytes already in the spool file
+    uint64_t added = 0;            // Add calls for this group in this run
+    uint64_t next_flush = 0;       // rewrite when added reaches this
+    bool has_imports = false;      // chunks came from an earlier run's file
+    std::string last_seen_source;  // last source recorded as re-added
     bool dirty = false;
     bool written = false;
   };
 
   JsonAggregator(AggregatorOptions options, AggregatorLimits limits);
+  Status OpenIndex();
+  Status IndexError(std::string_view what) const;
   Result<Group*> GetGroup(const Chunk& chunk);
   Status ImportExisting(Group& g);
-  void AddLine(Group& g, std::string_view id, std::string_view source_id, uint32_t ordinal,
-               std::string_view line, bool imported);
+  // Imports a file in the layout this aggregator writes (one chunk per line)
+  // holding one line at a time. Returns false (and imports nothing) when the
+  // file has another layout or does not parse that way.
+  Result<bool> ImportLines(Group& g);
+  Status ImportWhole(Group& g);  // any valid layout; the file is held in RAM
+  Status ImportChunk(Group& g, simdjson::dom::element chunk);
+  Status CorruptExisting(const Group& g, std::string_view why) const;
+  Status ClearGroup(Group& g);  // drops the group's index rows and spool
+  Status AddLine(Group& g, std::string_view id, std::string_view source_id, uint32_t ordinal,
+                 std::string_view line, bool imported);
+  Status MarkSourceSeen(Group& g, std::string_view source_id);
+  Status CommitBatch();
   Status Spill(Group& g);
   Status SpillAll();
   Status WriteGroup(Group& g);
   void RemoveSpool();
+  void CloseIndex();
 
   AggregatorOptions options_;
   AggregatorLimits limits_;
   std::string spool_dir_;
+  std::string index_path_;
+  sqlite3* db_ = nullptr;
+  sqlite3_stmt* insert_ = nullptr;   // INSERT OR REPLACE a chunk row (latest wins)
+  sqlite3_stmt* seen_ = nullptr;     // record a source re-added in this run
+  sqlite3_stmt* count_ = nullptr;    // chunks a group file will hold
+  sqlite3_stmt* sources_ = nullptr;  // their distinct sources, ascending
+  sqlite3_stmt* chunks_ = nullptr;   // their spool spans, in document order
+  sqlite3_stmt* clear_chunks_ = nullptr;
+  sqlite3_stmt* clear_seen_ = nullptr;
+  size_t batch_rows_ = 0;  // rows in the open transaction
+  int64_t next_group_id_ = 0;
   std::unordered_map<std::string, std::unique_ptr<Group>> groups_;
   std::unique_ptr<simdjson::dom::parser> parser_;
   size_t buffered_bytes_ = 0;
