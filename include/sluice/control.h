@@ -150,8 +150,10 @@ struct RatePacerOptions {
   // Pace at this fraction of the limit, leaving room for estimation error.
   double safety = 0.98;
   // Local bucket capacity in seconds of rate (how much may go out at once).
-  // A request costing more tokens than the bucket holds starts when the
-  // bucket is full and leaves it in debt.
+  // A request costing more tokens than the bucket holds lets the bucket fill
+  // up to its cost (at most a minute's limit) and waits for that: after the
+  // announced burst the service's own bucket is nearly empty, and a request
+  // started in debt would be refused.
   double burst_seconds = 1.0;
   // Use the budget the service announces. OpenAI-style services (and the
   // mock API) keep buckets holding a minute's worth; when the latest
@@ -212,6 +214,9 @@ class HeaderRatePacer final : public RatePacer {
   void OnResponseTo(TimePoint started, TimePoint now, const RateLimitInfo& rate, int http_status,
                     uint64_t input_bytes, int64_t prompt_tokens) override;
   double BytesPerToken() const override { return bytes_per_token_; }
+  // One second of the token limit (at least two requests' share of the
+  // request limit); 0 when no token limit is known.
+  double TokensPerRequestCap() const override;
 
   // Effective limits in use (0 = unknown) and the shared cooldown's end.
   double effective_rpm() const { return requests_.per_minute; }
@@ -232,7 +237,13 @@ class HeaderRatePacer final : public RatePacer {
     double capacity = 0;
     double level = 0;  // above capacity only when a header announced it
     TimePoint updated{};
+    // The cost of the request waiting to start (DelayFor), when it exceeds
+    // the capacity: the bucket may fill up to it, so the request starts with
+    // the budget in hand instead of leaving a debt the service's own
+    // (drained) bucket would refuse. Reset by OnStart.
+    mutable double wanted = 0;
     bool active() const { return per_minute > 0; }
+    double Top() const;  // max(capacity, min(wanted, per_minute))
     double LevelAt(TimePoint now) const;
     void Refill(TimePoint now);
     void SetLimit(double per_minute, double safety, double burst_seconds, TimePoint now);
@@ -248,9 +259,11 @@ class HeaderRatePacer final : public RatePacer {
   };
   void Respond(std::optional<TimePoint> started, TimePoint now, const RateLimitInfo& rate,
                int http_status, uint64_t input_bytes, int64_t prompt_tokens);
-  // Requests and estimated tokens started at or after `started`; nullopt
-  // when the log no longer reaches back that far.
-  std::optional<std::pair<double, double>> StartedSince(TimePoint started) const;
+  // Requests and estimated tokens started at or after `started`, less the
+  // answered request itself when `charged` (its cost ~ `own_tokens`);
+  // nullopt when the log no longer reaches back that far.
+  std::optional<std::pair<double, double>> StartedSince(TimePoint started, bool charged,
+                                                        double own_tokens) const;
   // Lowers the bucket to remaining - started_since, or raises it to that
   // less the margin when `may_raise` (and the pacer is not cooling down).
   void ApplyRemaining(Bucket& bucket, double remaining, double started_since, bool may_raise,

@@ -117,6 +117,10 @@ class RatePacer {
   }
   // Current estimate of UTF-8 bytes per token.
   virtual double BytesPerToken() const = 0;
+  // The largest request (estimated tokens) the pacer can pace smoothly, e.g.
+  // a fraction of a token-per-minute limit; the stage keeps batches under
+  // it. 0: no opinion. Default: 0.
+  virtual double TokensPerRequestCap() const { return 0; }
 };
 
 // A limiter that always answers `limit` (--concurrency N).

@@ -165,6 +165,10 @@ struct EmbedStage::Impl {
   size_t max_inputs = 1;  // inputs per batch now: batch_size, or the sizer's suggestion
   std::optional<BatchSizer> sizer;
   double bytes_per_token = 4.0;  // refreshed from the pacer once per loop
+  // Token budget per batch: the service's limit, or less when the pacer can
+  // only pace smaller requests smoothly (a second of a TPM limit); refreshed
+  // once per loop.
+  uint32_t max_batch_tokens = 0;
   std::deque<Chunk> pending;
   std::deque<TimePoint> pending_arrival;  // parallel to pending_, for linger
   uint32_t pending_tokens = 0;
@@ -254,7 +258,7 @@ void EmbedStage::Impl::FormBatches(TimePoint now, bool flush) {
     uint64_t bytes = 0;
     for (const Chunk& chunk : pending) {
       const uint32_t t = EstimateTokens(chunk.text.size());
-      if (take > 0 && (take == max_inputs || tokens + t > options.max_tokens_per_request)) break;
+      if (take > 0 && (take == max_inputs || tokens + t > max_batch_tokens)) break;
       ++take;
       tokens += t;
       bytes += chunk.text.size();
@@ -496,6 +500,12 @@ Status EmbedStage::Impl::Run(BoundedQueue<Chunk>& in, BoundedQueue<EmbeddedChunk
       DeadLetterUnsent(Status::Cancelled("stop requested before the chunk was sent"));
     }
     bytes_per_token = pacer.BytesPerToken();
+    max_batch_tokens = std::max<uint32_t>(1, options.max_tokens_per_request);
+    if (const double cap = pacer.TokensPerRequestCap(); cap >= 1) {
+      // A request costing much of a minute's tokens stalls the pacer and,
+      // with a limit that halves, is most of the new budget in one piece.
+      max_batch_tokens = std::min<uint32_t>(max_batch_tokens, static_cast<uint32_t>(cap));
+    }
     const bool input_open = !input_done && !stopping;
     if (input_open) {
       if (Idle()) {

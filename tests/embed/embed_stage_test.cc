@@ -492,6 +492,8 @@ class RecordingPacer final : public RatePacer {
     answered_starts.push_back(started);
   }
   double BytesPerToken() const override { return 4.0; }
+  double TokensPerRequestCap() const override { return cap; }
+  double cap = 0;
   std::vector<TimePoint> starts, answered_starts;
   int without_start = 0;
 };
@@ -547,6 +549,17 @@ TEST(EmbedStageTest, TellsTheLimiterWhenTheBatchSizeChangesAndThePacerWhenAnswer
   // Every answer reached the pacer with the time its request started.
   EXPECT_EQ(recorded_pacer->without_start, 0);
   EXPECT_EQ(recorded_pacer->answered_starts, recorded_pacer->starts);
+}
+
+TEST(EmbedStageTest, KeepsBatchesWithinThePacersTokenCap) {
+  Harness h([](const EmbedRequest& r, int) { return Ok(r); });
+  auto pacer = std::make_unique<RecordingPacer>();
+  // "chunk text number N" is 19-20 bytes: 5 tokens at 4 bytes per token.
+  pacer->cap = 12;  // two inputs per request, not the four of batch_size
+  h.pacer = std::move(pacer);
+  ASSERT_TRUE(h.RunAll(Chunks(10)).ok());
+  h.ExpectExactlyOnce(10);
+  EXPECT_EQ(h.transport.RequestSizes(), (std::vector<size_t>{2, 2, 2, 2, 2}));
 }
 
 }  // namespace

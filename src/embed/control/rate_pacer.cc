@@ -4,7 +4,8 @@
 // Buckets. Each known limit (per minute) becomes a local bucket refilled at
 // safety * limit / 60 per second and holding burst_seconds of that rate; a
 // request may start when the request bucket holds 1 and the token bucket
-// holds its estimated cost (or is full, for a cost larger than the bucket).
+// holds its estimated cost; for a cost larger than the bucket, the bucket may
+// fill up to that cost (at most a minute's limit) while the request waits.
 //
 // Headers. x-ratelimit-limit-* replaces the limit (capped by the user's).
 // x-ratelimit-remaining-* is what the service had left when it counted the
@@ -34,9 +35,14 @@
 
 namespace sluice {
 
+double HeaderRatePacer::Bucket::Top() const {
+  return std::max(capacity, std::min(wanted, per_minute));
+}
+
 double HeaderRatePacer::Bucket::LevelAt(TimePoint now) const {
-  if (now <= updated || level >= capacity) return level;
-  return std::min(capacity, level + rate * ToSeconds(now - updated));
+  const double top = Top();
+  if (now <= updated || level >= top) return level;
+  return std::min(top, level + rate * ToSeconds(now - updated));
 }
 
 void HeaderRatePacer::Bucket::Refill(TimePoint now) {
@@ -61,7 +67,10 @@ void HeaderRatePacer::Bucket::SetLimit(double limit_per_minute, double safety, d
 }
 
 Duration HeaderRatePacer::Bucket::WaitFor(TimePoint now, double amount) const {
-  const double need = std::min(amount, capacity);
+  // A request costing more than the bucket's capacity lets it fill up to its
+  // cost (at most a minute's budget: more is refused as too large anyway).
+  wanted = std::max(wanted, amount);
+  const double need = std::min(amount, per_minute);
   const double have = LevelAt(now);
   if (have >= need) return Duration(0);
   // Round up so that waiting exactly this long is enough.
@@ -109,23 +118,38 @@ void HeaderRatePacer::OnStart(TimePoint now, uint32_t estimated_tokens) {
   if (requests_.active()) {
     requests_.Refill(now);
     requests_.level -= 1;
+    requests_.wanted = 0;
   }
   if (tokens_.active()) {
     tokens_.Refill(now);
     tokens_.level -= estimated_tokens;
+    tokens_.wanted = 0;
   }
 }
 
-std::optional<std::pair<double, double>> HeaderRatePacer::StartedSince(TimePoint started) const {
+std::optional<std::pair<double, double>> HeaderRatePacer::StartedSince(TimePoint started,
+                                                                       bool charged,
+                                                                       double own_tokens) const {
   if (starts_.empty() || started < starts_.front().at) return std::nullopt;
-  // The first start at or after `started` (the answered request itself is
-  // among them: counted too, which errs on the safe side when several
-  // started at the same instant and their order at the service is unknown).
-  auto it = std::lower_bound(starts_.begin(), starts_.end(), started,
-                             [](const StartRecord& r, TimePoint t) { return r.at < t; });
-  if (it == starts_.end()) return std::make_pair(0.0, 0.0);
-  return std::make_pair(started_requests_ - it->requests_before,
-                        started_tokens_ - it->tokens_before);
+  // Starts at or after `started`. Several may share that instant and their
+  // order at the service is unknown, so all of them count, except the
+  // answered request itself when the service charged it before counting.
+  auto first = std::lower_bound(starts_.begin(), starts_.end(), started,
+                                [](const StartRecord& r, TimePoint t) { return r.at < t; });
+  if (first == starts_.end()) return std::make_pair(0.0, 0.0);
+  double requests = started_requests_ - first->requests_before;
+  double tokens = started_tokens_ - first->tokens_before;
+  if (charged) {
+    auto after = std::upper_bound(starts_.begin(), starts_.end(), started,
+                                  [](TimePoint t, const StartRecord& r) { return t < r.at; });
+    const double tokens_at_instant =
+        (after == starts_.end() ? started_tokens_ : after->tokens_before) - first->tokens_before;
+    if (first->at == started) {
+      requests -= 1;
+      tokens -= std::clamp(own_tokens, 0.0, tokens_at_instant);
+    }
+  }
+  return std::make_pair(std::max(0.0, requests), std::max(0.0, tokens));
 }
 
 void HeaderRatePacer::ApplyRemaining(Bucket& bucket, double remaining, double started_since,
@@ -182,8 +206,13 @@ void HeaderRatePacer::Respond(std::optional<TimePoint> started, TimePoint now,
     // What the count cannot include: the requests started after this one,
     // or (start unknown) everything still in flight, which cannot be used
     // to raise the budget (an early request's late answer overstates it).
+    // A 2xx was charged before the service counted what remains (OpenAI and
+    // the mock API answer with the count after the request).
     std::optional<std::pair<double, double>> since;
-    if (started) since = StartedSince(*started);
+    if (started) {
+      since = StartedSince(*started, http_status >= 200 && http_status < 300,
+                           static_cast<double>(input_bytes) / bytes_per_token_);
+    }
     const bool exact = since.has_value();
     if (!exact) since = std::make_pair(static_cast<double>(pending_requests_), pending_tokens_);
     // A limit the user gave is a promise (e.g. a share of the key's quota):
@@ -305,6 +334,17 @@ void HeaderRatePacer::InferRequestLimit(TimePoint now) {
   }
   requests_.SetLimit(std::max(1.0, next), options_.safety, options_.burst_seconds, now);
   rpm_inferred_ = true;
+}
+
+double HeaderRatePacer::TokensPerRequestCap() const {
+  if (!tokens_.active()) return 0;
+  // One second of the token rate keeps a request within the local bucket
+  // (no wait for room, smooth pacing, quick response to a limit change);
+  // but at least two requests' share of the request limit, so that the
+  // request limit does not bind first.
+  double cap = tokens_.per_minute / 60.0;
+  if (requests_.active()) cap = std::max(cap, 2.0 * tokens_.per_minute / requests_.per_minute);
+  return cap;
 }
 
 std::unique_ptr<RatePacer> MakeRatePacer(const RatePacerOptions& options) {

@@ -275,8 +275,17 @@ Result Run(const ServiceOptions& service_options, const ClientOptions& client,
 
   auto new_batch = [&]() {
     Batch b;
+    // As the stage: requests stay within the pacer's token cap per request.
+    const double cap = pacer.TokensPerRequestCap();
     b.inputs = client.batch_inputs;
-    if (sizer != nullptr) b.inputs = sizer->InputsFor(client.tokens_per_input);
+    if (sizer != nullptr) b.inputs = sizer->SuggestedInputs();
+    b.inputs = std::min<size_t>(b.inputs, BatchSizerOptions{}.max_tokens_per_request /
+                                              std::max(1.0, client.tokens_per_input));
+    if (cap >= 1) {
+      b.inputs = std::min<size_t>(
+          b.inputs, static_cast<size_t>(cap / std::max(1.0, client.tokens_per_input)));
+    }
+    b.inputs = std::max<size_t>(1, b.inputs);
     double variation = 1;
     if (client.token_variation > 0) {
       variation = std::uniform_real_distribution<double>(1 - client.token_variation,

@@ -41,7 +41,7 @@ TEST(RatePacerTest, PacesRequestsAtTheUsersRpm) {
   EXPECT_NEAR(started, 9.8 * 60 + 9.8, 2);
 }
 
-TEST(RatePacerTest, TokenCostBeyondTheBudgetWaitsForAFullBucket) {
+TEST(RatePacerTest, TokenCostBeyondTheBucketWaitsForItsWholeCost) {
   RatePacerOptions o;
   o.tpm = 60000;  // 1000/s at safety 1.0
   o.safety = 1.0;
@@ -50,13 +50,37 @@ TEST(RatePacerTest, TokenCostBeyondTheBudgetWaitsForAFullBucket) {
   pacer.OnStart(kT0, 800);
   // 200 left: a 500-token request waits 0.3 s.
   EXPECT_NEAR(ToSeconds(pacer.DelayFor(kT0, 500)), 0.3, 1e-6);
-  // A 5000-token request (more than the bucket holds) waits for a full
-  // bucket, then starts and leaves a debt the next requests wait out.
-  EXPECT_NEAR(ToSeconds(pacer.DelayFor(kT0, 5000)), 0.8, 1e-6);
-  const TimePoint full = kT0 + milliseconds(800);
+  // A 5000-token request (more than the 1 s bucket holds) lets the bucket
+  // fill up to its cost and waits for it: 4.8 s. It then starts with the
+  // budget in hand, leaving no debt (the service's bucket, drained by an
+  // announced burst, would refuse a request started in debt).
+  EXPECT_NEAR(ToSeconds(pacer.DelayFor(kT0, 5000)), 4.8, 1e-6);
+  const TimePoint full = kT0 + milliseconds(4800);
+  // Answers meanwhile (which refill the bucket) do not lose the progress.
+  pacer.OnResponse(kT0 + seconds(2), RateLimitInfo{}, 200, 3200, 800);
+  EXPECT_NEAR(ToSeconds(pacer.DelayFor(kT0 + seconds(2), 5000)), 2.8, 1e-6);
   EXPECT_EQ(pacer.DelayFor(full, 5000), Duration(0));
   pacer.OnStart(full, 5000);
-  EXPECT_NEAR(ToSeconds(pacer.DelayFor(full, 1)), 4.001, 1e-6);
+  EXPECT_NEAR(ToSeconds(pacer.DelayFor(full, 1)), 0.001, 1e-6);
+  // Once it started, the bucket holds one second again.
+  EXPECT_NEAR(pacer.token_budget(full + seconds(30)), 1000.0, 1e-6);
+  // More than a minute's limit is capped at the minute (the service refuses
+  // it as too large; the pacer must not wait for ever): 60000 - 30 s of refill.
+  EXPECT_NEAR(ToSeconds(pacer.DelayFor(full + seconds(30), 100000)), 30.0, 1e-6);
+}
+
+TEST(RatePacerTest, TokensPerRequestCapIsASecondOfTheTokenLimit) {
+  HeaderRatePacer pacer(RatePacerOptions{});
+  EXPECT_EQ(pacer.TokensPerRequestCap(), 0);  // nothing known
+  RateLimitInfo h;
+  h.limit_requests = 600;
+  h.limit_tokens = 1000000;
+  pacer.OnResponse(kT0, h, 200, 40, 10);
+  EXPECT_NEAR(pacer.TokensPerRequestCap(), 1000000.0 / 60, 1e-6);
+  // A low request limit: two requests' share, so it does not bind first.
+  h.limit_requests = 10;
+  pacer.OnResponse(kT0, h, 200, 40, 10);
+  EXPECT_NEAR(pacer.TokensPerRequestCap(), 200000.0, 1e-6);
 }
 
 TEST(RatePacerTest, HeaderLimitsAreLearnedAndCappedByTheUsers) {
@@ -335,16 +359,16 @@ TEST(RatePacerTest, AnnouncedBudgetIsSpentAtOnceThenPacedAtTheRate) {
   pacer.OnStart(kT0, 10);
   const TimePoint t = kT0 + milliseconds(200);
   pacer.OnResponseTo(kT0, t, Announced(99, 99990), 200, 40, 10);
-  // 99 left, less the answered request itself (started at kT0, conservatively
-  // counted as after its own snapshot), less 5 held back: 93 at once.
-  EXPECT_DOUBLE_EQ(pacer.request_budget(t), 93.0);
-  EXPECT_DOUBLE_EQ(pacer.token_budget(t), 99990.0 - 10 - 5000);
+  // 99 left after the answered request was charged, nothing started since,
+  // less 5 held back: 94 at once.
+  EXPECT_DOUBLE_EQ(pacer.request_budget(t), 94.0);
+  EXPECT_DOUBLE_EQ(pacer.token_budget(t), 99990.0 - 5000);
   int started = 0;
   while (pacer.DelayFor(t, 10) == Duration(0) && started < 1000) {
     pacer.OnStart(t, 10);
     ++started;
   }
-  EXPECT_EQ(started, 93);
+  EXPECT_EQ(started, 94);
   // Then the rate: 0.98 * 100 / 60 per second, one request every ~0.61 s.
   EXPECT_NEAR(ToSeconds(pacer.DelayFor(t, 10)), 60.0 / 98.0, 1e-3);
   // Above its capacity a bucket is never refilled locally: waiting long
@@ -356,7 +380,7 @@ TEST(RatePacerTest, AnnouncedBudgetIsNotRefilledLocally) {
   HeaderRatePacer pacer(RatePacerOptions{});
   pacer.OnStart(kT0, 10);
   pacer.OnResponseTo(kT0, kT0, Announced(99, 99990), 200, 40, 10);
-  EXPECT_DOUBLE_EQ(pacer.request_budget(kT0 + seconds(10)), 93.0);
+  EXPECT_DOUBLE_EQ(pacer.request_budget(kT0 + seconds(10)), 94.0);
 }
 
 TEST(RatePacerTest, RemainingIsCorrectedByExactlyTheRequestsStartedAfterTheAnsweredOne) {
@@ -367,22 +391,29 @@ TEST(RatePacerTest, RemainingIsCorrectedByExactlyTheRequestsStartedAfterTheAnswe
   pacer.OnStart(c, 1000);
   // B is answered first; the service counted A and B when it counted B.
   pacer.OnResponseTo(b, kT0 + milliseconds(200), Announced(98, 98000), 200, 4000, 1000);
-  // B and C may be missing from the count: 98000 - 2000, less 5000 held back.
-  EXPECT_DOUBLE_EQ(pacer.token_budget(kT0 + milliseconds(200)), 91000.0);
+  // C may be missing from the count: 98000 - 1000, less 5000 held back.
+  EXPECT_DOUBLE_EQ(pacer.token_budget(kT0 + milliseconds(200)), 92000.0);
   // A's answer comes late with an older, higher count (only A counted). B and
   // C started after A, so they are subtracted although B is no longer in
   // flight: the stale count does not raise the budget (subtracting what is
   // in flight, only C, would have given 93000).
   pacer.OnResponseTo(a, kT0 + milliseconds(300), Announced(99, 99000), 200, 4000, 1000);
-  EXPECT_DOUBLE_EQ(pacer.token_budget(kT0 + milliseconds(300)), 91000.0);
-  EXPECT_DOUBLE_EQ(pacer.request_budget(kT0 + milliseconds(300)), 99.0 - 3 - 5);
+  EXPECT_DOUBLE_EQ(pacer.token_budget(kT0 + milliseconds(300)), 92000.0);
+  EXPECT_DOUBLE_EQ(pacer.request_budget(kT0 + milliseconds(300)), 99.0 - 2 - 5);
   // Someone else spent the key's budget: a lower count lowers the budget,
   // with no margin (it is what the service can still take at most).
   const TimePoint d = kT0 + milliseconds(400);
   pacer.OnStart(d, 1000);
   pacer.OnResponseTo(d, kT0 + milliseconds(500), Announced(40, 50000), 200, 4000, 1000);
-  EXPECT_DOUBLE_EQ(pacer.token_budget(kT0 + milliseconds(500)), 49000.0);
-  EXPECT_DOUBLE_EQ(pacer.request_budget(kT0 + milliseconds(500)), 39.0);
+  EXPECT_DOUBLE_EQ(pacer.token_budget(kT0 + milliseconds(500)), 50000.0);
+  EXPECT_DOUBLE_EQ(pacer.request_budget(kT0 + milliseconds(500)), 40.0);
+  // Requests started at the same instant as the answered one may or may not
+  // have been counted before it: all but the answered one are subtracted.
+  const TimePoint e = kT0 + milliseconds(600);
+  for (int i = 0; i < 3; ++i) pacer.OnStart(e, 1000);
+  pacer.OnResponseTo(e, kT0 + milliseconds(700), Announced(50, 60000), 200, 4000, 1000);
+  EXPECT_DOUBLE_EQ(pacer.token_budget(kT0 + milliseconds(700)), 60000.0 - 2000 - 5000);
+  EXPECT_DOUBLE_EQ(pacer.request_budget(kT0 + milliseconds(700)), 50.0 - 2 - 5);
 }
 
 TEST(RatePacerTest, NoAnnouncedBudgetWhenItCannotBeTrusted) {
@@ -436,7 +467,7 @@ TEST(RatePacerTest, NoAnnouncedBudgetWhenItCannotBeTrusted) {
     const TimePoint next = probe + milliseconds(200);
     pacer.OnStart(next, 10);
     pacer.OnResponseTo(next, next, Announced(90, 90000), 200, 40, 10);
-    EXPECT_DOUBLE_EQ(pacer.token_budget(next), 90000.0 - 10 - 5000);
+    EXPECT_DOUBLE_EQ(pacer.token_budget(next), 90000.0 - 5000);
   }
   {
     // The start is older than the log reaches: fall back to lowering only.
