@@ -315,6 +315,10 @@ int RunDemoCommand(const DemoArgs& args) {
   options.report_path = args.out_dir + "/report.json";
   options.trace_path = args.out_dir + "/trace.csv";
   options.progress = args.progress;
+  // The demo shows the pipeline against the API every time it runs; a rerun
+  // would otherwise skip every unchanged file and answer from the cache.
+  options.skip_unchanged = false;
+  options.embedding_cache = false;
   std::error_code ec;
   std::filesystem::create_directories(args.out_dir, ec);
 

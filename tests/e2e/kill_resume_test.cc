@@ -294,6 +294,29 @@ TEST_F(KillResumeTest, VerifyFindsChangedDeletedAndNewFilesUntilCleanupFull) {
   EXPECT_EQ(r.exit_code, 0) << r.output;
 }
 
+TEST(DeadLetterCliTest, BadPatternCorruptFileAndBadCleanupAreClearErrors) {
+  TempDir dir;
+  WriteFile(dir / "dead.jsonl", "{\"kind\":\"chunk\",\"reason\":\"unavailable\"}\n");
+  auto r = RunCommand(kSluice + " dead-letter list --dead-letter " + (dir / "dead.jsonl"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("chunk entry without"), std::string::npos) << r.output;
+  WriteFile(dir / "dead.jsonl", "not json\n");
+  r = RunCommand(kSluice + " dead-letter list --dead-letter " + (dir / "dead.jsonl"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find(":1: not a JSON object"), std::string::npos) << r.output;
+  r = RunCommand(kSluice + " dead-letter list --dead-letter " + (dir / "none.jsonl"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("no dead letters"), std::string::npos) << r.output;
+  r = RunCommand(kSluice + " dead-letter retry --dead-letter " + (dir / "none.jsonl") +
+                 " --reason '(' --embedder hash --store sqlite:" + (dir / "s.db"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("not a valid regular expression"), std::string::npos) << r.output;
+  r = RunCommand(kSluice + " ingest " + dir.path() + " --cleanup everything");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  r = RunCommand(kSluice + " verify --store sqlite:" + (dir / "no/such/dir.db"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+}
+
 TEST_F(KillResumeTest, DeadLetterRetryStoresItemsOnceTheApiRecovers) {
   MockApiOptions failing;
   failing.dimensions = 24;

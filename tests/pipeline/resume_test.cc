@@ -317,6 +317,41 @@ TEST(ResumeTest, StoppedRunResumesToTheSameStore) {
   EXPECT_FALSE(std::filesystem::exists(dir / "out/.sluice-incomplete"));
 }
 
+TEST(ResumeTest, UnwritableAggregateMarkerFailsBeforeAnyWork) {
+  TempDir dir;
+  MakeCorpus(dir);
+  // A directory where the marker file must go: it cannot be created.
+  std::filesystem::create_directories(dir / "out/.sluice-incomplete/x");
+  Pipeline p(Options(dir));
+  IngestReport r = p.Run();
+  EXPECT_EQ(r.status.code(), StatusCode::kIOError) << r.status.ToString();
+  EXPECT_NE(r.status.message().find(".sluice-incomplete"), std::string::npos);
+  EXPECT_EQ(Get(p.metrics().chunks_produced), 0u);
+}
+
+TEST(ResumeTest, CrashedRunsAggregateIsCompletedFromTheStore) {
+  TempDir dir;
+  MakeCorpus(dir);
+  ASSERT_TRUE(Ingest(Options(dir)).report.status.ok());
+  const std::string complete = ReadFile(dir / "out/manuals/general.json");
+  // As if a run had stored and fingerprinted everything, then died before
+  // its aggregate rewrite: the group file is gone and the marker is there.
+  std::filesystem::remove(dir / "out/manuals/general.json");
+  WriteFile(dir / "out/.sluice-incomplete", "");
+  RunResult r = Ingest(Options(dir));
+  ASSERT_TRUE(r.report.status.ok());
+  EXPECT_EQ(r.produced, 0u);  // nothing re-read
+  EXPECT_EQ(ReadFile(dir / "out/manuals/general.json"), complete);
+  EXPECT_FALSE(std::filesystem::exists(dir / "out/.sluice-incomplete"));
+}
+
+TEST(ResumeTest, ParseCleanupMode) {
+  EXPECT_EQ(*ParseCleanupMode("none"), CleanupMode::kNone);
+  EXPECT_EQ(*ParseCleanupMode("incremental"), CleanupMode::kIncremental);
+  EXPECT_EQ(*ParseCleanupMode("full"), CleanupMode::kFull);
+  EXPECT_EQ(ParseCleanupMode("all").status().code(), StatusCode::kInvalidArgument);
+}
+
 TEST(ResumeTest, VerifyReportsMissingOrphanAndMiscountedChunks) {
   TempDir dir;
   MakeCorpus(dir);
