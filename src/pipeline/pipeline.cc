@@ -130,11 +130,11 @@ class TrackingDeadLetters final : public DeadLetterSink {
   void ChunkFailed(const Chunk& chunk, const Status& why) override {
     if (why.code() == StatusCode::kCancelled) {
       abandoned_.fetch_add(1, std::memory_order_relaxed);
-      tracker_.Resolved(chunk.id, /*abandoned=*/true);
+      tracker_.Resolved(chunk, /*abandoned=*/true);
       return;
     }
     file_.ChunkFailed(chunk, why);
-    tracker_.Resolved(chunk.id, /*abandoned=*/false);
+    tracker_.Resolved(chunk, /*abandoned=*/false);
   }
   void SourceFailed(const std::string& source_id, const std::string& path,
                     const Status& why) override {
@@ -206,7 +206,7 @@ struct Pipeline::Impl {
 
   void Abandon(const Chunk& c) {
     chunks_abandoned.fetch_add(1, std::memory_order_relaxed);
-    tracker.Resolved(c.id, /*abandoned=*/true);
+    tracker.Resolved(c, /*abandoned=*/true);
   }
   void ReplayToAggregate(const std::string& file_id);
   // Hashes the file; true when the hash matches `fp` (then its new facts are
@@ -268,10 +268,10 @@ void Pipeline::Impl::ReadSources(BoundedQueue<SourceFile>& files, BoundedQueue<C
                                  const Router& router, DeadLetterSink& dead) {
   SourceTracker::Token token = 0;  // the file being parsed; 0: untracked (stdin)
   Chunker chunker(options.chunker, [&](Chunk&& chunk) -> Status {
-    if (token != 0) tracker.ChunkProduced(token, chunk.id);
+    if (token != 0) tracker.ChunkProduced(token, chunk);
     const std::string id = token != 0 ? chunk.id : std::string();
     if (!chunks.Push(std::move(chunk))) {
-      if (token != 0) tracker.Resolved(id, /*abandoned=*/true);
+      if (token != 0) tracker.ResolvedId(id, /*abandoned=*/true);
       return Status::Cancelled("pipeline stopping");
     }
     Add(metrics.chunks_produced);
@@ -452,7 +452,7 @@ void Pipeline::Impl::CacheStage(BoundedQueue<Chunk>& in, BoundedQueue<Chunk>& to
                         std::move(found[i].model)};
         if (!out.Push(std::move(e))) {
           chunks_abandoned.fetch_add(1, std::memory_order_relaxed);
-          tracker.Resolved(id, /*abandoned=*/true);
+          tracker.ResolvedId(id, /*abandoned=*/true);
         }
         continue;
       }
@@ -460,7 +460,7 @@ void Pipeline::Impl::CacheStage(BoundedQueue<Chunk>& in, BoundedQueue<Chunk>& to
       const std::string id = c.id;
       if (!to_embed.Push(std::move(c))) {
         chunks_abandoned.fetch_add(1, std::memory_order_relaxed);
-        tracker.Resolved(id, /*abandoned=*/true);
+        tracker.ResolvedId(id, /*abandoned=*/true);
       }
     }
   }
@@ -532,7 +532,7 @@ void Pipeline::Impl::WriteStore(Store& store, BoundedQueue<EmbeddedChunk>& in,
         Add(metrics.store.items_out, stored);
         for (size_t i = 0; i < batch.size(); ++i) {
           if (rejected[i]) continue;
-          tracker.Resolved(batch[i].chunk.id, /*abandoned=*/false);
+          tracker.Resolved(batch[i].chunk, /*abandoned=*/false);
           if (aggregate_out != nullptr) aggregate_out->Push(std::move(batch[i]));
         }
         batch.clear();

@@ -1,6 +1,31 @@
 #include "pipeline/source_tracker.h"
 
+#include <cstdlib>
+
 namespace sluice {
+
+namespace {
+
+std::string SlotKey(const std::string& source_id, uint32_t ordinal) {
+  std::string key = source_id;
+  key.push_back('\0');
+  key += std::to_string(ordinal);
+  return key;
+}
+
+// The integer N of `"key":N` in a JSON object's text, or `fallback`.
+size_t MetadataInt(const std::string& json, const char* key, size_t fallback) {
+  const std::string needle = std::string("\"") + key + "\":";
+  const size_t at = json.find(needle);
+  if (at == std::string::npos) return fallback;
+  const char* p = json.c_str() + at + needle.size();
+  if (*p == '"') ++p;  // tolerate a quoted number
+  char* end = nullptr;
+  const unsigned long v = std::strtoul(p, &end, 10);
+  return end == p || v == 0 ? fallback : static_cast<size_t>(v);
+}
+
+}  // namespace
 
 SourceTracker::Token SourceTracker::Begin(SourceFingerprint fingerprint, bool delete_stale) {
   std::lock_guard lock(mu_);
@@ -11,13 +36,17 @@ SourceTracker::Token SourceTracker::Begin(SourceFingerprint fingerprint, bool de
   return token;
 }
 
-void SourceTracker::ChunkProduced(Token token, const std::string& chunk_id) {
+void SourceTracker::ChunkProduced(Token token, const Chunk& chunk) {
   std::lock_guard lock(mu_);
   auto it = files_.find(token);
   if (it == files_.end()) return;
-  it->second.manifest.chunk_ids.push_back(chunk_id);
-  ++it->second.outstanding;
-  chunks_.emplace(chunk_id, token);
+  File& f = it->second;
+  f.manifest.chunk_ids.push_back(chunk.id);
+  ++f.outstanding;
+  chunks_.emplace(chunk.id, token);
+  std::string key = SlotKey(chunk.source_id, chunk.ordinal);
+  slots_[key] = chunk.id;
+  f.slot_keys.push_back(std::move(key));
 }
 
 void SourceTracker::ParseFinished(Token token, bool ok) {
@@ -37,10 +66,36 @@ void SourceTracker::Touch(SourceFingerprint fingerprint) {
   completed_.push_back(std::move(m));
 }
 
-void SourceTracker::Resolved(const std::string& chunk_id, bool abandoned) {
+void SourceTracker::ResolvedId(const std::string& chunk_id, bool abandoned) {
   std::lock_guard lock(mu_);
   auto it = chunks_.find(chunk_id);
-  if (it == chunks_.end()) return;
+  if (it != chunks_.end()) ResolveOriginalLocked(it, abandoned);
+}
+
+void SourceTracker::Resolved(const Chunk& chunk, bool abandoned) {
+  std::lock_guard lock(mu_);
+  auto it = chunks_.find(chunk.id);
+  if (it != chunks_.end()) {
+    ResolveOriginalLocked(it, abandoned);
+    return;
+  }
+  // A piece of an oversize chunk?
+  auto slot = slots_.find(SlotKey(chunk.source_id, chunk.ordinal));
+  if (slot == slots_.end()) return;
+  auto original = chunks_.find(slot->second);
+  if (original == chunks_.end()) return;
+  auto f = files_.find(original->second);
+  if (f == files_.end()) return;
+  const size_t parts = MetadataInt(chunk.metadata_json, "split_parts", 1);
+  const size_t part = MetadataInt(chunk.metadata_json, "split_part", 1);
+  Split& split = f->second.splits[slot->second];
+  if (split.piece_ids.size() < parts) split.piece_ids.resize(parts);
+  if (part >= 1 && part <= split.piece_ids.size()) split.piece_ids[part - 1] = chunk.id;
+  if (abandoned) f->second.failed = true;
+  if (++split.resolved >= parts) ResolveOriginalLocked(original, abandoned);
+}
+
+void SourceTracker::ResolveOriginalLocked(ChunkMap::iterator it, bool abandoned) {
   const Token token = it->second;
   chunks_.erase(it);
   auto f = files_.find(token);
@@ -55,9 +110,24 @@ void SourceTracker::MaybeCompleteLocked(Token token) {
   File& f = it->second;
   if (!f.parse_done || f.outstanding > 0) return;
   if (!f.failed) {
+    if (!f.splits.empty()) {
+      std::vector<std::string> ids;
+      for (std::string& id : f.manifest.chunk_ids) {
+        auto split = f.splits.find(id);
+        if (split == f.splits.end()) {
+          ids.push_back(std::move(id));
+          continue;
+        }
+        for (std::string& piece : split->second.piece_ids) {
+          if (!piece.empty()) ids.push_back(std::move(piece));
+        }
+      }
+      f.manifest.chunk_ids = std::move(ids);
+    }
     f.manifest.fingerprint.chunk_count = f.manifest.chunk_ids.size();
     completed_.push_back(std::move(f.manifest));
   }
+  for (const std::string& key : f.slot_keys) slots_.erase(key);
   files_.erase(it);
 }
 

@@ -4,8 +4,14 @@
 // so a crash or a stop before that leaves no fingerprint and the next run
 // redoes the file. A file with a chunk abandoned at stop never completes.
 //
-// Memory: one entry per file being processed plus one per chunk in flight;
-// both are bounded by the pipeline's queues and reader count.
+// The embed stage may replace an oversize chunk by pieces with new ids (split:
+// metadata "split_part"/"split_parts") or by a truncated copy (new id). A
+// piece finds its original by (source_id, ordinal); the original is resolved
+// when all its pieces are, and the file's manifest lists the pieces' ids (in
+// part order) instead of the original's.
+//
+// Memory: one entry per file being processed plus one per chunk of it still
+// in flight; bounded by the pipeline's queues and reader count.
 //
 // Thread safety: thread-safe (one mutex; called once per chunk, which is
 // cheap next to embedding it).
@@ -18,6 +24,7 @@
 #include <vector>
 
 #include "sluice/store.h"
+#include "sluice/types.h"
 
 namespace sluice {
 
@@ -28,32 +35,46 @@ class SourceTracker {
   // A reader starts parsing a file.
   Token Begin(SourceFingerprint fingerprint, bool delete_stale);
   // Before the chunk is pushed downstream (so its outcome can never come first).
-  void ChunkProduced(Token token, const std::string& chunk_id);
+  void ChunkProduced(Token token, const Chunk& chunk);
   // The parse ended; `ok` false (failed or cancelled) means no fingerprint.
   void ParseFinished(Token token, bool ok);
   // A file whose content is unchanged but whose mtime moved: commit its facts only.
   void Touch(SourceFingerprint fingerprint);
-  // A chunk's outcome. `abandoned`: dropped by a stop, to be redone by a rerun.
-  // Ids not produced by a tracked file (stdin records) are ignored.
-  void Resolved(const std::string& chunk_id, bool abandoned);
+  // A chunk's (or a piece's) outcome. `abandoned`: dropped by a stop, to be
+  // redone by a rerun. Chunks no tracked file produced (stdin records,
+  // dead-letter replays) are ignored.
+  void Resolved(const Chunk& chunk, bool abandoned);
+  // The same for a chunk known only by id: one that never reached the embed
+  // stage, so it cannot have been split.
+  void ResolvedId(const std::string& chunk_id, bool abandoned);
   // The manifests of files that completed since the last call.
   std::vector<SourceManifest> TakeCompleted();
   size_t FilesInFlight() const;
 
  private:
+  struct Split {
+    std::vector<std::string> piece_ids;  // by part - 1
+    size_t resolved = 0;
+  };
   struct File {
     SourceManifest manifest;
     uint64_t outstanding = 0;
     bool parse_done = false;
     bool failed = false;
+    std::vector<std::string> slot_keys;             // to forget at completion
+    std::unordered_map<std::string, Split> splits;  // original id -> its pieces
   };
+  using ChunkMap = std::unordered_multimap<std::string, Token>;
+  void ResolveOriginalLocked(ChunkMap::iterator it, bool abandoned);
   void MaybeCompleteLocked(Token token);
 
   mutable std::mutex mu_;
-  Token next_ = 1;                                      // GUARDED_BY(mu_)
-  std::unordered_map<Token, File> files_;               // GUARDED_BY(mu_)
-  std::unordered_multimap<std::string, Token> chunks_;  // GUARDED_BY(mu_)
-  std::vector<SourceManifest> completed_;               // GUARDED_BY(mu_)
+  Token next_ = 1;                         // GUARDED_BY(mu_)
+  std::unordered_map<Token, File> files_;  // GUARDED_BY(mu_)
+  ChunkMap chunks_;                        // GUARDED_BY(mu_): chunk id -> file
+  // "source_id \0 ordinal" -> original chunk id, for pieces.  GUARDED_BY(mu_)
+  std::unordered_map<std::string, std::string> slots_;
+  std::vector<SourceManifest> completed_;  // GUARDED_BY(mu_)
 };
 
 }  // namespace sluice
