@@ -213,6 +213,10 @@ size_t JsonAggregator::IndexMemoryBytes() const {
   return total;
 }
 
+size_t JsonAggregator::HeldBytes() const {
+  return buffered_bytes_ + IndexMemoryBytes() + parser_->capacity();
+}
+
 Status JsonAggregator::CommitBatch() {
   if (batch_rows_ == 0) return Status::OK();
   batch_rows_ = 0;

@@ -73,8 +73,10 @@ class JsonAggregator final : public Aggregator {
   // AggregatorLimits::index_cache_bytes plus a small constant.
   size_t IndexMemoryBytes() const;
   // Everything this aggregator holds that could grow with the corpus:
-  // buffered lines plus the index's heap. Independent of the chunk count.
-  size_t HeldBytes() const { return BufferedBytes() + IndexMemoryBytes(); }
+  // buffered lines, the index's heap and the JSON parser's buffers (sized by
+  // the largest metadata object or imported line, or by a whole earlier file
+  // when it has another layout). Independent of the number of chunks.
+  size_t HeldBytes() const;
   uint64_t Rewrites() const { return rewrites_; }  // consolidated files written, in total
   const std::string& SpoolDir() const { return spool_dir_; }
   // out_dir/.spool/<pid>-<n>.index: the chunk index (a sibling of SpoolDir).

@@ -1,6 +1,7 @@
 // Unit tests of the JSON aggregator on a real temp directory.
 #include <gtest/gtest.h>
 #include <simdjson.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -434,11 +435,13 @@ TEST_F(AggregatorTest, StaleSpoolOfADeadProcessIsRemovedAtOpen) {
   const std::string stale = out_ + "/.spool/999999999-0";
   fs::create_directories(stale);
   std::ofstream(stale + "/g0.jsonl") << "{}\n";
+  std::ofstream(stale + ".index") << "index of a crashed run";
   const std::string live = out_ + "/.spool/" + std::to_string(::getpid()) + "-999";
   fs::create_directories(live);
   auto agg = MustOpen(Options());
   ASSERT_NE(agg, nullptr);
   EXPECT_FALSE(fs::exists(stale));
+  EXPECT_FALSE(fs::exists(stale + ".index"));
   EXPECT_TRUE(fs::exists(live));  // a running process's spool is left alone
 }
 
@@ -481,6 +484,177 @@ TEST_F(AggregatorTest, OpenCreatesOutDirAndLeavesNoProbe) {
   // Destroyed without Finish: the spool is cleaned up all the same.
   agg->reset();
   EXPECT_FALSE(fs::exists(o.out_dir + "/.spool"));
+}
+
+// The index lives on disk: what the aggregator holds (buffered lines, the
+// index's page cache and statements, the parser) stays under its limits
+// however many chunks arrive.
+TEST_F(AggregatorTest, HeldBytesStayBoundedWhileAdding100kChunks) {
+  AggregatorLimits limits;
+  limits.total_buffer_bytes = 256 * 1024;
+  limits.index_cache_bytes = 1024 * 1024;
+  limits.index_batch_rows = 1000;
+  auto agg = MustOpen(Options(), limits);  // default cadence: rewrites at 100, 200, 400, ...
+  ASSERT_NE(agg, nullptr);
+  size_t max_held = 0, max_index = 0;
+  constexpr uint32_t kChunks = 100'000;
+  for (uint32_t i = 0; i < kChunks; ++i) {
+    // Two groups, 50 sources interleaved; every 1000th add is followed by a
+    // retry of an earlier (even) id with new text.
+    ASSERT_TRUE(agg->Add(MakeChunk("s" + std::to_string(i % 50) + ".md", i / 50, "d",
+                                   i % 2 == 0 ? "even" : "odd"))
+                    .ok())
+        << i;
+    if (i % 1000 == 999) {
+      const uint32_t n = i - 501;
+      EmbeddedChunk c = MakeChunk("s" + std::to_string(n % 50) + ".md", n / 50, "d", "even");
+      c.chunk.text = "retried";
+      ASSERT_TRUE(agg->Add(c).ok()) << i;
+    }
+    max_held = std::max(max_held, agg->HeldBytes());
+    max_index = std::max(max_index, agg->IndexMemoryBytes());
+  }
+  EXPECT_LE(max_index, limits.index_cache_bytes + 256 * 1024);
+  EXPECT_LE(max_held, limits.index_cache_bytes + limits.total_buffer_bytes + 512 * 1024);
+  EXPECT_GT(max_index, 0u);
+  ASSERT_TRUE(agg->Finish().ok());
+  Parsed even = MustParse(out_ + "/d/even.json");
+  EXPECT_EQ(even.chunk_count, kChunks / 2);  // the 100 retries replaced their ids
+  ASSERT_EQ(even.ids.size(), even.chunk_count);
+  EXPECT_EQ(even.sources.size(), 25u);
+  EXPECT_EQ(even.ids[0], "s0.md#0");
+  EXPECT_EQ(even.ids[1], "s0.md#1");  // ordinal order within a source
+  size_t retried = 0;
+  for (const std::string& t : even.texts) retried += t == "retried";
+  EXPECT_EQ(retried, 100u);  // the latest copy won
+  EXPECT_FALSE(fs::exists(agg->IndexPath()));
+}
+
+// Peak RSS growth while adding 200k small chunks. The old in-memory index
+// alone took ~160 bytes per chunk (~32 MB here). ru_maxrss is a process
+// peak, so run alone (ctest runs each test in its own process) it measures
+// this workload only.
+TEST_F(AggregatorTest, PeakRssStaysFlatFor200kSmallChunks) {
+  auto agg = MustOpen(Options());
+  ASSERT_NE(agg, nullptr);
+  rusage before{}, after{};
+  ::getrusage(RUSAGE_SELF, &before);
+  for (uint32_t i = 0; i < 200'000; ++i) {
+    EmbeddedChunk c = MakeChunk("source-" + std::to_string(i % 100) + ".md", i / 100);
+    c.embedding.clear();
+    ASSERT_TRUE(agg->Add(c).ok()) << i;
+  }
+  ASSERT_TRUE(agg->Finish().ok());
+  ::getrusage(RUSAGE_SELF, &after);
+  const long delta_kib = after.ru_maxrss - before.ru_maxrss;
+  std::printf("peak RSS %ld KiB -> %ld KiB (+%ld KiB) for 200k chunks\n", before.ru_maxrss,
+              after.ru_maxrss, delta_kib);
+  EXPECT_LT(delta_kib, 12 * 1024);
+}
+
+TEST_F(AggregatorTest, LargeExistingFileIsImportedOneLineAtATime) {
+  const std::string file = out_ + "/manuals/pumps.json";
+  {
+    auto agg = MustOpen(Options(0));
+    ASSERT_NE(agg, nullptr);
+    for (uint32_t i = 0; i < 4000; ++i) {
+      EmbeddedChunk c = MakeChunk("a.md", i);
+      c.chunk.text.assign(1000, 'a');
+      ASSERT_TRUE(agg->Add(c).ok());
+    }
+    ASSERT_TRUE(agg->Finish().ok());
+  }
+  ASSERT_GT(fs::file_size(file), 4'000'000u);
+  AggregatorLimits limits;
+  limits.index_cache_bytes = 256 * 1024;
+  auto agg = MustOpen(Options(), limits);
+  ASSERT_NE(agg, nullptr);
+  ASSERT_TRUE(agg->Add(MakeChunk("b.md", 0)).ok());  // imports the 4 MB file
+  // A whole-file parse would hold the file and its tape (> 4 MB).
+  EXPECT_LT(agg->HeldBytes(), 1024u * 1024);
+  ASSERT_TRUE(agg->Finish().ok());
+  Parsed p = MustParse(file);
+  EXPECT_EQ(p.chunk_count, 4001u);
+  EXPECT_EQ(p.sources, (std::vector<std::string>{"a.md", "b.md"}));
+  EXPECT_EQ(p.page_starts[3999], 4000u);
+}
+
+TEST_F(AggregatorTest, ExistingFileInAnotherLayoutIsMergedWhole) {
+  // Hand-edited or re-formatted: not one chunk per line.
+  fs::create_directories(out_ + "/manuals");
+  std::ofstream(out_ + "/manuals/pumps.json") << R"({
+  "domain": "manuals",
+  "category": "pumps",
+  "chunks": [
+    {"id": "b.md#0", "source_id": "b.md", "ordinal": 0,
+     "text": "old b", "metadata": {"page_start": 7}},
+    {
+      "id": "a.md#0", "source_id": "a.md", "ordinal": 0,
+      "text": "old a", "metadata": {"page_start": 9}
+    }
+  ]
+}
+)";
+  auto agg = MustOpen(Options());
+  ASSERT_NE(agg, nullptr);
+  EmbeddedChunk b = MakeChunk("b.md", 0);
+  b.chunk.text = "new b";
+  ASSERT_TRUE(agg->Add(b).ok());
+  ASSERT_TRUE(agg->Finish().ok());
+  Parsed p = MustParse(out_ + "/manuals/pumps.json");
+  EXPECT_EQ(p.ids, (std::vector<std::string>{"a.md#0", "b.md#0"}));
+  EXPECT_EQ(p.texts, (std::vector<std::string>{"old a", "new b"}));
+  EXPECT_EQ(p.page_starts[0], 9u);
+}
+
+TEST_F(AggregatorTest, TruncatedOrDamagedExistingFileIsCorruptAndLeavesNothingBehind) {
+  const std::string file = out_ + "/manuals/pumps.json";
+  {
+    auto agg = MustOpen(Options());
+    ASSERT_NE(agg, nullptr);
+    for (uint32_t i = 0; i < 3; ++i) ASSERT_TRUE(agg->Add(MakeChunk("a.md", i)).ok());
+    ASSERT_TRUE(agg->Finish().ok());
+  }
+  const std::string good = ReadFile(file);
+  ASSERT_EQ(good.substr(good.size() - 4), "\n]}\n");
+  const std::string truncated = good.substr(0, good.size() - 3);  // no closing "]}"
+  std::string damaged = good;
+  damaged.replace(damaged.find("{\"id\":\"a.md#1\""), 5, "{\"i\"x");
+  for (const std::string& bad : {truncated, damaged}) {
+    std::ofstream(file, std::ios::trunc) << bad;
+    auto agg = MustOpen(Options());
+    ASSERT_NE(agg, nullptr);
+    Status s = agg->Add(MakeChunk("b.md", 0));
+    EXPECT_EQ(s.code(), StatusCode::kCorrupt) << s.ToString();
+    EXPECT_NE(s.message().find("existing aggregate '" + file + "' cannot be merged"),
+              std::string::npos)
+        << s.message();
+    // Moved away, the group starts afresh: no rows of the failed import.
+    fs::remove(file);
+    ASSERT_TRUE(agg->Add(MakeChunk("b.md", 0)).ok());
+    ASSERT_TRUE(agg->Finish().ok());
+    Parsed p = MustParse(file);
+    EXPECT_EQ(p.ids, (std::vector<std::string>{"b.md#0"}));
+  }
+}
+
+TEST_F(AggregatorTest, IndexThatCannotBeCreatedIsAClearError) {
+  auto first = MustOpen(Options());
+  ASSERT_NE(first, nullptr);
+  // The next aggregator of this process takes the next instance number;
+  // a directory where its index file goes makes SQLite fail to open it.
+  const std::string path = first->IndexPath();
+  const size_t dash = path.rfind('-');
+  const size_t n = std::stoul(path.substr(dash + 1));
+  const std::string next = path.substr(0, dash + 1) + std::to_string(n + 1) + ".index";
+  fs::create_directories(next);
+  auto r = JsonAggregator::Open(Options());
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kIOError);
+  EXPECT_NE(r.status().message().find("aggregate index '" + next + "': cannot open"),
+            std::string::npos)
+      << r.status().message();
+  fs::remove_all(next);
 }
 
 }  // namespace
