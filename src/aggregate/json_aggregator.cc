@@ -154,9 +154,11 @@ Status JsonAggregator::IndexError(std::string_view what) const {
 
 Status JsonAggregator::OpenIndex() {
   // Scratch space, rebuilt by rerunning: no journal, no fsync, one
-  // exclusive connection. The page cache is the only part held in RAM.
+  // exclusive connection (used by one thread at a time, so no mutex). The
+  // page cache is the only part held in RAM.
   ::unlink(index_path_.c_str());
-  if (sqlite3_open_v2(index_path_.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+  if (sqlite3_open_v2(index_path_.c_str(), &db_,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                       nullptr) != SQLITE_OK) {
     return IndexError("cannot open");
   }
@@ -270,7 +272,10 @@ Status JsonAggregator::ImportExisting(Group& g) {
   if (*streamed) return Status::OK();
   Status s = ClearGroup(g);
   if (!s.ok()) return s;
-  return ImportWhole(g);
+  s = ImportWhole(g);
+  // The parser grew to the whole file; give that memory back.
+  parser_ = std::make_unique<simdjson::dom::parser>();
+  return s;
 }
 
 Result<bool> JsonAggregator::ImportLines(Group& g) {

@@ -607,6 +607,29 @@ TEST_F(AggregatorTest, ExistingFileInAnotherLayoutIsMergedWhole) {
   EXPECT_EQ(p.page_starts[0], 9u);
 }
 
+TEST_F(AggregatorTest, WholeFileImportGivesItsParserMemoryBack) {
+  // 3000 chunks of 1 KB, two lines each: not our layout, so parsed whole.
+  fs::create_directories(out_ + "/manuals");
+  {
+    std::ofstream f(out_ + "/manuals/pumps.json");
+    f << "{\n\"domain\":\"manuals\",\"category\":\"pumps\",\"chunks\":[";
+    for (int i = 0; i < 3000; ++i) {
+      f << (i == 0 ? "\n" : ",\n") << R"({"id":"a.md#)" << i << R"(","source_id":"a.md","ordinal":)"
+        << i << ",\n"
+        << R"("text":")" << std::string(1000, 'a') << R"(","metadata":{"page_start":1}})";
+    }
+    f << "\n]}\n";
+  }
+  AggregatorLimits limits;
+  limits.index_cache_bytes = 256 * 1024;
+  auto agg = MustOpen(Options(), limits);
+  ASSERT_NE(agg, nullptr);
+  ASSERT_TRUE(agg->Add(MakeChunk("b.md", 0)).ok());
+  EXPECT_LT(agg->HeldBytes(), 1024u * 1024);  // the 3 MB file's parse is not kept
+  ASSERT_TRUE(agg->Finish().ok());
+  EXPECT_EQ(MustParse(out_ + "/manuals/pumps.json").chunk_count, 3001u);
+}
+
 TEST_F(AggregatorTest, TruncatedOrDamagedExistingFileIsCorruptAndLeavesNothingBehind) {
   const std::string file = out_ + "/manuals/pumps.json";
   {
