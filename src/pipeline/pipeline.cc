@@ -34,6 +34,7 @@
 
 #include "pipeline/control_wiring.h"
 #include "pipeline/dead_letter_file.h"
+#include "pipeline/inflight_texts.h"
 #include "pipeline/source_enumerator.h"
 #include "pipeline/source_tracker.h"
 #include "sluice/queue.h"
@@ -124,17 +125,19 @@ namespace {
 // to the file. Either way the chunk's file learns the outcome.
 class TrackingDeadLetters final : public DeadLetterSink {
  public:
-  TrackingDeadLetters(DeadLetterFile& file, SourceTracker& tracker,
+  TrackingDeadLetters(DeadLetterFile& file, SourceTracker& tracker, InflightTexts& inflight,
                       std::atomic<uint64_t>& abandoned)
-      : file_(file), tracker_(tracker), abandoned_(abandoned) {}
+      : file_(file), tracker_(tracker), inflight_(inflight), abandoned_(abandoned) {}
   void ChunkFailed(const Chunk& chunk, const Status& why) override {
     if (why.code() == StatusCode::kCancelled) {
       abandoned_.fetch_add(1, std::memory_order_relaxed);
       tracker_.Resolved(chunk, /*abandoned=*/true);
-      return;
+    } else {
+      file_.ChunkFailed(chunk, why);
+      tracker_.Resolved(chunk, /*abandoned=*/false);
     }
-    file_.ChunkFailed(chunk, why);
-    tracker_.Resolved(chunk, /*abandoned=*/false);
+    // Copies of the same text parked behind this chunk share its fate.
+    for (const Chunk& copy : inflight_.Release(chunk.id)) ChunkFailed(copy, why);
   }
   void SourceFailed(const std::string& source_id, const std::string& path,
                     const Status& why) override {
@@ -144,6 +147,7 @@ class TrackingDeadLetters final : public DeadLetterSink {
  private:
   DeadLetterFile& file_;
   SourceTracker& tracker_;
+  InflightTexts& inflight_;
   std::atomic<uint64_t>& abandoned_;
 };
 
@@ -192,6 +196,8 @@ struct Pipeline::Impl {
   std::string cache_namespace;                                      // empty: no embedding cache
   std::unordered_map<std::string, SourceFingerprint> fingerprints;  // read-only during the run
   SourceTracker tracker;
+  // Later copies of a text whose first copy is being embedded (bounded).
+  InflightTexts inflight{std::max<size_t>(256, options.queue_capacity)};
   Store* read_store = nullptr;    // second connection: cache lookups, aggregate replay
   std::mutex read_store_mu;       // one thread at a time on read_store
   bool replay_aggregate = false;  // the last run did not finish its aggregate files
@@ -207,6 +213,13 @@ struct Pipeline::Impl {
   void Abandon(const Chunk& c) {
     chunks_abandoned.fetch_add(1, std::memory_order_relaxed);
     tracker.Resolved(c, /*abandoned=*/true);
+    for (const Chunk& copy : inflight.Release(c.id)) Abandon(copy);
+  }
+  // A chunk known only by id (moved into a queue that refused it).
+  void AbandonId(const std::string& id) {
+    chunks_abandoned.fetch_add(1, std::memory_order_relaxed);
+    tracker.ResolvedId(id, /*abandoned=*/true);
+    for (const Chunk& copy : inflight.Release(id)) Abandon(copy);
   }
   void ReplayToAggregate(const std::string& file_id);
   // Hashes the file; true when the hash matches `fp` (then its new facts are
@@ -450,18 +463,23 @@ void Pipeline::Impl::CacheStage(BoundedQueue<Chunk>& in, BoundedQueue<Chunk>& to
         const std::string id = batch[i].id;
         EmbeddedChunk e{std::move(batch[i]), std::move(found[i].embedding),
                         std::move(found[i].model)};
-        if (!out.Push(std::move(e))) {
-          chunks_abandoned.fetch_add(1, std::memory_order_relaxed);
-          tracker.ResolvedId(id, /*abandoned=*/true);
-        }
+        if (!out.Push(std::move(e))) AbandonId(id);
         continue;
       }
       Chunk& c = batch[i];
-      const std::string id = c.id;
-      if (!to_embed.Push(std::move(c))) {
-        chunks_abandoned.fetch_add(1, std::memory_order_relaxed);
-        tracker.ResolvedId(id, /*abandoned=*/true);
+      // A text already on its way to the API waits for that answer instead.
+      // Only texts that cannot be over the per-input limit (a token is at
+      // least a byte): a piece the embed stage splits never answers for the
+      // whole text.
+      const uint32_t tokens = c.token_estimate;
+      if (cache_ok && c.text.size() <= options.embed.max_tokens_per_input &&
+          inflight.ParkOrOwn(c)) {
+        cache_hits.fetch_add(1, std::memory_order_relaxed);
+        tokens_saved.fetch_add(tokens, std::memory_order_relaxed);
+        continue;
       }
+      const std::string id = c.id;
+      if (!to_embed.Push(std::move(c))) AbandonId(id);
     }
   }
 }
@@ -506,7 +524,8 @@ void Pipeline::Impl::WriteStore(Store& store, BoundedQueue<EmbeddedChunk>& in,
     for (const auto& e : batch) dead.ChunkFailed(e.chunk, why);
     batch.clear();
   };
-  auto flush = [&]() {
+  std::vector<EmbeddedChunk> carry;  // parked copies of texts just stored
+  auto flush_once = [&]() {
     if (batch.empty()) return;
     if (failed) {
       dead_letter_batch(Status::Cancelled("store stopped: " + FatalStatus().message()));
@@ -533,6 +552,9 @@ void Pipeline::Impl::WriteStore(Store& store, BoundedQueue<EmbeddedChunk>& in,
         for (size_t i = 0; i < batch.size(); ++i) {
           if (rejected[i]) continue;
           tracker.Resolved(batch[i].chunk, /*abandoned=*/false);
+          for (Chunk& copy : inflight.Release(batch[i].chunk.id)) {
+            carry.push_back(EmbeddedChunk{std::move(copy), batch[i].embedding, batch[i].model});
+          }
           if (aggregate_out != nullptr) aggregate_out->Push(std::move(batch[i]));
         }
         batch.clear();
@@ -553,6 +575,14 @@ void Pipeline::Impl::WriteStore(Store& store, BoundedQueue<EmbeddedChunk>& in,
       failed = true;
       Fail(r.status.WithContext("store " + store.Describe()));
       return;
+    }
+  };
+  auto flush = [&]() {
+    flush_once();
+    while (!carry.empty()) {  // the copies take their owner's vector
+      batch.swap(carry);
+      carry.clear();
+      flush_once();
     }
   };
 
@@ -634,7 +664,7 @@ IngestReport Pipeline::Impl::Run() {
   auto dead_or = DeadLetterFile::Open(options.dead_letter_path, metrics);
   if (!dead_or.ok()) return finish(dead_or.status());
   DeadLetterFile& dead_file = **dead_or;
-  TrackingDeadLetters dead(dead_file, tracker, chunks_abandoned);
+  TrackingDeadLetters dead(dead_file, tracker, inflight, chunks_abandoned);
 
   Router router(options.routes);
   if (options.routes.empty() && !options.routes_file.empty()) {
@@ -830,6 +860,13 @@ IngestReport Pipeline::Impl::Run() {
     embed_stage = nullptr;
   }
   this->aggregate_queue = nullptr;
+  // Every owner resolved, so nothing should be parked; if something is, it
+  // is abandoned (counted, its file not fingerprinted) rather than lost.
+  if (std::vector<Chunk> left = inflight.TakeAll(); !left.empty()) {
+    spdlog::warn("{} chunks waited for a text that never came back; rerun to redo them",
+                 left.size());
+    for (const Chunk& c : left) Abandon(c);
+  }
   done = true;
   if (progress.joinable()) progress.join();
   trace.Finish(report);

@@ -200,7 +200,10 @@ TEST(CliTest, SigintStopsGracefullyWithExit130) {
   TempDir dir;
   for (int i = 0; i < 50; ++i) {
     std::string text;
-    for (int p = 0; p < 40; ++p) text += "Paragraph " + std::to_string(p) + " of a long file.\n\n";
+    // Distinct texts: copies of one text would be embedded once (docs/RESUME.md).
+    for (int p = 0; p < 40; ++p) {
+      text += "Paragraph " + std::to_string(p) + " of long file " + std::to_string(i) + ".\n\n";
+    }
     WriteFile(dir / ("corpus/f" + std::to_string(i) + ".txt"), text);
   }
   MockApiProcess mock({"--latency-ms", "200"});

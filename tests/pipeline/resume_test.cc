@@ -184,6 +184,44 @@ TEST(ResumeTest, IdenticalTextIsEmbeddedOnceAcrossSources) {
   EXPECT_EQ(r.report.api_requests_saved, (r.produced + 3) / 4);
 }
 
+TEST(ResumeTest, RepeatedTextInOneRunIsEmbeddedOnce) {
+  TempDir dir;
+  const std::string boilerplate = Paragraphs(4, "licence");
+  for (int i = 0; i < 12; ++i) {
+    WriteFile(dir / ("corpus/books/b" + std::to_string(i) + ".txt"), boilerplate);
+  }
+  IngestOptions o = Options(dir);
+  o.reader_threads = 3;
+  Pipeline p(o);
+  IngestReport r = p.Run();
+  ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+  const Metrics& m = p.metrics();
+  EXPECT_TRUE(r.reconciled);
+  EXPECT_EQ(Get(m.chunks_stored), Get(m.chunks_produced));
+  EXPECT_EQ(r.sources_completed, 12u);
+  EXPECT_TRUE(VerifyStore(dir / "store.db").empty());
+  auto store = SqliteStore::Open(dir / "store.db", SqliteStoreOptions{});
+  ASSERT_TRUE(store.ok());
+  std::set<std::string> distinct;
+  auto b0_ids = (*store)->ChunkIdsForSource("books/b0.txt");
+  ASSERT_TRUE(b0_ids.ok());
+  for (const std::string& id : *b0_ids) {
+    distinct.insert((*store)->ReadChunk(id)->text);
+  }
+  ASSERT_GT(distinct.size(), 1u);
+  // Each distinct text went to the embedder once; the copies waited for it.
+  EXPECT_EQ(Get(m.chunks_embedded), distinct.size());
+  EXPECT_EQ(r.cache_hits, Get(m.chunks_produced) - distinct.size());
+  // Same vectors for every copy.
+  const auto a = (*store)->ChunkIdsForSource("books/b0.txt");
+  const auto b = (*store)->ChunkIdsForSource("books/b7.txt");
+  ASSERT_EQ(a->size(), b->size());
+  for (size_t i = 0; i < a->size(); ++i) {
+    EXPECT_EQ((*store)->ReadEmbedding((*a)[i])->size(), 32u);
+    EXPECT_EQ(*(*store)->ReadEmbedding((*a)[i]), *(*store)->ReadEmbedding((*b)[i]));
+  }
+}
+
 TEST(ResumeTest, NoCacheEmbedsAgain) {
   TempDir dir;
   MakeCorpus(dir);

@@ -1,0 +1,56 @@
+#include "pipeline/inflight_texts.h"
+
+#include "common/hashing.h"
+
+namespace sluice {
+
+bool InflightTexts::ParkOrOwn(Chunk& chunk) {
+  std::string key = Hash128Hex(chunk.text);
+  std::lock_guard lock(mu_);
+  auto it = by_text_.find(key);
+  if (it != by_text_.end()) {
+    if (parked_ >= max_parked_) return false;
+    it->second.parked.push_back(std::move(chunk));
+    ++parked_;
+    return true;
+  }
+  // A second chunk with the owner's id (same id means same text) is parked
+  // above, so by_owner_ never holds two entries for one id.
+  by_owner_.emplace(chunk.id, key);
+  by_text_.emplace(std::move(key), Entry{chunk.id, {}});
+  return false;
+}
+
+std::vector<Chunk> InflightTexts::Release(const std::string& chunk_id) {
+  std::lock_guard lock(mu_);
+  auto owner = by_owner_.find(chunk_id);
+  if (owner == by_owner_.end()) return {};
+  auto it = by_text_.find(owner->second);
+  std::vector<Chunk> out;
+  if (it != by_text_.end()) {
+    out = std::move(it->second.parked);
+    by_text_.erase(it);
+  }
+  by_owner_.erase(owner);
+  parked_ -= out.size();
+  return out;
+}
+
+std::vector<Chunk> InflightTexts::TakeAll() {
+  std::lock_guard lock(mu_);
+  std::vector<Chunk> out;
+  for (auto& [key, entry] : by_text_) {
+    for (Chunk& c : entry.parked) out.push_back(std::move(c));
+  }
+  by_text_.clear();
+  by_owner_.clear();
+  parked_ = 0;
+  return out;
+}
+
+size_t InflightTexts::parked() const {
+  std::lock_guard lock(mu_);
+  return parked_;
+}
+
+}  // namespace sluice

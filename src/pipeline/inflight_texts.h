@@ -1,0 +1,48 @@
+// Within one run, the embedding cache only knows vectors already committed; a
+// text repeated in many files (a licence, a disclaimer) would be sent again
+// while its first copy is still in flight. InflightTexts parks later copies
+// beside the first ("owner") chunk and hands them back when the owner's fate
+// is known: stored (they take its vector), failed (they fail the same way) or
+// abandoned (so are they). Parking is capped so memory stays bounded: past
+// the cap a copy is simply embedded again.
+//
+// Thread safety: thread-safe (one mutex; once per cache miss and outcome).
+#pragma once
+
+#include <cstddef>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "sluice/types.h"
+
+namespace sluice {
+
+class InflightTexts {
+ public:
+  explicit InflightTexts(size_t max_parked) : max_parked_(max_parked) {}
+
+  // True: a chunk with the same text is in flight and `chunk` was moved into
+  // the parking lot. False: `chunk` is now the owner of its text (or the lot
+  // is full) and must be embedded.
+  bool ParkOrOwn(Chunk& chunk);
+  // The owner `chunk_id` reached its outcome: the chunks parked behind it.
+  std::vector<Chunk> Release(const std::string& chunk_id);
+  // Every chunk still parked (end of run; empty when all owners resolved).
+  std::vector<Chunk> TakeAll();
+  size_t parked() const;
+
+ private:
+  struct Entry {
+    std::string owner_id;
+    std::vector<Chunk> parked;
+  };
+  mutable std::mutex mu_;
+  const size_t max_parked_;
+  size_t parked_ = 0;                                      // GUARDED_BY(mu_)
+  std::unordered_map<std::string, Entry> by_text_;         // GUARDED_BY(mu_): text -> entry
+  std::unordered_map<std::string, std::string> by_owner_;  // GUARDED_BY(mu_): owner id -> text
+};
+
+}  // namespace sluice
