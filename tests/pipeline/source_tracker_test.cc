@@ -1,0 +1,144 @@
+// SourceTracker (when a file may be fingerprinted) and InflightTexts (copies of
+// a text waiting for its first copy): deterministic unit tests, no threads.
+#include "pipeline/source_tracker.h"
+
+#include <gtest/gtest.h>
+
+#include "pipeline/inflight_texts.h"
+
+namespace sluice {
+namespace {
+
+Chunk MakeChunk(const std::string& source, uint32_t ordinal, const std::string& text) {
+  Chunk c;
+  c.source_id = source;
+  c.ordinal = ordinal;
+  c.text = text;
+  c.id = source + "#" + std::to_string(ordinal);
+  return c;
+}
+
+SourceFingerprint Fp(const std::string& id) {
+  SourceFingerprint f;
+  f.file_id = id;
+  f.path = "/c/" + id;
+  return f;
+}
+
+TEST(SourceTrackerTest, FileCompletesWhenParsedAndEveryChunkResolved) {
+  SourceTracker t;
+  const auto token = t.Begin(Fp("a.md"), true);
+  const Chunk c0 = MakeChunk("a.md", 0, "x"), c1 = MakeChunk("a.md", 1, "y");
+  t.ChunkProduced(token, c0);
+  t.ChunkProduced(token, c1);
+  t.Resolved(c0, false);
+  t.Resolved(c1, false);                   // stored and dead-lettered both count as done
+  EXPECT_TRUE(t.TakeCompleted().empty());  // parse not finished yet
+  t.ParseFinished(token, true);
+  auto done = t.TakeCompleted();
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].chunk_ids, (std::vector<std::string>{c0.id, c1.id}));
+  EXPECT_EQ(done[0].fingerprint.chunk_count, 2u);
+  EXPECT_TRUE(done[0].delete_stale);
+  EXPECT_EQ(t.FilesInFlight(), 0u);
+}
+
+TEST(SourceTrackerTest, AbandonedChunkOrFailedParseMeansNoFingerprint) {
+  SourceTracker t;
+  const auto a = t.Begin(Fp("a.md"), true);
+  const Chunk c = MakeChunk("a.md", 0, "x");
+  t.ChunkProduced(a, c);
+  t.ParseFinished(a, true);
+  t.Resolved(c, /*abandoned=*/true);
+  const auto b = t.Begin(Fp("b.md"), true);
+  t.ParseFinished(b, false);
+  EXPECT_TRUE(t.TakeCompleted().empty());
+  EXPECT_EQ(t.FilesInFlight(), 0u);
+  // Unknown chunks (stdin records, replays) are ignored.
+  t.Resolved(MakeChunk("stdin#1", 0, "z"), false);
+  t.ResolvedId("nope", true);
+  EXPECT_TRUE(t.TakeCompleted().empty());
+}
+
+TEST(SourceTrackerTest, EmptyFileAndTouchCompleteAtOnce) {
+  SourceTracker t;
+  t.ParseFinished(t.Begin(Fp("empty.txt"), false), true);
+  t.Touch(Fp("same.md"));
+  auto done = t.TakeCompleted();
+  ASSERT_EQ(done.size(), 2u);
+  EXPECT_TRUE(done[0].chunk_ids.empty());
+  EXPECT_FALSE(done[0].delete_stale);
+  EXPECT_TRUE(done[1].facts_only);
+}
+
+TEST(SourceTrackerTest, SplitPiecesReplaceTheirOriginalInPartOrder) {
+  SourceTracker t;
+  const auto token = t.Begin(Fp("a.md"), true);
+  const Chunk before = MakeChunk("a.md", 0, "x"), big = MakeChunk("a.md", 1, "long");
+  const Chunk after = MakeChunk("a.md", 2, "z");
+  for (const Chunk* c : {&before, &big, &after}) t.ChunkProduced(token, *c);
+  t.ParseFinished(token, true);
+  Chunk p2 = MakeChunk("a.md", 1, "ng"), p1 = MakeChunk("a.md", 1, "lo");
+  p1.id = "piece-1";
+  p1.metadata_json = R"({"split_part":1,"split_parts":2})";
+  p2.id = "piece-2";
+  p2.metadata_json = R"({"split_part":2,"split_parts":2})";
+  t.Resolved(before, false);
+  t.Resolved(after, false);
+  t.Resolved(p2, false);  // out of order
+  EXPECT_TRUE(t.TakeCompleted().empty());
+  t.Resolved(p1, false);
+  auto done = t.TakeCompleted();
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].chunk_ids,
+            (std::vector<std::string>{before.id, "piece-1", "piece-2", after.id}));
+  EXPECT_EQ(done[0].fingerprint.chunk_count, 4u);
+}
+
+TEST(SourceTrackerTest, TruncatedCopyReplacesItsOriginal) {
+  SourceTracker t;
+  const auto token = t.Begin(Fp("a.md"), true);
+  const Chunk big = MakeChunk("a.md", 0, "long text");
+  t.ChunkProduced(token, big);
+  t.ParseFinished(token, true);
+  Chunk cut = MakeChunk("a.md", 0, "long");
+  cut.id = "cut";
+  cut.metadata_json = R"({"truncated":true})";
+  t.Resolved(cut, false);
+  auto done = t.TakeCompleted();
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].chunk_ids, (std::vector<std::string>{"cut"}));
+}
+
+TEST(InflightTextsTest, CopiesWaitForTheOwnerAndAreReleasedOnce) {
+  InflightTexts inflight(2);
+  Chunk owner = MakeChunk("a.md", 0, "same text");
+  Chunk copy1 = MakeChunk("b.md", 0, "same text");
+  Chunk copy2 = MakeChunk("c.md", 0, "same text");
+  Chunk copy3 = MakeChunk("d.md", 0, "same text");
+  Chunk other = MakeChunk("e.md", 0, "other text");
+  EXPECT_FALSE(inflight.ParkOrOwn(owner));
+  EXPECT_TRUE(inflight.ParkOrOwn(copy1));
+  EXPECT_TRUE(inflight.ParkOrOwn(copy2));
+  EXPECT_FALSE(inflight.ParkOrOwn(copy3));  // over the cap: embedded again
+  EXPECT_FALSE(inflight.ParkOrOwn(other));
+  EXPECT_EQ(inflight.parked(), 2u);
+  EXPECT_TRUE(inflight.Release("b.md#0").empty());  // not an owner
+  auto released = inflight.Release(owner.id);
+  ASSERT_EQ(released.size(), 2u);
+  EXPECT_EQ(released[0].source_id, "b.md");
+  EXPECT_EQ(released[1].source_id, "c.md");
+  EXPECT_TRUE(inflight.Release(owner.id).empty());
+  EXPECT_EQ(inflight.parked(), 0u);
+  // After release the text has no owner: the next copy owns it again.
+  Chunk again = MakeChunk("f.md", 0, "same text");
+  EXPECT_FALSE(inflight.ParkOrOwn(again));
+  Chunk late = MakeChunk("g.md", 0, "same text");
+  EXPECT_TRUE(inflight.ParkOrOwn(late));
+  auto left = inflight.TakeAll();
+  ASSERT_EQ(left.size(), 1u);
+  EXPECT_EQ(left[0].source_id, "g.md");
+}
+
+}  // namespace
+}  // namespace sluice
