@@ -237,6 +237,7 @@ class HeaderRatePacer final : public RatePacer {
     double capacity = 0;
     double level = 0;  // above capacity only when a header announced it
     TimePoint updated{};
+    TimePoint changed{};  // when the limit last changed after the first
     // The cost of the request waiting to start (DelayFor), when it exceeds
     // the capacity: the bucket may fill up to it, so the request starts with
     // the budget in hand instead of leaving a debt the service's own

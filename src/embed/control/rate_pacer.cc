@@ -63,6 +63,7 @@ void HeaderRatePacer::Bucket::SetLimit(double limit_per_minute, double safety, d
     updated = now;
   } else {
     level = std::min(level, capacity);
+    changed = now;
   }
 }
 
@@ -162,8 +163,15 @@ void HeaderRatePacer::ApplyRemaining(Bucket& bucket, double remaining, double st
     return;
   }
   if (!may_raise || !options_.use_announced_budget || half_open_ || now < cooldown_until_) return;
+  // The announced burst: what the service has beyond the margin, when that
+  // is more than the local bucket holds. Below that the local refill paces
+  // (at `safety`, so the service keeps a growing cushion for surprises such
+  // as a halved limit); an exact count only cancels a debt, up to zero:
+  // answers to requests started at the same instant over-subtract each other
+  // (their order at the service is unknown) and must not idle the stage.
+  const double burst = known - options_.burst_margin * bucket.per_minute;
   const double spendable =
-      std::min(bucket.per_minute, known - options_.burst_margin * bucket.per_minute);
+      burst > bucket.capacity ? std::min(bucket.per_minute, burst) : std::min(known, 0.0);
   if (spendable > bucket.level) bucket.level = spendable;
 }
 
@@ -216,14 +224,16 @@ void HeaderRatePacer::Respond(std::optional<TimePoint> started, TimePoint now,
     const bool exact = since.has_value();
     if (!exact) since = std::make_pair(static_cast<double>(pending_requests_), pending_tokens_);
     // A limit the user gave is a promise (e.g. a share of the key's quota):
-    // never spend the key's whole announced budget on it.
+    // never spend the key's whole announced budget on it. A request started
+    // before the limit last changed may carry a count from before the
+    // change (a halved service scales its bucket): it only lowers.
     if (rate.remaining_requests && requests_.active()) {
       ApplyRemaining(requests_, static_cast<double>(*rate.remaining_requests), since->first,
-                     exact && options_.rpm <= 0, now);
+                     exact && options_.rpm <= 0 && *started >= requests_.changed, now);
     }
     if (rate.remaining_tokens && tokens_.active()) {
       ApplyRemaining(tokens_, static_cast<double>(*rate.remaining_tokens), since->second,
-                     exact && options_.tpm <= 0, now);
+                     exact && options_.tpm <= 0 && *started >= tokens_.changed, now);
     }
   }
 
