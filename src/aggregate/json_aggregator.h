@@ -49,7 +49,8 @@ struct AggregatorLimits {
 class JsonAggregator final : public Aggregator {
  public:
   // Creates out_dir (and parents), proves it writable with a probe file, and
-  // creates this instance's spool folder out_dir/.spool/<pid>-<n>/.
+  // creates this instance's spool folder out_dir/.spool/<pid>-<n>/ and its
+  // index out_dir/.spool/<pid>-<n>.index (IOError when it cannot).
   static Result<std::unique_ptr<JsonAggregator>> Open(const AggregatorOptions& options,
                                                       const AggregatorLimits& limits = {});
   ~JsonAggregator() override;
@@ -57,7 +58,8 @@ class JsonAggregator final : public Aggregator {
   JsonAggregator& operator=(const JsonAggregator&) = delete;
 
   // Rejected (nothing added) when the chunk has no id or its metadata is not
-  // a JSON object; IOError when the spool or a group file cannot be written;
+  // a JSON object; IOError when the spool, the index or a group file cannot
+  // be written;
   // Corrupt when the group's existing file from an earlier run cannot be
   // parsed; InvalidArgument after Finish.
   Status Add(const EmbeddedChunk& chunk) override;
@@ -74,8 +76,9 @@ class JsonAggregator final : public Aggregator {
   size_t IndexMemoryBytes() const;
   // Everything this aggregator holds that could grow with the corpus:
   // buffered lines, the index's heap and the JSON parser's buffers (sized by
-  // the largest metadata object or imported line, or by a whole earlier file
-  // when it has another layout). Independent of the number of chunks.
+  // the largest metadata object or imported line; a whole-file import of an
+  // earlier file in another layout gives its parser back when done).
+  // Independent of the number of chunks.
   size_t HeldBytes() const;
   uint64_t Rewrites() const { return rewrites_; }  // consolidated files written, in total
   const std::string& SpoolDir() const { return spool_dir_; }
