@@ -59,9 +59,8 @@ class JsonAggregator final : public Aggregator {
 
   // Rejected (nothing added) when the chunk has no id or its metadata is not
   // a JSON object; IOError when the spool, the index or a group file cannot
-  // be written;
-  // Corrupt when the group's existing file from an earlier run cannot be
-  // parsed; InvalidArgument after Finish.
+  // be written; Corrupt when the group's existing file from an earlier run
+  // cannot be parsed; InvalidArgument after Finish.
   Status Add(const EmbeddedChunk& chunk) override;
   // Rewrites every group file touched by this run, then removes the spool.
   Status Finish() override;
