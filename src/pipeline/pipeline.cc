@@ -298,11 +298,19 @@ void Pipeline::Impl::ReadSources(BoundedQueue<SourceFile>& files, BoundedQueue<C
     }
     Add(metrics.sources_seen);
     token = 0;
-    const bool tracked = resume_enabled && file->path != kStdinPath;
+    bool tracked = resume_enabled && file->path != kStdinPath;
     const std::string file_id = file->relative_path.empty() ? file->path : file->relative_path;
     if (tracked) {
       std::lock_guard lock(seen_mu);
-      seen_files.insert(file_id);
+      if (!seen_files.insert(file_id).second) {
+        // Two roots hold the same relative path: their chunks share source
+        // ids, so only the first is fingerprinted (docs/RESUME.md).
+        spdlog::warn(
+            "'{}' appears under two inputs with the same relative path '{}'; it is "
+            "not fingerprinted a second time",
+            file->path, file_id);
+        tracked = false;
+      }
     }
     const SourceFingerprint* known = nullptr;
     if (tracked) {

@@ -305,6 +305,25 @@ TEST(ResumeTest, CleanupFullNeverDeletesOutsideTheGivenRoots) {
   EXPECT_EQ(StoredChunks(dir / "store.db"), all);
 }
 
+TEST(ResumeTest, SameRelativePathUnderTwoRootsIsFingerprintedOnce) {
+  TempDir dir;
+  WriteFile(dir / "a/x.md", "# A\n\n" + Paragraphs(2, "alpha"));
+  WriteFile(dir / "b/x.md", "# B\n\n" + Paragraphs(2, "beta"));
+  IngestOptions o = Options(dir);
+  o.inputs = {dir / "a", dir / "b"};
+  o.reader_threads = 1;
+  RunResult r = Ingest(o);
+  ASSERT_TRUE(r.report.status.ok()) << r.report.status.ToString();
+  EXPECT_EQ(r.report.sources_completed, 1u);
+  EXPECT_EQ(r.produced, r.stored);
+  auto fps = SqliteStore::Open(dir / "store.db", SqliteStoreOptions{});
+  ASSERT_TRUE(fps.ok());
+  auto loaded = (*fps)->LoadFingerprints();
+  ASSERT_TRUE(loaded.ok());
+  ASSERT_EQ(loaded->size(), 1u);
+  EXPECT_EQ((*loaded)[0].path, dir / "a/x.md");
+}
+
 TEST(ResumeTest, CleanupNoneKeepsStaleChunks) {
   TempDir dir;
   MakeCorpus(dir);
