@@ -100,7 +100,7 @@ int Main(int argc, char** argv) {
       "Re-embed dead-lettered chunks and re-read dead-lettered sources with the ingest's flags; "
       "remove from the file what gets stored.");
   AddIngestFlags(*dl_retry, retry_options, retry_extras);
-  dl_retry->get_option("inputs")->required(false);
+  dl_retry->remove_option(dl_retry->get_option("inputs"));  // the file says what to redo
   dl_retry->add_option("--reason", dl_args.reason_pattern,
                        "only entries whose reason or message matches this regular expression");
 

@@ -101,14 +101,14 @@ std::string Common(const TempDir& dir) {
 TEST(CliTest, HelpListsSubcommandsAndFlags) {
   auto r = RunCommand(kSluice + " --help");
   EXPECT_EQ(r.exit_code, 0);
-  for (const char* word : {"ingest", "search", "demo", "mock-api"}) {
+  for (const char* word : {"ingest", "search", "demo", "mock-api", "verify", "dead-letter"}) {
     EXPECT_NE(r.output.find(word), std::string::npos) << word;
   }
   r = RunCommand(kSluice + " ingest --help");
   EXPECT_EQ(r.exit_code, 0);
   for (const char* flag :
        {"--endpoint", "--batch-size", "--concurrency", "--store", "--chunk-tokens", "--dead-letter",
-        "--report", "--parser-cmd", "--config"}) {
+        "--report", "--parser-cmd", "--config", "--cleanup", "--reprocess-all", "--no-cache"}) {
     EXPECT_NE(r.output.find(flag), std::string::npos) << flag;
   }
 }
