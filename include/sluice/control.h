@@ -24,6 +24,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <deque>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -252,23 +253,30 @@ class HeaderRatePacer final : public RatePacer {
   };
 
   // A start, with the running totals of requests and estimated tokens
-  // started before it.
+  // started before it. The first record of the starts sharing one instant
+  // also keeps what their answers said (see KnownFromAnswer).
   struct StartRecord {
     TimePoint at;
     double requests_before = 0;
     double tokens_before = 0;
+    double answered = 0;
+    double answered_tokens = 0;
+    double min_remaining_requests = std::numeric_limits<double>::infinity();
+    double min_remaining_tokens = std::numeric_limits<double>::infinity();
   };
   void Respond(std::optional<TimePoint> started, TimePoint now, const RateLimitInfo& rate,
                int http_status, uint64_t input_bytes, int64_t prompt_tokens);
-  // Requests and estimated tokens started at or after `started`, less the
-  // answered request itself when `charged` (its cost ~ `own_tokens`);
-  // nullopt when the log no longer reaches back that far.
-  std::optional<std::pair<double, double>> StartedSince(TimePoint started, bool charged,
-                                                        double own_tokens) const;
-  // Lowers the bucket to remaining - started_since, or raises it to that
-  // less the margin when `may_raise` (and the pacer is not cooling down).
-  void ApplyRemaining(Bucket& bucket, double remaining, double started_since, bool may_raise,
-                      TimePoint now);
+  // What the service can still take (requests, tokens) according to an
+  // answer to the request started at `started` (estimated cost
+  // `own_tokens`): the lowest count among the answers to the requests started
+  // at that instant, less those of them not answered yet and everything
+  // started after. nullopt when the log does not hold that start.
+  std::optional<std::pair<double, double>> KnownFromAnswer(TimePoint started,
+                                                           const RateLimitInfo& rate,
+                                                           double own_tokens);
+  // Lowers the bucket to `known`, or (when `may_raise` and the pacer is not
+  // cooling down) raises it to the announced burst or out of a debt.
+  void ApplyRemaining(Bucket& bucket, double known, bool may_raise, TimePoint now);
 
   // Successes per second over the inference window: (second, count).
   double RecentSuccessRate(TimePoint now) const;

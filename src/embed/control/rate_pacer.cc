@@ -109,7 +109,11 @@ void HeaderRatePacer::OnStart(TimePoint now, uint32_t estimated_tokens) {
   pending_tokens_ += estimated_tokens;
   // Kept sorted by time even if a caller's clock stepped back.
   const TimePoint at = !starts_.empty() && starts_.back().at > now ? starts_.back().at : now;
-  starts_.push_back(StartRecord{at, started_requests_, started_tokens_});
+  StartRecord record;
+  record.at = at;
+  record.requests_before = started_requests_;
+  record.tokens_before = started_tokens_;
+  starts_.push_back(record);
   started_requests_ += 1;
   started_tokens_ += estimated_tokens;
   while (!starts_.empty() && (starts_.size() > std::max<size_t>(1, options_.start_log_max) ||
@@ -128,36 +132,51 @@ void HeaderRatePacer::OnStart(TimePoint now, uint32_t estimated_tokens) {
   }
 }
 
-std::optional<std::pair<double, double>> HeaderRatePacer::StartedSince(TimePoint started,
-                                                                       bool charged,
-                                                                       double own_tokens) const {
+std::optional<std::pair<double, double>> HeaderRatePacer::KnownFromAnswer(TimePoint started,
+                                                                          const RateLimitInfo& rate,
+                                                                          double own_tokens) {
   if (starts_.empty() || started < starts_.front().at) return std::nullopt;
-  // Starts at or after `started`. Several may share that instant and their
-  // order at the service is unknown, so all of them count, except the
-  // answered request itself when the service charged it before counting.
   auto first = std::lower_bound(starts_.begin(), starts_.end(), started,
                                 [](const StartRecord& r, TimePoint t) { return r.at < t; });
-  if (first == starts_.end()) return std::make_pair(0.0, 0.0);
-  double requests = started_requests_ - first->requests_before;
-  double tokens = started_tokens_ - first->tokens_before;
-  if (charged) {
-    auto after = std::upper_bound(starts_.begin(), starts_.end(), started,
-                                  [](TimePoint t, const StartRecord& r) { return t < r.at; });
-    const double tokens_at_instant =
-        (after == starts_.end() ? started_tokens_ : after->tokens_before) - first->tokens_before;
-    if (first->at == started) {
-      requests -= 1;
-      tokens -= std::clamp(own_tokens, 0.0, tokens_at_instant);
-    }
+  if (first == starts_.end() || first->at != started) return std::nullopt;
+  auto after = std::upper_bound(first, starts_.end(), started,
+                                [](TimePoint t, const StartRecord& r) { return t < r.at; });
+  const double requests_to_group_end =
+      after == starts_.end() ? started_requests_ : after->requests_before;
+  const double tokens_to_group_end =
+      after == starts_.end() ? started_tokens_ : after->tokens_before;
+  // The requests started at this instant form a group whose order at the
+  // service is unknown. Each answer carries the count after its own request;
+  // the lowest count among the group's answers is the latest, and includes
+  // every answered member (one counted later would have answered lower).
+  // Members not answered yet may or may not be in it: subtracted.
+  StartRecord& group = *first;
+  group.answered += 1;
+  group.answered_tokens += own_tokens;
+  if (rate.remaining_requests) {
+    group.min_remaining_requests =
+        std::min(group.min_remaining_requests, static_cast<double>(*rate.remaining_requests));
   }
-  return std::make_pair(std::max(0.0, requests), std::max(0.0, tokens));
+  if (rate.remaining_tokens) {
+    group.min_remaining_tokens =
+        std::min(group.min_remaining_tokens, static_cast<double>(*rate.remaining_tokens));
+  }
+  const double group_requests = requests_to_group_end - group.requests_before;
+  const double group_tokens = tokens_to_group_end - group.tokens_before;
+  const double unanswered_requests = std::max(0.0, group_requests - group.answered);
+  const double unanswered_tokens =
+      unanswered_requests > 0 ? std::max(0.0, group_tokens - group.answered_tokens) : 0.0;
+  // Everything started after the instant is missing from the count.
+  return std::make_pair(
+      group.min_remaining_requests - (started_requests_ - requests_to_group_end) -
+          unanswered_requests,
+      group.min_remaining_tokens - (started_tokens_ - tokens_to_group_end) - unanswered_tokens);
 }
 
-void HeaderRatePacer::ApplyRemaining(Bucket& bucket, double remaining, double started_since,
-                                     bool may_raise, TimePoint now) {
+void HeaderRatePacer::ApplyRemaining(Bucket& bucket, double known, bool may_raise, TimePoint now) {
   bucket.Refill(now);
-  // At most what the service can still take (it refilled meanwhile, too).
-  const double known = remaining - started_since;
+  // `known` is at most what the service can still take (it refilled
+  // meanwhile, too): a lower count lowers the budget.
   if (known < bucket.level) {
     bucket.level = known;
     return;
@@ -211,28 +230,31 @@ void HeaderRatePacer::Respond(std::optional<TimePoint> started, TimePoint now,
   }
   if ((rate.remaining_requests && requests_.active()) ||
       (rate.remaining_tokens && tokens_.active())) {
-    // What the count cannot include: the requests started after this one,
-    // or (start unknown) everything still in flight, which cannot be used
-    // to raise the budget (an early request's late answer overstates it).
-    // A 2xx was charged before the service counted what remains (OpenAI and
-    // the mock API answer with the count after the request).
-    std::optional<std::pair<double, double>> since;
+    // What the count cannot include: the requests started after this one
+    // (exact, from the log of starts), or (start unknown) everything still
+    // in flight, which cannot be used to raise the budget (a late answer to
+    // an early request overstates it).
+    std::optional<std::pair<double, double>> known;
     if (started) {
-      since = StartedSince(*started, http_status >= 200 && http_status < 300,
-                           static_cast<double>(input_bytes) / bytes_per_token_);
+      known = KnownFromAnswer(*started, rate, static_cast<double>(input_bytes) / bytes_per_token_);
     }
-    const bool exact = since.has_value();
-    if (!exact) since = std::make_pair(static_cast<double>(pending_requests_), pending_tokens_);
+    const bool exact = known.has_value();
+    if (!exact) {
+      known =
+          std::make_pair(static_cast<double>(rate.remaining_requests.value_or(0)) -
+                             static_cast<double>(pending_requests_),
+                         static_cast<double>(rate.remaining_tokens.value_or(0)) - pending_tokens_);
+    }
     // A limit the user gave is a promise (e.g. a share of the key's quota):
     // never spend the key's whole announced budget on it. A request started
     // before the limit last changed may carry a count from before the
     // change (a halved service scales its bucket): it only lowers.
     if (rate.remaining_requests && requests_.active()) {
-      ApplyRemaining(requests_, static_cast<double>(*rate.remaining_requests), since->first,
+      ApplyRemaining(requests_, known->first,
                      exact && options_.rpm <= 0 && *started >= requests_.changed, now);
     }
     if (rate.remaining_tokens && tokens_.active()) {
-      ApplyRemaining(tokens_, static_cast<double>(*rate.remaining_tokens), since->second,
+      ApplyRemaining(tokens_, known->second,
                      exact && options_.tpm <= 0 && *started >= tokens_.changed, now);
     }
   }
