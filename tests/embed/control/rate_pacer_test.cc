@@ -444,6 +444,29 @@ TEST(RatePacerTest, AnExactCountUndoesAnOverSubtractionWithoutHoldingTheMarginBa
   EXPECT_DOUBLE_EQ(pacer.token_budget(u + milliseconds(200)), 0.0);
 }
 
+TEST(RatePacerTest, RequestsStartedAtOneInstantAreCorrectedAsAGroup) {
+  HeaderRatePacer pacer(RatePacerOptions{});
+  pacer.OnStart(kT0 - seconds(1), 10);  // learn the limits: 1633 tokens a second
+  pacer.OnResponseTo(kT0 - seconds(1), kT0 - seconds(1), Announced(99, 1000), 200, 40, 10);
+  // Three requests of 100 tokens at one instant; the service counted them in
+  // an unknown order, leaving 900, 800 and 700 after each.
+  for (int i = 0; i < 3; ++i) pacer.OnStart(kT0, 100);
+  const TimePoint t = kT0 + milliseconds(200);
+  // The first answer (900) may have been counted before the two others: 700.
+  pacer.OnResponseTo(kT0, t, Announced(99, 900), 200, 400, 100);
+  EXPECT_DOUBLE_EQ(pacer.token_budget(t), 700.0);
+  // The lower counts include every member answered before them: only the
+  // unanswered are subtracted, none twice (900 - 200, 800 - 100, 700 - 0).
+  // Subtracting every other member from each answer would end at 500.
+  pacer.OnResponseTo(kT0, t, Announced(99, 800), 200, 400, 100);
+  pacer.OnResponseTo(kT0, t, Announced(99, 700), 200, 400, 100);
+  EXPECT_DOUBLE_EQ(pacer.token_budget(t), 700.0);
+  // Whatever started after the instant is in none of their counts.
+  pacer.OnStart(t, 50);
+  pacer.OnResponseTo(kT0, t, Announced(99, 650), 200, 400, 100);  // a later, lower count
+  EXPECT_DOUBLE_EQ(pacer.token_budget(t), 600.0);
+}
+
 TEST(RatePacerTest, NoAnnouncedBudgetWhenItCannotBeTrusted) {
   const double token_capacity = 100000 * 0.98 / 60;  // one second of the paced rate
   {
