@@ -137,8 +137,12 @@ struct EmbedStage::Impl {
 
   void Accept(Chunk&& chunk, TimePoint now);
   void FitToInputLimit(Chunk&& chunk, TimePoint now);
+  // Cuts the next batch from `pending` when `ready` is empty: batches are
+  // formed just in time, so each is sized with the current batch size and
+  // token cap (a backlog formed ahead would carry a halved limit's old size
+  // for as long as it lasts).
   void FormBatches(TimePoint now, bool flush);
-  void StartRequests(TimePoint now);
+  void StartRequests(TimePoint now, bool flush);
   Status HandleResponse(EmbedResponse& response, BoundedQueue<EmbeddedChunk>& out);
   void DeadLetter(std::vector<Chunk>& chunks, size_t from, const Status& why);
   void DeadLetterUnsent(const Status& why);
@@ -166,8 +170,8 @@ struct EmbedStage::Impl {
   std::optional<BatchSizer> sizer;
   double bytes_per_token = 4.0;  // refreshed from the pacer once per loop
   // Token budget per batch: the service's limit, or less when the pacer can
-  // only pace smaller requests smoothly (a second of a TPM limit); refreshed
-  // once per loop.
+  // only pace smaller requests smoothly (a second of a TPM limit); read from
+  // the pacer whenever a batch is cut.
   uint32_t max_batch_tokens = 0;
   std::deque<Chunk> pending;
   std::deque<TimePoint> pending_arrival;  // parallel to pending_, for linger
@@ -252,7 +256,13 @@ void EmbedStage::Impl::FitToInputLimit(Chunk&& chunk, TimePoint now) {
 }
 
 void EmbedStage::Impl::FormBatches(TimePoint now, bool flush) {
-  while (!pending.empty()) {
+  max_batch_tokens = std::max<uint32_t>(1, options.max_tokens_per_request);
+  if (const double cap = pacer.TokensPerRequestCap(); cap >= 1) {
+    // A request costing much of a minute's tokens stalls the pacer and,
+    // with a limit that halves, is most of the new budget in one piece.
+    max_batch_tokens = std::min<uint32_t>(max_batch_tokens, static_cast<uint32_t>(cap));
+  }
+  while (!pending.empty() && ready.empty()) {
     size_t take = 0;
     uint32_t tokens = 0;
     uint64_t bytes = 0;
@@ -279,8 +289,10 @@ void EmbedStage::Impl::FormBatches(TimePoint now, bool flush) {
   }
 }
 
-void EmbedStage::Impl::StartRequests(TimePoint now) {
-  while (!ready.empty() && transport.InFlight() < limiter.Limit()) {
+void EmbedStage::Impl::StartRequests(TimePoint now, bool flush) {
+  while (transport.InFlight() < limiter.Limit()) {
+    if (ready.empty()) FormBatches(now, flush);
+    if (ready.empty()) break;
     Batch& front = ready.front();
     if (pacer.DelayFor(now, front.tokens) > Duration(0)) break;
     EmbedRequest request;
@@ -477,10 +489,12 @@ Status EmbedStage::Impl::HandleResponse(EmbedResponse& response, BoundedQueue<Em
 Duration EmbedStage::Impl::ComputeWait(TimePoint now, bool flush, bool input_open) const {
   TimePoint deadline = now + (in_flight.empty() ? kIdleSlice : kPollSlice);
   if (!waiting.empty()) deadline = std::min(deadline, waiting.begin()->first);
-  if (!pending.empty() && !flush) {
+  const bool slot_free = transport.InFlight() < limiter.Limit();
+  if (!pending.empty() && !flush && ready.empty() && slot_free) {
+    // A partial batch waiting for more chunks (batches are cut just in time,
+    // so pending chunks behind a formed batch are no reason to wake).
     deadline = std::min(deadline, pending_arrival.front() + options.linger);
   }
-  const bool slot_free = transport.InFlight() < limiter.Limit();
   if (!ready.empty() && slot_free) {
     deadline = std::min(deadline, now + pacer.DelayFor(now, ready.front().tokens));
   }
@@ -500,12 +514,6 @@ Status EmbedStage::Impl::Run(BoundedQueue<Chunk>& in, BoundedQueue<EmbeddedChunk
       DeadLetterUnsent(Status::Cancelled("stop requested before the chunk was sent"));
     }
     bytes_per_token = pacer.BytesPerToken();
-    max_batch_tokens = std::max<uint32_t>(1, options.max_tokens_per_request);
-    if (const double cap = pacer.TokensPerRequestCap(); cap >= 1) {
-      // A request costing much of a minute's tokens stalls the pacer and,
-      // with a limit that halves, is most of the new budget in one piece.
-      max_batch_tokens = std::min<uint32_t>(max_batch_tokens, static_cast<uint32_t>(cap));
-    }
     const bool input_open = !input_done && !stopping;
     if (input_open) {
       if (Idle()) {
@@ -534,7 +542,7 @@ Status EmbedStage::Impl::Run(BoundedQueue<Chunk>& in, BoundedQueue<EmbeddedChunk
     }
     FormBatches(now, flush);
     if (stopping) DeadLetterUnsent(Status::Cancelled("stop requested before the chunk was sent"));
-    StartRequests(now);
+    StartRequests(now, flush);
     if (flush && Idle()) break;
 
     const Duration wait = ComputeWait(now, flush, !input_done && !stopping);

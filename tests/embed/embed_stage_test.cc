@@ -483,7 +483,10 @@ class RecordingLimiter final : public ConcurrencyLimiter {
 class RecordingPacer final : public RatePacer {
  public:
   Duration DelayFor(TimePoint, uint32_t) const override { return Duration(0); }
-  void OnStart(TimePoint now, uint32_t) override { starts.push_back(now); }
+  void OnStart(TimePoint now, uint32_t) override {
+    starts.push_back(now);
+    if (starts.size() == cap_change_after) cap = cap_after;
+  }
   void OnResponse(TimePoint, const RateLimitInfo&, int, uint64_t, int64_t) override {
     ++without_start;
   }
@@ -494,6 +497,8 @@ class RecordingPacer final : public RatePacer {
   double BytesPerToken() const override { return 4.0; }
   double TokensPerRequestCap() const override { return cap; }
   double cap = 0;
+  size_t cap_change_after = 0;  // 0: never
+  double cap_after = 0;
   std::vector<TimePoint> starts, answered_starts;
   int without_start = 0;
 };
@@ -560,6 +565,21 @@ TEST(EmbedStageTest, KeepsBatchesWithinThePacersTokenCap) {
   ASSERT_TRUE(h.RunAll(Chunks(10)).ok());
   h.ExpectExactlyOnce(10);
   EXPECT_EQ(h.transport.RequestSizes(), (std::vector<size_t>{2, 2, 2, 2, 2}));
+}
+
+TEST(EmbedStageTest, CutsEachBatchWithTheCapInForceWhenItStarts) {
+  // The token limit halves after three requests (e.g. the service's TPM):
+  // batches are cut just in time, so the fourth request already has the new
+  // size although every chunk was waiting from the start.
+  Harness h([](const EmbedRequest& r, int) { return Ok(r); });
+  auto pacer = std::make_unique<RecordingPacer>();
+  pacer->cap = 1000;
+  pacer->cap_change_after = 3;
+  pacer->cap_after = 12;  // two 5-token inputs
+  h.pacer = std::move(pacer);
+  ASSERT_TRUE(h.RunAll(Chunks(20)).ok());
+  h.ExpectExactlyOnce(20);
+  EXPECT_EQ(h.transport.RequestSizes(), (std::vector<size_t>{4, 4, 4, 2, 2, 2, 2}));
 }
 
 }  // namespace
