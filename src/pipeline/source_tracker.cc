@@ -43,10 +43,9 @@ void SourceTracker::ChunkProduced(Token token, const Chunk& chunk) {
   File& f = it->second;
   f.manifest.chunk_ids.push_back(chunk.id);
   ++f.outstanding;
-  chunks_.emplace(chunk.id, token);
   std::string key = SlotKey(chunk.source_id, chunk.ordinal);
   slots_[key] = chunk.id;
-  f.slot_keys.push_back(std::move(key));
+  chunks_.emplace(chunk.id, InFlight{token, std::move(key)});
 }
 
 void SourceTracker::ParseFinished(Token token, bool ok) {
@@ -84,7 +83,7 @@ void SourceTracker::Resolved(const Chunk& chunk, bool abandoned) {
   if (slot == slots_.end()) return;
   auto original = chunks_.find(slot->second);
   if (original == chunks_.end()) return;
-  auto f = files_.find(original->second);
+  auto f = files_.find(original->second.token);
   if (f == files_.end()) return;
   const size_t parts = MetadataInt(chunk.metadata_json, "split_parts", 1);
   const size_t part = MetadataInt(chunk.metadata_json, "split_part", 1);
@@ -96,7 +95,12 @@ void SourceTracker::Resolved(const Chunk& chunk, bool abandoned) {
 }
 
 void SourceTracker::ResolveOriginalLocked(ChunkMap::iterator it, bool abandoned) {
-  const Token token = it->second;
+  const Token token = it->second.token;
+  // Its pieces (if it was split) have all resolved too: the slot is done.
+  if (auto slot = slots_.find(it->second.slot_key);
+      slot != slots_.end() && slot->second == it->first) {
+    slots_.erase(slot);
+  }
   chunks_.erase(it);
   auto f = files_.find(token);
   if (f == files_.end()) return;
@@ -127,7 +131,6 @@ void SourceTracker::MaybeCompleteLocked(Token token) {
     f.manifest.fingerprint.chunk_count = f.manifest.chunk_ids.size();
     completed_.push_back(std::move(f.manifest));
   }
-  for (const std::string& key : f.slot_keys) slots_.erase(key);
   files_.erase(it);
 }
 

@@ -10,8 +10,10 @@
 // when all its pieces are, and the file's manifest lists the pieces' ids (in
 // part order) instead of the original's.
 //
-// Memory: one entry per file being processed plus one per chunk of it still
-// in flight; bounded by the pipeline's queues and reader count.
+// Memory: one entry per file being processed, one per chunk still in flight
+// (bounded by the pipeline's queues), and each processing file's list of
+// chunk ids (~64 bytes per chunk, needed for its manifest: the one part that
+// grows with the size of a single file).
 //
 // Thread safety: thread-safe (one mutex; called once per chunk, which is
 // cheap next to embedding it).
@@ -61,10 +63,13 @@ class SourceTracker {
     uint64_t outstanding = 0;
     bool parse_done = false;
     bool failed = false;
-    std::vector<std::string> slot_keys;             // to forget at completion
     std::unordered_map<std::string, Split> splits;  // original id -> its pieces
   };
-  using ChunkMap = std::unordered_multimap<std::string, Token>;
+  struct InFlight {
+    Token token;
+    std::string slot_key;  // its entry in slots_, forgotten when it resolves
+  };
+  using ChunkMap = std::unordered_multimap<std::string, InFlight>;
   void ResolveOriginalLocked(ChunkMap::iterator it, bool abandoned);
   void MaybeCompleteLocked(Token token);
 
@@ -72,7 +77,8 @@ class SourceTracker {
   Token next_ = 1;                         // GUARDED_BY(mu_)
   std::unordered_map<Token, File> files_;  // GUARDED_BY(mu_)
   ChunkMap chunks_;                        // GUARDED_BY(mu_): chunk id -> file
-  // "source_id \0 ordinal" -> original chunk id, for pieces.  GUARDED_BY(mu_)
+  // "source_id \0 ordinal" -> original chunk id, for pieces; only chunks in
+  // flight have an entry.  GUARDED_BY(mu_)
   std::unordered_map<std::string, std::string> slots_;
   std::vector<SourceManifest> completed_;  // GUARDED_BY(mu_)
 };
