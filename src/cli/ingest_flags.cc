@@ -122,7 +122,9 @@ void AddIngestFlags(CLI::App& app, IngestOptions& o, IngestFlagExtras& x) {
 
   Last(app.add_option("--store", o.store_uri, "sqlite:PATH or postgres://user@host:port/db"))
       ->group("Store");
-  Last(app.add_option("--store-batch", o.store.batch_rows, "rows per store transaction"))
+  app.add_option("--store-batch", x.store_batch,
+                 "rows per store transaction (default: 200 for SQLite, 500 for PostgreSQL)")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast)
       ->check(CLI::Range(size_t{1}, size_t{100000}))
       ->group("Store");
   Last(app.add_option("--table", o.store.table, "chunks table name"))->group("Store");
@@ -305,6 +307,9 @@ Status FinishIngestOptions(IngestOptions& o, const IngestFlagExtras& x) {
   o.embed.oversize =
       x.oversize == "truncate" ? OversizeInputPolicy::kTruncate : OversizeInputPolicy::kSplit;
   o.http.request_timeout = FromSeconds(x.request_timeout_s);
+  const bool postgres =
+      o.store_uri.rfind("postgres://", 0) == 0 || o.store_uri.rfind("postgresql://", 0) == 0;
+  o.store.batch_rows = x.store_batch > 0 ? x.store_batch : (postgres ? 500 : 200);
   if (o.http.dimensions > 0) o.store.dimensions = o.http.dimensions;
   auto cleanup = ParseCleanupMode(x.cleanup);
   if (!cleanup.ok()) return cleanup.status();

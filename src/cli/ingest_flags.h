@@ -24,6 +24,7 @@ struct IngestFlagExtras {
   double request_timeout_s = 60;
   std::string log_level = "info";
   std::string cleanup = "incremental";
+  size_t store_batch = 0;  // 0: the store's default (SQLite 200, PostgreSQL 500)
 };
 
 // Declares the embedder flags (shared by ingest, search and demo).

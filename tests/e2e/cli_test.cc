@@ -217,3 +217,69 @@ TEST(CliTest, SigintStopsGracefullyWithExit130) {
 
 }  // namespace
 }  // namespace sluice
+
+namespace sluice {
+namespace {
+
+// The whole pipeline into real PostgreSQL (and pgvector through PGlite), in
+// one command, then search. Needs scripts/test-services.sh (make test).
+std::string ServiceDsn(const char* name) {
+  const char* dsn = std::getenv(name);
+  return dsn != nullptr ? dsn : "";
+}
+
+// Uses the default table names ("chunks", "sources"): the store tests all use
+// their own, so this is the only user of them in the throwaway cluster.
+void IngestAndSearchPostgres(const std::string& dsn) {
+  TempDir dir;
+  MakeCorpus(dir);
+  const std::string common = " --embedder hash --hash-dimensions 64 --store '" + dsn + "'";
+  auto r = RunCommand(kSluice + " ingest " + (dir / "corpus") + common + " --out " + (dir / "out") +
+                      " --dead-letter " + (dir / "out/dead.jsonl") + " --report " +
+                      (dir / "report.json") + " --no-progress");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::string report = ReadFile(dir / "report.json");
+  EXPECT_NE(report.find("\"reconciled\":true"), std::string::npos) << report;
+  EXPECT_NE(report.find("\"chunks_stored\":3"), std::string::npos) << report;
+  // A rerun writes the same rows again (idempotently) and ends with the same count.
+  r = RunCommand(kSluice + " ingest " + (dir / "corpus") + common +
+                 " --no-aggregate --dead-letter " + (dir / "out/dead.jsonl") + " --report " +
+                 (dir / "report2.json") + " --no-progress");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(ReadFile(dir / "report2.json").find("\"reconciled\":true"), std::string::npos);
+  r = RunCommand(kSluice + " search \"worn seal leaks\" -k 5 --json" + common);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("\"rank\":1"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("gates.md"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("\"rank\":4"), std::string::npos) << r.output;  // 3 chunks, no duplicates
+}
+
+TEST(CliPostgresTest, IngestIntoPostgresInOneCommand) {
+  const std::string dsn = ServiceDsn("SLUICE_TEST_PG_DSN");
+  if (dsn.empty()) {
+    if (std::getenv("SLUICE_TEST_SERVICES") != nullptr) FAIL() << "SLUICE_TEST_PG_DSN missing";
+    GTEST_SKIP() << "needs scripts/test-services.sh";
+  }
+  IngestAndSearchPostgres(dsn);
+}
+
+}  // namespace
+}  // namespace sluice
+
+namespace sluice {
+namespace {
+
+TEST(CliPostgresTest, IngestIntoPgvectorInOneCommand) {
+  const std::string dsn = ServiceDsn("SLUICE_TEST_PGVECTOR_DSN");
+  if (dsn.empty()) {
+    if (std::getenv("SLUICE_TEST_SERVICES") != nullptr)
+      FAIL() << "SLUICE_TEST_PGVECTOR_DSN missing";
+    GTEST_SKIP() << "needs scripts/test-services.sh";
+  }
+  // PGlite has one shared backend: this test holds the "pglite" resource lock
+  // (tests/e2e/CMakeLists.txt) like the other pgvector tests.
+  IngestAndSearchPostgres(dsn);
+}
+
+}  // namespace
+}  // namespace sluice
