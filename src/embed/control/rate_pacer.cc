@@ -182,15 +182,12 @@ void HeaderRatePacer::ApplyRemaining(Bucket& bucket, double known, bool may_rais
     return;
   }
   if (!may_raise || !options_.use_announced_budget || half_open_ || now < cooldown_until_) return;
-  // The announced burst: what the service has beyond the margin, when that
-  // is more than the local bucket holds. Below that the local refill paces
-  // (at `safety`, so the service keeps a growing cushion for surprises such
-  // as a halved limit); an exact count only cancels a debt, up to zero:
-  // answers to requests started at the same instant over-subtract each other
-  // (their order at the service is unknown) and must not idle the stage.
-  const double burst = known - options_.burst_margin * bucket.per_minute;
+  // What the service has beyond the margin: a minute's budget at the start
+  // (the announced burst), later whatever the local pacing at `safety` left
+  // unused. The margin stays at the service as a cushion for surprises (a
+  // halved limit, another client, token estimates still being learned).
   const double spendable =
-      burst > bucket.capacity ? std::min(bucket.per_minute, burst) : std::min(known, 0.0);
+      std::min(bucket.per_minute, known - options_.burst_margin * bucket.per_minute);
   if (spendable > bucket.level) bucket.level = spendable;
 }
 

@@ -416,32 +416,26 @@ TEST(RatePacerTest, RemainingIsCorrectedByExactlyTheRequestsStartedAfterTheAnswe
   EXPECT_DOUBLE_EQ(pacer.request_budget(kT0 + milliseconds(700)), 50.0 - 2 - 5);
 }
 
-TEST(RatePacerTest, AnExactCountUndoesAnOverSubtractionWithoutHoldingTheMarginBack) {
+TEST(RatePacerTest, AnExactCountUndoesADebtDownToTheMargin) {
   HeaderRatePacer pacer(RatePacerOptions{});
-  // Ten requests started at the same instant; the service counted them in
-  // some order. The answer to the last one counted subtracts the nine others
-  // again (they may have come after it): the budget goes far below zero.
+  // Ten requests started at one instant; the first answer cannot tell which
+  // of the nine others the service counted before it: all are subtracted.
   for (int i = 0; i < 10; ++i) pacer.OnStart(kT0, 10000);
   pacer.OnResponseTo(kT0, kT0 + milliseconds(200), Announced(90, 0), 200, 40000, 10000);
   EXPECT_DOUBLE_EQ(pacer.token_budget(kT0 + milliseconds(200)), -90000.0);
-  // A later request alone: its answer is exact. 6000 tokens left, less the
-  // 5% margin, would be a 44,000-token debt (~3 s of idling): an exact count
-  // below the burst threshold only cancels the debt, up to zero; the local
-  // refill paces from there.
+  // A later request alone: its answer is exact. 6000 tokens left: the
+  // budget is what the service has beyond the 5% margin (5000), not the
+  // debt the over-subtraction left.
   const TimePoint t = kT0 + milliseconds(300);
   pacer.OnStart(t, 10000);
   pacer.OnResponseTo(t, t + milliseconds(200), Announced(80, 6000), 200, 40000, 10000);
-  EXPECT_DOUBLE_EQ(pacer.token_budget(t + milliseconds(200)), 0.0);
-  // It never raises a budget that is not in debt (the local refill keeps
-  // the service's cushion growing), and never above what the service has.
-  pacer.OnResponseTo(t, t + milliseconds(300), Announced(80, 6000), 200, 40000, 10000);
-  EXPECT_NEAR(pacer.token_budget(t + milliseconds(300)), 0.1 * 100000 * 0.98 / 60, 1e-6);
-  const TimePoint u = t + milliseconds(400);
+  EXPECT_DOUBLE_EQ(pacer.token_budget(t + milliseconds(200)), 1000.0);
+  // Three more at one instant, one answered: 21000 - the two unanswered
+  // (20000) = 1000 known, less the margin.
+  const TimePoint u = t + milliseconds(300);
   for (int i = 0; i < 3; ++i) pacer.OnStart(u, 10000);
   pacer.OnResponseTo(u, u + milliseconds(200), Announced(80, 21000), 200, 40000, 10000);
-  // 21000 - 2 x 10000 = 1000 known; the 30,000 just started put the budget
-  // in debt, which the count cancels, up to zero.
-  EXPECT_DOUBLE_EQ(pacer.token_budget(u + milliseconds(200)), 0.0);
+  EXPECT_DOUBLE_EQ(pacer.token_budget(u + milliseconds(200)), -4000.0);
 }
 
 TEST(RatePacerTest, RequestsStartedAtOneInstantAreCorrectedAsAGroup) {
