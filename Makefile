@@ -4,20 +4,25 @@ BUILD_TYPE ?= RelWithDebInfo
 JOBS      ?= $(shell nproc)
 SLUICE    := $(BUILD)/src/cli/sluice
 
-.PHONY: all deps build run test unit check-sanitize fuzz-smoke format tidy bench clean
+.PHONY: all deps configure build run test unit check-sanitize fuzz-smoke format tidy bench clean
 
 all: build
 
 deps:
 	@bash scripts/install-deps.sh
 
-build: deps
+configure: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) >/dev/null
+
+# Everything: the library, the CLI, tests and benchmarks.
+build: configure
 	@cmake --build $(BUILD) -j $(JOBS)
 
 # Runs the main job on the embedded defaults: the demo (in-process simulated
 # API with latency and a rate limit, the sample corpus under examples/, SQLite).
-run: build
+# Builds only the CLI.
+run: configure
+	@cmake --build $(BUILD) -j $(JOBS) --target sluice
 	$(SLUICE) demo
 
 # The whole suite, built with ASan+UBSan, against real services (PostgreSQL,
