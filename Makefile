@@ -31,7 +31,7 @@ run: configure
 # instead of two keeps `make test` within 15 minutes on 2 cores.
 test: deps
 	@bash scripts/check-sanitize.sh address build-only
-	@bash scripts/test-services.sh -- ctest --test-dir build-asan --output-on-failure -j $(JOBS) --timeout 300
+	@bash scripts/test-services.sh -- ctest --test-dir build-asan --output-on-failure -j $(JOBS) --timeout 300 -LE bench
 	@bash scripts/check-sanitize.sh thread
 	@$(MAKE) --no-print-directory fuzz-smoke
 

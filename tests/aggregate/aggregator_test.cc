@@ -549,7 +549,11 @@ TEST_F(AggregatorTest, PeakRssStaysFlatFor200kSmallChunks) {
   const long delta_kib = after.ru_maxrss - before.ru_maxrss;
   std::printf("peak RSS %ld KiB -> %ld KiB (+%ld KiB) for 200k chunks\n", before.ru_maxrss,
               after.ru_maxrss, delta_kib);
+  // Sanitizers keep freed memory in quarantine and shadow every byte: RSS
+  // there says nothing about the aggregator, so only the plain build checks it.
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
   EXPECT_LT(delta_kib, 12 * 1024);
+#endif
 }
 
 TEST_F(AggregatorTest, LargeExistingFileIsImportedOneLineAtATime) {
