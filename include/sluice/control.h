@@ -410,6 +410,10 @@ struct TraceRecorderOptions {
   size_t max_latency_samples_per_second = 65536;  // beyond: p50 of the first ones
 };
 
+// The summary as one JSON object (the "summary" of WriteJson and the report's
+// "controller" object).
+std::string TraceSummaryJson(const TraceSummary& summary);
+
 // Thread safety: not thread-safe. A caller feeding it from two threads (the
 // embed thread's request observer and a sampler) holds one mutex around
 // every call.

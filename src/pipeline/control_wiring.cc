@@ -7,7 +7,6 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include "common/json_writer.h"
 #include "sluice/control.h"
 
 namespace sluice {
@@ -86,21 +85,7 @@ void TraceHook::Finish(IngestReport& report) {
       "p50 {:.0f} ms, {} 429s, {} retries over {}s",
       s.mean_limit, s.min_limit, s.max_limit, s.peak_requests_per_s, s.steady_chunks_per_s,
       s.p50_latency_ms, s.http_429, s.retries, s.seconds);
-  JsonWriter w(report.trace_summary_json);
-  w.BeginObject();
-  w.Key("seconds").Int(s.seconds);
-  w.Key("mean_limit").Double(s.mean_limit);
-  w.Key("min_limit").Double(s.min_limit);
-  w.Key("max_limit").Double(s.max_limit);
-  w.Key("peak_requests_per_s").Double(s.peak_requests_per_s);
-  w.Key("steady_chunks_per_s").Double(s.steady_chunks_per_s);
-  w.Key("p50_latency_ms").Double(s.p50_latency_ms);
-  w.Key("requests").Uint(s.requests);
-  w.Key("http_429").Uint(s.http_429);
-  w.Key("retries").Uint(s.retries);
-  w.Key("failures").Uint(s.failures);
-  w.Key("adaptive").Bool(impl.options.concurrency == 0);
-  w.EndObject();
+  report.trace_summary_json = TraceSummaryJson(s);
 
   const std::string& path = impl.options.trace_path;
   if (path.empty()) return;

@@ -172,13 +172,10 @@ Status TraceRecorder::WriteCsv(const std::string& path) const {
   return WriteFile(path, out);
 }
 
-Status TraceRecorder::WriteJson(const std::string& path) const {
-  const TraceSummary s = Summary();
+std::string TraceSummaryJson(const TraceSummary& s) {
   std::string out;
   JsonWriter w(out);
   w.BeginObject();
-  w.Key("resolution_s").Int(1);
-  w.Key("summary").BeginObject();
   w.Key("seconds").Int(s.seconds);
   w.Key("mean_limit").Double(s.mean_limit);
   w.Key("min_limit").Double(s.min_limit);
@@ -194,6 +191,16 @@ Status TraceRecorder::WriteJson(const std::string& path) const {
   w.Key("failures").Uint(s.failures);
   w.Key("truncated").Bool(s.truncated);
   w.EndObject();
+  return out;
+}
+
+Status TraceRecorder::WriteJson(const std::string& path) const {
+  const TraceSummary s = Summary();
+  std::string out;
+  JsonWriter w(out);
+  w.BeginObject();
+  w.Key("resolution_s").Int(1);
+  w.Key("summary").Raw(TraceSummaryJson(s));
   w.Key("rows").BeginArray();
   for (const TraceRow& r : Rows()) {
     w.BeginObject();
