@@ -78,6 +78,15 @@ Status DirError(const std::string& what, const std::string& dir, const std::erro
 
 std::atomic<int> g_instance_counter{0};
 
+// The writability probe each Open creates and unlinks in the output folder.
+constexpr std::string_view kProbePrefix = ".sluice-probe-";
+
+// True when `pid` names no running process: whatever it left behind (a crash
+// or kill -9 between create and unlink) belongs to nobody.
+bool OwnerIsGone(long pid) {
+  return pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
+}
+
 // Removes spool folders ("<pid>-<n>") left by processes that no longer run
 // (a crash or kill -9); live ones belong to another running aggregator.
 void RemoveStaleSpools(const std::string& spool_root) {
@@ -86,10 +95,27 @@ void RemoveStaleSpools(const std::string& spool_root) {
     const std::string name = entry.path().filename().string();
     char* end = nullptr;
     const long pid = std::strtol(name.c_str(), &end, 10);
-    if (end == name.c_str() || *end != '-' || pid <= 0) continue;
-    if (::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) {
+    if (end == name.c_str() || *end != '-') continue;
+    if (OwnerIsGone(pid)) {
       std::error_code ignored;
       fs::remove_all(entry.path(), ignored);
+    }
+  }
+}
+
+// Removes probes ("<kProbePrefix><pid>") of processes that no longer run.
+void RemoveStaleProbes(const std::string& dir) {
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind(kProbePrefix, 0) != 0) continue;
+    const char* digits = name.c_str() + kProbePrefix.size();
+    char* end = nullptr;
+    const long pid = std::strtol(digits, &end, 10);
+    if (end == digits || *end != '\0') continue;
+    if (OwnerIsGone(pid)) {
+      std::error_code ignored;
+      fs::remove(entry.path(), ignored);
     }
   }
 }
@@ -117,7 +143,8 @@ Result<std::unique_ptr<JsonAggregator>> JsonAggregator::Open(const AggregatorOpt
   if (ec) return DirError("cannot create output directory", dir, ec);
 
   // Prove the directory writable now rather than at the first flush.
-  const std::string probe = (fs::path(dir) / fmt::format(".sluice-probe-{}", ::getpid())).string();
+  const std::string probe =
+      (fs::path(dir) / fmt::format("{}{}", kProbePrefix, ::getpid())).string();
   const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
     const int err = errno;
@@ -134,6 +161,7 @@ Result<std::unique_ptr<JsonAggregator>> JsonAggregator::Open(const AggregatorOpt
         fmt::format("output directory '{}' is not writable: {}", dir, probe_status.message()));
   }
 
+  RemoveStaleProbes(dir);
   RemoveStaleSpools((fs::path(dir) / ".spool").string());
   std::unique_ptr<JsonAggregator> agg(new JsonAggregator(options, limits));
   agg->spool_dir_ =

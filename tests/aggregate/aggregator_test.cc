@@ -445,6 +445,20 @@ TEST_F(AggregatorTest, StaleSpoolOfADeadProcessIsRemovedAtOpen) {
   EXPECT_TRUE(fs::exists(live));  // a running process's spool is left alone
 }
 
+TEST_F(AggregatorTest, StaleProbeOfADeadProcessIsRemovedAtOpen) {
+  // A kill -9 between creating and unlinking the writability probe leaves it
+  // behind; the next open removes it. pid 1 always runs: its probe stays.
+  fs::create_directories(out_);
+  const std::string stale = out_ + "/.sluice-probe-999999999";
+  const std::string live = out_ + "/.sluice-probe-1";
+  std::ofstream(stale) << "probe";
+  std::ofstream(live) << "probe";
+  auto agg = MustOpen(Options());
+  ASSERT_NE(agg, nullptr);
+  EXPECT_FALSE(fs::exists(stale));
+  EXPECT_TRUE(fs::exists(live));
+}
+
 TEST_F(AggregatorTest, SpoolWriteFailureIsIOError) {
   AggregatorLimits limits;
   limits.group_buffer_bytes = 1;  // every Add appends to the spool
