@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "sluice/mock_api.h"
+#include "testing/sqlite_dump.h"
 #include "testing/test_util.h"
 
 extern char** environ;
@@ -114,31 +115,12 @@ int Wait(pid_t pid) {
 }
 
 std::vector<std::string> Dump(const std::string& db) {
-  std::vector<std::string> rows;
-  sqlite3* h = nullptr;
-  EXPECT_EQ(sqlite3_open_v2(db.c_str(), &h, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
-  for (const char* sql :
-       {"SELECT 'c', id, source_id, ordinal, text, domain, category, metadata, hex(embedding), "
-        "model, dims FROM chunks",
-        "SELECT 's', source_id, chunk_count, size_bytes, mtime_ns, content_hash FROM sources",
-        "SELECT 'f', file_id, chunk_count, chunk_ids, size_bytes, mtime_ns, content_hash FROM "
-        "files"}) {
-    sqlite3_stmt* st = nullptr;
-    EXPECT_EQ(sqlite3_prepare_v2(h, sql, -1, &st, nullptr), SQLITE_OK) << sql;
-    while (sqlite3_step(st) == SQLITE_ROW) {
-      std::string row;
-      for (int i = 0; i < sqlite3_column_count(st); ++i) {
-        const unsigned char* t = sqlite3_column_text(st, i);
-        row += (t ? reinterpret_cast<const char*>(t) : "NULL");
-        row += '|';
-      }
-      rows.push_back(row);
-    }
-    sqlite3_finalize(st);
-  }
-  sqlite3_close(h);
-  std::sort(rows.begin(), rows.end());
-  return rows;
+  return sluice::testing::DumpSqliteRows(
+      db, {"SELECT 'c', id, source_id, ordinal, text, domain, category, metadata, hex(embedding), "
+           "model, dims FROM chunks",
+           "SELECT 's', source_id, chunk_count, size_bytes, mtime_ns, content_hash FROM sources",
+           "SELECT 'f', file_id, chunk_count, chunk_ids, size_bytes, mtime_ns, content_hash FROM "
+           "files"});
 }
 
 // Every regular file under `root` (relative path -> content).

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "testing/document_sink.h"
+
 #include "sluice/parser.h"
 
 namespace sluice::testing {
@@ -43,39 +45,6 @@ class TempDir {
 
  private:
   std::string path_;
-};
-
-struct RecordedDocument {
-  SourceInfo info;
-  std::vector<TextBlock> blocks;
-  bool ended = false;
-};
-
-class RecordingSink final : public DocumentSink {
- public:
-  Status BeginDocument(const SourceInfo& info) override {
-    docs.push_back({info, {}, false});
-    return Status::OK();
-  }
-  Status AddBlock(const TextBlock& block) override {
-    if (docs.empty()) return Status::Internal("block before BeginDocument");
-    docs.back().blocks.push_back(block);
-    return Status::OK();
-  }
-  Status EndDocument() override {
-    if (docs.empty()) return Status::Internal("EndDocument before BeginDocument");
-    docs.back().ended = true;
-    return Status::OK();
-  }
-  std::vector<RecordedDocument> docs;
-};
-
-class RecordingErrors final : public RecordErrorSink {
- public:
-  void RecordFailed(const std::string& source_id, const Status& why) override {
-    calls.emplace_back(source_id, why);
-  }
-  std::vector<std::pair<std::string, Status>> calls;
 };
 
 inline SourceFile FileFor(const std::string& path, const std::string& rel) {

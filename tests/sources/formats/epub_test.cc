@@ -204,8 +204,8 @@ TEST(EpubParserTest, MissingSpinePartIsReportedAndTheRestIsRead) {
   ParseEpub(path, out);
   ASSERT_TRUE(out.status.ok()) << out.status.ToString();
   EXPECT_EQ(out.stats.records_skipped, 1u);
-  ASSERT_EQ(out.errors.failures.size(), 1u);
-  EXPECT_EQ(out.errors.failures[0].first, "partial.epub#OEBPS/text/chapter 2.xhtml");
+  ASSERT_EQ(out.errors.calls.size(), 1u);
+  EXPECT_EQ(out.errors.calls[0].first, "partial.epub#OEBPS/text/chapter 2.xhtml");
   EXPECT_EQ(out.sink.docs.at(0).blocks.size(), 4u);
 }
 

@@ -1,58 +1,13 @@
-// A DocumentSink and RecordErrorSink that keep everything, for assertions.
-// Thread safety: single-threaded test helpers.
+// The format tests' names for the shared recording sinks
+// (tests/testing/document_sink.h).
 #pragma once
 
-#include <string>
-#include <utility>
-#include <vector>
-
-#include "sluice/parser.h"
+#include "testing/document_sink.h"
 
 namespace sluice::formats::testing {
 
-struct CollectedDocument {
-  SourceInfo info;
-  std::vector<TextBlock> blocks;
-  bool ended = false;
-};
-
-class CollectingSink final : public DocumentSink {
- public:
-  Status BeginDocument(const SourceInfo& info) override {
-    docs.push_back({info, {}, false});
-    return Status::OK();
-  }
-  Status AddBlock(const TextBlock& block) override {
-    if (docs.empty()) return Status::Internal("block before BeginDocument");
-    docs.back().blocks.push_back(block);
-    return Status::OK();
-  }
-  Status EndDocument() override {
-    if (docs.empty()) return Status::Internal("EndDocument before BeginDocument");
-    docs.back().ended = true;
-    return Status::OK();
-  }
-
-  // All block texts of the first document joined by '\n'.
-  std::string AllText() const {
-    std::string out;
-    if (docs.empty()) return out;
-    for (const TextBlock& b : docs.front().blocks) {
-      out += b.text;
-      out += '\n';
-    }
-    return out;
-  }
-
-  std::vector<CollectedDocument> docs;
-};
-
-class CollectingErrors final : public RecordErrorSink {
- public:
-  void RecordFailed(const std::string& source_id, const Status& why) override {
-    failures.emplace_back(source_id, why);
-  }
-  std::vector<std::pair<std::string, Status>> failures;
-};
+using CollectedDocument = sluice::testing::RecordedDocument;
+using CollectingSink = sluice::testing::RecordingSink;
+using CollectingErrors = sluice::testing::RecordingErrors;
 
 }  // namespace sluice::formats::testing
