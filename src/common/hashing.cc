@@ -24,4 +24,13 @@ std::string Hex64(uint64_t value) {
   return std::string(buf, 16);
 }
 
+std::string EmbeddingCacheKey(std::string_view cache_namespace, std::string_view text) {
+  std::string material;
+  material.reserve(cache_namespace.size() + 1 + text.size());
+  material.append(cache_namespace);
+  material.push_back('\n');
+  material.append(text);
+  return Hash128Hex(material);
+}
+
 }  // namespace sluice

@@ -13,6 +13,10 @@ uint64_t Hash64(std::string_view data, uint64_t seed = 0);
 std::string Hash128Hex(std::string_view data);
 // Lower-case hex (16 chars) of a 64-bit value.
 std::string Hex64(uint64_t value);
+// The embedding cache's key of `text` under `cache_namespace` (model and
+// requested dimensions): Hash128Hex(namespace + "\n" + text). Every store
+// uses this one key, so a cache is portable between them.
+std::string EmbeddingCacheKey(std::string_view cache_namespace, std::string_view text);
 
 // splitmix64: the step used by MockEmbedding and the hash embedder.
 inline uint64_t SplitMix64(uint64_t& state) {

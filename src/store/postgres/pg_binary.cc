@@ -53,12 +53,20 @@ void AppendVectorBinary(std::string& out, std::span<const float> values) {
   }
 }
 
-void AppendFloat4ArrayBinary(std::string& out, std::span<const float> values) {
+namespace {
+
+void AppendArrayHeader(std::string& out, uint32_t element_oid, size_t n) {
   AppendInt32(out, 1);  // ndim
   AppendInt32(out, 0);  // has nulls
-  AppendInt32(out, static_cast<int32_t>(kFloat4Oid));
-  AppendInt32(out, static_cast<int32_t>(values.size()));
+  AppendInt32(out, static_cast<int32_t>(element_oid));
+  AppendInt32(out, static_cast<int32_t>(n));
   AppendInt32(out, 1);  // lower bound
+}
+
+}  // namespace
+
+void AppendFloat4ArrayBinary(std::string& out, std::span<const float> values) {
+  AppendArrayHeader(out, kFloat4Oid, values.size());
   const size_t at = out.size();
   out.resize(at + 8 * values.size());
   char* p = out.data() + at;
@@ -93,6 +101,50 @@ std::string EncodeFloat4ArrayBinary(std::span<const float> values) {
   out.reserve(20 + 8 * values.size());
   AppendFloat4ArrayBinary(out, values);
   return out;
+}
+
+std::string EncodeBytesArrayBinary(std::span<const std::string> elements, uint32_t element_oid) {
+  std::string out;
+  size_t bytes = 20;
+  for (const std::string& e : elements) bytes += 4 + e.size();
+  out.reserve(bytes);
+  AppendArrayHeader(out, element_oid, elements.size());
+  for (const std::string& e : elements) {
+    AppendInt32(out, static_cast<int32_t>(e.size()));
+    out.append(e);
+  }
+  return out;
+}
+
+std::string EncodeInt4ArrayBinary(std::span<const int32_t> values) {
+  std::string out;
+  out.reserve(20 + 8 * values.size());
+  AppendArrayHeader(out, kInt4Oid, values.size());
+  for (int32_t v : values) {
+    AppendInt32(out, 4);
+    AppendInt32(out, v);
+  }
+  return out;
+}
+
+std::string EncodeInt8ArrayBinary(std::span<const int64_t> values) {
+  std::string out;
+  out.reserve(20 + 12 * values.size());
+  AppendArrayHeader(out, kInt8Oid, values.size());
+  for (int64_t v : values) {
+    AppendInt32(out, 8);
+    AppendInt64(out, v);
+  }
+  return out;
+}
+
+int32_t ReadInt32(const char* p) {
+  return static_cast<int32_t>(ReadU32(reinterpret_cast<const unsigned char*>(p)));
+}
+
+int64_t ReadInt64(const char* p) {
+  const auto* u = reinterpret_cast<const unsigned char*>(p);
+  return static_cast<int64_t>((uint64_t{ReadU32(u)} << 32) | ReadU32(u + 4));
 }
 
 std::optional<std::vector<float>> DecodeVectorBinary(std::string_view bytes) {

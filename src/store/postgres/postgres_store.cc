@@ -5,6 +5,7 @@
 #include <unistd.h>
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
@@ -17,6 +18,7 @@
 #include <system_error>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "common/hashing.h"
 #include "store/postgres/pg_binary.h"
@@ -90,7 +92,10 @@ PgError Classify(PGconn* conn, const PGresult* res) {
   if (PQstatus(conn) != CONNECTION_OK || s.starts_with("08") || s == "57P01" || s == "57P02" ||
       s == "57P03" || (s.empty() && !res)) {
     e.fault = Fault::kConnection;
-  } else if (s.starts_with("40") || s.starts_with("53") || s == "57014" || s == "55P03") {
+  } else if (s.starts_with("40") || s.starts_with("53") || s == "57014" || s == "55P03" ||
+             s == "25P02") {
+    // 25P02 (in failed transaction): on PGlite, whose connections share one
+    // backend, another connection's failed statement can abort ours: replay.
     e.fault = Fault::kTransient;
   } else if (s.starts_with("22") || s.starts_with("23") || s.starts_with("54")) {
     e.fault = Fault::kData;
@@ -101,6 +106,40 @@ PgError Classify(PGconn* conn, const PGresult* res) {
   }
   return e;
 }
+
+// Capped exponential backoff with jitter (half to full of the current step,
+// 100 ms doubling to 5 s) for replaying work after a lost connection or a
+// transient error, until a deadline.
+class ReplayBackoff {
+ public:
+  ReplayBackoff(double timeout_s, uint64_t seed)
+      : timeout_s_(std::max(0.0, timeout_s)),
+        deadline_(Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                     std::chrono::duration<double>(timeout_s_))),
+        rng_(seed) {}
+  // Sleeps before the next attempt; false (at once) when the deadline passed.
+  bool Wait() {
+    const auto now = Clock::now();
+    if (now >= deadline_) return false;
+    std::uniform_int_distribution<int64_t> jitter(step_.count() / 2, step_.count());
+    auto sleep = std::min(std::chrono::milliseconds(jitter(rng_)),
+                          std::chrono::duration_cast<std::chrono::milliseconds>(
+                              deadline_ - now + std::chrono::milliseconds(1)));
+    if (sleep.count() > 0) std::this_thread::sleep_for(sleep);
+    step_ = std::min(step_ * 2, std::chrono::milliseconds(5000));
+    return true;
+  }
+  Status GaveUp(const Status& last) const {
+    return Status::Unavailable(last.message() + " (gave up after " + std::to_string(timeout_s_) +
+                               " s)");
+  }
+
+ private:
+  double timeout_s_;
+  Clock::time_point deadline_;
+  std::mt19937_64 rng_;
+  std::chrono::milliseconds step_{100};
+};
 
 // One pooled connection and its per-session state.
 struct PgConn {
@@ -164,6 +203,12 @@ class PostgresStore final : public Store {
     q_sources_ = QuoteIdent(sources_table_);
     table_hash_ = Hex64(Hash64(chunks_table_)).substr(0, 10);
     q_stage_ = QuoteIdent("sluice_stage_" + table_hash_);
+    // Same names as the SQLite store's (docs/STORE_SCHEMA.md).
+    files_table_ = options_.table == "chunks" ? "files" : options_.table + "_files";
+    cache_table_ =
+        options_.table == "chunks" ? "embedding_cache" : options_.table + "_embedding_cache";
+    q_files_ = QuoteIdent(files_table_);
+    q_cache_ = QuoteIdent(cache_table_);
   }
   ~PostgresStore() override { Close(); }
 
@@ -179,6 +224,16 @@ class PostgresStore final : public Store {
   Result<StoreStats> Stats() override;
   std::string Describe() const override { return described_; }
 
+  // Resume, incremental re-ingest and the embedding cache (docs/RESUME.md).
+  Result<std::vector<SourceFingerprint>> LoadFingerprints() override;
+  Result<uint64_t> CommitSources(std::span<const SourceManifest> completed) override;
+  Result<uint64_t> DeleteSources(std::span<const std::string> file_ids) override;
+  Status LookupEmbeddings(std::string_view cache_namespace, std::span<const std::string_view> texts,
+                          std::vector<CachedEmbedding>& out) override;
+  Result<std::vector<std::string>> FileChunkIds(const std::string& file_id) override;
+  Result<std::vector<EmbeddedChunk>> ReadChunks(std::span<const std::string> chunk_ids) override;
+  Status Verify(std::vector<VerifyProblem>& problems, size_t limit) override;
+
   PostgresSchemaInfo Info() {
     std::lock_guard<std::mutex> lock(schema_mu_);
     return {pgvector_, copy_path_, schema_ready_ ? dims_ : 0, chunks_table_, sources_table_};
@@ -190,6 +245,28 @@ class PostgresStore final : public Store {
   void Return(std::unique_ptr<PgConn> conn);
 
   Status EnsureSchema(PgConn& conn, int dims);
+  Status EnsureResumeTables(PgConn& conn);
+  Status ResumeSupported() const;
+  // Whether the chunks (and sources) table exists: it is created by the first
+  // write, when the dimension is known, possibly by another process.
+  Result<bool> ChunksTableExists(PgConn& conn);
+  // Runs `attempt` on a pooled connection; a lost connection or a transient
+  // error reconnects and runs it again (see ReplayBackoff). `attempt` must be
+  // idempotent; when it fails, its open transaction is rolled back here.
+  template <typename Attempt>
+  Status Retrying(const std::string& what, Attempt&& attempt);
+  // Recounts (or deletes, at zero) the sources rows of `source_ids` inside
+  // the caller's transaction.
+  PgError RecountSources(PgConn& c, const std::vector<std::string>& source_ids);
+  // Deletes chunks by a CTE ending in "SELECT source_id, count(*) FROM del
+  // GROUP BY source_id", recounts their sources and commits; adds the number
+  // deleted to `deleted`.
+  PgError DeleteAndCommit(PgConn& c, const std::string& sql, std::span<const std::string> params,
+                          std::span<const int> formats, uint64_t& deleted);
+  PgError PutCache(PgConn& c, std::span<const EmbeddedChunk> batch, std::span<const size_t> rows);
+  // The batch's embedding-cache rows and sources rows, then COMMIT.
+  PgError FinishBatch(PgConn& c, std::span<const EmbeddedChunk> batch,
+                      std::span<const size_t> rows);
   Status CreateSchemaLocked(PgConn& conn, int dims);
   Status ProbeExistingLocked(PgConn& conn, bool* exists);
 
@@ -207,6 +284,10 @@ class PostgresStore final : public Store {
                    std::span<const size_t> rows);
   std::string ExistingIdsSql(PgConn& c, std::span<const EmbeddedChunk> batch,
                              std::span<const size_t> rows) const;
+  PgError BeginAndLock(PgConn& c, std::span<const std::string_view> source_ids,
+                       const std::string& then_sql, PgResult* last);
+  PgError BeginAndLock(PgConn& c, std::span<const std::string> source_ids,
+                       const std::string& then_sql, PgResult* last);
   PgError BeginAndLockSources(PgConn& c, std::span<const EmbeddedChunk> batch,
                               std::span<const size_t> rows, const std::string& then_sql,
                               PgResult* last);
@@ -229,6 +310,9 @@ class PostgresStore final : public Store {
   const StoreOptions options_;
   const std::string described_;
   std::string chunks_table_, sources_table_, q_chunks_, q_sources_, q_stage_, table_hash_;
+  std::string files_table_, cache_table_, q_files_, q_cache_;
+  bool resume_tables_ = false;  // set once by Init: the files and cache tables exist
+  std::string resume_error_;    // why they do not
 
   std::mutex schema_mu_;
   bool schema_ready_ = false;  // GUARDED_BY(schema_mu_)
@@ -377,6 +461,7 @@ Status PostgresStore::Init() {
                                      std::to_string(options_.dimensions));
     }
   }
+  if (Status s = EnsureResumeTables(c); !s.ok()) return s;
   if (!options_.create_index.empty() && !pgvector_) {
     return Status::InvalidArgument("--create-index " + options_.create_index +
                                    " needs the pgvector extension, which " + described_ +
@@ -630,17 +715,17 @@ PgError PostgresStore::UpsertSources(PgConn& c, std::span<const EmbeddedChunk> b
   return Exec(c, sql);
 }
 
-// Starts the batch transaction and takes a transaction-scoped advisory lock
-// per source of the batch, in sorted order. Writers of the same source thus
-// take turns, so each one's chunk_count (counted after its own insert, in a
-// later statement) sees every committed chunk: exact under concurrency.
-PgError PostgresStore::BeginAndLockSources(PgConn& c, std::span<const EmbeddedChunk> batch,
-                                           std::span<const size_t> rows,
-                                           const std::string& then_sql, PgResult* last) {
+// Starts a transaction and takes a transaction-scoped advisory lock per
+// source id, in sorted order. Writers of the same source thus take turns, so
+// each one's chunk_count (counted after its own insert, in a later statement)
+// sees every committed chunk: exact under concurrency. CommitSources and
+// DeleteSources take the same locks for the files they change (a plain
+// file's source id is its file id).
+PgError PostgresStore::BeginAndLock(PgConn& c, std::span<const std::string_view> source_ids,
+                                    const std::string& then_sql, PgResult* last) {
   std::vector<int64_t> keys;
-  for (size_t i : rows) {
-    keys.push_back(static_cast<int64_t>(Hash64(batch[i].chunk.source_id, Hash64(chunks_table_))));
-  }
+  const uint64_t seed = Hash64(chunks_table_);
+  for (std::string_view id : source_ids) keys.push_back(static_cast<int64_t>(Hash64(id, seed)));
   std::sort(keys.begin(), keys.end());
   keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
   // One round trip: BEGIN, the locks (a sorted subquery fixes their order),
@@ -660,6 +745,21 @@ PgError PostgresStore::BeginAndLockSources(PgConn& c, std::span<const EmbeddedCh
   }
   if (last) *last = std::move(r);
   return {};
+}
+
+PgError PostgresStore::BeginAndLock(PgConn& c, std::span<const std::string> source_ids,
+                                    const std::string& then_sql, PgResult* last) {
+  std::vector<std::string_view> views(source_ids.begin(), source_ids.end());
+  return BeginAndLock(c, std::span<const std::string_view>(views), then_sql, last);
+}
+
+PgError PostgresStore::BeginAndLockSources(PgConn& c, std::span<const EmbeddedChunk> batch,
+                                           std::span<const size_t> rows,
+                                           const std::string& then_sql, PgResult* last) {
+  std::vector<std::string_view> ids;
+  ids.reserve(rows.size());
+  for (size_t i : rows) ids.push_back(batch[i].chunk.source_id);
+  return BeginAndLock(c, std::span<const std::string_view>(ids), then_sql, last);
 }
 
 // Sends rows as one binary COPY into `target` (inside the caller's
@@ -801,7 +901,7 @@ PgError PostgresStore::TryCopy(PgConn& c, std::span<const EmbeddedChunk> batch,
       return e;
     }
   }
-  if ((e = UpsertSources(c, batch, rows, /*commit=*/true)).fault != Fault::kNone) {
+  if ((e = FinishBatch(c, batch, rows)).fault != Fault::kNone) {
     Rollback(c);
     return e;
   }
@@ -827,7 +927,7 @@ PgError PostgresStore::TryInsert(PgConn& c, std::span<const EmbeddedChunk> batch
       return e;
     }
   }
-  if ((e = UpsertSources(c, batch, rows, /*commit=*/true)).fault != Fault::kNone) {
+  if ((e = FinishBatch(c, batch, rows)).fault != Fault::kNone) {
     Rollback(c);
     return e;
   }
@@ -872,7 +972,7 @@ PgError PostgresStore::TryRowByRow(PgConn& c, std::span<const EmbeddedChunk> bat
       return e;
     }
   }
-  if ((e = UpsertSources(c, batch, accepted, /*commit=*/true)).fault != Fault::kNone) {
+  if ((e = FinishBatch(c, batch, accepted)).fault != Fault::kNone) {
     Rollback(c);
     return e;
   }
@@ -885,11 +985,8 @@ WriteResult PostgresStore::WriteTransaction(std::span<const EmbeddedChunk> batch
   auto checked_out = Checkout();
   if (!checked_out.ok()) return {checked_out.status(), {}};
   std::unique_ptr<PgConn> conn = std::move(*checked_out);
-  const auto deadline =
-      Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(
-                         std::max(0.0, options_.reconnect_timeout_s)));
-  std::mt19937_64 rng(conn->serial * 0x9E3779B97F4A7C15ull + rows.size());
-  auto backoff = std::chrono::milliseconds(100);
+  ReplayBackoff backoff(options_.reconnect_timeout_s,
+                        conn->serial * 0x9E3779B97F4A7C15ull + rows.size());
   bool row_by_row = false;
   Status last;
   for (;;) {
@@ -937,20 +1034,13 @@ WriteResult PostgresStore::WriteTransaction(std::span<const EmbeddedChunk> batch
       result.rejected.clear();
       break;
     }
-    // Connection lost or transient: back off (full jitter, capped) and replay.
-    if (Clock::now() >= deadline) {
-      result.status = Status::Unavailable(last.message() + " (gave up after " +
-                                          std::to_string(options_.reconnect_timeout_s) + " s)");
+    // Connection lost or transient: back off and replay.
+    if (!conn->ok()) conn->Drop();
+    if (!backoff.Wait()) {
+      result.status = backoff.GaveUp(last);
       result.rejected.clear();
       break;
     }
-    if (!conn->ok()) conn->Drop();
-    std::uniform_int_distribution<int64_t> jitter(backoff.count() / 2, backoff.count());
-    auto sleep = std::chrono::milliseconds(jitter(rng));
-    sleep = std::min(sleep, std::chrono::duration_cast<std::chrono::milliseconds>(
-                                deadline - Clock::now() + std::chrono::milliseconds(1)));
-    if (sleep.count() > 0) std::this_thread::sleep_for(sleep);
-    backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
   }
   Return(std::move(conn));
   std::sort(result.rejected.begin(), result.rejected.end(),
@@ -1258,6 +1348,638 @@ Result<StoreStats> PostgresStore::Stats() {
   }
   Return(std::move(conn));
   return out;
+}
+
+// ---- Resume, incremental re-ingest and the embedding cache ----
+
+// Vectors in the embedding cache are little-endian float32 bytes, as in the
+// SQLite store's cache, whatever the chunks table's vector type.
+void AppendFloatsLE(std::string& out, std::span<const float> values) {
+  for (float f : values) {
+    const uint32_t u = std::bit_cast<uint32_t>(f);
+    const char b[4] = {static_cast<char>(u), static_cast<char>(u >> 8), static_cast<char>(u >> 16),
+                       static_cast<char>(u >> 24)};
+    out.append(b, 4);
+  }
+}
+
+std::vector<float> FloatsFromLE(std::string_view bytes) {
+  std::vector<float> out(bytes.size() / 4);
+  const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
+  for (size_t i = 0; i < out.size(); ++i, p += 4) {
+    out[i] = std::bit_cast<float>(uint32_t{p[0]} | (uint32_t{p[1]} << 8) | (uint32_t{p[2]} << 16) |
+                                  (uint32_t{p[3]} << 24));
+  }
+  return out;
+}
+
+std::string_view Value(const PGresult* r, int row, int col) {
+  return {PQgetvalue(r, row, col), static_cast<size_t>(PQgetlength(r, row, col))};
+}
+
+// PQexecParams with every parameter given as bytes; `formats` 1 = binary
+// (empty: all text). Results in `result_format` (0 text, 1 binary).
+PgResult ExecParams(PGconn* pg, const std::string& sql, std::span<const std::string> params,
+                    std::span<const int> formats, int result_format) {
+  std::vector<const char*> values;
+  std::vector<int> lengths;
+  for (const std::string& p : params) {
+    values.push_back(p.data());
+    lengths.push_back(static_cast<int>(p.size()));
+  }
+  std::vector<int> fmts(params.size(), 0);
+  for (size_t i = 0; i < formats.size() && i < fmts.size(); ++i) fmts[i] = formats[i];
+  return PgResult(PQexecParams(pg, sql.c_str(), static_cast<int>(params.size()), nullptr,
+                               values.data(), lengths.data(), fmts.data(), result_format));
+}
+
+Status PostgresStore::EnsureResumeTables(PgConn& c) {
+  // Probed first: a role that may not create tables can still use them.
+  const std::string probe = "SELECT to_regclass(" + QuoteLiteral(q_files_) +
+                            ") IS NOT NULL AND to_regclass(" + QuoteLiteral(q_cache_) +
+                            ") IS NOT NULL";
+  {
+    PgResult r(PQexec(c.pg, probe.c_str()));
+    if (!ResultOk(r.get())) return Fail(Classify(c.pg, r.get()), "probe resume tables");
+    if (std::string_view(PQgetvalue(r.get(), 0, 0)) == "t") {
+      resume_tables_ = true;
+      return Status::OK();
+    }
+  }
+  // Neither depends on the vector dimension, so they exist from the start and
+  // LoadFingerprints works before the first write. Same advisory lock as the
+  // chunks table's creation. The cache's vectors are random floats: EXTERNAL
+  // storage skips PostgreSQL's (futile) compression attempt.
+  const std::string sql =
+      "BEGIN; SELECT pg_advisory_xact_lock(" +
+      std::to_string(static_cast<int64_t>(Hash64(chunks_table_, 0x5109ce))) +
+      ");\n"
+      "CREATE TABLE IF NOT EXISTS " +
+      q_files_ +
+      " (file_id text PRIMARY KEY, path text NOT NULL DEFAULT '', "
+      "size_bytes bigint NOT NULL DEFAULT 0, mtime_ns bigint NOT NULL DEFAULT 0, "
+      "content_hash text NOT NULL DEFAULT '', chunk_count integer NOT NULL DEFAULT 0, "
+      "chunk_ids text[] NOT NULL DEFAULT '{}', updated_at timestamptz NOT NULL DEFAULT now());\n"
+      "CREATE TABLE IF NOT EXISTS " +
+      q_cache_ +
+      " (key text PRIMARY KEY, model text NOT NULL DEFAULT '', embedding bytea NOT NULL);\n"
+      "ALTER TABLE " +
+      q_cache_ + " ALTER COLUMN embedding SET STORAGE EXTERNAL;\nCOMMIT;";
+  PgResult r(PQexec(c.pg, sql.c_str()));
+  if (!ResultOk(r.get())) {
+    PgError e = Classify(c.pg, r.get());
+    Rollback(c);
+    if (e.sqlstate == "42501") {
+      // Not allowed to create them: the store still works, without resume.
+      resume_error_ = "cannot create " + q_files_ + " and " + q_cache_ + ": " + e.message;
+      return Status::OK();
+    }
+    return Fail(e, "create resume tables");
+  }
+  resume_tables_ = true;
+  return Status::OK();
+}
+
+Status PostgresStore::ResumeSupported() const {
+  if (resume_tables_) return Status::OK();
+  return Status::InvalidArgument("not supported by this store: " + resume_error_);
+}
+
+Result<bool> PostgresStore::ChunksTableExists(PgConn& c) {
+  std::lock_guard<std::mutex> lock(schema_mu_);
+  if (schema_ready_) return true;
+  bool exists = false;
+  if (Status s = ProbeExistingLocked(c, &exists); !s.ok()) return s;
+  return exists;
+}
+
+template <typename Attempt>
+Status PostgresStore::Retrying(const std::string& what, Attempt&& attempt) {
+  auto checked_out = Checkout();
+  if (!checked_out.ok()) return checked_out.status();
+  std::unique_ptr<PgConn> conn = std::move(*checked_out);
+  ReplayBackoff backoff(options_.reconnect_timeout_s, conn->serial * 0x9E3779B97F4A7C15ull + 7);
+  Status result;
+  for (;;) {
+    PgError e;
+    Status last;
+    if (!conn->ok()) {
+      conn->Drop();
+      auto fresh = Connect();
+      if (fresh.ok()) {
+        conn = std::move(*fresh);
+      } else if (fresh.status().code() == StatusCode::kUnavailable) {
+        e.fault = Fault::kConnection;
+        last = fresh.status();
+      } else {
+        result = fresh.status();
+        break;
+      }
+    }
+    if (e.fault == Fault::kNone) {
+      e = attempt(*conn);
+      if (e.fault != Fault::kNone) {
+        Rollback(*conn);
+        last = Fail(e, what);
+      }
+    }
+    if (e.fault == Fault::kNone) break;
+    if (e.fault == Fault::kData || e.fault == Fault::kFatal) {
+      result = last;
+      break;
+    }
+    if (!conn->ok()) conn->Drop();
+    if (!backoff.Wait()) {
+      result = backoff.GaveUp(last);
+      break;
+    }
+  }
+  Return(std::move(conn));
+  return result;
+}
+
+Result<std::vector<SourceFingerprint>> PostgresStore::LoadFingerprints() {
+  if (Status s = ResumeSupported(); !s.ok()) return s;
+  std::vector<SourceFingerprint> out;
+  Status s = Retrying("load fingerprints", [&](PgConn& c) -> PgError {
+    out.clear();
+    PgResult r(PQexec(c.pg, ("SELECT file_id, path, size_bytes, mtime_ns, content_hash, "
+                             "chunk_count FROM " +
+                             q_files_)
+                                .c_str()));
+    if (!ResultOk(r.get())) return Classify(c.pg, r.get());
+    out.reserve(PQntuples(r.get()));
+    for (int i = 0; i < PQntuples(r.get()); ++i) {
+      SourceFingerprint f;
+      f.file_id = Value(r.get(), i, 0);
+      f.path = Value(r.get(), i, 1);
+      f.size_bytes = std::strtoull(PQgetvalue(r.get(), i, 2), nullptr, 10);
+      f.mtime_ns = std::strtoll(PQgetvalue(r.get(), i, 3), nullptr, 10);
+      f.content_hash = Value(r.get(), i, 4);
+      f.chunk_count = std::strtoull(PQgetvalue(r.get(), i, 5), nullptr, 10);
+      out.push_back(std::move(f));
+    }
+    return {};
+  });
+  if (!s.ok()) return s;
+  return out;
+}
+
+Result<std::vector<std::string>> PostgresStore::FileChunkIds(const std::string& file_id) {
+  if (Status s = ResumeSupported(); !s.ok()) return s;
+  std::vector<std::string> ids;
+  Status s = Retrying("read file chunks", [&](PgConn& c) -> PgError {
+    ids.clear();
+    const std::string params[1] = {file_id};
+    PgResult r = ExecParams(c.pg,
+                            "SELECT u.id FROM " + q_files_ +
+                                " f CROSS JOIN LATERAL unnest(f.chunk_ids) WITH ORDINALITY AS "
+                                "u(id, n) WHERE f.file_id = $1 ORDER BY u.n",
+                            params, {}, 0);
+    if (!ResultOk(r.get())) return Classify(c.pg, r.get());
+    for (int i = 0; i < PQntuples(r.get()); ++i) ids.emplace_back(Value(r.get(), i, 0));
+    return {};
+  });
+  if (!s.ok()) return s;
+  return ids;
+}
+
+PgError PostgresStore::RecountSources(PgConn& c, const std::vector<std::string>& source_ids) {
+  if (source_ids.empty()) return {};
+  const std::string params[1] = {pg::EncodeBytesArrayBinary(source_ids)};
+  const int formats[1] = {1};
+  PgResult r =
+      ExecParams(c.pg,
+                 "WITH counted AS (SELECT s.source_id, (SELECT count(*) FROM " + q_chunks_ +
+                     " c WHERE c.source_id = s.source_id) AS n FROM " + q_sources_ +
+                     " s WHERE s.source_id = ANY($1::text[])), "
+                     "gone AS (DELETE FROM " +
+                     q_sources_ +
+                     " s USING counted k WHERE s.source_id = k.source_id AND k.n = 0), "
+                     "kept AS (UPDATE " +
+                     q_sources_ +
+                     " s SET chunk_count = k.n, updated_at = now() FROM counted k "
+                     "WHERE s.source_id = k.source_id AND k.n > 0 AND s.chunk_count <> k.n) "
+                     "SELECT count(*) FROM counted",
+                 params, formats, 0);
+  if (!ResultOk(r.get())) return Classify(c.pg, r.get());
+  return {};
+}
+
+PgError PostgresStore::DeleteAndCommit(PgConn& c, const std::string& sql,
+                                       std::span<const std::string> params,
+                                       std::span<const int> formats, uint64_t& deleted) {
+  PgResult r = ExecParams(c.pg, sql, params, formats, 0);
+  if (!ResultOk(r.get())) return Classify(c.pg, r.get());
+  std::vector<std::string> touched;
+  for (int i = 0; i < PQntuples(r.get()); ++i) {
+    if (PQgetisnull(r.get(), i, 0)) continue;
+    touched.emplace_back(Value(r.get(), i, 0));
+    deleted += std::strtoull(PQgetvalue(r.get(), i, 1), nullptr, 10);
+  }
+  if (PgError e = RecountSources(c, touched); e.fault != Fault::kNone) return e;
+  return Exec(c, "COMMIT");
+}
+
+// One statement for all of a call's files (a data-modifying CTE per table):
+// a commit after every store batch stays one round trip however many small
+// files it completes. Modes per file: "replace" (delete the chunks recorded
+// for it, or stored under its id, that it no longer lists), "keep"
+// (--cleanup none: the client already merged the recorded ids into its list),
+// "facts" (only size, mtime and hash changed).
+Result<uint64_t> PostgresStore::CommitSources(std::span<const SourceManifest> completed) {
+  if (Status s = ResumeSupported(); !s.ok()) return s;
+  if (completed.empty()) return uint64_t{0};
+  // The last manifest of a file wins: a statement may upsert a row once.
+  std::map<std::string_view, const SourceManifest*> by_file;
+  for (const SourceManifest& m : completed) by_file[m.fingerprint.file_id] = &m;
+  std::vector<std::string> lock_ids;
+  for (const auto& [id, m] : by_file) lock_ids.emplace_back(id);
+
+  uint64_t deleted = 0;
+  Status s = Retrying("commit sources", [&](PgConn& c) -> PgError {
+    deleted = 0;
+    auto has_chunks = ChunksTableExists(c);
+    if (!has_chunks.ok()) {
+      PgError e;
+      e.fault = Fault::kConnection;  // the probe failed: replay
+      e.message = has_chunks.status().message();
+      return e;
+    }
+    PgError e = BeginAndLock(c, lock_ids, "", nullptr);
+    if (e.fault != Fault::kNone) return e;
+    // --cleanup none: the ids recorded so far stay listed after the new ones.
+    std::map<std::string, std::vector<std::string>, std::less<>> recorded;
+    std::vector<std::string> keep_files;
+    for (const auto& [id, m] : by_file) {
+      if (!m->facts_only && !m->delete_stale) keep_files.emplace_back(id);
+    }
+    if (!keep_files.empty()) {
+      const std::string params[1] = {pg::EncodeBytesArrayBinary(keep_files)};
+      const int formats[1] = {1};
+      PgResult r = ExecParams(c.pg,
+                              "SELECT f.file_id, u.id FROM " + q_files_ +
+                                  " f CROSS JOIN LATERAL unnest(f.chunk_ids) WITH ORDINALITY AS "
+                                  "u(id, n) WHERE f.file_id = ANY($1::text[]) ORDER BY 1, u.n",
+                              params, formats, 0);
+      if (!ResultOk(r.get())) return Classify(c.pg, r.get());
+      for (int i = 0; i < PQntuples(r.get()); ++i) {
+        recorded[std::string(Value(r.get(), i, 0))].emplace_back(Value(r.get(), i, 1));
+      }
+    }
+    std::vector<std::string> file_ids, paths, hashes, modes, ids;
+    std::vector<int64_t> sizes, mtimes;
+    std::vector<int32_t> owners;
+    for (const auto& [id, m] : by_file) {
+      const SourceFingerprint& f = m->fingerprint;
+      file_ids.push_back(f.file_id);
+      paths.push_back(f.path);
+      sizes.push_back(static_cast<int64_t>(f.size_bytes));
+      mtimes.push_back(f.mtime_ns);
+      hashes.push_back(f.content_hash);
+      const int32_t owner = static_cast<int32_t>(file_ids.size());  // ordinality is 1-based
+      if (m->facts_only) {
+        modes.emplace_back("facts");
+        continue;
+      }
+      modes.emplace_back(m->delete_stale ? "replace" : "keep");
+      std::unordered_set<std::string_view> listed;
+      for (const std::string& chunk_id : m->chunk_ids) {
+        if (!listed.insert(chunk_id).second) continue;
+        ids.push_back(chunk_id);
+        owners.push_back(owner);
+      }
+      if (!m->delete_stale) {
+        auto it = recorded.find(f.file_id);
+        if (it != recorded.end()) {
+          for (const std::string& chunk_id : it->second) {
+            if (!listed.insert(chunk_id).second) continue;
+            ids.push_back(chunk_id);
+            owners.push_back(owner);
+          }
+        }
+      }
+    }
+    std::string sql =
+        "WITH m AS (SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], "
+        "$5::text[], $6::text[]) WITH ORDINALITY AS m(file_id, path, size_bytes, mtime_ns, "
+        "content_hash, mode, n)), "
+        "listed AS (SELECT owner, array_agg(id ORDER BY pos) AS ids FROM unnest($7::text[], "
+        "$8::int4[]) WITH ORDINALITY AS k(id, owner, pos) GROUP BY owner), "
+        "put AS (INSERT INTO " +
+        q_files_ +
+        " AS f (file_id, path, size_bytes, mtime_ns, content_hash, chunk_count, chunk_ids) "
+        "SELECT m.file_id, m.path, m.size_bytes, m.mtime_ns, m.content_hash, "
+        "coalesce(cardinality(l.ids), 0), coalesce(l.ids, '{}') FROM m LEFT JOIN listed l ON "
+        "l.owner = m.n WHERE m.mode <> 'facts' ORDER BY m.file_id "
+        "ON CONFLICT (file_id) DO UPDATE SET path = EXCLUDED.path, size_bytes = "
+        "EXCLUDED.size_bytes, mtime_ns = EXCLUDED.mtime_ns, content_hash = EXCLUDED.content_hash, "
+        "chunk_count = EXCLUDED.chunk_count, chunk_ids = EXCLUDED.chunk_ids, updated_at = now()), "
+        "facts AS (INSERT INTO " +
+        q_files_ +
+        " AS f (file_id, path, size_bytes, mtime_ns, content_hash) SELECT m.file_id, m.path, "
+        "m.size_bytes, m.mtime_ns, m.content_hash FROM m WHERE m.mode = 'facts' ORDER BY "
+        "m.file_id ON CONFLICT (file_id) DO UPDATE SET path = EXCLUDED.path, size_bytes = "
+        "EXCLUDED.size_bytes, mtime_ns = EXCLUDED.mtime_ns, content_hash = EXCLUDED.content_hash, "
+        "updated_at = now())";
+    if (*has_chunks) {
+      sql += ", old AS (SELECT u.id FROM m JOIN " + q_files_ +
+             " f ON f.file_id = m.file_id CROSS JOIN LATERAL unnest(f.chunk_ids) AS u(id) WHERE "
+             "m.mode = 'replace' UNION SELECT c.id FROM m JOIN " +
+             q_chunks_ +
+             " c ON c.source_id = m.file_id WHERE m.mode = 'replace'), "
+             "stale AS (SELECT id FROM old EXCEPT SELECT unnest($7::text[])), "
+             "del AS (DELETE FROM " +
+             q_chunks_ +
+             " c USING stale s WHERE c.id = s.id RETURNING c.source_id), "
+             "src AS (UPDATE " +
+             q_sources_ +
+             " s SET path = m.path, size_bytes = m.size_bytes, mtime_ns = m.mtime_ns, "
+             "content_hash = m.content_hash FROM m WHERE s.source_id = m.file_id) "
+             "SELECT source_id, count(*) FROM del GROUP BY source_id";
+    } else {
+      sql += " SELECT NULL::text, 0";
+    }
+    const std::string params[8] = {
+        pg::EncodeBytesArrayBinary(file_ids), pg::EncodeBytesArrayBinary(paths),
+        pg::EncodeInt8ArrayBinary(sizes),     pg::EncodeInt8ArrayBinary(mtimes),
+        pg::EncodeBytesArrayBinary(hashes),   pg::EncodeBytesArrayBinary(modes),
+        pg::EncodeBytesArrayBinary(ids),      pg::EncodeInt4ArrayBinary(owners)};
+    const int formats[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+    return DeleteAndCommit(c, sql, params, formats, deleted);
+  });
+  if (!s.ok()) return s;
+  return deleted;
+}
+
+Result<uint64_t> PostgresStore::DeleteSources(std::span<const std::string> file_ids) {
+  if (Status s = ResumeSupported(); !s.ok()) return s;
+  if (file_ids.empty()) return uint64_t{0};
+  std::vector<std::string> sorted(file_ids.begin(), file_ids.end());
+  std::sort(sorted.begin(), sorted.end());
+  sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
+  uint64_t deleted = 0;
+  Status s = Retrying("delete sources", [&](PgConn& c) -> PgError {
+    deleted = 0;
+    auto has_chunks = ChunksTableExists(c);
+    if (!has_chunks.ok()) {
+      PgError e;
+      e.fault = Fault::kConnection;
+      e.message = has_chunks.status().message();
+      return e;
+    }
+    PgError e = BeginAndLock(c, sorted, "", nullptr);
+    if (e.fault != Fault::kNone) return e;
+    std::string sql = "WITH m AS (SELECT unnest($1::text[]) AS file_id), gone AS (DELETE FROM " +
+                      q_files_ + " f USING m WHERE f.file_id = m.file_id)";
+    if (*has_chunks) {
+      sql += ", old AS (SELECT u.id FROM m JOIN " + q_files_ +
+             " f ON f.file_id = m.file_id CROSS JOIN LATERAL unnest(f.chunk_ids) AS u(id) "
+             "UNION SELECT c.id FROM m JOIN " +
+             q_chunks_ +
+             " c ON c.source_id = m.file_id), "
+             "del AS (DELETE FROM " +
+             q_chunks_ +
+             " c USING old o WHERE c.id = o.id RETURNING c.source_id) "
+             "SELECT source_id, count(*) FROM del GROUP BY source_id";
+    } else {
+      sql += " SELECT NULL::text, 0";
+    }
+    const std::string params[1] = {pg::EncodeBytesArrayBinary(sorted)};
+    const int formats[1] = {1};
+    return DeleteAndCommit(c, sql, params, formats, deleted);
+  });
+  if (!s.ok()) return s;
+  return deleted;
+}
+
+PgError PostgresStore::PutCache(PgConn& c, std::span<const EmbeddedChunk> batch,
+                                std::span<const size_t> rows) {
+  if (options_.embedding_cache_namespace.empty() || !resume_tables_ || rows.empty()) return {};
+  // Sorted keys: concurrent writers insert (and lock) them in one order.
+  std::vector<std::pair<std::string, size_t>> keyed;
+  keyed.reserve(rows.size());
+  for (size_t i : rows) {
+    keyed.emplace_back(EmbeddingCacheKey(options_.embedding_cache_namespace, batch[i].chunk.text),
+                       i);
+  }
+  std::sort(keyed.begin(), keyed.end());
+  keyed.erase(std::unique(keyed.begin(), keyed.end(),
+                          [](const auto& a, const auto& b) { return a.first == b.first; }),
+              keyed.end());
+  std::vector<std::string> keys, models, vectors;
+  for (auto& [key, i] : keyed) {
+    keys.push_back(std::move(key));
+    models.push_back(batch[i].model);
+    std::string bytes;
+    bytes.reserve(4 * batch[i].embedding.size());
+    AppendFloatsLE(bytes, batch[i].embedding);
+    vectors.push_back(std::move(bytes));
+  }
+  const std::string params[3] = {pg::EncodeBytesArrayBinary(keys),
+                                 pg::EncodeBytesArrayBinary(models),
+                                 pg::EncodeBytesArrayBinary(vectors, pg::kByteaOid)};
+  const int formats[3] = {1, 1, 1};
+  PgResult r = ExecParams(c.pg,
+                          "INSERT INTO " + q_cache_ +
+                              " (key, model, embedding) SELECT * FROM unnest($1::text[], "
+                              "$2::text[], $3::bytea[]) ON CONFLICT (key) DO NOTHING",
+                          params, formats, 0);
+  if (!ResultOk(r.get())) return Classify(c.pg, r.get());
+  return {};
+}
+
+PgError PostgresStore::FinishBatch(PgConn& c, std::span<const EmbeddedChunk> batch,
+                                   std::span<const size_t> rows) {
+  if (PgError e = PutCache(c, batch, rows); e.fault != Fault::kNone) return e;
+  return UpsertSources(c, batch, rows, /*commit=*/true);
+}
+
+Status PostgresStore::LookupEmbeddings(std::string_view cache_namespace,
+                                       std::span<const std::string_view> texts,
+                                       std::vector<CachedEmbedding>& out) {
+  if (Status s = ResumeSupported(); !s.ok()) return s;
+  out.assign(texts.size(), CachedEmbedding{});
+  if (texts.empty()) return Status::OK();
+  std::unordered_map<std::string, std::vector<size_t>> where;
+  std::vector<std::string> keys;
+  for (size_t i = 0; i < texts.size(); ++i) {
+    auto [it, inserted] = where.try_emplace(EmbeddingCacheKey(cache_namespace, texts[i]));
+    if (inserted) keys.push_back(it->first);
+    it->second.push_back(i);
+  }
+  const std::string params[1] = {pg::EncodeBytesArrayBinary(keys)};
+  const int formats[1] = {1};
+  // One statement, no transaction of its own: on PGlite it may run inside
+  // the writer's transaction (one shared backend), which it must not end.
+  return Retrying("embedding cache lookup", [&](PgConn& c) -> PgError {
+    PgResult r = ExecParams(
+        c.pg, "SELECT key, model, embedding FROM " + q_cache_ + " WHERE key = ANY($1::text[])",
+        params, formats, 1);
+    if (!ResultOk(r.get())) return Classify(c.pg, r.get());
+    for (int row = 0; row < PQntuples(r.get()); ++row) {
+      auto it = where.find(std::string(Value(r.get(), row, 0)));
+      if (it == where.end()) continue;
+      CachedEmbedding hit;
+      hit.model = Value(r.get(), row, 1);
+      hit.embedding = FloatsFromLE(Value(r.get(), row, 2));
+      for (size_t i : it->second) out[i] = hit;
+    }
+    return {};
+  });
+}
+
+Result<std::vector<EmbeddedChunk>> PostgresStore::ReadChunks(
+    std::span<const std::string> chunk_ids) {
+  std::vector<EmbeddedChunk> out;
+  if (chunk_ids.empty()) return out;
+  std::unordered_map<std::string, EmbeddedChunk> found;
+  Status s = Retrying("read chunks", [&](PgConn& c) -> PgError {
+    found.clear();
+    auto has_chunks = ChunksTableExists(c);
+    if (!has_chunks.ok() || !*has_chunks) return {};
+    // In slices: a bounded statement and result per round trip.
+    constexpr size_t kSlice = 1000;
+    for (size_t at = 0; at < chunk_ids.size(); at += kSlice) {
+      const auto slice = chunk_ids.subspan(at, std::min(kSlice, chunk_ids.size() - at));
+      const std::string params[1] = {pg::EncodeBytesArrayBinary(slice)};
+      const int formats[1] = {1};
+      PgResult r = ExecParams(c.pg,
+                              "SELECT id, source_id, ordinal, byte_begin, byte_end, text, domain, "
+                              "category, metadata::text, model, embedding, token_estimate FROM " +
+                                  q_chunks_ + " WHERE id = ANY($1::text[])",
+                              params, formats, 1);
+      if (!ResultOk(r.get())) return Classify(c.pg, r.get());
+      for (int row = 0; row < PQntuples(r.get()); ++row) {
+        EmbeddedChunk e;
+        Chunk& ch = e.chunk;
+        ch.id = Value(r.get(), row, 0);
+        ch.source_id = Value(r.get(), row, 1);
+        ch.ordinal = static_cast<uint32_t>(pg::ReadInt32(PQgetvalue(r.get(), row, 2)));
+        ch.byte_begin = static_cast<uint64_t>(pg::ReadInt64(PQgetvalue(r.get(), row, 3)));
+        ch.byte_end = static_cast<uint64_t>(pg::ReadInt64(PQgetvalue(r.get(), row, 4)));
+        ch.text = Value(r.get(), row, 5);
+        ch.domain = Value(r.get(), row, 6);
+        ch.category = Value(r.get(), row, 7);
+        ch.metadata_json = Value(r.get(), row, 8);
+        e.model = Value(r.get(), row, 9);
+        auto v = pgvector_ ? pg::DecodeVectorBinary(Value(r.get(), row, 10))
+                           : pg::DecodeFloat4ArrayBinary(Value(r.get(), row, 10));
+        if (!v) {
+          PgError bad;
+          bad.fault = Fault::kFatal;
+          bad.message = "chunk " + ch.id + " has an undecodable embedding";
+          return bad;
+        }
+        e.embedding = std::move(*v);
+        ch.token_estimate = static_cast<uint32_t>(pg::ReadInt32(PQgetvalue(r.get(), row, 11)));
+        std::string id = ch.id;
+        found.emplace(std::move(id), std::move(e));
+      }
+    }
+    return {};
+  });
+  if (!s.ok()) return s;
+  out.reserve(found.size());
+  for (const std::string& id : chunk_ids) {
+    auto it = found.find(id);
+    if (it != found.end()) out.push_back(it->second);
+  }
+  return out;
+}
+
+Status PostgresStore::Verify(std::vector<VerifyProblem>& problems, size_t limit) {
+  if (Status s = ResumeSupported(); !s.ok()) return s;
+  const size_t first = problems.size();
+  return Retrying("verify", [&](PgConn& c) -> PgError {
+    problems.resize(first);  // a replay starts over
+    auto add = [&](std::string kind, std::string_view subject, std::string detail) {
+      if (problems.size() < limit) {
+        problems.push_back({std::move(kind), std::string(subject), std::move(detail)});
+      }
+    };
+    const std::string lim = std::to_string(limit);
+    auto query = [&](const std::string& sql, auto&& each) -> PgError {
+      if (problems.size() >= limit) return {};
+      PgResult r(PQexec(c.pg, sql.c_str()));
+      if (!ResultOk(r.get())) return Classify(c.pg, r.get());
+      for (int i = 0; i < PQntuples(r.get()); ++i) each(r.get(), i);
+      return {};
+    };
+    auto has_chunks = ChunksTableExists(c);
+    if (!has_chunks.ok()) {
+      PgError e;
+      e.fault = Fault::kConnection;
+      e.message = has_chunks.status().message();
+      return e;
+    }
+    PgError e = query("SELECT file_id, chunk_count, cardinality(chunk_ids) FROM " + q_files_ +
+                          " WHERE chunk_count <> cardinality(chunk_ids) ORDER BY 1 LIMIT " + lim,
+                      [&](const PGresult* r, int i) {
+                        add("count_mismatch", Value(r, i, 0),
+                            "fingerprint says " + std::string(Value(r, i, 1)) +
+                                " chunks but lists " + std::string(Value(r, i, 2)));
+                      });
+    if (e.fault != Fault::kNone) return e;
+    const std::string listed = "SELECT f.file_id, u.id FROM " + q_files_ +
+                               " f CROSS JOIN LATERAL unnest(f.chunk_ids) AS u(id)";
+    e = query(*has_chunks ? listed + " WHERE NOT EXISTS (SELECT 1 FROM " + q_chunks_ +
+                                " c WHERE c.id = u.id) ORDER BY 1, 2 LIMIT " + lim
+                          : listed + " ORDER BY 1, 2 LIMIT " + lim,
+              [&](const PGresult* r, int i) {
+                add("missing_chunk", Value(r, i, 1),
+                    "chunk of '" + std::string(Value(r, i, 0)) + "' is not stored");
+              });
+    if (e.fault != Fault::kNone || !*has_chunks) return e;
+    int dims = 0;
+    {
+      std::lock_guard<std::mutex> lock(schema_mu_);
+      dims = dims_;
+    }
+    if (dims > 0) {
+      const std::string n = std::to_string(dims);
+      const std::string length =
+          pgvector_ ? "vector_dims(embedding)" : "coalesce(cardinality(embedding), 0)";
+      e = query("SELECT id, dims, " + length + " FROM " + q_chunks_ + " WHERE dims <> " + n +
+                    " OR " + length + " <> " + n + " ORDER BY 1 LIMIT " + lim,
+                [&](const PGresult* r, int i) {
+                  add("wrong_dimensions", Value(r, i, 0),
+                      std::string(Value(r, i, 1)) + " dimensions (" + std::string(Value(r, i, 2)) +
+                          " values), store has " + n);
+                });
+      if (e.fault != Fault::kNone) return e;
+    }
+    e = query("SELECT c.id, c.source_id FROM " + q_chunks_ + " c WHERE NOT EXISTS (SELECT 1 FROM " +
+                  q_sources_ + " s WHERE s.source_id = c.source_id) ORDER BY 1 LIMIT " + lim,
+              [&](const PGresult* r, int i) {
+                add("orphan_chunk", Value(r, i, 0),
+                    "its source '" + std::string(Value(r, i, 1)) + "' is not in the sources table");
+              });
+    if (e.fault != Fault::kNone) return e;
+    // A stored chunk of a fingerprinted file that no fingerprint lists (a
+    // hash anti-join: no per-file array scans).
+    e = query(
+        "WITH listed AS (SELECT DISTINCT unnest(chunk_ids) AS id FROM " + q_files_ +
+            ") SELECT c.id, c.source_id FROM " + q_chunks_ + " c JOIN " + q_files_ +
+            " f ON f.file_id = c.source_id WHERE NOT EXISTS (SELECT 1 FROM listed l WHERE "
+            "l.id = c.id) AND EXISTS (SELECT 1 FROM " +
+            q_sources_ + " s WHERE s.source_id = c.source_id) ORDER BY 1 LIMIT " + lim,
+        [&](const PGresult* r, int i) {
+          add("orphan_chunk", Value(r, i, 0),
+              "a stale chunk of '" + std::string(Value(r, i, 1)) + "' (not in its fingerprint)");
+        });
+    if (e.fault != Fault::kNone) return e;
+    return query("SELECT s.source_id, s.chunk_count, count(c.id) FROM " + q_sources_ +
+                     " s LEFT JOIN " + q_chunks_ +
+                     " c ON c.source_id = s.source_id GROUP BY s.source_id, s.chunk_count "
+                     "HAVING s.chunk_count <> count(c.id) ORDER BY 1 LIMIT " +
+                     lim,
+                 [&](const PGresult* r, int i) {
+                   add("count_mismatch", Value(r, i, 0),
+                       "sources row says " + std::string(Value(r, i, 1)) + " chunks, " +
+                           std::string(Value(r, i, 2)) + " stored");
+                 });
+  });
 }
 
 }  // namespace

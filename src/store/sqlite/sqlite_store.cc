@@ -468,7 +468,7 @@ WriteResult SqliteStore::Write(std::span<const EmbeddedChunk> batch) {
     sqlite3_reset(st);
     if (rc != SQLITE_DONE) return fail(ErrorStatus(rc, "write chunk " + c.id));
     if (!options_.store.embedding_cache_namespace.empty()) {
-      const std::string key = CacheKey(options_.store.embedding_cache_namespace, c.text);
+      const std::string key = EmbeddingCacheKey(options_.store.embedding_cache_namespace, c.text);
       sqlite3_stmt* cs = put_cache_;
       sqlite3_bind_text(cs, 1, key.data(), static_cast<int>(key.size()), SQLITE_STATIC);
       sqlite3_bind_text(cs, 2, row.model.data(), static_cast<int>(row.model.size()), SQLITE_STATIC);
@@ -807,15 +807,6 @@ std::string JoinIds(std::span<const std::string> ids) {
 
 }  // namespace
 
-std::string SqliteStore::CacheKey(std::string_view cache_namespace, std::string_view text) {
-  std::string material;
-  material.reserve(cache_namespace.size() + 1 + text.size());
-  material.append(cache_namespace);
-  material.push_back('\n');
-  material.append(text);
-  return Hash128Hex(material);
-}
-
 Result<std::vector<SourceFingerprint>> SqliteStore::LoadFingerprints() {
   if (db_ == nullptr) return Status::InvalidArgument("sqlite store is closed");
   ScopedStmt stmt;
@@ -1043,7 +1034,7 @@ Status SqliteStore::LookupEmbeddings(std::string_view cache_namespace,
   // One read transaction for the whole batch: a consistent snapshot, one lock.
   if (Status s = Exec("BEGIN"); !s.ok()) return s;
   for (size_t i = 0; i < texts.size(); ++i) {
-    const std::string key = CacheKey(cache_namespace, texts[i]);
+    const std::string key = EmbeddingCacheKey(cache_namespace, texts[i]);
     sqlite3_reset(stmt.get());
     sqlite3_bind_text(stmt.get(), 1, key.c_str(), static_cast<int>(key.size()), SQLITE_STATIC);
     rc = sqlite3_step(stmt.get());

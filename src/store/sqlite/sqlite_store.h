@@ -112,9 +112,6 @@ class SqliteStore final : public Store {
   Result<std::vector<std::string>> FileChunkIds(const std::string& file_id) override;
   Status Verify(std::vector<VerifyProblem>& problems, size_t limit) override;
 
-  // The embedding cache key of `text` under `cache_namespace` (hex XXH3-128).
-  static std::string CacheKey(std::string_view cache_namespace, std::string_view text);
-
   // Read-back helpers. NotFound when there is no such row.
   Result<StoredChunk> ReadChunk(std::string_view chunk_id);
   Result<std::vector<float>> ReadEmbedding(std::string_view chunk_id);
