@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "common/hashing.h"
+#include "common/json_canonical.h"
 #include "common/json_writer.h"
 #include "common/utf8.h"
 
@@ -131,22 +132,35 @@ struct Chunker::Impl {
     }
     for (auto field : obj) {
       if (IsReservedKey(field.key)) continue;
-      base_metadata.emplace_back(std::string(field.key), simdjson::minify(field.value));
+      std::string value = simdjson::minify(field.value);
+      if (auto canonical = CanonicalJson(value); canonical.ok()) value = std::move(*canonical);
+      base_metadata.emplace_back(std::string(field.key), std::move(value));
     }
   }
 
+  // The chunk's metadata in canonical form (common/json_canonical.h: sorted
+  // keys, no spaces), so every store reads it back byte-identical.
   std::string Metadata(int page_start, int page_end) const {
+    std::vector<std::pair<std::string_view, std::string>> fields;
+    for (const auto& [k, v] : base_metadata) fields.emplace_back(k, v);
+    auto quoted = [](std::string_view s) {
+      std::string out;
+      AppendJsonString(s, out);
+      return out;
+    };
+    if (!heading_path.empty()) fields.emplace_back("heading_path", quoted(heading_path));
+    if (page_start > 0) {
+      fields.emplace_back("page_start", std::to_string(page_start));
+      fields.emplace_back("page_end", std::to_string(page_end));
+    }
+    if (!info.title.empty()) fields.emplace_back("title", quoted(info.title));
+    if (!info.author.empty()) fields.emplace_back("author", quoted(info.author));
+    std::stable_sort(fields.begin(), fields.end(),
+                     [](const auto& a, const auto& b) { return a.first < b.first; });
     std::string out;
     JsonWriter w(out);
     w.BeginObject();
-    for (const auto& [k, v] : base_metadata) w.Key(k).Raw(v);
-    if (!heading_path.empty()) w.Key("heading_path").String(heading_path);
-    if (page_start > 0) {
-      w.Key("page_start").Int(page_start);
-      w.Key("page_end").Int(page_end);
-    }
-    if (!info.title.empty()) w.Key("title").String(info.title);
-    if (!info.author.empty()) w.Key("author").String(info.author);
+    for (const auto& [k, v] : fields) w.Key(k).Raw(v);
     w.EndObject();
     return out;
   }

@@ -20,6 +20,7 @@
 #include <spdlog/spdlog.h>
 
 #include "cli/commands.h"
+#include "common/json_canonical.h"
 #include "sluice/sources.h"
 
 namespace sluice::cli {
@@ -68,7 +69,12 @@ Result<std::vector<DeadLetterEntry>> ReadDeadLetterFile(const std::string& path)
         e.chunk.token_estimate = static_cast<uint32_t>(n);
       if (!c["text"].get_string().get(v)) e.chunk.text = v;
       simdjson::dom::element meta;
-      if (!c["metadata"].get(meta)) e.chunk.metadata_json = simdjson::minify(meta);
+      if (!c["metadata"].get(meta)) {
+        e.chunk.metadata_json = simdjson::minify(meta);
+        if (auto canonical = CanonicalJson(e.chunk.metadata_json); canonical.ok()) {
+          e.chunk.metadata_json = std::move(*canonical);
+        }
+      }
       if (e.chunk.id.empty()) {
         return Status::Corrupt(fmt::format("{}:{}: chunk without an id", path, line_number));
       }

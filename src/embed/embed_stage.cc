@@ -17,6 +17,7 @@
 #include <utility>
 
 #include "common/hashing.h"
+#include "common/json_canonical.h"
 #include "common/utf8.h"
 #include "sluice/control.h"
 #include "sluice/embed_stage.h"
@@ -42,7 +43,8 @@ std::string PieceChunkId(std::string_view source_id, uint32_t ordinal, std::stri
   return Hash128Hex(key);
 }
 
-// Adds "key":value to a JSON object text ("{}" or "{...}").
+// Adds "key":value to a JSON object text ("{}" or "{...}"), keeping it in
+// canonical form (common/json_canonical.h).
 void AddMetadataField(std::string& object_json, std::string_view key, std::string_view raw_value) {
   size_t close = object_json.find_last_of('}');
   if (close == std::string::npos) {
@@ -57,6 +59,7 @@ void AddMetadataField(std::string& object_json, std::string_view key, std::strin
   std::string field = empty ? "\"" : ",\"";
   field.append(key).append("\":").append(raw_value);
   object_json.insert(close, field);
+  if (auto canonical = CanonicalJson(object_json); canonical.ok()) object_json = *canonical;
 }
 
 bool IsSpace(char c) { return c == ' ' || c == '\n' || c == '\t' || c == '\r'; }

@@ -394,7 +394,11 @@ TEST(EmbedStageTest, SplitsOversizeInputsAtWordBoundaries) {
     EXPECT_NE(e.chunk.metadata_json.find("\"split_part\":" + std::to_string(part)),
               std::string::npos)
         << e.chunk.metadata_json;
-    EXPECT_EQ(e.chunk.metadata_json.rfind(R"({"title":"T","split_part")", 0), 0u);
+    // The original's fields kept, the new ones added, keys in canonical order.
+    const std::string& meta = e.chunk.metadata_json;
+    EXPECT_EQ(meta.rfind(R"({"split_part":)" + std::to_string(part) + R"(,"split_parts":)", 0), 0u)
+        << meta;
+    EXPECT_TRUE(meta.ends_with(R"(,"title":"T"})")) << meta;
     ids.insert(e.chunk.id);
     joined += e.chunk.text + " ";
   }

@@ -21,6 +21,7 @@
 #include <unordered_set>
 
 #include "common/hashing.h"
+#include "common/json_canonical.h"
 #include "store/postgres/pg_binary.h"
 
 namespace sluice {
@@ -1861,7 +1862,12 @@ Result<std::vector<EmbeddedChunk>> PostgresStore::ReadChunks(
         ch.text = Value(r.get(), row, 5);
         ch.domain = Value(r.get(), row, 6);
         ch.category = Value(r.get(), row, 7);
+        // jsonb keeps the value, not the text: back to the canonical text
+        // the chunker wrote (common/json_canonical.h).
         ch.metadata_json = Value(r.get(), row, 8);
+        if (auto canonical = CanonicalJson(ch.metadata_json); canonical.ok()) {
+          ch.metadata_json = std::move(*canonical);
+        }
         e.model = Value(r.get(), row, 9);
         auto v = pgvector_ ? pg::DecodeVectorBinary(Value(r.get(), row, 10))
                            : pg::DecodeFloat4ArrayBinary(Value(r.get(), row, 10));
