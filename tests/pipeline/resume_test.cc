@@ -1,14 +1,21 @@
 // Incremental re-ingest, the embedding cache and resumability (docs/RESUME.md),
-// with the offline hash embedder and a real SQLite store: unchanged reruns
+// with the offline hash embedder through the real pipeline: unchanged reruns
 // embed nothing, an edited file embeds only its new chunks and loses its stale
 // ones, cleanup modes, touched files, stops that resume to the same store, and
 // Store::Verify findings.
+//
+// The same tests run on both stores: this file is built twice, as
+// resume_test (SQLite, a unit test) and as resume_postgres_test with
+// SLUICE_RESUME_POSTGRES (a real PostgreSQL from scripts/test-services.sh,
+// one table set per store name and test).
 #include <sqlite3.h>
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <filesystem>
+#include <map>
 #include <set>
 #include <thread>
 
@@ -16,6 +23,9 @@
 #include "store/sqlite/sqlite_store.h"
 #include "testing/sqlite_dump.h"
 #include "testing/test_util.h"
+#ifdef SLUICE_RESUME_POSTGRES
+#include "store/postgres/pg_test_util.h"
+#endif
 
 namespace sluice {
 namespace {
@@ -34,22 +44,185 @@ std::string Paragraphs(int n, const std::string& word, int first = 0) {
   return s;
 }
 
-IngestOptions Options(const TempDir& dir, const std::string& db = "store.db",
-                      const std::string& out = "out") {
-  IngestOptions o;
-  o.inputs = {dir / "corpus"};
-  o.embedder = EmbedderKind::kHash;
-  o.hash.dimensions = 32;
-  o.store_uri = "sqlite:" + (dir / db);
-  o.aggregate.out_dir = dir / out;
-  o.dead_letter_path = dir / (out + "/dead-letter.jsonl");
-  o.progress = false;
-  o.chunker.chunk_tokens = 64;
-  o.chunker.overlap_tokens = 0;
-  o.reader_threads = 2;
-  o.embed.batch_size = 4;
-  return o;
-}
+// One kind of store under test. A test names its stores ("store", "fresh");
+// the backend maps each name to a database or table of its own.
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual void Configure(IngestOptions& o, const std::string& name) = 0;
+  // Every chunk row (id, source, ordinal, text, vector, model), every sources
+  // row and every files row, as sorted comparable strings.
+  virtual std::vector<std::string> Dump(const std::string& name) = 0;
+  // A source's chunk ids by ordinal.
+  virtual std::vector<std::string> ChunkIdsForSource(const std::string& name,
+                                                     const std::string& source_id) = 0;
+  virtual bool HasSourceRow(const std::string& name, const std::string& source_id) = 0;
+  // Breaks the store: one listed chunk deleted (missing, and its source
+  // miscounted), a chunk of no source (orphan), one vector of the wrong size.
+  virtual void Corrupt(const std::string& name) = 0;
+  std::unique_ptr<Store> Open(const std::string& name) {
+    IngestOptions o;
+    Configure(o, name);
+    auto store = OpenStore(o.store_uri, o.store);
+    EXPECT_TRUE(store.ok()) << store.status().ToString();
+    return store.ok() ? std::move(*store) : nullptr;
+  }
+};
+
+class SqliteBackend final : public Backend {
+ public:
+  explicit SqliteBackend(const TempDir& dir) : dir_(dir) {}
+  void Configure(IngestOptions& o, const std::string& name) override {
+    o.store_uri = "sqlite:" + Path(name);
+  }
+  std::vector<std::string> Dump(const std::string& name) override {
+    return sluice::testing::DumpSqliteRows(
+        Path(name),
+        {"SELECT 'c', id, source_id, ordinal, text, hex(embedding), model, dims FROM chunks",
+         "SELECT 's', source_id, chunk_count, size_bytes, mtime_ns, content_hash FROM sources",
+         "SELECT 'f', file_id, chunk_count, chunk_ids, size_bytes, content_hash FROM files"});
+  }
+  std::vector<std::string> ChunkIdsForSource(const std::string& name,
+                                             const std::string& source_id) override {
+    auto store = SqliteStore::Open(Path(name), SqliteStoreOptions{});
+    EXPECT_TRUE(store.ok());
+    if (!store.ok()) return {};
+    auto ids = (*store)->ChunkIdsForSource(source_id);
+    return ids.ok() ? *ids : std::vector<std::string>{};
+  }
+  bool HasSourceRow(const std::string& name, const std::string& source_id) override {
+    auto store = SqliteStore::Open(Path(name), SqliteStoreOptions{});
+    return store.ok() && (*store)->ReadSource(source_id).ok();
+  }
+  void Corrupt(const std::string& name) override {
+    sqlite3* h = nullptr;
+    ASSERT_EQ(sqlite3_open(Path(name).c_str(), &h), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(h,
+                           "DELETE FROM chunks WHERE id = (SELECT id FROM chunks WHERE source_id = "
+                           "'manuals/a.md' ORDER BY ordinal LIMIT 1);"
+                           "INSERT INTO chunks (id, source_id, ordinal, text, dims, embedding) "
+                           "VALUES ('orphan1', 'gone.md', 0, 'x', 32, zeroblob(128));"
+                           "UPDATE chunks SET embedding = zeroblob(8) WHERE id = (SELECT id FROM "
+                           "chunks WHERE source_id = 'notes/c.md' LIMIT 1);",
+                           nullptr, nullptr, nullptr),
+              SQLITE_OK);
+    sqlite3_close(h);
+  }
+
+ private:
+  std::string Path(const std::string& name) const { return dir_ / (name + ".db"); }
+  const TempDir& dir_;
+};
+
+#ifdef SLUICE_RESUME_POSTGRES
+class PostgresBackend final : public Backend {
+ public:
+  explicit PostgresBackend(std::string dsn) : dsn_(std::move(dsn)), raw_(dsn_) {
+    EXPECT_TRUE(raw_.ok()) << PQerrorMessage(raw_.get());
+  }
+  void Configure(IngestOptions& o, const std::string& name) override {
+    o.store_uri = dsn_;
+    o.store.table = Table(name);
+  }
+  std::vector<std::string> Dump(const std::string& name) override {
+    const std::string t = Table(name);
+    std::vector<std::string> rows;
+    for (const std::string& sql :
+         {"SELECT concat_ws('|', 'c', id, source_id, ordinal, text, embedding::text, model, dims) "
+          "FROM " +
+              Q(t),
+          "SELECT concat_ws('|', 's', source_id, chunk_count, size_bytes, mtime_ns, "
+          "content_hash) FROM " +
+              Q(t + "_sources"),
+          "SELECT concat_ws('|', 'f', file_id, chunk_count, chunk_ids::text, size_bytes, "
+          "content_hash) FROM " +
+              Q(t + "_files")}) {
+      for (std::string& row : raw_.Column(sql)) rows.push_back(std::move(row));
+    }
+    std::sort(rows.begin(), rows.end());
+    return rows;
+  }
+  std::vector<std::string> ChunkIdsForSource(const std::string& name,
+                                             const std::string& source_id) override {
+    return raw_.Column("SELECT id FROM " + Q(Table(name)) + " WHERE source_id = '" + source_id +
+                       "' ORDER BY ordinal");
+  }
+  bool HasSourceRow(const std::string& name, const std::string& source_id) override {
+    return raw_.Scalar("SELECT count(*) FROM " + Q(Table(name) + "_sources") +
+                       " WHERE source_id = '" + source_id + "'") == "1";
+  }
+  void Corrupt(const std::string& name) override {
+    const std::string t = Q(Table(name));
+    raw_.Command("DELETE FROM " + t + " WHERE id = (SELECT id FROM " + t +
+                 " WHERE source_id = 'manuals/a.md' ORDER BY ordinal LIMIT 1)");
+    raw_.Command("INSERT INTO " + t +
+                 " (id, source_id, ordinal, byte_begin, byte_end, text, dims, embedding) SELECT "
+                 "'orphan1', 'gone.md', 0, 0, 1, 'x', dims, embedding FROM " +
+                 t + " LIMIT 1");
+    raw_.Command("UPDATE " + t + " SET dims = 2 WHERE id = (SELECT id FROM " + t +
+                 " WHERE source_id = 'notes/c.md' LIMIT 1)");
+  }
+
+ private:
+  std::string Table(const std::string& name) {
+    auto it = tables_.find(name);
+    if (it == tables_.end()) it = tables_.emplace(name, pgtest::UniqueTable("r_" + name)).first;
+    return it->second;
+  }
+  static std::string Q(const std::string& t) { return "\"" + t + "\""; }
+  std::string dsn_;
+  pgtest::RawPg raw_;
+  std::map<std::string, std::string> tables_;
+};
+#endif
+
+enum class BackendKind { kSqlite, kPostgres };
+
+class ResumeTest : public ::testing::TestWithParam<BackendKind> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == BackendKind::kSqlite) {
+      backend_ = std::make_unique<SqliteBackend>(dir_);
+      return;
+    }
+#ifdef SLUICE_RESUME_POSTGRES
+    SLUICE_REQUIRE_DSN(dsn, "SLUICE_TEST_PG_DSN");
+    backend_ = std::make_unique<PostgresBackend>(dsn);
+#endif
+  }
+
+  IngestOptions Options(const std::string& db = "store", const std::string& out = "out") {
+    IngestOptions o;
+    o.inputs = {dir_ / "corpus"};
+    o.embedder = EmbedderKind::kHash;
+    o.hash.dimensions = 32;
+    backend_->Configure(o, db);
+    o.aggregate.out_dir = dir_ / out;
+    o.dead_letter_path = dir_ / (out + "/dead-letter.jsonl");
+    o.progress = false;
+    o.chunker.chunk_tokens = 64;
+    o.chunker.overlap_tokens = 0;
+    o.reader_threads = 2;
+    o.embed.batch_size = 4;
+    return o;
+  }
+  std::vector<std::string> Dump(const std::string& db = "store") { return backend_->Dump(db); }
+  std::vector<VerifyProblem> VerifyStore(const std::string& db = "store") {
+    auto store = backend_->Open(db);
+    std::vector<VerifyProblem> problems;
+    if (store) {
+      EXPECT_TRUE(store->Verify(problems, 100).ok());
+    }
+    return problems;
+  }
+  uint64_t StoredChunks(const std::string& db = "store") {
+    auto store = backend_->Open(db);
+    return store ? store->Stats()->chunks : 0;
+  }
+
+  TempDir dir_;
+  std::unique_ptr<Backend> backend_;
+};
 
 void MakeCorpus(const TempDir& dir) {
   WriteFile(dir / "corpus/manuals/a.md", "# Pumps\n\n" + Paragraphs(6, "pump"));
@@ -73,49 +246,23 @@ RunResult Ingest(const IngestOptions& o) {
   return r;
 }
 
-// Every chunk row (id, source, ordinal, text, vector bytes) and every sources
-// and files row, as one comparable value.
-std::vector<std::string> Dump(const std::string& db) {
-  return sluice::testing::DumpSqliteRows(
-      db, {"SELECT 'c', id, source_id, ordinal, text, hex(embedding), model, dims FROM chunks",
-           "SELECT 's', source_id, chunk_count, size_bytes, mtime_ns, content_hash FROM sources",
-           "SELECT 'f', file_id, chunk_count, chunk_ids, size_bytes, content_hash FROM files"});
-}
-
-std::vector<VerifyProblem> VerifyStore(const std::string& db) {
-  auto store = SqliteStore::Open(db, SqliteStoreOptions{});
-  EXPECT_TRUE(store.ok());
-  std::vector<VerifyProblem> problems;
-  if (store.ok()) {
-    EXPECT_TRUE((*store)->Verify(problems, 100).ok());
-  }
-  return problems;
-}
-
-uint64_t StoredChunks(const std::string& db) {
-  auto store = SqliteStore::Open(db, SqliteStoreOptions{});
-  EXPECT_TRUE(store.ok());
-  return store.ok() ? (*store)->Stats()->chunks : 0;
-}
-
-TEST(ResumeTest, UnchangedRerunReadsAndEmbedsNothing) {
-  TempDir dir;
-  MakeCorpus(dir);
-  RunResult first = Ingest(Options(dir));
+TEST_P(ResumeTest, UnchangedRerunReadsAndEmbedsNothing) {
+  MakeCorpus(dir_);
+  RunResult first = Ingest(Options());
   ASSERT_TRUE(first.report.status.ok()) << first.report.status.ToString();
   EXPECT_GT(first.requests, 0u);
   EXPECT_EQ(first.report.sources_completed, 3u);
-  const auto before = Dump(dir / "store.db");
+  const auto before = Dump();
 
-  RunResult again = Ingest(Options(dir));
+  RunResult again = Ingest(Options());
   ASSERT_TRUE(again.report.status.ok()) << again.report.status.ToString();
   EXPECT_EQ(again.requests, 0u);
   EXPECT_EQ(again.produced, 0u);
   EXPECT_EQ(again.report.sources_unchanged, 3u);
   EXPECT_TRUE(again.report.reconciled);
-  EXPECT_EQ(Dump(dir / "store.db"), before);
-  EXPECT_TRUE(VerifyStore(dir / "store.db").empty());
-  const std::string json = FormatReportJson(again.report, Pipeline(Options(dir)).metrics());
+  EXPECT_EQ(Dump(), before);
+  EXPECT_TRUE(VerifyStore().empty());
+  const std::string json = FormatReportJson(again.report, Pipeline(Options()).metrics());
   for (const char* key :
        {"sources_unchanged", "cache_hits", "api_requests_saved", "api_tokens_saved",
         "chunks_deleted_stale", "sources_deleted", "chunks_abandoned"}) {
@@ -123,14 +270,13 @@ TEST(ResumeTest, UnchangedRerunReadsAndEmbedsNothing) {
   }
 }
 
-TEST(ResumeTest, EditedFileEmbedsOnlyNewChunksAndDropsStaleOnes) {
-  TempDir dir;
-  MakeCorpus(dir);
-  ASSERT_TRUE(Ingest(Options(dir)).report.status.ok());
+TEST_P(ResumeTest, EditedFileEmbedsOnlyNewChunksAndDropsStaleOnes) {
+  MakeCorpus(dir_);
+  ASSERT_TRUE(Ingest(Options()).report.status.ok());
   // Replace the last three paragraphs of b.txt: its first chunks keep their text.
-  WriteFile(dir / "corpus/manuals/b.txt", Paragraphs(3, "valve") + Paragraphs(2, "gasket", 10));
+  WriteFile(dir_ / "corpus/manuals/b.txt", Paragraphs(3, "valve") + Paragraphs(2, "gasket", 10));
 
-  RunResult edit = Ingest(Options(dir));
+  RunResult edit = Ingest(Options());
   ASSERT_TRUE(edit.report.status.ok()) << edit.report.status.ToString();
   EXPECT_EQ(edit.report.sources_unchanged, 2u);
   EXPECT_GT(edit.report.cache_hits, 0u);  // the unchanged paragraphs
@@ -144,21 +290,20 @@ TEST(ResumeTest, EditedFileEmbedsOnlyNewChunksAndDropsStaleOnes) {
   EXPECT_LE(edit.requests, misses);
 
   // The same store as a fresh ingest of the edited corpus.
-  ASSERT_TRUE(Ingest(Options(dir, "fresh.db", "fresh-out")).report.status.ok());
-  EXPECT_EQ(Dump(dir / "store.db"), Dump(dir / "fresh.db"));
-  EXPECT_TRUE(VerifyStore(dir / "store.db").empty());
+  ASSERT_TRUE(Ingest(Options("fresh", "fresh-out")).report.status.ok());
+  EXPECT_EQ(Dump(), Dump("fresh"));
+  EXPECT_TRUE(VerifyStore().empty());
   // The aggregate file of the edited source's group matches the fresh one too.
-  EXPECT_EQ(ReadFile(dir / "out/manuals/general.json"),
-            ReadFile(dir / "fresh-out/manuals/general.json"));
+  EXPECT_EQ(ReadFile(dir_ / "out/manuals/general.json"),
+            ReadFile(dir_ / "fresh-out/manuals/general.json"));
 }
 
-TEST(ResumeTest, IdenticalTextIsEmbeddedOnceAcrossSources) {
-  TempDir dir;
-  MakeCorpus(dir);
-  ASSERT_TRUE(Ingest(Options(dir)).report.status.ok());
+TEST_P(ResumeTest, IdenticalTextIsEmbeddedOnceAcrossSources) {
+  MakeCorpus(dir_);
+  ASSERT_TRUE(Ingest(Options()).report.status.ok());
   // A copy of a.md under another name: same texts, new chunk ids, no requests.
-  WriteFile(dir / "corpus/manuals/a-copy.md", ReadFile(dir / "corpus/manuals/a.md"));
-  RunResult r = Ingest(Options(dir));
+  WriteFile(dir_ / "corpus/manuals/a-copy.md", ReadFile(dir_ / "corpus/manuals/a.md"));
+  RunResult r = Ingest(Options());
   ASSERT_TRUE(r.report.status.ok());
   EXPECT_GT(r.produced, 0u);
   EXPECT_EQ(r.report.cache_hits, r.produced);
@@ -166,13 +311,12 @@ TEST(ResumeTest, IdenticalTextIsEmbeddedOnceAcrossSources) {
   EXPECT_EQ(r.report.api_requests_saved, (r.produced + 3) / 4);
 }
 
-TEST(ResumeTest, RepeatedTextInOneRunIsEmbeddedOnce) {
-  TempDir dir;
+TEST_P(ResumeTest, RepeatedTextInOneRunIsEmbeddedOnce) {
   const std::string boilerplate = Paragraphs(4, "licence");
   for (int i = 0; i < 12; ++i) {
-    WriteFile(dir / ("corpus/books/b" + std::to_string(i) + ".txt"), boilerplate);
+    WriteFile(dir_ / ("corpus/books/b" + std::to_string(i) + ".txt"), boilerplate);
   }
-  IngestOptions o = Options(dir);
+  IngestOptions o = Options();
   o.reader_threads = 3;
   Pipeline p(o);
   IngestReport r = p.Run();
@@ -181,34 +325,30 @@ TEST(ResumeTest, RepeatedTextInOneRunIsEmbeddedOnce) {
   EXPECT_TRUE(r.reconciled);
   EXPECT_EQ(Get(m.chunks_stored), Get(m.chunks_produced));
   EXPECT_EQ(r.sources_completed, 12u);
-  EXPECT_TRUE(VerifyStore(dir / "store.db").empty());
-  auto store = SqliteStore::Open(dir / "store.db", SqliteStoreOptions{});
-  ASSERT_TRUE(store.ok());
+  EXPECT_TRUE(VerifyStore().empty());
+  auto store = backend_->Open("store");
+  ASSERT_TRUE(store);
+  auto b0 = store->ReadChunks(backend_->ChunkIdsForSource("store", "books/b0.txt"));
+  auto b7 = store->ReadChunks(backend_->ChunkIdsForSource("store", "books/b7.txt"));
+  ASSERT_TRUE(b0.ok() && b7.ok());
   std::set<std::string> distinct;
-  auto b0_ids = (*store)->ChunkIdsForSource("books/b0.txt");
-  ASSERT_TRUE(b0_ids.ok());
-  for (const std::string& id : *b0_ids) {
-    distinct.insert((*store)->ReadChunk(id)->text);
-  }
+  for (const EmbeddedChunk& c : *b0) distinct.insert(c.chunk.text);
   ASSERT_GT(distinct.size(), 1u);
   // Each distinct text went to the embedder once; the copies waited for it.
   EXPECT_EQ(Get(m.chunks_embedded), distinct.size());
   EXPECT_EQ(r.cache_hits, Get(m.chunks_produced) - distinct.size());
   // Same vectors for every copy.
-  const auto a = (*store)->ChunkIdsForSource("books/b0.txt");
-  const auto b = (*store)->ChunkIdsForSource("books/b7.txt");
-  ASSERT_EQ(a->size(), b->size());
-  for (size_t i = 0; i < a->size(); ++i) {
-    EXPECT_EQ((*store)->ReadEmbedding((*a)[i])->size(), 32u);
-    EXPECT_EQ(*(*store)->ReadEmbedding((*a)[i]), *(*store)->ReadEmbedding((*b)[i]));
+  ASSERT_EQ(b0->size(), b7->size());
+  for (size_t i = 0; i < b0->size(); ++i) {
+    EXPECT_EQ((*b0)[i].embedding.size(), 32u);
+    EXPECT_EQ((*b0)[i].embedding, (*b7)[i].embedding);
   }
 }
 
-TEST(ResumeTest, NoCacheEmbedsAgain) {
-  TempDir dir;
-  MakeCorpus(dir);
-  ASSERT_TRUE(Ingest(Options(dir)).report.status.ok());
-  IngestOptions o = Options(dir);
+TEST_P(ResumeTest, NoCacheEmbedsAgain) {
+  MakeCorpus(dir_);
+  ASSERT_TRUE(Ingest(Options()).report.status.ok());
+  IngestOptions o = Options();
   o.skip_unchanged = false;
   o.embedding_cache = false;
   RunResult r = Ingest(o);
@@ -218,117 +358,106 @@ TEST(ResumeTest, NoCacheEmbedsAgain) {
   EXPECT_EQ(r.report.chunks_deleted_stale, 0u);  // same chunks
 }
 
-TEST(ResumeTest, TouchedButUnchangedFileIsNotReparsed) {
-  TempDir dir;
-  MakeCorpus(dir);
-  ASSERT_TRUE(Ingest(Options(dir)).report.status.ok());
+TEST_P(ResumeTest, TouchedButUnchangedFileIsNotReparsed) {
+  MakeCorpus(dir_);
+  ASSERT_TRUE(Ingest(Options()).report.status.ok());
   namespace fs = std::filesystem;
-  fs::last_write_time(dir / "corpus/notes/c.md",
-                      fs::last_write_time(dir / "corpus/notes/c.md") + std::chrono::hours(1));
-  RunResult r = Ingest(Options(dir));
+  fs::last_write_time(dir_ / "corpus/notes/c.md",
+                      fs::last_write_time(dir_ / "corpus/notes/c.md") + std::chrono::hours(1));
+  RunResult r = Ingest(Options());
   ASSERT_TRUE(r.report.status.ok());
   EXPECT_EQ(r.report.sources_touched, 1u);
   EXPECT_EQ(r.report.sources_unchanged, 3u);
   EXPECT_EQ(r.produced, 0u);
   // The new mtime is recorded: the next run does not even hash it.
-  RunResult again = Ingest(Options(dir));
+  RunResult again = Ingest(Options());
   EXPECT_EQ(again.report.sources_touched, 0u);
   EXPECT_EQ(again.report.sources_unchanged, 3u);
-  EXPECT_TRUE(VerifyStore(dir / "store.db").empty());
+  EXPECT_TRUE(VerifyStore().empty());
 }
 
-TEST(ResumeTest, CleanupModesForDeletedFiles) {
-  TempDir dir;
-  MakeCorpus(dir);
-  ASSERT_TRUE(Ingest(Options(dir)).report.status.ok());
-  const uint64_t all = StoredChunks(dir / "store.db");
-  auto store = SqliteStore::Open(dir / "store.db", SqliteStoreOptions{});
-  ASSERT_TRUE(store.ok());
-  const uint64_t c_chunks = (*store)->ChunkIdsForSource("notes/c.md")->size();
+TEST_P(ResumeTest, CleanupModesForDeletedFiles) {
+  MakeCorpus(dir_);
+  ASSERT_TRUE(Ingest(Options()).report.status.ok());
+  const uint64_t all = StoredChunks();
+  const uint64_t c_chunks = backend_->ChunkIdsForSource("store", "notes/c.md").size();
   ASSERT_GT(c_chunks, 0u);
-  store->reset();
-  std::filesystem::remove(dir / "corpus/notes/c.md");
+  std::filesystem::remove(dir_ / "corpus/notes/c.md");
 
   // incremental (the default) keeps a deleted file's chunks.
-  RunResult inc = Ingest(Options(dir));
+  RunResult inc = Ingest(Options());
   ASSERT_TRUE(inc.report.status.ok());
   EXPECT_EQ(inc.report.sources_deleted, 0u);
-  EXPECT_EQ(StoredChunks(dir / "store.db"), all);
+  EXPECT_EQ(StoredChunks(), all);
 
   // full deletes them, and its fingerprint.
-  IngestOptions full = Options(dir);
+  IngestOptions full = Options();
   full.cleanup = CleanupMode::kFull;
   RunResult r = Ingest(full);
   ASSERT_TRUE(r.report.status.ok());
   EXPECT_EQ(r.report.sources_deleted, 1u);
   EXPECT_EQ(r.report.chunks_deleted_stale, c_chunks);
-  EXPECT_EQ(StoredChunks(dir / "store.db"), all - c_chunks);
-  store = SqliteStore::Open(dir / "store.db", SqliteStoreOptions{});
-  EXPECT_EQ((*store)->ReadSource("notes/c.md").status().code(), StatusCode::kNotFound);
-  EXPECT_TRUE((*store)->FileChunkIds("notes/c.md")->empty());
-  store->reset();
-  EXPECT_TRUE(VerifyStore(dir / "store.db").empty());
+  EXPECT_EQ(StoredChunks(), all - c_chunks);
+  EXPECT_FALSE(backend_->HasSourceRow("store", "notes/c.md"));
+  EXPECT_TRUE(backend_->Open("store")->FileChunkIds("notes/c.md")->empty());
+  EXPECT_TRUE(VerifyStore().empty());
 }
 
-TEST(ResumeTest, CleanupFullNeverDeletesOutsideTheGivenRoots) {
-  TempDir dir;
-  MakeCorpus(dir);
-  WriteFile(dir / "other/x.md", "# Other\n\n" + Paragraphs(2, "other"));
-  IngestOptions o = Options(dir);
-  o.inputs = {dir / "corpus", dir / "other"};
+TEST_P(ResumeTest, CleanupFullNeverDeletesOutsideTheGivenRoots) {
+  MakeCorpus(dir_);
+  WriteFile(dir_ / "other/x.md", "# Other\n\n" + Paragraphs(2, "other"));
+  IngestOptions o = Options();
+  o.inputs = {dir_ / "corpus", dir_ / "other"};
   ASSERT_TRUE(Ingest(o).report.status.ok());
-  const uint64_t all = StoredChunks(dir / "store.db");
+  const uint64_t all = StoredChunks();
   // Ingest only corpus/ with --cleanup full: other/x.md is not under it.
-  IngestOptions only = Options(dir);
+  IngestOptions only = Options();
   only.cleanup = CleanupMode::kFull;
   RunResult r = Ingest(only);
   ASSERT_TRUE(r.report.status.ok());
   EXPECT_EQ(r.report.sources_deleted, 0u);
-  EXPECT_EQ(StoredChunks(dir / "store.db"), all);
+  EXPECT_EQ(StoredChunks(), all);
 }
 
-TEST(ResumeTest, SameRelativePathUnderTwoRootsIsFingerprintedOnce) {
-  TempDir dir;
-  WriteFile(dir / "a/x.md", "# A\n\n" + Paragraphs(2, "alpha"));
-  WriteFile(dir / "b/x.md", "# B\n\n" + Paragraphs(2, "beta"));
-  IngestOptions o = Options(dir);
-  o.inputs = {dir / "a", dir / "b"};
+TEST_P(ResumeTest, SameRelativePathUnderTwoRootsIsFingerprintedOnce) {
+  WriteFile(dir_ / "a/x.md", "# A\n\n" + Paragraphs(2, "alpha"));
+  WriteFile(dir_ / "b/x.md", "# B\n\n" + Paragraphs(2, "beta"));
+  IngestOptions o = Options();
+  o.inputs = {dir_ / "a", dir_ / "b"};
   o.reader_threads = 1;
   RunResult r = Ingest(o);
   ASSERT_TRUE(r.report.status.ok()) << r.report.status.ToString();
   EXPECT_EQ(r.report.sources_completed, 1u);
   EXPECT_EQ(r.produced, r.stored);
-  auto fps = SqliteStore::Open(dir / "store.db", SqliteStoreOptions{});
-  ASSERT_TRUE(fps.ok());
-  auto loaded = (*fps)->LoadFingerprints();
+  auto fps = backend_->Open("store");
+  ASSERT_TRUE(fps);
+  auto loaded = fps->LoadFingerprints();
   ASSERT_TRUE(loaded.ok());
   ASSERT_EQ(loaded->size(), 1u);
-  EXPECT_EQ((*loaded)[0].path, dir / "a/x.md");
+  EXPECT_EQ((*loaded)[0].path, dir_ / "a/x.md");
 }
 
-TEST(ResumeTest, CleanupNoneKeepsStaleChunks) {
-  TempDir dir;
-  MakeCorpus(dir);
-  ASSERT_TRUE(Ingest(Options(dir)).report.status.ok());
-  const uint64_t all = StoredChunks(dir / "store.db");
-  WriteFile(dir / "corpus/manuals/b.txt", Paragraphs(2, "rewritten"));
-  IngestOptions o = Options(dir);
+TEST_P(ResumeTest, CleanupNoneKeepsStaleChunks) {
+  MakeCorpus(dir_);
+  ASSERT_TRUE(Ingest(Options()).report.status.ok());
+  const uint64_t all = StoredChunks();
+  WriteFile(dir_ / "corpus/manuals/b.txt", Paragraphs(2, "rewritten"));
+  IngestOptions o = Options();
   o.cleanup = CleanupMode::kNone;
   RunResult r = Ingest(o);
   ASSERT_TRUE(r.report.status.ok());
   EXPECT_EQ(r.report.chunks_deleted_stale, 0u);
-  EXPECT_EQ(StoredChunks(dir / "store.db"), all + r.produced);
+  EXPECT_EQ(StoredChunks(), all + r.produced);
   // The old chunks stay listed in the fingerprint, so they are not orphans.
-  EXPECT_TRUE(VerifyStore(dir / "store.db").empty());
+  EXPECT_TRUE(VerifyStore().empty());
 }
 
-TEST(ResumeTest, StoppedRunResumesToTheSameStore) {
-  TempDir dir;
+TEST_P(ResumeTest, StoppedRunResumesToTheSameStore) {
   for (int i = 0; i < 60; ++i) {
-    WriteFile(dir / ("corpus/bulk/f" + std::to_string(i) + ".txt"),
+    WriteFile(dir_ / ("corpus/bulk/f" + std::to_string(i) + ".txt"),
               Paragraphs(8, "bulk" + std::to_string(i)));
   }
-  IngestOptions o = Options(dir);
+  IngestOptions o = Options();
   o.queue_capacity = 2;
   o.store.batch_rows = 5;
   o.reader_threads = 1;
@@ -344,112 +473,107 @@ TEST(ResumeTest, StoppedRunResumesToTheSameStore) {
     EXPECT_TRUE(stopped.reconciled) << FormatReportText(stopped, p.metrics());
     // Nothing goes to the dead-letter file on a stop.
     EXPECT_EQ(Get(p.metrics().chunks_dead_lettered), 0u);
-    EXPECT_FALSE(std::filesystem::exists(dir / "out/dead-letter.jsonl"));
+    EXPECT_FALSE(std::filesystem::exists(dir_ / "out/dead-letter.jsonl"));
     EXPECT_LT(stopped.sources_completed, 60u);
   }
   RunResult resumed = Ingest(o);
   ASSERT_TRUE(resumed.report.status.ok()) << resumed.report.status.ToString();
   EXPECT_GT(resumed.report.sources_unchanged, 0u);
-  ASSERT_TRUE(Ingest(Options(dir, "fresh.db", "fresh-out")).report.status.ok());
-  EXPECT_EQ(Dump(dir / "store.db"), Dump(dir / "fresh.db"));
-  EXPECT_EQ(ReadFile(dir / "out/bulk/general.json"), ReadFile(dir / "fresh-out/bulk/general.json"));
-  EXPECT_FALSE(std::filesystem::exists(dir / "out/.sluice-incomplete"));
+  ASSERT_TRUE(Ingest(Options("fresh", "fresh-out")).report.status.ok());
+  EXPECT_EQ(Dump(), Dump("fresh"));
+  EXPECT_EQ(ReadFile(dir_ / "out/bulk/general.json"),
+            ReadFile(dir_ / "fresh-out/bulk/general.json"));
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "out/.sluice-incomplete"));
 }
 
-TEST(ResumeTest, UnwritableAggregateMarkerFailsBeforeAnyWork) {
-  TempDir dir;
-  MakeCorpus(dir);
-  // A directory where the marker file must go: it cannot be created.
-  std::filesystem::create_directories(dir / "out/.sluice-incomplete/x");
-  Pipeline p(Options(dir));
-  IngestReport r = p.Run();
-  EXPECT_EQ(r.status.code(), StatusCode::kIOError) << r.status.ToString();
-  EXPECT_NE(r.status.message().find(".sluice-incomplete"), std::string::npos);
-  EXPECT_EQ(Get(p.metrics().chunks_produced), 0u);
-}
-
-TEST(ResumeTest, CrashedRunsAggregateIsCompletedFromTheStore) {
-  TempDir dir;
-  MakeCorpus(dir);
-  ASSERT_TRUE(Ingest(Options(dir)).report.status.ok());
-  const std::string complete = ReadFile(dir / "out/manuals/general.json");
+TEST_P(ResumeTest, CrashedRunsAggregateIsCompletedFromTheStore) {
+  MakeCorpus(dir_);
+  ASSERT_TRUE(Ingest(Options()).report.status.ok());
+  const std::string complete = ReadFile(dir_ / "out/manuals/general.json");
   // As if a run had stored and fingerprinted everything, then died before
   // its aggregate rewrite: the group file is gone and the marker is there.
-  std::filesystem::remove(dir / "out/manuals/general.json");
-  WriteFile(dir / "out/.sluice-incomplete", "");
-  RunResult r = Ingest(Options(dir));
+  std::filesystem::remove(dir_ / "out/manuals/general.json");
+  WriteFile(dir_ / "out/.sluice-incomplete", "");
+  RunResult r = Ingest(Options());
   ASSERT_TRUE(r.report.status.ok());
   EXPECT_EQ(r.produced, 0u);  // nothing re-read
-  EXPECT_EQ(ReadFile(dir / "out/manuals/general.json"), complete);
-  EXPECT_FALSE(std::filesystem::exists(dir / "out/.sluice-incomplete"));
+  EXPECT_EQ(ReadFile(dir_ / "out/manuals/general.json"), complete);
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "out/.sluice-incomplete"));
 }
 
 // The embed stage splits (or truncates) chunks above the service's per-input
 // limit into pieces with new ids: the files still complete, their fingerprints
 // list the pieces, and a later edit does not delete them as stale.
-TEST(ResumeTest, OversizeChunksSplitOrTruncatedStillCompleteTheirFiles) {
+TEST_P(ResumeTest, OversizeChunksSplitOrTruncatedStillCompleteTheirFiles) {
   for (OversizeInputPolicy policy : {OversizeInputPolicy::kSplit, OversizeInputPolicy::kTruncate}) {
-    TempDir dir;
-    MakeCorpus(dir);
-    IngestOptions o = Options(dir);
+    // A store and corpus of its own per policy.
+    const std::string db = policy == OversizeInputPolicy::kSplit ? "split" : "truncate";
+    std::filesystem::remove_all(dir_ / "corpus");
+    MakeCorpus(dir_);
+    IngestOptions o = Options(db, "out-" + db);
     o.embed.max_tokens_per_input = 24;  // chunks are ~64 tokens: all oversize
     o.embed.oversize = policy;
     RunResult first = Ingest(o);
     ASSERT_TRUE(first.report.status.ok()) << first.report.status.ToString();
     EXPECT_EQ(first.report.sources_completed, 3u);
     EXPECT_TRUE(first.report.reconciled);
-    EXPECT_TRUE(VerifyStore(dir / "store.db").empty());
+    EXPECT_TRUE(VerifyStore(db).empty());
 
     RunResult again = Ingest(o);
     EXPECT_EQ(again.report.sources_unchanged, 3u);
     EXPECT_EQ(again.requests, 0u);
 
-    WriteFile(dir / "corpus/manuals/b.txt", Paragraphs(3, "valve") + Paragraphs(1, "new", 20));
+    WriteFile(dir_ / "corpus/manuals/b.txt", Paragraphs(3, "valve") + Paragraphs(1, "new", 20));
     RunResult edit = Ingest(o);
     ASSERT_TRUE(edit.report.status.ok());
     EXPECT_GT(edit.report.chunks_deleted_stale, 0u);
-    const auto problems = VerifyStore(dir / "store.db");
+    const auto problems = VerifyStore(db);
     EXPECT_TRUE(problems.empty()) << problems.front().kind << " " << problems.front().detail;
     // (Not compared with a fresh run: where the embed stage cuts depends on
     // the bytes-per-token ratio it has learned so far.) Every piece stored is
     // listed in its file's fingerprint: verify found no orphan above.
-    auto store = SqliteStore::Open(dir / "store.db", SqliteStoreOptions{});
-    ASSERT_TRUE(store.ok());
-    EXPECT_EQ((*store)->ChunkIdsForSource("manuals/b.txt")->size(),
-              (*store)->FileChunkIds("manuals/b.txt")->size());
+    EXPECT_EQ(backend_->ChunkIdsForSource(db, "manuals/b.txt").size(),
+              backend_->Open(db)->FileChunkIds("manuals/b.txt")->size());
   }
 }
 
-TEST(ResumeTest, ParseCleanupMode) {
+TEST_P(ResumeTest, VerifyReportsMissingOrphanAndMiscountedChunks) {
+  MakeCorpus(dir_);
+  ASSERT_TRUE(Ingest(Options()).report.status.ok());
+  ASSERT_TRUE(VerifyStore().empty());
+  // A missing chunk, an orphan (no source row) and a wrong-dimension vector.
+  backend_->Corrupt("store");
+  std::set<std::string> kinds;
+  for (const VerifyProblem& p : VerifyStore()) kinds.insert(p.kind);
+  EXPECT_EQ(kinds, (std::set<std::string>{"missing_chunk", "orphan_chunk", "wrong_dimensions",
+                                          "count_mismatch"}));
+}
+
+#ifdef SLUICE_RESUME_POSTGRES
+INSTANTIATE_TEST_SUITE_P(PostgreSQL, ResumeTest, ::testing::Values(BackendKind::kPostgres));
+#else
+INSTANTIATE_TEST_SUITE_P(SQLite, ResumeTest, ::testing::Values(BackendKind::kSqlite));
+
+// Store-independent checks, in the SQLite build only.
+TEST_P(ResumeTest, UnwritableAggregateMarkerFailsBeforeAnyWork) {
+  MakeCorpus(dir_);
+  // A directory where the marker file must go: it cannot be created.
+  std::filesystem::create_directories(dir_ / "out/.sluice-incomplete/x");
+  Pipeline p(Options());
+  IngestReport r = p.Run();
+  EXPECT_EQ(r.status.code(), StatusCode::kIOError) << r.status.ToString();
+  EXPECT_NE(r.status.message().find(".sluice-incomplete"), std::string::npos);
+  EXPECT_EQ(Get(p.metrics().chunks_produced), 0u);
+}
+
+TEST(ResumeOptionsTest, ParseCleanupMode) {
   EXPECT_EQ(*ParseCleanupMode("none"), CleanupMode::kNone);
   EXPECT_EQ(*ParseCleanupMode("incremental"), CleanupMode::kIncremental);
   EXPECT_EQ(*ParseCleanupMode("full"), CleanupMode::kFull);
   EXPECT_EQ(ParseCleanupMode("all").status().code(), StatusCode::kInvalidArgument);
 }
 
-TEST(ResumeTest, VerifyReportsMissingOrphanAndMiscountedChunks) {
-  TempDir dir;
-  MakeCorpus(dir);
-  ASSERT_TRUE(Ingest(Options(dir)).report.status.ok());
-  ASSERT_TRUE(VerifyStore(dir / "store.db").empty());
-  sqlite3* h = nullptr;
-  ASSERT_EQ(sqlite3_open((dir / "store.db").c_str(), &h), SQLITE_OK);
-  // A missing chunk, an orphan (no source row) and a wrong-dimension vector.
-  ASSERT_EQ(sqlite3_exec(h,
-                         "DELETE FROM chunks WHERE id = (SELECT id FROM chunks WHERE source_id = "
-                         "'manuals/a.md' ORDER BY ordinal LIMIT 1);"
-                         "INSERT INTO chunks (id, source_id, ordinal, text, dims, embedding) "
-                         "VALUES ('orphan1', 'gone.md', 0, 'x', 32, zeroblob(128));"
-                         "UPDATE chunks SET embedding = zeroblob(8) WHERE id = (SELECT id FROM "
-                         "chunks WHERE source_id = 'notes/c.md' LIMIT 1);",
-                         nullptr, nullptr, nullptr),
-            SQLITE_OK);
-  sqlite3_close(h);
-  std::set<std::string> kinds;
-  for (const VerifyProblem& p : VerifyStore(dir / "store.db")) kinds.insert(p.kind);
-  EXPECT_EQ(kinds, (std::set<std::string>{"missing_chunk", "orphan_chunk", "wrong_dimensions",
-                                          "count_mismatch"}));
-}
+#endif
 
 }  // namespace
 }  // namespace sluice
