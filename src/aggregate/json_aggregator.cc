@@ -120,6 +120,42 @@ void RemoveStaleProbes(const std::string& dir) {
   }
 }
 
+// The rewrite temp file of a group file: "<c>.json.tmp.<pid>" beside it.
+constexpr std::string_view kTempInfix = ".json.tmp.";
+
+// Removes rewrite temp files ("<d>/<c>.json.tmp.<pid>", see WriteGroup) of
+// processes that no longer run: a kill -9 between create and rename leaves
+// one. A running process's temp file may be mid-write, so it stays.
+void RemoveStaleTemps(const std::string& dir) {
+  std::error_code ec;
+  for (auto domain = fs::directory_iterator(dir, ec); !ec && domain != fs::directory_iterator();
+       domain.increment(ec)) {
+    const std::string domain_name = domain->path().filename().string();
+    std::error_code dir_ec;
+    if (domain_name.empty() || domain_name[0] == '.' || !domain->is_directory(dir_ec)) continue;
+    for (auto file = fs::directory_iterator(domain->path(), dir_ec);
+         !dir_ec && file != fs::directory_iterator(); file.increment(dir_ec)) {
+      const std::string name = file->path().filename().string();
+      const size_t at = name.rfind(kTempInfix);
+      if (at == std::string::npos) continue;
+      const char* digits = name.c_str() + at + kTempInfix.size();
+      char* end = nullptr;
+      const long pid = std::strtol(digits, &end, 10);
+      if (end == digits || *end != '\0' || *digits == '-' || *digits == '+') continue;
+      if (OwnerIsGone(pid)) {
+        std::error_code ignored;
+        fs::remove(file->path(), ignored);
+      }
+    }
+  }
+}
+
+// The groups_ key of (domain, category); length-prefixed so ("ab", "c") and
+// ("a", "bc") differ.
+std::string GroupKey(std::string_view domain, std::string_view category) {
+  return fmt::format("{}:{}{}", domain.size(), domain, category);
+}
+
 }  // namespace
 
 JsonAggregator::JsonAggregator(AggregatorOptions options, AggregatorLimits limits)
@@ -162,6 +198,7 @@ Result<std::unique_ptr<JsonAggregator>> JsonAggregator::Open(const AggregatorOpt
   }
 
   RemoveStaleProbes(dir);
+  RemoveStaleTemps(dir);
   RemoveStaleSpools((fs::path(dir) / ".spool").string());
   std::unique_ptr<JsonAggregator> agg(new JsonAggregator(options, limits));
   agg->spool_dir_ =
@@ -220,6 +257,12 @@ Status JsonAggregator::OpenIndex() {
       {&chunks_, std::string("SELECT c.off, c.len") + kVisible + " ORDER BY c.src, c.ord, c.id"},
       {&clear_chunks_, "DELETE FROM chunk WHERE g=?1"},
       {&clear_seen_, "DELETE FROM seen WHERE g=?1"},
+      {&drop_source_, "DELETE FROM chunk WHERE g=?1 AND src=?2"},
+      {&drop_id_, "DELETE FROM chunk WHERE g=?1 AND id=?2"},
+      // Keyset pagination over the primary key (g, src, ord, id).
+      {&page_ids_,
+       "SELECT ord, id FROM chunk WHERE g=?1 AND src=?2 AND (ord, id) > (?3, ?4)"
+       " ORDER BY ord, id LIMIT ?5"},
   };
   for (const auto& [stmt, sql] : statements) {
     if (sqlite3_prepare_v3(db_, sql.c_str(), -1, SQLITE_PREPARE_PERSISTENT, stmt, nullptr) !=
@@ -264,8 +307,7 @@ std::string JsonAggregator::GroupFilePath(std::string_view domain,
 }
 
 Result<JsonAggregator::Group*> JsonAggregator::GetGroup(const Chunk& chunk) {
-  // Length-prefixed so ("ab", "c") and ("a", "bc") differ.
-  const std::string key = fmt::format("{}:{}{}", chunk.domain.size(), chunk.domain, chunk.category);
+  const std::string key = GroupKey(chunk.domain, chunk.category);
   auto it = groups_.find(key);
   if (it != groups_.end()) return it->second.get();
   auto g = std::make_unique<Group>();
@@ -684,9 +726,245 @@ Status JsonAggregator::Finish() {
   return Status::OK();
 }
 
+// ---------------------------------------------------------------- Retain
+
+Result<RetainStats> JsonAggregator::Retain(const RetentionPolicy& policy) {
+  if (!finished_) return Status::InvalidArgument("Retain needs a finished aggregator");
+  if (!policy.source || !policy.chunks) {
+    return Status::InvalidArgument("retention policy needs both a source and a chunks answer");
+  }
+  // Group files are out_dir/<d>/<c>.json; SafeFileComponent never starts a
+  // name with '.', so .spool, probes and markers are not groups. The list is
+  // bounded by the number of groups.
+  std::vector<std::string> files;
+  std::error_code ec;
+  for (auto domain = fs::directory_iterator(options_.out_dir, ec);
+       !ec && domain != fs::directory_iterator(); domain.increment(ec)) {
+    const std::string domain_name = domain->path().filename().string();
+    std::error_code dir_ec;
+    if (domain_name.empty() || domain_name[0] == '.' || !domain->is_directory(dir_ec)) continue;
+    for (auto file = fs::directory_iterator(domain->path(), dir_ec);
+         !dir_ec && file != fs::directory_iterator(); file.increment(dir_ec)) {
+      const std::string name = file->path().filename().string();
+      std::error_code file_ec;
+      if (name.empty() || name[0] == '.' || !name.ends_with(".json") ||
+          !file->is_regular_file(file_ec)) {
+        continue;
+      }
+      files.push_back(file->path().string());
+    }
+    if (dir_ec) return DirError("cannot list aggregate directory", domain->path().string(), dir_ec);
+  }
+  if (ec) return DirError("cannot list output directory", options_.out_dir, ec);
+  std::sort(files.begin(), files.end());
+
+  // The rewrite goes through the spool and index like a run's, so they come
+  // back for the duration (Finish removed them).
+  fs::create_directories(spool_dir_, ec);
+  if (ec) return DirError("cannot create spool directory", spool_dir_, ec);
+  RetainStats stats;
+  Status s = OpenIndex();
+  for (const std::string& path : files) {
+    if (!s.ok()) break;
+    s = RetainFile(path, policy, stats);
+  }
+  RemoveSpool();
+  if (!s.ok()) return s;
+  return stats;
+}
+
+namespace {
+
+// The group and sources of a file in the layout WriteGroup writes, from its
+// first line alone. False when the file has another layout.
+bool ReadGroupHead(const std::string& path, simdjson::dom::parser& parser, std::string& domain,
+                   std::string& category, std::vector<std::string>& sources) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) return false;
+  char* buf = nullptr;
+  size_t cap = 0;
+  const ssize_t n = ::getline(&buf, &cap, f);
+  std::fclose(f);
+  std::string head = n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+  std::free(buf);
+  if (!head.empty() && head.back() == '\n') head.pop_back();
+  constexpr std::string_view kHeadStart = "{\"domain\":", kHeadEnd = ",\"chunks\":[";
+  if (!head.starts_with(kHeadStart) || !head.ends_with(kHeadEnd)) return false;
+  head += "]}";
+  simdjson::dom::element doc;
+  std::string_view d, c;
+  simdjson::dom::array list;
+  if (parser.parse(head).get(doc) || doc["domain"].get_string().get(d) ||
+      doc["category"].get_string().get(c) || doc["sources"].get_array().get(list)) {
+    return false;
+  }
+  domain = d;
+  category = c;
+  sources.clear();
+  for (simdjson::dom::element e : list) {
+    std::string_view src;
+    if (e.get_string().get(src)) return false;
+    sources.emplace_back(src);
+  }
+  return true;
+}
+
+}  // namespace
+
+Status JsonAggregator::StepDelete(sqlite3_stmt* stmt, int64_t group, std::string_view key,
+                                  uint64_t& dropped) {
+  StatementScope scope(stmt);
+  sqlite3_bind_int64(stmt, 1, group);
+  BindBytes(stmt, 2, key);
+  if (sqlite3_step(stmt) != SQLITE_DONE) return IndexError("cannot drop chunks");
+  dropped += static_cast<uint64_t>(sqlite3_changes(db_));
+  return Status::OK();
+}
+
+Status JsonAggregator::RetainChunksOf(Group& g, std::string_view source_id,
+                                      const RetentionPolicy& policy, uint64_t& dropped) {
+  int64_t after_ordinal = -1;  // below every ordinal
+  std::string after_id;
+  std::vector<std::string> ids;
+  std::vector<bool> keep;
+  for (;;) {
+    ids.clear();
+    int64_t last_ordinal = after_ordinal;
+    {
+      StatementScope scope(page_ids_);
+      sqlite3_bind_int64(page_ids_, 1, g.index_id);
+      BindBytes(page_ids_, 2, source_id);
+      sqlite3_bind_int64(page_ids_, 3, after_ordinal);
+      BindBytes(page_ids_, 4, after_id);
+      sqlite3_bind_int64(page_ids_, 5, static_cast<int64_t>(kRetainBatch));
+      int rc;
+      while ((rc = sqlite3_step(page_ids_)) == SQLITE_ROW) {
+        last_ordinal = sqlite3_column_int64(page_ids_, 0);
+        ids.emplace_back(ColumnBytes(page_ids_, 1));
+      }
+      if (rc != SQLITE_DONE) return IndexError("cannot list a source's chunks");
+    }
+    if (ids.empty()) return Status::OK();
+    after_ordinal = last_ordinal;
+    after_id = ids.back();
+    keep.assign(ids.size(), false);
+    Status s = policy.chunks(g.domain, g.category, ids, keep);
+    if (!s.ok()) return s;
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (i < keep.size() && keep[i]) continue;
+      s = StepDelete(drop_id_, g.index_id, ids[i], dropped);
+      if (!s.ok()) return s;
+    }
+    if (ids.size() < kRetainBatch) return Status::OK();
+  }
+}
+
+Status JsonAggregator::RetainFile(const std::string& path, const RetentionPolicy& policy,
+                                  RetainStats& stats) {
+  std::string domain, category;
+  std::vector<std::string> sources;
+  if (ReadGroupHead(path, *parser_, domain, category, sources)) {
+    // Fast path: the first line lists the sources; a file whose sources all
+    // stay is not read any further.
+    bool all_kept = true;
+    for (const std::string& src : sources) {
+      auto verdict = policy.source(src);
+      if (!verdict.ok()) return verdict.status();
+      if (*verdict != SourceRetention::kKeep) {
+        all_kept = false;
+        break;
+      }
+    }
+    if (all_kept) return Status::OK();
+  } else {
+    // Another layout (formatted by hand or by another tool): the whole file.
+    simdjson::dom::element doc;
+    std::string_view d, c;
+    simdjson::dom::array chunks;
+    const bool is_aggregate = !parser_->load(path).get(doc) && !doc["domain"].get_string().get(d) &&
+                              !doc["category"].get_string().get(c) &&
+                              !doc["chunks"].get_array().get(chunks);
+    if (is_aggregate) {
+      domain = d;
+      category = c;
+    }
+    parser_ = std::make_unique<simdjson::dom::parser>();  // give the file's memory back
+    if (!is_aggregate) {
+      ++stats.files_skipped;
+      return Status::OK();
+    }
+  }
+
+  Group g;
+  g.index_id = next_group_id_++;
+  g.domain = std::move(domain);
+  g.category = std::move(category);
+  g.file_path = path;
+  g.spool_path = (fs::path(spool_dir_) / fmt::format("g{}.jsonl", g.index_id)).string();
+  g.next_flush = std::numeric_limits<uint64_t>::max();
+  const auto fail = [&](Status why) {
+    ClearGroup(g);  // best effort: the group's rows and spool are scratch
+    return why;
+  };
+  Status s = ImportExisting(g);
+  if (!s.ok()) return fail(s);
+
+  // The sources as imported (the header may list fewer in a hand-made file).
+  sources.clear();
+  {
+    StatementScope scope(sources_);
+    sqlite3_bind_int64(sources_, 1, g.index_id);
+    int rc;
+    while ((rc = sqlite3_step(sources_)) == SQLITE_ROW) {
+      sources.emplace_back(ColumnBytes(sources_, 0));
+    }
+    if (rc != SQLITE_DONE) return fail(IndexError("cannot list sources"));
+  }
+  uint64_t dropped = 0;
+  for (const std::string& src : sources) {
+    auto verdict = policy.source(src);
+    if (!verdict.ok()) return fail(verdict.status());
+    if (*verdict == SourceRetention::kDrop) {
+      s = StepDelete(drop_source_, g.index_id, src, dropped);
+    } else if (*verdict == SourceRetention::kCheckChunks) {
+      s = RetainChunksOf(g, src, policy, dropped);
+    }
+    if (!s.ok()) return fail(s);
+  }
+  if (dropped == 0) return ClearGroup(g);
+
+  uint64_t left = 0;
+  {
+    StatementScope scope(count_);
+    sqlite3_bind_int64(count_, 1, g.index_id);
+    if (sqlite3_step(count_) != SQLITE_ROW) return fail(IndexError("cannot count a group"));
+    left = static_cast<uint64_t>(sqlite3_column_int64(count_, 0));
+  }
+  if (left == 0) {
+    // A run adding none of these chunks would not have created the file.
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+      return fail(Status::IOError(fmt::format("cannot remove aggregate '{}': {}", path, Errno())));
+    }
+    const fs::path folder = fs::path(path).parent_path();
+    SyncDirectory(folder.string());
+    std::error_code ec;
+    if (fs::remove(folder, ec)) SyncDirectory(options_.out_dir);  // only when empty
+    ++stats.files_removed;
+  } else {
+    // FilesWritten counts distinct files: one this run already wrote is not new.
+    auto it = groups_.find(GroupKey(g.domain, g.category));
+    if (it != groups_.end() && it->second->file_path == path) g.written = it->second->written;
+    s = WriteGroup(g);
+    if (!s.ok()) return fail(s);
+    ++stats.files_rewritten;
+  }
+  stats.chunks_dropped += dropped;
+  return ClearGroup(g);
+}
+
 void JsonAggregator::CloseIndex() {
-  for (sqlite3_stmt** stmt :
-       {&insert_, &seen_, &count_, &sources_, &chunks_, &clear_chunks_, &clear_seen_}) {
+  for (sqlite3_stmt** stmt : {&insert_, &seen_, &count_, &sources_, &chunks_, &clear_chunks_,
+                              &clear_seen_, &drop_source_, &drop_id_, &page_ids_}) {
     sqlite3_finalize(*stmt);
     *stmt = nullptr;
   }

@@ -18,6 +18,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include "sluice/aggregator.h"
 
@@ -50,7 +51,10 @@ class JsonAggregator final : public Aggregator {
  public:
   // Creates out_dir (and parents), proves it writable with a probe file, and
   // creates this instance's spool folder out_dir/.spool/<pid>-<n>/ and its
-  // index out_dir/.spool/<pid>-<n>.index (IOError when it cannot).
+  // index out_dir/.spool/<pid>-<n>.index (IOError when it cannot). Removes
+  // what processes that no longer run left behind: probes, spools, indexes
+  // and rewrite temp files (<group>.json.tmp.<pid>); those of running
+  // processes, this one included, are left alone.
   static Result<std::unique_ptr<JsonAggregator>> Open(const AggregatorOptions& options,
                                                       const AggregatorLimits& limits = {});
   ~JsonAggregator() override;
@@ -66,6 +70,8 @@ class JsonAggregator final : public Aggregator {
   Status Finish() override;
   // Distinct group files written at least once by this aggregator.
   size_t FilesWritten() const override { return files_written_; }
+  // See Aggregator::Retain. Recreates the spool and index for its duration.
+  Result<RetainStats> Retain(const RetentionPolicy& policy) override;
 
   // Diagnostics for tests.
   size_t BufferedBytes() const { return buffered_bytes_; }
@@ -121,6 +127,12 @@ class JsonAggregator final : public Aggregator {
   Status Spill(Group& g);
   Status SpillAll();
   Status WriteGroup(Group& g);
+  // Retain for one group file; `path` is out_dir/<d>/<c>.json.
+  Status RetainFile(const std::string& path, const RetentionPolicy& policy, RetainStats& stats);
+  // Drops the not-kept chunks of one kCheckChunks source; adds to `dropped`.
+  Status RetainChunksOf(Group& g, std::string_view source_id, const RetentionPolicy& policy,
+                        uint64_t& dropped);
+  Status StepDelete(sqlite3_stmt* stmt, int64_t group, std::string_view key, uint64_t& dropped);
   void RemoveSpool();
   void CloseIndex();
 
@@ -136,7 +148,10 @@ class JsonAggregator final : public Aggregator {
   sqlite3_stmt* chunks_ = nullptr;   // their spool spans, in document order
   sqlite3_stmt* clear_chunks_ = nullptr;
   sqlite3_stmt* clear_seen_ = nullptr;
-  size_t batch_rows_ = 0;  // rows in the open transaction
+  sqlite3_stmt* drop_source_ = nullptr;  // Retain: every row of a source
+  sqlite3_stmt* drop_id_ = nullptr;      // Retain: one chunk
+  sqlite3_stmt* page_ids_ = nullptr;     // Retain: a source's ids after (ord, id), in order
+  size_t batch_rows_ = 0;                // rows in the open transaction
   int64_t next_group_id_ = 0;
   std::unordered_map<std::string, std::unique_ptr<Group>> groups_;
   std::unique_ptr<simdjson::dom::parser> parser_;

@@ -2,12 +2,14 @@
 #include <gtest/gtest.h>
 #include <simdjson.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <span>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -459,6 +461,28 @@ TEST_F(AggregatorTest, StaleProbeOfADeadProcessIsRemovedAtOpen) {
   EXPECT_TRUE(fs::exists(live));
 }
 
+TEST_F(AggregatorTest, StaleRewriteTempOfADeadProcessIsRemovedAtOpen) {
+  // A kill -9 between creating a group's temp file and renaming it leaves
+  // FILE.tmp.<pid> behind; the next open removes it. pid 1 and this process
+  // run: their temps may be mid-write (two runs may share a folder briefly)
+  // and stay, like anything that is not a temp name.
+  fs::create_directories(out_ + "/manuals");
+  const std::string stale = out_ + "/manuals/pumps.json.tmp.999999999";
+  const std::string live = out_ + "/manuals/pumps.json.tmp.1";
+  const std::string own = out_ + "/manuals/valves.json.tmp." + std::to_string(::getpid());
+  const std::string not_a_temp = out_ + "/manuals/pumps.json.tmp.x1";
+  const std::string hidden = out_ + "/.spool-like/pumps.json.tmp.999999999";
+  fs::create_directories(out_ + "/.spool-like");
+  for (const std::string& f : {stale, live, own, not_a_temp, hidden}) std::ofstream(f) << "part";
+  auto agg = MustOpen(Options());
+  ASSERT_NE(agg, nullptr);
+  EXPECT_FALSE(fs::exists(stale));
+  EXPECT_TRUE(fs::exists(live));
+  EXPECT_TRUE(fs::exists(own));
+  EXPECT_TRUE(fs::exists(not_a_temp));
+  EXPECT_TRUE(fs::exists(hidden));  // dot folders hold no groups
+}
+
 TEST_F(AggregatorTest, SpoolWriteFailureIsIOError) {
   AggregatorLimits limits;
   limits.group_buffer_bytes = 1;  // every Add appends to the spool
@@ -696,6 +720,251 @@ TEST_F(AggregatorTest, IndexThatCannotBeCreatedIsAClearError) {
             std::string::npos)
       << r.status().message();
   fs::remove_all(next);
+}
+
+// ------------------------------------------------------------------ Retain
+
+// Keeps what `keep_sources` lists, drops what `drop_sources` lists, asks chunk
+// by chunk for the rest (keeping the ids in `keep_ids`); records every call.
+struct TestPolicy {
+  std::set<std::string> keep_sources, drop_sources, keep_ids;
+  std::vector<std::string> sources_asked;
+  std::vector<std::string> groups_asked;  // "domain/category" per chunks batch
+  std::vector<size_t> batch_sizes;
+  Status source_error, chunks_error;
+
+  RetentionPolicy Make() {
+    RetentionPolicy p;
+    p.source = [this](std::string_view src) -> Result<SourceRetention> {
+      sources_asked.emplace_back(src);
+      if (!source_error.ok()) return source_error;
+      if (keep_sources.count(std::string(src))) return SourceRetention::kKeep;
+      if (drop_sources.count(std::string(src))) return SourceRetention::kDrop;
+      return SourceRetention::kCheckChunks;
+    };
+    p.chunks = [this](std::string_view d, std::string_view c, std::span<const std::string> ids,
+                      std::vector<bool>& keep) -> Status {
+      if (!chunks_error.ok()) return chunks_error;
+      groups_asked.push_back(std::string(d) + "/" + std::string(c));
+      batch_sizes.push_back(ids.size());
+      EXPECT_EQ(keep.size(), ids.size());
+      for (size_t i = 0; i < ids.size(); ++i) {
+        EXPECT_FALSE(keep[i]);
+        keep[i] = keep_ids.count(ids[i]) > 0;
+      }
+      return Status::OK();
+    };
+    return p;
+  }
+};
+
+TEST_F(AggregatorTest, RetainNeedsAFinishedAggregatorAndAFullPolicy) {
+  auto agg = MustOpen(Options());
+  ASSERT_NE(agg, nullptr);
+  ASSERT_TRUE(agg->Add(MakeChunk("a.md", 0)).ok());
+  TestPolicy policy;
+  auto r = agg->Retain(policy.Make());
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  ASSERT_TRUE(agg->Finish().ok());
+  r = agg->Retain(RetentionPolicy{});
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  // Nothing of the file changed.
+  EXPECT_EQ(MustParse(out_ + "/manuals/pumps.json").ids, (std::vector<std::string>{"a.md#0"}));
+}
+
+TEST_F(AggregatorTest, RetainRewritesAsARunOfTheKeptChunksWould) {
+  const auto add_all = [&](JsonAggregator& agg, bool with_removed) {
+    for (uint32_t i = 0; i < 3; ++i) ASSERT_TRUE(agg.Add(MakeChunk("a.md", i)).ok());
+    if (with_removed) {
+      for (uint32_t i = 0; i < 2; ++i) ASSERT_TRUE(agg.Add(MakeChunk("b.md", i)).ok());
+    }
+    // A JSONL file's records: sources that are no file; one record goes.
+    ASSERT_TRUE(agg.Add(MakeChunk("rec-1", 0)).ok());
+    if (with_removed) {
+      ASSERT_TRUE(agg.Add(MakeChunk("rec-1", 1)).ok());
+      ASSERT_TRUE(agg.Add(MakeChunk("rec-2", 0)).ok());
+      // A whole group of deleted chunks, and an untouched group.
+      ASSERT_TRUE(agg.Add(MakeChunk("d.md", 0, "notes", "misc")).ok());
+    }
+    ASSERT_TRUE(agg.Add(MakeChunk("e.md", 0, "other", "kept")).ok());
+  };
+  auto agg = MustOpen(Options());
+  ASSERT_NE(agg, nullptr);
+  add_all(*agg, true);
+  ASSERT_TRUE(agg->Finish().ok());
+  const size_t written = agg->FilesWritten();
+  const std::string kept_file = out_ + "/other/kept.json";
+  struct stat before {};
+  ASSERT_EQ(::stat(kept_file.c_str(), &before), 0);
+
+  TestPolicy policy;
+  policy.keep_sources = {"a.md", "e.md"};
+  policy.drop_sources = {"b.md", "d.md"};
+  policy.keep_ids = {"rec-1#0"};
+  auto r = agg->Retain(policy.Make());
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->chunks_dropped, 2u + 1u + 1u + 1u);  // b.md x2, rec-1#1, rec-2#0, d.md
+  EXPECT_EQ(r->files_rewritten, 1u);
+  EXPECT_EQ(r->files_removed, 1u);
+  EXPECT_EQ(r->files_skipped, 0u);
+  EXPECT_EQ(agg->FilesWritten(), written);  // rewritten files were counted already
+  for (const std::string& g : policy.groups_asked) EXPECT_EQ(g, "manuals/pumps");
+
+  // The emptied group's file and its domain folder are gone; the untouched
+  // group's file was not rewritten (same inode); no scratch is left.
+  EXPECT_FALSE(fs::exists(out_ + "/notes/misc.json"));
+  EXPECT_FALSE(fs::exists(out_ + "/notes"));
+  struct stat after {};
+  ASSERT_EQ(::stat(kept_file.c_str(), &after), 0);
+  EXPECT_EQ(after.st_ino, before.st_ino);
+  EXPECT_FALSE(fs::exists(out_ + "/.spool"));
+
+  // Byte for byte what a run of the kept chunks alone writes.
+  AggregatorOptions fresh = Options();
+  fresh.out_dir = (dir_ / "fresh").string();
+  {
+    auto ref = MustOpen(fresh);
+    ASSERT_NE(ref, nullptr);
+    add_all(*ref, false);
+    ASSERT_TRUE(ref->Finish().ok());
+  }
+  EXPECT_EQ(ReadFile(out_ + "/manuals/pumps.json"),
+            ReadFile(fresh.out_dir + "/manuals/pumps.json"));
+  EXPECT_EQ(ReadFile(kept_file), ReadFile(fresh.out_dir + "/other/kept.json"));
+  std::set<std::string> ours, theirs;
+  for (const auto& e : fs::recursive_directory_iterator(out_))
+    ours.insert(fs::relative(e.path(), out_).string());
+  for (const auto& e : fs::recursive_directory_iterator(fresh.out_dir))
+    theirs.insert(fs::relative(e.path(), fresh.out_dir).string());
+  EXPECT_EQ(ours, theirs);
+
+  // Again: nothing left to drop, nothing rewritten.
+  auto again = agg->Retain(policy.Make());
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->chunks_dropped, 0u);
+  EXPECT_EQ(again->files_rewritten, 0u);
+}
+
+TEST_F(AggregatorTest, RetainReadsOnlyTheFirstLineOfAFileWhoseSourcesAllStay) {
+  {
+    auto agg = MustOpen(Options());
+    ASSERT_NE(agg, nullptr);
+    ASSERT_TRUE(agg->Add(MakeChunk("a.md", 0)).ok());
+    ASSERT_TRUE(agg->Finish().ok());
+  }
+  // Damage every chunk line: a file whose sources all stay is not parsed
+  // past its first line, so this is not noticed (nor rewritten).
+  const std::string file = out_ + "/manuals/pumps.json";
+  std::string text = ReadFile(file);
+  text.replace(text.find("{\"id\""), 5, "{\"i\"x");
+  std::ofstream(file, std::ios::trunc) << text;
+  auto agg = MustOpen(Options());
+  ASSERT_NE(agg, nullptr);
+  ASSERT_TRUE(agg->Finish().ok());
+  TestPolicy policy;
+  policy.keep_sources = {"a.md"};
+  auto r = agg->Retain(policy.Make());
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->files_rewritten, 0u);
+  EXPECT_EQ(policy.sources_asked, (std::vector<std::string>{"a.md"}));
+  EXPECT_EQ(ReadFile(file), text);
+
+  // Once a chunk must go, the damage is a clear Corrupt error and the file
+  // stays as it was.
+  policy.keep_sources.clear();
+  policy.drop_sources = {"a.md"};
+  r = agg->Retain(policy.Make());
+  EXPECT_EQ(r.status().code(), StatusCode::kCorrupt) << r.status().ToString();
+  EXPECT_EQ(ReadFile(file), text);
+  EXPECT_FALSE(fs::exists(out_ + "/.spool"));
+}
+
+TEST_F(AggregatorTest, RetainRewritesAFileInAnotherLayoutAndSkipsForeignJson) {
+  fs::create_directories(out_ + "/manuals");
+  std::ofstream(out_ + "/manuals/pumps.json") << R"({
+  "domain": "manuals",
+  "category": "pumps",
+  "chunks": [
+    {"id": "b.md#0", "source_id": "b.md", "ordinal": 0,
+     "text": "old b", "metadata": {"page_start": 7}},
+    {
+      "id": "a.md#0", "source_id": "a.md", "ordinal": 0,
+      "text": "old a", "metadata": {"page_start": 9}
+    }
+  ]
+}
+)";
+  fs::create_directories(out_ + "/foreign");
+  const std::string foreign = R"({"not": "an aggregate"})";
+  std::ofstream(out_ + "/foreign/data.json") << foreign;
+  std::ofstream(out_ + "/foreign/broken.json") << "{ nope";
+  auto agg = MustOpen(Options());
+  ASSERT_NE(agg, nullptr);
+  ASSERT_TRUE(agg->Finish().ok());
+  TestPolicy policy;
+  policy.keep_sources = {"a.md"};
+  policy.drop_sources = {"b.md"};
+  auto r = agg->Retain(policy.Make());
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->files_rewritten, 1u);
+  EXPECT_EQ(r->files_skipped, 2u);
+  EXPECT_EQ(ReadFile(out_ + "/foreign/data.json"), foreign);
+  EXPECT_EQ(
+      ReadFile(out_ + "/manuals/pumps.json"),
+      "{\"domain\":\"manuals\",\"category\":\"pumps\",\"chunk_count\":1,\"sources\":[\"a.md\"],"
+      "\"chunks\":[\n"
+      "{\"id\":\"a.md#0\",\"source_id\":\"a.md\",\"ordinal\":0,\"text\":\"old a\","
+      "\"metadata\":{\"page_start\":9}}\n]}\n");
+}
+
+TEST_F(AggregatorTest, RetainAsksForChunksInBoundedBatchesInDocumentOrder) {
+  const uint32_t n = 2 * kRetainBatch + 100;
+  {
+    auto agg = MustOpen(Options(0));
+    ASSERT_NE(agg, nullptr);
+    for (uint32_t i = 0; i < n; ++i) ASSERT_TRUE(agg->Add(MakeChunk("rec", i)).ok());
+    ASSERT_TRUE(agg->Finish().ok());
+  }
+  auto agg = MustOpen(Options());
+  ASSERT_NE(agg, nullptr);
+  ASSERT_TRUE(agg->Finish().ok());
+  TestPolicy policy;
+  for (uint32_t i = 0; i < n; i += 2) policy.keep_ids.insert("rec#" + std::to_string(i));
+  auto r = agg->Retain(policy.Make());
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(policy.batch_sizes, (std::vector<size_t>{kRetainBatch, kRetainBatch, 100}));
+  EXPECT_EQ(r->chunks_dropped, n / 2);
+  Parsed p = MustParse(out_ + "/manuals/pumps.json");
+  ASSERT_EQ(p.chunk_count, n / 2);
+  for (size_t i = 0; i < p.ordinals.size(); ++i) EXPECT_EQ(p.ordinals[i], 2 * i);
+}
+
+TEST_F(AggregatorTest, RetainPolicyErrorsStopItAndLeaveWholeFiles) {
+  {
+    auto agg = MustOpen(Options());
+    ASSERT_NE(agg, nullptr);
+    ASSERT_TRUE(agg->Add(MakeChunk("rec", 0)).ok());
+    ASSERT_TRUE(agg->Add(MakeChunk("rec", 1)).ok());
+    ASSERT_TRUE(agg->Finish().ok());
+  }
+  const std::string file = out_ + "/manuals/pumps.json";
+  const std::string before = ReadFile(file);
+  auto agg = MustOpen(Options());
+  ASSERT_NE(agg, nullptr);
+  ASSERT_TRUE(agg->Finish().ok());
+  TestPolicy policy;
+  policy.source_error = Status::IOError("store gone");
+  auto r = agg->Retain(policy.Make());
+  EXPECT_EQ(r.status().code(), StatusCode::kIOError);
+  EXPECT_EQ(r.status().message(), "store gone");
+  policy.source_error = Status::OK();
+  policy.chunks_error = Status::Unavailable("store busy");
+  r = agg->Retain(policy.Make());
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(ReadFile(file), before);
+  EXPECT_FALSE(fs::exists(out_ + "/.spool"));
+  for (const auto& e : fs::recursive_directory_iterator(out_))
+    EXPECT_EQ(e.path().string().find(".tmp."), std::string::npos) << e.path();
 }
 
 }  // namespace
