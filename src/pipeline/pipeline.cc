@@ -913,6 +913,38 @@ IngestReport Pipeline::Impl::Run() {
         Fail(r.status().WithContext("--cleanup full"));
       }
     }
+    // The aggregate files follow (docs/AGGREGATE_FORMAT.md, "Removal"): a
+    // source this walk did not see keeps its chunks only while the store holds
+    // them, which also drops the files that a run dying between DeleteSources
+    // and this point removed from the store alone.
+    if (aggregator && FatalStatus().ok()) {
+      const std::unordered_set<std::string> deleted(gone.begin(), gone.end());
+      RetentionPolicy policy;
+      policy.source = [&](std::string_view source_id) -> Result<SourceRetention> {
+        const std::string id(source_id);
+        if (deleted.count(id)) return SourceRetention::kDrop;
+        std::lock_guard lock(seen_mu);
+        if (seen_files.count(id) || fingerprints.count(id)) return SourceRetention::kKeep;
+        return SourceRetention::kCheckChunks;  // a JSONL record, stdin, or no file any more
+      };
+      policy.chunks = [&](std::string_view domain, std::string_view category,
+                          std::span<const std::string> ids, std::vector<bool>& keep) -> Status {
+        Result<std::vector<EmbeddedChunk>> stored = store.ReadChunks(ids);
+        if (!stored.ok()) return stored.status();
+        std::unordered_map<std::string_view, size_t> at;
+        for (size_t i = 0; i < ids.size(); ++i) at.emplace(ids[i], i);
+        for (const EmbeddedChunk& c : *stored) {
+          auto it = at.find(c.chunk.id);
+          if (it != at.end() && c.chunk.domain == domain && c.chunk.category == category)
+            keep[it->second] = true;
+        }
+        return Status::OK();
+      };
+      if (auto pruned = aggregator->Retain(policy); !pruned.ok()) {
+        aggregate_failed = true;  // keeps the marker: the files may still hold them
+        Fail(pruned.status().WithContext("--cleanup full: aggregate"));
+      }
+    }
   }
 
   if (reader_store) {
