@@ -943,6 +943,12 @@ IngestReport Pipeline::Impl::Run() {
       if (auto pruned = aggregator->Retain(policy); !pruned.ok()) {
         aggregate_failed = true;  // keeps the marker: the files may still hold them
         Fail(pruned.status().WithContext("--cleanup full: aggregate"));
+      } else if (pruned->chunks_dropped > 0 || pruned->files_skipped > 0) {
+        spdlog::info(
+            "--cleanup full: {} chunks dropped from the aggregate files ({} rewritten, {} "
+            "removed; {} *.json that are no aggregate files left alone)",
+            pruned->chunks_dropped, pruned->files_rewritten, pruned->files_removed,
+            pruned->files_skipped);
       }
     }
   }
