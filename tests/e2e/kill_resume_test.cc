@@ -5,7 +5,11 @@
 // uninterrupted run: the same chunk ids, vectors, sources and fingerprints, no
 // duplicates, no orphans, byte-identical aggregate JSON. Also: a SIGINT'd run
 // reports cleanly, dead-letters nothing, and resumes to the same store.
+// The crash tests run against SQLite and against a real PostgreSQL (DSN from
+// SLUICE_TEST_PG_DSN; each store in its own table), issue 6's "the same on
+// SQLite and on PostgreSQL".
 #include <fcntl.h>
+#include <libpq-fe.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sqlite3.h>
@@ -21,6 +25,7 @@
 #include <thread>
 
 #include "sluice/mock_api.h"
+#include "store/postgres/pg_test_util.h"
 #include "testing/sqlite_dump.h"
 #include "testing/test_util.h"
 
@@ -58,40 +63,65 @@ void MakeCorpus(const TempDir& dir) {
   }
 }
 
-std::vector<std::string> Args(const TempDir& dir, const std::string& url, const std::string& db,
+enum class Backend { kSqlite, kPostgres };
+
+std::string BackendName(Backend b) { return b == Backend::kSqlite ? "SQLite" : "PostgreSQL"; }
+void PrintTo(Backend b, std::ostream* os) { *os << BackendName(b); }
+
+// Where one store lives: a SQLite file in the test folder, or a table (with
+// its _sources, _files and _embedding_cache neighbours) in the test cluster.
+struct StoreRef {
+  Backend backend = Backend::kSqlite;
+  std::string sqlite_path;  // kSqlite
+  std::string dsn, table;   // kPostgres
+
+  std::vector<std::string> Flags() const {
+    if (backend == Backend::kSqlite) return {"--store", "sqlite:" + sqlite_path};
+    return {"--store", dsn, "--table", table};
+  }
+  // The same flags, quoted for /bin/sh.
+  std::string ShellFlags() const {
+    std::string out;
+    for (const std::string& f : Flags()) out += " '" + f + "'";
+    return out;
+  }
+};
+
+std::vector<std::string> Args(const TempDir& dir, const std::string& url, const StoreRef& store,
                               const std::string& out) {
-  return {kSluice,
-          "ingest",
-          dir / "corpus",
-          "--endpoint",
-          url,
-          "--model",
-          "mock-model",
-          "--store",
-          "sqlite:" + (dir / db),
-          "--out",
-          dir / out,
-          "--dead-letter",
-          dir / (out + "/dead.jsonl"),
-          "--report",
-          dir / (out + "-report.json"),
-          "--no-progress",
-          "--concurrency",
-          "2",
-          "--batch-size",
-          "4",
-          "--chunk-tokens",
-          "48",
-          "--chunk-overlap",
-          "0",
-          "--readers",
-          "2",
-          "--store-batch",
-          "8",
-          "--aggregate-every",
-          "5",
-          "--log-level",
-          "error"};
+  std::vector<std::string> args = {kSluice,
+                                   "ingest",
+                                   dir / "corpus",
+                                   "--endpoint",
+                                   url,
+                                   "--model",
+                                   "mock-model",
+                                   "--out",
+                                   dir / out,
+                                   "--dead-letter",
+                                   dir / (out + "/dead.jsonl"),
+                                   "--report",
+                                   dir / (out + "-report.json"),
+                                   "--no-progress",
+                                   "--concurrency",
+                                   "2",
+                                   "--batch-size",
+                                   "4",
+                                   "--chunk-tokens",
+                                   "48",
+                                   "--chunk-overlap",
+                                   "0",
+                                   "--readers",
+                                   "2",
+                                   "--store-batch",
+                                   "8",
+                                   "--aggregate-every",
+                                   "5",
+                                   "--log-level",
+                                   "error"};
+  const std::vector<std::string> store_flags = store.Flags();
+  args.insert(args.begin() + 7, store_flags.begin(), store_flags.end());
+  return args;
 }
 
 pid_t Spawn(std::vector<std::string> args) {
@@ -114,13 +144,55 @@ int Wait(pid_t pid) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-std::vector<std::string> Dump(const std::string& db) {
+std::vector<std::string> DumpSqlite(const std::string& db) {
   return sluice::testing::DumpSqliteRows(
       db, {"SELECT 'c', id, source_id, ordinal, text, domain, category, metadata, hex(embedding), "
            "model, dims FROM chunks",
            "SELECT 's', source_id, chunk_count, size_bytes, mtime_ns, content_hash FROM sources",
            "SELECT 'f', file_id, chunk_count, chunk_ids, size_bytes, mtime_ns, content_hash FROM "
            "files"});
+}
+
+// The PostgreSQL rows in DumpSqliteRows' form ("col|col|...|", NULL spelled
+// out, sorted). embedding::text is exact: PostgreSQL 12+ prints floats in
+// their shortest round-tripping form, so equal text is equal bits.
+std::vector<std::string> DumpPostgres(const std::string& dsn, const std::string& table) {
+  pgtest::RawPg pg(dsn);
+  EXPECT_TRUE(pg.ok()) << PQerrorMessage(pg.get());
+  const auto quoted = [&](const std::string& suffix) { return "\"" + table + suffix + "\""; };
+  const std::string queries[] = {
+      "SELECT 'c', id, source_id, ordinal, text, domain, category, metadata::text, "
+      "embedding::text, model, dims FROM " +
+          quoted(""),
+      "SELECT 's', source_id, chunk_count, size_bytes, mtime_ns, content_hash FROM " +
+          quoted("_sources"),
+      "SELECT 'f', file_id, chunk_count, chunk_ids::text, size_bytes, mtime_ns, content_hash "
+      "FROM " +
+          quoted("_files")};
+  std::vector<std::string> rows;
+  for (const std::string& sql : queries) {
+    PGresult* r = PQexec(pg.get(), sql.c_str());
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+      ADD_FAILURE() << sql << ": " << PQresultErrorMessage(r);
+    } else {
+      for (int i = 0; i < PQntuples(r); ++i) {
+        std::string row;
+        for (int j = 0; j < PQnfields(r); ++j) {
+          row += PQgetisnull(r, i, j) ? "NULL" : PQgetvalue(r, i, j);
+          row += '|';
+        }
+        rows.push_back(std::move(row));
+      }
+    }
+    PQclear(r);
+  }
+  std::sort(rows.begin(), rows.end());
+  return rows;
+}
+
+std::vector<std::string> Dump(const StoreRef& store) {
+  return store.backend == Backend::kSqlite ? DumpSqlite(store.sqlite_path)
+                                           : DumpPostgres(store.dsn, store.table);
 }
 
 // Every regular file under `root` (relative path -> content).
@@ -139,9 +211,28 @@ std::map<std::string, std::string> Files(const std::string& root) {
   return out;
 }
 
-class KillResumeTest : public ::testing::Test {
+// One reference run (ref_) and one store for the test to interrupt (store_),
+// both on backend(); PostgreSQL tables are unique per store and dropped at the
+// end.
+class KillResumeFixture : public ::testing::Test {
  protected:
+  virtual Backend backend() const = 0;
+
   void SetUp() override {
+    ref_.backend = store_.backend = backend();
+    if (backend() == Backend::kPostgres) {
+      const std::string dsn = pgtest::DsnFromEnv("SLUICE_TEST_PG_DSN");
+      if (dsn.empty()) {
+        if (pgtest::ServicesRequired()) FAIL() << "SLUICE_TEST_PG_DSN is not set";
+        GTEST_SKIP() << "SLUICE_TEST_PG_DSN not set; run under scripts/test-services.sh";
+      }
+      ref_.dsn = store_.dsn = dsn;
+      ref_.table = pgtest::UniqueTable("kill_resume_ref");
+      store_.table = pgtest::UniqueTable("kill_resume");
+    } else {
+      ref_.sqlite_path = dir_ / "ref.db";
+      store_.sqlite_path = dir_ / "s.db";
+    }
     MockApiOptions mock;
     mock.dimensions = 24;
     mock.base_latency = std::chrono::milliseconds(15);
@@ -151,25 +242,39 @@ class KillResumeTest : public ::testing::Test {
     server_ = std::move(*server);
     MakeCorpus(dir_);
     const auto start = std::chrono::steady_clock::now();
-    ASSERT_EQ(Wait(Spawn(Args(dir_, server_->BaseUrl(), "ref.db", "ref-out"))), 0);
+    ASSERT_EQ(Wait(Spawn(Args(dir_, server_->BaseUrl(), ref_, "ref-out"))), 0);
     reference_ms_ = std::chrono::duration_cast<std::chrono::milliseconds>(
                         std::chrono::steady_clock::now() - start)
                         .count();
-    reference_ = Dump(dir_ / "ref.db");
+    reference_ = Dump(ref_);
     ASSERT_GT(reference_.size(), 100u);
   }
   void TearDown() override {
     if (server_) server_->Stop();
+    if (backend() != Backend::kPostgres || ref_.dsn.empty()) return;
+    pgtest::RawPg pg(ref_.dsn);
+    if (!pg.ok()) return;
+    for (const std::string& t : {ref_.table, store_.table}) {
+      pg.Command("DROP TABLE IF EXISTS \"" + t + "\", \"" + t + "_sources\", \"" + t +
+                 "_files\", \"" + t + "_embedding_cache\"");
+    }
+  }
+
+  // `sluice verify` on `store` for the corpus.
+  testing::CommandResult Verify(const StoreRef& store) {
+    return RunCommand(kSluice + " verify" + store.ShellFlags() + " '" + (dir_ / "corpus") + "'");
   }
 
   void ExpectSameAsReference() {
-    const std::vector<std::string> got_rows = Dump(dir_ / "s.db");
+    const std::vector<std::string> got_rows = Dump(store_);
     EXPECT_EQ(got_rows.size(), reference_.size());
     std::vector<std::string> missing, extra;
     std::set_difference(reference_.begin(), reference_.end(), got_rows.begin(), got_rows.end(),
                         std::back_inserter(missing));
     std::set_difference(got_rows.begin(), got_rows.end(), reference_.begin(), reference_.end(),
                         std::back_inserter(extra));
+    EXPECT_TRUE(missing.empty() && extra.empty())
+        << missing.size() << " reference rows missing, " << extra.size() << " extra rows";
     for (size_t i = 0; i < std::min<size_t>(3, missing.size()); ++i)
       ADD_FAILURE() << "missing " << missing[i];
     for (size_t i = 0; i < std::min<size_t>(3, extra.size()); ++i)
@@ -182,18 +287,30 @@ class KillResumeTest : public ::testing::Test {
     for (const auto& [name, content] : want) {
       EXPECT_TRUE(got.count(name) && got[name] == content) << name;
     }
-    auto r =
-        RunCommand(kSluice + " verify --store sqlite:" + (dir_ / "s.db") + " " + (dir_ / "corpus"));
+    auto r = Verify(store_);
     EXPECT_EQ(r.exit_code, 0) << r.output;
   }
 
   TempDir dir_;
+  StoreRef ref_, store_;
   std::unique_ptr<MockApiServer> server_;
   std::vector<std::string> reference_;
   int64_t reference_ms_ = 0;
 };
 
-TEST_F(KillResumeTest, KillNineLoopEndsWithTheUninterruptedStore) {
+// The crash tests, once per backend: .../SQLite and .../PostgreSQL.
+class KillResumeTest : public KillResumeFixture, public ::testing::WithParamInterface<Backend> {
+ protected:
+  Backend backend() const override { return GetParam(); }
+};
+
+INSTANTIATE_TEST_SUITE_P(Backends, KillResumeTest,
+                         ::testing::Values(Backend::kSqlite, Backend::kPostgres),
+                         [](const ::testing::TestParamInfo<Backend>& info) {
+                           return BackendName(info.param);
+                         });
+
+TEST_P(KillResumeTest, KillNineLoopEndsWithTheUninterruptedStore) {
   std::mt19937_64 rng(20261128);
   // Kill moments spread over the whole of a run, some very early (schema
   // creation, first batches) and some late (aggregate rewrites).
@@ -205,24 +322,25 @@ TEST_F(KillResumeTest, KillNineLoopEndsWithTheUninterruptedStore) {
   int kills = 0;
   for (int round = 0; round < 30 && kills < 12 && std::chrono::steady_clock::now() < deadline;
        ++round) {
-    const pid_t pid = Spawn(Args(dir_, server_->BaseUrl(), "s.db", "out"));
+    const pid_t pid = Spawn(Args(dir_, server_->BaseUrl(), store_, "out"));
     std::this_thread::sleep_for(std::chrono::milliseconds(moment(rng)));
     ::kill(pid, SIGKILL);
     const int code = Wait(pid);
     if (code == 128 + SIGKILL) ++kills;
   }
   EXPECT_GE(kills, 10);
-  ASSERT_EQ(Wait(Spawn(Args(dir_, server_->BaseUrl(), "s.db", "out"))), 0);
+  RecordProperty("sigkills", kills);
+  ASSERT_EQ(Wait(Spawn(Args(dir_, server_->BaseUrl(), store_, "out"))), 0);
   ExpectSameAsReference();
   // And the store is complete: a rerun sends nothing to the API.
   const uint64_t before = server_->Stats().requests;
-  ASSERT_EQ(Wait(Spawn(Args(dir_, server_->BaseUrl(), "s.db", "out"))), 0);
+  ASSERT_EQ(Wait(Spawn(Args(dir_, server_->BaseUrl(), store_, "out"))), 0);
   EXPECT_EQ(server_->Stats().requests, before);
   ExpectSameAsReference();
 }
 
-TEST_F(KillResumeTest, SigintGivesCleanReportAndResumableStore) {
-  const pid_t pid = Spawn(Args(dir_, server_->BaseUrl(), "s.db", "out"));
+TEST_P(KillResumeTest, SigintGivesCleanReportAndResumableStore) {
+  const pid_t pid = Spawn(Args(dir_, server_->BaseUrl(), store_, "out"));
   std::this_thread::sleep_for(std::chrono::milliseconds(std::max<int64_t>(50, reference_ms_ / 3)));
   ::kill(pid, SIGINT);
   EXPECT_EQ(Wait(pid), 130);
@@ -232,47 +350,45 @@ TEST_F(KillResumeTest, SigintGivesCleanReportAndResumableStore) {
   EXPECT_NE(report.find("\"chunks_dead_lettered\":0"), std::string::npos) << report;
   EXPECT_FALSE(std::filesystem::exists(dir_ / "out/dead.jsonl"));
 
-  ASSERT_EQ(Wait(Spawn(Args(dir_, server_->BaseUrl(), "s.db", "out"))), 0);
+  ASSERT_EQ(Wait(Spawn(Args(dir_, server_->BaseUrl(), store_, "out"))), 0);
   const std::string resumed = ReadFile(dir_ / "out-report.json");
   EXPECT_EQ(resumed.find("\"sources_unchanged\":0,"), std::string::npos) << resumed;
   ExpectSameAsReference();
 }
 
-TEST_F(KillResumeTest, SecondSignalExitsAtOnceAndIsStillResumable) {
-  const pid_t pid = Spawn(Args(dir_, server_->BaseUrl(), "s.db", "out"));
+TEST_P(KillResumeTest, SecondSignalExitsAtOnceAndIsStillResumable) {
+  const pid_t pid = Spawn(Args(dir_, server_->BaseUrl(), store_, "out"));
   std::this_thread::sleep_for(std::chrono::milliseconds(std::max<int64_t>(50, reference_ms_ / 3)));
   ::kill(pid, SIGINT);
   std::this_thread::sleep_for(std::chrono::milliseconds(10));
   ::kill(pid, SIGINT);
   EXPECT_EQ(Wait(pid), 130);
-  ASSERT_EQ(Wait(Spawn(Args(dir_, server_->BaseUrl(), "s.db", "out"))), 0);
+  ASSERT_EQ(Wait(Spawn(Args(dir_, server_->BaseUrl(), store_, "out"))), 0);
   ExpectSameAsReference();
 }
 
-TEST_F(KillResumeTest, VerifyFindsChangedDeletedAndNewFilesUntilCleanupFull) {
-  const std::string verify =
-      kSluice + " verify --store sqlite:" + (dir_ / "ref.db") + " " + (dir_ / "corpus");
-  auto r = RunCommand(verify);
+TEST_P(KillResumeTest, VerifyFindsChangedDeletedAndNewFilesUntilCleanupFull) {
+  auto r = Verify(ref_);
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find(": OK"), std::string::npos) << r.output;
 
   WriteFile(dir_ / "corpus/ops/doc0.md", "# Doc 0\n\nRewritten entirely.\n");
   std::filesystem::remove(dir_ / "corpus/ops/doc2.md");
   WriteFile(dir_ / "corpus/ops/new.md", "# New\n\nA new file.\n");
-  r = RunCommand(verify);
+  r = Verify(ref_);
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("changed          ops/doc0.md"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("deleted          ops/doc2.md"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("not_ingested     ops/new.md"), std::string::npos) << r.output;
 
-  std::vector<std::string> args = Args(dir_, server_->BaseUrl(), "ref.db", "ref-out");
+  std::vector<std::string> args = Args(dir_, server_->BaseUrl(), ref_, "ref-out");
   args.push_back("--cleanup");
   args.push_back("full");
   ASSERT_EQ(Wait(Spawn(args)), 0);
   const std::string report = ReadFile(dir_ / "ref-out-report.json");
   EXPECT_NE(report.find("\"sources_deleted\":1"), std::string::npos) << report;
   EXPECT_NE(report.find("\"sources_unchanged\":42"), std::string::npos) << report;
-  r = RunCommand(verify);
+  r = Verify(ref_);
   EXPECT_EQ(r.exit_code, 0) << r.output;
 }
 
@@ -299,13 +415,13 @@ TEST(DeadLetterCliTest, BadPatternCorruptFileAndBadCleanupAreClearErrors) {
   EXPECT_EQ(r.exit_code, 1) << r.output;
 }
 
-TEST_F(KillResumeTest, DeadLetterRetryStoresItemsOnceTheApiRecovers) {
+TEST_P(KillResumeTest, DeadLetterRetryStoresItemsOnceTheApiRecovers) {
   MockApiOptions failing;
   failing.dimensions = 24;
   failing.fault_500_rate = 1.0;  // every request fails
   auto down = MockApiServer::Start(failing);
   ASSERT_TRUE(down.ok());
-  std::vector<std::string> args = Args(dir_, (*down)->BaseUrl(), "s.db", "out");
+  std::vector<std::string> args = Args(dir_, (*down)->BaseUrl(), store_, "out");
   for (const char* extra : {"--max-attempts", "1", "--batch-size", "16"}) args.push_back(extra);
   // Every chunk fails permanently, yet the run goes through all files.
   EXPECT_EQ(Wait(Spawn(args)), 3);
@@ -319,15 +435,15 @@ TEST_F(KillResumeTest, DeadLetterRetryStoresItemsOnceTheApiRecovers) {
   EXPECT_NE(list.output.find("dead letters in"), std::string::npos) << list.output;
 
   // A pattern that matches nothing retries nothing and keeps the file.
-  auto none = RunCommand(kSluice + " dead-letter retry --dead-letter " + dead +
-                         " --reason no-such-reason --store sqlite:" + (dir_ / "s.db") +
-                         " --endpoint " + server_->BaseUrl());
+  auto none =
+      RunCommand(kSluice + " dead-letter retry --dead-letter " + dead + " --reason no-such-reason" +
+                 store_.ShellFlags() + " --endpoint " + server_->BaseUrl());
   EXPECT_EQ(none.exit_code, 0) << none.output;
   EXPECT_NE(none.output.find("nothing to retry"), std::string::npos) << none.output;
   EXPECT_TRUE(std::filesystem::exists(dead));
 
   // The healthy API: everything is stored and the file goes away.
-  std::vector<std::string> retry = Args(dir_, server_->BaseUrl(), "s.db", "out");
+  std::vector<std::string> retry = Args(dir_, server_->BaseUrl(), store_, "out");
   retry.erase(retry.begin() + 2);  // no input path
   retry[1] = "retry";
   retry.insert(retry.begin() + 1, "dead-letter");
