@@ -690,10 +690,15 @@ PgError PostgresStore::UpsertSources(PgConn& c, std::span<const EmbeddedChunk> b
   for (size_t i : rows) sources.emplace(batch[i].chunk.source_id, &batch[i].chunk);
   std::string sql;
   if (!sources.empty()) {
-    sql = "INSERT INTO " + q_sources_ +
-          " AS s (source_id, domain, category, chunk_count) "
-          "SELECT v.source_id, v.domain, v.category, (SELECT count(*) FROM " +
-          q_chunks_ + " c WHERE c.source_id = v.source_id) FROM (VALUES ";
+    // A new row takes its file facts from the fingerprint when the file was
+    // fingerprinted before any chunk of it was stored (dead-letter retry);
+    // an existing row keeps its own.
+    const bool facts = resume_tables_;
+    sql = "INSERT INTO " + q_sources_ + " AS s (source_id, domain, category, chunk_count" +
+          (facts ? ", path, size_bytes, mtime_ns, content_hash" : "") +
+          ") SELECT v.source_id, v.domain, v.category, (SELECT count(*) FROM " + q_chunks_ +
+          " c WHERE c.source_id = v.source_id)" +
+          (facts ? ", f.path, f.size_bytes, f.mtime_ns, f.content_hash" : "") + " FROM (VALUES ";
     bool first = true;
     for (const auto& [id, chunk] : sources) {
       sql += first ? "(" : ",(";
@@ -705,8 +710,10 @@ PgError PostgresStore::UpsertSources(PgConn& c, std::span<const EmbeddedChunk> b
       sql += EscapeLiteral(c.pg, chunk->category);
       sql += "::text)";
     }
+    sql += ") AS v(source_id, domain, category) ";
+    if (facts) sql += "LEFT JOIN " + q_files_ + " f ON f.file_id = v.source_id ";
     sql +=
-        ") AS v(source_id, domain, category) ORDER BY v.source_id ON CONFLICT (source_id) DO "
+        "ORDER BY v.source_id ON CONFLICT (source_id) DO "
         "UPDATE SET domain = EXCLUDED.domain, category = EXCLUDED.category, chunk_count = "
         "EXCLUDED.chunk_count, updated_at = now() WHERE (s.domain, s.category, s.chunk_count) IS "
         "DISTINCT FROM (EXCLUDED.domain, EXCLUDED.category, EXCLUDED.chunk_count);";

@@ -121,6 +121,24 @@ TEST_P(PostgresResumeTest, FingerprintsWorkBeforeTheFirstWriteAndRoundTrip) {
   EXPECT_TRUE(Verify(*store).empty());
 }
 
+// Dead-letter retry: a file fingerprinted before any chunk of it was stored
+// (every chunk dead-lettered) gets its facts into the sources row that the
+// retried chunks create.
+TEST_P(PostgresResumeTest, SourceRowCreatedAfterTheFingerprintTakesItsFacts) {
+  auto store = Open();
+  ASSERT_TRUE(store);
+  const auto chunks = FileChunks("doc.md", 0, 3);
+  SourceManifest doc = Manifest("doc.md", Ids(chunks));
+  ASSERT_TRUE(store->CommitSources(std::vector<SourceManifest>{doc}).ok());
+  Write(*store, chunks);
+  EXPECT_EQ(
+      raw_->Scalar("SELECT concat_ws('|', path, size_bytes, mtime_ns, content_hash, "
+                   "chunk_count) FROM " +
+                   Q("_sources") + " WHERE source_id = 'doc.md'"),
+      doc.fingerprint.path + "|1003|" + std::to_string(doc.fingerprint.mtime_ns) + "|hash-3|3");
+  EXPECT_TRUE(Verify(*store).empty());
+}
+
 TEST_P(PostgresResumeTest, CommitDeletesStaleChunksIncludingUnlistedOnesOfTheFile) {
   auto store = Open();
   ASSERT_TRUE(store);
