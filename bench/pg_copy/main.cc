@@ -8,7 +8,9 @@
 // The psql side loads a binary COPY file generated beforehand (only the copy
 // is timed). The store side times only its Write calls (rows are generated
 // between them), each call carrying pool x batch_rows rows so the pool writes
-// that many transactions in parallel, as the pipeline does.
+// that many transactions in parallel, as the pipeline does. The third row
+// also records every vector in the embedding cache (what `sluice ingest`
+// does by default; docs/RESUME.md), still against the plain psql copy.
 #include <libpq-fe.h>
 
 #include <unistd.h>
@@ -80,6 +82,12 @@ bool Exec(PGconn* pg, const std::string& sql) {
   return ok;
 }
 
+// The chunks table and every table the store keeps beside it.
+void DropTables(PGconn* pg, const std::string& t) {
+  Exec(pg, "DROP TABLE IF EXISTS \"" + t + "\", \"" + t + "_sources\", \"" + t + "_files\", \"" +
+               t + "_embedding_cache\"");
+}
+
 double Now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
@@ -87,7 +95,7 @@ double Now() {
 // Creates `table` (and its sources table) through the store so both sides
 // load the same shape, then sets the embedding column's storage.
 bool FreshTable(PGconn* pg, const Args& a, const std::string& table, const char* storage) {
-  Exec(pg, "DROP TABLE IF EXISTS \"" + table + "\", \"" + table + "_sources\"");
+  DropTables(pg, table);
   sluice::StoreOptions o;
   o.table = table;
   o.dimensions = a.dims;
@@ -114,10 +122,11 @@ double TimePsqlCopy(PGconn* pg, const Args& a, const std::string& table, const s
   return Now() - start;
 }
 
-double TimeStore(PGconn* pg, const Args& a, const std::string& table) {
+double TimeStore(PGconn* pg, const Args& a, const std::string& table, bool cache) {
   Exec(pg, "CHECKPOINT");
   sluice::StoreOptions o;
   o.table = table;
+  if (cache) o.embedding_cache_namespace = "text-embedding-3-small:" + std::to_string(a.dims);
   o.dimensions = a.dims;
   o.batch_rows = a.batch_rows;
   o.pool_size = a.pool;
@@ -222,8 +231,10 @@ int main(int argc, char** argv) {
   struct Variant {
     const char* name;
     const char* storage;
-  } variants[] = {{"real[] default (EXTENDED)", "EXTENDED"},
-                  {"real[] STORAGE EXTERNAL", "EXTERNAL"}};
+    bool cache;
+  } variants[] = {{"real[] default (EXTENDED)", "EXTENDED", false},
+                  {"real[] STORAGE EXTERNAL", "EXTERNAL", false},
+                  {"EXTERNAL + embedding cache", "EXTERNAL", true}};
   int rc = 0;
   for (const auto& v : variants) {
     const std::string copy_table = std::string("bench_psql_") + v.storage;
@@ -238,9 +249,9 @@ int main(int argc, char** argv) {
       double psql_s, store_s;
       if (r % 2 == 0) {
         psql_s = TimePsqlCopy(pg, a, copy_table, file);
-        store_s = TimeStore(pg, a, store_table);
+        store_s = TimeStore(pg, a, store_table, v.cache);
       } else {
-        store_s = TimeStore(pg, a, store_table);
+        store_s = TimeStore(pg, a, store_table, v.cache);
         psql_s = TimePsqlCopy(pg, a, copy_table, file);
       }
       if (psql_s <= 0 || store_s <= 0) {
@@ -261,7 +272,7 @@ int main(int argc, char** argv) {
   for (const char* side : {"bench_psql_", "bench_store_"}) {
     for (const char* storage : {"EXTENDED", "EXTERNAL"}) {
       const std::string t = std::string(side) + storage;
-      Exec(pg, "DROP TABLE IF EXISTS \"" + t + "\", \"" + t + "_sources\"");
+      DropTables(pg, t);
     }
   }
   std::remove(file.c_str());
