@@ -4,7 +4,11 @@
 // and requests. Ratios are measured within one run; absolute numbers depend on
 // the (shared) machine.
 //
-//   bench_regimes [a|b|c|d|all] [--scale F]
+//   bench_regimes [a|b|c|d|all] [--scale F] [--keep]
+//
+// Work files go to $TMPDIR/sluice-bench-regimes-<pid> (one per run, so two
+// engineers' runs on a shared machine do not collide); --keep leaves them,
+// with each run's controller trace (<regime>/.../trace.csv), for inspection.
 //
 // (a) rate-limited: RPM 600, TPM 1,000,000, latency 150 ms + 0.5 ms/input.
 //     Ceiling (chunks/s) = min(TPM/60 / tokens_per_chunk, RPM/60 * inputs_per_request),
@@ -30,6 +34,7 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include "sluice/mock_api.h"
 #include "sluice/pipeline.h"
@@ -346,24 +351,32 @@ void RegimeD(double scale, const std::string& root) {
 int main(int argc, char** argv) {
   std::string which = "all";
   double scale = 1.0;
+  bool keep = false;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "--scale" && i + 1 < argc) {
       scale = std::atof(argv[++i]);
+    } else if (arg == "--keep") {
+      keep = true;
     } else if (arg == "-h" || arg == "--help") {
-      std::printf("usage: bench_regimes [a|b|c|d|all] [--scale F]\n");
+      std::printf("usage: bench_regimes [a|b|c|d|all] [--scale F] [--keep]\n");
       return 0;
     } else {
       which = arg;
     }
   }
   const std::string root =
-      (std::filesystem::temp_directory_path() / "sluice-bench-regimes").string();
+      (std::filesystem::temp_directory_path() / fmt::format("sluice-bench-regimes-{}", ::getpid()))
+          .string();
   std::filesystem::remove_all(root);
   if (which == "a" || which == "all") sluice::RegimeA(scale, root);
   if (which == "b" || which == "all") sluice::RegimeB(scale, root);
   if (which == "c" || which == "all") sluice::RegimeC(scale, root);
   if (which == "d" || which == "all") sluice::RegimeD(scale, root);
-  std::filesystem::remove_all(root);
+  if (keep) {
+    std::printf("\nwork files and traces kept in %s\n", root.c_str());
+  } else {
+    std::filesystem::remove_all(root);
+  }
   return 0;
 }

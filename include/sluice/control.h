@@ -318,6 +318,14 @@ struct BatchSizerOptions {
   size_t window = 64;                 // observations kept for the fit
   size_t observations_per_step = 32;  // observations between two changes
   double max_step = 2.0;              // at most x2 (or /2) per change
+  // Chunks the caller means to hold in requests at once; 0: no bound.
+  // The suggestion is capped at in_flight_budget / L, where L is the highest
+  // concurrency limit among the last `window` ObserveConcurrencyLimit calls,
+  // so a limit of 32 is filled with 32 mid-size requests rather than a few
+  // huge ones the caller cannot supply enough chunks for. Never below
+  // min_inputs. Default: 0 (the embed stage passes
+  // EmbedStageOptions::in_flight_chunk_budget).
+  size_t in_flight_budget = 0;
 };
 
 // Fits latency = fixed + per_input * inputs (least squares through the
@@ -329,7 +337,12 @@ struct BatchSizerOptions {
 // per step of observations_per_step requests.
 // Before any usable fit (all requests the same size) it grows x2: larger
 // batches never lower throughput when part of the latency is fixed; with
-// no per-input cost it grows to max_inputs. Pure.
+// no per-input cost it grows to max_inputs.
+// With an in_flight_budget the suggestion is further capped by the budget
+// over the recent peak concurrency limit (see BatchSizerOptions): the peak,
+// not the current value, so a limiter's brief probe down to a few requests
+// does not make huge batches. The cap moves only when the new value is
+// outside x1.25 of the current one (each change disturbs the limiter). Pure.
 // Thread safety: embed stage thread only.
 class BatchSizer {
  public:
@@ -337,8 +350,17 @@ class BatchSizer {
 
   // A successful request of `inputs` inputs took `rtt`.
   void Observe(size_t inputs, Duration rtt);
-  // The suggested number of inputs, in [min_inputs, max_inputs].
-  size_t SuggestedInputs() const { return suggested_; }
+  // The concurrency limit now (call after each Observe). Only matters with
+  // an in_flight_budget.
+  void ObserveConcurrencyLimit(size_t limit);
+  // The suggested number of inputs, in [min_inputs, max_inputs]: the
+  // latency fit's suggestion, capped by InFlightCap().
+  size_t SuggestedInputs() const { return std::min(suggested_, cap_); }
+  // The latency fit's suggestion alone (before the in-flight cap).
+  size_t FitSuggestion() const { return suggested_; }
+  // in_flight_budget / recent peak limit, in [min_inputs, max_inputs];
+  // max_inputs when there is no budget or no limit was observed yet.
+  size_t InFlightCap() const { return cap_; }
   // Lowers (or restores) the token cap, e.g. to a fraction of the TPM limit
   // the pacer learned: a request costing more than a whole minute's tokens
   // is refused as too large and one costing much of it stalls the pacer.
@@ -374,6 +396,8 @@ class BatchSizer {
   Fit last_fit_;  // the last valid fit, used while recent sizes are all equal
   size_t suggested_;
   size_t since_change_ = 0;
+  std::deque<size_t> recent_limits_;  // the last `window` observed limits
+  size_t cap_;                        // InFlightCap()
 };
 
 // ---------------------------------------------------------------------------

@@ -63,6 +63,14 @@ struct EmbedStageOptions {
   RetryPolicyOptions retry;
   uint64_t seed = 0;  // jitter seed; 0: from std::random_device
   bool adaptive_batch = true;  // let a BatchSizer grow/shrink batches (issue 3)
+  // With adaptive_batch: the chunks the stage aims to hold in requests at
+  // once. Batches are capped at this over the (recent peak) concurrency
+  // limit, so the limit is filled with mid-size requests instead of a few
+  // huge ones that outrun the chunks upstream can supply (BENCHMARKS.md,
+  // regime b). With the intake rule (unsent < batch * (free slots + 1)) this
+  // also bounds what the stage holds to about twice the budget.
+  // 0: no cap. Default: 4096 (32 requests of 128 inputs).
+  size_t in_flight_chunk_budget = 4096;
 };
 
 // Observes each finished request (for the trace of issue 3). Optional.

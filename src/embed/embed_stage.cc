@@ -112,6 +112,7 @@ struct EmbedStage::Impl {
       sizing.max_inputs = hard_max;
       sizing.max_tokens_per_request = options.max_tokens_per_request;
       sizing.initial_inputs = max_inputs;
+      sizing.in_flight_budget = options.in_flight_chunk_budget;
       sizer.emplace(sizing);
     }
   }
@@ -421,6 +422,9 @@ Status EmbedStage::Impl::HandleResponse(EmbedResponse& response, BoundedQueue<Em
     if (sizer) {
       const size_t before = sizer->SuggestedInputs();
       sizer->Observe(batch.chunks.size(), rtt);
+      // Batches shrink as the limit grows, so the chunks in flight stay
+      // within the budget and every slot the limiter opens can be filled.
+      sizer->ObserveConcurrencyLimit(limiter.Limit());
       const size_t after = sizer->SuggestedInputs();
       // A new batch size moves latency for reasons other than load: tell the
       // limiter so it does not read the change as queueing (or its absence).

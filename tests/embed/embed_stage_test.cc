@@ -586,5 +586,36 @@ TEST(EmbedStageTest, CutsEachBatchWithTheCapInForceWhenItStarts) {
   EXPECT_EQ(h.transport.RequestSizes(), (std::vector<size_t>{4, 4, 4, 2, 2, 2, 2}));
 }
 
+// Regime (b) of BENCHMARKS.md: no per-input cost (a stopped clock), so the
+// sizer alone grows batches; with an in-flight budget the stage caps them at
+// budget / limit once it knows the limit, and fills the limit with them.
+TEST(EmbedStageTest, AdaptiveBatchesStayWithinTheInFlightBudgetOverTheLimit) {
+  auto run = [](size_t budget) {
+    Harness h([](const EmbedRequest& r, int) { return Ok(r); }, /*concurrency=*/8);
+    h.options.adaptive_batch = true;
+    h.options.batch_size = 8;
+    h.options.max_inputs_per_request = 2048;
+    h.options.in_flight_chunk_budget = budget;
+    ManualClock stopped;
+    h.clock = &stopped;
+    EXPECT_TRUE(h.RunAll(Chunks(1000)).ok());  // the harness's input queue holds 1000
+    h.ExpectExactlyOnce(1000);
+    return h.transport.RequestSizes();
+  };
+  const std::vector<size_t> capped = run(/*budget=*/32);
+  ASSERT_GT(capped.size(), 8u);
+  EXPECT_EQ(capped.front(), 8u);  // before any answer the limit is not known
+  // Once the first answer came back: 32 chunks / 8 slots.
+  const size_t first_capped =
+      static_cast<size_t>(std::find(capped.begin(), capped.end(), size_t{4}) - capped.begin());
+  ASSERT_LE(first_capped, 8u) << "the cap was not applied after the first answer";
+  for (size_t i = first_capped; i < capped.size(); ++i) EXPECT_LE(capped[i], 4u) << i;
+
+  // Without a budget the same run grows past the initial 8 (the cap above
+  // is what kept it down).
+  const std::vector<size_t> uncapped = run(/*budget=*/0);
+  EXPECT_GT(*std::max_element(uncapped.begin(), uncapped.end()), 8u);
+}
+
 }  // namespace
 }  // namespace sluice

@@ -15,12 +15,30 @@ BatchSizer::BatchSizer(BatchSizerOptions options) : options_(options) {
   options_.observations_per_step = std::max<size_t>(1, options_.observations_per_step);
   options_.max_step = std::max(1.1, options_.max_step);
   suggested_ = std::clamp(options_.initial_inputs, options_.min_inputs, options_.max_inputs);
+  cap_ = options_.max_inputs;
+}
+
+void BatchSizer::ObserveConcurrencyLimit(size_t limit) {
+  if (options_.in_flight_budget == 0) return;
+  recent_limits_.push_back(std::max<size_t>(1, limit));
+  if (recent_limits_.size() > options_.window) recent_limits_.pop_front();
+  // The peak, not the latest: a probe that lowers the limit for a few
+  // requests must not let a burst of huge batches out.
+  const size_t peak = *std::max_element(recent_limits_.begin(), recent_limits_.end());
+  const size_t target =
+      std::clamp(options_.in_flight_budget / peak, options_.min_inputs, options_.max_inputs);
+  // Small moves of the limit (AIMD steps) are not worth a new batch size:
+  // each one disturbs the limiter's RTT baseline.
+  const double current = static_cast<double>(cap_);
+  const double wanted = static_cast<double>(target);
+  if (wanted * 1.25 < current || wanted > current * 1.25) cap_ = target;
 }
 
 size_t BatchSizer::InputsFor(double tokens_per_input) const {
-  if (tokens_per_input <= 0) return suggested_;
+  if (tokens_per_input <= 0) return SuggestedInputs();
   const double by_tokens = std::floor(options_.max_tokens_per_request / tokens_per_input);
-  return std::max<size_t>(1, std::min(suggested_, static_cast<size_t>(std::max(1.0, by_tokens))));
+  return std::max<size_t>(
+      1, std::min(SuggestedInputs(), static_cast<size_t>(std::max(1.0, by_tokens))));
 }
 
 BatchSizer::Fit BatchSizer::CurrentFit() const {

@@ -340,6 +340,7 @@ Result Run(const ServiceOptions& service_options, const ClientOptions& client,
           // with the batch size.
           const size_t before = sizer->SuggestedInputs();
           sizer->Observe(f.batch.inputs, rtt);
+          sizer->ObserveConcurrencyLimit(limiter.Limit());
           const size_t after = sizer->SuggestedInputs();
           if (after != before) limiter.OnBatchSizeChanged(now, sizer->LatencyRatio(before, after));
         }

@@ -109,5 +109,86 @@ TEST(BatchSizerTest, FitUsesTheFastestRequestOfEachSize) {
   EXPECT_NEAR(fit.per_input_s, 0.0005, 1e-9);
 }
 
+// Regime (b) of BENCHMARKS.md: a flat latency gives no per-input cost, so
+// the fit alone grows batches to the service's limit; the in-flight budget
+// caps them at budget / limit so the limit's slots can all be filled.
+TEST(BatchSizerTest, InFlightBudgetCapsBatchesAtTheBudgetOverTheLimit) {
+  BatchSizerOptions o;
+  o.in_flight_budget = 4096;
+  BatchSizer sizer(o);
+  EXPECT_EQ(sizer.InFlightCap(), 2048u);  // no limit observed yet: no cap
+  sizer.ObserveConcurrencyLimit(32);
+  EXPECT_EQ(sizer.InFlightCap(), 128u);
+  EXPECT_EQ(sizer.SuggestedInputs(), 64u);  // the fit's 64 is below the cap
+  Drive(sizer, milliseconds(200), Duration(0), 200);
+  EXPECT_EQ(sizer.FitSuggestion(), 2048u);   // what the fit alone would send
+  EXPECT_EQ(sizer.SuggestedInputs(), 128u);  // 4096 / 32
+  EXPECT_EQ(sizer.InputsFor(8191), 36u);     // the token cap still applies below it
+  EXPECT_EQ(sizer.InputsFor(0), 128u);
+}
+
+TEST(BatchSizerTest, InFlightCapFollowsThePeakLimitNotABriefProbe) {
+  BatchSizerOptions o;
+  o.in_flight_budget = 4096;
+  o.window = 16;
+  BatchSizer sizer(o);
+  sizer.ObserveConcurrencyLimit(32);
+  ASSERT_EQ(sizer.InFlightCap(), 128u);
+  // The limiter probes its baseline at a limit of 2 for a few requests: the
+  // peak over the window is still 32, so no 2048-input burst goes out.
+  for (int i = 0; i < 5; ++i) sizer.ObserveConcurrencyLimit(2);
+  EXPECT_EQ(sizer.InFlightCap(), 128u);
+  // Growth is followed at once: slow start doubling to 64 halves the cap.
+  sizer.ObserveConcurrencyLimit(64);
+  EXPECT_EQ(sizer.InFlightCap(), 64u);
+  // A lasting decrease is followed once the peak has left the window
+  // (16 observations).
+  for (int i = 0; i < 15; ++i) sizer.ObserveConcurrencyLimit(8);
+  EXPECT_EQ(sizer.InFlightCap(), 64u);
+  sizer.ObserveConcurrencyLimit(8);
+  EXPECT_EQ(sizer.InFlightCap(), 512u);
+}
+
+TEST(BatchSizerTest, InFlightCapIgnoresSmallMovesOfTheLimit) {
+  BatchSizerOptions o;
+  o.in_flight_budget = 4096;
+  o.window = 4;
+  BatchSizer sizer(o);
+  sizer.ObserveConcurrencyLimit(32);
+  ASSERT_EQ(sizer.InFlightCap(), 128u);
+  // 4096 / 36 = 113: within x1.25 of 128, not worth disturbing the limiter.
+  sizer.ObserveConcurrencyLimit(36);
+  EXPECT_EQ(sizer.InFlightCap(), 128u);
+  // 4096 / 48 = 85: beyond x1.25.
+  sizer.ObserveConcurrencyLimit(48);
+  EXPECT_EQ(sizer.InFlightCap(), 85u);
+}
+
+TEST(BatchSizerTest, InFlightCapStaysWithinMinAndMaxInputs) {
+  BatchSizerOptions o;
+  o.min_inputs = 16;
+  o.max_inputs = 1000;
+  o.in_flight_budget = 100;
+  o.window = 4;
+  BatchSizer sizer(o);
+  sizer.ObserveConcurrencyLimit(256);  // 100 / 256 = 0: never below the minimum
+  EXPECT_EQ(sizer.InFlightCap(), 16u);
+  EXPECT_EQ(sizer.SuggestedInputs(), 16u);
+  for (int i = 0; i < 4; ++i) sizer.ObserveConcurrencyLimit(0);  // read as 1
+  EXPECT_EQ(sizer.InFlightCap(), 100u);
+
+  o.in_flight_budget = 1000000;
+  BatchSizer large(o);
+  large.ObserveConcurrencyLimit(1);
+  EXPECT_EQ(large.InFlightCap(), 1000u);  // never above the service's limit
+}
+
+TEST(BatchSizerTest, NoBudgetMeansNoCap) {
+  BatchSizer sizer(BatchSizerOptions{});
+  sizer.ObserveConcurrencyLimit(256);
+  EXPECT_EQ(sizer.InFlightCap(), 2048u);
+  EXPECT_EQ(Drive(sizer, milliseconds(200), Duration(0), 200), 2048u);
+}
+
 }  // namespace
 }  // namespace sluice

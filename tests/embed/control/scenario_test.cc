@@ -53,6 +53,9 @@ struct Scenario {
   RatePacerOptions pacer;
   AdaptiveLimiterOptions limiter;
   Range throughput_ratio, limit_range, limit_mean, window_range, bytes_per_token;
+  // Successful inputs per request after warmup (the batch size in use).
+  Range inputs_per_request;
+  size_t in_flight_budget = 0;  // BatchSizerOptions::in_flight_budget
   double window_from_s = 0, window_to_s = 0;
   // At least `early_min_chunks` embedded in [0, early_to_s): the service's
   // announced one-minute budget is used at line speed.
@@ -103,6 +106,7 @@ Scenario Load(const fs::path& path) {
   s.client.batch_inputs = static_cast<size_t>(cl["batch_inputs"].value_or(int64_t{64}));
   s.client.tokens_per_input = cl["tokens_per_input"].value_or(200.0);
   s.client.bytes_per_token = cl["bytes_per_token"].value_or(4.0);
+  s.in_flight_budget = static_cast<size_t>(cl["in_flight_budget"].value_or(int64_t{0}));
   s.pacer.rpm = cl["rpm"].value_or(0.0);
   s.pacer.tpm = cl["tpm"].value_or(0.0);
   s.pacer.use_announced_budget = cl["announced_budget"].value_or(true);
@@ -112,6 +116,7 @@ Scenario Load(const fs::path& path) {
   s.limit_range = ReadRange(ex["limit_range"]);
   s.limit_mean = ReadRange(ex["limit_mean"]);
   s.bytes_per_token = ReadRange(ex["bytes_per_token"]);
+  s.inputs_per_request = ReadRange(ex["inputs_per_request"]);
   s.max_429_fraction_after_warmup = ex["max_429_fraction_after_warmup"].value_or(-1.0);
   s.max_429_total = ex["max_429_total"].value_or(int64_t{-1});
   s.max_503_fraction = ex["max_503_fraction"].value_or(-1.0);
@@ -146,7 +151,9 @@ std::vector<fs::path> ScenarioFiles() {
 sim::Result RunScenario(const Scenario& s) {
   AdaptiveLimiter limiter(s.limiter);
   HeaderRatePacer pacer(s.pacer);
-  BatchSizer sizer(BatchSizerOptions{});
+  BatchSizerOptions sizing;
+  sizing.in_flight_budget = s.in_flight_budget;
+  BatchSizer sizer(sizing);
   return sim::Run(s.service, s.client, limiter, pacer,
                   s.client.batch_inputs == 0 ? &sizer : nullptr);
 }
@@ -215,6 +222,20 @@ TEST_P(ScenarioTest, MeetsExpectedRanges) {
   if (s.bytes_per_token.set) {
     EXPECT_GE(r.final_bytes_per_token, s.bytes_per_token.lo);
     EXPECT_LE(r.final_bytes_per_token, s.bytes_per_token.hi);
+  }
+  if (s.inputs_per_request.set) {
+    uint64_t chunks = 0, requests = 0;
+    const auto warmup = std::chrono::duration_cast<seconds>(s.client.warmup).count();
+    for (size_t i = static_cast<size_t>(warmup); i < r.rows.size(); ++i) {
+      chunks += r.rows[i].chunks;
+      requests += r.rows[i].requests;
+    }
+    const double per_request =
+        requests == 0 ? 0 : static_cast<double>(chunks) / static_cast<double>(requests);
+    std::printf("[scenario %s] %.1f inputs per request after warmup\n", s.name.c_str(),
+                per_request);
+    EXPECT_GE(per_request, s.inputs_per_request.lo);
+    EXPECT_LE(per_request, s.inputs_per_request.hi);
   }
   if (s.window_range.set) {
     const double ratio =
