@@ -6,6 +6,8 @@
 // backend makes the whole binary hold the "pglite" resource lock.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <set>
 #include <tuple>
@@ -334,9 +336,10 @@ TEST_P(PostgresResumeTest, RunRecordsOnlyForAcceptedRowsWithAFile) {
   std::vector<std::string> recorded = {FileChunk("doc.md", 0).chunk.id, batch[0].chunk.id,
                                        batch[2].chunk.id};
   std::sort(recorded.begin(), recorded.end());
-  EXPECT_EQ(raw_->Column("SELECT chunk_id FROM " + Q("_run_chunks") +
-                         " WHERE file_id = 'doc.md' AND run_id = 9 ORDER BY chunk_id COLLATE \"C\""),
-            recorded);
+  EXPECT_EQ(
+      raw_->Column("SELECT chunk_id FROM " + Q("_run_chunks") +
+                   " WHERE file_id = 'doc.md' AND run_id = 9 ORDER BY chunk_id COLLATE \"C\""),
+      recorded);
   EXPECT_EQ(raw_->Scalar("SELECT count(*) FROM " + Q("_run_chunks")), "3");
   EXPECT_EQ(raw_->Scalar("SELECT count(*) FROM " + Q() + " WHERE id = '" + batch[3].chunk.id +
                          "' AND file_id IS NULL"),
@@ -562,6 +565,67 @@ TEST_P(PostgresOnlyResumeTest, LostConnectionsAreReplayed) {
   EXPECT_EQ(found[0].embedding, chunks[0].embedding);
   raw_->Scalar(kill_ours);
   EXPECT_TRUE(Verify(*store).empty());
+}
+
+// A role that may read and write the tables but not ALTER them: it works
+// once file_id exists; it cannot add it (an error at open); it cannot
+// migrate a chunk_ids files table (the store opens without resume).
+TEST_P(PostgresOnlyResumeTest, RoleWithoutAlterUsesMigratedTablesOnly) {
+  {
+    auto owner = Open(1);
+    ASSERT_TRUE(owner);
+    Write(*owner, FileChunks("a.md", 0, 3));
+    ASSERT_TRUE(Commit(*owner, {Manifest("a.md", 3, 1)}).ok());
+  }
+  const std::string role = "sluice_rw_" + std::to_string(getpid());
+  ASSERT_TRUE(raw_->Command("DROP ROLE IF EXISTS " + role));
+  ASSERT_TRUE(raw_->Command("CREATE ROLE " + role + " LOGIN"));
+  ASSERT_TRUE(raw_->Command("GRANT SELECT, INSERT, UPDATE, DELETE ON " + Q() + ", " +
+                            Q("_sources") + ", " + Q("_files") + ", " + Q("_embedding_cache") +
+                            ", " + Q("_run_chunks") + " TO " + role));
+  const std::string owner_dsn = dsn_;
+  ASSERT_EQ(dsn_.find("postgres@"), std::string("postgres://").size()) << dsn_;
+  dsn_.replace(dsn_.find("postgres@"), std::string("postgres").size(), role);
+
+  {
+    auto store = Open(2);
+    ASSERT_TRUE(store);
+    Write(*store, FileChunks("a.md", 0, 2));
+    auto deleted = Commit(*store, {Manifest("a.md", 2, 2)});
+    ASSERT_TRUE(deleted.ok()) << deleted.status().ToString();
+    EXPECT_EQ(*deleted, 1u);
+    EXPECT_TRUE(Verify(*store).empty());
+  }
+
+  ASSERT_TRUE(raw_->Command("ALTER TABLE " + Q() + " DROP COLUMN file_id"));
+  {
+    StoreOptions o;
+    o.table = table_;
+    auto refused = OpenPostgresStore(dsn_, o);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_EQ(refused.status().code(), StatusCode::kPermissionDenied)
+        << refused.status().ToString();
+    EXPECT_NE(refused.status().message().find("file_id"), std::string::npos);
+  }
+
+  ASSERT_TRUE(raw_->Command("ALTER TABLE " + Q() + " ADD COLUMN file_id text"));
+  ASSERT_TRUE(raw_->Command("CREATE INDEX " + Q("_file_id_idx") + " ON " + Q() + " (file_id)"));
+  ASSERT_TRUE(raw_->Command("ALTER TABLE " + Q("_files") +
+                            " ADD COLUMN chunk_ids text[] NOT NULL DEFAULT '{}'"));
+  {
+    auto store = Open(3);
+    ASSERT_TRUE(store);
+    auto loaded = store->LoadFingerprints();
+    ASSERT_FALSE(loaded.ok());
+    EXPECT_EQ(loaded.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(loaded.status().message().find("migrate"), std::string::npos)
+        << loaded.status().ToString();
+    Write(*store, FileChunks("b.md", 10, 2));  // writing still works
+    EXPECT_EQ(raw_->Scalar("SELECT count(*) FROM " + Q() + " WHERE file_id = 'b.md'"), "2");
+  }
+  dsn_ = owner_dsn;
+  raw_->Command("DROP OWNED BY " + role);
+  raw_->Command("DROP ROLE " + role);
 }
 
 INSTANTIATE_TEST_SUITE_P(Servers, PostgresResumeTest,
