@@ -1679,7 +1679,7 @@ Result<std::vector<std::string>> PostgresStore::FileChunkIds(const std::string& 
     const std::string params[1] = {file_id};
     PgResult r = ExecParams(c.pg,
                             "SELECT id FROM " + q_chunks_ + " WHERE " + FileChunksWhere("$1") +
-                                " ORDER BY source_id, ordinal, id",
+                                " ORDER BY source_id COLLATE \"C\", ordinal, id COLLATE \"C\"",
                             params, {}, 0);
     if (!ResultOk(r.get())) return Classify(c.pg, r.get());
     for (int i = 0; i < PQntuples(r.get()); ++i) ids.emplace_back(Value(r.get(), i, 0));
