@@ -433,13 +433,18 @@ Status SqliteStore::UpgradeTables() {
   // json_each (linear in its length; ids are hex, and a list that would not
   // be valid JSON is skipped: its chunks keep NULL and the legacy
   // source_id rule). Rows already carrying a file_id keep it.
+  // Through a temp table keyed by chunk id, so the update is driven by the
+  // listed ids (a primary-key lookup each) whatever the planner thinks of
+  // the tables' sizes.
   const std::string fill = fmt::format(
-      "WITH lists AS (SELECT file_id, '[\"' || replace(rtrim(chunk_ids, char(10)), char(10), "
-      "'\",\"') || '\"]' AS arr FROM {1} WHERE chunk_ids IS NOT NULL AND chunk_ids <> ''), "
-      "listed AS (SELECT l.file_id, j.value AS id FROM lists l, "
-      "json_each(CASE WHEN json_valid(l.arr) THEN l.arr ELSE '[]' END) j) "
-      "UPDATE {0} SET file_id = listed.file_id FROM listed "
-      "WHERE {0}.id = listed.id AND {0}.file_id IS NULL;"
+      "CREATE TEMP TABLE sluice_listed (id TEXT PRIMARY KEY, file_id TEXT) WITHOUT ROWID;"
+      "INSERT OR IGNORE INTO temp.sluice_listed (id, file_id) SELECT j.value, l.file_id FROM "
+      "(SELECT file_id, '[\"' || replace(rtrim(chunk_ids, char(10)), char(10), '\",\"') || "
+      "'\"]' AS arr FROM {1} WHERE chunk_ids IS NOT NULL AND chunk_ids <> '') l, "
+      "json_each(CASE WHEN json_valid(l.arr) THEN l.arr ELSE '[]' END) j;"
+      "UPDATE {0} SET file_id = (SELECT l.file_id FROM temp.sluice_listed l WHERE l.id = {0}.id) "
+      "WHERE id IN (SELECT id FROM temp.sluice_listed) AND file_id IS NULL;"
+      "DROP TABLE temp.sluice_listed;"
       "ALTER TABLE {1} DROP COLUMN chunk_ids;",
       Quote(chunks_table_), Quote(files_table_));
   return Exec(fill.c_str());

@@ -1182,6 +1182,51 @@ TEST_F(SqliteUpgradeTest, VersionTwoDatabaseIsUpgradedInPlace) {
   EXPECT_EQ(run->ReadSource("doc.md")->chunk_count, 1u);
 }
 
+TEST_F(SqliteUpgradeTest, UpgradeUnderAnotherWritersLockIsRetryableAndChangesNothing) {
+  CreateOld(2);
+  const std::string id = AddOldChunk("doc.md", 0);
+  AddOldFile("doc.md", {id});
+  ASSERT_EQ(sqlite3_exec(old_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+  auto locked = SqliteStore::Open(db_path_, Options());
+  ASSERT_FALSE(locked.ok());
+  EXPECT_EQ(locked.status().code(), StatusCode::kUnavailable);
+  ASSERT_EQ(sqlite3_exec(old_, "ROLLBACK", nullptr, nullptr, nullptr), SQLITE_OK);
+  EXPECT_EQ(QueryInt(old_, "PRAGMA user_version"), 2);
+  EXPECT_EQ(
+      QueryInt(old_, "SELECT count(*) FROM pragma_table_info('files') WHERE name='chunk_ids'"), 1);
+  CloseOld();
+  auto store = MustOpen(Options());
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(FileIdOf(*store, id), "doc.md");
+}
+
+TEST_F(SqliteUpgradeTest, EachTablePrefixIsUpgradedWhenItsStoreOpens) {
+  CreateOld(2);
+  const std::string id = AddOldChunk("doc.md", 0);
+  AddOldFile("doc.md", {id});
+  CloseOld();
+  // A store with another prefix creates its own current tables and sets
+  // the file's version; the default prefix's old tables stay as they were...
+  auto o = Options();
+  o.store.table = "docs";
+  ASSERT_NE(MustOpen(o), nullptr);
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(db_path_.c_str(), &db), SQLITE_OK);
+    EXPECT_EQ(QueryInt(db, "PRAGMA user_version"), 3);
+    EXPECT_EQ(QueryInt(db, "SELECT count(*) FROM pragma_table_info('chunks') WHERE name='file_id'"),
+              0);
+    sqlite3_close(db);
+  }
+  // ...until their own store opens and finds them older than the version.
+  auto store = MustOpen(Options());
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(FileIdOf(*store, id), "doc.md");
+  EXPECT_EQ(QueryInt(store->handle(),
+                     "SELECT count(*) FROM pragma_table_info('files') WHERE name='chunk_ids'"),
+            0);
+}
+
 TEST_F(SqliteUpgradeTest, VersionOneDatabaseIsUpgradedInPlace) {
   CreateOld(1);
   const std::string id = AddOldChunk("doc.md", 0);
