@@ -53,6 +53,7 @@ EmbeddedChunk MakeRow(uint64_t n, const Args& a) {
   EmbeddedChunk e;
   e.chunk.id = sluice::Hash128Hex("bench-" + std::to_string(n));
   e.chunk.source_id = "manuals/doc-" + std::to_string(n / 20) + ".md";
+  e.chunk.file_id = e.chunk.source_id;  // a plain file: the store writes it too
   e.chunk.ordinal = static_cast<uint32_t>(n % 20);
   e.chunk.byte_begin = (n % 20) * a.text_bytes;
   e.chunk.byte_end = e.chunk.byte_begin + a.text_bytes;
@@ -85,7 +86,7 @@ bool Exec(PGconn* pg, const std::string& sql) {
 // The chunks table and every table the store keeps beside it.
 void DropTables(PGconn* pg, const std::string& t) {
   Exec(pg, "DROP TABLE IF EXISTS \"" + t + "\", \"" + t + "_sources\", \"" + t + "_files\", \"" +
-               t + "_embedding_cache\"");
+               t + "_embedding_cache\", \"" + t + "_run_chunks\"");
 }
 
 double Now() {
@@ -110,10 +111,11 @@ bool FreshTable(PGconn* pg, const Args& a, const std::string& table, const char*
 
 double TimePsqlCopy(PGconn* pg, const Args& a, const std::string& table, const std::string& file) {
   Exec(pg, "CHECKPOINT");
-  const std::string cmd = "psql -X -q -v ON_ERROR_STOP=1 '" + a.dsn + "' -c \"\\copy \\\"" + table +
-                          "\\\" (id, source_id, ordinal, byte_begin, byte_end, text, domain, "
-                          "category, metadata, model, dims, embedding, token_estimate) FROM '" +
-                          file + "' WITH (FORMAT binary)\"";
+  const std::string cmd =
+      "psql -X -q -v ON_ERROR_STOP=1 '" + a.dsn + "' -c \"\\copy \\\"" + table +
+      "\\\" (id, source_id, file_id, ordinal, byte_begin, byte_end, text, domain, "
+      "category, metadata, model, dims, embedding, token_estimate) FROM '" +
+      file + "' WITH (FORMAT binary)\"";
   const double start = Now();
   if (std::system(cmd.c_str()) != 0) {
     std::fprintf(stderr, "psql \\copy failed\n");
@@ -202,9 +204,10 @@ int main(int argc, char** argv) {
     sluice::pg::CopyWriter w(buf);
     for (size_t n = 0; n < a.rows; ++n) {
       const EmbeddedChunk e = MakeRow(n, a);
-      w.BeginTuple(13);
+      w.BeginTuple(14);
       w.Text(e.chunk.id);
       w.Text(e.chunk.source_id);
+      w.Text(e.chunk.file_id);
       w.Int4(static_cast<int32_t>(e.chunk.ordinal));
       w.Int8(static_cast<int64_t>(e.chunk.byte_begin));
       w.Int8(static_cast<int64_t>(e.chunk.byte_end));

@@ -37,6 +37,12 @@ struct StoreOptions {
   // records every accepted row's vector under (namespace, text) in the same
   // transaction, and LookupEmbeddings answers from it. Empty: no cache.
   std::string embedding_cache_namespace;
+  // This ingest run (any value unique per run; 0: none). Non-zero: Write also
+  // records, in the same transaction, that this run produced each accepted
+  // chunk that has a file_id; CommitSources uses these records to tell a
+  // file's current chunks from its stale ones, so no process ever holds a
+  // file's list of chunk ids (memory stays flat for a file of any size).
+  uint64_t run_id = 0;
 };
 
 // A row the store refused for good (e.g. a dimension mismatch) while the rest
@@ -79,26 +85,35 @@ struct SourceFingerprint {
   uint64_t size_bytes = 0;
   int64_t mtime_ns = 0;
   std::string content_hash;  // hex XXH3-128 of the file's bytes
+  // The chunks the file produced in the run that committed it (pieces of a
+  // split chunk counted, dead-lettered ones included); with --cleanup none,
+  // plus the earlier chunks it kept.
   uint64_t chunk_count = 0;
 };
 
-// A completed file: its fingerprint and the ids of ALL its current chunks.
-// Committing it deletes the chunks the file had before that are not listed.
+// A completed file. Its current chunks are the ones StoreOptions::run_id
+// recorded for it in this run (Chunk::file_id); committing it deletes the
+// file's other stored chunks.
 struct SourceManifest {
-  SourceFingerprint fingerprint;
-  std::vector<std::string> chunk_ids;
-  // false (--cleanup none): keep the file's earlier chunks; they stay listed
-  // in its fingerprint together with the new ones.
+  SourceFingerprint fingerprint;  // chunk_count: what this run produced
+  uint64_t run_id = 0;            // the run whose records name the current chunks
+  // false (--cleanup none): keep the file's earlier chunks (counted in its
+  // chunk_count).
   bool delete_stale = true;
   // true: only the file facts (size, mtime, hash) changed, its content did
-  // not; chunk_ids is ignored and the recorded ids are kept.
+  // not; the recorded chunk_count is kept and nothing is deleted.
   bool facts_only = false;
 };
 
 // One finding of Store::Verify.
 struct VerifyProblem {
-  std::string kind;     // "missing_chunk", "orphan_chunk", "wrong_dimensions", "count_mismatch"
-  std::string subject;  // a chunk id or file id
+  // "missing_chunk" (subject: a file id; fewer of its chunks stored than its
+  // fingerprint counts), "orphan_chunk" (a chunk id; no sources row),
+  // "wrong_dimensions" (a chunk id), "count_mismatch" (a file id with more
+  // chunks stored than its fingerprint counts, i.e. stale ones; or a source
+  // id whose sources row miscounts its chunks).
+  std::string kind;
+  std::string subject;
   std::string detail;
 };
 
@@ -129,14 +144,17 @@ class Store {
 
   // Every fingerprint in the store (bounded by the number of input files).
   virtual Result<std::vector<SourceFingerprint>> LoadFingerprints() { return NotSupported(); }
-  // In one transaction: upserts each manifest's fingerprint and deletes that
-  // file's previously recorded chunks that are not in its chunk_ids. Returns
-  // the number of chunks deleted. REQUIRES: the listed chunks are committed.
+  // In one transaction, per manifest: upserts the fingerprint; unless
+  // delete_stale is false or facts_only, deletes the file's stored chunks
+  // (file_id = the file's, or, for rows written before chunks had a
+  // file_id, source_id = the file's) that manifest.run_id did not record for
+  // it; and forgets every run's records of the file. Returns the number of
+  // chunks deleted. REQUIRES: the run's chunks of these files are committed.
   virtual Result<uint64_t> CommitSources(std::span<const SourceManifest> /*completed*/) {
     return NotSupported();
   }
-  // In one transaction: deletes these files' fingerprints and recorded chunks.
-  // Returns the number of chunks deleted.
+  // In one transaction: deletes these files' fingerprints, stored chunks and
+  // run records. Returns the number of chunks deleted.
   virtual Result<uint64_t> DeleteSources(std::span<const std::string> /*file_ids*/) {
     return NotSupported();
   }
@@ -148,7 +166,8 @@ class Store {
                                   std::vector<CachedEmbedding>& /*out*/) {
     return NotSupported();
   }
-  // The chunk ids recorded in `file_id`'s fingerprint (empty when none).
+  // The ids of the chunks stored for `file_id`, by source id and ordinal
+  // (empty when none).
   virtual Result<std::vector<std::string>> FileChunkIds(const std::string& /*file_id*/) {
     return NotSupported();
   }
@@ -157,8 +176,9 @@ class Store {
       std::span<const std::string> /*chunk_ids*/) {
     return NotSupported();
   }
-  // Checks the store's own consistency: every fingerprinted file's chunks are
-  // present, no chunk belongs to no file (orphan), every vector has the
+  // Checks the store's own consistency: every fingerprinted file has as many
+  // chunks stored as it counts (fewer: missing; more: stale), every chunk has
+  // a sources row, every sources row counts its chunks, every vector has the
   // store's dimension. Appends what is wrong to `problems` (at most `limit`).
   virtual Status Verify(std::vector<VerifyProblem>& /*problems*/, size_t /*limit*/) {
     return NotSupported();

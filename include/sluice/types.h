@@ -48,7 +48,11 @@ struct TextBlock {
 struct Chunk {
   std::string id;         // hex of a stable 128-bit hash of (source_id, ordinal, text)
   std::string source_id;  // SourceInfo::source_id
-  uint32_t ordinal = 0;   // 0-based position within its source
+  // The input file that produced it: its path relative to its root (a JSONL
+  // file's records share it); empty for stdin records. Stores keep it so a
+  // file's chunks can be found (and its stale ones deleted) without a list.
+  std::string file_id;
+  uint32_t ordinal = 0;     // 0-based position within its source
   uint64_t byte_begin = 0;  // offsets into the source's extracted text
   uint64_t byte_end = 0;
   std::string text;

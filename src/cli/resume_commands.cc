@@ -60,6 +60,7 @@ Result<std::vector<DeadLetterEntry>> ReadDeadLetterFile(const std::string& path)
       uint64_t n = 0;
       if (!c["id"].get_string().get(v)) e.chunk.id = v;
       if (!c["source_id"].get_string().get(v)) e.chunk.source_id = v;
+      if (!c["file_id"].get_string().get(v)) e.chunk.file_id = v;
       if (!c["ordinal"].get_uint64().get(n)) e.chunk.ordinal = static_cast<uint32_t>(n);
       if (!c["byte_begin"].get_uint64().get(n)) e.chunk.byte_begin = n;
       if (!c["byte_end"].get_uint64().get(n)) e.chunk.byte_end = n;

@@ -242,6 +242,7 @@ void EmbedStage::Impl::FitToInputLimit(Chunk&& chunk, TimePoint now) {
   for (size_t i = 0; i < pieces.size(); ++i) {
     Chunk piece;
     piece.source_id = chunk.source_id;
+    piece.file_id = chunk.file_id;
     piece.ordinal = chunk.ordinal;
     piece.byte_begin = chunk.byte_begin + pieces[i].first;
     piece.byte_end = piece.byte_begin + pieces[i].second;

@@ -31,6 +31,7 @@ void AppendChunkJson(const Chunk& c, std::string& out) {
   w.BeginObject();
   w.Key("id").String(c.id);
   w.Key("source_id").String(c.source_id);
+  if (!c.file_id.empty()) w.Key("file_id").String(c.file_id);
   w.Key("ordinal").Uint(c.ordinal);
   w.Key("byte_begin").Uint(c.byte_begin);
   w.Key("byte_end").Uint(c.byte_end);

@@ -65,6 +65,14 @@ std::string ReadHead(const std::string& path) {
 
 // Sink between a parser and the chunker: counts documents and chunks, and
 // stops the parse when the pipeline is stopping.
+// Unique per run (not ordered): random, never 0 (0 means "no run").
+uint64_t NewRunId() {
+  std::random_device entropy;
+  uint64_t id = 0;
+  while (id == 0) id = (uint64_t{entropy()} << 32) ^ entropy();
+  return id;
+}
+
 class ReaderSink final : public DocumentSink {
  public:
   ReaderSink(Chunker& chunker, const std::atomic<bool>& stopping)
@@ -192,6 +200,8 @@ struct Pipeline::Impl {
   EmbedStage* embed_stage = nullptr;
 
   // Resume state (docs/RESUME.md).
+  // This run, for the store's per-file records of the chunks it wrote.
+  const uint64_t run_id = NewRunId();
   bool resume_enabled = false;                                      // the store keeps fingerprints
   std::string cache_namespace;                                      // empty: no embedding cache
   std::unordered_map<std::string, SourceFingerprint> fingerprints;  // read-only during the run
@@ -280,8 +290,13 @@ void Pipeline::Impl::ReadSources(BoundedQueue<SourceFile>& files, BoundedQueue<C
                                  const ParserRegistry& registry, const Parser* forced_parser,
                                  const Router& router, DeadLetterSink& dead) {
   SourceTracker::Token token = 0;  // the file being parsed; 0: untracked (stdin)
+  std::string token_file_id;       // its file id
   Chunker chunker(options.chunker, [&](Chunk&& chunk) -> Status {
-    if (token != 0) tracker.ChunkProduced(token, chunk);
+    if (token != 0) {
+      // The store records this run's chunks per file (docs/RESUME.md).
+      chunk.file_id = token_file_id;
+      tracker.ChunkProduced(token, chunk);
+    }
     const std::string id = token != 0 ? chunk.id : std::string();
     if (!chunks.Push(std::move(chunk))) {
       if (token != 0) tracker.ResolvedId(id, /*abandoned=*/true);
@@ -350,7 +365,8 @@ void Pipeline::Impl::ReadSources(BoundedQueue<SourceFile>& files, BoundedQueue<C
       fp.size_bytes = file->size_bytes;
       fp.mtime_ns = file->mtime_ns;
       fp.content_hash = content_hash;
-      token = tracker.Begin(std::move(fp), options.cleanup != CleanupMode::kNone);
+      token = tracker.Begin(std::move(fp), options.cleanup != CleanupMode::kNone, run_id);
+      token_file_id = file_id;
     }
     if (file->domain.empty()) {
       RouteDecision route = router.Route(*file);
@@ -730,6 +746,7 @@ IngestReport Pipeline::Impl::Run() {
   }
   StoreOptions store_options = options.store;
   store_options.embedding_cache_namespace = cache_namespace;
+  store_options.run_id = run_id;
   auto store_or = OpenStore(options.store_uri, store_options);
   if (!store_or.ok()) return finish(store_or.status());
   Store& store = **store_or;

@@ -27,12 +27,15 @@ size_t MetadataInt(const std::string& json, const char* key, size_t fallback) {
 
 }  // namespace
 
-SourceTracker::Token SourceTracker::Begin(SourceFingerprint fingerprint, bool delete_stale) {
+SourceTracker::Token SourceTracker::Begin(SourceFingerprint fingerprint, bool delete_stale,
+                                          uint64_t run_id) {
   std::lock_guard lock(mu_);
   const Token token = next_++;
   File& f = files_[token];
   f.manifest.fingerprint = std::move(fingerprint);
+  f.manifest.fingerprint.chunk_count = 0;
   f.manifest.delete_stale = delete_stale;
+  f.manifest.run_id = run_id;
   return token;
 }
 
@@ -41,7 +44,7 @@ void SourceTracker::ChunkProduced(Token token, const Chunk& chunk) {
   auto it = files_.find(token);
   if (it == files_.end()) return;
   File& f = it->second;
-  f.manifest.chunk_ids.push_back(chunk.id);
+  ++f.manifest.fingerprint.chunk_count;
   ++f.outstanding;
   std::string key = SlotKey(chunk.source_id, chunk.ordinal);
   slots_[key] = chunk.id;
@@ -86,12 +89,17 @@ void SourceTracker::Resolved(const Chunk& chunk, bool abandoned) {
   auto f = files_.find(original->second.token);
   if (f == files_.end()) return;
   const size_t parts = MetadataInt(chunk.metadata_json, "split_parts", 1);
-  const size_t part = MetadataInt(chunk.metadata_json, "split_part", 1);
-  Split& split = f->second.splits[slot->second];
-  if (split.piece_ids.size() < parts) split.piece_ids.resize(parts);
-  if (part >= 1 && part <= split.piece_ids.size()) split.piece_ids[part - 1] = chunk.id;
+  auto [split, first_piece] = f->second.splits.try_emplace(slot->second);
+  if (first_piece) {
+    // The original is replaced by its pieces (one, for a truncated copy).
+    split->second.parts = parts;
+    f->second.manifest.fingerprint.chunk_count += parts - 1;
+  }
   if (abandoned) f->second.failed = true;
-  if (++split.resolved >= parts) ResolveOriginalLocked(original, abandoned);
+  if (++split->second.resolved >= split->second.parts) {
+    f->second.splits.erase(split);
+    ResolveOriginalLocked(original, abandoned);
+  }
 }
 
 void SourceTracker::ResolveOriginalLocked(ChunkMap::iterator it, bool abandoned) {
@@ -113,24 +121,7 @@ void SourceTracker::MaybeCompleteLocked(Token token) {
   auto it = files_.find(token);
   File& f = it->second;
   if (!f.parse_done || f.outstanding > 0) return;
-  if (!f.failed) {
-    if (!f.splits.empty()) {
-      std::vector<std::string> ids;
-      for (std::string& id : f.manifest.chunk_ids) {
-        auto split = f.splits.find(id);
-        if (split == f.splits.end()) {
-          ids.push_back(std::move(id));
-          continue;
-        }
-        for (std::string& piece : split->second.piece_ids) {
-          if (!piece.empty()) ids.push_back(std::move(piece));
-        }
-      }
-      f.manifest.chunk_ids = std::move(ids);
-    }
-    f.manifest.fingerprint.chunk_count = f.manifest.chunk_ids.size();
-    completed_.push_back(std::move(f.manifest));
-  }
+  if (!f.failed) completed_.push_back(std::move(f.manifest));
   files_.erase(it);
 }
 
@@ -144,6 +135,11 @@ std::vector<SourceManifest> SourceTracker::TakeCompleted() {
 size_t SourceTracker::FilesInFlight() const {
   std::lock_guard lock(mu_);
   return files_.size();
+}
+
+size_t SourceTracker::ChunksInFlight() const {
+  std::lock_guard lock(mu_);
+  return chunks_.size();
 }
 
 }  // namespace sluice

@@ -7,13 +7,13 @@
 // The embed stage may replace an oversize chunk by pieces with new ids (split:
 // metadata "split_part"/"split_parts") or by a truncated copy (new id). A
 // piece finds its original by (source_id, ordinal); the original is resolved
-// when all its pieces are, and the file's manifest lists the pieces' ids (in
-// part order) instead of the original's.
+// when all its pieces are, and the file's chunk_count counts the pieces
+// instead of the original.
 //
-// Memory: one entry per file being processed, one per chunk still in flight
-// (bounded by the pipeline's queues), and each processing file's list of
-// chunk ids (~64 bytes per chunk, needed for its manifest: the one part that
-// grows with the size of a single file).
+// Which chunks a file has is not tracked here: the store records, per run,
+// the chunks it wrote for each file (StoreOptions::run_id, Chunk::file_id).
+// Memory: one entry per file being processed and one per chunk still in
+// flight (bounded by the pipeline's queues), whatever the size of a file.
 //
 // Thread safety: thread-safe (one mutex; called once per chunk, which is
 // cheap next to embedding it).
@@ -35,7 +35,8 @@ class SourceTracker {
   using Token = uint64_t;
 
   // A reader starts parsing a file.
-  Token Begin(SourceFingerprint fingerprint, bool delete_stale);
+  // `run_id`: the run whose store records name the file's current chunks.
+  Token Begin(SourceFingerprint fingerprint, bool delete_stale, uint64_t run_id);
   // Before the chunk is pushed downstream (so its outcome can never come first).
   void ChunkProduced(Token token, const Chunk& chunk);
   // The parse ended; `ok` false (failed or cancelled) means no fingerprint.
@@ -52,18 +53,20 @@ class SourceTracker {
   // The manifests of files that completed since the last call.
   std::vector<SourceManifest> TakeCompleted();
   size_t FilesInFlight() const;
+  // Chunks produced and not yet resolved (what the tracker holds per chunk).
+  size_t ChunksInFlight() const;
 
  private:
   struct Split {
-    std::vector<std::string> piece_ids;  // by part - 1
+    size_t parts = 1;
     size_t resolved = 0;
   };
   struct File {
-    SourceManifest manifest;
+    SourceManifest manifest;  // fingerprint.chunk_count counts what it produced
     uint64_t outstanding = 0;
     bool parse_done = false;
     bool failed = false;
-    std::unordered_map<std::string, Split> splits;  // original id -> its pieces
+    std::unordered_map<std::string, Split> splits;  // original id -> its pieces, while in flight
   };
   struct InFlight {
     Token token;

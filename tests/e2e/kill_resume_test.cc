@@ -146,11 +146,10 @@ int Wait(pid_t pid) {
 
 std::vector<std::string> DumpSqlite(const std::string& db) {
   return sluice::testing::DumpSqliteRows(
-      db, {"SELECT 'c', id, source_id, ordinal, text, domain, category, metadata, hex(embedding), "
-           "model, dims FROM chunks",
+      db, {"SELECT 'c', id, source_id, file_id, ordinal, text, domain, category, metadata, "
+           "hex(embedding), model, dims FROM chunks",
            "SELECT 's', source_id, chunk_count, size_bytes, mtime_ns, content_hash FROM sources",
-           "SELECT 'f', file_id, chunk_count, chunk_ids, size_bytes, mtime_ns, content_hash FROM "
-           "files"});
+           "SELECT 'f', file_id, chunk_count, size_bytes, mtime_ns, content_hash FROM files"});
 }
 
 // The PostgreSQL rows in DumpSqliteRows' form ("col|col|...|", NULL spelled
@@ -161,13 +160,12 @@ std::vector<std::string> DumpPostgres(const std::string& dsn, const std::string&
   EXPECT_TRUE(pg.ok()) << PQerrorMessage(pg.get());
   const auto quoted = [&](const std::string& suffix) { return "\"" + table + suffix + "\""; };
   const std::string queries[] = {
-      "SELECT 'c', id, source_id, ordinal, text, domain, category, metadata::text, "
+      "SELECT 'c', id, source_id, file_id, ordinal, text, domain, category, metadata::text, "
       "embedding::text, model, dims FROM " +
           quoted(""),
       "SELECT 's', source_id, chunk_count, size_bytes, mtime_ns, content_hash FROM " +
           quoted("_sources"),
-      "SELECT 'f', file_id, chunk_count, chunk_ids::text, size_bytes, mtime_ns, content_hash "
-      "FROM " +
+      "SELECT 'f', file_id, chunk_count, size_bytes, mtime_ns, content_hash FROM " +
           quoted("_files")};
   std::vector<std::string> rows;
   for (const std::string& sql : queries) {
@@ -193,6 +191,18 @@ std::vector<std::string> DumpPostgres(const std::string& dsn, const std::string&
 std::vector<std::string> Dump(const StoreRef& store) {
   return store.backend == Backend::kSqlite ? DumpSqlite(store.sqlite_path)
                                            : DumpPostgres(store.dsn, store.table);
+}
+
+// The store's per-run records of which chunks a file produced: every file
+// that completed has had its records removed.
+std::string RunRecords(const StoreRef& store) {
+  if (store.backend == Backend::kSqlite) {
+    auto rows =
+        sluice::testing::DumpSqliteRows(store.sqlite_path, {"SELECT count(*) FROM run_chunks"});
+    return rows.empty() ? "" : rows[0];
+  }
+  pgtest::RawPg pg(store.dsn);
+  return pg.Scalar("SELECT count(*) FROM \"" + store.table + "_run_chunks\"") + "|";
 }
 
 // Every regular file under `root` (relative path -> content).
@@ -332,6 +342,7 @@ TEST_P(KillResumeTest, KillNineLoopEndsWithTheUninterruptedStore) {
   RecordProperty("sigkills", kills);
   ASSERT_EQ(Wait(Spawn(Args(dir_, server_->BaseUrl(), store_, "out"))), 0);
   ExpectSameAsReference();
+  EXPECT_EQ(RunRecords(store_), "0|");  // the killed runs' records went with their commits
   // And the store is complete: a rerun sends nothing to the API.
   const uint64_t before = server_->Stats().requests;
   ASSERT_EQ(Wait(Spawn(Args(dir_, server_->BaseUrl(), store_, "out"))), 0);

@@ -375,6 +375,7 @@ TEST(EmbedStageTest, SplitsOversizeInputsAtWordBoundaries) {
   for (int i = 0; i < 12; ++i) text += "wörd" + std::to_string(i) + " ";  // 7-8 bytes each
   Chunk big = MakeChunk("doc", 3, text);
   big.metadata_json = R"({"title":"T"})";
+  big.file_id = "docs/doc.md";
   std::vector<Chunk> chunks = {big, MakeChunk("doc", 4, "small")};
   ASSERT_TRUE(h.RunAll(std::move(chunks)).ok());
   EXPECT_EQ(Get(h.metrics.oversize_inputs), 1u);
@@ -391,6 +392,7 @@ TEST(EmbedStageTest, SplitsOversizeInputsAtWordBoundaries) {
     EXPECT_NE(e.chunk.text.back(), ' ');
     EXPECT_NE(e.chunk.text.front(), ' ');
     EXPECT_EQ(e.chunk.source_id, "doc");
+    EXPECT_EQ(e.chunk.file_id, "docs/doc.md");  // the store records it under its file
     EXPECT_NE(e.chunk.metadata_json.find("\"split_part\":" + std::to_string(part)),
               std::string::npos)
         << e.chunk.metadata_json;

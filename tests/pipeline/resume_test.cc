@@ -78,9 +78,12 @@ class SqliteBackend final : public Backend {
   std::vector<std::string> Dump(const std::string& name) override {
     return sluice::testing::DumpSqliteRows(
         Path(name),
-        {"SELECT 'c', id, source_id, ordinal, text, hex(embedding), model, dims FROM chunks",
+        {"SELECT 'c', id, source_id, file_id, ordinal, text, hex(embedding), model, dims FROM "
+         "chunks",
          "SELECT 's', source_id, chunk_count, size_bytes, mtime_ns, content_hash FROM sources",
-         "SELECT 'f', file_id, chunk_count, chunk_ids, size_bytes, content_hash FROM files"});
+         "SELECT 'f', file_id, chunk_count, size_bytes, content_hash FROM files",
+         // After a complete run no file's run records are left.
+         "SELECT 'r', count(*) FROM run_chunks"});
   }
   std::vector<std::string> ChunkIdsForSource(const std::string& name,
                                              const std::string& source_id) override {
@@ -128,15 +131,16 @@ class PostgresBackend final : public Backend {
     const std::string t = Table(name);
     std::vector<std::string> rows;
     for (const std::string& sql :
-         {"SELECT concat_ws('|', 'c', id, source_id, ordinal, text, embedding::text, model, dims) "
+         {"SELECT concat_ws('|', 'c', id, source_id, file_id, ordinal, text, embedding::text, "
+          "model, dims) "
           "FROM " +
               Q(t),
           "SELECT concat_ws('|', 's', source_id, chunk_count, size_bytes, mtime_ns, "
           "content_hash) FROM " +
               Q(t + "_sources"),
-          "SELECT concat_ws('|', 'f', file_id, chunk_count, chunk_ids::text, size_bytes, "
-          "content_hash) FROM " +
-              Q(t + "_files")}) {
+          "SELECT concat_ws('|', 'f', file_id, chunk_count, size_bytes, content_hash) FROM " +
+              Q(t + "_files"),
+          "SELECT concat_ws('|', 'r', count(*)) FROM " + Q(t + "_run_chunks")}) {
       for (std::string& row : raw_.Column(sql)) rows.push_back(std::move(row));
     }
     std::sort(rows.begin(), rows.end());

@@ -179,10 +179,12 @@ bool ResultOk(const PGresult* r) {
 }
 
 // Column list shared by staging, COPY and INSERT (updated_at is defaulted).
-constexpr const char* kColumns[] = {"id",   "source_id", "ordinal",       "byte_begin", "byte_end",
-                                    "text", "domain",    "category",      "metadata",   "model",
-                                    "dims", "embedding", "token_estimate"};
-constexpr int kNumColumns = 13;
+// file_id is NULL for a chunk of no file (stdin) and in rows written before
+// the column existed.
+constexpr const char* kColumns[] = {
+    "id",     "source_id", "file_id",  "ordinal", "byte_begin", "byte_end",  "text",
+    "domain", "category",  "metadata", "model",   "dims",       "embedding", "token_estimate"};
+constexpr int kNumColumns = 14;
 
 std::string ColumnList(std::string_view prefix = "") {
   std::string out;
@@ -208,8 +210,10 @@ class PostgresStore final : public Store {
     files_table_ = options_.table == "chunks" ? "files" : options_.table + "_files";
     cache_table_ =
         options_.table == "chunks" ? "embedding_cache" : options_.table + "_embedding_cache";
+    run_table_ = options_.table == "chunks" ? "run_chunks" : options_.table + "_run_chunks";
     q_files_ = QuoteIdent(files_table_);
     q_cache_ = QuoteIdent(cache_table_);
+    q_run_ = QuoteIdent(run_table_);
   }
   ~PostgresStore() override { Close(); }
 
@@ -270,6 +274,16 @@ class PostgresStore final : public Store {
                       std::span<const size_t> rows);
   Status CreateSchemaLocked(PgConn& conn, int dims);
   Status ProbeExistingLocked(PgConn& conn, bool* exists);
+  // Adds chunks.file_id and its index to a table created before they
+  // existed. REQUIRES: schema_mu_, the chunks table exists.
+  Status EnsureFileIdLocked(PgConn& conn);
+  // Sets chunks.file_id from a files table's chunk_ids lists (written before
+  // chunks had a file_id), then drops the column. Inside the caller's
+  // transaction, under the creation lock.
+  PgError MigrateChunkIdLists(PgConn& conn);
+  // The batch's run records (StoreOptions::run_id), inside its transaction.
+  PgError PutRunRecords(PgConn& c, std::span<const EmbeddedChunk> batch,
+                        std::span<const size_t> rows);
 
   // Writes rows [begin, end) of `batch` (already deduplicated order `rows`)
   // with reconnect-and-replay. Rejected indexes are positions in `batch`.
@@ -311,13 +325,14 @@ class PostgresStore final : public Store {
   const StoreOptions options_;
   const std::string described_;
   std::string chunks_table_, sources_table_, q_chunks_, q_sources_, q_stage_, table_hash_;
-  std::string files_table_, cache_table_, q_files_, q_cache_;
-  bool resume_tables_ = false;  // set once by Init: the files and cache tables exist
+  std::string files_table_, cache_table_, q_files_, q_cache_, run_table_, q_run_;
+  bool resume_tables_ = false;  // set once by Init: the files, cache and run tables exist
   std::string resume_error_;    // why they do not
 
   std::mutex schema_mu_;
-  bool schema_ready_ = false;  // GUARDED_BY(schema_mu_)
-  bool pgvector_ = false;      // set once by Init/EnsureSchema before any write
+  bool schema_ready_ = false;   // GUARDED_BY(schema_mu_)
+  bool file_id_ready_ = false;  // GUARDED_BY(schema_mu_): chunks.file_id exists
+  bool pgvector_ = false;       // set once by Init/EnsureSchema before any write
   bool copy_path_ = true;
   int dims_ = 0;
   bool index_built_ = false;
@@ -484,6 +499,7 @@ Status PostgresStore::ProbeExistingLocked(PgConn& c, bool* exists) {
   if (!ResultOk(r.get())) return Fail(Classify(c.pg, r.get()), "probe table");
   *exists = PQntuples(r.get()) > 0;
   if (!*exists) return Status::OK();
+  if (Status s = EnsureFileIdLocked(c); !s.ok()) return s;
   const std::string type = PQgetvalue(r.get(), 0, 0);
   if (type.starts_with("vector")) {
     pgvector_ = true;
@@ -510,6 +526,44 @@ Status PostgresStore::ProbeExistingLocked(PgConn& c, bool* exists) {
                                    ", expected vector(N) or real[]");
   }
   schema_ready_ = dims_ > 0;
+  return Status::OK();
+}
+
+Status PostgresStore::EnsureFileIdLocked(PgConn& c) {
+  if (file_id_ready_) return Status::OK();
+  // Probed first: a role that may not ALTER the table can still use it once
+  // someone else has added the column.
+  const std::string index = QuoteIdent(chunks_table_ + "_file_id_idx");
+  const std::string probe =
+      "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(" +
+      QuoteLiteral(q_chunks_) + ") AND attname = 'file_id' AND NOT attisdropped), to_regclass(" +
+      QuoteLiteral(index) + ") IS NOT NULL";
+  PgResult r(PQexec(c.pg, probe.c_str()));
+  if (!ResultOk(r.get())) return Fail(Classify(c.pg, r.get()), "probe file_id column");
+  const bool has_column = std::string_view(PQgetvalue(r.get(), 0, 0)) == "t";
+  const bool has_index = std::string_view(PQgetvalue(r.get(), 0, 1)) == "t";
+  if (has_column && has_index) {
+    file_id_ready_ = true;
+    return Status::OK();
+  }
+  const std::string sql = "BEGIN; SELECT pg_advisory_xact_lock(" +
+                          std::to_string(static_cast<int64_t>(Hash64(chunks_table_, 0x5109ce))) +
+                          ");\nALTER TABLE " + q_chunks_ +
+                          " ADD COLUMN IF NOT EXISTS file_id text;\nCREATE INDEX IF NOT EXISTS " +
+                          index + " ON " + q_chunks_ + " (file_id);\nCOMMIT;";
+  PgResult a(PQexec(c.pg, sql.c_str()));
+  if (!ResultOk(a.get())) {
+    PgError e = Classify(c.pg, a.get());
+    Rollback(c);
+    // The column is there, only its index is not (and we may not build it):
+    // correct, just slower to find a file's chunks.
+    if (has_column && e.fault == Fault::kFatal) {
+      file_id_ready_ = true;
+      return Status::OK();
+    }
+    return Fail(e, "add column file_id to " + q_chunks_);
+  }
+  file_id_ready_ = true;
   return Status::OK();
 }
 
@@ -540,7 +594,7 @@ Status PostgresStore::CreateSchemaLocked(PgConn& c, int dims) {
          "size_bytes bigint, mtime_ns bigint, content_hash text, "
          "updated_at timestamptz NOT NULL DEFAULT now());\n";
   sql += "CREATE TABLE IF NOT EXISTS " + q_chunks_ +
-         " (id text PRIMARY KEY, source_id text NOT NULL, ordinal integer NOT NULL, "
+         " (id text PRIMARY KEY, source_id text NOT NULL, file_id text, ordinal integer NOT NULL, "
          "byte_begin bigint NOT NULL, byte_end bigint NOT NULL, text text NOT NULL, "
          "domain text NOT NULL DEFAULT '', category text NOT NULL DEFAULT '', "
          "metadata jsonb NOT NULL DEFAULT '{}', model text NOT NULL DEFAULT '', "
@@ -555,7 +609,9 @@ Status PostgresStore::CreateSchemaLocked(PgConn& c, int dims) {
     sql += "ALTER TABLE " + q_chunks_ + " ALTER COLUMN embedding SET STORAGE EXTERNAL;\n";
   }
   sql += "CREATE INDEX IF NOT EXISTS " + QuoteIdent(chunks_table_ + "_source_id_idx") + " ON " +
-         q_chunks_ + " (source_id);\nCOMMIT;";
+         q_chunks_ + " (source_id);\n";
+  sql += "CREATE INDEX IF NOT EXISTS " + QuoteIdent(chunks_table_ + "_file_id_idx") + " ON " +
+         q_chunks_ + " (file_id);\nCOMMIT;";
   PgResult r(PQexec(c.pg, sql.c_str()));
   if (!ResultOk(r.get())) {
     PgError e = Classify(c.pg, r.get());
@@ -591,9 +647,9 @@ Result<std::string> PostgresStore::PrepareInsert(PgConn& c, size_t rows, PgError
   const std::string name = "sluice_ins_" + std::to_string(getpid()) + "_" +
                            std::to_string(c.serial) + "_" + table_hash_ + "_" +
                            std::to_string(rows);
-  static constexpr const char* kCasts[kNumColumns] = {"text", "text",  "int4", "int8",  "int8",
-                                                      "text", "text",  "text", "jsonb", "text",
-                                                      "int4", nullptr, "int4"};
+  static constexpr const char* kCasts[kNumColumns] = {"text", "text", "text",  "int4", "int8",
+                                                      "int8", "text", "text",  "text", "jsonb",
+                                                      "text", "int4", nullptr, "int4"};
   const std::string emb_cast = pgvector_ ? "vector" : "real[]";
   std::string sql = "INSERT INTO " + q_chunks_ + " AS t (" + ColumnList() + ") VALUES ";
   int p = 1;
@@ -626,7 +682,7 @@ Result<std::string> PostgresStore::PrepareInsert(PgConn& c, size_t rows, PgError
 }
 
 // Binary parameters of one row, in kColumns order, appended to `buf`;
-// offsets/lengths recorded for PQexecPrepared.
+// offsets/lengths recorded for PQexecPrepared (length -1: NULL).
 void AppendRowParams(const EmbeddedChunk& e, bool pgvector, std::string& buf,
                      std::vector<std::pair<size_t, int>>& spans) {
   auto add = [&](auto&& fill) {
@@ -637,6 +693,11 @@ void AppendRowParams(const EmbeddedChunk& e, bool pgvector, std::string& buf,
   const Chunk& c = e.chunk;
   add([&] { buf += c.id; });
   add([&] { buf += c.source_id; });
+  if (c.file_id.empty()) {
+    spans.emplace_back(buf.size(), -1);
+  } else {
+    add([&] { buf += c.file_id; });
+  }
   add([&] { pg::AppendInt32(buf, static_cast<int32_t>(c.ordinal)); });
   add([&] { pg::AppendInt64(buf, static_cast<int64_t>(c.byte_begin)); });
   add([&] { pg::AppendInt64(buf, static_cast<int64_t>(c.byte_end)); });
@@ -666,8 +727,8 @@ PgResult ExecRows(PGconn* pg, const std::string& stmt, std::span<const EmbeddedC
   std::vector<int> lengths(spans.size());
   std::vector<int> formats(spans.size(), 1);
   for (size_t i = 0; i < spans.size(); ++i) {
-    values[i] = buf.data() + spans[i].first;
-    lengths[i] = spans[i].second;
+    values[i] = spans[i].second < 0 ? nullptr : buf.data() + spans[i].first;
+    lengths[i] = std::max(spans[i].second, 0);
   }
   return PgResult(PQexecPrepared(pg, stmt.c_str(), static_cast<int>(values.size()), values.data(),
                                  lengths.data(), formats.data(), 0));
@@ -792,6 +853,11 @@ PgError PostgresStore::CopyRows(PgConn& c, const std::string& target,
     w.BeginTuple(kNumColumns);
     w.Text(ch.id);
     w.Text(ch.source_id);
+    if (ch.file_id.empty()) {
+      w.Null();
+    } else {
+      w.Text(ch.file_id);
+    }
     w.Int4(static_cast<int32_t>(ch.ordinal));
     w.Int8(static_cast<int64_t>(ch.byte_begin));
     w.Int8(static_cast<int64_t>(ch.byte_end));
@@ -1401,51 +1467,115 @@ PgResult ExecParams(PGconn* pg, const std::string& sql, std::span<const std::str
                                values.data(), lengths.data(), fmts.data(), result_format));
 }
 
+// The chunks of the file `file` (an SQL expression) in the chunks table
+// (unqualified columns): its own (file_id), plus rows written before chunks
+// had a file_id, which belong to the file whose id is their source id.
+std::string FileChunksWhere(const std::string& file) {
+  return "(file_id = " + file + " OR (source_id = " + file + " AND coalesce(file_id, '') = ''))";
+}
+
+// The same as a join: (file_id, id, source_id) of the stored chunks of every
+// file in `files` (a relation with a file_id column, plus `extra` columns
+// carried along), by the two indexes.
+std::string FileChunksJoin(const std::string& q_chunks, const std::string& files,
+                           const std::string& extra, const std::string& where) {
+  const std::string cols = "SELECT m.file_id, c.id, c.source_id" + extra + " FROM " + files +
+                           " m JOIN " + q_chunks + " c ON ";
+  const std::string filter = where.empty() ? "" : " WHERE " + where;
+  return cols + "c.file_id = m.file_id" + filter + " UNION ALL " + cols +
+         "c.source_id = m.file_id AND coalesce(c.file_id, '') = ''" + filter;
+}
+
 Status PostgresStore::EnsureResumeTables(PgConn& c) {
   // Probed first: a role that may not create tables can still use them.
-  const std::string probe = "SELECT to_regclass(" + QuoteLiteral(q_files_) +
-                            ") IS NOT NULL AND to_regclass(" + QuoteLiteral(q_cache_) +
-                            ") IS NOT NULL";
+  const std::string probe =
+      "SELECT to_regclass(" + QuoteLiteral(q_files_) + ") IS NOT NULL, to_regclass(" +
+      QuoteLiteral(q_cache_) + ") IS NOT NULL, to_regclass(" + QuoteLiteral(q_run_) +
+      ") IS NOT NULL, EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(" +
+      QuoteLiteral(q_files_) + ") AND attname = 'chunk_ids' AND NOT attisdropped)";
+  bool have_files = false, have_cache = false, have_run = false, have_lists = false;
   {
     PgResult r(PQexec(c.pg, probe.c_str()));
     if (!ResultOk(r.get())) return Fail(Classify(c.pg, r.get()), "probe resume tables");
-    if (std::string_view(PQgetvalue(r.get(), 0, 0)) == "t") {
+    auto yes = [&](int col) { return std::string_view(PQgetvalue(r.get(), 0, col)) == "t"; };
+    have_files = yes(0);
+    have_cache = yes(1);
+    have_run = yes(2);
+    have_lists = yes(3);
+    if (have_files && have_cache && have_run && !have_lists) {
       resume_tables_ = true;
       return Status::OK();
     }
   }
-  // Neither depends on the vector dimension, so they exist from the start and
+  // None depends on the vector dimension, so they exist from the start and
   // LoadFingerprints works before the first write. Same advisory lock as the
   // chunks table's creation. The cache's vectors are random floats: EXTERNAL
-  // storage skips PostgreSQL's (futile) compression attempt.
-  const std::string sql =
-      "BEGIN; SELECT pg_advisory_xact_lock(" +
-      std::to_string(static_cast<int64_t>(Hash64(chunks_table_, 0x5109ce))) +
-      ");\n"
-      "CREATE TABLE IF NOT EXISTS " +
-      q_files_ +
-      " (file_id text PRIMARY KEY, path text NOT NULL DEFAULT '', "
-      "size_bytes bigint NOT NULL DEFAULT 0, mtime_ns bigint NOT NULL DEFAULT 0, "
-      "content_hash text NOT NULL DEFAULT '', chunk_count integer NOT NULL DEFAULT 0, "
-      "chunk_ids text[] NOT NULL DEFAULT '{}', updated_at timestamptz NOT NULL DEFAULT now());\n"
-      "CREATE TABLE IF NOT EXISTS " +
-      q_cache_ +
-      " (key text PRIMARY KEY, model text NOT NULL DEFAULT '', embedding bytea NOT NULL);\n"
-      "ALTER TABLE " +
-      q_cache_ + " ALTER COLUMN embedding SET STORAGE EXTERNAL;\nCOMMIT;";
+  // storage skips PostgreSQL's (futile) compression attempt. Only what is
+  // missing is created, so a role that owns none of them can add the run
+  // records table to tables someone else made.
+  std::string sql = "BEGIN; SELECT pg_advisory_xact_lock(" +
+                    std::to_string(static_cast<int64_t>(Hash64(chunks_table_, 0x5109ce))) + ");\n";
+  if (!have_files) {
+    sql += "CREATE TABLE IF NOT EXISTS " + q_files_ +
+           " (file_id text PRIMARY KEY, path text NOT NULL DEFAULT '', "
+           "size_bytes bigint NOT NULL DEFAULT 0, mtime_ns bigint NOT NULL DEFAULT 0, "
+           "content_hash text NOT NULL DEFAULT '', chunk_count integer NOT NULL DEFAULT 0, "
+           "updated_at timestamptz NOT NULL DEFAULT now());\n";
+  }
+  if (!have_cache) {
+    sql += "CREATE TABLE IF NOT EXISTS " + q_cache_ +
+           " (key text PRIMARY KEY, model text NOT NULL DEFAULT '', embedding bytea NOT NULL);\n"
+           "ALTER TABLE " +
+           q_cache_ + " ALTER COLUMN embedding SET STORAGE EXTERNAL;\n";
+  }
+  if (!have_run) {
+    // Which chunks each run stored for each file (StoreOptions::run_id);
+    // CommitSources reads a file's records by this key and then forgets them.
+    sql += "CREATE TABLE IF NOT EXISTS " + q_run_ +
+           " (file_id text NOT NULL, run_id bigint NOT NULL, chunk_id text NOT NULL, "
+           "PRIMARY KEY (file_id, run_id, chunk_id));\n";
+  }
   PgResult r(PQexec(c.pg, sql.c_str()));
-  if (!ResultOk(r.get())) {
-    PgError e = Classify(c.pg, r.get());
+  PgError e;
+  if (!ResultOk(r.get())) e = Classify(c.pg, r.get());
+  if (e.fault == Fault::kNone && have_lists) e = MigrateChunkIdLists(c);
+  if (e.fault == Fault::kNone) e = Exec(c, "COMMIT");
+  if (e.fault != Fault::kNone) {
     Rollback(c);
     if (e.sqlstate == "42501") {
-      // Not allowed to create them: the store still works, without resume.
-      resume_error_ = "cannot create " + q_files_ + " and " + q_cache_ + ": " + e.message;
+      // Not allowed to create (or migrate) them: the store still works,
+      // without resume.
+      resume_error_ = "cannot create or migrate " + q_files_ + ", " + q_cache_ + " and " + q_run_ +
+                      ": " + e.message;
       return Status::OK();
     }
     return Fail(e, "create resume tables");
   }
   resume_tables_ = true;
   return Status::OK();
+}
+
+PgError PostgresStore::MigrateChunkIdLists(PgConn& c) {
+  // Re-probed under the lock: another store may have migrated meanwhile.
+  const std::string probe =
+      "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(" +
+      QuoteLiteral(q_files_) +
+      ") AND attname = 'chunk_ids' AND NOT attisdropped), EXISTS (SELECT 1 FROM pg_attribute "
+      "WHERE attrelid = to_regclass(" +
+      QuoteLiteral(q_chunks_) + ") AND attname = 'file_id' AND NOT attisdropped)";
+  PgResult r(PQexec(c.pg, probe.c_str()));
+  if (!ResultOk(r.get())) return Classify(c.pg, r.get());
+  if (std::string_view(PQgetvalue(r.get(), 0, 0)) != "t") return {};
+  std::string sql;
+  if (std::string_view(PQgetvalue(r.get(), 0, 1)) == "t") {
+    // A listed chunk takes its file's id; rows listed nowhere keep NULL and
+    // are found by the legacy rule (source_id = the file's id).
+    sql = "UPDATE " + q_chunks_ + " c SET file_id = l.file_id FROM (SELECT f.file_id, u.id FROM " +
+          q_files_ + " f CROSS JOIN LATERAL unnest(f.chunk_ids) AS u(id)) l WHERE c.id = l.id " +
+          "AND c.file_id IS NULL;\n";
+  }
+  sql += "ALTER TABLE " + q_files_ + " DROP COLUMN chunk_ids;";
+  return Exec(c, sql);
 }
 
 Status PostgresStore::ResumeSupported() const {
@@ -1538,11 +1668,18 @@ Result<std::vector<std::string>> PostgresStore::FileChunkIds(const std::string& 
   std::vector<std::string> ids;
   Status s = Retrying("read file chunks", [&](PgConn& c) -> PgError {
     ids.clear();
+    auto has_chunks = ChunksTableExists(c);
+    if (!has_chunks.ok()) {
+      PgError e;
+      e.fault = Fault::kConnection;  // the probe failed: replay
+      e.message = has_chunks.status().message();
+      return e;
+    }
+    if (!*has_chunks) return {};
     const std::string params[1] = {file_id};
     PgResult r = ExecParams(c.pg,
-                            "SELECT u.id FROM " + q_files_ +
-                                " f CROSS JOIN LATERAL unnest(f.chunk_ids) WITH ORDINALITY AS "
-                                "u(id, n) WHERE f.file_id = $1 ORDER BY u.n",
+                            "SELECT id FROM " + q_chunks_ + " WHERE " + FileChunksWhere("$1") +
+                                " ORDER BY source_id COLLATE \"C\", ordinal, id COLLATE \"C\"",
                             params, {}, 0);
     if (!ResultOk(r.get())) return Classify(c.pg, r.get());
     for (int i = 0; i < PQntuples(r.get()); ++i) ids.emplace_back(Value(r.get(), i, 0));
@@ -1591,18 +1728,36 @@ PgError PostgresStore::DeleteAndCommit(PgConn& c, const std::string& sql,
 
 // One statement for all of a call's files (a data-modifying CTE per table):
 // a commit after every store batch stays one round trip however many small
-// files it completes. Modes per file: "replace" (delete the chunks recorded
-// for it, or stored under its id, that it no longer lists), "keep"
-// (--cleanup none: the client already merged the recorded ids into its list),
-// "facts" (only size, mtime and hash changed).
+// files it completes. Modes per file: "replace" (delete its stored chunks
+// that its run did not record), "keep" (--cleanup none: delete nothing,
+// count them), "facts" (only path, size, mtime and hash changed). Every
+// mode forgets all run records of the file. All CTEs read one snapshot, so
+// the stale set is computed from the run records before they are deleted.
 Result<uint64_t> PostgresStore::CommitSources(std::span<const SourceManifest> completed) {
   if (Status s = ResumeSupported(); !s.ok()) return s;
   if (completed.empty()) return uint64_t{0};
   // The last manifest of a file wins: a statement may upsert a row once.
   std::map<std::string_view, const SourceManifest*> by_file;
   for (const SourceManifest& m : completed) by_file[m.fingerprint.file_id] = &m;
-  std::vector<std::string> lock_ids;
-  for (const auto& [id, m] : by_file) lock_ids.emplace_back(id);
+  std::vector<std::string> file_ids, paths, hashes, modes;
+  std::vector<int64_t> sizes, mtimes, produced, run_ids;
+  for (const auto& [id, m] : by_file) {
+    const SourceFingerprint& f = m->fingerprint;
+    file_ids.push_back(f.file_id);
+    paths.push_back(f.path);
+    sizes.push_back(static_cast<int64_t>(f.size_bytes));
+    mtimes.push_back(f.mtime_ns);
+    hashes.push_back(f.content_hash);
+    modes.emplace_back(m->facts_only ? "facts" : m->delete_stale ? "replace" : "keep");
+    produced.push_back(static_cast<int64_t>(f.chunk_count));
+    run_ids.push_back(static_cast<int64_t>(m->run_id));
+  }
+  const std::string params[8] = {
+      pg::EncodeBytesArrayBinary(file_ids), pg::EncodeBytesArrayBinary(paths),
+      pg::EncodeInt8ArrayBinary(sizes),     pg::EncodeInt8ArrayBinary(mtimes),
+      pg::EncodeBytesArrayBinary(hashes),   pg::EncodeBytesArrayBinary(modes),
+      pg::EncodeInt8ArrayBinary(produced),  pg::EncodeInt8ArrayBinary(run_ids)};
+  const int formats[8] = {1, 1, 1, 1, 1, 1, 1, 1};
 
   uint64_t deleted = 0;
   Status s = Retrying("commit sources", [&](PgConn& c) -> PgError {
@@ -1614,106 +1769,51 @@ Result<uint64_t> PostgresStore::CommitSources(std::span<const SourceManifest> co
       e.message = has_chunks.status().message();
       return e;
     }
-    PgError e = BeginAndLock(c, lock_ids, "", nullptr);
+    PgError e = BeginAndLock(c, file_ids, "", nullptr);
     if (e.fault != Fault::kNone) return e;
-    // --cleanup none: the ids recorded so far stay listed after the new ones.
-    std::map<std::string, std::vector<std::string>, std::less<>> recorded;
-    std::vector<std::string> keep_files;
-    for (const auto& [id, m] : by_file) {
-      if (!m->facts_only && !m->delete_stale) keep_files.emplace_back(id);
-    }
-    if (!keep_files.empty()) {
-      const std::string params[1] = {pg::EncodeBytesArrayBinary(keep_files)};
-      const int formats[1] = {1};
-      PgResult r = ExecParams(c.pg,
-                              "SELECT f.file_id, u.id FROM " + q_files_ +
-                                  " f CROSS JOIN LATERAL unnest(f.chunk_ids) WITH ORDINALITY AS "
-                                  "u(id, n) WHERE f.file_id = ANY($1::text[]) ORDER BY 1, u.n",
-                              params, formats, 0);
-      if (!ResultOk(r.get())) return Classify(c.pg, r.get());
-      for (int i = 0; i < PQntuples(r.get()); ++i) {
-        recorded[std::string(Value(r.get(), i, 0))].emplace_back(Value(r.get(), i, 1));
-      }
-    }
-    std::vector<std::string> file_ids, paths, hashes, modes, ids;
-    std::vector<int64_t> sizes, mtimes;
-    std::vector<int32_t> owners;
-    for (const auto& [id, m] : by_file) {
-      const SourceFingerprint& f = m->fingerprint;
-      file_ids.push_back(f.file_id);
-      paths.push_back(f.path);
-      sizes.push_back(static_cast<int64_t>(f.size_bytes));
-      mtimes.push_back(f.mtime_ns);
-      hashes.push_back(f.content_hash);
-      const int32_t owner = static_cast<int32_t>(file_ids.size());  // ordinality is 1-based
-      if (m->facts_only) {
-        modes.emplace_back("facts");
-        continue;
-      }
-      modes.emplace_back(m->delete_stale ? "replace" : "keep");
-      std::unordered_set<std::string_view> listed;
-      for (const std::string& chunk_id : m->chunk_ids) {
-        if (!listed.insert(chunk_id).second) continue;
-        ids.push_back(chunk_id);
-        owners.push_back(owner);
-      }
-      if (!m->delete_stale) {
-        auto it = recorded.find(f.file_id);
-        if (it != recorded.end()) {
-          for (const std::string& chunk_id : it->second) {
-            if (!listed.insert(chunk_id).second) continue;
-            ids.push_back(chunk_id);
-            owners.push_back(owner);
-          }
-        }
-      }
-    }
     std::string sql =
         "WITH m AS (SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], "
-        "$5::text[], $6::text[]) WITH ORDINALITY AS m(file_id, path, size_bytes, mtime_ns, "
-        "content_hash, mode, n)), "
-        "listed AS (SELECT owner, array_agg(id ORDER BY pos) AS ids FROM unnest($7::text[], "
-        "$8::int4[]) WITH ORDINALITY AS k(id, owner, pos) GROUP BY owner), "
-        "put AS (INSERT INTO " +
-        q_files_ +
-        " AS f (file_id, path, size_bytes, mtime_ns, content_hash, chunk_count, chunk_ids) "
-        "SELECT m.file_id, m.path, m.size_bytes, m.mtime_ns, m.content_hash, "
-        "coalesce(cardinality(l.ids), 0), coalesce(l.ids, '{}') FROM m LEFT JOIN listed l ON "
-        "l.owner = m.n WHERE m.mode <> 'facts' ORDER BY m.file_id "
-        "ON CONFLICT (file_id) DO UPDATE SET path = EXCLUDED.path, size_bytes = "
-        "EXCLUDED.size_bytes, mtime_ns = EXCLUDED.mtime_ns, content_hash = EXCLUDED.content_hash, "
-        "chunk_count = EXCLUDED.chunk_count, chunk_ids = EXCLUDED.chunk_ids, updated_at = now()), "
-        "facts AS (INSERT INTO " +
-        q_files_ +
-        " AS f (file_id, path, size_bytes, mtime_ns, content_hash) SELECT m.file_id, m.path, "
-        "m.size_bytes, m.mtime_ns, m.content_hash FROM m WHERE m.mode = 'facts' ORDER BY "
-        "m.file_id ON CONFLICT (file_id) DO UPDATE SET path = EXCLUDED.path, size_bytes = "
-        "EXCLUDED.size_bytes, mtime_ns = EXCLUDED.mtime_ns, content_hash = EXCLUDED.content_hash, "
-        "updated_at = now())";
+        "$5::text[], $6::text[], $7::int8[], $8::int8[]) AS m(file_id, path, size_bytes, "
+        "mtime_ns, content_hash, mode, produced, run_id)), ";
     if (*has_chunks) {
-      sql += ", old AS (SELECT u.id FROM m JOIN " + q_files_ +
-             " f ON f.file_id = m.file_id CROSS JOIN LATERAL unnest(f.chunk_ids) AS u(id) WHERE "
-             "m.mode = 'replace' UNION SELECT c.id FROM m JOIN " +
-             q_chunks_ +
-             " c ON c.source_id = m.file_id WHERE m.mode = 'replace'), "
-             "stale AS (SELECT id FROM old EXCEPT SELECT unnest($7::text[])), "
+      // A file's stored chunks that its run did not record: stale.
+      sql += "stored AS (" +
+             FileChunksJoin(q_chunks_, "m", ", m.mode, m.run_id", "m.mode <> 'facts'") +
+             "), stale AS (SELECT s.file_id, s.id, s.mode FROM stored s WHERE NOT EXISTS "
+             "(SELECT 1 FROM " +
+             q_run_ +
+             " r WHERE r.file_id = s.file_id AND r.run_id = s.run_id AND r.chunk_id = s.id)), "
+             "kept AS (SELECT file_id, count(*) AS n FROM stale WHERE mode = 'keep' GROUP BY "
+             "file_id), "
              "del AS (DELETE FROM " +
              q_chunks_ +
-             " c USING stale s WHERE c.id = s.id RETURNING c.source_id), "
+             " c USING stale s WHERE c.id = s.id AND s.mode = 'replace' RETURNING c.source_id), "
              "src AS (UPDATE " +
              q_sources_ +
              " s SET path = m.path, size_bytes = m.size_bytes, mtime_ns = m.mtime_ns, "
-             "content_hash = m.content_hash FROM m WHERE s.source_id = m.file_id) "
-             "SELECT source_id, count(*) FROM del GROUP BY source_id";
+             "content_hash = m.content_hash FROM m WHERE s.source_id = m.file_id), ";
     } else {
-      sql += " SELECT NULL::text, 0";
+      sql += "kept AS (SELECT NULL::text AS file_id, 0::bigint AS n WHERE false), ";
     }
-    const std::string params[8] = {
-        pg::EncodeBytesArrayBinary(file_ids), pg::EncodeBytesArrayBinary(paths),
-        pg::EncodeInt8ArrayBinary(sizes),     pg::EncodeInt8ArrayBinary(mtimes),
-        pg::EncodeBytesArrayBinary(hashes),   pg::EncodeBytesArrayBinary(modes),
-        pg::EncodeBytesArrayBinary(ids),      pg::EncodeInt4ArrayBinary(owners)};
-    const int formats[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+    sql += "put AS (INSERT INTO " + q_files_ +
+           " AS f (file_id, path, size_bytes, mtime_ns, content_hash, chunk_count) "
+           "SELECT m.file_id, m.path, m.size_bytes, m.mtime_ns, m.content_hash, "
+           "m.produced + coalesce(k.n, 0) FROM m LEFT JOIN kept k ON k.file_id = m.file_id "
+           "WHERE m.mode <> 'facts' ORDER BY m.file_id "
+           "ON CONFLICT (file_id) DO UPDATE SET path = EXCLUDED.path, size_bytes = "
+           "EXCLUDED.size_bytes, mtime_ns = EXCLUDED.mtime_ns, content_hash = "
+           "EXCLUDED.content_hash, chunk_count = EXCLUDED.chunk_count, updated_at = now()), "
+           "facts AS (INSERT INTO " +
+           q_files_ +
+           " AS f (file_id, path, size_bytes, mtime_ns, content_hash) SELECT m.file_id, m.path, "
+           "m.size_bytes, m.mtime_ns, m.content_hash FROM m WHERE m.mode = 'facts' ORDER BY "
+           "m.file_id ON CONFLICT (file_id) DO UPDATE SET path = EXCLUDED.path, size_bytes = "
+           "EXCLUDED.size_bytes, mtime_ns = EXCLUDED.mtime_ns, content_hash = "
+           "EXCLUDED.content_hash, updated_at = now()), "
+           "forget AS (DELETE FROM " +
+           q_run_ + " r USING m WHERE r.file_id = m.file_id) ";
+    sql += *has_chunks ? "SELECT source_id, count(*) FROM del GROUP BY source_id"
+                       : "SELECT NULL::text, 0";
     return DeleteAndCommit(c, sql, params, formats, deleted);
   });
   if (!s.ok()) return s;
@@ -1739,14 +1839,11 @@ Result<uint64_t> PostgresStore::DeleteSources(std::span<const std::string> file_
     PgError e = BeginAndLock(c, sorted, "", nullptr);
     if (e.fault != Fault::kNone) return e;
     std::string sql = "WITH m AS (SELECT unnest($1::text[]) AS file_id), gone AS (DELETE FROM " +
-                      q_files_ + " f USING m WHERE f.file_id = m.file_id)";
+                      q_files_ +
+                      " f USING m WHERE f.file_id = m.file_id), forget AS (DELETE FROM " + q_run_ +
+                      " r USING m WHERE r.file_id = m.file_id)";
     if (*has_chunks) {
-      sql += ", old AS (SELECT u.id FROM m JOIN " + q_files_ +
-             " f ON f.file_id = m.file_id CROSS JOIN LATERAL unnest(f.chunk_ids) AS u(id) "
-             "UNION SELECT c.id FROM m JOIN " +
-             q_chunks_ +
-             " c ON c.source_id = m.file_id), "
-             "del AS (DELETE FROM " +
+      sql += ", old AS (" + FileChunksJoin(q_chunks_, "m", "", "") + "), del AS (DELETE FROM " +
              q_chunks_ +
              " c USING old o WHERE c.id = o.id RETURNING c.source_id) "
              "SELECT source_id, count(*) FROM del GROUP BY source_id";
@@ -1797,9 +1894,43 @@ PgError PostgresStore::PutCache(PgConn& c, std::span<const EmbeddedChunk> batch,
   return {};
 }
 
+PgError PostgresStore::PutRunRecords(PgConn& c, std::span<const EmbeddedChunk> batch,
+                                     std::span<const size_t> rows) {
+  if (options_.run_id == 0 || !resume_tables_ || rows.empty()) return {};
+  // Sorted keys: concurrent writers insert (and lock) them in one order.
+  std::vector<std::pair<std::string_view, std::string_view>> keyed;
+  keyed.reserve(rows.size());
+  for (size_t i : rows) {
+    const Chunk& ch = batch[i].chunk;
+    if (!ch.file_id.empty()) keyed.emplace_back(ch.file_id, ch.id);
+  }
+  if (keyed.empty()) return {};
+  std::sort(keyed.begin(), keyed.end());
+  keyed.erase(std::unique(keyed.begin(), keyed.end()), keyed.end());
+  std::vector<std::string> files, ids;
+  files.reserve(keyed.size());
+  ids.reserve(keyed.size());
+  for (const auto& [file, id] : keyed) {
+    files.emplace_back(file);
+    ids.emplace_back(id);
+  }
+  const std::string params[2] = {pg::EncodeBytesArrayBinary(files),
+                                 pg::EncodeBytesArrayBinary(ids)};
+  const int formats[2] = {1, 1};
+  PgResult r =
+      ExecParams(c.pg,
+                 "INSERT INTO " + q_run_ + " (file_id, run_id, chunk_id) SELECT u.f, " +
+                     std::to_string(static_cast<int64_t>(options_.run_id)) +
+                     ", u.c FROM unnest($1::text[], $2::text[]) AS u(f, c) ON CONFLICT DO NOTHING",
+                 params, formats, 0);
+  if (!ResultOk(r.get())) return Classify(c.pg, r.get());
+  return {};
+}
+
 PgError PostgresStore::FinishBatch(PgConn& c, std::span<const EmbeddedChunk> batch,
                                    std::span<const size_t> rows) {
   if (PgError e = PutCache(c, batch, rows); e.fault != Fault::kNone) return e;
+  if (PgError e = PutRunRecords(c, batch, rows); e.fault != Fault::kNone) return e;
   return UpsertSources(c, batch, rows, /*commit=*/true);
 }
 
@@ -1852,11 +1983,12 @@ Result<std::vector<EmbeddedChunk>> PostgresStore::ReadChunks(
       const auto slice = chunk_ids.subspan(at, std::min(kSlice, chunk_ids.size() - at));
       const std::string params[1] = {pg::EncodeBytesArrayBinary(slice)};
       const int formats[1] = {1};
-      PgResult r = ExecParams(c.pg,
-                              "SELECT id, source_id, ordinal, byte_begin, byte_end, text, domain, "
-                              "category, metadata::text, model, embedding, token_estimate FROM " +
-                                  q_chunks_ + " WHERE id = ANY($1::text[])",
-                              params, formats, 1);
+      PgResult r =
+          ExecParams(c.pg,
+                     "SELECT id, source_id, ordinal, byte_begin, byte_end, text, domain, "
+                     "category, metadata::text, model, embedding, token_estimate, file_id FROM " +
+                         q_chunks_ + " WHERE id = ANY($1::text[])",
+                     params, formats, 1);
       if (!ResultOk(r.get())) return Classify(c.pg, r.get());
       for (int row = 0; row < PQntuples(r.get()); ++row) {
         EmbeddedChunk e;
@@ -1886,6 +2018,7 @@ Result<std::vector<EmbeddedChunk>> PostgresStore::ReadChunks(
         }
         e.embedding = std::move(*v);
         ch.token_estimate = static_cast<uint32_t>(pg::ReadInt32(PQgetvalue(r.get(), row, 11)));
+        if (!PQgetisnull(r.get(), row, 12)) ch.file_id = Value(r.get(), row, 12);
         std::string id = ch.id;
         found.emplace(std::move(id), std::move(e));
       }
@@ -1926,23 +2059,25 @@ Status PostgresStore::Verify(std::vector<VerifyProblem>& problems, size_t limit)
       e.message = has_chunks.status().message();
       return e;
     }
-    PgError e = query("SELECT file_id, chunk_count, cardinality(chunk_ids) FROM " + q_files_ +
-                          " WHERE chunk_count <> cardinality(chunk_ids) ORDER BY 1 LIMIT " + lim,
-                      [&](const PGresult* r, int i) {
-                        add("count_mismatch", Value(r, i, 0),
-                            "fingerprint says " + std::string(Value(r, i, 1)) +
-                                " chunks but lists " + std::string(Value(r, i, 2)));
-                      });
-    if (e.fault != Fault::kNone) return e;
-    const std::string listed = "SELECT f.file_id, u.id FROM " + q_files_ +
-                               " f CROSS JOIN LATERAL unnest(f.chunk_ids) AS u(id)";
-    e = query(*has_chunks ? listed + " WHERE NOT EXISTS (SELECT 1 FROM " + q_chunks_ +
-                                " c WHERE c.id = u.id) ORDER BY 1, 2 LIMIT " + lim
-                          : listed + " ORDER BY 1, 2 LIMIT " + lim,
-              [&](const PGresult* r, int i) {
-                add("missing_chunk", Value(r, i, 1),
-                    "chunk of '" + std::string(Value(r, i, 0)) + "' is not stored");
-              });
+    // Each fingerprinted file against the chunks stored for it (one pass
+    // over the chunks; rows without a file_id count for their source id).
+    const std::string stored =
+        *has_chunks ? "LEFT JOIN (SELECT coalesce(nullif(file_id, ''), source_id) AS file_id, "
+                      "count(*) AS n FROM " +
+                          q_chunks_ + " GROUP BY 1) s ON s.file_id = f.file_id"
+                    : "LEFT JOIN (SELECT NULL::text AS file_id, 0::bigint AS n) s ON false";
+    PgError e = query(
+        "SELECT f.file_id, f.chunk_count, coalesce(s.n, 0) FROM " + q_files_ + " f " + stored +
+            " WHERE f.chunk_count <> coalesce(s.n, 0) ORDER BY 1 "
+            "LIMIT " +
+            lim,
+        [&](const PGresult* r, int i) {
+          const uint64_t want = std::strtoull(PQgetvalue(r, i, 1), nullptr, 10);
+          const uint64_t have = std::strtoull(PQgetvalue(r, i, 2), nullptr, 10);
+          add(have < want ? "missing_chunk" : "count_mismatch", Value(r, i, 0),
+              "fingerprint counts " + std::to_string(want) + " chunks, " + std::to_string(have) +
+                  " stored" + (have < want ? "" : " (stale ones)"));
+        });
     if (e.fault != Fault::kNone || !*has_chunks) return e;
     int dims = 0;
     {
@@ -1968,19 +2103,6 @@ Status PostgresStore::Verify(std::vector<VerifyProblem>& problems, size_t limit)
                 add("orphan_chunk", Value(r, i, 0),
                     "its source '" + std::string(Value(r, i, 1)) + "' is not in the sources table");
               });
-    if (e.fault != Fault::kNone) return e;
-    // A stored chunk of a fingerprinted file that no fingerprint lists (a
-    // hash anti-join: no per-file array scans).
-    e = query(
-        "WITH listed AS (SELECT DISTINCT unnest(chunk_ids) AS id FROM " + q_files_ +
-            ") SELECT c.id, c.source_id FROM " + q_chunks_ + " c JOIN " + q_files_ +
-            " f ON f.file_id = c.source_id WHERE NOT EXISTS (SELECT 1 FROM listed l WHERE "
-            "l.id = c.id) AND EXISTS (SELECT 1 FROM " +
-            q_sources_ + " s WHERE s.source_id = c.source_id) ORDER BY 1 LIMIT " + lim,
-        [&](const PGresult* r, int i) {
-          add("orphan_chunk", Value(r, i, 0),
-              "a stale chunk of '" + std::string(Value(r, i, 1)) + "' (not in its fingerprint)");
-        });
     if (e.fault != Fault::kNone) return e;
     return query("SELECT s.source_id, s.chunk_count, count(c.id) FROM " + q_sources_ +
                      " s LEFT JOIN " + q_chunks_ +

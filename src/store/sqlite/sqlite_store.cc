@@ -10,9 +10,9 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <queue>
 #include <unordered_map>
-#include <unordered_set>
 #include <utility>
 
 #include <fmt/format.h>
@@ -39,7 +39,13 @@ class ScopedStmt {
 
 std::string Quote(std::string_view identifier) {
   // Names are validated to [A-Za-z0-9_], so quoting is for keywords only.
-  return "\"" + std::string(identifier) + "\"";
+  // (Appended piecewise: GCC 12 -O2 warns on "\"" + std::string, PR105329.)
+  std::string out;
+  out.reserve(identifier.size() + 2);
+  out.push_back('"');
+  out.append(identifier);
+  out.push_back('"');
+  return out;
 }
 
 std::string ColumnText(sqlite3_stmt* stmt, int col) {
@@ -107,11 +113,13 @@ SqliteStore::SqliteStore(std::string path, SqliteStoreOptions options)
     meta_table_ = "meta";
     files_table_ = "files";
     cache_table_ = "embedding_cache";
+    run_table_ = "run_chunks";
   } else {
     sources_table_ = chunks_table_ + "_sources";
     meta_table_ = chunks_table_ + "_meta";
     files_table_ = chunks_table_ + "_files";
     cache_table_ = chunks_table_ + "_embedding_cache";
+    run_table_ = chunks_table_ + "_run_chunks";
   }
 }
 
@@ -248,23 +256,27 @@ Status SqliteStore::Init() {
   if (s.ok()) {
     const std::string cols =
         "id, source_id, ordinal, byte_begin, byte_end, text, domain, category, metadata, model, "
-        "dims, embedding, token_estimate, updated_at";
+        "dims, embedding, token_estimate, updated_at, file_id";
     const std::string t = Quote(chunks_table_);
     std::string differs;
-    for (const char* c : {"source_id", "ordinal", "byte_begin", "byte_end", "text", "domain",
-                          "category", "metadata", "model", "dims", "embedding", "token_estimate"}) {
+    // file_id never changes for a chunk id (the id hashes the source id, and
+    // a source belongs to one file) except from NULL on a row stored before
+    // chunks had one: that row is then completed.
+    for (const char* c :
+         {"source_id", "ordinal", "byte_begin", "byte_end", "text", "domain", "category",
+          "metadata", "model", "dims", "embedding", "token_estimate", "file_id"}) {
       if (!differs.empty()) differs += " OR ";
       differs += fmt::format("{}.{} IS NOT excluded.{}", t, c, c);
     }
     std::string sets;
     for (const char* c :
          {"source_id", "ordinal", "byte_begin", "byte_end", "text", "domain", "category",
-          "metadata", "model", "dims", "embedding", "token_estimate", "updated_at"}) {
+          "metadata", "model", "dims", "embedding", "token_estimate", "updated_at", "file_id"}) {
       if (!sets.empty()) sets += ", ";
       sets += fmt::format("{} = excluded.{}", c, c);
     }
     s = Prepare(fmt::format("INSERT INTO {} ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, "
-                            "?11, ?12, ?13, ?14) ON CONFLICT(id) DO UPDATE SET {} WHERE {}",
+                            "?11, ?12, ?13, ?14, ?15) ON CONFLICT(id) DO UPDATE SET {} WHERE {}",
                             t, cols, sets, differs),
                 &upsert_chunk_);
   }
@@ -298,6 +310,19 @@ Status SqliteStore::Init() {
                             Quote(cache_table_)),
                 &put_cache_);
   }
+  if (s.ok()) {
+    s = Prepare(
+        fmt::format("INSERT OR IGNORE INTO {} (file_id, run_id, chunk_id) VALUES (?1, ?2, ?3)",
+                    Quote(run_table_)),
+        &put_run_);
+  }
+  // Per connection (temp schema, no lock on the file): the sources whose
+  // chunks CommitSources/DeleteSources deleted, recounted once per call.
+  if (s.ok()) {
+    s = Exec(
+        "CREATE TEMP TABLE IF NOT EXISTS sluice_touched_sources (source_id TEXT PRIMARY KEY) "
+        "WITHOUT ROWID");
+  }
   if (!s.ok()) Close();
   return s;
 }
@@ -321,7 +346,8 @@ Status SqliteStore::CreateSchema() {
     ScopedStmt stmt;
     int rc = sqlite3_prepare_v2(
         db_,
-        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN (?1, ?2, ?3, ?4, ?5)",
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN (?1, ?2, ?3, ?4, ?5, "
+        "?6)",
         -1, stmt.out(), nullptr);
     if (rc == SQLITE_OK) {
       sqlite3_bind_text(stmt.get(), 1, chunks_table_.c_str(), -1, SQLITE_TRANSIENT);
@@ -329,6 +355,7 @@ Status SqliteStore::CreateSchema() {
       sqlite3_bind_text(stmt.get(), 3, meta_table_.c_str(), -1, SQLITE_TRANSIENT);
       sqlite3_bind_text(stmt.get(), 4, files_table_.c_str(), -1, SQLITE_TRANSIENT);
       sqlite3_bind_text(stmt.get(), 5, cache_table_.c_str(), -1, SQLITE_TRANSIENT);
+      sqlite3_bind_text(stmt.get(), 6, run_table_.c_str(), -1, SQLITE_TRANSIENT);
       rc = sqlite3_step(stmt.get());
     }
     if (rc != SQLITE_ROW) return ErrorStatus(rc, "read schema");
@@ -336,7 +363,9 @@ Status SqliteStore::CreateSchema() {
   }
   // Opening an up-to-date database takes no write lock, so readers and a
   // second store can open while a writer is busy.
-  if (version == kSqliteSchemaVersion && existing == 5) return Status::OK();
+  // (The run records table is created last, with the version 3 columns, so
+  // its presence means this store's tables are current.)
+  if (version == kSqliteSchemaVersion && existing == 6) return Status::OK();
 
   Status s = Exec("BEGIN IMMEDIATE");
   if (!s.ok()) return s;
@@ -344,27 +373,87 @@ Status SqliteStore::CreateSchema() {
       "CREATE TABLE IF NOT EXISTS {0} (id TEXT PRIMARY KEY, source_id TEXT NOT NULL, "
       "ordinal INTEGER, byte_begin INTEGER, byte_end INTEGER, text TEXT, domain TEXT, "
       "category TEXT, metadata TEXT, model TEXT, dims INTEGER, embedding BLOB, "
-      "token_estimate INTEGER, updated_at INTEGER);"
+      "token_estimate INTEGER, updated_at INTEGER, file_id TEXT);"
       "CREATE INDEX IF NOT EXISTS {3} ON {0} (source_id);"
       "CREATE TABLE IF NOT EXISTS {1} (source_id TEXT PRIMARY KEY, path TEXT, domain TEXT, "
       "category TEXT, chunk_count INTEGER, size_bytes INTEGER, mtime_ns INTEGER, "
       "content_hash TEXT, updated_at INTEGER);"
       "CREATE TABLE IF NOT EXISTS {2} (key TEXT PRIMARY KEY, value TEXT);"
-      // Version 2: file fingerprints with their chunk ids (newline-separated),
-      // and the embedding cache keyed by Hash128Hex(namespace \n text).
+      // Version 2: file fingerprints, and the embedding cache keyed by
+      // Hash128Hex(namespace \n text).
       "CREATE TABLE IF NOT EXISTS {5} (file_id TEXT PRIMARY KEY, path TEXT, size_bytes INTEGER, "
-      "mtime_ns INTEGER, content_hash TEXT, chunk_count INTEGER, chunk_ids TEXT, "
-      "updated_at INTEGER);"
+      "mtime_ns INTEGER, content_hash TEXT, chunk_count INTEGER, updated_at INTEGER);"
       "CREATE TABLE IF NOT EXISTS {6} (key TEXT PRIMARY KEY, model TEXT, embedding BLOB) "
-      "WITHOUT ROWID;"
-      "PRAGMA user_version = {4};",
+      "WITHOUT ROWID;",
       Quote(chunks_table_), Quote(sources_table_), Quote(meta_table_),
       Quote(chunks_table_ + "_source_idx"), kSqliteSchemaVersion, Quote(files_table_),
       Quote(cache_table_));
   s = Exec(ddl.c_str());
+  if (s.ok()) s = UpgradeTables();
+  if (s.ok()) {
+    // Version 3: which file produced each chunk, and which run recorded it.
+    const std::string v3 = fmt::format(
+        "CREATE INDEX IF NOT EXISTS {1} ON {0} (file_id);"
+        "CREATE TABLE IF NOT EXISTS {2} (file_id TEXT NOT NULL, run_id INTEGER NOT NULL, "
+        "chunk_id TEXT NOT NULL, PRIMARY KEY (file_id, run_id, chunk_id)) WITHOUT ROWID;"
+        "PRAGMA user_version = {3};",
+        Quote(chunks_table_), Quote(chunks_table_ + "_file_idx"), Quote(run_table_),
+        kSqliteSchemaVersion);
+    s = Exec(v3.c_str());
+  }
   if (s.ok()) s = Exec("COMMIT");
   if (!s.ok()) Rollback();
   return s;
+}
+
+Result<bool> SqliteStore::HasColumn(const std::string& table, const char* column) {
+  ScopedStmt stmt;
+  int rc = sqlite3_prepare_v2(db_, "SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2", -1,
+                              stmt.out(), nullptr);
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_text(stmt.get(), 1, table.c_str(), -1, SQLITE_STATIC);
+    sqlite3_bind_text(stmt.get(), 2, column, -1, SQLITE_STATIC);
+    rc = sqlite3_step(stmt.get());
+  }
+  if (rc != SQLITE_ROW) return ErrorStatus(rc, "read schema");
+  return sqlite3_column_int(stmt.get(), 0) > 0;
+}
+
+Status SqliteStore::UpgradeTables() {
+  // Columns are checked inside the transaction, so a second process that
+  // waited for the lock finds the work done. (Versions are per file, tables
+  // per store prefix: another prefix's tables may be older than the file's
+  // user_version says.)
+  Result<bool> has_file_id = HasColumn(chunks_table_, "file_id");
+  if (!has_file_id.ok()) return has_file_id.status();
+  if (!*has_file_id) {
+    const std::string add =
+        fmt::format("ALTER TABLE {} ADD COLUMN file_id TEXT", Quote(chunks_table_));
+    if (Status s = Exec(add.c_str()); !s.ok()) return s;
+  }
+  Result<bool> has_lists = HasColumn(files_table_, "chunk_ids");
+  if (!has_lists.ok()) return has_lists.status();
+  if (!*has_lists) return Status::OK();
+  // Version 2 listed each file's chunk ids, newline-separated; they become
+  // the chunks' file_id. The list is turned into a JSON array and expanded by
+  // json_each (linear in its length; ids are hex, and a list that would not
+  // be valid JSON is skipped: its chunks keep NULL and the legacy
+  // source_id rule). Rows already carrying a file_id keep it.
+  // Through a temp table keyed by chunk id, so the update is driven by the
+  // listed ids (a primary-key lookup each) whatever the planner thinks of
+  // the tables' sizes.
+  const std::string fill = fmt::format(
+      "CREATE TEMP TABLE sluice_listed (id TEXT PRIMARY KEY, file_id TEXT) WITHOUT ROWID;"
+      "INSERT OR IGNORE INTO temp.sluice_listed (id, file_id) SELECT j.value, l.file_id FROM "
+      "(SELECT file_id, '[\"' || replace(rtrim(chunk_ids, char(10)), char(10), '\",\"') || "
+      "'\"]' AS arr FROM {1} WHERE chunk_ids IS NOT NULL AND chunk_ids <> '') l, "
+      "json_each(CASE WHEN json_valid(l.arr) THEN l.arr ELSE '[]' END) j;"
+      "UPDATE {0} SET file_id = (SELECT l.file_id FROM temp.sluice_listed l WHERE l.id = {0}.id) "
+      "WHERE id IN (SELECT id FROM temp.sluice_listed) AND file_id IS NULL;"
+      "DROP TABLE temp.sluice_listed;"
+      "ALTER TABLE {1} DROP COLUMN chunk_ids;",
+      Quote(chunks_table_), Quote(files_table_));
+  return Exec(fill.c_str());
 }
 
 Status SqliteStore::LoadMeta() {
@@ -418,6 +507,7 @@ WriteResult SqliteStore::Write(std::span<const EmbeddedChunk> batch) {
     sqlite3_reset(upsert_source_counts_);
     sqlite3_reset(put_meta_);
     sqlite3_reset(put_cache_);
+    sqlite3_reset(put_run_);
     Rollback();
     result.status = std::move(s);
     result.rejected.clear();
@@ -464,9 +554,24 @@ WriteResult SqliteStore::Write(std::span<const EmbeddedChunk> batch) {
     sqlite3_bind_blob(st, 12, EmbeddingBytes(row.embedding, scratch), dims * 4, SQLITE_STATIC);
     sqlite3_bind_int64(st, 13, c.token_estimate);
     sqlite3_bind_int64(st, 14, now);
+    if (c.file_id.empty()) {
+      sqlite3_bind_null(st, 15);
+    } else {
+      sqlite3_bind_text(st, 15, c.file_id.data(), static_cast<int>(c.file_id.size()),
+                        SQLITE_STATIC);
+    }
     const int rc = sqlite3_step(st);
     sqlite3_reset(st);
     if (rc != SQLITE_DONE) return fail(ErrorStatus(rc, "write chunk " + c.id));
+    if (options_.store.run_id != 0 && !c.file_id.empty()) {
+      sqlite3_stmt* rs = put_run_;
+      sqlite3_bind_text(rs, 1, c.file_id.data(), static_cast<int>(c.file_id.size()), SQLITE_STATIC);
+      sqlite3_bind_int64(rs, 2, static_cast<int64_t>(options_.store.run_id));
+      sqlite3_bind_text(rs, 3, c.id.data(), static_cast<int>(c.id.size()), SQLITE_STATIC);
+      const int rrc = sqlite3_step(rs);
+      sqlite3_reset(rs);
+      if (rrc != SQLITE_DONE) return fail(ErrorStatus(rrc, "record run chunk " + c.id));
+    }
     if (!options_.store.embedding_cache_namespace.empty()) {
       const std::string key = EmbeddingCacheKey(options_.store.embedding_cache_namespace, c.text);
       sqlite3_stmt* cs = put_cache_;
@@ -485,6 +590,7 @@ WriteResult SqliteStore::Write(std::span<const EmbeddedChunk> batch) {
     }
   }
   sqlite3_clear_bindings(upsert_chunk_);
+  sqlite3_clear_bindings(put_run_);
 
   for (std::string_view source_id : source_order) {
     const Chunk& c = batch[sources[source_id]].chunk;
@@ -532,7 +638,8 @@ Status SqliteStore::Flush() {
 Status SqliteStore::Close() {
   if (db_ == nullptr) return Status::OK();
   Rollback();
-  for (sqlite3_stmt** st : {&upsert_chunk_, &upsert_source_counts_, &put_meta_, &put_cache_}) {
+  for (sqlite3_stmt** st :
+       {&upsert_chunk_, &upsert_source_counts_, &put_meta_, &put_cache_, &put_run_}) {
     sqlite3_finalize(*st);
     *st = nullptr;
   }
@@ -655,7 +762,7 @@ Result<StoredChunk> SqliteStore::ReadChunk(std::string_view chunk_id) {
   int rc = sqlite3_prepare_v2(
       db_,
       fmt::format("SELECT id, source_id, ordinal, byte_begin, byte_end, text, domain, category, "
-                  "metadata, model, dims, embedding, token_estimate, updated_at FROM {} "
+                  "metadata, model, dims, embedding, token_estimate, updated_at, file_id FROM {} "
                   "WHERE id = ?1",
                   Quote(chunks_table_))
           .c_str(),
@@ -690,6 +797,7 @@ Result<StoredChunk> SqliteStore::ReadChunk(std::string_view chunk_id) {
   }
   c.token_estimate = static_cast<uint32_t>(sqlite3_column_int64(st, 12));
   c.updated_at_ms = sqlite3_column_int64(st, 13);
+  c.file_id = ColumnText(st, 14);
   return c;
 }
 
@@ -784,28 +892,42 @@ Status SqliteStore::UpsertSource(const SourceRecord& source) {
 
 namespace {
 
-std::vector<std::string> SplitIds(std::string_view text) {
-  std::vector<std::string> ids;
-  size_t at = 0;
-  while (at < text.size()) {
-    size_t end = text.find('\n', at);
-    if (end == std::string_view::npos) end = text.size();
-    if (end > at) ids.emplace_back(text.substr(at, end - at));
-    at = end + 1;
-  }
-  return ids;
-}
+// A chunk stored without a file id: written before schema version 3 (NULL)
+// or from stdin. Such a row counts as file F's when its source_id is F (a
+// plain file's source id is its file id).
+constexpr const char* kNoFileId = "(c.file_id IS NULL OR c.file_id = '')";
 
-std::string JoinIds(std::span<const std::string> ids) {
-  std::string out;
-  for (const std::string& id : ids) {
-    out += id;
-    out.push_back('\n');
-  }
-  return out;
+// A file's (?1) stored chunks are two disjoint sets, each found through an
+// index (whose entries end in the rowid): the rows stored with its file id,
+// and the legacy rows under its source id. Kept apart rather than OR-ed: an
+// OR makes SQLite collect every matching rowid to de-duplicate them.
+constexpr const char* kFileBranches[2] = {
+    "c.file_id = ?1", "c.source_id = ?1 AND (c.file_id IS NULL OR c.file_id = '')"};
+
+// Rows one DELETE statement removes at most. SQLite collects a DELETE's
+// rowids before removing the rows, so one statement over a huge file would
+// hold an entry per chunk; windows of rowids keep that bounded.
+constexpr int kDeleteWindow = 4096;
+
+// Per connection: the sources whose chunks a CommitSources/DeleteSources
+// call deleted, recounted once before it commits.
+constexpr const char* kTouched = "temp.sluice_touched_sources";
+
+// Not recorded by run ?2 for file ?1 (run records table `run_table`).
+std::string NotRecorded(const std::string& run_table) {
+  return fmt::format(
+      "NOT EXISTS (SELECT 1 FROM {} r WHERE r.file_id = ?1 AND r.run_id = ?2 AND "
+      "r.chunk_id = c.id)",
+      run_table);
 }
 
 }  // namespace
+
+struct SqliteStore::FileChunkDelete {
+  // Per branch of kFileBranches: the next window (row count, last rowid),
+  // the sources of its rows to delete, and their deletion.
+  ScopedStmt window[2], touch[2], del[2];
+};
 
 Result<std::vector<SourceFingerprint>> SqliteStore::LoadFingerprints() {
   if (db_ == nullptr) return Status::InvalidArgument("sqlite store is closed");
@@ -832,144 +954,174 @@ Result<std::vector<SourceFingerprint>> SqliteStore::LoadFingerprints() {
   return out;
 }
 
-Status SqliteStore::DeleteChunkInTxn(const std::string& id, uint64_t& deleted) {
-  ScopedStmt del;
-  int rc = sqlite3_prepare_v2(
-      db_,
-      fmt::format("DELETE FROM {} WHERE id = ?1 RETURNING source_id", Quote(chunks_table_)).c_str(),
-      -1, del.out(), nullptr);
-  if (rc != SQLITE_OK) return ErrorStatus(rc, "delete chunk");
-  sqlite3_bind_text(del.get(), 1, id.c_str(), -1, SQLITE_STATIC);
-  rc = sqlite3_step(del.get());
-  if (rc == SQLITE_DONE) return Status::OK();  // not stored: nothing to do
-  if (rc != SQLITE_ROW) return ErrorStatus(rc, "delete chunk " + id);
-  const std::string source_id = ColumnText(del.get(), 0);
-  rc = sqlite3_step(del.get());
-  if (rc != SQLITE_DONE) return ErrorStatus(rc, "delete chunk " + id);
-  ++deleted;
-  const std::string fix = fmt::format(
-      "UPDATE {0} SET chunk_count = (SELECT count(*) FROM {1} WHERE source_id = ?1) "
-      "WHERE source_id = ?1; DELETE FROM {0} WHERE source_id = ?1 AND chunk_count = 0",
-      Quote(sources_table_), Quote(chunks_table_));
-  const char* tail = fix.c_str();
-  while (tail != nullptr && *tail != '\0') {
-    ScopedStmt st;
-    rc = sqlite3_prepare_v2(db_, tail, -1, st.out(), &tail);
-    if (rc != SQLITE_OK) return ErrorStatus(rc, "update source counts");
-    if (st.get() == nullptr) break;
-    sqlite3_bind_text(st.get(), 1, source_id.c_str(), -1, SQLITE_STATIC);
-    rc = sqlite3_step(st.get());
-    if (rc != SQLITE_DONE) return ErrorStatus(rc, "update source counts");
+Status SqliteStore::RecountTouchedSourcesInTxn() {
+  // As Write counts them: chunk_count is the number of the source's stored
+  // chunks; a row left with none goes.
+  const std::string sql = fmt::format(
+      "UPDATE {0} SET chunk_count = (SELECT count(*) FROM {1} c WHERE c.source_id = "
+      "{0}.source_id) WHERE source_id IN (SELECT source_id FROM {2});"
+      "DELETE FROM {0} WHERE chunk_count = 0 AND source_id IN (SELECT source_id FROM {2});"
+      "DELETE FROM {2};",
+      Quote(sources_table_), Quote(chunks_table_), kTouched);
+  return Exec(sql.c_str());
+}
+
+Status SqliteStore::PrepareFileChunkDelete(bool keep_run, FileChunkDelete& d) {
+  const std::string c = Quote(chunks_table_);
+  const std::string spare = keep_run ? " AND " + NotRecorded(Quote(run_table_)) : std::string();
+  for (int b = 0; b < 2; ++b) {
+    // ?3: the window starts after this rowid; ?4: its last rowid.
+    const std::string window = fmt::format(
+        "SELECT count(*), max(r) FROM (SELECT c.rowid AS r FROM {} c WHERE {} AND c.rowid > ?3 "
+        "ORDER BY c.rowid LIMIT {})",
+        c, kFileBranches[b], kDeleteWindow);
+    const std::string in_window =
+        fmt::format("{} AND c.rowid > ?3 AND c.rowid <= ?4{}", kFileBranches[b], spare);
+    const std::string touch =
+        fmt::format("INSERT OR IGNORE INTO {} (source_id) SELECT c.source_id FROM {} c WHERE {}",
+                    kTouched, c, in_window);
+    const std::string del = fmt::format("DELETE FROM {} AS c WHERE {}", c, in_window);
+    for (auto [sql, stmt] : {std::pair{&window, &d.window[b]}, std::pair{&touch, &d.touch[b]},
+                             std::pair{&del, &d.del[b]}}) {
+      const int rc = sqlite3_prepare_v2(db_, sql->c_str(), static_cast<int>(sql->size()),
+                                        stmt->out(), nullptr);
+      if (rc != SQLITE_OK) return ErrorStatus(rc, "prepare chunk deletion");
+    }
   }
   return Status::OK();
 }
 
-Result<std::vector<std::string>> SqliteStore::ChunkIdsOfFile(const std::string& file_id,
-                                                             bool& known) {
-  known = false;
-  ScopedStmt stmt;
-  int rc = sqlite3_prepare_v2(
-      db_, fmt::format("SELECT chunk_ids FROM {} WHERE file_id = ?1", Quote(files_table_)).c_str(),
-      -1, stmt.out(), nullptr);
-  if (rc != SQLITE_OK) return ErrorStatus(rc, "read file chunks");
-  sqlite3_bind_text(stmt.get(), 1, file_id.c_str(), -1, SQLITE_STATIC);
-  rc = sqlite3_step(stmt.get());
-  std::vector<std::string> ids;
-  if (rc == SQLITE_ROW) {
-    known = true;
-    ids = SplitIds(ColumnText(stmt.get(), 0));
-  } else if (rc != SQLITE_DONE) {
-    return ErrorStatus(rc, "read file chunks");
+Status SqliteStore::DeleteFileChunksInTxn(FileChunkDelete& d, const std::string& file_id,
+                                          uint64_t run_id, uint64_t& deleted) {
+  // Binds ?1..?4 (a statement without some of them ignores those binds).
+  const auto bind = [&](sqlite3_stmt* st, int64_t after, int64_t last) {
+    sqlite3_reset(st);
+    sqlite3_bind_text(st, 1, file_id.data(), static_cast<int>(file_id.size()), SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, static_cast<int64_t>(run_id));
+    sqlite3_bind_int64(st, 3, after);
+    sqlite3_bind_int64(st, 4, last);
+    return st;
+  };
+  const auto step = [&](sqlite3_stmt* st, int want) -> Status {
+    const int rc = sqlite3_step(st);
+    if (rc == want) return Status::OK();
+    sqlite3_reset(st);
+    return ErrorStatus(rc, "delete chunks of " + file_id);
+  };
+  for (int b = 0; b < 2; ++b) {
+    int64_t after = std::numeric_limits<int64_t>::min();
+    for (;;) {
+      sqlite3_stmt* window = bind(d.window[b].get(), after, 0);
+      if (Status s = step(window, SQLITE_ROW); !s.ok()) return s;
+      const int64_t rows = sqlite3_column_int64(window, 0);
+      const int64_t last = sqlite3_column_int64(window, 1);
+      sqlite3_reset(window);
+      if (rows == 0) break;
+      sqlite3_stmt* touch = bind(d.touch[b].get(), after, last);
+      if (Status s = step(touch, SQLITE_DONE); !s.ok()) return s;
+      sqlite3_reset(touch);
+      sqlite3_stmt* del = bind(d.del[b].get(), after, last);
+      if (Status s = step(del, SQLITE_DONE); !s.ok()) return s;
+      deleted += static_cast<uint64_t>(sqlite3_changes64(db_));
+      sqlite3_reset(del);
+      if (rows < kDeleteWindow) break;
+      after = last;
+    }
   }
-  // Chunks a crashed run stored for this file before it had a fingerprint
-  // (a plain file's chunks carry its file_id as source_id).
-  Result<std::vector<std::string>> by_source = ChunkIdsForSource(file_id);
-  if (!by_source.ok()) return by_source.status();
-  ids.insert(ids.end(), by_source->begin(), by_source->end());
-  return ids;
+  return Status::OK();
 }
 
 Result<uint64_t> SqliteStore::CommitSources(std::span<const SourceManifest> completed) {
   if (db_ == nullptr) return Status::InvalidArgument("sqlite store is closed");
   if (completed.empty()) return uint64_t{0};
+  // Statements prepared once per call and reused for every manifest: a call
+  // may carry thousands of small files.
+  FileChunkDelete stale;
+  if (Status s = PrepareFileChunkDelete(/*keep_run=*/true, stale); !s.ok()) return s;
+  const std::string c = Quote(chunks_table_);
+  const std::string not_recorded = NotRecorded(Quote(run_table_));
+  ScopedStmt count_stale, upsert, facts, forget;
+  const std::pair<ScopedStmt*, std::string> sqls[] = {
+      {&count_stale, fmt::format("SELECT (SELECT count(*) FROM {0} c WHERE {1} AND {3}) + "
+                                 "(SELECT count(*) FROM {0} c WHERE {2} AND {3})",
+                                 c, kFileBranches[0], kFileBranches[1], not_recorded)},
+      // ?8: facts only; the recorded chunk_count stays.
+      {&upsert,
+       fmt::format(
+           "INSERT INTO {0} (file_id, path, size_bytes, mtime_ns, content_hash, "
+           "chunk_count, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) "
+           "ON CONFLICT(file_id) DO UPDATE SET path = excluded.path, "
+           "size_bytes = excluded.size_bytes, mtime_ns = excluded.mtime_ns, "
+           "content_hash = excluded.content_hash, chunk_count = CASE WHEN ?8 THEN "
+           "{0}.chunk_count ELSE excluded.chunk_count END, updated_at = excluded.updated_at",
+           Quote(files_table_))},
+      {&facts, fmt::format("UPDATE {} SET path = ?2, size_bytes = ?3, mtime_ns = ?4, "
+                           "content_hash = ?5 WHERE source_id = ?1",
+                           Quote(sources_table_))},
+      {&forget, fmt::format("DELETE FROM {} WHERE file_id = ?1", Quote(run_table_))},
+  };
+  for (const auto& [stmt, sql] : sqls) {
+    const int rc =
+        sqlite3_prepare_v2(db_, sql.c_str(), static_cast<int>(sql.size()), stmt->out(), nullptr);
+    if (rc != SQLITE_OK) return ErrorStatus(rc, "commit sources");
+  }
   if (Status s = Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
   const auto fail = [&](Status s) -> Result<uint64_t> {
+    for (const auto& q : sqls) sqlite3_reset(q.first->get());
     Rollback();
     return s;
   };
+  // Binds the file id (?1) and the run id (?2).
+  const auto bind_file = [](sqlite3_stmt* st, const SourceManifest& m) {
+    sqlite3_reset(st);
+    sqlite3_bind_text(st, 1, m.fingerprint.file_id.data(),
+                      static_cast<int>(m.fingerprint.file_id.size()), SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, static_cast<int64_t>(m.run_id));
+    return st;
+  };
   uint64_t deleted = 0;
   const int64_t now = NowMs();
-  ScopedStmt upsert;
-  int rc = sqlite3_prepare_v2(
-      db_,
-      fmt::format("INSERT INTO {} (file_id, path, size_bytes, mtime_ns, content_hash, chunk_count, "
-                  "chunk_ids, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "
-                  "ON CONFLICT(file_id) DO UPDATE SET path = excluded.path, "
-                  "size_bytes = excluded.size_bytes, mtime_ns = excluded.mtime_ns, "
-                  "content_hash = excluded.content_hash, chunk_count = excluded.chunk_count, "
-                  "chunk_ids = excluded.chunk_ids, updated_at = excluded.updated_at",
-                  Quote(files_table_))
-          .c_str(),
-      -1, upsert.out(), nullptr);
-  if (rc != SQLITE_OK) return fail(ErrorStatus(rc, "commit sources"));
-  ScopedStmt facts;
-  rc = sqlite3_prepare_v2(db_,
-                          fmt::format("UPDATE {} SET path = ?2, size_bytes = ?3, mtime_ns = ?4, "
-                                      "content_hash = ?5 WHERE source_id = ?1",
-                                      Quote(sources_table_))
-                              .c_str(),
-                          -1, facts.out(), nullptr);
-  if (rc != SQLITE_OK) return fail(ErrorStatus(rc, "commit sources"));
-
   for (const SourceManifest& m : completed) {
     const SourceFingerprint& f = m.fingerprint;
-    std::vector<std::string> listed = m.chunk_ids;
-    if (m.facts_only || !m.delete_stale) {
-      auto recorded = FileChunkIds(f.file_id);
-      if (!recorded.ok()) return fail(recorded.status());
-      if (m.facts_only) {
-        listed = std::move(*recorded);
-      } else {
-        std::unordered_set<std::string> have(listed.begin(), listed.end());
-        for (std::string& id : *recorded) {
-          if (have.insert(id).second) listed.push_back(std::move(id));
-        }
+    uint64_t chunk_count = f.chunk_count;
+    if (!m.facts_only && m.delete_stale) {
+      if (Status s = DeleteFileChunksInTxn(stale, f.file_id, m.run_id, deleted); !s.ok()) {
+        return fail(s);
       }
-    } else {
-      bool known = false;
-      auto old_ids = ChunkIdsOfFile(f.file_id, known);
-      if (!old_ids.ok()) return fail(old_ids.status());
-      std::unordered_set<std::string_view> keep(listed.begin(), listed.end());
-      std::unordered_set<std::string> stale;
-      for (std::string& id : *old_ids) {
-        if (!keep.count(id)) stale.insert(std::move(id));
-      }
-      for (const std::string& id : stale) {
-        if (Status s = DeleteChunkInTxn(id, deleted); !s.ok()) return fail(s);
-      }
+    } else if (!m.facts_only) {
+      // --cleanup none: the earlier chunks stay and are counted.
+      sqlite3_stmt* st = bind_file(count_stale.get(), m);
+      const int rc = sqlite3_step(st);
+      if (rc != SQLITE_ROW) return fail(ErrorStatus(rc, "commit source " + f.file_id));
+      chunk_count += static_cast<uint64_t>(sqlite3_column_int64(st, 0));
+      sqlite3_reset(st);
     }
-    const std::string ids = JoinIds(listed);
-    sqlite3_stmt* st = upsert.get();
-    sqlite3_reset(st);
-    sqlite3_bind_text(st, 1, f.file_id.c_str(), -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, f.path.c_str(), -1, SQLITE_STATIC);
+    sqlite3_stmt* st = bind_file(upsert.get(), m);
+    sqlite3_bind_text(st, 2, f.path.data(), static_cast<int>(f.path.size()), SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, static_cast<int64_t>(f.size_bytes));
     sqlite3_bind_int64(st, 4, f.mtime_ns);
-    sqlite3_bind_text(st, 5, f.content_hash.c_str(), -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 6, static_cast<int64_t>(listed.size()));
-    sqlite3_bind_text(st, 7, ids.c_str(), static_cast<int>(ids.size()), SQLITE_STATIC);
-    sqlite3_bind_int64(st, 8, now);
-    rc = sqlite3_step(st);
+    sqlite3_bind_text(st, 5, f.content_hash.data(), static_cast<int>(f.content_hash.size()),
+                      SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, static_cast<int64_t>(chunk_count));
+    sqlite3_bind_int64(st, 7, now);
+    sqlite3_bind_int(st, 8, m.facts_only ? 1 : 0);
+    int rc = sqlite3_step(st);
     if (rc != SQLITE_DONE) return fail(ErrorStatus(rc, "commit source " + f.file_id));
-    st = facts.get();
-    sqlite3_reset(st);
-    sqlite3_bind_text(st, 1, f.file_id.c_str(), -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, f.path.c_str(), -1, SQLITE_STATIC);
+    st = bind_file(facts.get(), m);
+    sqlite3_bind_text(st, 2, f.path.data(), static_cast<int>(f.path.size()), SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, static_cast<int64_t>(f.size_bytes));
     sqlite3_bind_int64(st, 4, f.mtime_ns);
-    sqlite3_bind_text(st, 5, f.content_hash.c_str(), -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, f.content_hash.data(), static_cast<int>(f.content_hash.size()),
+                      SQLITE_STATIC);
     rc = sqlite3_step(st);
     if (rc != SQLITE_DONE) return fail(ErrorStatus(rc, "commit source " + f.file_id));
+    // Every run's records of the file go, also a crashed earlier run's.
+    rc = sqlite3_step(bind_file(forget.get(), m));
+    if (rc != SQLITE_DONE) return fail(ErrorStatus(rc, "commit source " + f.file_id));
+  }
+  for (const auto& q : sqls) sqlite3_reset(q.first->get());
+  if (deleted > 0) {
+    if (Status s = RecountTouchedSourcesInTxn(); !s.ok()) return fail(s);
   }
   if (Status s = Exec("COMMIT"); !s.ok()) return fail(s);
   return deleted;
@@ -978,43 +1130,55 @@ Result<uint64_t> SqliteStore::CommitSources(std::span<const SourceManifest> comp
 Result<std::vector<std::string>> SqliteStore::FileChunkIds(const std::string& file_id) {
   if (db_ == nullptr) return Status::InvalidArgument("sqlite store is closed");
   ScopedStmt stmt;
-  int rc = sqlite3_prepare_v2(
-      db_, fmt::format("SELECT chunk_ids FROM {} WHERE file_id = ?1", Quote(files_table_)).c_str(),
-      -1, stmt.out(), nullptr);
+  const std::string c = Quote(chunks_table_);
+  const std::string sql = fmt::format(
+      "SELECT id FROM (SELECT c.id, c.source_id, c.ordinal FROM {0} c WHERE {1} UNION ALL "
+      "SELECT c.id, c.source_id, c.ordinal FROM {0} c WHERE {2}) ORDER BY source_id, ordinal, id",
+      c, kFileBranches[0], kFileBranches[1]);
+  int rc = sqlite3_prepare_v2(db_, sql.c_str(), static_cast<int>(sql.size()), stmt.out(), nullptr);
   if (rc != SQLITE_OK) return ErrorStatus(rc, "read file chunks");
-  sqlite3_bind_text(stmt.get(), 1, file_id.c_str(), -1, SQLITE_STATIC);
-  rc = sqlite3_step(stmt.get());
-  if (rc == SQLITE_ROW) return SplitIds(ColumnText(stmt.get(), 0));
+  sqlite3_bind_text(stmt.get(), 1, file_id.data(), static_cast<int>(file_id.size()), SQLITE_STATIC);
+  std::vector<std::string> ids;
+  while ((rc = sqlite3_step(stmt.get())) == SQLITE_ROW) ids.push_back(ColumnText(stmt.get(), 0));
   if (rc != SQLITE_DONE) return ErrorStatus(rc, "read file chunks");
-  return std::vector<std::string>{};
+  return ids;
 }
 
 Result<uint64_t> SqliteStore::DeleteSources(std::span<const std::string> file_ids) {
   if (db_ == nullptr) return Status::InvalidArgument("sqlite store is closed");
   if (file_ids.empty()) return uint64_t{0};
+  FileChunkDelete all;
+  if (Status s = PrepareFileChunkDelete(/*keep_run=*/false, all); !s.ok()) return s;
+  ScopedStmt del_file, forget;
+  const std::pair<ScopedStmt*, std::string> sqls[] = {
+      {&del_file, fmt::format("DELETE FROM {} WHERE file_id = ?1", Quote(files_table_))},
+      {&forget, fmt::format("DELETE FROM {} WHERE file_id = ?1", Quote(run_table_))},
+  };
+  for (const auto& [stmt, sql] : sqls) {
+    const int rc =
+        sqlite3_prepare_v2(db_, sql.c_str(), static_cast<int>(sql.size()), stmt->out(), nullptr);
+    if (rc != SQLITE_OK) return ErrorStatus(rc, "delete sources");
+  }
   if (Status s = Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
   const auto fail = [&](Status s) -> Result<uint64_t> {
+    for (const auto& q : sqls) sqlite3_reset(q.first->get());
     Rollback();
     return s;
   };
   uint64_t deleted = 0;
-  ScopedStmt del;
-  int rc = sqlite3_prepare_v2(
-      db_, fmt::format("DELETE FROM {} WHERE file_id = ?1", Quote(files_table_)).c_str(), -1,
-      del.out(), nullptr);
-  if (rc != SQLITE_OK) return fail(ErrorStatus(rc, "delete sources"));
   for (const std::string& file_id : file_ids) {
-    bool known = false;
-    auto ids = ChunkIdsOfFile(file_id, known);
-    if (!ids.ok()) return fail(ids.status());
-    std::unordered_set<std::string> unique(ids->begin(), ids->end());
-    for (const std::string& id : unique) {
-      if (Status s = DeleteChunkInTxn(id, deleted); !s.ok()) return fail(s);
+    if (Status s = DeleteFileChunksInTxn(all, file_id, 0, deleted); !s.ok()) return fail(s);
+    for (const auto& q : sqls) {
+      sqlite3_stmt* st = q.first->get();
+      sqlite3_reset(st);
+      sqlite3_bind_text(st, 1, file_id.data(), static_cast<int>(file_id.size()), SQLITE_STATIC);
+      const int rc = sqlite3_step(st);
+      if (rc != SQLITE_DONE) return fail(ErrorStatus(rc, "delete source " + file_id));
     }
-    sqlite3_reset(del.get());
-    sqlite3_bind_text(del.get(), 1, file_id.c_str(), -1, SQLITE_STATIC);
-    rc = sqlite3_step(del.get());
-    if (rc != SQLITE_DONE) return fail(ErrorStatus(rc, "delete source " + file_id));
+  }
+  for (const auto& q : sqls) sqlite3_reset(q.first->get());
+  if (deleted > 0) {
+    if (Status s = RecountTouchedSourcesInTxn(); !s.ok()) return fail(s);
   }
   if (Status s = Exec("COMMIT"); !s.ok()) return fail(s);
   return deleted;
@@ -1068,6 +1232,7 @@ Result<std::vector<EmbeddedChunk>> SqliteStore::ReadChunks(std::span<const std::
     EmbeddedChunk e;
     e.chunk.id = std::move(c->id);
     e.chunk.source_id = std::move(c->source_id);
+    e.chunk.file_id = std::move(c->file_id);
     e.chunk.ordinal = c->ordinal;
     e.chunk.byte_begin = c->byte_begin;
     e.chunk.byte_end = c->byte_end;
@@ -1085,100 +1250,80 @@ Result<std::vector<EmbeddedChunk>> SqliteStore::ReadChunks(std::span<const std::
 
 Status SqliteStore::Verify(std::vector<VerifyProblem>& problems, size_t limit) {
   if (db_ == nullptr) return Status::InvalidArgument("sqlite store is closed");
+  // Each check is one query that returns only the rows in error.
+  const auto run = [&](const std::string& sql, const std::function<void(sqlite3_stmt*)>& row,
+                       int dims_param) -> Status {
+    if (problems.size() >= limit) return Status::OK();
+    ScopedStmt stmt;
+    int rc =
+        sqlite3_prepare_v2(db_, sql.c_str(), static_cast<int>(sql.size()), stmt.out(), nullptr);
+    if (rc != SQLITE_OK) return ErrorStatus(rc, "verify");
+    if (dims_param > 0) sqlite3_bind_int(stmt.get(), dims_param, dims_);
+    while (problems.size() < limit && (rc = sqlite3_step(stmt.get())) == SQLITE_ROW) {
+      row(stmt.get());
+    }
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return ErrorStatus(rc, "verify");
+    return Status::OK();
+  };
   const auto add = [&](std::string kind, std::string subject, std::string detail) {
     if (problems.size() < limit) {
       problems.push_back({std::move(kind), std::move(subject), std::move(detail)});
     }
   };
-  // Every fingerprinted file's chunks are present; collect them for orphans.
-  std::unordered_map<std::string, std::string> owner;  // chunk id -> file id
-  std::unordered_set<std::string> files;
-  {
-    ScopedStmt stmt;
-    int rc = sqlite3_prepare_v2(
-        db_,
-        fmt::format("SELECT f.file_id, f.chunk_count, f.chunk_ids FROM {} f", Quote(files_table_))
-            .c_str(),
-        -1, stmt.out(), nullptr);
-    if (rc != SQLITE_OK) return ErrorStatus(rc, "verify");
-    ScopedStmt exists;
-    rc = sqlite3_prepare_v2(
-        db_, fmt::format("SELECT 1 FROM {} WHERE id = ?1", Quote(chunks_table_)).c_str(), -1,
-        exists.out(), nullptr);
-    if (rc != SQLITE_OK) return ErrorStatus(rc, "verify");
-    while ((rc = sqlite3_step(stmt.get())) == SQLITE_ROW) {
-      const std::string file_id = ColumnText(stmt.get(), 0);
-      const uint64_t count = static_cast<uint64_t>(sqlite3_column_int64(stmt.get(), 1));
-      const std::vector<std::string> ids = SplitIds(ColumnText(stmt.get(), 2));
-      files.insert(file_id);
-      if (count != ids.size()) {
-        add("count_mismatch", file_id,
-            fmt::format("fingerprint says {} chunks but lists {}", count, ids.size()));
-      }
-      for (const std::string& id : ids) {
-        owner.emplace(id, file_id);
-        sqlite3_reset(exists.get());
-        sqlite3_bind_text(exists.get(), 1, id.c_str(), -1, SQLITE_STATIC);
-        const int erc = sqlite3_step(exists.get());
-        if (erc == SQLITE_DONE) {
-          add("missing_chunk", id, "chunk of '" + file_id + "' is not stored");
-        } else if (erc != SQLITE_ROW) {
-          return ErrorStatus(erc, "verify");
+  // Every fingerprinted file has as many chunks stored as it counts.
+  Status s = run(
+      fmt::format("SELECT file_id, chunk_count, stored FROM (SELECT f.file_id, f.chunk_count, "
+                  "(SELECT count(*) FROM {1} c WHERE c.file_id = f.file_id) + (SELECT count(*) "
+                  "FROM {1} c WHERE c.source_id = f.file_id AND {2}) AS stored FROM {0} f) "
+                  "WHERE stored IS NOT chunk_count ORDER BY file_id",
+                  Quote(files_table_), Quote(chunks_table_), kNoFileId),
+      [&](sqlite3_stmt* st) {
+        const int64_t count = sqlite3_column_int64(st, 1);
+        const int64_t stored = sqlite3_column_int64(st, 2);
+        if (stored < count) {
+          add("missing_chunk", ColumnText(st, 0),
+              fmt::format("fingerprint counts {} chunks, {} stored", count, stored));
+        } else {
+          add("count_mismatch", ColumnText(st, 0),
+              fmt::format("fingerprint counts {} chunks, {} stored (stale ones)", count, stored));
         }
-      }
-    }
-    if (rc != SQLITE_DONE) return ErrorStatus(rc, "verify");
-  }
-  // Every chunk: right dimension, a source row, and no stale copy of a file.
-  {
-    ScopedStmt stmt;
-    int rc = sqlite3_prepare_v2(
-        db_,
-        fmt::format("SELECT c.id, c.source_id, c.dims, length(c.embedding), "
-                    "s.source_id IS NOT NULL FROM {} c LEFT JOIN {} s ON s.source_id = c.source_id",
-                    Quote(chunks_table_), Quote(sources_table_))
-            .c_str(),
-        -1, stmt.out(), nullptr);
-    if (rc != SQLITE_OK) return ErrorStatus(rc, "verify");
-    while ((rc = sqlite3_step(stmt.get())) == SQLITE_ROW) {
-      const std::string id = ColumnText(stmt.get(), 0);
-      const std::string source_id = ColumnText(stmt.get(), 1);
-      const int dims = sqlite3_column_int(stmt.get(), 2);
-      const int64_t bytes = sqlite3_column_int64(stmt.get(), 3);
-      if (dims_ > 0 && (dims != dims_ || bytes != int64_t{dims_} * 4)) {
-        add("wrong_dimensions", id,
-            fmt::format("{} dimensions ({} bytes), store has {}", dims, bytes, dims_));
-      }
-      if (sqlite3_column_int(stmt.get(), 4) == 0) {
-        add("orphan_chunk", id, "its source '" + source_id + "' is not in the sources table");
-      } else if (files.count(source_id) && !owner.count(id)) {
-        add("orphan_chunk", id, "a stale chunk of '" + source_id + "' (not in its fingerprint)");
-      }
-    }
-    if (rc != SQLITE_DONE) return ErrorStatus(rc, "verify");
-  }
+      },
+      0);
+  if (!s.ok()) return s;
+  // Every chunk: a sources row and, once the store has a dimension, that one.
+  s = run(
+      fmt::format("SELECT c.id, c.source_id, c.dims, length(c.embedding), "
+                  "s.source_id IS NULL FROM {} c LEFT JOIN {} s ON s.source_id = c.source_id "
+                  "WHERE s.source_id IS NULL OR (?1 > 0 AND (c.dims IS NOT ?1 OR "
+                  "length(c.embedding) IS NOT ?1 * 4))",
+                  Quote(chunks_table_), Quote(sources_table_)),
+      [&](sqlite3_stmt* st) {
+        const std::string id = ColumnText(st, 0);
+        const int dims = sqlite3_column_int(st, 2);
+        const int64_t bytes = sqlite3_column_int64(st, 3);
+        if (dims_ > 0 && (dims != dims_ || bytes != int64_t{dims_} * 4)) {
+          add("wrong_dimensions", id,
+              fmt::format("{} dimensions ({} bytes), store has {}", dims, bytes, dims_));
+        }
+        if (sqlite3_column_int(st, 4) != 0) {
+          add("orphan_chunk", id,
+              "its source '" + ColumnText(st, 1) + "' is not in the sources table");
+        }
+      },
+      1);
+  if (!s.ok()) return s;
   // Source rows count their chunks.
-  {
-    ScopedStmt stmt;
-    int rc = sqlite3_prepare_v2(
-        db_,
-        fmt::format("SELECT s.source_id, s.chunk_count, (SELECT count(*) FROM {1} c WHERE "
-                    "c.source_id = s.source_id) FROM {0} s",
-                    Quote(sources_table_), Quote(chunks_table_))
-            .c_str(),
-        -1, stmt.out(), nullptr);
-    if (rc != SQLITE_OK) return ErrorStatus(rc, "verify");
-    while ((rc = sqlite3_step(stmt.get())) == SQLITE_ROW) {
-      const int64_t said = sqlite3_column_int64(stmt.get(), 1);
-      const int64_t has = sqlite3_column_int64(stmt.get(), 2);
-      if (said != has) {
-        add("count_mismatch", ColumnText(stmt.get(), 0),
-            fmt::format("sources row says {} chunks, {} stored", said, has));
-      }
-    }
-    if (rc != SQLITE_DONE) return ErrorStatus(rc, "verify");
-  }
-  return Status::OK();
+  return run(
+      fmt::format("SELECT source_id, chunk_count, stored FROM (SELECT s.source_id, "
+                  "s.chunk_count, (SELECT count(*) FROM {1} c WHERE c.source_id = "
+                  "s.source_id) AS stored FROM {0} s) WHERE chunk_count IS NOT stored",
+                  Quote(sources_table_), Quote(chunks_table_)),
+      [&](sqlite3_stmt* st) {
+        add("count_mismatch", ColumnText(st, 0),
+            fmt::format("sources row says {} chunks, {} stored", sqlite3_column_int64(st, 1),
+                        sqlite3_column_int64(st, 2)));
+      },
+      0);
 }
 
 Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path,

@@ -30,9 +30,12 @@ struct sqlite3_stmt;
 namespace sluice {
 
 // The schema version this code writes into PRAGMA user_version.
-// Version 2 added the files (fingerprints) and embedding cache tables; a
-// version 1 database is upgraded in place when opened.
-inline constexpr int kSqliteSchemaVersion = 2;
+// Version 2 added the files (fingerprints) and embedding cache tables.
+// Version 3 added chunks.file_id and the run records table and dropped the
+// files table's chunk_ids lists (their ids became the chunks' file_id). A
+// version 1 or 2 database is upgraded in place, in one transaction, when
+// opened.
+inline constexpr int kSqliteSchemaVersion = 3;
 
 struct SqliteStoreOptions {
   StoreOptions store;
@@ -48,6 +51,7 @@ struct SqliteStoreOptions {
 struct StoredChunk {
   std::string id;
   std::string source_id;
+  std::string file_id;  // "" when stored without one (stdin, or before version 3)
   uint32_t ordinal = 0;
   uint64_t byte_begin = 0;
   uint64_t byte_end = 0;
@@ -129,6 +133,7 @@ class SqliteStore final : public Store {
   const std::string& meta_table() const { return meta_table_; }
   const std::string& files_table() const { return files_table_; }
   const std::string& cache_table() const { return cache_table_; }
+  const std::string& run_table() const { return run_table_; }
   // The raw connection, for tests (e.g. holding a write lock) and diagnostics.
   sqlite3* handle() { return db_; }
 
@@ -136,25 +141,37 @@ class SqliteStore final : public Store {
   SqliteStore(std::string path, SqliteStoreOptions options);
   Status Init();
   Status CreateSchema();
+  // Inside CreateSchema's transaction: brings version 1/2 tables to version 3.
+  Status UpgradeTables();
+  Result<bool> HasColumn(const std::string& table, const char* column);
   Status LoadMeta();
   Status Prepare(const std::string& sql, sqlite3_stmt** stmt);
   Status Exec(const char* sql);
   Status ErrorStatus(int rc, std::string_view what) const;
   int64_t NowMs() const;
   void Rollback();
-  // Inside an open transaction: deletes chunk `id` (when present) and keeps
-  // its source row's chunk_count right (the row goes when it reaches 0).
-  Status DeleteChunkInTxn(const std::string& id, uint64_t& deleted);
-  Result<std::vector<std::string>> ChunkIdsOfFile(const std::string& file_id, bool& known);
+  // Statements that delete one file's stored chunks (sqlite_store.cc).
+  struct FileChunkDelete;
+  // keep_run: spare the chunks the manifest's run recorded for the file.
+  Status PrepareFileChunkDelete(bool keep_run, FileChunkDelete& d);
+  // Inside an open transaction: deletes the file's stored chunks (sparing
+  // run `run_id`'s when prepared so), noting their sources in the temp table
+  // of touched sources; adds the count to `deleted`.
+  Status DeleteFileChunksInTxn(FileChunkDelete& d, const std::string& file_id, uint64_t run_id,
+                               uint64_t& deleted);
+  // Inside an open transaction: recounts the sources rows named in the temp
+  // table of touched sources (deleting those that reach 0) and empties it.
+  Status RecountTouchedSourcesInTxn();
 
   std::string path_;
   SqliteStoreOptions options_;
-  std::string chunks_table_, sources_table_, meta_table_, files_table_, cache_table_;
+  std::string chunks_table_, sources_table_, meta_table_, files_table_, cache_table_, run_table_;
   sqlite3* db_ = nullptr;
   sqlite3_stmt* upsert_chunk_ = nullptr;
   sqlite3_stmt* upsert_source_counts_ = nullptr;
   sqlite3_stmt* put_meta_ = nullptr;
   sqlite3_stmt* put_cache_ = nullptr;
+  sqlite3_stmt* put_run_ = nullptr;
   int dims_ = 0;
   std::string model_;
   bool meta_persisted_ = false;

@@ -6,7 +6,11 @@
 // backend makes the whole binary hold the "pglite" resource lock.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <set>
+#include <tuple>
 
 #include "pg_test_util.h"
 #include "store/postgres/postgres_store.h"
@@ -20,15 +24,17 @@ using pgtest::UniqueTable;
 
 constexpr int kDims = 8;
 
-SourceManifest Manifest(const std::string& file_id, std::vector<std::string> ids) {
+// The manifest of `file_id` as run `run_id` completes it, having produced
+// `produced` chunks.
+SourceManifest Manifest(const std::string& file_id, uint64_t produced, uint64_t run_id) {
   SourceManifest m;
   m.fingerprint.file_id = file_id;
   m.fingerprint.path = "/corpus/" + file_id;
-  m.fingerprint.size_bytes = 1000 + ids.size();
-  m.fingerprint.mtime_ns = 1'700'000'000'000'000'000 + static_cast<int64_t>(ids.size());
-  m.fingerprint.content_hash = "hash-" + std::to_string(ids.size());
-  m.fingerprint.chunk_count = ids.size();
-  m.chunk_ids = std::move(ids);
+  m.fingerprint.size_bytes = 1000 + produced;
+  m.fingerprint.mtime_ns = 1'700'000'000'000'000'000 + static_cast<int64_t>(produced);
+  m.fingerprint.content_hash = "hash-" + std::to_string(produced);
+  m.fingerprint.chunk_count = produced;
+  m.run_id = run_id;
   return m;
 }
 
@@ -38,11 +44,27 @@ std::vector<std::string> Ids(const std::vector<EmbeddedChunk>& chunks) {
   return out;
 }
 
+// Chunk n of a file (its source id is the file id, as for a plain file).
+EmbeddedChunk FileChunk(const std::string& file_id, uint64_t n) {
+  EmbeddedChunk e = TestChunk(n, kDims, file_id);
+  e.chunk.file_id = file_id;
+  return e;
+}
+
 // Chunks n in [first, first + count) of one file.
 std::vector<EmbeddedChunk> FileChunks(const std::string& file_id, uint64_t first, size_t count) {
   std::vector<EmbeddedChunk> out;
-  for (uint64_t n = first; n < first + count; ++n) out.push_back(TestChunk(n, kDims, file_id));
+  for (uint64_t n = first; n < first + count; ++n) out.push_back(FileChunk(file_id, n));
   return out;
+}
+
+// FileChunkIds' order: by source id, ordinal, id.
+std::vector<std::string> Sorted(std::vector<EmbeddedChunk> chunks) {
+  std::sort(chunks.begin(), chunks.end(), [](const EmbeddedChunk& a, const EmbeddedChunk& b) {
+    return std::tie(a.chunk.source_id, a.chunk.ordinal, a.chunk.id) <
+           std::tie(b.chunk.source_id, b.chunk.ordinal, b.chunk.id);
+  });
+  return Ids(chunks);
 }
 
 class PostgresResumeTest : public ::testing::TestWithParam<const char*> {
@@ -59,11 +81,13 @@ class PostgresResumeTest : public ::testing::TestWithParam<const char*> {
     if (pglite_) raw_->Command("DEALLOCATE ALL");
     table_ = UniqueTable("resume");
   }
-  std::unique_ptr<Store> Open(const std::string& cache_namespace = "") {
+  // A store for run `run_id` (0: records no run).
+  std::unique_ptr<Store> Open(uint64_t run_id = 0, const std::string& cache_namespace = "") {
     StoreOptions o;
     o.table = table_;
     o.embedding_cache_namespace = cache_namespace;
     o.reconnect_timeout_s = 10;
+    o.run_id = run_id;
     auto s = OpenPostgresStore(dsn_, o);
     EXPECT_TRUE(s.ok()) << s.status().ToString();
     return s.ok() ? std::move(*s) : nullptr;
@@ -73,13 +97,26 @@ class PostgresResumeTest : public ::testing::TestWithParam<const char*> {
     ASSERT_TRUE(w.status.ok()) << w.status.ToString();
     ASSERT_TRUE(w.rejected.empty());
   }
+  Result<uint64_t> Commit(Store& store, std::vector<SourceManifest> manifests) {
+    return store.CommitSources(manifests);
+  }
   std::vector<VerifyProblem> Verify(Store& store) {
     std::vector<VerifyProblem> problems;
     Status s = store.Verify(problems, 100);
     EXPECT_TRUE(s.ok()) << s.ToString();
     return problems;
   }
+  // "kind subject" of each problem.
+  std::set<std::string> Problems(Store& store) {
+    std::set<std::string> out;
+    for (const VerifyProblem& p : Verify(store)) out.insert(p.kind + " " + p.subject);
+    return out;
+  }
   std::string Q(const std::string& suffix = "") { return "\"" + table_ + suffix + "\""; }
+  std::string RunRecords(const std::string& file_id) {
+    return raw_->Scalar("SELECT count(*) FROM " + Q("_run_chunks") + " WHERE file_id = '" +
+                        file_id + "'");
+  }
 
   std::string dsn_;
   bool pglite_ = false;
@@ -88,20 +125,28 @@ class PostgresResumeTest : public ::testing::TestWithParam<const char*> {
 };
 
 TEST_P(PostgresResumeTest, FingerprintsWorkBeforeTheFirstWriteAndRoundTrip) {
-  auto store = Open();
+  auto store = Open(1);
   ASSERT_TRUE(store);
   auto none = store->LoadFingerprints();
   ASSERT_TRUE(none.ok()) << none.status().ToString();
   EXPECT_TRUE(none->empty());
-  EXPECT_TRUE(store->FileChunkIds("nothing.md")->empty());
+  auto no_ids = store->FileChunkIds("nothing.md");
+  ASSERT_TRUE(no_ids.ok()) << no_ids.status().ToString();
+  EXPECT_TRUE(no_ids->empty());
   // An empty file completes before any chunk (and so the chunks table) exists.
-  auto empty = store->CommitSources(std::vector<SourceManifest>{Manifest("empty.md", {})});
+  auto empty = Commit(*store, {Manifest("empty.md", 0, 1)});
   ASSERT_TRUE(empty.ok()) << empty.status().ToString();
   EXPECT_EQ(*empty, 0u);
 
-  Write(*store, FileChunks("doc.md", 0, 5));
-  SourceManifest doc = Manifest("doc.md", Ids(FileChunks("doc.md", 0, 5)));
-  ASSERT_TRUE(store->CommitSources(std::vector<SourceManifest>{doc}).ok());
+  const auto chunks = FileChunks("doc.md", 0, 5);
+  Write(*store, chunks);
+  EXPECT_EQ(RunRecords("doc.md"), "5");
+  EXPECT_EQ(raw_->Scalar("SELECT count(*) FROM " + Q() + " WHERE file_id = 'doc.md'"), "5");
+  SourceManifest doc = Manifest("doc.md", 5, 1);
+  auto deleted = Commit(*store, {doc});
+  ASSERT_TRUE(deleted.ok()) << deleted.status().ToString();
+  EXPECT_EQ(*deleted, 0u);
+  EXPECT_EQ(RunRecords("doc.md"), "0");  // forgotten once committed
   auto loaded = store->LoadFingerprints();
   ASSERT_TRUE(loaded.ok());
   ASSERT_EQ(loaded->size(), 2u);
@@ -111,7 +156,7 @@ TEST_P(PostgresResumeTest, FingerprintsWorkBeforeTheFirstWriteAndRoundTrip) {
   EXPECT_EQ(f.mtime_ns, doc.fingerprint.mtime_ns);
   EXPECT_EQ(f.content_hash, doc.fingerprint.content_hash);
   EXPECT_EQ(f.chunk_count, 5u);
-  EXPECT_EQ(*store->FileChunkIds("doc.md"), doc.chunk_ids);
+  EXPECT_EQ(*store->FileChunkIds("doc.md"), Sorted(chunks));
   // The sources row of a plain file carries the file's facts.
   EXPECT_EQ(
       raw_->Scalar("SELECT concat_ws('|', path, size_bytes, mtime_ns, content_hash, "
@@ -119,134 +164,221 @@ TEST_P(PostgresResumeTest, FingerprintsWorkBeforeTheFirstWriteAndRoundTrip) {
                    Q("_sources") + " WHERE source_id = 'doc.md'"),
       doc.fingerprint.path + "|1005|" + std::to_string(doc.fingerprint.mtime_ns) + "|hash-5|5");
   EXPECT_TRUE(Verify(*store).empty());
+  // The schema: file_id is indexed, the files table has no id list.
+  EXPECT_EQ(raw_->Scalar("SELECT to_regclass('" + Q("_file_id_idx") + "') IS NOT NULL"), "t");
+  EXPECT_EQ(raw_->Scalar("SELECT count(*) FROM pg_attribute WHERE attrelid = '" + Q("_files") +
+                         "'::regclass AND attname = 'chunk_ids' AND NOT attisdropped"),
+            "0");
 }
 
 // Dead-letter retry: a file fingerprinted before any chunk of it was stored
-// (every chunk dead-lettered) gets its facts into the sources row that the
-// retried chunks create.
+// (every chunk dead-lettered) is missing its chunks until they are retried;
+// the sources row the retried chunks create takes the file's facts.
 TEST_P(PostgresResumeTest, SourceRowCreatedAfterTheFingerprintTakesItsFacts) {
-  auto store = Open();
+  auto store = Open(1);
   ASSERT_TRUE(store);
   const auto chunks = FileChunks("doc.md", 0, 3);
-  SourceManifest doc = Manifest("doc.md", Ids(chunks));
-  ASSERT_TRUE(store->CommitSources(std::vector<SourceManifest>{doc}).ok());
-  Write(*store, chunks);
-  EXPECT_EQ(
-      raw_->Scalar("SELECT concat_ws('|', path, size_bytes, mtime_ns, content_hash, "
-                   "chunk_count) FROM " +
-                   Q("_sources") + " WHERE source_id = 'doc.md'"),
-      doc.fingerprint.path + "|1003|" + std::to_string(doc.fingerprint.mtime_ns) + "|hash-3|3");
+  Write(*store, {FileChunk("other.md", 40)});  // the chunks table exists
+  ASSERT_TRUE(Commit(*store, {Manifest("doc.md", 3, 1)}).ok());
+  EXPECT_EQ(Problems(*store), (std::set<std::string>{"missing_chunk doc.md"}));
+  auto retry = Open(2);  // the retry is a later run
+  ASSERT_TRUE(retry);
+  Write(*retry, chunks);
+  EXPECT_EQ(raw_->Scalar("SELECT concat_ws('|', path, size_bytes, mtime_ns, content_hash, "
+                         "chunk_count) FROM " +
+                         Q("_sources") + " WHERE source_id = 'doc.md'"),
+            "/corpus/doc.md|1003|" + std::to_string(Manifest("doc.md", 3, 1).fingerprint.mtime_ns) +
+                "|hash-3|3");
   EXPECT_TRUE(Verify(*store).empty());
 }
 
-TEST_P(PostgresResumeTest, CommitDeletesStaleChunksIncludingUnlistedOnesOfTheFile) {
-  auto store = Open();
-  ASSERT_TRUE(store);
-  Write(*store, FileChunks("doc.md", 0, 10));
-  Write(*store, FileChunks("other.md", 50, 3));
-  ASSERT_TRUE(store
-                  ->CommitSources(std::vector<SourceManifest>{
-                      Manifest("doc.md", Ids(FileChunks("doc.md", 0, 10))),
-                      Manifest("other.md", Ids(FileChunks("other.md", 50, 3)))})
-                  .ok());
-  // The edit keeps chunks 0-4, adds 100; a crashed run had also stored 200
-  // under the file's id without listing it anywhere.
-  std::vector<EmbeddedChunk> now = FileChunks("doc.md", 0, 5);
-  now.push_back(TestChunk(100, kDims, "doc.md"));
-  Write(*store, now);
-  Write(*store, {TestChunk(200, kDims, "doc.md")});
-  auto deleted = store->CommitSources(std::vector<SourceManifest>{Manifest("doc.md", Ids(now))});
+// The heart of the contract: committing a file deletes every stored chunk of
+// it that its run did not record: chunks the edit dropped, chunks a crashed
+// run left, rows written before chunks had a file_id; nothing of other files.
+TEST_P(PostgresResumeTest, CommitDeletesChunksTheRunDidNotRecord) {
+  auto first = Open(1);
+  ASSERT_TRUE(first);
+  Write(*first, FileChunks("doc.md", 0, 10));
+  Write(*first, FileChunks("other.md", 50, 3));
+  auto deleted = Commit(*first, {Manifest("doc.md", 10, 1), Manifest("other.md", 3, 1)});
   ASSERT_TRUE(deleted.ok()) << deleted.status().ToString();
-  EXPECT_EQ(*deleted, 6u);  // 5-9 and 200
-  EXPECT_EQ(store->Stats()->chunks, 9u);
-  EXPECT_EQ(*store->FileChunkIds("doc.md"), Ids(now));
+  EXPECT_EQ(*deleted, 0u);
+  // A crashed run 7 stored chunk 200 of doc.md and never committed it.
+  auto crashed = Open(7);
+  ASSERT_TRUE(crashed);
+  Write(*crashed, {FileChunk("doc.md", 200)});
+  // Rows from before chunks had a file_id: 300 of doc.md (found by its
+  // source id), 310 of legacy.md (never fingerprinted: untouched).
+  auto legacy = Open();
+  ASSERT_TRUE(legacy);
+  Write(*legacy, {TestChunk(300, kDims, "doc.md"), TestChunk(310, kDims, "legacy.md")});
+  EXPECT_EQ(raw_->Scalar("SELECT count(*) FROM " + Q() + " WHERE file_id IS NULL"), "2");
+
+  // Run 2: the edit keeps chunks 0-4 (written again: unchanged rows, still
+  // recorded) and adds 100; it also stores new.md, not completed yet.
+  auto second = Open(2);
+  ASSERT_TRUE(second);
+  std::vector<EmbeddedChunk> now = FileChunks("doc.md", 0, 5);
+  now.push_back(FileChunk("doc.md", 100));
+  Write(*second, now);
+  Write(*second, {FileChunk("new.md", 400)});
+  EXPECT_EQ(RunRecords("doc.md"), "7");  // run 2's six and the crashed run's one
+  deleted = Commit(*second, {Manifest("doc.md", 6, 2)});
+  ASSERT_TRUE(deleted.ok()) << deleted.status().ToString();
+  EXPECT_EQ(*deleted, 7u);  // 5-9, 200 and 300
+  EXPECT_EQ(second->Stats()->chunks, 6u + 3u + 1u + 1u);
+  EXPECT_EQ(*second->FileChunkIds("doc.md"), Sorted(now));
+  EXPECT_EQ(RunRecords("doc.md"), "0");  // every run's records of the file
+  EXPECT_EQ(RunRecords("new.md"), "1");  // other files' records stay
   EXPECT_EQ(raw_->Scalar("SELECT chunk_count FROM " + Q("_sources") + " WHERE source_id='doc.md'"),
             "6");
   EXPECT_EQ(raw_->Scalar("SELECT count(*) FROM " + Q() + " WHERE source_id='other.md'"), "3");
-  EXPECT_TRUE(Verify(*store).empty());
+  EXPECT_EQ(raw_->Scalar("SELECT count(*) FROM " + Q() + " WHERE source_id='legacy.md'"), "1");
+  EXPECT_EQ(raw_->Scalar("SELECT count(*) FROM " + Q() + " WHERE source_id='new.md'"), "1");
+  EXPECT_TRUE(Verify(*second).empty());
 
-  // Every chunk gone: the sources row goes too.
-  ASSERT_TRUE(store->CommitSources(std::vector<SourceManifest>{Manifest("doc.md", {})}).ok());
+  // A run that produced nothing for the file: every chunk goes, and with
+  // them the sources row.
+  deleted = Commit(*second, {Manifest("doc.md", 0, 3)});
+  ASSERT_TRUE(deleted.ok()) << deleted.status().ToString();
+  EXPECT_EQ(*deleted, 6u);
   EXPECT_EQ(raw_->Scalar("SELECT count(*) FROM " + Q("_sources") + " WHERE source_id='doc.md'"),
             "0");
-  EXPECT_TRUE(Verify(*store).empty());
+  EXPECT_TRUE(second->FileChunkIds("doc.md")->empty());
+  EXPECT_TRUE(Verify(*second).empty());
 }
 
-TEST_P(PostgresResumeTest, CleanupNoneKeepsOldChunksListedAndFactsOnlyKeepsIds) {
-  auto store = Open();
-  ASSERT_TRUE(store);
+TEST_P(PostgresResumeTest, CleanupNoneCountsKeptChunksAndFactsOnlyKeepsTheCount) {
+  auto first = Open(1);
+  ASSERT_TRUE(first);
   const auto old_chunks = FileChunks("doc.md", 0, 4);
-  Write(*store, old_chunks);
-  ASSERT_TRUE(
-      store->CommitSources(std::vector<SourceManifest>{Manifest("doc.md", Ids(old_chunks))}).ok());
+  Write(*first, old_chunks);
+  ASSERT_TRUE(Commit(*first, {Manifest("doc.md", 4, 1)}).ok());
+  auto second = Open(2);
+  ASSERT_TRUE(second);
   const auto new_chunks = FileChunks("doc.md", 2, 4);  // 2, 3 stay; 4, 5 are new
-  Write(*store, new_chunks);
-  SourceManifest keep = Manifest("doc.md", Ids(new_chunks));
+  Write(*second, new_chunks);
+  SourceManifest keep = Manifest("doc.md", 4, 2);
   keep.delete_stale = false;
-  auto deleted = store->CommitSources(std::vector<SourceManifest>{keep});
+  auto deleted = Commit(*second, {keep});
   ASSERT_TRUE(deleted.ok()) << deleted.status().ToString();
   EXPECT_EQ(*deleted, 0u);
-  // The new ids first, then the recorded ones not among them.
-  std::vector<std::string> want = Ids(new_chunks);
-  want.push_back(old_chunks[0].chunk.id);
-  want.push_back(old_chunks[1].chunk.id);
-  EXPECT_EQ(*store->FileChunkIds("doc.md"), want);
-  EXPECT_TRUE(Verify(*store).empty());
+  EXPECT_EQ(RunRecords("doc.md"), "0");
+  // Produced (4) plus the stored ones the run did not record (0, 1).
+  auto loaded = second->LoadFingerprints();
+  ASSERT_TRUE(loaded.ok());
+  ASSERT_EQ(loaded->size(), 1u);
+  EXPECT_EQ((*loaded)[0].chunk_count, 6u);
+  EXPECT_EQ(*second->FileChunkIds("doc.md"), Sorted(FileChunks("doc.md", 0, 6)));
+  EXPECT_TRUE(Verify(*second).empty());
 
-  SourceManifest touched = Manifest("doc.md", {"ignored"});
+  // Only the file's facts changed: the count stays, nothing is deleted
+  // (the run recorded nothing), the run records go.
+  auto third = Open(3);
+  ASSERT_TRUE(third);
+  Write(*third, {FileChunk("doc.md", 0)});
+  SourceManifest touched = Manifest("doc.md", 0, 3);
   touched.facts_only = true;
   touched.fingerprint.mtime_ns = 42;
-  ASSERT_TRUE(store->CommitSources(std::vector<SourceManifest>{touched}).ok());
-  EXPECT_EQ(*store->FileChunkIds("doc.md"), want);
-  auto loaded = store->LoadFingerprints();
+  deleted = Commit(*third, {touched});
+  ASSERT_TRUE(deleted.ok()) << deleted.status().ToString();
+  EXPECT_EQ(*deleted, 0u);
+  EXPECT_EQ(RunRecords("doc.md"), "0");
+  EXPECT_EQ(third->FileChunkIds("doc.md")->size(), 6u);
+  loaded = third->LoadFingerprints();
   ASSERT_TRUE(loaded.ok());
   ASSERT_EQ(loaded->size(), 1u);
   EXPECT_EQ((*loaded)[0].mtime_ns, 42);
   EXPECT_EQ((*loaded)[0].chunk_count, 6u);
-  EXPECT_TRUE(Verify(*store).empty());
+  EXPECT_EQ(raw_->Scalar("SELECT mtime_ns FROM " + Q("_sources") + " WHERE source_id='doc.md'"),
+            "42");
+  EXPECT_TRUE(Verify(*third).empty());
 }
 
-TEST_P(PostgresResumeTest, DeleteSourcesRemovesChunksFingerprintsAndSourceRows) {
-  auto store = Open();
+TEST_P(PostgresResumeTest, DeleteSourcesRemovesChunksFingerprintsRunRecordsAndSourceRows) {
+  auto store = Open(1);
   ASSERT_TRUE(store);
   Write(*store, FileChunks("a.md", 0, 3));
   Write(*store, FileChunks("b.md", 10, 4));
-  ASSERT_TRUE(store
-                  ->CommitSources(
-                      std::vector<SourceManifest>{Manifest("a.md", Ids(FileChunks("a.md", 0, 3))),
-                                                  Manifest("b.md", Ids(FileChunks("b.md", 10, 4)))})
-                  .ok());
+  ASSERT_TRUE(Commit(*store, {Manifest("a.md", 3, 1), Manifest("b.md", 4, 1)}).ok());
+  // b.md also has a row from before file_ids and an uncommitted run's chunk.
+  auto legacy = Open();
+  ASSERT_TRUE(legacy);
+  Write(*legacy, {TestChunk(30, kDims, "b.md")});
+  auto later = Open(5);
+  ASSERT_TRUE(later);
+  Write(*later, {FileChunk("b.md", 20)});
+  EXPECT_EQ(RunRecords("b.md"), "1");
   auto deleted = store->DeleteSources(std::vector<std::string>{"b.md", "never-seen.md"});
   ASSERT_TRUE(deleted.ok()) << deleted.status().ToString();
-  EXPECT_EQ(*deleted, 4u);
+  EXPECT_EQ(*deleted, 6u);
   EXPECT_EQ(store->Stats()->chunks, 3u);
   EXPECT_EQ(store->Stats()->sources, 1u);
+  EXPECT_EQ(RunRecords("b.md"), "0");
   EXPECT_TRUE(store->FileChunkIds("b.md")->empty());
   EXPECT_EQ(store->LoadFingerprints()->size(), 1u);
   EXPECT_TRUE(Verify(*store).empty());
 }
 
+// Run records are written in the batch's transaction for the rows the store
+// accepted that have a file (row-by-row path: one row is refused).
+TEST_P(PostgresResumeTest, RunRecordsOnlyForAcceptedRowsWithAFile) {
+  auto store = Open(9);
+  ASSERT_TRUE(store);
+  Write(*store, {FileChunk("doc.md", 0)});  // fixes the dimension
+  std::vector<EmbeddedChunk> batch = FileChunks("doc.md", 1, 3);
+  batch[1].embedding.resize(kDims / 2);            // refused: wrong dimension
+  batch.push_back(TestChunk(60, kDims, "stdin"));  // no file
+  WriteResult w = store->Write(batch);
+  ASSERT_TRUE(w.status.ok()) << w.status.ToString();
+  ASSERT_EQ(w.rejected.size(), 1u);
+  EXPECT_EQ(w.rejected[0].index, 1u);
+  std::vector<std::string> recorded = {FileChunk("doc.md", 0).chunk.id, batch[0].chunk.id,
+                                       batch[2].chunk.id};
+  std::sort(recorded.begin(), recorded.end());
+  EXPECT_EQ(
+      raw_->Column("SELECT chunk_id FROM " + Q("_run_chunks") +
+                   " WHERE file_id = 'doc.md' AND run_id = 9 ORDER BY chunk_id COLLATE \"C\""),
+      recorded);
+  EXPECT_EQ(raw_->Scalar("SELECT count(*) FROM " + Q("_run_chunks")), "3");
+  EXPECT_EQ(raw_->Scalar("SELECT count(*) FROM " + Q() + " WHERE id = '" + batch[3].chunk.id +
+                         "' AND file_id IS NULL"),
+            "1");
+  // A row stored without a file gets it when written again with one.
+  EmbeddedChunk again = batch[3];
+  again.chunk.file_id = "stdin";
+  Write(*store, {again});
+  EXPECT_EQ(raw_->Scalar("SELECT file_id FROM " + Q() + " WHERE id = '" + batch[3].chunk.id + "'"),
+            "stdin");
+  // A store with no run records none.
+  auto no_run = Open();
+  ASSERT_TRUE(no_run);
+  Write(*no_run, {FileChunk("doc.md", 70)});
+  EXPECT_EQ(raw_->Scalar("SELECT count(*) FROM " + Q("_run_chunks")), "4");
+}
+
 TEST_P(PostgresResumeTest, ManyFilesCommitInOneCall) {
-  auto store = Open();
+  auto store = Open(1);
   ASSERT_TRUE(store);
   const size_t files = pglite_ ? 200 : 2000;
   std::vector<EmbeddedChunk> chunks;
   std::vector<SourceManifest> manifests;
   for (size_t i = 0; i < files; ++i) {
     const std::string file = "f" + std::to_string(i) + ".md";
-    chunks.push_back(TestChunk(i, kDims, file));
-    manifests.push_back(Manifest(file, {chunks.back().chunk.id}));
+    chunks.push_back(FileChunk(file, i));
+    manifests.push_back(Manifest(file, 1, 1));
   }
   Write(*store, chunks);
   auto deleted = store->CommitSources(manifests);
   ASSERT_TRUE(deleted.ok()) << deleted.status().ToString();
   EXPECT_EQ(*deleted, 0u);
   EXPECT_EQ(store->LoadFingerprints()->size(), files);
+  EXPECT_EQ(raw_->Scalar("SELECT count(*) FROM " + Q("_run_chunks")), "0");
   EXPECT_TRUE(Verify(*store).empty());
 }
 
 TEST_P(PostgresResumeTest, EmbeddingCacheAnswersBitExactlyPerNamespace) {
-  auto writer = Open("test-model:8");
+  auto writer = Open(0, "test-model:8");
   ASSERT_TRUE(writer);
   std::vector<EmbeddedChunk> chunks = FileChunks("doc.md", 0, 6);
   // Two chunks with one text: one cache row.
@@ -290,6 +422,7 @@ TEST_P(PostgresResumeTest, ReadChunksReturnsEveryFieldInTheAskedOrder) {
     const EmbeddedChunk& b = chunks[want[i]];
     EXPECT_EQ(a.chunk.id, b.chunk.id);
     EXPECT_EQ(a.chunk.source_id, b.chunk.source_id);
+    EXPECT_EQ(a.chunk.file_id, "doc.md");
     EXPECT_EQ(a.chunk.ordinal, b.chunk.ordinal);
     EXPECT_EQ(a.chunk.byte_begin, b.chunk.byte_begin);
     EXPECT_EQ(a.chunk.byte_end, b.chunk.byte_end);
@@ -306,53 +439,114 @@ TEST_P(PostgresResumeTest, ReadChunksReturnsEveryFieldInTheAskedOrder) {
 }
 
 TEST_P(PostgresResumeTest, VerifyFindsEachKindOfProblem) {
-  auto store = Open();
+  auto store = Open(1);
   ASSERT_TRUE(store);
   const auto a = FileChunks("a.md", 0, 4);
   const auto b = FileChunks("b.md", 10, 4);
   Write(*store, a);
   Write(*store, b);
-  ASSERT_TRUE(store
-                  ->CommitSources(std::vector<SourceManifest>{Manifest("a.md", Ids(a)),
-                                                              Manifest("b.md", Ids(b))})
-                  .ok());
+  ASSERT_TRUE(Commit(*store, {Manifest("a.md", 4, 1), Manifest("b.md", 4, 1)}).ok());
   ASSERT_TRUE(Verify(*store).empty());
   const std::string cols =
       "source_id, ordinal, byte_begin, byte_end, text, domain, category, metadata, model, dims, "
       "embedding, token_estimate";
-  // A listed chunk deleted (missing, and b.md's sources row now miscounts);
-  // a chunk of no source; an unlisted stale chunk of a.md; a fingerprint
-  // that miscounts; a chunk whose dims column disagrees.
+  // A chunk of b.md deleted (b.md misses one; its sources row miscounts); a
+  // chunk of no source; a stale chunk of a.md (more stored than counted; its
+  // sources row miscounts); a chunk whose dims column disagrees.
   raw_->Command("DELETE FROM " + Q() + " WHERE id = '" + b[0].chunk.id + "'");
   raw_->Command("INSERT INTO " + Q() + " (id, " + cols + ") SELECT 'orphan1', 'gone.md', " +
                 cols.substr(cols.find("ordinal")) + " FROM " + Q() + " WHERE id = '" +
                 a[0].chunk.id + "'");
-  raw_->Command("INSERT INTO " + Q() + " (id, " + cols + ") SELECT 'stale1', " + cols + " FROM " +
-                Q() + " WHERE id = '" + a[1].chunk.id + "'");
-  raw_->Command("UPDATE " + Q("_files") + " SET chunk_count = 9 WHERE file_id = 'a.md'");
+  raw_->Command("INSERT INTO " + Q() + " (id, file_id, " + cols + ") SELECT 'stale1', file_id, " +
+                cols + " FROM " + Q() + " WHERE id = '" + a[1].chunk.id + "'");
   raw_->Command("UPDATE " + Q() + " SET dims = 3 WHERE id = '" + a[2].chunk.id + "'");
-  std::set<std::string> kinds;
-  std::set<std::string> subjects;
+  EXPECT_EQ(Problems(*store), (std::set<std::string>{"missing_chunk b.md", "count_mismatch b.md",
+                                                     "count_mismatch a.md", "orphan_chunk orphan1",
+                                                     "wrong_dimensions " + a[2].chunk.id}));
+  // The file findings are about the file's count, not its sources row.
+  size_t file_findings = 0;
   for (const VerifyProblem& p : Verify(*store)) {
-    kinds.insert(p.kind);
-    subjects.insert(p.subject);
+    if (p.subject == "a.md" && p.detail.find("fingerprint") != std::string::npos) {
+      EXPECT_EQ(p.kind, "count_mismatch");
+      ++file_findings;
+    }
+    if (p.subject == "b.md" && p.detail.find("fingerprint") != std::string::npos) {
+      EXPECT_EQ(p.kind, "missing_chunk");
+      ++file_findings;
+    }
   }
-  EXPECT_EQ(kinds, (std::set<std::string>{"missing_chunk", "orphan_chunk", "wrong_dimensions",
-                                          "count_mismatch"}));
-  for (const std::string& s : {b[0].chunk.id, std::string("orphan1"), std::string("stale1"),
-                               std::string("a.md"), std::string("b.md"), a[2].chunk.id}) {
-    EXPECT_TRUE(subjects.count(s)) << s;
-  }
+  EXPECT_EQ(file_findings, 2u);
   std::vector<VerifyProblem> capped;
   ASSERT_TRUE(store->Verify(capped, 2).ok());
   EXPECT_EQ(capped.size(), 2u);
+}
+
+// A store written before chunks had a file_id: its files table lists each
+// file's chunk ids. Opening it moves the lists into chunks.file_id, drops the
+// column and adds the run records table; rows no list names keep working by
+// their source id.
+TEST_P(PostgresResumeTest, OpeningMigratesChunkIdListsToFileIds) {
+  {
+    auto store = Open(1);
+    ASSERT_TRUE(store);
+    Write(*store, FileChunks("a.md", 0, 4));
+    // A JSONL file: its records are sources of their own.
+    std::vector<EmbeddedChunk> records = {TestChunk(20, kDims, "data.jsonl:1"),
+                                          TestChunk(21, kDims, "data.jsonl:2")};
+    Write(*store, records);
+    ASSERT_TRUE(Commit(*store, {Manifest("a.md", 3, 1), Manifest("data.jsonl", 2, 1)}).ok());
+    ASSERT_TRUE(store->Close().ok());
+  }
+  // The old shape, by hand: no file_id (nor its index), no run records
+  // table, the files table with chunk_ids. a.md lists 0-2; chunk 3 is a
+  // crashed run's leftover no list names.
+  const std::string listed_a = "ARRAY['" + FileChunk("a.md", 0).chunk.id + "','" +
+                               FileChunk("a.md", 1).chunk.id + "','" +
+                               FileChunk("a.md", 2).chunk.id + "']";
+  const std::string listed_jl = "ARRAY['" + TestChunk(20, kDims, "data.jsonl:1").chunk.id + "','" +
+                                TestChunk(21, kDims, "data.jsonl:2").chunk.id + "']";
+  ASSERT_TRUE(raw_->Command("ALTER TABLE " + Q() + " DROP COLUMN file_id"));
+  ASSERT_TRUE(raw_->Command("DROP TABLE " + Q("_run_chunks")));
+  ASSERT_TRUE(raw_->Command("ALTER TABLE " + Q("_files") +
+                            " ADD COLUMN chunk_ids text[] NOT NULL DEFAULT '{}'"));
+  ASSERT_TRUE(raw_->Command("UPDATE " + Q("_files") + " SET chunk_ids = CASE file_id WHEN 'a.md' " +
+                            "THEN " + listed_a + " ELSE " + listed_jl + " END"));
+
+  auto store = Open(2);
+  ASSERT_TRUE(store);
+  EXPECT_EQ(raw_->Scalar("SELECT count(*) FROM pg_attribute WHERE attrelid = '" + Q("_files") +
+                         "'::regclass AND attname = 'chunk_ids' AND NOT attisdropped"),
+            "0");
+  EXPECT_EQ(raw_->Scalar("SELECT to_regclass('" + Q("_file_id_idx") + "') IS NOT NULL AND " +
+                         "to_regclass('" + Q("_run_chunks") + "') IS NOT NULL"),
+            "t");
+  EXPECT_EQ(raw_->Scalar("SELECT string_agg(coalesce(file_id, '-'), ',' ORDER BY source_id, "
+                         "ordinal) FROM " +
+                         Q()),
+            "a.md,a.md,a.md,-,data.jsonl,data.jsonl");
+  // The JSONL file's chunks are found by their file id now.
+  EXPECT_EQ(*store->FileChunkIds("data.jsonl"),
+            Ids({TestChunk(20, kDims, "data.jsonl:1"), TestChunk(21, kDims, "data.jsonl:2")}));
+  EXPECT_EQ(store->FileChunkIds("a.md")->size(), 4u);  // 3 by file_id, the leftover by source
+  // The leftover is stale for the next run of a.md.
+  Write(*store, FileChunks("a.md", 0, 3));
+  auto deleted = Commit(*store, {Manifest("a.md", 3, 2)});
+  ASSERT_TRUE(deleted.ok()) << deleted.status().ToString();
+  EXPECT_EQ(*deleted, 1u);
+  EXPECT_EQ(*store->FileChunkIds("a.md"), Ids(FileChunks("a.md", 0, 3)));
+  EXPECT_TRUE(Verify(*store).empty());
+  ASSERT_TRUE(store->Close().ok());
+  // Opening again finds nothing to migrate.
+  auto again = Open(3);
+  ASSERT_TRUE(again);
+  EXPECT_TRUE(Verify(*again).empty());
 }
 
 // PostgreSQL only: PGlite has one backend, and terminating it ends the server.
 class PostgresOnlyResumeTest : public PostgresResumeTest {};
 
 TEST_P(PostgresOnlyResumeTest, LostConnectionsAreReplayed) {
-  auto store = Open("test-model:8");
+  auto store = Open(1, "test-model:8");
   ASSERT_TRUE(store);
   const auto chunks = FileChunks("doc.md", 0, 4);
   Write(*store, chunks);
@@ -360,7 +554,7 @@ TEST_P(PostgresOnlyResumeTest, LostConnectionsAreReplayed) {
       "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = "
       "'sluice' AND pid <> pg_backend_pid()";
   raw_->Scalar(kill_ours);
-  auto deleted = store->CommitSources(std::vector<SourceManifest>{Manifest("doc.md", Ids(chunks))});
+  auto deleted = Commit(*store, {Manifest("doc.md", 4, 1)});
   ASSERT_TRUE(deleted.ok()) << deleted.status().ToString();
   raw_->Scalar(kill_ours);
   ASSERT_TRUE(store->LoadFingerprints().ok());
@@ -371,6 +565,67 @@ TEST_P(PostgresOnlyResumeTest, LostConnectionsAreReplayed) {
   EXPECT_EQ(found[0].embedding, chunks[0].embedding);
   raw_->Scalar(kill_ours);
   EXPECT_TRUE(Verify(*store).empty());
+}
+
+// A role that may read and write the tables but not ALTER them: it works
+// once file_id exists; it cannot add it (an error at open); it cannot
+// migrate a chunk_ids files table (the store opens without resume).
+TEST_P(PostgresOnlyResumeTest, RoleWithoutAlterUsesMigratedTablesOnly) {
+  {
+    auto owner = Open(1);
+    ASSERT_TRUE(owner);
+    Write(*owner, FileChunks("a.md", 0, 3));
+    ASSERT_TRUE(Commit(*owner, {Manifest("a.md", 3, 1)}).ok());
+  }
+  const std::string role = "sluice_rw_" + std::to_string(getpid());
+  ASSERT_TRUE(raw_->Command("DROP ROLE IF EXISTS " + role));
+  ASSERT_TRUE(raw_->Command("CREATE ROLE " + role + " LOGIN"));
+  ASSERT_TRUE(raw_->Command("GRANT SELECT, INSERT, UPDATE, DELETE ON " + Q() + ", " +
+                            Q("_sources") + ", " + Q("_files") + ", " + Q("_embedding_cache") +
+                            ", " + Q("_run_chunks") + " TO " + role));
+  const std::string owner_dsn = dsn_;
+  ASSERT_EQ(dsn_.find("postgres@"), std::string("postgres://").size()) << dsn_;
+  dsn_.replace(dsn_.find("postgres@"), std::string("postgres").size(), role);
+
+  {
+    auto store = Open(2);
+    ASSERT_TRUE(store);
+    Write(*store, FileChunks("a.md", 0, 2));
+    auto deleted = Commit(*store, {Manifest("a.md", 2, 2)});
+    ASSERT_TRUE(deleted.ok()) << deleted.status().ToString();
+    EXPECT_EQ(*deleted, 1u);
+    EXPECT_TRUE(Verify(*store).empty());
+  }
+
+  ASSERT_TRUE(raw_->Command("ALTER TABLE " + Q() + " DROP COLUMN file_id"));
+  {
+    StoreOptions o;
+    o.table = table_;
+    auto refused = OpenPostgresStore(dsn_, o);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_EQ(refused.status().code(), StatusCode::kPermissionDenied)
+        << refused.status().ToString();
+    EXPECT_NE(refused.status().message().find("file_id"), std::string::npos);
+  }
+
+  ASSERT_TRUE(raw_->Command("ALTER TABLE " + Q() + " ADD COLUMN file_id text"));
+  ASSERT_TRUE(raw_->Command("CREATE INDEX " + Q("_file_id_idx") + " ON " + Q() + " (file_id)"));
+  ASSERT_TRUE(raw_->Command("ALTER TABLE " + Q("_files") +
+                            " ADD COLUMN chunk_ids text[] NOT NULL DEFAULT '{}'"));
+  {
+    auto store = Open(3);
+    ASSERT_TRUE(store);
+    auto loaded = store->LoadFingerprints();
+    ASSERT_FALSE(loaded.ok());
+    EXPECT_EQ(loaded.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(loaded.status().message().find("migrate"), std::string::npos)
+        << loaded.status().ToString();
+    Write(*store, FileChunks("b.md", 10, 2));  // writing still works
+    EXPECT_EQ(raw_->Scalar("SELECT count(*) FROM " + Q() + " WHERE file_id = 'b.md'"), "2");
+  }
+  dsn_ = owner_dsn;
+  raw_->Command("DROP OWNED BY " + role);
+  raw_->Command("DROP ROLE " + role);
 }
 
 INSTANTIATE_TEST_SUITE_P(Servers, PostgresResumeTest,

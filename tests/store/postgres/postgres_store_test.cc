@@ -45,6 +45,7 @@ TEST(PostgresStoreTest, FreshSchemaUsesRealArrayWithExternalStorageAndJsonb) {
   auto store = MustOpen(dsn, Options(table));
   ASSERT_TRUE(store);
   auto batch = TestChunks(0, 25, kDims);
+  for (size_t i = 0; i < 10; ++i) batch[i].chunk.file_id = "docs/" + batch[i].chunk.source_id;
   WriteResult w = store->Write(batch);
   ASSERT_TRUE(w.status.ok()) << w.status.ToString();
   EXPECT_TRUE(w.rejected.empty());
@@ -68,6 +69,13 @@ TEST(PostgresStoreTest, FreshSchemaUsesRealArrayWithExternalStorageAndJsonb) {
                       reg + " AND attname='metadata'"),
             "jsonb");
   EXPECT_EQ(pg.Scalar("SELECT count(*) FROM \"" + table + "\""), "25");
+  // file_id is indexed; a chunk of no file has NULL (binary COPY's -1).
+  EXPECT_EQ(pg.Scalar("SELECT to_regclass('\"" + table + "_file_id_idx\"') IS NOT NULL"), "t");
+  EXPECT_EQ(
+      pg.Scalar("SELECT string_agg(coalesce(file_id, '-'), ',' ORDER BY file_id) FROM (SELECT "
+                "DISTINCT file_id FROM \"" +
+                table + "\") d"),
+      "docs/doc-0.md,-");
   // Every column landed as written.
   const auto& c = batch[7];
   EXPECT_EQ(
