@@ -99,6 +99,12 @@ void AddIngestFlags(CLI::App& app, IngestOptions& o, IngestFlagExtras& x) {
                       "the service's tokens-per-minute limit, if known (0: learn it from headers)"))
       ->check(CLI::NonNegativeNumber)
       ->group("Embedder");
+  Last(app.add_option("--max-chunks-in-flight", o.embed.in_flight_chunk_budget,
+                      "chunks the embed stage keeps in requests at once: adaptive batches are "
+                      "cut to this over the concurrency limit (bounds memory; throughput is at "
+                      "most this / latency, so raise it for a large self-hosted service); 0: no "
+                      "cap"))
+      ->group("Embedder");
   Last(app.add_option("--max-inputs-per-request", o.embed.max_inputs_per_request,
                       "the service's limit on inputs per request (OpenAI: 2048)"))
       ->check(CLI::PositiveNumber)
