@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <limits>
 #include <utility>
 
@@ -123,31 +124,45 @@ void RemoveStaleProbes(const std::string& dir) {
 // The rewrite temp file of a group file: "<c>.json.tmp.<pid>" beside it.
 constexpr std::string_view kTempInfix = ".json.tmp.";
 
-// Removes rewrite temp files ("<d>/<c>.json.tmp.<pid>", see WriteGroup) of
-// processes that no longer run: a kill -9 between create and rename leaves
-// one. A running process's temp file may be mid-write, so it stays.
-void RemoveStaleTemps(const std::string& dir) {
+// Calls `each` for every entry of every domain folder of `out_dir` (group
+// files are out_dir/<d>/<c>.json; folders whose names start with '.', such
+// as the spool, are not domains). Returns the first listing error.
+Status ForEachDomainFolderEntry(const std::string& out_dir,
+                                const std::function<void(const fs::directory_entry&)>& each) {
   std::error_code ec;
-  for (auto domain = fs::directory_iterator(dir, ec); !ec && domain != fs::directory_iterator();
+  for (auto domain = fs::directory_iterator(out_dir, ec); !ec && domain != fs::directory_iterator();
        domain.increment(ec)) {
     const std::string domain_name = domain->path().filename().string();
     std::error_code dir_ec;
     if (domain_name.empty() || domain_name[0] == '.' || !domain->is_directory(dir_ec)) continue;
     for (auto file = fs::directory_iterator(domain->path(), dir_ec);
          !dir_ec && file != fs::directory_iterator(); file.increment(dir_ec)) {
-      const std::string name = file->path().filename().string();
-      const size_t at = name.rfind(kTempInfix);
-      if (at == std::string::npos) continue;
-      const char* digits = name.c_str() + at + kTempInfix.size();
-      char* end = nullptr;
-      const long pid = std::strtol(digits, &end, 10);
-      if (end == digits || *end != '\0' || *digits == '-' || *digits == '+') continue;
-      if (OwnerIsGone(pid)) {
-        std::error_code ignored;
-        fs::remove(file->path(), ignored);
-      }
+      each(*file);
     }
+    if (dir_ec) return DirError("cannot list aggregate directory", domain->path().string(), dir_ec);
   }
+  if (ec) return DirError("cannot list output directory", out_dir, ec);
+  return Status::OK();
+}
+
+// Removes rewrite temp files ("<d>/<c>.json.tmp.<pid>", see WriteGroup) of
+// processes that no longer run: a kill -9 between create and rename leaves
+// one. A running process's temp file may be mid-write, so it stays. Best
+// effort: a folder it cannot list is left alone.
+void RemoveStaleTemps(const std::string& dir) {
+  (void)ForEachDomainFolderEntry(dir, [](const fs::directory_entry& file) {
+    const std::string name = file.path().filename().string();
+    const size_t at = name.rfind(kTempInfix);
+    if (at == std::string::npos) return;
+    const char* digits = name.c_str() + at + kTempInfix.size();
+    char* end = nullptr;
+    const long pid = std::strtol(digits, &end, 10);
+    if (end == digits || *end != '\0' || *digits == '-' || *digits == '+') return;
+    if (OwnerIsGone(pid)) {
+      std::error_code ignored;
+      fs::remove(file.path(), ignored);
+    }
+  });
 }
 
 // The groups_ key of (domain, category); length-prefixed so ("ab", "c") and
@@ -737,26 +752,18 @@ Result<RetainStats> JsonAggregator::Retain(const RetentionPolicy& policy) {
   // name with '.', so .spool, probes and markers are not groups. The list is
   // bounded by the number of groups.
   std::vector<std::string> files;
-  std::error_code ec;
-  for (auto domain = fs::directory_iterator(options_.out_dir, ec);
-       !ec && domain != fs::directory_iterator(); domain.increment(ec)) {
-    const std::string domain_name = domain->path().filename().string();
-    std::error_code dir_ec;
-    if (domain_name.empty() || domain_name[0] == '.' || !domain->is_directory(dir_ec)) continue;
-    for (auto file = fs::directory_iterator(domain->path(), dir_ec);
-         !dir_ec && file != fs::directory_iterator(); file.increment(dir_ec)) {
-      const std::string name = file->path().filename().string();
-      std::error_code file_ec;
-      if (name.empty() || name[0] == '.' || !name.ends_with(".json") ||
-          !file->is_regular_file(file_ec)) {
-        continue;
-      }
-      files.push_back(file->path().string());
+  Status listed = ForEachDomainFolderEntry(options_.out_dir, [&](const fs::directory_entry& file) {
+    const std::string name = file.path().filename().string();
+    std::error_code file_ec;
+    if (name.empty() || name[0] == '.' || !name.ends_with(".json") ||
+        !file.is_regular_file(file_ec)) {
+      return;
     }
-    if (dir_ec) return DirError("cannot list aggregate directory", domain->path().string(), dir_ec);
-  }
-  if (ec) return DirError("cannot list output directory", options_.out_dir, ec);
+    files.push_back(file.path().string());
+  });
+  if (!listed.ok()) return listed;
   std::sort(files.begin(), files.end());
+  std::error_code ec;
 
   // The rewrite goes through the spool and index like a run's, so they come
   // back for the duration (Finish removed them).
