@@ -19,19 +19,10 @@ namespace sluice {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::Paragraphs;
 using testing::ReadFile;
 using testing::TempDir;
 using testing::WriteFile;
-
-std::string Paragraphs(int n, const std::string& word) {
-  std::string s;
-  for (int i = 0; i < n; ++i) {
-    s += "Paragraph " + std::to_string(i) + " about " + word + ". ";
-    for (int j = 0; j < 30; ++j) s += word + std::to_string(j) + " ";
-    s += "\n\n";
-  }
-  return s;
-}
 
 // A JSON Lines record whose text makes several chunks.
 std::string Record(const std::string& id, const std::string& word) {

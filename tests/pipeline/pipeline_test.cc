@@ -14,19 +14,10 @@
 namespace sluice {
 namespace {
 
+using testing::Paragraphs;
 using testing::ReadFile;
 using testing::TempDir;
 using testing::WriteFile;
-
-std::string Paragraphs(int n, const std::string& word) {
-  std::string s;
-  for (int i = 0; i < n; ++i) {
-    s += "Paragraph " + std::to_string(i) + " about " + word + ". ";
-    for (int j = 0; j < 30; ++j) s += word + std::to_string(j) + " ";
-    s += "\n\n";
-  }
-  return s;
-}
 
 IngestOptions BaseOptions(const TempDir& dir) {
   IngestOptions o;

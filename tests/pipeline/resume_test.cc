@@ -30,19 +30,10 @@
 namespace sluice {
 namespace {
 
+using testing::Paragraphs;
 using testing::ReadFile;
 using testing::TempDir;
 using testing::WriteFile;
-
-std::string Paragraphs(int n, const std::string& word, int first = 0) {
-  std::string s;
-  for (int i = first; i < first + n; ++i) {
-    s += "Paragraph " + std::to_string(i) + " about " + word + ". ";
-    for (int j = 0; j < 30; ++j) s += word + std::to_string(j) + " ";
-    s += "\n\n";
-  }
-  return s;
-}
 
 // One kind of store under test. A test names its stores ("store", "fresh");
 // the backend maps each name to a database or table of its own.

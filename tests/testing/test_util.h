@@ -65,4 +65,17 @@ inline CommandResult RunCommand(const std::string& command) {
   return result;
 }
 
+// `n` numbered paragraphs ("Paragraph <i> about <word>. <word>0 ... <word>29")
+// separated by blank lines, numbered from `first`: text whose chunks are
+// predictable for the pipeline and resume tests.
+inline std::string Paragraphs(int n, const std::string& word, int first = 0) {
+  std::string s;
+  for (int i = first; i < first + n; ++i) {
+    s += "Paragraph " + std::to_string(i) + " about " + word + ". ";
+    for (int j = 0; j < 30; ++j) s += word + std::to_string(j) + " ";
+    s += "\n\n";
+  }
+  return s;
+}
+
 }  // namespace sluice::testing
