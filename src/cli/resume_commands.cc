@@ -334,6 +334,24 @@ int RunVerifyCommand(const VerifyArgs& args) {
       static_cast<unsigned long long>(stats.ok() ? stats->sources : 0),
       args.inputs.empty() ? "" : fmt::format(", {} input files checked", files_checked).c_str(),
       problems.empty() ? "OK" : fmt::format("{} problems", problems.size()).c_str());
+  // What to do about each kind found, once.
+  std::set<std::string> kinds;
+  for (const VerifyProblem& p : problems) kinds.insert(p.kind);
+  static const std::pair<const char*, const char*> kFixes[] = {
+      {"missing_chunk",
+       "missing chunks: `sluice dead-letter retry` stores the dead-lettered ones; for rows lost "
+       "otherwise, `sluice ingest --reprocess-all` (unchanged texts come from the cache)"},
+      {"count_mismatch",
+       "miscounts or stale chunks: `sluice ingest --reprocess-all` recommits every file"},
+      {"orphan_chunk", "orphans: chunks of no source; delete them, or ingest their source again"},
+      {"wrong_dimensions", "wrong dimensions: these rows were not written by sluice's store"},
+      {"changed", "changed or new files: run `sluice ingest` again"},
+      {"not_ingested", "changed or new files: run `sluice ingest` again"},
+      {"deleted", "deleted files: `sluice ingest --cleanup full` removes their chunks"}};
+  std::set<std::string> said;
+  for (const auto& [kind, fix] : kFixes) {
+    if (kinds.count(kind) && said.insert(fix).second) std::printf("  hint: %s\n", fix);
+  }
   return problems.empty() ? 0 : 1;
 }
 

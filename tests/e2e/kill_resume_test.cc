@@ -391,6 +391,12 @@ TEST_P(KillResumeTest, VerifyFindsChangedDeletedAndNewFilesUntilCleanupFull) {
   EXPECT_NE(r.output.find("changed          ops/doc0.md"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("deleted          ops/doc2.md"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("not_ingested     ops/new.md"), std::string::npos) << r.output;
+  // Each kind found comes with what to do about it.
+  EXPECT_NE(r.output.find("hint: deleted files: `sluice ingest --cleanup full`"), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("hint: changed or new files: run `sluice ingest` again"),
+            std::string::npos)
+      << r.output;
 
   std::vector<std::string> args = Args(dir_, server_->BaseUrl(), ref_, "ref-out");
   args.push_back("--cleanup");
