@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <functional>
 #include <limits>
+#include <unordered_set>
 #include <utility>
 
 #include <fmt/format.h>
@@ -252,26 +253,27 @@ Status JsonAggregator::OpenIndex() {
       " id BLOB NOT NULL, off INTEGER NOT NULL, len INTEGER NOT NULL, imported INTEGER NOT NULL,"
       " PRIMARY KEY(g, src, ord, id)) WITHOUT ROWID;"
       "CREATE UNIQUE INDEX chunk_id ON chunk(g, id);"
-      "CREATE TABLE seen(g INTEGER NOT NULL, src BLOB NOT NULL, PRIMARY KEY(g, src))"
-      " WITHOUT ROWID;",
+      "CREATE TABLE seen(src BLOB PRIMARY KEY) WITHOUT ROWID;",
       std::max<size_t>(limits_.index_cache_bytes / 1024, 64));
   if (sqlite3_exec(db_, setup.c_str(), nullptr, nullptr, nullptr) != SQLITE_OK) {
     return IndexError("cannot create");
   }
-  // Imported rows of a source that this run re-added are superseded.
+  // Imported rows of a source that this run re-added, to this group or to
+  // another one (its domain or category changed), are superseded.
   constexpr const char* kVisible =
       " FROM chunk c WHERE c.g=?1 AND (c.imported=0 OR NOT EXISTS"
-      " (SELECT 1 FROM seen s WHERE s.g=?1 AND s.src=c.src))";
+      " (SELECT 1 FROM seen s WHERE s.src=c.src))";
   const std::pair<sqlite3_stmt**, std::string> statements[] = {
       {&insert_,
        "INSERT OR REPLACE INTO chunk(g, src, ord, id, off, len, imported)"
        " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)"},
-      {&seen_, "INSERT OR IGNORE INTO seen(g, src) VALUES(?1, ?2)"},
+      {&seen_, "INSERT OR IGNORE INTO seen(src) VALUES(?1)"},
+      {&was_seen_, "SELECT 1 FROM seen WHERE src=?1"},
       {&count_, std::string("SELECT count(*)") + kVisible},
       {&sources_, std::string("SELECT DISTINCT c.src") + kVisible + " ORDER BY c.src"},
+      {&all_sources_, "SELECT DISTINCT src FROM chunk WHERE g=?1 ORDER BY src"},
       {&chunks_, std::string("SELECT c.off, c.len") + kVisible + " ORDER BY c.src, c.ord, c.id"},
       {&clear_chunks_, "DELETE FROM chunk WHERE g=?1"},
-      {&clear_seen_, "DELETE FROM seen WHERE g=?1"},
       {&drop_source_, "DELETE FROM chunk WHERE g=?1 AND src=?2"},
       {&drop_id_, "DELETE FROM chunk WHERE g=?1 AND id=?2"},
       // Keyset pagination over the primary key (g, src, ord, id).
@@ -451,10 +453,10 @@ Status JsonAggregator::ImportChunk(Group& g, simdjson::dom::element c) {
 }
 
 Status JsonAggregator::ClearGroup(Group& g) {
-  for (sqlite3_stmt* stmt : {clear_chunks_, clear_seen_}) {
-    sqlite3_bind_int64(stmt, 1, g.index_id);
-    const int rc = sqlite3_step(stmt);
-    sqlite3_reset(stmt);
+  {
+    sqlite3_bind_int64(clear_chunks_, 1, g.index_id);
+    const int rc = sqlite3_step(clear_chunks_);
+    sqlite3_reset(clear_chunks_);
     if (rc != SQLITE_DONE) return IndexError("cannot clear a group");
   }
   buffered_bytes_ -= g.buffer.size();
@@ -462,7 +464,6 @@ Status JsonAggregator::ClearGroup(Group& g) {
   ::unlink(g.spool_path.c_str());
   g.spool_bytes = 0;
   g.has_imports = false;
-  g.last_seen_source.clear();
   return Status::OK();
 }
 
@@ -503,7 +504,7 @@ Status JsonAggregator::AddLine(Group& g, std::string_view id, std::string_view s
   }
   ++batch_rows_;
   if (!imported) {
-    Status s = MarkSourceSeen(g, source_id);
+    Status s = MarkSourceSeen(source_id);
     if (!s.ok()) return s;
   }
   {
@@ -525,15 +526,15 @@ Status JsonAggregator::AddLine(Group& g, std::string_view id, std::string_view s
   return Status::OK();
 }
 
-Status JsonAggregator::MarkSourceSeen(Group& g, std::string_view source_id) {
-  // Only imported rows consult `seen`, and chunks arrive grouped by source,
-  // so one row per run of a source is enough.
-  if (!g.has_imports || source_id == g.last_seen_source) return Status::OK();
+Status JsonAggregator::MarkSourceSeen(std::string_view source_id) {
+  // Chunks arrive grouped by source, so one row per run of a source is
+  // enough. Every group consults it (a source may have moved groups).
+  if (source_id == last_seen_source_) return Status::OK();
   StatementScope scope(seen_);
-  sqlite3_bind_int64(seen_, 1, g.index_id);
-  BindBytes(seen_, 2, source_id);
+  BindBytes(seen_, 1, source_id);
   if (sqlite3_step(seen_) != SQLITE_DONE) return IndexError("cannot record a source");
-  g.last_seen_source.assign(source_id);
+  last_seen_source_.assign(source_id);
+  any_seen_ = true;
   return Status::OK();
 }
 
@@ -736,8 +737,51 @@ Status JsonAggregator::Finish() {
     Status s = WriteGroup(*g);
     if (!s.ok()) return s;
   }
+  // A source added this run whose domain or category changed is still in its
+  // old group's file; a group this run touched dropped it above, an untouched
+  // one is rewritten here.
+  Status s = DropMovedSources();
+  if (!s.ok()) return s;
   finished_ = true;
   RemoveSpool();
+  return Status::OK();
+}
+
+Status JsonAggregator::DropMovedSources() {
+  if (!any_seen_) return Status::OK();
+  std::unordered_set<std::string> touched;
+  for (const auto& [key, g] : groups_) touched.insert(g->file_path);
+  std::vector<std::string> files;
+  Status listed = ForEachDomainFolderEntry(options_.out_dir, [&](const fs::directory_entry& file) {
+    const std::string name = file.path().filename().string();
+    std::error_code file_ec;
+    if (name.empty() || name[0] == '.' || !name.ends_with(".json") ||
+        !file.is_regular_file(file_ec) || touched.count(file.path().string())) {
+      return;
+    }
+    files.push_back(file.path().string());
+  });
+  if (!listed.ok()) return listed;
+  std::sort(files.begin(), files.end());
+  RetentionPolicy moved;
+  moved.source = [&](std::string_view source_id) -> Result<SourceRetention> {
+    StatementScope scope(was_seen_);
+    BindBytes(was_seen_, 1, source_id);
+    const int rc = sqlite3_step(was_seen_);
+    if (rc == SQLITE_ROW) return SourceRetention::kDrop;
+    if (rc != SQLITE_DONE) return IndexError("cannot look a source up");
+    return SourceRetention::kKeep;
+  };
+  moved.chunks = [](std::string_view, std::string_view, std::span<const std::string>,
+                    std::vector<bool>& keep) {
+    keep.assign(keep.size(), true);
+    return Status::OK();
+  };
+  RetainStats stats;
+  for (const std::string& path : files) {
+    Status s = RetainFile(path, moved, stats);
+    if (!s.ok()) return s;
+  }
   return Status::OK();
 }
 
@@ -916,14 +960,15 @@ Status JsonAggregator::RetainFile(const std::string& path, const RetentionPolicy
   Status s = ImportExisting(g);
   if (!s.ok()) return fail(s);
 
-  // The sources as imported (the header may list fewer in a hand-made file).
+  // The sources as imported (the header may list fewer in a hand-made file),
+  // including those this run superseded (DropMovedSources drops them).
   sources.clear();
   {
-    StatementScope scope(sources_);
-    sqlite3_bind_int64(sources_, 1, g.index_id);
+    StatementScope scope(all_sources_);
+    sqlite3_bind_int64(all_sources_, 1, g.index_id);
     int rc;
-    while ((rc = sqlite3_step(sources_)) == SQLITE_ROW) {
-      sources.emplace_back(ColumnBytes(sources_, 0));
+    while ((rc = sqlite3_step(all_sources_)) == SQLITE_ROW) {
+      sources.emplace_back(ColumnBytes(all_sources_, 0));
     }
     if (rc != SQLITE_DONE) return fail(IndexError("cannot list sources"));
   }
@@ -970,8 +1015,8 @@ Status JsonAggregator::RetainFile(const std::string& path, const RetentionPolicy
 }
 
 void JsonAggregator::CloseIndex() {
-  for (sqlite3_stmt** stmt : {&insert_, &seen_, &count_, &sources_, &chunks_, &clear_chunks_,
-                              &clear_seen_, &drop_source_, &drop_id_, &page_ids_}) {
+  for (sqlite3_stmt** stmt : {&insert_, &seen_, &was_seen_, &count_, &sources_, &all_sources_,
+                              &chunks_, &clear_chunks_, &drop_source_, &drop_id_, &page_ids_}) {
     sqlite3_finalize(*stmt);
     *stmt = nullptr;
   }

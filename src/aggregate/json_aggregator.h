@@ -97,12 +97,11 @@ class JsonAggregator final : public Aggregator {
     int64_t index_id = 0;  // group key in the index; never reused
     std::string domain, category;
     std::string file_path, spool_path;
-    std::string buffer;            // rendered lines not yet in the spool file
-    uint64_t spool_bytes = 0;      // bytes already in the spool file
-    uint64_t added = 0;            // Add calls for this group in this run
-    uint64_t next_flush = 0;       // rewrite when added reaches this
-    bool has_imports = false;      // chunks came from an earlier run's file
-    std::string last_seen_source;  // last source recorded as re-added
+    std::string buffer;        // rendered lines not yet in the spool file
+    uint64_t spool_bytes = 0;  // bytes already in the spool file
+    uint64_t added = 0;        // Add calls for this group in this run
+    uint64_t next_flush = 0;   // rewrite when added reaches this
+    bool has_imports = false;  // chunks came from an earlier run's file
     bool dirty = false;
     bool written = false;
   };
@@ -122,7 +121,10 @@ class JsonAggregator final : public Aggregator {
   Status ClearGroup(Group& g);  // drops the group's index rows and spool
   Status AddLine(Group& g, std::string_view id, std::string_view source_id, uint32_t ordinal,
                  std::string_view line, bool imported);
-  Status MarkSourceSeen(Group& g, std::string_view source_id);
+  Status MarkSourceSeen(std::string_view source_id);
+  // Rewrites group files this run did not touch that hold a source this run
+  // added (to another group): see Finish. REQUIRES: the index is open.
+  Status DropMovedSources();
   Status CommitBatch();
   Status Spill(Group& g);
   Status SpillAll();
@@ -141,13 +143,14 @@ class JsonAggregator final : public Aggregator {
   std::string spool_dir_;
   std::string index_path_;
   sqlite3* db_ = nullptr;
-  sqlite3_stmt* insert_ = nullptr;   // INSERT OR REPLACE a chunk row (latest wins)
-  sqlite3_stmt* seen_ = nullptr;     // record a source re-added in this run
-  sqlite3_stmt* count_ = nullptr;    // chunks a group file will hold
-  sqlite3_stmt* sources_ = nullptr;  // their distinct sources, ascending
-  sqlite3_stmt* chunks_ = nullptr;   // their spool spans, in document order
+  sqlite3_stmt* insert_ = nullptr;       // INSERT OR REPLACE a chunk row (latest wins)
+  sqlite3_stmt* seen_ = nullptr;         // record a source re-added in this run
+  sqlite3_stmt* count_ = nullptr;        // chunks a group file will hold
+  sqlite3_stmt* sources_ = nullptr;      // their distinct sources, ascending
+  sqlite3_stmt* all_sources_ = nullptr;  // a group's sources, superseded ones too
+  sqlite3_stmt* chunks_ = nullptr;       // their spool spans, in document order
   sqlite3_stmt* clear_chunks_ = nullptr;
-  sqlite3_stmt* clear_seen_ = nullptr;
+  sqlite3_stmt* was_seen_ = nullptr;     // was a source added in this run
   sqlite3_stmt* drop_source_ = nullptr;  // Retain: every row of a source
   sqlite3_stmt* drop_id_ = nullptr;      // Retain: one chunk
   sqlite3_stmt* page_ids_ = nullptr;     // Retain: a source's ids after (ord, id), in order
@@ -159,7 +162,9 @@ class JsonAggregator final : public Aggregator {
   size_t files_written_ = 0;
   uint64_t rewrites_ = 0;
   bool finished_ = false;
-  std::string line_;  // scratch
+  std::string last_seen_source_;  // the source MarkSourceSeen recorded last
+  bool any_seen_ = false;         // this run added a chunk
+  std::string line_;              // scratch
 };
 
 }  // namespace sluice

@@ -145,6 +145,25 @@ TEST_F(AggregateCleanupTest, DeletedFileLeavesTheAggregateAsAFreshIngestWritesIt
   EXPECT_EQ(Tree(dir_ / "out"), before);
 }
 
+// A file whose front matter moves it to another domain: with the default
+// cleanup its chunks leave the old group's file (no duplicate across groups),
+// and the output folder is what a fresh ingest writes.
+TEST_F(AggregateCleanupTest, FileMovedToAnotherDomainLeavesItsOldGroup) {
+  MakeCorpus();
+  WriteFile(dir_ / "corpus/notes/d.md",
+            "---\ndomain: alpha\ncategory: one\n---\n# D\n\n" + Paragraphs(2, "delta"));
+  ASSERT_TRUE(Ingest(Options()).status.ok());
+  ASSERT_TRUE(fs::exists(dir_ / "out/alpha/one.json"));
+  WriteFile(dir_ / "corpus/notes/d.md",
+            "---\ndomain: beta\ncategory: one\n---\n# D\n\n" + Paragraphs(2, "delta"));
+  const IngestReport r = Ingest(Options());
+  ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+  EXPECT_EQ(r.sources_unchanged, 3u);
+  EXPECT_FALSE(fs::exists(dir_ / "out/alpha"));
+  EXPECT_GT(ChunksOf(dir_ / "out", "notes/d.md"), 0u);
+  EXPECT_EQ(Tree(dir_ / "out"), FreshTree("fresh"));
+}
+
 TEST_F(AggregateCleanupTest, RunThatDiedBetweenStoreDeletionAndAggregateRewriteIsCompleted) {
   // The store no longer lists c.md, so the next run's DeleteSources does not
   // name it; the aggregate still holds its chunks. With the marker such a

@@ -1,9 +1,11 @@
 // Unit tests of the JSON aggregator on a real temp directory.
 #include <gtest/gtest.h>
+
 #include <simdjson.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <tuple>
 
 #include <atomic>
 #include <filesystem>
@@ -354,6 +356,64 @@ TEST_F(AggregatorTest, RerunMergesWithExistingFileBySource) {
   EXPECT_EQ(p.sources, (std::vector<std::string>{"a.md", "b.md", "c.md"}));
   EXPECT_EQ(p.texts[2], "new b");
   EXPECT_EQ(p.page_starts[1], 2u);  // imported chunks keep their metadata
+}
+
+// A source whose domain or category changed leaves its old group: from a
+// group this run touched (superseded rows not written) and from one it did
+// not touch (rewritten, or removed with its folder when emptied), so the
+// files are what a fresh run of the same chunks writes.
+TEST_F(AggregatorTest, SourceThatChangedGroupLeavesItsOldGroupFile) {
+  {
+    auto agg = MustOpen(Options());
+    ASSERT_NE(agg, nullptr);
+    ASSERT_TRUE(agg->Add(MakeChunk("moves.md", 0, "old", "a")).ok());
+    ASSERT_TRUE(agg->Add(MakeChunk("stays.md", 0, "old", "a")).ok());
+    ASSERT_TRUE(agg->Add(MakeChunk("moves-too.md", 0, "gone", "b")).ok());
+    ASSERT_TRUE(agg->Add(MakeChunk("kept.md", 0, "touched", "c")).ok());
+    ASSERT_TRUE(agg->Add(MakeChunk("moves-3.md", 0, "touched", "c")).ok());
+    ASSERT_TRUE(agg->Finish().ok());
+  }
+  const std::string untouched_a = out_ + "/old/a.json";
+  {
+    auto agg = MustOpen(Options());
+    ASSERT_NE(agg, nullptr);
+    ASSERT_TRUE(agg->Add(MakeChunk("moves.md", 0, "new", "x")).ok());
+    ASSERT_TRUE(agg->Add(MakeChunk("moves-too.md", 0, "new", "x")).ok());
+    ASSERT_TRUE(agg->Add(MakeChunk("moves-3.md", 0, "new", "x")).ok());
+    ASSERT_TRUE(agg->Add(MakeChunk("new.md", 0, "touched", "c")).ok());  // touches touched/c
+    ASSERT_TRUE(agg->Finish().ok());
+  }
+  // Untouched, other sources left: rewritten without the moved one.
+  EXPECT_EQ(MustParse(untouched_a).sources, (std::vector<std::string>{"stays.md"}));
+  // Untouched and emptied: removed, with its folder.
+  EXPECT_FALSE(fs::exists(out_ + "/gone"));
+  // Touched this run: the moved source's imported rows are not written.
+  EXPECT_EQ(MustParse(out_ + "/touched/c.json").sources,
+            (std::vector<std::string>{"kept.md", "new.md"}));
+  EXPECT_EQ(MustParse(out_ + "/new/x.json").sources,
+            (std::vector<std::string>{"moves-3.md", "moves-too.md", "moves.md"}));
+
+  // The same tree as one fresh run of the current chunks.
+  const std::string fresh_out = (dir_ / "fresh").string();
+  {
+    AggregatorOptions o = Options();
+    o.out_dir = fresh_out;
+    auto agg = MustOpen(o);
+    ASSERT_NE(agg, nullptr);
+    for (const auto& [src, d, c] : std::vector<std::tuple<std::string, std::string, std::string>>{
+             {"stays.md", "old", "a"},
+             {"kept.md", "touched", "c"},
+             {"new.md", "touched", "c"},
+             {"moves.md", "new", "x"},
+             {"moves-too.md", "new", "x"},
+             {"moves-3.md", "new", "x"}}) {
+      ASSERT_TRUE(agg->Add(MakeChunk(src, 0, d, c)).ok());
+    }
+    ASSERT_TRUE(agg->Finish().ok());
+  }
+  for (const char* group : {"/old/a.json", "/touched/c.json", "/new/x.json"}) {
+    EXPECT_EQ(ReadFile(out_ + group), ReadFile(fresh_out + group)) << group;
+  }
 }
 
 TEST_F(AggregatorTest, CorruptExistingFileIsAClearError) {
