@@ -241,6 +241,13 @@ RunResult Ingest(const IngestOptions& o) {
   return r;
 }
 
+// Ingests and stops the test with the run's error when it fails.
+#define ASSERT_INGESTS(options)                                                    \
+  do {                                                                             \
+    const RunResult ingested = Ingest(options);                                    \
+    ASSERT_TRUE(ingested.report.status.ok()) << ingested.report.status.ToString(); \
+  } while (false)
+
 TEST_P(ResumeTest, UnchangedRerunReadsAndEmbedsNothing) {
   MakeCorpus(dir_);
   RunResult first = Ingest(Options());
@@ -267,7 +274,7 @@ TEST_P(ResumeTest, UnchangedRerunReadsAndEmbedsNothing) {
 
 TEST_P(ResumeTest, EditedFileEmbedsOnlyNewChunksAndDropsStaleOnes) {
   MakeCorpus(dir_);
-  ASSERT_TRUE(Ingest(Options()).report.status.ok());
+  ASSERT_INGESTS(Options());
   // Replace the last three paragraphs of b.txt: its first chunks keep their text.
   WriteFile(dir_ / "corpus/manuals/b.txt", Paragraphs(3, "valve") + Paragraphs(2, "gasket", 10));
 
@@ -285,7 +292,7 @@ TEST_P(ResumeTest, EditedFileEmbedsOnlyNewChunksAndDropsStaleOnes) {
   EXPECT_LE(edit.requests, misses);
 
   // The same store as a fresh ingest of the edited corpus.
-  ASSERT_TRUE(Ingest(Options("fresh", "fresh-out")).report.status.ok());
+  ASSERT_INGESTS(Options("fresh", "fresh-out"));
   EXPECT_EQ(Dump(), Dump("fresh"));
   EXPECT_TRUE(VerifyStore().empty());
   // The aggregate file of the edited source's group matches the fresh one too.
@@ -295,7 +302,7 @@ TEST_P(ResumeTest, EditedFileEmbedsOnlyNewChunksAndDropsStaleOnes) {
 
 TEST_P(ResumeTest, IdenticalTextIsEmbeddedOnceAcrossSources) {
   MakeCorpus(dir_);
-  ASSERT_TRUE(Ingest(Options()).report.status.ok());
+  ASSERT_INGESTS(Options());
   // A copy of a.md under another name: same texts, new chunk ids, no requests.
   WriteFile(dir_ / "corpus/manuals/a-copy.md", ReadFile(dir_ / "corpus/manuals/a.md"));
   RunResult r = Ingest(Options());
@@ -342,7 +349,7 @@ TEST_P(ResumeTest, RepeatedTextInOneRunIsEmbeddedOnce) {
 
 TEST_P(ResumeTest, NoCacheEmbedsAgain) {
   MakeCorpus(dir_);
-  ASSERT_TRUE(Ingest(Options()).report.status.ok());
+  ASSERT_INGESTS(Options());
   IngestOptions o = Options();
   o.skip_unchanged = false;
   o.embedding_cache = false;
@@ -355,7 +362,7 @@ TEST_P(ResumeTest, NoCacheEmbedsAgain) {
 
 TEST_P(ResumeTest, TouchedButUnchangedFileIsNotReparsed) {
   MakeCorpus(dir_);
-  ASSERT_TRUE(Ingest(Options()).report.status.ok());
+  ASSERT_INGESTS(Options());
   namespace fs = std::filesystem;
   fs::last_write_time(dir_ / "corpus/notes/c.md",
                       fs::last_write_time(dir_ / "corpus/notes/c.md") + std::chrono::hours(1));
@@ -373,7 +380,7 @@ TEST_P(ResumeTest, TouchedButUnchangedFileIsNotReparsed) {
 
 TEST_P(ResumeTest, CleanupModesForDeletedFiles) {
   MakeCorpus(dir_);
-  ASSERT_TRUE(Ingest(Options()).report.status.ok());
+  ASSERT_INGESTS(Options());
   const uint64_t all = StoredChunks();
   const uint64_t c_chunks = backend_->ChunkIdsForSource("store", "notes/c.md").size();
   ASSERT_GT(c_chunks, 0u);
@@ -403,7 +410,7 @@ TEST_P(ResumeTest, CleanupFullNeverDeletesOutsideTheGivenRoots) {
   WriteFile(dir_ / "other/x.md", "# Other\n\n" + Paragraphs(2, "other"));
   IngestOptions o = Options();
   o.inputs = {dir_ / "corpus", dir_ / "other"};
-  ASSERT_TRUE(Ingest(o).report.status.ok());
+  ASSERT_INGESTS(o);
   const uint64_t all = StoredChunks();
   // Ingest only corpus/ with --cleanup full: other/x.md is not under it.
   IngestOptions only = Options();
@@ -434,7 +441,7 @@ TEST_P(ResumeTest, SameRelativePathUnderTwoRootsIsFingerprintedOnce) {
 
 TEST_P(ResumeTest, CleanupNoneKeepsStaleChunks) {
   MakeCorpus(dir_);
-  ASSERT_TRUE(Ingest(Options()).report.status.ok());
+  ASSERT_INGESTS(Options());
   const uint64_t all = StoredChunks();
   WriteFile(dir_ / "corpus/manuals/b.txt", Paragraphs(2, "rewritten"));
   IngestOptions o = Options();
@@ -474,7 +481,7 @@ TEST_P(ResumeTest, StoppedRunResumesToTheSameStore) {
   RunResult resumed = Ingest(o);
   ASSERT_TRUE(resumed.report.status.ok()) << resumed.report.status.ToString();
   EXPECT_GT(resumed.report.sources_unchanged, 0u);
-  ASSERT_TRUE(Ingest(Options("fresh", "fresh-out")).report.status.ok());
+  ASSERT_INGESTS(Options("fresh", "fresh-out"));
   EXPECT_EQ(Dump(), Dump("fresh"));
   EXPECT_EQ(ReadFile(dir_ / "out/bulk/general.json"),
             ReadFile(dir_ / "fresh-out/bulk/general.json"));
@@ -483,7 +490,7 @@ TEST_P(ResumeTest, StoppedRunResumesToTheSameStore) {
 
 TEST_P(ResumeTest, CrashedRunsAggregateIsCompletedFromTheStore) {
   MakeCorpus(dir_);
-  ASSERT_TRUE(Ingest(Options()).report.status.ok());
+  ASSERT_INGESTS(Options());
   const std::string complete = ReadFile(dir_ / "out/manuals/general.json");
   // As if a run had stored and fingerprinted everything, then died before
   // its aggregate rewrite: the group file is gone and the marker is there.
@@ -534,7 +541,7 @@ TEST_P(ResumeTest, OversizeChunksSplitOrTruncatedStillCompleteTheirFiles) {
 
 TEST_P(ResumeTest, VerifyReportsMissingOrphanAndMiscountedChunks) {
   MakeCorpus(dir_);
-  ASSERT_TRUE(Ingest(Options()).report.status.ok());
+  ASSERT_INGESTS(Options());
   ASSERT_TRUE(VerifyStore().empty());
   // A missing chunk, an orphan (no source row) and a wrong-dimension vector.
   backend_->Corrupt("store");

@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -39,9 +40,16 @@ inline bool ServicesRequired() {
     GTEST_SKIP() << env " not set; run under scripts/test-services.sh";    \
   }
 
+// Unique across processes and runs against one cluster: tests leave their
+// tables behind, and pids repeat (pid_max is 32768 here), so a random part
+// keeps a later process from finding an earlier one's rows.
 inline std::string UniqueTable(const std::string& base) {
   static std::atomic<int> counter{0};
-  return base + "_" + std::to_string(getpid()) + "_" + std::to_string(++counter);
+  static const std::string run = [] {
+    std::random_device entropy;
+    return Hex64((uint64_t{entropy()} << 32) ^ entropy()).substr(0, 8);
+  }();
+  return base + "_" + std::to_string(getpid()) + "_" + run + "_" + std::to_string(++counter);
 }
 
 // A deterministic vector for `seed` (values in [-1, 1)).

@@ -546,13 +546,25 @@ TEST_P(PostgresResumeTest, OpeningMigratesChunkIdListsToFileIds) {
 class PostgresOnlyResumeTest : public PostgresResumeTest {};
 
 TEST_P(PostgresOnlyResumeTest, LostConnectionsAreReplayed) {
-  auto store = Open(1, "test-model:8");
-  ASSERT_TRUE(store);
+  // The store's connections get an application_name of this test's own, so
+  // terminating them leaves every other test's connections alone (tests run
+  // in parallel against one cluster).
+  const std::string app = "sluice_lost_" + table_;
+  StoreOptions o;
+  o.table = table_;
+  o.embedding_cache_namespace = "test-model:8";
+  o.reconnect_timeout_s = 10;
+  o.run_id = 1;
+  const char* joiner = dsn_.find('?') == std::string::npos ? "?" : "&";
+  auto opened = OpenPostgresStore(dsn_ + joiner + "application_name=" + app, o);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  auto store = std::move(*opened);
   const auto chunks = FileChunks("doc.md", 0, 4);
   Write(*store, chunks);
   const std::string kill_ours =
-      "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = "
-      "'sluice' AND pid <> pg_backend_pid()";
+      "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '" +
+      app + "'";
+  ASSERT_EQ(raw_->Scalar(kill_ours), "1");  // the pool's one connection in use so far
   raw_->Scalar(kill_ours);
   auto deleted = Commit(*store, {Manifest("doc.md", 4, 1)});
   ASSERT_TRUE(deleted.ok()) << deleted.status().ToString();
