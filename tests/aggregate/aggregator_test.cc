@@ -58,6 +58,26 @@ class AggregatorTest : public ::testing::Test {
     return agg.ok() ? std::move(agg).value() : nullptr;
   }
 
+  // manuals/pumps.json as a person or another tool might format it (not one
+  // chunk per line): chunks b.md#0 ("old b", page 7) and a.md#0 ("old a",
+  // page 9).
+  void WriteHandFormattedGroupFile() {
+    fs::create_directories(out_ + "/manuals");
+    std::ofstream(out_ + "/manuals/pumps.json") << R"({
+  "domain": "manuals",
+  "category": "pumps",
+  "chunks": [
+    {"id": "b.md#0", "source_id": "b.md", "ordinal": 0,
+     "text": "old b", "metadata": {"page_start": 7}},
+    {
+      "id": "a.md#0", "source_id": "a.md", "ordinal": 0,
+      "text": "old a", "metadata": {"page_start": 9}
+    }
+  ]
+}
+)";
+  }
+
   static EmbeddedChunk MakeChunk(const std::string& source, uint32_t ordinal,
                                  const std::string& domain = "manuals",
                                  const std::string& category = "pumps") {
@@ -683,20 +703,7 @@ TEST_F(AggregatorTest, LargeExistingFileIsImportedOneLineAtATime) {
 
 TEST_F(AggregatorTest, ExistingFileInAnotherLayoutIsMergedWhole) {
   // Hand-edited or re-formatted: not one chunk per line.
-  fs::create_directories(out_ + "/manuals");
-  std::ofstream(out_ + "/manuals/pumps.json") << R"({
-  "domain": "manuals",
-  "category": "pumps",
-  "chunks": [
-    {"id": "b.md#0", "source_id": "b.md", "ordinal": 0,
-     "text": "old b", "metadata": {"page_start": 7}},
-    {
-      "id": "a.md#0", "source_id": "a.md", "ordinal": 0,
-      "text": "old a", "metadata": {"page_start": 9}
-    }
-  ]
-}
-)";
+  WriteHandFormattedGroupFile();
   auto agg = MustOpen(Options());
   ASSERT_NE(agg, nullptr);
   EmbeddedChunk b = MakeChunk("b.md", 0);
@@ -940,20 +947,7 @@ TEST_F(AggregatorTest, RetainReadsOnlyTheFirstLineOfAFileWhoseSourcesAllStay) {
 }
 
 TEST_F(AggregatorTest, RetainRewritesAFileInAnotherLayoutAndSkipsForeignJson) {
-  fs::create_directories(out_ + "/manuals");
-  std::ofstream(out_ + "/manuals/pumps.json") << R"({
-  "domain": "manuals",
-  "category": "pumps",
-  "chunks": [
-    {"id": "b.md#0", "source_id": "b.md", "ordinal": 0,
-     "text": "old b", "metadata": {"page_start": 7}},
-    {
-      "id": "a.md#0", "source_id": "a.md", "ordinal": 0,
-      "text": "old a", "metadata": {"page_start": 9}
-    }
-  ]
-}
-)";
+  WriteHandFormattedGroupFile();
   fs::create_directories(out_ + "/foreign");
   const std::string foreign = R"({"not": "an aggregate"})";
   std::ofstream(out_ + "/foreign/data.json") << foreign;
