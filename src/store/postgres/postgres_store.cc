@@ -172,6 +172,22 @@ PgResult ExecDrain(PGconn* c, const std::string& sql) {
   return first;
 }
 
+// PQexecParams with every parameter in binary format (arrays from
+// pg_binary; a text value's binary form is its bytes). Results in
+// `result_format` (0 text, 1 binary).
+PgResult ExecParams(PGconn* pg, const std::string& sql, std::span<const std::string> params,
+                    int result_format) {
+  std::vector<const char*> values;
+  std::vector<int> lengths;
+  for (const std::string& p : params) {
+    values.push_back(p.data());
+    lengths.push_back(static_cast<int>(p.size()));
+  }
+  const std::vector<int> binary(params.size(), 1);
+  return PgResult(PQexecParams(pg, sql.c_str(), static_cast<int>(params.size()), nullptr,
+                               values.data(), lengths.data(), binary.data(), result_format));
+}
+
 bool ResultOk(const PGresult* r) {
   if (!r) return false;
   const auto st = PQresultStatus(r);
@@ -267,7 +283,7 @@ class PostgresStore final : public Store {
   // GROUP BY source_id", recounts their sources and commits; adds the number
   // deleted to `deleted`.
   PgError DeleteAndCommit(PgConn& c, const std::string& sql, std::span<const std::string> params,
-                          std::span<const int> formats, uint64_t& deleted);
+                          uint64_t& deleted);
   PgError PutCache(PgConn& c, std::span<const EmbeddedChunk> batch, std::span<const size_t> rows);
   // The batch's embedding-cache rows and sources rows, then COMMIT.
   PgError FinishBatch(PgConn& c, std::span<const EmbeddedChunk> batch,
@@ -1298,11 +1314,8 @@ Result<std::vector<SearchHit>> PostgresStore::SearchVector(PgConn& c, std::span<
       "SELECT id, source_id, ordinal, text, domain, category, metadata::text, "
       "1 - (embedding <=> $1::vector) FROM " +
       q_chunks_ + " ORDER BY embedding <=> $1::vector LIMIT " + std::to_string(k);
-  const std::string param = pg::EncodeVectorBinary(query);
-  const char* values[1] = {param.data()};
-  const int lengths[1] = {static_cast<int>(param.size())};
-  const int formats[1] = {1};
-  PgResult r(PQexecParams(c.pg, sql.c_str(), 1, nullptr, values, lengths, formats, 0));
+  const std::string params[1] = {pg::EncodeVectorBinary(query)};
+  PgResult r = ExecParams(c.pg, sql, params, 0);
   if (!ResultOk(r.get())) return Fail(Classify(c.pg, r.get()), "search");
   std::vector<SearchHit> hits;
   for (int i = 0; i < PQntuples(r.get()); ++i) {
@@ -1449,22 +1462,6 @@ std::vector<float> FloatsFromLE(std::string_view bytes) {
 
 std::string_view Value(const PGresult* r, int row, int col) {
   return {PQgetvalue(r, row, col), static_cast<size_t>(PQgetlength(r, row, col))};
-}
-
-// PQexecParams with every parameter given as bytes; `formats` 1 = binary
-// (empty: all text). Results in `result_format` (0 text, 1 binary).
-PgResult ExecParams(PGconn* pg, const std::string& sql, std::span<const std::string> params,
-                    std::span<const int> formats, int result_format) {
-  std::vector<const char*> values;
-  std::vector<int> lengths;
-  for (const std::string& p : params) {
-    values.push_back(p.data());
-    lengths.push_back(static_cast<int>(p.size()));
-  }
-  std::vector<int> fmts(params.size(), 0);
-  for (size_t i = 0; i < formats.size() && i < fmts.size(); ++i) fmts[i] = formats[i];
-  return PgResult(PQexecParams(pg, sql.c_str(), static_cast<int>(params.size()), nullptr,
-                               values.data(), lengths.data(), fmts.data(), result_format));
 }
 
 // The chunks of the file `file` (an SQL expression) in the chunks table
@@ -1680,7 +1677,7 @@ Result<std::vector<std::string>> PostgresStore::FileChunkIds(const std::string& 
     PgResult r = ExecParams(c.pg,
                             "SELECT id FROM " + q_chunks_ + " WHERE " + FileChunksWhere("$1") +
                                 " ORDER BY source_id COLLATE \"C\", ordinal, id COLLATE \"C\"",
-                            params, {}, 0);
+                            params, 0);
     if (!ResultOk(r.get())) return Classify(c.pg, r.get());
     for (int i = 0; i < PQntuples(r.get()); ++i) ids.emplace_back(Value(r.get(), i, 0));
     return {};
@@ -1692,7 +1689,6 @@ Result<std::vector<std::string>> PostgresStore::FileChunkIds(const std::string& 
 PgError PostgresStore::RecountSources(PgConn& c, const std::vector<std::string>& source_ids) {
   if (source_ids.empty()) return {};
   const std::string params[1] = {pg::EncodeBytesArrayBinary(source_ids)};
-  const int formats[1] = {1};
   PgResult r =
       ExecParams(c.pg,
                  "WITH counted AS (SELECT s.source_id, (SELECT count(*) FROM " + q_chunks_ +
@@ -1706,15 +1702,14 @@ PgError PostgresStore::RecountSources(PgConn& c, const std::vector<std::string>&
                      " s SET chunk_count = k.n, updated_at = now() FROM counted k "
                      "WHERE s.source_id = k.source_id AND k.n > 0 AND s.chunk_count <> k.n) "
                      "SELECT count(*) FROM counted",
-                 params, formats, 0);
+                 params, 0);
   if (!ResultOk(r.get())) return Classify(c.pg, r.get());
   return {};
 }
 
 PgError PostgresStore::DeleteAndCommit(PgConn& c, const std::string& sql,
-                                       std::span<const std::string> params,
-                                       std::span<const int> formats, uint64_t& deleted) {
-  PgResult r = ExecParams(c.pg, sql, params, formats, 0);
+                                       std::span<const std::string> params, uint64_t& deleted) {
+  PgResult r = ExecParams(c.pg, sql, params, 0);
   if (!ResultOk(r.get())) return Classify(c.pg, r.get());
   std::vector<std::string> touched;
   for (int i = 0; i < PQntuples(r.get()); ++i) {
@@ -1757,7 +1752,6 @@ Result<uint64_t> PostgresStore::CommitSources(std::span<const SourceManifest> co
       pg::EncodeInt8ArrayBinary(sizes),     pg::EncodeInt8ArrayBinary(mtimes),
       pg::EncodeBytesArrayBinary(hashes),   pg::EncodeBytesArrayBinary(modes),
       pg::EncodeInt8ArrayBinary(produced),  pg::EncodeInt8ArrayBinary(run_ids)};
-  const int formats[8] = {1, 1, 1, 1, 1, 1, 1, 1};
 
   uint64_t deleted = 0;
   Status s = Retrying("commit sources", [&](PgConn& c) -> PgError {
@@ -1814,7 +1808,7 @@ Result<uint64_t> PostgresStore::CommitSources(std::span<const SourceManifest> co
            q_run_ + " r USING m WHERE r.file_id = m.file_id) ";
     sql += *has_chunks ? "SELECT source_id, count(*) FROM del GROUP BY source_id"
                        : "SELECT NULL::text, 0";
-    return DeleteAndCommit(c, sql, params, formats, deleted);
+    return DeleteAndCommit(c, sql, params, deleted);
   });
   if (!s.ok()) return s;
   return deleted;
@@ -1851,8 +1845,7 @@ Result<uint64_t> PostgresStore::DeleteSources(std::span<const std::string> file_
       sql += " SELECT NULL::text, 0";
     }
     const std::string params[1] = {pg::EncodeBytesArrayBinary(sorted)};
-    const int formats[1] = {1};
-    return DeleteAndCommit(c, sql, params, formats, deleted);
+    return DeleteAndCommit(c, sql, params, deleted);
   });
   if (!s.ok()) return s;
   return deleted;
@@ -1884,12 +1877,11 @@ PgError PostgresStore::PutCache(PgConn& c, std::span<const EmbeddedChunk> batch,
   const std::string params[3] = {pg::EncodeBytesArrayBinary(keys),
                                  pg::EncodeBytesArrayBinary(models),
                                  pg::EncodeBytesArrayBinary(vectors, pg::kByteaOid)};
-  const int formats[3] = {1, 1, 1};
   PgResult r = ExecParams(c.pg,
                           "INSERT INTO " + q_cache_ +
                               " (key, model, embedding) SELECT * FROM unnest($1::text[], "
                               "$2::text[], $3::bytea[]) ON CONFLICT (key) DO NOTHING",
-                          params, formats, 0);
+                          params, 0);
   if (!ResultOk(r.get())) return Classify(c.pg, r.get());
   return {};
 }
@@ -1916,13 +1908,12 @@ PgError PostgresStore::PutRunRecords(PgConn& c, std::span<const EmbeddedChunk> b
   }
   const std::string params[2] = {pg::EncodeBytesArrayBinary(files),
                                  pg::EncodeBytesArrayBinary(ids)};
-  const int formats[2] = {1, 1};
   PgResult r =
       ExecParams(c.pg,
                  "INSERT INTO " + q_run_ + " (file_id, run_id, chunk_id) SELECT u.f, " +
                      std::to_string(static_cast<int64_t>(options_.run_id)) +
                      ", u.c FROM unnest($1::text[], $2::text[]) AS u(f, c) ON CONFLICT DO NOTHING",
-                 params, formats, 0);
+                 params, 0);
   if (!ResultOk(r.get())) return Classify(c.pg, r.get());
   return {};
 }
@@ -1948,13 +1939,12 @@ Status PostgresStore::LookupEmbeddings(std::string_view cache_namespace,
     it->second.push_back(i);
   }
   const std::string params[1] = {pg::EncodeBytesArrayBinary(keys)};
-  const int formats[1] = {1};
   // One statement, no transaction of its own: on PGlite it may run inside
   // the writer's transaction (one shared backend), which it must not end.
   return Retrying("embedding cache lookup", [&](PgConn& c) -> PgError {
     PgResult r = ExecParams(
         c.pg, "SELECT key, model, embedding FROM " + q_cache_ + " WHERE key = ANY($1::text[])",
-        params, formats, 1);
+        params, 1);
     if (!ResultOk(r.get())) return Classify(c.pg, r.get());
     for (int row = 0; row < PQntuples(r.get()); ++row) {
       auto it = where.find(std::string(Value(r.get(), row, 0)));
@@ -1982,13 +1972,12 @@ Result<std::vector<EmbeddedChunk>> PostgresStore::ReadChunks(
     for (size_t at = 0; at < chunk_ids.size(); at += kSlice) {
       const auto slice = chunk_ids.subspan(at, std::min(kSlice, chunk_ids.size() - at));
       const std::string params[1] = {pg::EncodeBytesArrayBinary(slice)};
-      const int formats[1] = {1};
       PgResult r =
           ExecParams(c.pg,
                      "SELECT id, source_id, ordinal, byte_begin, byte_end, text, domain, "
                      "category, metadata::text, model, embedding, token_estimate, file_id FROM " +
                          q_chunks_ + " WHERE id = ANY($1::text[])",
-                     params, formats, 1);
+                     params, 1);
       if (!ResultOk(r.get())) return Classify(c.pg, r.get());
       for (int row = 0; row < PQntuples(r.get()); ++row) {
         EmbeddedChunk e;
