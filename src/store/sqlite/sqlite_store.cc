@@ -1061,9 +1061,7 @@ Result<uint64_t> SqliteStore::CommitSources(std::span<const SourceManifest> comp
       {&forget, fmt::format("DELETE FROM {} WHERE file_id = ?1", Quote(run_table_))},
   };
   for (const auto& [stmt, sql] : sqls) {
-    const int rc =
-        sqlite3_prepare_v2(db_, sql.c_str(), static_cast<int>(sql.size()), stmt->out(), nullptr);
-    if (rc != SQLITE_OK) return ErrorStatus(rc, "commit sources");
+    if (Status s = Prepare(sql, stmt->out()); !s.ok()) return s.WithContext("commit sources");
   }
   if (Status s = Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
   const auto fail = [&](Status s) -> Result<uint64_t> {
@@ -1155,9 +1153,7 @@ Result<uint64_t> SqliteStore::DeleteSources(std::span<const std::string> file_id
       {&forget, fmt::format("DELETE FROM {} WHERE file_id = ?1", Quote(run_table_))},
   };
   for (const auto& [stmt, sql] : sqls) {
-    const int rc =
-        sqlite3_prepare_v2(db_, sql.c_str(), static_cast<int>(sql.size()), stmt->out(), nullptr);
-    if (rc != SQLITE_OK) return ErrorStatus(rc, "delete sources");
+    if (Status s = Prepare(sql, stmt->out()); !s.ok()) return s.WithContext("delete sources");
   }
   if (Status s = Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
   const auto fail = [&](Status s) -> Result<uint64_t> {
