@@ -38,6 +38,10 @@ struct MockApiOptions {
   double fault_reset_rate = 0;       // fraction whose connection is reset without a response
   double fault_malformed_rate = 0;   // fraction answered 200 with a malformed JSON body
   double fault_wrong_dims_rate = 0;  // fraction answered 200 with vectors of the wrong length
+  // The first N embeddings requests are answered 429 (Retry-After, retry-after-ms:
+  // 250 ms) as if another client on the same key had spent the request budget.
+  // Deterministic, unlike racing a real competitor for the bucket.
+  uint64_t fault_429_first = 0;
   int max_inputs = 2048;
   int max_tokens_per_request = 300000;
   int max_tokens_per_input = 8191;

@@ -62,6 +62,10 @@ void AddMockApiFlags(CLI::App& app, MockApiOptions& options) {
               "Fraction of requests answered 200 with a truncated JSON body");
   AddRateFlag(app, "--fail-wrong-dims", options.fault_wrong_dims_rate,
               "Fraction of requests answered 200 with vectors one component too long");
+  app.add_option("--fail-429-first", options.fault_429_first,
+                 "Answer the first N requests 429 (Retry-After 250 ms), as if another client had "
+                 "spent the key's request budget")
+      ->capture_default_str();
   app.add_option("--max-inputs", options.max_inputs, "Most inputs in one request (else 400)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();

@@ -379,6 +379,7 @@ class MockApiServerImpl final : public MockApiServer {
   RateLimiter limiter_;          // GUARDED_BY(mu_)
   uint64_t rng_state_;           // GUARDED_BY(mu_)
   uint64_t in_service_ = 0;      // GUARDED_BY(mu_)
+  uint64_t forced_429_left_ = 0;  // GUARDED_BY(mu_); options_.fault_429_first at start
   uint64_t deadline_seq_ = 0;    // GUARDED_BY(mu_)
   std::deque<Waiting> waiting_;  // GUARDED_BY(mu_)
   std::priority_queue<Deadline, std::vector<Deadline>, std::greater<>>
@@ -421,6 +422,7 @@ Status MockApiServerImpl::Init() {
     }
   }
   limiter_.SetLimits(options_.rpm, options_.tpm, SteadyClock::now());
+  forced_429_left_ = options_.fault_429_first;
 
   unsigned flags =
       MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_TURBO;
@@ -595,6 +597,12 @@ MHD_Result MockApiServerImpl::HandleEmbeddings(MHD_Connection* connection,
       return Send(connection, r);
     }
     decision = limiter_.Check(parsed.total_tokens, now);
+    if (forced_429_left_ > 0 && decision.verdict == RateLimitVerdict::kAdmitted) {
+      --forced_429_left_;  // another client on the key spent the request budget
+      decision.verdict = RateLimitVerdict::kRequestsExhausted;
+      decision.retry_after = std::chrono::milliseconds(250);
+      decision.snapshot.remaining_requests = 0;
+    }
     if (decision.verdict == RateLimitVerdict::kAdmitted) {
       if (capped && options_.over_capacity == OverCapacityPolicy::kQueue) {
         needs_slot = true;  // taken (or queued for) after suspending

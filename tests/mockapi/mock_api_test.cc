@@ -542,6 +542,20 @@ TEST_F(MockApiTest, Fault500) {
   EXPECT_EQ(server_->Stats().ok, 0u);
 }
 
+TEST_F(MockApiTest, Fault429FirstAnswersExactlyTheFirstRequests429) {
+  MockApiOptions options;
+  options.fault_429_first = 2;
+  StartServer(options);
+  for (int i = 0; i < 2; ++i) {
+    HttpResult r = client_.Post(url_, Json({"a"}));
+    EXPECT_EQ(r.status, 429);
+    EXPECT_NE(r.body.find("rate_limit_exceeded"), std::string::npos) << r.body;
+  }
+  EXPECT_EQ(client_.Post(url_, Json({"a"})).status, 200);
+  EXPECT_EQ(server_->Stats().rate_limited, 2u);
+  EXPECT_EQ(server_->Stats().ok, 1u);
+}
+
 TEST_F(MockApiTest, FaultResetClosesWithoutResponse) {
   MockApiOptions options;
   options.fault_reset_rate = 1.0;
