@@ -43,7 +43,11 @@ class BoundedQueue {
   bool Push(T&& item) {
     const size_t bytes = ItemBytes(item);
     std::unique_lock lock(mu_);
-    not_full_.wait(lock, [&] { return state_ != QueueState::kOpen || HasRoom(bytes); });
+    if (state_ == QueueState::kOpen && !HasRoom(bytes)) {
+      ++blocked_producers_;
+      not_full_.wait(lock, [&] { return state_ != QueueState::kOpen || HasRoom(bytes); });
+      --blocked_producers_;
+    }
     if (state_ != QueueState::kOpen) return false;
     bytes_ += bytes;
     items_.emplace_back(std::move(item), bytes);
@@ -123,6 +127,13 @@ class BoundedQueue {
     return high_water_items_;
   }
   size_t CapacityItems() const { return capacity_items_; }
+  // Producers waiting inside Push() for room right now: lets a test (or a
+  // stage's metrics) see backpressure as a state instead of guessing it from
+  // elapsed time.
+  size_t BlockedProducers() const {
+    std::lock_guard lock(mu_);
+    return blocked_producers_;
+  }
 
  private:
   size_t ItemBytes(const T& item) const { return size_of_ ? size_of_(item) : 0; }
@@ -150,6 +161,7 @@ class BoundedQueue {
   std::deque<std::pair<T, size_t>> items_;
   size_t bytes_ = 0;
   size_t high_water_items_ = 0;
+  size_t blocked_producers_ = 0;
   QueueState state_ = QueueState::kOpen;
 };
 

@@ -374,14 +374,14 @@ class MockApiServerImpl final : public MockApiServer {
 
   mutable std::mutex mu_;
   std::condition_variable timer_cv_;
-  bool stopping_ = false;        // GUARDED_BY(mu_)
-  bool stopped_ = false;         // GUARDED_BY(mu_)
-  RateLimiter limiter_;          // GUARDED_BY(mu_)
-  uint64_t rng_state_;           // GUARDED_BY(mu_)
-  uint64_t in_service_ = 0;      // GUARDED_BY(mu_)
+  bool stopping_ = false;         // GUARDED_BY(mu_)
+  bool stopped_ = false;          // GUARDED_BY(mu_)
+  RateLimiter limiter_;           // GUARDED_BY(mu_)
+  uint64_t rng_state_;            // GUARDED_BY(mu_)
+  uint64_t in_service_ = 0;       // GUARDED_BY(mu_)
   uint64_t forced_429_left_ = 0;  // GUARDED_BY(mu_); options_.fault_429_first at start
-  uint64_t deadline_seq_ = 0;    // GUARDED_BY(mu_)
-  std::deque<Waiting> waiting_;  // GUARDED_BY(mu_)
+  uint64_t deadline_seq_ = 0;     // GUARDED_BY(mu_)
+  std::deque<Waiting> waiting_;   // GUARDED_BY(mu_)
   std::priority_queue<Deadline, std::vector<Deadline>, std::greater<>>
       deadlines_;  // GUARDED_BY(mu_)
 

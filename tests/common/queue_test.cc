@@ -12,6 +12,12 @@
 namespace sluice {
 namespace {
 
+// Waits (without a timed guess) until `count` producers are blocked in Push.
+template <class T>
+void WaitForBlockedProducers(const BoundedQueue<T>& q, size_t count) {
+  while (q.BlockedProducers() < count) std::this_thread::yield();
+}
+
 TEST(BoundedQueueTest, FifoAndClose) {
   BoundedQueue<int> q(4);
   EXPECT_TRUE(q.Push(1));
@@ -33,8 +39,8 @@ TEST(BoundedQueueTest, FullQueueBlocksProducerUntilConsumed) {
     q.Push(3);
     pushed = true;
   });
-  std::this_thread::sleep_for(std::chrono::milliseconds(30));
-  EXPECT_FALSE(pushed.load());  // backpressure: still blocked
+  WaitForBlockedProducers(q, 1);
+  EXPECT_FALSE(pushed.load());  // backpressure: blocked inside Push
   EXPECT_EQ(q.Pop(), 1);
   producer.join();
   EXPECT_TRUE(pushed.load());
@@ -49,7 +55,7 @@ TEST(BoundedQueueTest, ByteBoundBlocksButAdmitsOversizedItemWhenEmpty) {
     q.Push(std::string(5, 'y'));
     pushed = true;
   });
-  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  WaitForBlockedProducers(q, 1);
   EXPECT_FALSE(pushed.load());
   EXPECT_EQ(q.Pop()->size(), 25u);
   producer.join();
@@ -60,7 +66,7 @@ TEST(BoundedQueueTest, CancelWakesBlockedProducersAndConsumers) {
   BoundedQueue<int> q(1);
   ASSERT_TRUE(q.Push(1));
   std::thread producer([&] { EXPECT_FALSE(q.Push(2)); });
-  std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  WaitForBlockedProducers(q, 1);  // Cancel must wake a producer that is really waiting
   EXPECT_EQ(q.Cancel(), 1u);
   producer.join();
   EXPECT_EQ(q.Pop(), std::nullopt);

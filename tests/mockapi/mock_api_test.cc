@@ -690,7 +690,7 @@ TEST_F(MockApiTest, StopAnswersSuspendedRequests) {
   StartServer(options);
   std::vector<HttpResult> results;
   std::thread clients([&] { results = PostConcurrently(url_, Json({"a"}), 5); });
-  std::this_thread::sleep_for(milliseconds(300));
+  while (server_->Stats().requests < 5) std::this_thread::yield();  // all five are waiting
   const auto start = SteadyClock::now();
   server_->Stop();
   clients.join();

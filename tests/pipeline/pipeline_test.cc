@@ -5,9 +5,11 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <thread>
 
 #include "pipeline/dead_letter_file.h"
+#include "sluice/mock_api.h"
 #include "store/sqlite/sqlite_store.h"
 #include "testing/test_util.h"
 
@@ -161,19 +163,41 @@ TEST(PipelineTest, MalformedJsonlRecordsAreDeadLetteredAndTheRestStored) {
 
 TEST(PipelineTest, RequestStopEndsPromptlyAndReconciles) {
   TempDir dir;
-  for (int i = 0; i < 200; ++i) {
+  constexpr int kFiles = 200;
+  for (int i = 0; i < kFiles; ++i) {
     WriteFile(dir / ("corpus/bulk/f" + std::to_string(i) + ".txt"), Paragraphs(20, "bulk"));
   }
+  // A slow service (one 20 ms request at a time) makes the whole run take
+  // many seconds, so a stop that does nothing cannot pass: the run would
+  // complete every file.
+  MockApiOptions mock;
+  mock.dimensions = 16;
+  mock.base_latency = std::chrono::milliseconds(20);
+  auto server = MockApiServer::Start(mock);
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
   IngestOptions o = BaseOptions(dir);
+  o.embedder = EmbedderKind::kHttp;
+  o.http.endpoint = (*server)->BaseUrl();
+  o.http.model = "mock";
+  o.concurrency = 1;
+  o.embed.batch_size = 4;
   o.queue_capacity = 4;
   Pipeline pipeline(o);
+  std::atomic<bool> run_returned{false};
   std::thread stopper([&] {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    // Stop once the run is provably under way: a chunk has been stored.
+    while (Get(pipeline.metrics().chunks_stored) == 0 && !run_returned.load()) {
+      std::this_thread::yield();
+    }
     pipeline.RequestStop();
   });
   IngestReport report = pipeline.Run();
+  run_returned = true;
   stopper.join();
   EXPECT_TRUE(report.reconciled);
+  EXPECT_GT(Get(pipeline.metrics().chunks_stored), 0u);
+  EXPECT_LT(report.sources_completed, static_cast<uint64_t>(kFiles));  // it really stopped
+  EXPECT_LT((*server)->Stats().requests, 200u);
   EXPECT_EQ(StoredChunks(dir / "store.db"), Get(pipeline.metrics().chunks_stored));
 }
 

@@ -248,7 +248,17 @@ TEST(PostgresStoreTest, RaceOnANewIdFallsBackToTheUpsert) {
                             std::to_string(kDims) + "]))"));
   WriteResult w;
   std::thread writer([&] { w = store->Write(batch); });
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  // Commit only once the writer really waits on our row's lock (not after a
+  // guessed delay: on a loaded machine the writer may not have started yet).
+  RawPg watcher(dsn);
+  for (int i = 0; i < 60000; ++i) {
+    if (watcher.Scalar("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                       "AND query LIKE '%" +
+                       table + "%'") != "0") {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));  // polling a condition, bounded
+  }
   ASSERT_TRUE(other.Command("COMMIT"));
   writer.join();
   ASSERT_TRUE(w.status.ok()) << w.status.ToString();
