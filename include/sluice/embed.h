@@ -42,9 +42,15 @@ struct EmbedResponse {
   uint64_t request_id = 0;
   // OK, or why the request failed: kRateLimited (429), kUnavailable (5xx,
   // connection refused/reset), kTimeout, kPermissionDenied (401/403),
-  // kRejected (other 4xx), kCorrupt (malformed body, wrong count or dims).
+  // kNotFound (404/405: no such endpoint or model), kRejected (other 4xx),
+  // kCorrupt (malformed body, wrong count or dims), kInvalidArgument (a
+  // configuration the transport cannot use: bad URL, TLS certificate).
   Status status;
   int http_status = 0;                      // 0 when no response was received
+  // No connection to the service could be made (refused, DNS, TLS): the
+  // failure says nothing about the inputs, so the embed stage never
+  // dead-letters them for it (docs/ARCHITECTURE.md, "Errors and retries").
+  bool connect_failed = false;
   std::vector<std::vector<float>> vectors;  // one per input, in input order, when OK
   int64_t prompt_tokens = 0;                // usage.prompt_tokens, 0 if absent
   RateLimitInfo rate;

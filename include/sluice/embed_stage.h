@@ -4,7 +4,12 @@
 // retryable failures with capped exponential backoff and full jitter
 // (honouring Retry-After), bisects batches the service rejects as a whole to
 // isolate bad inputs, and pushes embedded chunks to its output queue.
-// Permanent failures and exhausted retries are dead-lettered with the reason.
+// Only failures that lie in the input are dead-lettered (a rejected input, or
+// retries exhausted on a batch while the service answers others). A failure
+// that says nothing about the input stops the run: a wrong key (401/403) or
+// endpoint (404/405) at once; an unreachable service (refused, DNS, TLS) or
+// one failing every request once retries are exhausted. Its chunks are then
+// abandoned (handed to the sink as kCancelled), never dead-lettered.
 //
 // Thread safety: Run() is called on one thread; RequestStop() from any.
 #pragma once
@@ -96,8 +101,9 @@ class EmbedStage {
 
   // Runs until `in` has ended and every chunk taken from it is either pushed
   // to `out` or dead-lettered. Returns non-OK only for a fatal error
-  // (e.g. 401/403, `out` cancelled) after which the caller stops the pipeline;
-  // chunks still held are then dead-lettered with kCancelled.
+  // (401/403, 404/405, an unreachable or failing service, `out` cancelled)
+  // after which the caller stops the pipeline; the failing batch and the
+  // chunks still held are then handed to the sink with kCancelled (abandoned).
   Status Run(BoundedQueue<Chunk>& in, BoundedQueue<EmbeddedChunk>& out);
 
   // Stop taking new chunks; finish in-flight requests; dead-letter nothing

@@ -86,6 +86,9 @@ struct EmbedStage::Impl {
     uint64_t bytes = 0;
     int attempts = 0;   // requests made for this batch so far
     bool fresh = true;  // never sent, not a bisected half
+    // Set at the first failed attempt, with the successful requests seen then.
+    bool failed = false;
+    uint64_t successes_at_first_failure = 0;
   };
   struct Sent {
     Batch batch;
@@ -151,6 +154,9 @@ struct EmbedStage::Impl {
   void DeadLetter(std::vector<Chunk>& chunks, size_t from, const Status& why);
   void DeadLetterUnsent(const Status& why);
   void DeadLetterEverything(const Status& why);
+  // Hands `chunks` back as abandoned (kCancelled): the run stops for `why`,
+  // a failure that says nothing about them, and the next run redoes them.
+  void Abandon(std::vector<Chunk>& chunks, const Status& why);
   Duration ComputeWait(TimePoint now, bool flush, bool input_open) const;
   void PublishGauges() {
     metrics.in_flight.store(static_cast<int64_t>(in_flight.size()), std::memory_order_relaxed);
@@ -184,6 +190,9 @@ struct EmbedStage::Impl {
   std::multimap<TimePoint, Batch> waiting;
   std::unordered_map<uint64_t, Sent> in_flight;
   uint64_t next_request_id = 1;
+  // Requests answered with vectors so far: a batch that keeps failing while
+  // this does not move is failing because the service is, not its inputs.
+  uint64_t successes_seen = 0;
 };
 
 void EmbedStage::Impl::Accept(Chunk&& chunk, TimePoint now) {
@@ -324,6 +333,10 @@ void EmbedStage::Impl::DeadLetter(std::vector<Chunk>& chunks, size_t from, const
   if (chunks.size() > from) Add(metrics.embedder.dead_lettered, chunks.size() - from);
 }
 
+void EmbedStage::Impl::Abandon(std::vector<Chunk>& chunks, const Status& why) {
+  DeadLetter(chunks, 0, Status::Cancelled("abandoned, the run stopped: " + why.ToString()));
+}
+
 void EmbedStage::Impl::DeadLetterUnsent(const Status& why) {
   for (Chunk& chunk : pending) dead_letters.ChunkFailed(chunk, why);
   Add(metrics.embedder.dead_lettered, pending.size());
@@ -362,6 +375,7 @@ RequestOutcome Classify(const EmbedResponse& response) {
     case StatusCode::kTimeout:
       return RequestOutcome::kBackpressure;
     case StatusCode::kPermissionDenied:
+    case StatusCode::kNotFound:
     case StatusCode::kRejected:
     case StatusCode::kInvalidArgument:
       return RequestOutcome::kPermanent;
@@ -420,6 +434,7 @@ Status EmbedStage::Impl::HandleResponse(EmbedResponse& response, BoundedQueue<Em
 
   if (status.ok()) {
     Add(metrics.requests_ok);
+    ++successes_seen;
     if (sizer) {
       const size_t before = sizer->SuggestedInputs();
       sizer->Observe(batch.chunks.size(), rtt);
@@ -453,9 +468,16 @@ Status EmbedStage::Impl::HandleResponse(EmbedResponse& response, BoundedQueue<Em
     Add(metrics.embedder.items_out, batch.chunks.size());
     return Status::OK();
   }
-  if (status.code() == StatusCode::kPermissionDenied) {
-    DeadLetter(batch.chunks, 0, status);
+  // A wrong key (401/403) or endpoint (404/405) fails every request alike:
+  // stop the run; the batch is abandoned, never dead-lettered, so its files
+  // are not fingerprinted and the corrected rerun redoes them.
+  if (status.code() == StatusCode::kPermissionDenied || status.code() == StatusCode::kNotFound) {
+    Abandon(batch.chunks, status);
     return status;
+  }
+  if (!batch.failed) {
+    batch.failed = true;
+    batch.successes_at_first_failure = successes_seen;
   }
   if (status.code() == StatusCode::kRejected && batch.chunks.size() > 1) {
     // The service refused the batch as a whole: send each half on its own until
@@ -486,10 +508,21 @@ Status EmbedStage::Impl::HandleResponse(EmbedResponse& response, BoundedQueue<Em
     waiting.emplace(now + delay, std::move(batch));
     return Status::OK();
   }
+  const bool retried = status.IsRetryable() || status.code() == StatusCode::kCorrupt;
   const Status final_status =
-      status.IsRetryable() || status.code() == StatusCode::kCorrupt
-          ? status.WithContext("gave up after " + std::to_string(batch.attempts) + " attempts")
-          : status;
+      retried ? status.WithContext("gave up after " + std::to_string(batch.attempts) + " attempts")
+              : status;
+  // Dead letters are for failures that lie in the input. One that follows
+  // this batch while the service answers other requests may (a 500 or a
+  // malformed answer for one text); one that comes with every request (no
+  // success since this batch first failed), or from a service that could not
+  // even be reached, says nothing about it: stop the run instead.
+  const bool service_failing =
+      response.connect_failed || (retried && successes_seen == batch.successes_at_first_failure);
+  if (service_failing) {
+    Abandon(batch.chunks, final_status);
+    return final_status;
+  }
   DeadLetter(batch.chunks, 0, final_status);
   return Status::OK();
 }

@@ -38,6 +38,18 @@ long ToMillisCeil(Duration d) {
   return static_cast<long>((d.count() + 999'999) / 1'000'000);
 }
 
+// The URL as it may appear in a message: without "user:password@" and
+// without the query string (Azure-style "?api-key=..." would be a secret).
+std::string UrlForMessages(std::string_view url) {
+  std::string out(url.substr(0, url.find_first_of("?#")));
+  const size_t scheme_end = out.find("://");
+  const size_t host_start = scheme_end == std::string::npos ? 0 : scheme_end + 3;
+  const size_t path_start = out.find('/', host_start);
+  const size_t at = out.rfind('@', path_start == std::string::npos ? out.size() : path_start);
+  if (at != std::string::npos && at >= host_start) out.erase(host_start, at + 1 - host_start);
+  return out;
+}
+
 bool MentionsEncoding(std::string_view message) {
   return message.find("encoding_format") != std::string_view::npos ||
          message.find("base64") != std::string_view::npos;
@@ -86,6 +98,7 @@ class HttpTransport final : public EmbeddingTransport {
     std::string endpoint = options.endpoint;
     while (!endpoint.empty() && endpoint.back() == '/') endpoint.pop_back();
     url_ = endpoint + "/embeddings";
+    url_for_messages_ = UrlForMessages(url_);
     https_ = url_.starts_with("https://");
   }
 
@@ -226,17 +239,46 @@ class HttpTransport final : public EmbeddingTransport {
   std::string ServiceMessage(const Transfer& t) const {
     if (auto message = ParseErrorMessage(t.response)) return Redact(*message);
     std::string excerpt = t.response.substr(0, kMaxBodyExcerpt);
+    // An HTML error page has line breaks; the message is one line of a log.
+    for (char& c : excerpt) {
+      if (c == '\n' || c == '\r' || c == '\t') c = ' ';
+    }
     return Redact(excerpt.empty() ? "(empty body)" : excerpt);
   }
 
-  Status TransportError(CURLcode code, const Transfer& t) const {
+  // Sets `response.connect_failed` when no connection to the service could
+  // be made: such a failure says nothing about the inputs (embed.h).
+  Status TransportError(CURLcode code, const Transfer& t, EmbedResponse& response) const {
     std::string detail = t.error[0] != '\0' ? t.error : curl_easy_strerror(code);
     detail = Redact(detail);
+    const std::string cannot_reach = "cannot reach the embedding service at " + url_for_messages_;
     switch (code) {
       case CURLE_OPERATION_TIMEDOUT:
         return Status::Timeout("embedding request timed out: " + detail);
       case CURLE_COULDNT_CONNECT:
-        return Status::Unavailable("connection refused: " + detail);
+        response.connect_failed = true;
+        return Status::Unavailable(cannot_reach + ": connection refused (" + detail +
+                                   "); check --endpoint and that the service is running");
+      case CURLE_COULDNT_RESOLVE_HOST:
+      case CURLE_COULDNT_RESOLVE_PROXY:
+        response.connect_failed = true;
+        return Status::Unavailable(cannot_reach + ": host name not resolved (" + detail +
+                                   "); check the host in --endpoint and DNS");
+      case CURLE_SSL_CONNECT_ERROR:
+        response.connect_failed = true;
+        return Status::Unavailable(cannot_reach + ": TLS handshake failed (" + detail + ")");
+      case CURLE_PEER_FAILED_VERIFICATION:
+      case CURLE_SSL_CERTPROBLEM:
+      case CURLE_SSL_CACERT_BADFILE:
+      case CURLE_SSL_CIPHER:
+      case CURLE_SSL_ENGINE_NOTFOUND:
+      case CURLE_SSL_ENGINE_SETFAILED:
+      case CURLE_UNSUPPORTED_PROTOCOL:
+      case CURLE_URL_MALFORMAT:
+        // Configuration, not weather: sending again cannot help.
+        response.connect_failed = true;
+        return Status::InvalidArgument(cannot_reach + ": " + detail +
+                                       "; check --endpoint and the TLS certificates");
       case CURLE_GOT_NOTHING:
         return Status::Unavailable("empty reply from server: " + detail);
       case CURLE_RECV_ERROR:
@@ -278,8 +320,16 @@ class HttpTransport final : public EmbeddingTransport {
       return Status::RateLimited(prefix + message);
     }
     if (http == 401 || http == 403) {
-      return Status::PermissionDenied(prefix + ServiceMessage(t) +
+      return Status::PermissionDenied("HTTP " + std::to_string(http) + " from " +
+                                      url_for_messages_ + ": " + ServiceMessage(t) +
                                       " (check the API key and its access to the model)");
+    }
+    if (http == 404 || http == 405) {
+      // The endpoint (or the model) does not exist there: no request can succeed.
+      return Status::NotFound("HTTP " + std::to_string(http) + " from " + url_for_messages_ + ": " +
+                              ServiceMessage(t) +
+                              " (check --endpoint: the API's base URL, e.g. "
+                              "https://api.openai.com/v1, and --model)");
     }
     if ((http == 400 || http == 422) && t.base64) {
       const std::string message = ServiceMessage(t);
@@ -322,7 +372,7 @@ class HttpTransport final : public EmbeddingTransport {
       response.rate = t->rate;
       if (result != CURLE_OK) {
         response.http_status = 0;
-        response.status = TransportError(result, *t);
+        response.status = TransportError(result, *t, response);
       } else {
         response.http_status = static_cast<int>(http);
         response.status = HttpOutcome(http, *t, response);
@@ -333,6 +383,7 @@ class HttpTransport final : public EmbeddingTransport {
 
   const HttpEmbedderOptions options_;
   std::string url_;
+  std::string url_for_messages_;  // url_ without credentials or query
   bool https_ = false;
   bool base64_ = true;
   int learned_dimensions_ = 0;

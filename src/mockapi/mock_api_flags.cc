@@ -66,6 +66,10 @@ void AddMockApiFlags(CLI::App& app, MockApiOptions& options) {
                  "Answer the first N requests 429 (Retry-After 250 ms), as if another client had "
                  "spent the key's request budget")
       ->capture_default_str();
+  app.add_option("--revoke-key-after", options.revoke_key_after,
+                 "Answer every request after the first N with 401, as if the key had been "
+                 "revoked mid-run (0: never)")
+      ->capture_default_str();
   app.add_option("--max-inputs", options.max_inputs, "Most inputs in one request (else 400)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();

@@ -546,7 +546,7 @@ MHD_Result MockApiServerImpl::Handle(MHD_Connection* connection, RequestContext*
 
 MHD_Result MockApiServerImpl::HandleEmbeddings(MHD_Connection* connection,
                                                RequestContext* request) {
-  requests_.fetch_add(1, std::memory_order_relaxed);
+  const uint64_t nth_request = requests_.fetch_add(1, std::memory_order_relaxed) + 1;
   // Stop waits for handlers in flight: one may be about to suspend.
   active_handlers_.fetch_add(1);
   struct Leave {
@@ -556,6 +556,11 @@ MHD_Result MockApiServerImpl::HandleEmbeddings(MHD_Connection* connection,
   if (request->body_too_large) {
     Reply r = ErrorReply(413, Outcome::kBadRequest,
                          fmt::format("Request body larger than {} bytes.", kMaxBodyBytes));
+    return Send(connection, r);
+  }
+  if (options_.revoke_key_after > 0 && nth_request > options_.revoke_key_after) {
+    Reply r = ErrorReply(401, Outcome::kUnauthorized, "Incorrect API key provided.",
+                         "invalid_request_error", "invalid_api_key");
     return Send(connection, r);
   }
   if (!options_.api_key.empty()) {

@@ -11,6 +11,8 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include <thread>
 
 #include "testing/test_util.h"
@@ -185,15 +187,54 @@ TEST(CliTest, IngestThroughMockApiProcessWithApiKeyFromEnvironment) {
   EXPECT_EQ(mock.Stop(), 0);
 }
 
-TEST(CliTest, UnreachableEndpointDeadLettersAndExitsThree) {
+// Issue 14 changed this test (it was UnreachableEndpointDeadLettersAndExitsThree,
+// expecting every chunk dead-lettered and exit 3): an endpoint nobody listens
+// on says nothing about the input, so the run retries, then fails (exit 1)
+// with one line naming the endpoint, dead-letters nothing and fingerprints nothing.
+TEST(CliTest, UnreachableEndpointFailsWithExitOneAndDeadLettersNothing) {
   TempDir dir;
   MakeCorpus(dir);
   const uint16_t closed = FreePort();
-  auto r = RunCommand(kSluice + " ingest " + (dir / "corpus") + " --endpoint http://127.0.0.1:" +
-                      std::to_string(closed) + "/v1 --max-attempts 2" + Common(dir));
-  EXPECT_EQ(r.exit_code, 3) << r.output;
-  EXPECT_NE(ReadFile(dir / "out/dead.jsonl").find("\"kind\":\"chunk\""), std::string::npos);
-  EXPECT_NE(ReadFile(dir / "report.json").find("\"reconciled\":true"), std::string::npos);
+  const std::string endpoint = "http://127.0.0.1:" + std::to_string(closed) + "/v1";
+  auto r = RunCommand(kSluice + " ingest " + (dir / "corpus") + " --endpoint " + endpoint +
+                      " --max-attempts 2" + Common(dir));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("cannot reach the embedding service at " + endpoint + "/embeddings"),
+            std::string::npos)
+      << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir / "out/dead.jsonl")) << ReadFile(dir / "out/dead.jsonl");
+  const std::string report = ReadFile(dir / "report.json");
+  EXPECT_NE(report.find("\"reconciled\":true"), std::string::npos) << report;
+  EXPECT_NE(report.find("\"chunks_dead_lettered\":0"), std::string::npos) << report;
+  EXPECT_NE(report.find("\"sources_completed\":0"), std::string::npos) << report;
+}
+
+// Issue 14's reproduction: --endpoint .../v2 answers 404 to every request.
+// The run fails at once (exit 1) and the corrected rerun (.../v1) stores
+// every chunk instead of reporting every file unchanged.
+TEST(CliTest, WrongEndpointPathFailsAndTheCorrectedRerunStoresEverything) {
+  TempDir dir;
+  MakeCorpus(dir);
+  MockApiProcess mock({"--dimensions", "16"});
+  std::string wrong = mock.url();
+  wrong.replace(wrong.size() - 3, 3, "/v2");
+  auto r = RunCommand("OPENAI_API_KEY=k " + kSluice + " ingest " + (dir / "corpus") +
+                      " --endpoint " + wrong + Common(dir));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("HTTP 404 from " + wrong + "/embeddings"), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir / "out/dead.jsonl")) << ReadFile(dir / "out/dead.jsonl");
+  std::string report = ReadFile(dir / "report.json");
+  EXPECT_NE(report.find("\"chunks_dead_lettered\":0"), std::string::npos) << report;
+  EXPECT_NE(report.find("\"sources_completed\":0"), std::string::npos) << report;
+
+  r = RunCommand("OPENAI_API_KEY=k " + kSluice + " ingest " + (dir / "corpus") + " --endpoint " +
+                 mock.url() + Common(dir));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  report = ReadFile(dir / "report.json");
+  EXPECT_NE(report.find("\"sources_unchanged\":0"), std::string::npos) << report;
+  EXPECT_NE(report.find("\"sources_completed\":2"), std::string::npos) << report;
+  EXPECT_NE(report.find("\"chunks_abandoned\":0"), std::string::npos) << report;
+  EXPECT_EQ(mock.Stop(), 0);
 }
 
 TEST(CliTest, SigintStopsGracefullyWithExit130) {

@@ -7,6 +7,7 @@
 #include <sqlite3.h>
 
 #include <atomic>
+#include <filesystem>
 #include <map>
 #include <set>
 #include <thread>
@@ -180,22 +181,153 @@ TEST(IngestE2ETest, WrongApiKeyStopsAtOnceWithoutLeakingTheKey) {
   EXPECT_EQ(Get(pipeline.metrics().chunks_stored), 0u);
 }
 
-TEST(IngestE2ETest, RefusedConnectionsEndInDeadLettersNotAHang) {
-  TempDir dir;
-  MakeCorpus(dir, 2);
+// Issue 14: a failure that says nothing about the input (401, 404, refused)
+// stops the run: nothing is dead-lettered, no file with an abandoned chunk is
+// fingerprinted, and a plain rerun with the corrected setting completes the
+// store. These helpers check both halves against a clean reference run.
+
+// Produced = stored + dead-lettered + abandoned, and nothing dead-lettered.
+void ExpectFailedWithoutDeadLetters(const Pipeline& pipeline, const IngestReport& report,
+                                    const TempDir& dir) {
+  const Metrics& m = pipeline.metrics();
+  EXPECT_TRUE(report.reconciled);
+  EXPECT_EQ(Get(m.chunks_produced),
+            Get(m.chunks_stored) + Get(m.chunks_dead_lettered) + report.chunks_abandoned);
+  EXPECT_EQ(Get(m.chunks_dead_lettered), 0u);
+  EXPECT_GT(report.chunks_abandoned, 0u);
+  EXPECT_TRUE(report.dead_letter_reasons.empty());
+  EXPECT_FALSE(std::filesystem::exists(dir / "out/dead-letter.jsonl"))
+      << ReadFile(dir / "out/dead-letter.jsonl");
+  // One clear line, no key.
+  EXPECT_EQ(report.status.message().find('\n'), std::string::npos) << report.status.message();
+  EXPECT_EQ(report.status.message().find("sk-test-secret-key"), std::string::npos);
+}
+
+// The rows a clean run of the same corpus stores (id -> text).
+std::map<std::string, std::string> ReferenceRows(const TempDir& dir) {
   MockApiOptions mock;
+  mock.api_key = "sk-test-secret-key";
   auto server = MockApiServer::Start(mock);
-  ASSERT_TRUE(server.ok());
+  EXPECT_TRUE(server.ok());
   IngestOptions o = HttpOptions(dir, **server);
-  (*server)->Stop();  // nothing listens on that port any more
-  o.http.api_key.clear();
+  o.store_uri = "sqlite:" + (dir / "reference.db");
+  o.aggregate.out_dir = dir / "reference-out";
+  o.dead_letter_path = dir / "reference-out/dead-letter.jsonl";
+  IngestReport report = Pipeline(o).Run();
+  EXPECT_TRUE(report.status.ok()) << report.status.ToString();
+  std::map<std::string, std::string> rows;
+  for (auto& [id, row] : ReadAllChunks(dir / "reference.db")) rows.emplace(id, row.text);
+  return rows;
+}
+
+// The rerun stores everything the failed run did not, and the store then
+// holds exactly the reference rows.
+void ExpectRerunCompletes(const IngestOptions& rerun_options, const IngestReport& failed,
+                          const TempDir& dir, int files) {
+  Pipeline rerun(rerun_options);
+  IngestReport report = rerun.Run();
+  ASSERT_TRUE(report.status.ok()) << report.status.ToString();
+  const Metrics& m = rerun.metrics();
+  EXPECT_TRUE(report.reconciled);
+  EXPECT_EQ(Get(m.chunks_dead_lettered), 0u);
+  EXPECT_EQ(report.chunks_abandoned, 0u);
+  // Only the files the failed run completed are skipped.
+  EXPECT_EQ(report.sources_unchanged, failed.sources_completed);
+  EXPECT_EQ(report.sources_unchanged + report.sources_completed, static_cast<uint64_t>(files));
+  std::map<std::string, std::string> stored;
+  for (auto& [id, row] : ReadAllChunks(dir / "store.db")) stored.emplace(id, row.text);
+  EXPECT_EQ(stored, ReferenceRows(dir));
+}
+
+// Issue 14 changed this test (it was RefusedConnectionsEndInDeadLettersNotAHang,
+// asserting every chunk dead-lettered "unavailable"): a refused connection
+// says nothing about the input, so the run is retried (bounded), then stops
+// with nothing dead-lettered and nothing fingerprinted, and a rerun completes.
+TEST(IngestE2ETest, RefusedConnectionsStopTheRunWithoutDeadLettersNotAHang) {
+  TempDir dir;
+  MakeCorpus(dir, 4);
+  MockApiOptions mock;
+  mock.api_key = "sk-test-secret-key";
+  auto down = MockApiServer::Start(mock);
+  ASSERT_TRUE(down.ok());
+  IngestOptions o = HttpOptions(dir, **down);
+  (*down)->Stop();  // nothing listens on that port any more
   o.embed.retry.max_attempts = 2;
   Pipeline pipeline(o);
   IngestReport report = pipeline.Run();
-  EXPECT_TRUE(report.reconciled);
+  EXPECT_EQ(report.status.code(), StatusCode::kUnavailable) << report.status.ToString();
+  EXPECT_NE(report.status.message().find("connection refused"), std::string::npos)
+      << report.status.message();
+  EXPECT_NE(report.status.message().find(o.http.endpoint), std::string::npos)
+      << report.status.message();
+  ExpectFailedWithoutDeadLetters(pipeline, report, dir);
   EXPECT_EQ(Get(pipeline.metrics().chunks_stored), 0u);
-  EXPECT_EQ(Get(pipeline.metrics().chunks_dead_lettered), Get(pipeline.metrics().chunks_produced));
-  EXPECT_NE(ReadFile(dir / "out/dead-letter.jsonl").find("unavailable"), std::string::npos);
+  EXPECT_EQ(report.sources_completed, 0u);
+
+  auto up = MockApiServer::Start(mock);
+  ASSERT_TRUE(up.ok());
+  ExpectRerunCompletes(HttpOptions(dir, **up), report, dir, 4);
+}
+
+// The issue's first case: --endpoint .../v2 answers 404 to every request. It
+// used to be bisected down to single inputs, every chunk dead-lettered and
+// every file fingerprinted, so the corrected rerun stored nothing.
+TEST(IngestE2ETest, WrongEndpointPathStopsAtOnceAndTheCorrectedRerunStoresEverything) {
+  TempDir dir;
+  MakeCorpus(dir, 6);
+  MockApiOptions mock;
+  mock.api_key = "sk-test-secret-key";
+  auto server = MockApiServer::Start(mock);
+  ASSERT_TRUE(server.ok());
+  IngestOptions o = HttpOptions(dir, **server);
+  std::string wrong = o.http.endpoint;
+  ASSERT_TRUE(wrong.ends_with("/v1"));
+  wrong.replace(wrong.size() - 3, 3, "/v2");
+  o.http.endpoint = wrong;
+  o.concurrency = 4;
+  Pipeline pipeline(o);
+  IngestReport report = pipeline.Run();
+  EXPECT_EQ(report.status.code(), StatusCode::kNotFound) << report.status.ToString();
+  EXPECT_NE(report.status.message().find(wrong + "/embeddings"), std::string::npos)
+      << report.status.message();
+  EXPECT_NE(report.status.message().find("check --endpoint"), std::string::npos);
+  ExpectFailedWithoutDeadLetters(pipeline, report, dir);
+  EXPECT_EQ(Get(pipeline.metrics().chunks_stored), 0u);
+  EXPECT_EQ(report.sources_completed, 0u);
+  // Stopped at the first 404: no bisection, no retries, nothing sent after it.
+  EXPECT_LE(Get(pipeline.metrics().requests), 4u);
+  EXPECT_EQ(Get(pipeline.metrics().retries), 0u);
+
+  ExpectRerunCompletes(HttpOptions(dir, **server), report, dir, 6);
+}
+
+// The issue's second case: the key stops working mid-run (revoked after three
+// answered requests). Files whose chunks were all stored may keep their
+// fingerprints; every other file is redone by the rerun with a good key.
+TEST(IngestE2ETest, KeyRevokedMidRunStopsTheRunAndTheRerunStoresEveryRow) {
+  TempDir dir;
+  MakeCorpus(dir, 6);
+  MockApiOptions revoking;
+  revoking.api_key = "sk-test-secret-key";
+  revoking.revoke_key_after = 3;
+  auto server = MockApiServer::Start(revoking);
+  ASSERT_TRUE(server.ok());
+  IngestOptions o = HttpOptions(dir, **server);
+  o.concurrency = 1;  // one request at a time: exactly three are answered first
+  Pipeline pipeline(o);
+  IngestReport report = pipeline.Run();
+  EXPECT_EQ(report.status.code(), StatusCode::kPermissionDenied) << report.status.ToString();
+  EXPECT_NE(report.status.message().find("HTTP 401"), std::string::npos);
+  ExpectFailedWithoutDeadLetters(pipeline, report, dir);
+  EXPECT_EQ(Get(pipeline.metrics().requests_ok), 3u);
+  EXPECT_GT(Get(pipeline.metrics().chunks_stored), 0u);  // what was answered is kept
+  EXPECT_LT(report.sources_completed, 6u);               // not one file with an abandoned chunk
+
+  MockApiOptions healthy;
+  healthy.api_key = "sk-test-secret-key";
+  auto fresh = MockApiServer::Start(healthy);
+  ASSERT_TRUE(fresh.ok());
+  ExpectRerunCompletes(HttpOptions(dir, **fresh), report, dir, 6);
 }
 
 }  // namespace

@@ -270,23 +270,88 @@ TEST(EmbedStageTest, RetriesAfterRateLimit) {
   EXPECT_EQ(h.events[1].outcome, RequestOutcome::kSuccess);
 }
 
-TEST(EmbedStageTest, DeadLettersWhenRetriesRunOut) {
-  Harness h([](const EmbedRequest&, int) {
-    return Fail(Status::Unavailable("HTTP 500: internal error"), 500);
+TEST(EmbedStageTest, DeadLettersWhenRetriesRunOutOnABatchWhileOthersSucceed) {
+  // The service answers every batch but the one holding chunk 1: that failure
+  // follows the input, so its batch is dead-lettered and the run goes on.
+  Harness h([](const EmbedRequest& r, int) {
+    for (const std::string& input : r.inputs) {
+      if (input == "chunk text number 1") {
+        return Fail(Status::Unavailable("HTTP 500: internal error"), 500);
+      }
+    }
+    return Ok(r);
   });
-  ASSERT_TRUE(h.RunAll(Chunks(3)).ok());
-  h.ExpectExactlyOnce(3);
-  EXPECT_TRUE(h.embedded.empty());
-  ASSERT_EQ(h.sink.chunks.size(), 3u);
+  ASSERT_TRUE(h.RunAll(Chunks(12)).ok());
+  h.ExpectExactlyOnce(12);
+  EXPECT_EQ(h.embedded.size(), 8u);
+  ASSERT_EQ(h.sink.chunks.size(), 4u);
   for (const auto& [chunk, why] : h.sink.chunks) {
     EXPECT_EQ(why.code(), StatusCode::kUnavailable);
     EXPECT_NE(why.message().find("gave up after 3 attempts"), std::string::npos) << why.message();
     EXPECT_NE(why.message().find("HTTP 500"), std::string::npos);
   }
-  EXPECT_EQ(Get(h.metrics.requests), 3u);
+  EXPECT_EQ(Get(h.metrics.requests), 5u);  // 2 ok, 3 for the failing batch
   EXPECT_EQ(Get(h.metrics.retries), 2u);
   EXPECT_EQ(Get(h.metrics.server_errors), 3u);
+  EXPECT_EQ(Get(h.metrics.requests_ok), 2u);
+}
+
+// Issue 14: "every request failing" says nothing about the input. The run
+// stops once retries are exhausted and the chunks are abandoned (kCancelled:
+// the pipeline counts them abandoned and fingerprints none of their files).
+TEST(EmbedStageTest, EveryRequestFailingStopsTheRunInsteadOfDeadLettering) {
+  Harness h([](const EmbedRequest&,
+               int) { return Fail(Status::Unavailable("HTTP 500: internal error"), 500); },
+            /*concurrency=*/1);
+  Status s = h.RunAll(Chunks(3));
+  EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s.ToString();
+  EXPECT_NE(s.message().find("gave up after 3 attempts"), std::string::npos) << s.message();
+  h.ExpectExactlyOnce(3);
+  EXPECT_TRUE(h.embedded.empty());
+  ASSERT_EQ(h.sink.chunks.size(), 3u);
+  for (const auto& [chunk, why] : h.sink.chunks) {
+    EXPECT_EQ(why.code(), StatusCode::kCancelled) << why.ToString();
+    EXPECT_NE(why.message().find("HTTP 500"), std::string::npos) << why.message();
+  }
+  EXPECT_EQ(Get(h.metrics.requests), 3u);
   EXPECT_EQ(Get(h.metrics.requests_ok), 0u);
+}
+
+// Issue 14: a service that cannot be reached is retried with backoff, then
+// stops the run, even when other requests got through before: connection
+// refused, DNS and TLS failures never dead-letter.
+TEST(EmbedStageTest, UnreachableServiceIsRetriedThenStopsTheRunWithoutDeadLetters) {
+  Harness h([](const EmbedRequest& r, int call) {
+    if (call == 0) return Ok(r);  // the service went away after one answer
+    EmbedResponse e = Fail(Status::Unavailable("cannot reach the embedding service: refused"), 0);
+    e.connect_failed = true;
+    return e;
+  });
+  Status s = h.RunAll(Chunks(12));
+  EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s.ToString();
+  EXPECT_NE(s.message().find("gave up after 3 attempts"), std::string::npos) << s.message();
+  h.ExpectExactlyOnce(12);
+  EXPECT_EQ(h.embedded.size(), 4u);
+  for (const auto& [chunk, why] : h.sink.chunks) {
+    EXPECT_EQ(why.code(), StatusCode::kCancelled) << why.ToString();
+  }
+  EXPECT_EQ(h.sink.chunks.size(), 8u);
+  EXPECT_LE(Get(h.metrics.requests), 1u + 2u * 3u);  // bounded by the retries
+}
+
+TEST(EmbedStageTest, UnusableTlsConfigurationStopsTheRunAtOnce) {
+  Harness h(
+      [](const EmbedRequest&, int) {
+        EmbedResponse e = Fail(Status::InvalidArgument("certificate verify failed"), 0);
+        e.connect_failed = true;
+        return e;
+      },
+      /*concurrency=*/1);
+  Status s = h.RunAll(Chunks(8));
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
+  h.ExpectExactlyOnce(Get(h.metrics.embedder.items_in));
+  for (const auto& [chunk, why] : h.sink.chunks) EXPECT_EQ(why.code(), StatusCode::kCancelled);
+  EXPECT_EQ(Get(h.metrics.requests), 1u);  // not retried: it cannot succeed
 }
 
 TEST(EmbedStageTest, RetriesMalformedResponsesAndCountsTransportErrors) {
@@ -333,6 +398,9 @@ TEST(EmbedStageTest, BisectsRejectedBatchToIsolatePoisonInput) {
   EXPECT_EQ(Get(h.metrics.requests_ok), 3u);  // (0-3), (6,7), (4)
 }
 
+// Issue 14 changed this test: the batch that met the 401 used to be
+// dead-lettered (its file then fingerprinted, the rerun skipping it); a 401
+// says nothing about its inputs, so it is abandoned like the rest.
 TEST(EmbedStageTest, PermissionDeniedIsFatal) {
   Harness h(
       [](const EmbedRequest& r, int call) {
@@ -345,18 +413,30 @@ TEST(EmbedStageTest, PermissionDeniedIsFatal) {
   const size_t taken = Get(h.metrics.embedder.items_in);
   h.ExpectExactlyOnce(taken);
   EXPECT_EQ(h.embedded.size(), 4u);  // the first batch only
-  size_t denied = 0;
+  size_t denied_batch = 0;
   for (const auto& [chunk, why] : h.sink.chunks) {
-    if (why.code() == StatusCode::kPermissionDenied) {
-      ++denied;
-    } else {
-      EXPECT_EQ(why.code(), StatusCode::kCancelled) << why.ToString();
-    }
+    EXPECT_EQ(why.code(), StatusCode::kCancelled) << why.ToString();
+    if (why.message().find("HTTP 401") != std::string::npos) ++denied_batch;
   }
-  EXPECT_EQ(denied, 4u);
+  EXPECT_EQ(denied_batch, taken - 4);      // every abandoned chunk says why
   EXPECT_EQ(Get(h.metrics.requests), 2u);  // nothing is sent after the 401
   // What the stage never took is still in the queue.
   EXPECT_EQ(taken + h.in.Size(), 12u);
+}
+
+TEST(EmbedStageTest, EndpointNotFoundIsFatalAtOnce) {
+  Harness h(
+      [](const EmbedRequest& r, int call) {
+        if (call == 0) return Ok(r);
+        return Fail(Status::NotFound("HTTP 404 from http://h/v2/embeddings: Unknown path"), 404);
+      },
+      /*concurrency=*/1);
+  Status s = h.RunAll(Chunks(12));
+  EXPECT_EQ(s.code(), StatusCode::kNotFound) << s.ToString();
+  h.ExpectExactlyOnce(Get(h.metrics.embedder.items_in));
+  EXPECT_EQ(h.embedded.size(), 4u);
+  for (const auto& [chunk, why] : h.sink.chunks) EXPECT_EQ(why.code(), StatusCode::kCancelled);
+  EXPECT_EQ(Get(h.metrics.requests), 2u);  // no bisection, no retry of a 404
 }
 
 TEST(EmbedStageTest, CancelledOutputIsFatal) {

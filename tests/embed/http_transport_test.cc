@@ -259,6 +259,31 @@ TEST(HttpTransportTest, ConnectionRefused) {
   EXPECT_EQ(r.status.code(), StatusCode::kUnavailable);
   EXPECT_EQ(r.http_status, 0);
   EXPECT_NE(r.status.message().find("connection refused"), std::string::npos) << r.status.message();
+  EXPECT_TRUE(r.connect_failed);  // says nothing about the inputs (issue 14)
+}
+
+// Issue 14: a wrong endpoint path is a 404 for every request: kNotFound (fatal
+// for the run), one line naming the URL without its credentials.
+TEST(HttpTransportTest, WrongEndpointPathIsNotFoundNamingTheUrlWithoutCredentials) {
+  MockApiOptions mock;
+  mock.dimensions = 8;
+  auto server = StartMock(mock);
+  ASSERT_NE(server, nullptr);
+  const std::string v2 =
+      "http://user:hunter2@127.0.0.1:" + std::to_string(server->Port()) + "/v2?api-key=sk-q";
+  auto transport = Transport(Opts(v2));
+  EmbedResponse r = RoundTrip(*transport, {"x"});
+  EXPECT_EQ(r.status.code(), StatusCode::kNotFound) << r.status.ToString();
+  EXPECT_EQ(r.http_status, 404);
+  EXPECT_FALSE(r.connect_failed);
+  const std::string& message = r.status.message();
+  EXPECT_NE(message.find("http://127.0.0.1:" + std::to_string(server->Port()) + "/v2"),
+            std::string::npos)
+      << message;
+  EXPECT_NE(message.find("check --endpoint"), std::string::npos) << message;
+  EXPECT_EQ(message.find("hunter2"), std::string::npos) << message;
+  EXPECT_EQ(message.find("sk-q"), std::string::npos) << message;
+  EXPECT_EQ(message.find('\n'), std::string::npos) << message;
 }
 
 TEST(HttpTransportTest, RejectsBadOptions) {
