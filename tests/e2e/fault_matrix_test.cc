@@ -125,8 +125,7 @@ std::string Differences(const std::map<std::string, Row>& got,
     } else if (it->second.text != row.text) {
       out += "other text " + id + "; ";
     } else if (it->second.embedding != row.embedding) {
-      out += "other vector " + id + " (" + std::to_string(it->second.embedding.size()) +
-             " dims); ";
+      out += "other vector " + id + " (" + std::to_string(it->second.embedding.size()) + " dims); ";
     } else {
       continue;
     }
@@ -232,13 +231,17 @@ INSTANTIATE_TEST_SUITE_P(
                     m.over_capacity = OverCapacityPolicy::kReject503;
                     m.base_latency = std::chrono::milliseconds(5);
                   },
-                  [](IngestOptions& o) { o.concurrency = 4; }, Outcome::kStored, StatusCode::kOk, ""},
-        FaultCase{"ConnectionResets", [](MockApiOptions& m) { m.fault_reset_rate = 0.3; },
-                  nullptr, Outcome::kStored, StatusCode::kOk, ""},
+                  [](IngestOptions& o) { o.concurrency = 4; }, Outcome::kStored, StatusCode::kOk,
+                  ""},
+        FaultCase{"ConnectionResets", [](MockApiOptions& m) { m.fault_reset_rate = 0.3; }, nullptr,
+                  Outcome::kStored, StatusCode::kOk, ""},
         FaultCase{"TruncatedBodies", [](MockApiOptions& m) { m.fault_malformed_rate = 0.3; },
                   nullptr, Outcome::kStored, StatusCode::kOk, ""},
+        // With --dimensions given. Learned from the first response instead, a
+        // wrong first response sets the dimension (found by this row: 2 of 30).
         FaultCase{"WrongDimensions", [](MockApiOptions& m) { m.fault_wrong_dims_rate = 0.3; },
-                  nullptr, Outcome::kStored, StatusCode::kOk, ""},
+                  [](IngestOptions& o) { o.http.dimensions = kDims; }, Outcome::kStored,
+                  StatusCode::kOk, ""},
         FaultCase{"SomeResponsesSlowerThanTheTimeout",
                   [](MockApiOptions& m) { m.jitter = std::chrono::milliseconds(800); },
                   [](IngestOptions& o) { o.http.request_timeout = std::chrono::milliseconds(400); },
@@ -255,20 +258,18 @@ INSTANTIATE_TEST_SUITE_P(
                   StatusCode::kPermissionDenied, ""},
         FaultCase{"WrongKey", [](MockApiOptions& m) { m.api_key = "another-key"; }, nullptr,
                   Outcome::kStopped, StatusCode::kPermissionDenied, ""},
-        FaultCase{"EndpointNotFound", [](MockApiOptions&) {},
-                  [](IngestOptions& o) {
-                    o.http.endpoint.replace(o.http.endpoint.size() - 3, 3, "/v2");
-                  },
-                  Outcome::kStopped, StatusCode::kNotFound, ""},
+        FaultCase{
+            "EndpointNotFound", [](MockApiOptions&) {},
+            [](IngestOptions& o) { o.http.endpoint.replace(o.http.endpoint.size() - 3, 3, "/v2"); },
+            Outcome::kStopped, StatusCode::kNotFound, ""},
         FaultCase{"ConnectionRefused", [](MockApiOptions&) {},
                   [](IngestOptions& o) {
                     o.http.endpoint = "refused";
                     o.embed.retry.max_attempts = 2;
                   },
                   Outcome::kStopped, StatusCode::kUnavailable, ""},
-        FaultCase{"InputTooLongFor400",
-                  [](MockApiOptions& m) { m.max_tokens_per_input = 1; }, nullptr,
-                  Outcome::kDeadLettered, StatusCode::kOk, "maximum context length"}),
+        FaultCase{"InputTooLongFor400", [](MockApiOptions& m) { m.max_tokens_per_input = 1; },
+                  nullptr, Outcome::kDeadLettered, StatusCode::kOk, "maximum context length"}),
     [](const ::testing::TestParamInfo<FaultCase>& info) { return info.param.name; });
 
 }  // namespace

@@ -101,7 +101,12 @@ TEST(IngestE2ETest, FaultyServiceStoresEveryChunkExactlyOnceWithTheMockVector) {
   auto server = MockApiServer::Start(mock);
   ASSERT_TRUE(server.ok()) << server.status().ToString();
 
-  Pipeline pipeline(HttpOptions(dir, **server));
+  IngestOptions o = HttpOptions(dir, **server);
+  // The dimension is given, as a user with a known model does: when it is
+  // learned from the first response instead, a first response with the wrong
+  // dimension (3% here) sets it, and the correct vectors are then refused.
+  o.http.dimensions = 64;
+  Pipeline pipeline(o);
   IngestReport report = pipeline.Run();
   ASSERT_TRUE(report.status.ok()) << report.status.ToString();
   const Metrics& m = pipeline.metrics();
