@@ -10,8 +10,10 @@
 // (names starting with '.') are skipped unless asked for. Entries that cannot
 // be read (a folder without permission, a dangling symlink) are reported to
 // the error callback and skipped: the walk goes on. Only regular files are
-// yielded (FIFOs, sockets and devices are skipped). A root given explicitly
-// is always walked, even if hidden or not matching the globs.
+// yielded (FIFOs, sockets and devices found in a folder are skipped and
+// counted in skipped_filtered). A root given explicitly is always walked,
+// even if hidden or not matching the globs; a root that is neither a regular
+// file nor a folder is refused (CheckInputRoot).
 //
 // Globs (include/exclude here, and routing rules) use GlobMatch below.
 //
@@ -53,6 +55,14 @@ struct WalkOptions {
   std::vector<std::string> exclude_globs;
 };
 
+// Whether `root` can be given as an input: OK for a regular file or a folder
+// (symlinks followed); NotFound "input 'ROOT' does not exist" when it does not
+// exist; InvalidArgument naming what it is for a FIFO, a socket or a device
+// (reading one would block or never end, and silently skipping a root the
+// user named would report success for nothing: a stream is read from '-');
+// IOError / PermissionDenied when it cannot be examined.
+Status CheckInputRoot(const std::string& root);
+
 // Called for each entry that could not be read; the walk continues.
 using WalkErrorFn = std::function<void(const std::string& path, const Status& why)>;
 
@@ -66,8 +76,9 @@ struct WalkStats {
 
 class SourceWalker {
  public:
-  // Checks that every root exists (a missing root is an error: NotFound,
-  // nothing is walked). `on_error` may be empty (errors are then only counted).
+  // Checks every root with CheckInputRoot (a missing root is an error:
+  // NotFound, nothing is walked; a FIFO or a device: InvalidArgument). `on_error` may be empty
+  // (errors are then only counted).
   static Result<SourceWalker> Open(std::vector<std::string> roots, WalkOptions options,
                                    WalkErrorFn on_error = {});
 

@@ -13,8 +13,9 @@ namespace sluice {
 // produced by --parser-cmd) before and while it is parsed.
 struct SourceInfo {
   // Stable id: the path relative to the ingested root for files
-  // ("manuals/pump.md"), "<relpath>#<record id>" or the record's own id for
-  // JSONL records. Chunk ids derive from it.
+  // ("manuals/pump.md"), "<relpath>#<record id>" for JSONL and --parser-cmd
+  // records, the record's own id for records read from stdin. Chunk ids
+  // derive from it.
   std::string source_id;
   std::string path;  // filesystem path; empty for stdin
   std::string domain;

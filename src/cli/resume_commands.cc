@@ -25,6 +25,26 @@
 
 namespace sluice::cli {
 
+namespace {
+
+// The file a "source" dead letter names, as its path relative to its root: a
+// file's source_id is that path; a JSONL record's is "<path>#<id>" or
+// "<path>:<line>". The longest such prefix that `path` ends with wins, so a
+// '#' or ':' in a file name is kept.
+std::string FileIdOfFailedSource(const std::string& source_id, const std::string& path) {
+  for (size_t end = source_id.size(); end > 0; --end) {
+    if (end < source_id.size() && source_id[end] != '#' && source_id[end] != ':') continue;
+    const std::string_view rel(source_id.data(), end);
+    if (path == rel || (path.size() > rel.size() && path.ends_with(rel) &&
+                        path[path.size() - rel.size() - 1] == '/')) {
+      return std::string(rel);
+    }
+  }
+  return source_id;
+}
+
+}  // namespace
+
 Result<std::vector<DeadLetterEntry>> ReadDeadLetterFile(const std::string& path) {
   std::vector<DeadLetterEntry> entries;
   std::ifstream in(path, std::ios::binary);
@@ -149,12 +169,13 @@ int RunDeadLetterRetryCommand(const DeadLetterArgs& args, IngestOptions options)
     } else if (e.kind == "source" && !e.path.empty() && e.path != "-") {
       struct stat st {};
       if (::stat(e.path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;  // kept as is
-      if (!file_ids.insert(e.source_id).second) continue;
+      const std::string file_id = FileIdOfFailedSource(e.source_id, e.path);
+      if (!file_ids.insert(file_id).second) continue;
       SourceFile f;
       f.path = e.path;
-      f.relative_path = e.source_id;
-      const auto slash = e.source_id.find('/');
-      f.root_name = slash == std::string::npos ? "" : e.source_id.substr(0, slash);
+      f.relative_path = file_id;
+      const auto slash = file_id.find('/');
+      f.root_name = slash == std::string::npos ? "" : file_id.substr(0, slash);
       f.size_bytes = static_cast<uint64_t>(st.st_size);
       f.mtime_ns = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
       options.replay_files.push_back(std::move(f));
@@ -219,7 +240,8 @@ int RunDeadLetterRetryCommand(const DeadLetterArgs& args, IngestOptions options)
       } else if (auto it = failed_chunks.find(e.chunk.id); it != failed_chunks.end()) {
         line = &it->second->line;  // failed again: the new reason
       }
-    } else if (selected(e) && e.kind == "source" && file_ids.count(e.source_id)) {
+    } else if (selected(e) && e.kind == "source" &&
+               file_ids.count(FileIdOfFailedSource(e.source_id, e.path))) {
       keep = failed_sources.count(e.source_id) > 0;
     }
     if (keep && selected(e)) ++still_failing;

@@ -1,7 +1,5 @@
 #include "pipeline/source_enumerator.h"
 
-#include <sys/stat.h>
-
 namespace sluice {
 
 Result<std::unique_ptr<SourceEnumerator>> SourceEnumerator::Open(const IngestOptions& options) {
@@ -15,10 +13,9 @@ Result<std::unique_ptr<SourceEnumerator>> SourceEnumerator::Open(const IngestOpt
       e->inputs_.push_back({true, input});
       continue;
     }
-    struct stat st {};
-    if (::stat(input.c_str(), &st) != 0) {
-      return Status::NotFound("input '" + input + "' does not exist");
-    }
+    // Before anything runs: a missing root, a FIFO or a device fails the run
+    // (a root the user named is never skipped silently).
+    if (Status s = CheckInputRoot(input); !s.ok()) return s;
     e->inputs_.push_back({false, input});
   }
   return e;

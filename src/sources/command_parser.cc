@@ -93,10 +93,12 @@ class CommandParser final : public Parser {
     err_w.Close();
 
     JsonlRecordReader records(file, sink, errors, stats);
-    LineSplitter lines(sources_internal::kMaxJsonlLineBytes, LineSplitter::Overflow::kDiscard,
-                       [&records](std::string_view line, uint64_t n, bool too_long) {
-                         return records.HandleLine(line, n, too_long);
-                       });
+    LineSplitter lines(
+        sources_internal::kMaxJsonlLineBytes, LineSplitter::Overflow::kDiscard,
+        [&records](std::string_view line, uint64_t n, bool too_long) {
+          return records.HandleLine(line, n, too_long);
+        },
+        sources_internal::kJsonlLinePadding);
     std::string stderr_tail;
     Status failure;  // a sink failure or a timeout: stop reading and kill
     const TimePoint deadline = SteadyClock::now() + timeout_;

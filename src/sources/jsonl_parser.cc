@@ -3,9 +3,10 @@
 // dead-lettered and skipped without being held in memory.
 #include <simdjson.h>
 
-#include <cstring>
 #include <string>
 
+#include "common/hashing.h"
+#include "common/json_writer.h"
 #include "common/utf8.h"
 #include "sources/jsonl_records.h"
 #include "sources/text_input.h"
@@ -13,14 +14,28 @@
 
 namespace sluice::sources_internal {
 
+static_assert(kJsonlLinePadding >= simdjson::SIMDJSON_PADDING);
+
+namespace {
+
+// After a record this large, the JSON parser's buffers (which grew to its
+// size) are given back instead of being kept for the rest of the input.
+constexpr size_t kKeepParserBuffersUpTo = 4 << 20;
+
+}  // namespace
+
 struct JsonlRecordReader::Json {
   simdjson::dom::parser parser;
-  simdjson::padded_string buffer;  // simdjson needs padding after the data
 };
 
 JsonlRecordReader::JsonlRecordReader(const SourceFile& file, DocumentSink& sink,
                                      RecordErrorSink& errors, ParseStats& stats)
-    : file_(file), sink_(sink), errors_(errors), stats_(stats), json_(std::make_unique<Json>()) {}
+    : file_(file), sink_(sink), errors_(errors), stats_(stats), json_(std::make_unique<Json>()) {
+  // Stdin has no file to name; its records keep their own ids.
+  if (file_.path != "-") {
+    id_prefix_ = (file_.relative_path.empty() ? file_.path : file_.relative_path) + "#";
+  }
+}
 
 JsonlRecordReader::~JsonlRecordReader() = default;
 
@@ -42,14 +57,30 @@ Status JsonlRecordReader::HandleLine(std::string_view line, uint64_t line_number
   }
   if (line_number == 1 && line.starts_with("\xEF\xBB\xBF")) line.remove_prefix(3);
   if (Trim(line).empty()) return Status::OK();
+  if (!simdjson::validate_utf8(line.data(), line.size())) {
+    // Repaired like the text parser repairs a file, not refused whole.
+    repaired_.clear();
+    stats_.invalid_utf8_replaced += AppendRepairedUtf8(line, repaired_);
+    const size_t size = repaired_.size();
+    repaired_.append(kJsonlLinePadding, '\0');
+    line = std::string_view(repaired_.data(), size);
+  }
+  const size_t line_bytes = line.size();
+  Status s = HandleRecord(line, line_number);
+  if (line_bytes > kKeepParserBuffersUpTo) {
+    json_->parser = simdjson::dom::parser();
+    std::string().swap(repaired_);
+  }
+  return s;
+}
 
-  simdjson::padded_string& buffer = json_->buffer;
-  if (buffer.size() < line.size()) buffer = simdjson::padded_string(line.size() * 2);
-  std::memcpy(buffer.data(), line.data(), line.size());
+Status JsonlRecordReader::HandleRecord(std::string_view line, uint64_t line_number) {
   simdjson::dom::element root;
-  if (auto err =
-          json_->parser.parse(reinterpret_cast<const uint8_t*>(buffer.data()), line.size(), false)
-              .get(root)) {
+  // In place: the caller guarantees kJsonlLinePadding bytes after the line.
+  if (auto err = json_->parser
+                     .parse(reinterpret_cast<const uint8_t*>(line.data()), line.size(),
+                            /*realloc_if_needed=*/false)
+                     .get(root)) {
     Skip(LineRef(line_number), line_number,
          std::string("invalid JSON: ") + simdjson::error_message(err));
     return Status::OK();
@@ -67,18 +98,20 @@ Status JsonlRecordReader::HandleLine(std::string_view line, uint64_t line_number
     Skip(LineRef(line_number), line_number, "missing \"id\"");
     return Status::OK();
   }
+  std::string id;
   if (id_el.is_string()) {
-    info.source_id = std::string(id_el.get_string().value_unsafe());
+    id = std::string(id_el.get_string().value_unsafe());
   } else if (id_el.is_number()) {
-    info.source_id = simdjson::minify(id_el);
+    id = simdjson::minify(id_el);
   } else {
     Skip(LineRef(line_number), line_number, "\"id\" must be a string or a number");
     return Status::OK();
   }
-  if (info.source_id.empty()) {
+  if (id.empty()) {
     Skip(LineRef(line_number), line_number, "\"id\" is empty");
     return Status::OK();
   }
+  info.source_id = id_prefix_ + id;
   const std::string& ref = info.source_id;
 
   std::string_view text;
@@ -119,6 +152,21 @@ Status JsonlRecordReader::HandleLine(std::string_view line, uint64_t line_number
     info.metadata_json = simdjson::minify(meta_el);
   }
 
+  // Only an accepted record claims its id: a later valid record with the id
+  // of an earlier refused one is not a duplicate.
+  const auto [seen, inserted] = first_line_of_id_.try_emplace(Hash64(id), line_number);
+  if (!inserted) {
+    std::string quoted;
+    AppendJsonString(id, quoted);
+    Skip(LineRef(line_number), line_number,
+         "duplicate id " + quoted + " (first on line " + std::to_string(seen->second) +
+             "); ids must be unique within a file, this record was not ingested");
+    return Status::OK();
+  }
+  return EmitRecord(info, text);
+}
+
+Status JsonlRecordReader::EmitRecord(const SourceInfo& info, std::string_view text) {
   ++records_;
   Status s = sink_.BeginDocument(info);
   if (!s.ok()) return s;
@@ -148,10 +196,12 @@ class JsonlParser final : public Parser {
     Result<InputFile> in = InputFile::Open(file.path);
     if (!in.ok()) return in.status();
     JsonlRecordReader records(file, sink, errors, stats);
-    LineSplitter lines(kMaxJsonlLineBytes, LineSplitter::Overflow::kDiscard,
-                       [&records](std::string_view line, uint64_t n, bool too_long) {
-                         return records.HandleLine(line, n, too_long);
-                       });
+    LineSplitter lines(
+        kMaxJsonlLineBytes, LineSplitter::Overflow::kDiscard,
+        [&records](std::string_view line, uint64_t n, bool too_long) {
+          return records.HandleLine(line, n, too_long);
+        },
+        kJsonlLinePadding);
     std::string block;
     for (;;) {
       block.clear();

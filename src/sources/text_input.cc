@@ -245,13 +245,24 @@ Status ParagraphAssembler::Feed(std::string_view text) {
   while (pos < text.size()) {
     const size_t nl = text.find('\n', pos);
     const size_t end = nl == std::string_view::npos ? text.size() : nl;
-    const std::string_view seg = text.substr(pos, end - pos);
+    std::string_view seg = text.substr(pos, end - pos);
     if (!line_has_content_) {
       for (char c : seg) {
         if (!IsSpace(c)) {
           line_has_content_ = true;
           break;
         }
+      }
+    }
+    // In slices, so para_ never holds more than about 2 x max_piece_. A piece
+    // is cut only while more follows it (para_ longer than max_piece_), so a
+    // slice ending inside a character never ends a piece.
+    while (seg.size() > max_piece_) {
+      para_.append(seg.substr(0, max_piece_));
+      seg.remove_prefix(max_piece_);
+      while (para_.size() > max_piece_) {
+        Status s = EmitPiece();
+        if (!s.ok()) return s;
       }
     }
     para_.append(seg);
@@ -333,7 +344,7 @@ Status LineSplitter::Feed(std::string_view bytes) {
         if (cut == 0) cut = line_.size();
         const std::string rest = line_.substr(cut);
         line_.resize(cut);
-        Status s = fn_(line_, line_number_ + 1, false);
+        Status s = HandOut(line_number_ + 1);
         if (!s.ok()) return s;
         line_ = rest;
       }
@@ -355,9 +366,21 @@ Status LineSplitter::EndLine() {
     discarding_ = false;
   } else {
     if (!line_.empty() && line_.back() == '\r') line_.pop_back();
-    s = fn_(line_, line_number_, false);
+    s = HandOut(line_number_);
   }
-  line_.clear();
+  if (line_.capacity() > 2 * kReadBlockBytes) {
+    std::string().swap(line_);  // a huge line's buffer goes back now
+  } else {
+    line_.clear();
+  }
+  return s;
+}
+
+Status LineSplitter::HandOut(uint64_t line_number) {
+  const size_t size = line_.size();
+  line_.append(tail_padding_, '\0');
+  Status s = fn_(std::string_view(line_.data(), size), line_number, false);
+  line_.resize(size);
   return s;
 }
 

@@ -56,7 +56,9 @@ Status DecodeTextFile(const std::string& path, ParseStats& stats,
 // (whitespace-only) lines, lines joined by '\n' (a '\r' before '\n' dropped),
 // trimmed. A paragraph longer than `max_piece` is emitted in pieces of at
 // most `max_piece` bytes cut at whitespace when there is some in the second
-// half, else at a UTF-8 boundary, so memory stays bounded on a 1 GB line.
+// half, else at a UTF-8 boundary, so memory stays bounded on a 1 GB line
+// (text is taken in slices of at most `max_piece` bytes: a huge line fed at
+// once is never copied whole).
 class ParagraphAssembler {
  public:
   using EmitFn = std::function<Status(std::string&&)>;
@@ -80,21 +82,28 @@ class ParagraphAssembler {
 // A line longer than `max_line` is either handed out in pieces of at most
 // max_line bytes (kSplit, cut at a UTF-8 boundary) or dropped up to its end
 // and reported once with too_long = true and an empty line (kDiscard).
+// Every line (or piece) handed out is followed in memory by `tail_padding`
+// zero bytes, so a parser that reads past the end (simdjson) can parse it in
+// place instead of copying it. The line buffer is given back after a line
+// longer than kReadBlockBytes, so one huge line does not pin its memory.
 class LineSplitter {
  public:
   enum class Overflow { kSplit, kDiscard };
   using LineFn = std::function<Status(std::string_view line, uint64_t line_number, bool too_long)>;
-  LineSplitter(size_t max_line, Overflow overflow, LineFn fn)
-      : max_line_(max_line), overflow_(overflow), fn_(std::move(fn)) {}
+  LineSplitter(size_t max_line, Overflow overflow, LineFn fn, size_t tail_padding = 0)
+      : max_line_(max_line), overflow_(overflow), fn_(std::move(fn)), tail_padding_(tail_padding) {}
   Status Feed(std::string_view bytes);
   // Hands out a last line without '\n', if any.
   Status Finish();
 
  private:
   Status EndLine();
+  // Hands line_ out (padded, then unpadded again).
+  Status HandOut(uint64_t line_number);
   size_t max_line_;
   Overflow overflow_;
   LineFn fn_;
+  size_t tail_padding_;
   std::string line_;
   uint64_t line_number_ = 0;  // of the line being assembled, minus one
   bool discarding_ = false;

@@ -146,8 +146,8 @@ struct SourceWalker::Impl {
       Enter(root, "", st);
       return std::nullopt;
     }
-    if (!S_ISREG(st.st_mode)) {
-      ++stats.skipped_filtered;
+    if (!S_ISREG(st.st_mode)) {  // became a FIFO or a device since Open
+      Report(root, CheckInputRoot(root));
       return std::nullopt;
     }
     if (access(root.c_str(), R_OK) != 0) {
@@ -207,15 +207,32 @@ struct SourceWalker::Impl {
   }
 };
 
+Status CheckInputRoot(const std::string& root) {
+  struct stat st;
+  if (root.empty() || stat(root.c_str(), &st) != 0) {
+    const int err = root.empty() ? ENOENT : errno;
+    if (err == ENOENT || err == ENOTDIR) {
+      return Status::NotFound("input '" + root + "' does not exist");
+    }
+    return ErrnoStatus("cannot read input '" + root + "'", err);
+  }
+  if (S_ISDIR(st.st_mode) || S_ISREG(st.st_mode)) return Status::OK();
+  const char* kind = S_ISFIFO(st.st_mode)   ? "a FIFO (named pipe)"
+                     : S_ISSOCK(st.st_mode) ? "a socket"
+                     : S_ISCHR(st.st_mode)  ? "a character device"
+                     : S_ISBLK(st.st_mode)  ? "a block device"
+                                            : "not a regular file";
+  return Status::InvalidArgument("input '" + root + "' is " + kind +
+                                 ": only regular files and folders are ingested (to read a "
+                                 "stream, pipe it to 'sluice ingest -')");
+}
+
 Result<SourceWalker> SourceWalker::Open(std::vector<std::string> roots, WalkOptions options,
                                         WalkErrorFn on_error) {
   if (roots.empty()) return Status::InvalidArgument("no input roots given");
   for (std::string& r : roots) {
     r = StripTrailingSlashes(r);
-    struct stat st;
-    if (r.empty() || stat(r.c_str(), &st) != 0) {
-      return ErrnoStatus("input root " + r, r.empty() ? ENOENT : errno);
-    }
+    if (Status s = CheckInputRoot(r); !s.ok()) return s;
   }
   auto impl = std::make_unique<Impl>();
   impl->roots = std::move(roots);

@@ -189,14 +189,14 @@ TEST_F(AggregateCleanupTest, RunThatDiedBetweenStoreDeletionAndAggregateRewriteI
 }
 
 TEST_F(AggregateCleanupTest, JsonlRecordsOfADeletedOrEditedFileGoToo) {
-  // Records have their own source ids, unrelated to the file's path.
+  // Records have source ids "<file>#<id>".
   MakeCorpus();
   WriteFile(dir_ / "corpus/feed/records.jsonl",
             Record("r-1", "alpha") + Record("r-2", "beta") + Record("r-3", "gamma"));
   WriteFile(dir_ / "corpus/feed/more.jsonl", Record("m-1", "delta") + Record("m-2", "omega"));
   ASSERT_TRUE(Ingest(Options()).status.ok());
-  ASSERT_GT(ChunksOf(dir_ / "out", "r-2"), 0u);
-  ASSERT_GT(ChunksOf(dir_ / "out", "m-1"), 0u);
+  ASSERT_GT(ChunksOf(dir_ / "out", "feed/records.jsonl#r-2"), 0u);
+  ASSERT_GT(ChunksOf(dir_ / "out", "feed/more.jsonl#m-1"), 0u);
 
   // records.jsonl loses a record (an edit; its stale chunks leave the store
   // but not the aggregate before the full run); more.jsonl is deleted.
@@ -205,10 +205,10 @@ TEST_F(AggregateCleanupTest, JsonlRecordsOfADeletedOrEditedFileGoToo) {
   const IngestReport r = Ingest(Full(Options()));
   ASSERT_TRUE(r.status.ok()) << r.status.ToString();
   EXPECT_EQ(r.sources_deleted, 1u);
-  EXPECT_EQ(ChunksOf(dir_ / "out", "r-2"), 0u);
-  EXPECT_EQ(ChunksOf(dir_ / "out", "m-1"), 0u);
-  EXPECT_EQ(ChunksOf(dir_ / "out", "m-2"), 0u);
-  EXPECT_GT(ChunksOf(dir_ / "out", "r-1"), 0u);
+  EXPECT_EQ(ChunksOf(dir_ / "out", "feed/records.jsonl#r-2"), 0u);
+  EXPECT_EQ(ChunksOf(dir_ / "out", "feed/more.jsonl#m-1"), 0u);
+  EXPECT_EQ(ChunksOf(dir_ / "out", "feed/more.jsonl#m-2"), 0u);
+  EXPECT_GT(ChunksOf(dir_ / "out", "feed/records.jsonl#r-1"), 0u);
   EXPECT_EQ(Tree(dir_ / "out"), FreshTree("fresh"));
 
   // A JSONL file whose store rows a dead run deleted.
@@ -216,8 +216,8 @@ TEST_F(AggregateCleanupTest, JsonlRecordsOfADeletedOrEditedFileGoToo) {
   DeleteFromStoreOnly({"feed/records.jsonl"});
   const IngestReport after_death = Ingest(Full(Options()));
   ASSERT_TRUE(after_death.status.ok()) << after_death.status.ToString();
-  EXPECT_EQ(ChunksOf(dir_ / "out", "r-1"), 0u);
-  EXPECT_EQ(ChunksOf(dir_ / "out", "r-3"), 0u);
+  EXPECT_EQ(ChunksOf(dir_ / "out", "feed/records.jsonl#r-1"), 0u);
+  EXPECT_EQ(ChunksOf(dir_ / "out", "feed/records.jsonl#r-3"), 0u);
   EXPECT_EQ(Tree(dir_ / "out"), FreshTree("fresh2"));
 }
 

@@ -153,7 +153,7 @@ TEST(MixedFormatsTest, EveryFormatIngestsEndToEndAndCorruptFilesAreDeadLettered)
   EXPECT_NE(md->metadata.find("Seal Notes"), std::string::npos) << md->metadata;
 
   EXPECT_NE(Find(rows, "notes/plain.txt", "trash rack at midnight"), nullptr);
-  EXPECT_NE(Find(rows, "log-1", "Gate 3 exercised"), nullptr);
+  EXPECT_NE(Find(rows, "records/log.jsonl#log-1", "Gate 3 exercised"), nullptr);
 
   // Routing: default domain = first folder; the JSONL record's own domain wins.
   EXPECT_TRUE(std::filesystem::exists(dir / "out/web/general.json"));

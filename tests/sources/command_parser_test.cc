@@ -36,8 +36,8 @@ TEST(CommandParserTest, RecordsFromStdout) {
       "/dev/null");
   ASSERT_TRUE(run->status.ok()) << run->status.ToString();
   ASSERT_EQ(run->sink.docs.size(), 2u);
-  EXPECT_EQ(run->sink.docs[0].info.source_id, "a");
-  EXPECT_EQ(run->sink.docs[0].info.domain, "dom");  // default from the SourceFile
+  EXPECT_EQ(run->sink.docs[0].info.source_id, "in/file.bin#a");  // the file is part of it
+  EXPECT_EQ(run->sink.docs[0].info.domain, "dom");               // default from the SourceFile
   EXPECT_EQ(run->sink.docs[0].info.category, "cat");
   ASSERT_EQ(run->sink.docs[0].blocks.size(), 1u);
   EXPECT_EQ(run->sink.docs[0].blocks[0].text, "hello");

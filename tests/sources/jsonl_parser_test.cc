@@ -32,7 +32,7 @@ TEST(JsonlParserTest, GoodRecords) {
   EXPECT_EQ(stats.records_skipped, 0u);
   ASSERT_EQ(sink.docs.size(), 3u);
   const auto& a = sink.docs[0];
-  EXPECT_EQ(a.info.source_id, "doc-1");
+  EXPECT_EQ(a.info.source_id, "data/recs.jsonl#doc-1");  // the file is part of it
   EXPECT_EQ(a.info.domain, "hr");
   EXPECT_EQ(a.info.category, "cat");  // default from the file's route
   EXPECT_EQ(a.info.metadata_json, "{}");
@@ -40,7 +40,7 @@ TEST(JsonlParserTest, GoodRecords) {
   EXPECT_EQ(a.blocks[0].text, "Hello");
   EXPECT_EQ(a.blocks[1].text, "World");
   const auto& b = sink.docs[1];
-  EXPECT_EQ(b.info.source_id, "42");
+  EXPECT_EQ(b.info.source_id, "data/recs.jsonl#42");
   EXPECT_EQ(b.info.domain, "dom");
   EXPECT_EQ(b.info.category, "faq");
   EXPECT_EQ(b.info.title, "T");
@@ -71,18 +71,18 @@ TEST(JsonlParserTest, MalformedLinesDeadLetteredAndSkipped) {
       registry.FindByName("jsonl")->Parse(FileFor(path, "bad.jsonl"), {}, sink, errors, stats);
   ASSERT_TRUE(s.ok()) << s.ToString();
   ASSERT_EQ(sink.docs.size(), 2u);
-  EXPECT_EQ(sink.docs[0].info.source_id, "ok1");
-  EXPECT_EQ(sink.docs[1].info.source_id, "ok2");
+  EXPECT_EQ(sink.docs[0].info.source_id, "bad.jsonl#ok1");
+  EXPECT_EQ(sink.docs[1].info.source_id, "bad.jsonl#ok2");
   EXPECT_EQ(stats.records_skipped, 7u);
   ASSERT_EQ(errors.calls.size(), 7u);
   const std::vector<std::pair<std::string, std::string>> want = {
       {"bad.jsonl:2", "line 2: invalid JSON"},
       {"bad.jsonl:3", "line 3: missing \"id\""},
-      {"t", "line 4: \"text\" must be a string"},
-      {"m", "line 5: \"metadata\" must be an object"},
+      {"bad.jsonl#t", "line 4: \"text\" must be a string"},
+      {"bad.jsonl#m", "line 5: \"metadata\" must be an object"},
       {"bad.jsonl:6", "line 6: record is not a JSON object"},
       {"bad.jsonl:7", "line 7: \"id\" must be a string or a number"},
-      {"d", "line 8: \"domain\" must be a string"},
+      {"bad.jsonl#d", "line 8: \"domain\" must be a string"},
   };
   for (size_t i = 0; i < want.size(); ++i) {
     SCOPED_TRACE(i);
@@ -151,6 +151,151 @@ TEST(JsonlParserTest, SinkFailureStopsTheInput) {
   ParseStats stats;
   Status s = registry.FindByName("jsonl")->Parse(FileFor(path, "a.jsonl"), {}, sink, errors, stats);
   EXPECT_EQ(s.code(), StatusCode::kCancelled);
+}
+
+// Issue 14, defect 3: equal ids in two files were one source (the rerun of
+// one file dropped the other's records from the aggregate).
+TEST(JsonlParserTest, RecordIdentityIncludesTheFile) {
+  TempDir dir;
+  const std::string record = "{\"id\":\"1\",\"text\":\"same id\"}\n";
+  const std::string a = dir.Write("feed/a.jsonl", record);
+  const std::string b = dir.Write("feed/b.jsonl", record);
+  ParserRegistry registry;
+  RegisterTextParsers(registry);
+  RecordingSink sink;
+  RecordingErrors errors;
+  ParseStats stats;
+  const Parser& jsonl = *registry.FindByName("jsonl");
+  ASSERT_TRUE(jsonl.Parse(FileFor(a, "feed/a.jsonl"), {}, sink, errors, stats).ok());
+  ASSERT_TRUE(jsonl.Parse(FileFor(b, "feed/b.jsonl"), {}, sink, errors, stats).ok());
+  ASSERT_EQ(sink.docs.size(), 2u);
+  EXPECT_EQ(sink.docs[0].info.source_id, "feed/a.jsonl#1");
+  EXPECT_EQ(sink.docs[1].info.source_id, "feed/b.jsonl#1");
+  EXPECT_TRUE(errors.calls.empty());
+}
+
+// Three records with one id in one file were all kept under one identity
+// (ordinal 0 each, overwriting each other): the repeats are refused now,
+// naming their line and the first one's.
+TEST(JsonlParserTest, RepeatedIdInOneFileIsRefusedNamingBothLines) {
+  TempDir dir;
+  const std::string path = dir.Write("dup.jsonl",
+                                     "{\"id\":\"1\",\"text\":\"first\"}\n"        // 1
+                                     "{\"id\":\"2\",\"text\":\"other\"}\n"        // 2
+                                     "{\"id\":\"1\",\"text\":\"second\"}\n"       // 3
+                                     "{\"id\":1,\"text\":\"number one\"}\n"       // 4: "1" again
+                                     "{\"id\":\"3\",\"text\":5}\n"                // 5: refused
+                                     "{\"id\":\"3\",\"text\":\"valid three\"}\n"  // 6: first valid
+                                     "{\"id\":\"1\",\"text\":\"third\"}\n");      // 7
+  ParserRegistry registry;
+  RegisterTextParsers(registry);
+  RecordingSink sink;
+  RecordingErrors errors;
+  ParseStats stats;
+  ASSERT_TRUE(registry.FindByName("jsonl")
+                  ->Parse(FileFor(path, "dup.jsonl"), {}, sink, errors, stats)
+                  .ok());
+  ASSERT_EQ(sink.docs.size(), 3u);
+  EXPECT_EQ(sink.docs[0].info.source_id, "dup.jsonl#1");
+  EXPECT_EQ(sink.docs[0].blocks[0].text, "first");
+  EXPECT_EQ(sink.docs[1].info.source_id, "dup.jsonl#2");
+  EXPECT_EQ(sink.docs[2].info.source_id, "dup.jsonl#3");
+  EXPECT_EQ(sink.docs[2].blocks[0].text, "valid three");
+  ASSERT_EQ(errors.calls.size(), 4u);
+  EXPECT_EQ(errors.calls[0].first, "dup.jsonl:3");
+  EXPECT_TRUE(
+      errors.calls[0].second.message().starts_with("line 3: duplicate id \"1\" (first on line 1)"))
+      << errors.calls[0].second.message();
+  EXPECT_EQ(errors.calls[1].first, "dup.jsonl:4");
+  EXPECT_TRUE(errors.calls[2].second.message().starts_with("line 5: \"text\" must be a string"));
+  EXPECT_EQ(errors.calls[3].first, "dup.jsonl:7");
+  EXPECT_TRUE(
+      errors.calls[3].second.message().starts_with("line 7: duplicate id \"1\" (first on line 1)"));
+  EXPECT_EQ(stats.records_skipped, 4u);
+}
+
+// Stdin has no file: its records keep their own ids (and repeats are refused
+// there too).
+TEST(JsonlParserTest, StdinRecordsKeepTheirOwnIds) {
+  RecordingSink sink;
+  RecordingErrors errors;
+  ParseStats stats;
+  SourceFile file;
+  file.path = "-";
+  file.relative_path = "stdin";
+  sources_internal::JsonlRecordReader reader(file, sink, errors, stats);
+  std::string line = "{\"id\":\"r-1\",\"text\":\"from a pipe\"}";
+  const size_t size = line.size();
+  line.append(sources_internal::kJsonlLinePadding, '\0');
+  ASSERT_TRUE(reader.HandleLine(std::string_view(line.data(), size), 1, false).ok());
+  ASSERT_TRUE(reader.HandleLine(std::string_view(line.data(), size), 2, false).ok());
+  ASSERT_EQ(sink.docs.size(), 1u);
+  EXPECT_EQ(sink.docs[0].info.source_id, "r-1");
+  ASSERT_EQ(errors.calls.size(), 1u);
+  EXPECT_TRUE(errors.calls[0].second.message().starts_with("line 2: duplicate id \"r-1\""));
+}
+
+// Issue 14, defect 10: one invalid byte dead-lettered the whole record while
+// the text parser repairs it; now it is repaired and counted the same way.
+TEST(JsonlParserTest, InvalidUtf8IsRepairedNotDeadLettered) {
+  TempDir dir;
+  const std::string path = dir.Write("bytes.jsonl",
+                                     "{\"id\":\"a\",\"text\":\"caf\xE9 ok\"}\n"
+                                     "{\"id\":\"b\",\"text\":\"fine\",\"title\":\"t\xFF\"}\n");
+  ParserRegistry registry;
+  RegisterTextParsers(registry);
+  RecordingSink sink;
+  RecordingErrors errors;
+  ParseStats stats;
+  ASSERT_TRUE(registry.FindByName("jsonl")
+                  ->Parse(FileFor(path, "bytes.jsonl"), {}, sink, errors, stats)
+                  .ok());
+  EXPECT_TRUE(errors.calls.empty());
+  EXPECT_EQ(stats.records_skipped, 0u);
+  EXPECT_EQ(stats.invalid_utf8_replaced, 2u);
+  ASSERT_EQ(sink.docs.size(), 2u);
+  EXPECT_EQ(sink.docs[0].blocks[0].text, "caf\xEF\xBF\xBD ok");
+  EXPECT_EQ(sink.docs[1].info.title, "t\xEF\xBF\xBD");
+}
+
+// A huge record's text reaches the sink in bounded pieces, never whole.
+TEST(JsonlParserTest, HugeRecordTextArrivesInBoundedPieces) {
+  TempDir dir;
+  std::string text;
+  while (text.size() < 5 * sources_internal::kMaxPieceBytes) text += "word ";
+  const std::string path = dir.Write(
+      "big.jsonl", "{\"id\":\"big\",\"text\":\"" + text + "\"}\n{\"id\":\"n\",\"text\":\"x\"}\n");
+  ParserRegistry registry;
+  RegisterTextParsers(registry);
+  RecordingSink sink;
+  RecordingErrors errors;
+  ParseStats stats;
+  ASSERT_TRUE(registry.FindByName("jsonl")
+                  ->Parse(FileFor(path, "big.jsonl"), {}, sink, errors, stats)
+                  .ok());
+  ASSERT_EQ(sink.docs.size(), 2u);
+  for (const TextBlock& b : sink.docs[0].blocks) {
+    EXPECT_LE(b.text.size(), sources_internal::kMaxPieceBytes);
+  }
+  EXPECT_GE(sink.docs[0].blocks.size(), 5u);
+  EXPECT_EQ(sink.docs[1].info.source_id, "big.jsonl#n");
+}
+
+// Lines are handed out followed by zero padding, so simdjson parses them in
+// place.
+TEST(JsonlParserTest, LineSplitterPadsEveryLine) {
+  std::vector<std::string> tails;
+  sources_internal::LineSplitter splitter(
+      1 << 20, sources_internal::LineSplitter::Overflow::kDiscard,
+      [&tails](std::string_view line, uint64_t, bool) {
+        tails.emplace_back(line.data() + line.size(), 8);
+        return Status::OK();
+      },
+      8);
+  ASSERT_TRUE(splitter.Feed("one\r\ntwo\nthree").ok());
+  ASSERT_TRUE(splitter.Finish().ok());
+  ASSERT_EQ(tails.size(), 3u);
+  for (const std::string& t : tails) EXPECT_EQ(t, std::string(8, '\0'));
 }
 
 }  // namespace

@@ -91,6 +91,30 @@ TEST(WalkerTest, MissingRootIsNotFound) {
   EXPECT_FALSE(SourceWalker::Open({}, {}).ok());
 }
 
+// Issue 14, defect 10: a FIFO or a device root was skipped silently (exit 0).
+// It is refused by name, as a missing root is; one found inside a folder is
+// still skipped (and counted).
+TEST(WalkerTest, FifoOrDeviceRootIsRefusedByName) {
+  TempDir dir;
+  const std::string fifo = dir.path() + "/pipe";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  auto walker = SourceWalker::Open({fifo}, {});
+  ASSERT_FALSE(walker.ok());
+  EXPECT_EQ(walker.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(walker.status().message().find("'" + fifo + "' is a FIFO"), std::string::npos)
+      << walker.status().message();
+  EXPECT_NE(CheckInputRoot("/dev/null").message().find("is a character device"), std::string::npos);
+  EXPECT_EQ(CheckInputRoot("/nonexistent/sluice/root").code(), StatusCode::kNotFound);
+  EXPECT_TRUE(CheckInputRoot(dir.path()).ok());
+
+  dir.Write("a.txt", "text");
+  auto folder = SourceWalker::Open({dir.path()}, {});
+  ASSERT_TRUE(folder.ok());
+  ASSERT_TRUE(folder->Next().has_value());
+  EXPECT_FALSE(folder->Next().has_value());
+  EXPECT_EQ(folder->stats().skipped_filtered, 1u);  // the FIFO inside
+}
+
 TEST(WalkerTest, SymlinkLoopsTerminateAndLinksAreFollowed) {
   TempDir dir;
   dir.Write("root/x.txt", "x");

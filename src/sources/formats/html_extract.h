@@ -42,10 +42,13 @@ inline constexpr size_t kHtmlSegmentBytes = 1u << 20;
 // Deepest element nesting accepted (real documents stay under ~100).
 inline constexpr size_t kMaxHtmlNesting = 1000;
 
-// An estimate of the deepest element nesting in `html` from a linear scan of
-// its tags (void elements, elements whose end tag is optional, comments and
-// raw text skipped). Stops early and returns a value > `stop_above` once the
-// depth passes it.
+// The deepest stack of open elements an HTML5 tree builder reaches on
+// `html`, from one linear scan that tokenizes as HTML5 does and models the
+// builder's stack where it decides the depth ("<div/>" opens a div, a stray
+// end tag pops nothing, "<!-->" is a whole comment, implied end tags,
+// reopened formatting elements; html_nesting.cc lists the rules and where the
+// estimate errs, always deeper or within a factor of two). Stops early and
+// returns a value > `stop_above` once the depth passes it. Linear time.
 size_t HtmlNestingDepth(std::string_view html, size_t stop_above);
 
 // Where to cut `html` so that the first part is at most `limit` bytes and the

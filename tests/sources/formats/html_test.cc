@@ -2,7 +2,10 @@
 // /usr/share/doc.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <filesystem>
+#include <string_view>
+#include <vector>
 
 #include "common/utf8.h"
 #include "sources/formats/document_parsers.h"
@@ -176,12 +179,126 @@ TEST(HtmlParserTest, NestingUpToTheLimitParsesAndDeeperIsRejectedQuickly) {
 
 TEST(HtmlNestingDepthTest, CountsOnlyElementsThatNest) {
   EXPECT_EQ(HtmlNestingDepth("<div><div>x</div></div><div></div>", 100), 2u);
-  EXPECT_EQ(HtmlNestingDepth("<p>a<p>b<br><img src=x><li>c<li>d", 100), 0u);
+  // A p or li is one level (the next one closes it), as the tree builder has it.
+  EXPECT_EQ(HtmlNestingDepth("<p>a<p>b<br><img src=x><li>c<li>d", 100), 1u);
   EXPECT_EQ(HtmlNestingDepth("<b>x<script>'<div><div><div>'</SCRIPT><i></i></b>", 100), 2u);
-  EXPECT_EQ(HtmlNestingDepth("<!-- <div><div> --><section/>", 100), 0u);
+  // "/>" does not close a non-void element (issue 14, defect 5).
+  EXPECT_EQ(HtmlNestingDepth("<!-- <div><div> --><section/>", 100), 1u);
   EXPECT_EQ(HtmlNestingDepth("<div><div><div><div>", 2), 3u);  // stops just past the bound
   EXPECT_EQ(HtmlNestingDepth("", 10), 0u);
   EXPECT_EQ(HtmlNestingDepth("<div", 10), 0u);
+}
+
+// Issue 14, defect 5: the guard counted "<div/>" as closed, let a stray end
+// tag pop, and read "<!-->" as the start of a comment running to the end, so
+// these nested as deep as they are long and gumbo spent minutes on them.
+TEST(HtmlNestingDepthTest, CountsAsTheHtml5TreeBuilder) {
+  auto repeat = [](std::string_view s, int n) {
+    std::string out;
+    for (int i = 0; i < n; ++i) out += s;
+    return out;
+  };
+  EXPECT_EQ(HtmlNestingDepth("<html><body>" + repeat("<div/>", 7) + "x</body></html>", 100), 7u);
+  EXPECT_EQ(HtmlNestingDepth(repeat("<div></x>", 7), 100), 7u);
+  EXPECT_EQ(HtmlNestingDepth("<!-->" + repeat("<div>", 7), 100), 7u);
+  EXPECT_EQ(HtmlNestingDepth("<!--->" + repeat("<div>", 7) + "-->", 100), 7u);
+  // Void elements and foreign "/>" close; <br/> or <img/> nest nothing.
+  EXPECT_EQ(HtmlNestingDepth("<div><br/><img src=x/><svg><path/><path/></svg></div>", 100), 2u);
+  // A '>' inside a quoted attribute value does not end the tag (the scan
+  // would otherwise read "<!--" in the value as a comment hiding the rest).
+  EXPECT_EQ(HtmlNestingDepth("<div title='><!--'>" + repeat("<div>", 7) + "-->", 100), 8u);
+  // "<" not followed by a letter is text, not a tag that swallows the next one.
+  EXPECT_EQ(HtmlNestingDepth(repeat("1 < <div>", 7), 100), 7u);
+  // End tags blocked by a scope boundary or a special element pop nothing.
+  EXPECT_EQ(HtmlNestingDepth(repeat("<div><object></div>", 5), 100), 10u);
+  EXPECT_EQ(HtmlNestingDepth(repeat("<span><div></span>", 5), 100), 10u);
+  // Formatting elements closed by an ancestor's end tag are reopened by the
+  // next text: each round adds its ten <b>.
+  std::string reopened;
+  for (int round = 0; round < 3; ++round) {
+    reopened += "<div>";
+    for (int i = 0; i < 10; ++i) reopened += "<b id=" + std::to_string(i) + ">";
+    reopened += "</div>x";
+  }
+  EXPECT_EQ(HtmlNestingDepth(reopened, 100), 31u);
+  // Balanced and implied closes stay flat.
+  EXPECT_EQ(HtmlNestingDepth(repeat("<div><p>a<p>b</div><ul><li>c<li>d</ul>", 50), 100), 2u);
+  EXPECT_EQ(HtmlNestingDepth("<table>" + repeat("<tr><td>a<td>b<tr><th>c", 50) + "</table>" +
+                                 repeat("<table><tbody><tr><td>x</td></tr></tbody></table>", 50),
+                             100),
+            4u);
+}
+
+// The hostile inputs of defect 5, at the size reported (~600 KB), are refused
+// in a time comparable to parsing a flat document of the same size: the scan
+// is linear and gumbo never sees them.
+TEST(HtmlParserTest, HostileNestingIsRefusedInLinearTime) {
+  constexpr size_t kSize = 600 * 1024;
+  auto fill = [](std::string head, std::string_view unit, std::string_view tail) {
+    while (head.size() + unit.size() + tail.size() <= kSize) head += unit;
+    return head + std::string(tail);
+  };
+  const std::string flat = fill("<html><body>", "<div>x</div>", "</body></html>");
+  const std::vector<std::string> hostile = {
+      fill("<html><body>", "<div/>", "x</body></html>"),
+      fill("", "<div></x>", ""),
+      fill("<!-->", "<div>", ""),
+      fill("", "<span><div></span>", ""),
+  };
+  // The fastest of three runs: the machine is shared, and what is compared is
+  // the work each input costs, not the scheduler's noise.
+  auto fastest = [](const std::string& html, Status* status) {
+    auto best = std::chrono::steady_clock::duration::max();
+    for (int run = 0; run < 3; ++run) {
+      const auto start = std::chrono::steady_clock::now();
+      auto doc = HtmlDocument::Parse(html);
+      best = std::min(best, std::chrono::steady_clock::now() - start);
+      *status = doc.status();
+    }
+    return best;
+  };
+  Status flat_status;
+  const auto flat_time = fastest(flat, &flat_status);
+  ASSERT_TRUE(flat_status.ok()) << flat_status.ToString();
+  for (size_t i = 0; i < hostile.size(); ++i) {
+    SCOPED_TRACE(i);
+    Status status;
+    const auto time = fastest(hostile[i], &status);
+    EXPECT_EQ(status.code(), StatusCode::kInvalidArgument) << status.ToString();
+    EXPECT_NE(status.message().find("nest deeper"), std::string::npos) << status.ToString();
+    EXPECT_LT(time, flat_time * 20)
+        << "hostile " << std::chrono::duration<double>(time).count() << " s, flat "
+        << std::chrono::duration<double>(flat_time).count() << " s";
+  }
+  // Deep but allowed: nesting just under the limit, then end tags that make
+  // the builder look through the whole stack, still cost time linear in size.
+  std::string deep;
+  for (size_t i = 0; i + 2 < kMaxHtmlNesting; ++i) deep += "<div>";
+  const std::vector<std::string> deep_but_allowed = {fill(deep, "</p>", ""), fill(deep, "</x>", ""),
+                                                     fill(deep, "<b></i>", ""),
+                                                     fill(deep, "x</td>", "")};
+  for (size_t i = 0; i < deep_but_allowed.size(); ++i) {
+    SCOPED_TRACE(i);
+    Status status;
+    const auto time = fastest(deep_but_allowed[i], &status);
+    EXPECT_LT(time, flat_time * 20)
+        << "deep " << std::chrono::duration<double>(time).count() << " s, flat "
+        << std::chrono::duration<double>(flat_time).count() << " s " << status.ToString();
+  }
+  // Degrades gracefully: the same constructs under the limit still parse.
+  std::string shallow = "<html><body>";
+  for (size_t i = 0; i + 1 < kMaxHtmlNesting; ++i) shallow += "<div/>";
+  shallow += "kept text</body></html>";
+  auto doc = HtmlDocument::Parse(shallow);
+  ASSERT_TRUE(doc.ok()) << doc.status().ToString();
+  std::string text;
+  ASSERT_TRUE((*doc)
+                  ->EmitBlocks([&](TextBlock&& b) {
+                    text += b.text;
+                    return Status::OK();
+                  })
+                  .ok());
+  EXPECT_EQ(text, "kept text");
 }
 
 TEST(HtmlParserTest, SinkErrorStopsTheParse) {
