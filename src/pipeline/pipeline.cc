@@ -706,6 +706,12 @@ IngestReport Pipeline::Impl::Run() {
   IngestReport report;
   const TimePoint start = SteadyClock::now();
   auto finish = [&](Status s) {
+    // Also for a run that fails before any stage starts: nothing produced,
+    // so nothing can fail to reconcile.
+    report.chunks_abandoned = chunks_abandoned;
+    report.reconciled = Get(metrics.chunks_produced) == Get(metrics.chunks_stored) +
+                                                            Get(metrics.chunks_dead_lettered) +
+                                                            report.chunks_abandoned;
     report.status = std::move(s);
     report.elapsed_s = ToSeconds(SteadyClock::now() - start);
     return report;
