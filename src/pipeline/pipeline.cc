@@ -240,6 +240,10 @@ struct Pipeline::Impl {
   std::atomic<uint64_t> chunks_deleted_stale{0}, chunks_abandoned{0};
   std::atomic<uint64_t> cache_hits{0}, tokens_saved{0};
   std::atomic<bool> aggregate_failed{false};
+  // Files fingerprinted by this run, by id and by path: their entries in the
+  // dead-letter file from earlier runs are obsolete.
+  std::mutex completed_mu;
+  std::unordered_set<std::string> completed_files;  // GUARDED_BY(completed_mu)
 
   void Abandon(const Chunk& c) {
     chunks_abandoned.fetch_add(1, std::memory_order_relaxed);
@@ -541,6 +545,14 @@ bool Pipeline::Impl::CommitCompleted(Store& store) {
       chunks_deleted_stale.fetch_add(*r, std::memory_order_relaxed);
       uint64_t fingerprints_written = 0;
       for (const SourceManifest& m : done) fingerprints_written += m.facts_only ? 0 : 1;
+      {
+        std::lock_guard lock(completed_mu);
+        for (const SourceManifest& m : done) {
+          if (m.facts_only) continue;
+          completed_files.insert(m.fingerprint.file_id);
+          completed_files.insert(m.fingerprint.path);
+        }
+      }
       sources_completed.fetch_add(fingerprints_written, std::memory_order_relaxed);
       return true;
     }
@@ -1005,7 +1017,18 @@ IngestReport Pipeline::Impl::Run() {
     reader_store->Close();
   }
   if (Status s = store.Close(); !s.ok()) Fail(s.WithContext("store close"));
-  if (Status s = dead_file.Close(); !s.ok()) Fail(s);
+  if (Status s = dead_file.Close(); !s.ok()) {
+    Fail(s);
+  } else {
+    std::lock_guard lock(completed_mu);
+    Result<uint64_t> dropped = dead_file.DropEarlierEntriesOf(completed_files);
+    if (!dropped.ok()) {
+      spdlog::warn("dead-letter file keeps entries now stored: {}", dropped.status().message());
+    } else if (*dropped > 0) {
+      spdlog::info("{} earlier entries of files completed by this run removed from {}", *dropped,
+                   options.dead_letter_path);
+    }
+  }
   // The aggregate files are complete when the aggregator finished and, if
   // this run had to replay, the walk saw every file.
   if (!aggregate_marker.empty() && !aggregate_failed &&
