@@ -20,6 +20,7 @@
 #include <memory>
 #include <optional>
 #include <random>
+#include <string>
 
 #include "sluice/clock.h"
 #include "sluice/dead_letter.h"
@@ -76,6 +77,11 @@ struct EmbedStageOptions {
   // also bounds what the stage holds to about twice the budget.
   // 0: no cap. Default: 4096 (32 requests of 128 inputs).
   size_t in_flight_chunk_budget = 4096;
+  // After RequestStop: how long requests already in flight may still finish
+  // (their chunks are then stored); past it they are cancelled and their
+  // chunks abandoned. Nothing new is started and no retry waits, so a stop
+  // takes at most this long in the stage whatever the Retry-After.
+  Duration stop_grace = std::chrono::seconds(2);
 };
 
 // Observes each finished request (for the trace of issue 3). Optional.
@@ -98,6 +104,9 @@ class EmbedStage {
   EmbedStage& operator=(const EmbedStage&) = delete;
 
   void SetObserver(RequestObserver observer);
+  // Called once, on the stage's thread, when it handles a stop: one line
+  // saying what it still waits for and what it abandons (for stderr).
+  void SetStopNotice(std::function<void(const std::string&)> notice);
 
   // Runs until `in` has ended and every chunk taken from it is either pushed
   // to `out` or dead-lettered. Returns non-OK only for a fatal error
@@ -106,8 +115,11 @@ class EmbedStage {
   // chunks still held are then handed to the sink with kCancelled (abandoned).
   Status Run(BoundedQueue<Chunk>& in, BoundedQueue<EmbeddedChunk>& out);
 
-  // Stop taking new chunks; finish in-flight requests; dead-letter nothing
-  // that can still complete. Safe from any thread.
+  // Stop taking new chunks and start no request (not even a retry): chunks
+  // not in flight are handed to the DeadLetterSink with kCancelled at once
+  // (abandoned, not failed); requests in flight get `stop_grace` to finish,
+  // then are cancelled the same way. Run() returns within about
+  // `stop_grace`. Safe from any thread.
   void RequestStop();
 
  private:

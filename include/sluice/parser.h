@@ -29,6 +29,11 @@ class DocumentSink {
   virtual Status BeginDocument(const SourceInfo& info) = 0;
   virtual Status AddBlock(const TextBlock& block) = 0;
   virtual Status EndDocument() = 0;
+  // True once the run is stopping (a signal, a fatal error). Parsers check it
+  // where they would otherwise wait or work without calling the sink (between
+  // read blocks, while a --parser-cmd child is silent) and then return
+  // Cancelled: the input is abandoned, not failed. Default: never.
+  virtual bool StopRequested() const { return false; }
 };
 
 // Counters a parser reports back for the run report.

@@ -209,10 +209,22 @@ int RunDeadLetterRetryCommand(const DeadLetterArgs& args, IngestOptions options)
   }
   std::unordered_map<std::string, const DeadLetterEntry*> failed_chunks;
   std::unordered_set<std::string> failed_sources;
+  // An oversize chunk is stored as pieces with ids of their own (same source
+  // and ordinal): it failed again if one of its pieces did.
+  const auto piece_key = [](const Chunk& c) {
+    return c.source_id + '\0' + std::to_string(c.ordinal);
+  };
+  std::unordered_map<std::string, const DeadLetterEntry*> failed_pieces;
   for (const DeadLetterEntry& e : *again) {
-    if (e.kind == "chunk") failed_chunks.emplace(e.chunk.id, &e);
+    if (e.kind == "chunk") {
+      failed_chunks.emplace(e.chunk.id, &e);
+      failed_pieces.emplace(piece_key(e.chunk), &e);
+    }
     if (e.kind == "source") failed_sources.insert(e.source_id);
   }
+  // A run that ended (0, or 3: something failed) stored or dead-lettered
+  // every chunk it was given; one stopped or failed may have abandoned some.
+  const bool run_completed = status == 0 || status == 3;
   // Which retried chunks are in the store now.
   std::unordered_set<std::string> stored;
   {
@@ -235,14 +247,24 @@ int RunDeadLetterRetryCommand(const DeadLetterArgs& args, IngestOptions options)
     bool keep = true;
     const std::string* line = &e.line;
     if (selected(e) && e.kind == "chunk") {
+      const DeadLetterEntry* failed_again = nullptr;
+      if (auto it = failed_chunks.find(e.chunk.id); it != failed_chunks.end()) {
+        failed_again = it->second;
+      } else if (auto piece = failed_pieces.find(piece_key(e.chunk));
+                 piece != failed_pieces.end()) {
+        failed_again = piece->second;
+      }
       if (stored.count(e.chunk.id) || !written.insert(e.chunk.id).second) {
         keep = false;
-      } else if (auto it = failed_chunks.find(e.chunk.id); it != failed_chunks.end()) {
-        line = &it->second->line;  // failed again: the new reason
+      } else if (failed_again != nullptr) {
+        line = &failed_again->line;  // failed again: the new reason
+      } else if (run_completed) {
+        keep = false;  // stored under other ids: split into pieces that all were
       }
     } else if (selected(e) && e.kind == "source" &&
                file_ids.count(FileIdOfFailedSource(e.source_id, e.path))) {
-      keep = failed_sources.count(e.source_id) > 0;
+      // After a stop the source may have been abandoned, not read: kept.
+      keep = !run_completed || failed_sources.count(e.source_id) > 0;
     }
     if (keep && selected(e)) ++still_failing;
     if (keep) {

@@ -157,6 +157,14 @@ struct EmbedStage::Impl {
   // Hands `chunks` back as abandoned (kCancelled): the run stops for `why`,
   // a failure that says nothing about them, and the next run redoes them.
   void Abandon(std::vector<Chunk>& chunks, const Status& why);
+  // The stop path: everything not in flight (pending, ready, waiting for a
+  // retry) is handed back as `why` (kCancelled: abandoned). Returns how many chunks.
+  size_t AbandonNotInFlight(const Status& why);
+  // The longest wait a stop skips: a retry's timer or the pacer's shared
+  // Retry-After cooldown.
+  Duration LongestSkippedWait(TimePoint now) const;
+  // One line for stderr: what the stop waits for and what it gave up.
+  std::string DescribeStop(size_t abandoned, Duration skipped) const;
   Duration ComputeWait(TimePoint now, bool flush, bool input_open) const;
   void PublishGauges() {
     metrics.in_flight.store(static_cast<int64_t>(in_flight.size()), std::memory_order_relaxed);
@@ -174,6 +182,7 @@ struct EmbedStage::Impl {
   RetryPolicy retry;
   std::mt19937_64 rng;
   RequestObserver observer;
+  std::function<void(const std::string&)> stop_notice;
   std::atomic<bool> stop_requested{false};
 
   size_t max_inputs = 1;  // inputs per batch now: batch_size, or the sizer's suggestion
@@ -365,6 +374,45 @@ void EmbedStage::Impl::DeadLetterEverything(const Status& why) {
   PublishGauges();
 }
 
+size_t EmbedStage::Impl::AbandonNotInFlight(const Status& why) {
+  size_t abandoned = pending.size();
+  for (const Batch& batch : ready) abandoned += batch.chunks.size();
+  for (auto& [when, batch] : waiting) {
+    abandoned += batch.chunks.size();
+    DeadLetter(batch.chunks, 0, why);
+  }
+  waiting.clear();
+  for (Batch& batch : ready) batch.fresh = true;  // retries and bisected halves too
+  DeadLetterUnsent(why);
+  return abandoned;
+}
+
+Duration EmbedStage::Impl::LongestSkippedWait(TimePoint now) const {
+  Duration skipped = pacer.DelayFor(now, 1);
+  for (const auto& [when, batch] : waiting) skipped = std::max(skipped, when - now);
+  return skipped;
+}
+
+std::string EmbedStage::Impl::DescribeStop(size_t abandoned, Duration skipped) const {
+  std::string line = "stopping: ";
+  if (in_flight.empty()) {
+    line += "no request in flight";
+  } else {
+    const auto grace_ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(options.stop_grace).count();
+    line += "waiting up to " + std::to_string(grace_ms) + " ms for " +
+            std::to_string(in_flight.size()) + (in_flight.size() == 1 ? " request" : " requests") +
+            " in flight";
+  }
+  line += ", " + std::to_string(abandoned) + " queued chunks abandoned";
+  if (skipped >= std::chrono::seconds(1)) {
+    line += " (Retry-After " +
+            std::to_string(std::chrono::duration_cast<std::chrono::seconds>(skipped).count()) +
+            " s ignored)";
+  }
+  return line;
+}
+
 namespace {
 
 RequestOutcome Classify(const EmbedResponse& response) {
@@ -548,11 +596,26 @@ Status EmbedStage::Impl::Run(BoundedQueue<Chunk>& in, BoundedQueue<EmbeddedChunk
   bool stop_handled = false;
   std::vector<EmbedResponse> responses;
   PublishGauges();
+  const Status stopped = Status::Cancelled("stop requested before the chunk was embedded");
+  TimePoint stop_deadline{};
   while (true) {
     const bool stopping = stop_requested.load(std::memory_order_acquire);
     if (stopping && !stop_handled) {
       stop_handled = true;
-      DeadLetterUnsent(Status::Cancelled("stop requested before the chunk was sent"));
+      const TimePoint now = clock.Now();
+      stop_deadline = now + options.stop_grace;
+      // Measured before abandoning: the retry timers go with their batches.
+      const Duration skipped = LongestSkippedWait(now);
+      const size_t abandoned = AbandonNotInFlight(stopped);
+      if (stop_notice) stop_notice(DescribeStop(abandoned, skipped));
+    }
+    if (stopping && !in_flight.empty() && clock.Now() >= stop_deadline) {
+      // The grace is over: what is still in flight is abandoned (the
+      // transport's late answers are ignored; the rerun redoes the chunks).
+      for (auto& [id, sent] : in_flight) DeadLetter(sent.batch.chunks, 0, stopped);
+      in_flight.clear();
+      PublishGauges();
+      break;
     }
     bytes_per_token = pacer.BytesPerToken();
     const bool input_open = !input_done && !stopping;
@@ -581,12 +644,17 @@ Status EmbedStage::Impl::Run(BoundedQueue<Chunk>& in, BoundedQueue<EmbeddedChunk
       ready.push_back(std::move(waiting.begin()->second));
       waiting.erase(waiting.begin());
     }
-    FormBatches(now, flush);
-    if (stopping) DeadLetterUnsent(Status::Cancelled("stop requested before the chunk was sent"));
-    StartRequests(now, flush);
+    if (stopping) {
+      // Retries and bisected halves of answers that came back after the stop.
+      AbandonNotInFlight(stopped);
+    } else {
+      FormBatches(now, flush);
+      StartRequests(now, flush);
+    }
     if (flush && Idle()) break;
 
-    const Duration wait = ComputeWait(now, flush, !input_done && !stopping);
+    Duration wait = ComputeWait(now, flush, !input_done && !stopping);
+    if (stopping) wait = std::max(Duration(0), std::min(wait, stop_deadline - now));
     responses.clear();
     if (transport.InFlight() > 0) {
       transport.Poll(wait, responses);
@@ -621,6 +689,10 @@ EmbedStage::EmbedStage(EmbedStageOptions options, EmbeddingTransport& transport,
 EmbedStage::~EmbedStage() = default;
 
 void EmbedStage::SetObserver(RequestObserver observer) { impl_->observer = std::move(observer); }
+
+void EmbedStage::SetStopNotice(std::function<void(const std::string&)> notice) {
+  impl_->stop_notice = std::move(notice);
+}
 
 Status EmbedStage::Run(BoundedQueue<Chunk>& in, BoundedQueue<EmbeddedChunk>& out) {
   return impl_->Run(in, out);

@@ -8,6 +8,9 @@
 #include <cstring>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
+
+#include <simdjson.h>
 
 #include "common/json_writer.h"
 
@@ -63,8 +66,12 @@ Result<std::unique_ptr<DeadLetterFile>> DeadLetterFile::Open(const std::string& 
   }
   std::fclose(probe);
   struct stat st {};
-  if (::stat(path.c_str(), &st) == 0 && st.st_size == 0) ::unlink(path.c_str());
-  return std::unique_ptr<DeadLetterFile>(new DeadLetterFile(path, metrics));
+  uint64_t earlier_bytes = 0;
+  if (::stat(path.c_str(), &st) == 0) {
+    if (st.st_size == 0) ::unlink(path.c_str());
+    earlier_bytes = static_cast<uint64_t>(st.st_size);
+  }
+  return std::unique_ptr<DeadLetterFile>(new DeadLetterFile(path, metrics, earlier_bytes));
 }
 
 DeadLetterFile::~DeadLetterFile() { Close(); }
@@ -135,6 +142,65 @@ Status DeadLetterFile::Close() {
     file_ = nullptr;
   }
   return write_error_;
+}
+
+Result<uint64_t> DeadLetterFile::DropEarlierEntriesOf(
+    const std::unordered_set<std::string>& completed) {
+  if (earlier_bytes_ == 0 || completed.empty()) return uint64_t{0};
+  std::ifstream in(path_, std::ios::binary);
+  if (!in) return uint64_t{0};  // removed meanwhile: nothing to drop
+  const std::string tmp = path_ + ".tmp";
+  std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+  if (!out) return Status::IOError("cannot write '" + tmp + "'");
+  simdjson::dom::parser parser;
+  std::string line;
+  uint64_t offset = 0, dropped = 0, kept = 0;
+  while (std::getline(in, line)) {
+    const bool earlier = offset < earlier_bytes_;
+    offset += line.size() + 1;
+    bool drop = false;
+    simdjson::dom::element entry;
+    if (earlier && !parser.parse(line).get(entry)) {
+      // An absent field stays empty (and matches nothing).
+      const auto field = [](simdjson::simdjson_result<simdjson::dom::element> value) {
+        std::string_view text;
+        if (value.get_string().get(text) != simdjson::SUCCESS) return std::string_view();
+        return text;
+      };
+      const std::string_view kind = field(entry["kind"]);
+      const std::string_view source_id = field(entry["source_id"]);
+      const std::string_view path = field(entry["path"]);
+      const std::string_view file_id = field(entry["chunk"]["file_id"]);
+      if (kind == "chunk") {
+        drop = !file_id.empty() && completed.count(std::string(file_id)) > 0;
+      } else if (kind == "source") {
+        // A whole-file failure (source id = file id) or a bad record of it.
+        drop = completed.count(std::string(source_id)) > 0 ||
+               (!path.empty() && completed.count(std::string(path)) > 0);
+      }
+    }
+    if (drop) {
+      ++dropped;
+      continue;
+    }
+    out << line << '\n';
+    ++kept;
+  }
+  out.close();
+  std::error_code ec;
+  if (dropped == 0) {
+    std::filesystem::remove(tmp, ec);
+    return uint64_t{0};
+  }
+  if (!out.good()) return Status::IOError("write to '" + tmp + "' failed");
+  if (kept == 0) {
+    std::filesystem::remove(path_, ec);
+    std::filesystem::remove(tmp, ec);
+  } else {
+    std::filesystem::rename(tmp, path_, ec);
+    if (ec) return Status::IOError("cannot replace '" + path_ + "': " + ec.message());
+  }
+  return dropped;
 }
 
 std::map<std::string, uint64_t> DeadLetterFile::ReasonCounts() const {

@@ -10,6 +10,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_set>
 
 #include "sluice/dead_letter.h"
 #include "sluice/metrics.h"
@@ -29,16 +30,23 @@ class DeadLetterFile final : public DeadLetterSink {
 
   // Flushes to disk; returns the first write error, if any.
   Status Close();
+  // Rewrites the file (temp file + rename) without the entries written
+  // before this run that name a file this run completed (`completed`: file
+  // ids and paths): its chunks are now stored, or failed again and have a
+  // new entry below. Returns how many were removed. REQUIRES: Close() done.
+  Result<uint64_t> DropEarlierEntriesOf(const std::unordered_set<std::string>& completed);
   std::map<std::string, uint64_t> ReasonCounts() const;
   uint64_t Count() const;
   const std::string& path() const { return path_; }
 
  private:
-  DeadLetterFile(std::string path, Metrics& metrics) : path_(std::move(path)), metrics_(metrics) {}
+  DeadLetterFile(std::string path, Metrics& metrics, uint64_t earlier_bytes)
+      : path_(std::move(path)), metrics_(metrics), earlier_bytes_(earlier_bytes) {}
   void AppendLine(const std::string& line, const Status& why);
 
   const std::string path_;
   Metrics& metrics_;
+  const uint64_t earlier_bytes_;  // the file's size at Open: earlier runs' entries
   mutable std::mutex mu_;
   std::FILE* file_ = nullptr;  // GUARDED_BY(mu_)
   Status write_error_;         // GUARDED_BY(mu_)

@@ -73,18 +73,22 @@ uint64_t NewRunId() {
   return id;
 }
 
+// `finish_records`: stdin, where every record already received must be
+// chunked (then stored or counted abandoned) rather than cut off mid-record;
+// its parser stops at the next read instead.
 class ReaderSink final : public DocumentSink {
  public:
-  ReaderSink(Chunker& chunker, const std::atomic<bool>& stopping)
-      : chunker_(chunker), stopping_(stopping) {}
+  ReaderSink(Chunker& chunker, const std::atomic<bool>& stopping, bool finish_records)
+      : chunker_(chunker), stopping_(stopping), finish_records_(finish_records) {}
   Status BeginDocument(const SourceInfo& info) override {
     ++documents_;
     return chunker_.BeginDocument(info);
   }
   Status AddBlock(const TextBlock& block) override {
-    if (stopping_.load(std::memory_order_relaxed)) return Status::Cancelled("stopping");
+    if (!finish_records_ && StopRequested()) return Status::Cancelled("stopping");
     return chunker_.AddBlock(block);
   }
+  bool StopRequested() const override { return stopping_.load(std::memory_order_relaxed); }
   Status EndDocument() override {
     Status s = chunker_.EndDocument();
     chunks_ += chunker_.ChunksInDocument();
@@ -96,13 +100,19 @@ class ReaderSink final : public DocumentSink {
  private:
   Chunker& chunker_;
   const std::atomic<bool>& stopping_;
+  const bool finish_records_;
   uint64_t documents_ = 0;
   uint64_t chunks_ = 0;
 };
 
 }  // namespace
 
-Result<std::string> HashFileContents(const std::string& path) {
+namespace {
+
+// HashFileContents that gives up (Cancelled) between reads once `stop` is
+// set, so a stop does not wait for a huge file to be hashed.
+Result<std::string> HashFileContentsUnlessStopped(const std::string& path,
+                                                  const std::atomic<bool>& stop) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return Status::IOError("cannot open " + path + ": " + std::strerror(errno));
   XXH3_state_t* state = XXH3_createState();
@@ -118,12 +128,23 @@ Result<std::string> HashFileContents(const std::string& path) {
     }
     if (n == 0) break;
     XXH3_128bits_update(state, buf.data(), static_cast<size_t>(n));
+    if (stop.load(std::memory_order_relaxed)) {
+      s = Status::Cancelled("stopping: " + path + " not hashed to its end");
+      break;
+    }
   }
   ::close(fd);
   const XXH128_hash_t h = XXH3_128bits_digest(state);
   XXH3_freeState(state);
   if (!s.ok()) return s;
   return fmt::format("{:016x}{:016x}", h.high64, h.low64);
+}
+
+}  // namespace
+
+Result<std::string> HashFileContents(const std::string& path) {
+  static const std::atomic<bool> never{false};
+  return HashFileContentsUnlessStopped(path, never);
 }
 
 namespace {
@@ -219,6 +240,10 @@ struct Pipeline::Impl {
   std::atomic<uint64_t> chunks_deleted_stale{0}, chunks_abandoned{0};
   std::atomic<uint64_t> cache_hits{0}, tokens_saved{0};
   std::atomic<bool> aggregate_failed{false};
+  // Files fingerprinted by this run, by id and by path: their entries in the
+  // dead-letter file from earlier runs are obsolete.
+  std::mutex completed_mu;
+  std::unordered_set<std::string> completed_files;  // GUARDED_BY(completed_mu)
 
   void Abandon(const Chunk& c) {
     chunks_abandoned.fetch_add(1, std::memory_order_relaxed);
@@ -373,7 +398,7 @@ void Pipeline::Impl::ReadSources(BoundedQueue<SourceFile>& files, BoundedQueue<C
       file->domain = std::move(route.domain);
       file->category = std::move(route.category);
     }
-    ReaderSink sink(chunker, stopping);
+    ReaderSink sink(chunker, stopping, /*finish_records=*/file->path == kStdinPath);
     RecordErrors errors(dead, file->path);
     ParseStats stats;
     Status s = parser->Parse(*file, limits, sink, errors, stats);
@@ -405,10 +430,11 @@ void Pipeline::Impl::ReadSources(BoundedQueue<SourceFile>& files, BoundedQueue<C
 bool Pipeline::Impl::HashUnchanged(const SourceFile& file, const std::string& file_id,
                                    const SourceFingerprint* fp, std::string& hash,
                                    DeadLetterSink& dead, bool& failed) {
-  Result<std::string> h = HashFileContents(file.path);
+  Result<std::string> h = HashFileContentsUnlessStopped(file.path, stopping);
   if (!h.ok()) {
+    failed = true;  // not parsed; a stop abandons it (no fingerprint, no dead letter)
+    if (h.status().code() == StatusCode::kCancelled) return false;
     dead.SourceFailed(file_id, file.path, h.status());
-    failed = true;
     return false;
   }
   hash = std::move(*h);
@@ -519,6 +545,14 @@ bool Pipeline::Impl::CommitCompleted(Store& store) {
       chunks_deleted_stale.fetch_add(*r, std::memory_order_relaxed);
       uint64_t fingerprints_written = 0;
       for (const SourceManifest& m : done) fingerprints_written += m.facts_only ? 0 : 1;
+      {
+        std::lock_guard lock(completed_mu);
+        for (const SourceManifest& m : done) {
+          if (m.facts_only) continue;
+          completed_files.insert(m.fingerprint.file_id);
+          completed_files.insert(m.fingerprint.path);
+        }
+      }
       sources_completed.fetch_add(fingerprints_written, std::memory_order_relaxed);
       return true;
     }
@@ -684,6 +718,12 @@ IngestReport Pipeline::Impl::Run() {
   IngestReport report;
   const TimePoint start = SteadyClock::now();
   auto finish = [&](Status s) {
+    // Also for a run that fails before any stage starts: nothing produced,
+    // so nothing can fail to reconcile.
+    report.chunks_abandoned = chunks_abandoned;
+    report.reconciled = Get(metrics.chunks_produced) == Get(metrics.chunks_stored) +
+                                                            Get(metrics.chunks_dead_lettered) +
+                                                            report.chunks_abandoned;
     report.status = std::move(s);
     report.elapsed_s = ToSeconds(SteadyClock::now() - start);
     return report;
@@ -817,6 +857,7 @@ IngestReport Pipeline::Impl::Run() {
     std::lock_guard lock(mu);
     embed_stage = &stage;
   }
+  stage.SetStopNotice([](const std::string& notice) { spdlog::warn("{}", notice); });
   TraceHook trace = MakeTraceHook(options, stage, metrics);
 
   std::atomic<bool> done{false};
@@ -976,7 +1017,18 @@ IngestReport Pipeline::Impl::Run() {
     reader_store->Close();
   }
   if (Status s = store.Close(); !s.ok()) Fail(s.WithContext("store close"));
-  if (Status s = dead_file.Close(); !s.ok()) Fail(s);
+  if (Status s = dead_file.Close(); !s.ok()) {
+    Fail(s);
+  } else {
+    std::lock_guard lock(completed_mu);
+    Result<uint64_t> dropped = dead_file.DropEarlierEntriesOf(completed_files);
+    if (!dropped.ok()) {
+      spdlog::warn("dead-letter file keeps entries now stored: {}", dropped.status().message());
+    } else if (*dropped > 0) {
+      spdlog::info("{} earlier entries of files completed by this run removed from {}", *dropped,
+                   options.dead_letter_path);
+    }
+  }
   // The aggregate files are complete when the aggregator finished and, if
   // this run had to replay, the walk saw every file.
   if (!aggregate_marker.empty() && !aggregate_failed &&

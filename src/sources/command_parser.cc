@@ -30,6 +30,10 @@ using sources_internal::JsonlRecordReader;
 using sources_internal::LineSplitter;
 
 constexpr size_t kStderrTailBytes = 4096;
+// How often a silent child is checked for a stop of the run.
+constexpr int64_t kStopCheckMs = 100;
+// How long a child has to exit after SIGTERM before it is killed.
+constexpr Duration kTermGrace = std::chrono::seconds(1);
 
 class Fd {
  public:
@@ -100,11 +104,15 @@ class CommandParser final : public Parser {
         },
         sources_internal::kJsonlLinePadding);
     std::string stderr_tail;
-    Status failure;  // a sink failure or a timeout: stop reading and kill
+    Status failure;  // a sink failure, a stop or a timeout: stop reading and kill
     const TimePoint deadline = SteadyClock::now() + timeout_;
     bool out_open = true, err_open = true;
     std::string buf(64 << 10, '\0');
     while ((out_open || err_open) && failure.ok()) {
+      if (sink.StopRequested()) {
+        failure = Stopped();
+        break;
+      }
       const auto left =
           std::chrono::duration_cast<std::chrono::milliseconds>(deadline - SteadyClock::now());
       if (left.count() <= 0) {
@@ -122,7 +130,8 @@ class CommandParser final : public Parser {
         err_idx = static_cast<int>(n);
         fds[n++] = {err_r.get(), POLLIN, 0};
       }
-      const int ready = poll(fds, n, static_cast<int>(std::min<int64_t>(left.count() + 1, 1000)));
+      const int ready =
+          poll(fds, n, static_cast<int>(std::min<int64_t>(left.count() + 1, kStopCheckMs)));
       if (ready < 0) {
         if (errno == EINTR) continue;
         failure = Status::IOError("poll: " + ErrnoText(errno));
@@ -148,21 +157,45 @@ class CommandParser final : public Parser {
         }
       }
     }
-    if (!failure.ok()) kill(-pid, SIGKILL);
+    // A stop asks the child's process group to end (SIGTERM) and kills it
+    // after kTermGrace; any other failure kills it at once.
+    bool killed = false;
+    TimePoint kill_at{};
+    auto end_child = [&] {
+      if (failure.code() == StatusCode::kCancelled) {
+        kill(-pid, SIGTERM);
+        kill_at = SteadyClock::now() + kTermGrace;
+      } else {
+        kill(-pid, SIGKILL);
+        killed = true;
+      }
+    };
+    if (!failure.ok()) end_child();
     int wstatus = 0;
     // After both pipes closed the child is exiting; wait within the deadline.
     for (;;) {
-      const pid_t w = waitpid(pid, &wstatus, failure.ok() ? WNOHANG : 0);
+      const pid_t w = waitpid(pid, &wstatus, killed ? 0 : WNOHANG);
       if (w == pid) break;
       if (w < 0 && errno != EINTR) return Status::Internal("waitpid: " + ErrnoText(errno));
-      if (w == 0) {
-        if (SteadyClock::now() >= deadline) {
-          failure = TimedOut();
+      if (w != 0) continue;  // EINTR
+      if (!failure.ok()) {
+        if (SteadyClock::now() >= kill_at) {
           kill(-pid, SIGKILL);
-          continue;
+          killed = true;
         }
-        usleep(2000);
+      } else if (sink.StopRequested()) {
+        failure = Stopped();
+        end_child();
+      } else if (SteadyClock::now() >= deadline) {
+        failure = TimedOut();
+        end_child();
       }
+      if (!killed) usleep(2000);
+    }
+    if (failure.code() == StatusCode::kCancelled) {
+      // Abandoned, not failed: the pipeline neither dead-letters nor
+      // fingerprints the source, and the rerun parses it again.
+      return failure.WithContext(file.path);
     }
     if (!failure.ok()) return failure.WithContext(Describe(file, stderr_tail));
     if (WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0) {
@@ -177,6 +210,9 @@ class CommandParser final : public Parser {
   }
 
  private:
+  static Status Stopped() {
+    return Status::Cancelled("stopping: parser command terminated before it finished");
+  }
   Status TimedOut() const {
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(timeout_).count();
     return Status::Timeout("parser command timed out after " + std::to_string(ms) + " ms");

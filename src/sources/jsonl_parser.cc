@@ -3,6 +3,8 @@
 // dead-lettered and skipped without being held in memory.
 #include <simdjson.h>
 
+#include <chrono>
+#include <cstring>
 #include <string>
 
 #include "common/hashing.h"
@@ -183,6 +185,11 @@ Status JsonlRecordReader::EmitRecord(const SourceInfo& info, std::string_view te
 
 namespace {
 
+// How long a read of stdin waits before looking at StopRequested again.
+constexpr std::chrono::milliseconds kStreamPollSlice{100};
+
+std::string LineSource(const SourceFile& file) { return file.path == "-" ? "<stdin>" : file.path; }
+
 class JsonlParser final : public Parser {
  public:
   std::string_view Name() const override { return "jsonl"; }
@@ -202,12 +209,26 @@ class JsonlParser final : public Parser {
           return records.HandleLine(line, n, too_long);
         },
         kJsonlLinePadding);
+    // stdin is a stream: each read hands on the lines that have arrived
+    // (not a 1 MiB block later), and a stalled writer does not hold a stop.
+    const bool stream = file.path == "-";
     std::string block;
     for (;;) {
+      if (sink.StopRequested()) {
+        return Status::Cancelled("stopping: " + LineSource(file) + " not read to its end");
+      }
       block.clear();
-      Result<size_t> got = in->Read(block, kReadBlockBytes);
-      if (!got.ok()) return got.status();
-      if (*got == 0) break;
+      if (stream) {
+        Result<InputFile::Available> got =
+            in->ReadAvailable(block, kReadBlockBytes, kStreamPollSlice);
+        if (!got.ok()) return got.status();
+        if (got->ended) break;
+        if (got->bytes == 0) continue;
+      } else {
+        Result<size_t> got = in->Read(block, kReadBlockBytes);
+        if (!got.ok()) return got.status();
+        if (*got == 0) break;
+      }
       s = lines.Feed(block);
       if (!s.ok()) return s;
     }

@@ -414,8 +414,12 @@ class MarkdownParser final : public Parser {
     LineSplitter lines(
         kMaxPieceBytes, LineSplitter::Overflow::kSplit,
         [&state](std::string_view line, uint64_t, bool) { return state.Line(line); });
-    s = DecodeTextFile(file.path, stats,
-                       [&lines](std::string_view text) { return lines.Feed(text); });
+    s = DecodeTextFile(file.path, stats, [&](std::string_view text) -> Status {
+      if (sink.StopRequested()) {
+        return Status::Cancelled("stopping: " + file.path + " not read to its end");
+      }
+      return lines.Feed(text);
+    });
     if (!s.ok()) return s;
     s = lines.Finish();
     if (!s.ok()) return s;

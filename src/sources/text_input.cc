@@ -1,6 +1,7 @@
 #include "sources/text_input.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -56,6 +57,33 @@ Result<size_t> InputFile::Read(std::string& out, size_t max_bytes) {
   }
   out.resize(old + got);
   return got;
+}
+
+Result<InputFile::Available> InputFile::ReadAvailable(std::string& out, size_t max_bytes,
+                                                      std::chrono::milliseconds wait) {
+  Available result;
+  struct pollfd pfd = {fd_, POLLIN, 0};
+  const int ready = poll(&pfd, 1, static_cast<int>(wait.count()));
+  if (ready < 0) {
+    if (errno == EINTR) return result;
+    return Status::IOError("poll " + path_ + ": " + std::strerror(errno));
+  }
+  if (ready == 0) return result;
+  const size_t old = out.size();
+  out.resize(old + max_bytes);
+  ssize_t n;
+  do {
+    n = read(fd_, out.data() + old, max_bytes);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    const int err = errno;
+    out.resize(old);
+    return Status::IOError("read " + path_ + ": " + std::strerror(err));
+  }
+  out.resize(old + static_cast<size_t>(n));
+  result.bytes = static_cast<size_t>(n);
+  result.ended = n == 0;
+  return result;
 }
 
 SourceInfo FileSourceInfo(const SourceFile& file) {

@@ -5,6 +5,7 @@
 // Thread safety: each object is used by one thread; functions are reentrant.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -30,7 +31,19 @@ class InputFile {
   InputFile& operator=(InputFile&&) = delete;
   ~InputFile();
   // Appends up to `max_bytes` to `out`; returns the count, 0 at end of input.
+  // Blocks until `max_bytes` came or the input ended.
   Result<size_t> Read(std::string& out, size_t max_bytes);
+
+  struct Available {
+    size_t bytes = 0;  // appended to `out`; 0 and !ended: nothing came within the wait
+    bool ended = false;
+  };
+  // For a stream (stdin, a pipe): waits up to `wait` (poll) for input, then
+  // appends what one read() gives, at most `max_bytes`. Records are then
+  // handed on as they arrive, and the caller can notice a stop while the
+  // writer is silent.
+  Result<Available> ReadAvailable(std::string& out, size_t max_bytes,
+                                  std::chrono::milliseconds wait);
 
  private:
   InputFile(int fd, bool owned, std::string path)

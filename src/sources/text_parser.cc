@@ -29,6 +29,10 @@ class TextParser final : public Parser {
       return sink.AddBlock(block);
     });
     s = DecodeTextFile(file.path, stats, [&](std::string_view text) -> Status {
+      // Between read blocks: a stop ends even a parse that emits nothing
+      // (megabytes of blank lines).
+      if (sink.StopRequested())
+        return Status::Cancelled("stopping: " + file.path + " not read to its end");
       if (!begun) {
         begun = true;
         Status b = sink.BeginDocument(info);

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <deque>
 #include <functional>
@@ -552,6 +553,81 @@ TEST(EmbedStageTest, RequestStopWakesAnIdleStage) {
   runner.join();
   EXPECT_TRUE(result.ok());
   EXPECT_EQ(Get(h.metrics.embedder.items_in), 0u);
+}
+
+TEST(EmbedStageTest, RequestStopAbandonsABatchWaitingOnALongRetryAfter) {
+  // The first request is answered 429 with a minute's Retry-After; the stop
+  // must not wait it out (issue 14: measured 57 s before).
+  Harness h([](const EmbedRequest& r, int call) {
+    if (call == 0) {
+      EmbedResponse e = Fail(Status::RateLimited("HTTP 429: slow down"), 429);
+      e.rate.retry_after = std::chrono::seconds(60);
+      return e;
+    }
+    return Ok(r);
+  });
+  h.options.retry.max_backoff = std::chrono::minutes(5);
+  for (Chunk& c : Chunks(4)) ASSERT_TRUE(h.in.Push(std::move(c)));  // input stays open
+  EmbedStage stage(h.options, h.transport, *h.limiter, *h.pacer, SystemClock::Instance(), h.metrics,
+                   h.sink);
+  std::string notice;
+  stage.SetStopNotice([&](const std::string& line) { notice += line; });
+  Status result = Status::Internal("not run");
+  std::thread runner([&] { result = stage.Run(h.in, h.out); });
+  for (int i = 0; i < 5000 && Get(h.metrics.rate_limited) == 0; ++i) {
+    std::this_thread::sleep_for(milliseconds(1));
+  }
+  ASSERT_EQ(Get(h.metrics.rate_limited), 1u);
+  const auto stop = std::chrono::steady_clock::now();
+  stage.RequestStop();
+  runner.join();
+  EXPECT_LT(std::chrono::steady_clock::now() - stop, std::chrono::seconds(5));
+  EXPECT_TRUE(result.ok()) << result.ToString();
+  h.out.Close();
+  h.ExpectExactlyOnce(4);
+  EXPECT_TRUE(h.embedded.empty());
+  ASSERT_EQ(h.sink.chunks.size(), 4u);
+  for (const auto& [chunk, why] : h.sink.chunks) EXPECT_EQ(why.code(), StatusCode::kCancelled);
+  EXPECT_EQ(Get(h.metrics.requests), 1u);  // the retry was never sent
+  EXPECT_NE(notice.find("no request in flight, 4 queued chunks abandoned"), std::string::npos)
+      << notice;
+  EXPECT_NE(notice.find("(Retry-After 5"), std::string::npos) << notice;  // 59 or 60 s left
+}
+
+TEST(EmbedStageTest, RequestStopCancelsRequestsStillInFlightAfterTheGrace) {
+  Harness h([](const EmbedRequest& r, int) { return Ok(r); }, /*concurrency=*/1);
+  h.transport.Hold(true);  // the service never answers
+  ManualClock clock;
+  h.options.stop_grace = std::chrono::seconds(2);
+  for (Chunk& c : Chunks(8)) ASSERT_TRUE(h.in.Push(std::move(c)));
+  h.in.Close();
+  EmbedStage stage(h.options, h.transport, *h.limiter, *h.pacer, clock, h.metrics, h.sink);
+  std::atomic<bool> noticed{false};
+  std::string notice;
+  stage.SetStopNotice([&](const std::string& line) {
+    notice = line;
+    noticed = true;
+  });
+  Status result = Status::Internal("not run");
+  std::thread runner([&] { result = stage.Run(h.in, h.out); });
+  for (int i = 0; i < 5000 && h.transport.InFlight() < 1; ++i) {
+    std::this_thread::sleep_for(milliseconds(1));
+  }
+  ASSERT_EQ(h.transport.InFlight(), 1u);
+  stage.RequestStop();
+  // The grace is measured on the stage's clock from when it saw the stop.
+  for (int i = 0; i < 5000 && !noticed; ++i) std::this_thread::sleep_for(milliseconds(1));
+  ASSERT_TRUE(noticed);
+  clock.Advance(std::chrono::seconds(2));
+  runner.join();
+  EXPECT_TRUE(result.ok()) << result.ToString();
+  h.out.Close();
+  h.ExpectExactlyOnce(8);
+  EXPECT_TRUE(h.embedded.empty());
+  for (const auto& [chunk, why] : h.sink.chunks) EXPECT_EQ(why.code(), StatusCode::kCancelled);
+  EXPECT_NE(notice.find("waiting up to 2000 ms for 1 request in flight, 4 queued chunks abandoned"),
+            std::string::npos)
+      << notice;
 }
 
 // Records what the stage tells the controllers (a fixed limit, no pacing).
