@@ -55,6 +55,12 @@ struct AdaptiveLimiterOptions {
   double beta_scale = 6.0;
   double alpha_min = 2.0;
   double beta_min = 4.0;
+  // ...but never more than these fractions of the limit (at least 1 and 2
+  // requests): a queue of log10-sized length is a small latency cost on a
+  // server with 64 workers and a large one on a server with 8 (a queue of
+  // 2.7-5.4 on 8 workers is +35-70% latency for everyone sharing it).
+  double alpha_max_fraction = 0.15;
+  double beta_max_fraction = 0.3;
   // Growth per window after slow start while the queue is under alpha/2 and
   // the limit is below the level it was cut from (recovering an over-cut).
   double recovery_growth = 1.25;
@@ -66,7 +72,10 @@ struct AdaptiveLimiterOptions {
   // A window must hold at least this many fresh samples before it is
   // judged (and at least as many as requests were in flight).
   size_t min_window_samples = 4;
-  // A window average within this fraction of the baseline confirms it.
+  // A window average within this fraction of the baseline confirms it
+  // (postpones the next re-probe). It never moves the baseline up: a queue
+  // growing by one request per window adds less than this to the RTT each
+  // time, and a baseline that followed it would hide the queue for ever.
   double confirm_tolerance = 0.1;
   // When the baseline has not been confirmed for this long, the limiter
   // briefly lowers the limit to its queue-free estimate to re-measure it.
@@ -119,6 +128,9 @@ class AdaptiveLimiter final : public ConcurrencyLimiter {
   void CloseWindow(TimePoint now);
   void Backoff(TimePoint now);
   void NoteCut();
+  // Lowers the limit to the queue-free estimate until requests started under
+  // it return; their mean RTT becomes the baseline.
+  void StartProbe(TimePoint now, double in_flight, double avg_rtt_s);
 
   AdaptiveLimiterOptions options_;
   double limit_;
