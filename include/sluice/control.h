@@ -330,6 +330,17 @@ struct BatchSizerOptions {
   size_t window = 64;                 // observations kept for the fit
   size_t observations_per_step = 32;  // observations between two changes
   double max_step = 2.0;              // at most x2 (or /2) per change
+  // A fit whose fixed part is below min_resolved_fixed cannot tell where
+  // per-request overhead stops dominating: against an instant service the
+  // RTT is CPU time proportional to the inputs (encoding, decoding, the
+  // stage's own loop), the intercept is ~0 and the rule below would give
+  // 1-3 inputs, while the per-request costs the RTT does not show (HTTP,
+  // framing, the service's scheduling) then dominate. The sizer then keeps
+  // at least unresolved_floor_inputs (64): a hidden per-request overhead up
+  // to 16 inputs' worth of per-input time stays <= fixed_fraction (20%).
+  // Defaults: 1 ms, 64 (never above max_inputs).
+  Duration min_resolved_fixed = std::chrono::milliseconds(1);
+  size_t unresolved_floor_inputs = 64;
   // Chunks the caller means to hold in requests at once; 0: no bound.
   // The suggestion is capped at in_flight_budget / L, where L is the highest
   // concurrency limit among the last `window` ObserveConcurrencyLimit calls,
@@ -347,6 +358,9 @@ struct BatchSizerOptions {
 // Latency is noisy and each change disturbs the limiter, so targets within
 // x1.5 of the current size are ignored; others are approached at most x2
 // per step of observations_per_step requests.
+// When the fit's fixed part is below min_resolved_fixed (an instant service:
+// the RTT is CPU time per input), the target is at least
+// unresolved_floor_inputs, not the 1-3 inputs the bare rule gives.
 // Before any usable fit (all requests the same size) it grows x2: larger
 // batches never lower throughput when part of the latency is fixed; with
 // no per-input cost it grows to max_inputs.
