@@ -55,6 +55,12 @@ struct AdaptiveLimiterOptions {
   double beta_scale = 6.0;
   double alpha_min = 2.0;
   double beta_min = 4.0;
+  // ...but never more than these fractions of the limit (at least 1 and 2
+  // requests): a queue of log10-sized length is a small latency cost on a
+  // server with 64 workers and a large one on a server with 8 (a queue of
+  // 2.7-5.4 on 8 workers is +35-70% latency for everyone sharing it).
+  double alpha_max_fraction = 0.15;
+  double beta_max_fraction = 0.3;
   // Growth per window after slow start while the queue is under alpha/2 and
   // the limit is below the level it was cut from (recovering an over-cut).
   double recovery_growth = 1.25;
@@ -66,7 +72,10 @@ struct AdaptiveLimiterOptions {
   // A window must hold at least this many fresh samples before it is
   // judged (and at least as many as requests were in flight).
   size_t min_window_samples = 4;
-  // A window average within this fraction of the baseline confirms it.
+  // A window average within this fraction of the baseline confirms it
+  // (postpones the next re-probe). It never moves the baseline up: a queue
+  // growing by one request per window adds less than this to the RTT each
+  // time, and a baseline that followed it would hide the queue for ever.
   double confirm_tolerance = 0.1;
   // When the baseline has not been confirmed for this long, the limiter
   // briefly lowers the limit to its queue-free estimate to re-measure it.
@@ -119,6 +128,9 @@ class AdaptiveLimiter final : public ConcurrencyLimiter {
   void CloseWindow(TimePoint now);
   void Backoff(TimePoint now);
   void NoteCut();
+  // Lowers the limit to the queue-free estimate until requests started under
+  // it return; their mean RTT becomes the baseline.
+  void StartProbe(TimePoint now, double in_flight, double avg_rtt_s);
 
   AdaptiveLimiterOptions options_;
   double limit_;
@@ -318,6 +330,17 @@ struct BatchSizerOptions {
   size_t window = 64;                 // observations kept for the fit
   size_t observations_per_step = 32;  // observations between two changes
   double max_step = 2.0;              // at most x2 (or /2) per change
+  // A fit whose fixed part is below min_resolved_fixed cannot tell where
+  // per-request overhead stops dominating: against an instant service the
+  // RTT is CPU time proportional to the inputs (encoding, decoding, the
+  // stage's own loop), the intercept is ~0 and the rule below would give
+  // 1-3 inputs, while the per-request costs the RTT does not show (HTTP,
+  // framing, the service's scheduling) then dominate. The sizer then keeps
+  // at least unresolved_floor_inputs (64): a hidden per-request overhead up
+  // to 16 inputs' worth of per-input time stays <= fixed_fraction (20%).
+  // Defaults: 1 ms, 64 (never above max_inputs).
+  Duration min_resolved_fixed = std::chrono::milliseconds(1);
+  size_t unresolved_floor_inputs = 64;
   // Chunks the caller means to hold in requests at once; 0: no bound.
   // The suggestion is capped at in_flight_budget / L, where L is the highest
   // concurrency limit among the last `window` ObserveConcurrencyLimit calls,
@@ -335,6 +358,9 @@ struct BatchSizerOptions {
 // Latency is noisy and each change disturbs the limiter, so targets within
 // x1.5 of the current size are ignored; others are approached at most x2
 // per step of observations_per_step requests.
+// When the fit's fixed part is below min_resolved_fixed (an instant service:
+// the RTT is CPU time per input), the target is at least
+// unresolved_floor_inputs, not the 1-3 inputs the bare rule gives.
 // Before any usable fit (all requests the same size) it grows x2: larger
 // batches never lower throughput when part of the latency is fixed; with
 // no per-input cost it grows to max_inputs.

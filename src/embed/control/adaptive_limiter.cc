@@ -16,9 +16,10 @@
 // Above beta: cut to the queue-free concurrency n * base / avg plus alpha (at
 // most x min_gradient). In between: hold.
 //
-// Baseline. base = lowest window average, relaxed 10% toward windows that
-// confirm it (within confirm_tolerance). Window means make it robust to
-// per-request jitter, unlike a minimum over single RTTs. When the baseline
+// Baseline. base = lowest window average; windows within confirm_tolerance
+// of it confirm it but never move it up (a baseline that follows a slowly
+// growing queue hides it). Window means make it robust to per-request
+// jitter, unlike a minimum over single RTTs. When the baseline
 // has not been confirmed for probe_interval while a queue is measured (we
 // have been queueing, or the service really got slower), a probe lowers the limit to
 // the queue-free estimate until enough requests started under it have
@@ -50,11 +51,15 @@ size_t AdaptiveLimiter::Limit() const {
 }
 
 double AdaptiveLimiter::Alpha() const {
-  return std::max(options_.alpha_min, options_.alpha_scale * std::log10(std::max(1.0, limit_)));
+  const double vegas =
+      std::max(options_.alpha_min, options_.alpha_scale * std::log10(std::max(1.0, limit_)));
+  return std::min(vegas, std::max(1.0, options_.alpha_max_fraction * limit_));
 }
 
 double AdaptiveLimiter::Beta() const {
-  return std::max(options_.beta_min, options_.beta_scale * std::log10(std::max(1.0, limit_)));
+  const double vegas =
+      std::max(options_.beta_min, options_.beta_scale * std::log10(std::max(1.0, limit_)));
+  return std::min(vegas, std::max(2.0, options_.beta_max_fraction * limit_));
 }
 
 void AdaptiveLimiter::SetLimit(double value) {
@@ -99,7 +104,11 @@ void AdaptiveLimiter::Backoff(TimePoint now) {
     ssthresh_ = std::max(static_cast<double>(options_.min), limit_ * options_.backoff_ratio);
     in_backoff_episode_ = true;
   }
-  NoteCut();
+  // The level that drew the backpressure is over capacity: recover quickly
+  // only to just below it, then probe upward by +1. (Recovering x1.25
+  // straight back to it drew a rejection per cycle: 9% of requests 503 on
+  // a 32-worker server that answers 503 beyond capacity.)
+  recovery_target_ = std::max(static_cast<double>(options_.min), limit_ - 1);
   SetLimit(limit_ * options_.backoff_ratio);
   probing_ = false;
   StartWindow(now);
@@ -158,10 +167,13 @@ void AdaptiveLimiter::CloseWindow(TimePoint now) {
     base_stderr_s_ = stderr_s;
     base_confirmed_at_ = now;
   } else if (avg <= base_rtt_s_ * (1 + options_.confirm_tolerance)) {
-    // Relax toward confirming windows so one lucky window does not pin the
-    // baseline at the low tail of the jitter forever.
-    base_rtt_s_ += 0.1 * (avg - base_rtt_s_);
-    base_stderr_s_ += 0.1 * (stderr_s - base_stderr_s_);
+    // Confirms the baseline (no re-probe needed yet) but does not move it.
+    // It used to be relaxed 10% toward every confirming window, so that a
+    // lucky low window would not pin it: but then a queue growing by one
+    // request per window (each adding < 10% to the RTT, e.g. on a service
+    // whose RTT is mostly client-side time) dragged the baseline up behind
+    // it, the queue never showed and the limit crept to 32 on 8 workers.
+    // A lucky window is covered by the noise term below and by re-probing.
     base_confirmed_at_ = now;
   }
 
@@ -202,20 +214,24 @@ void AdaptiveLimiter::CloseWindow(TimePoint now) {
       now - base_confirmed_at_ >= options_.probe_interval) {
     // We seem to be queueing but the baseline is stale: re-measure it at the
     // queue-free concurrency.
-    probing_ = true;
-    ++probes_;
-    probe_start_ = now;
-    probe_limit_ = std::max<size_t>(
-        options_.min,
-        static_cast<size_t>(std::floor(in_flight * std::min(1.0, base_rtt_s_ / avg))));
-    probe_limit_ = std::min(probe_limit_, Limit());
-    probe_needed_ = std::max<size_t>(options_.min_window_samples, probe_limit_ / 2);
-    probe_sum_rtt_s_ = 0;
-    probe_samples_ = 0;
-    base_confirmed_at_ = now;  // one probe per interval even if it cannot finish
-    StartWindow(now);
+    StartProbe(now, in_flight, avg);
     return;
   }
+  StartWindow(now);
+}
+
+void AdaptiveLimiter::StartProbe(TimePoint now, double in_flight, double avg_rtt_s) {
+  probing_ = true;
+  ++probes_;
+  probe_start_ = now;
+  probe_limit_ = std::max<size_t>(
+      options_.min,
+      static_cast<size_t>(std::floor(in_flight * std::min(1.0, base_rtt_s_ / avg_rtt_s))));
+  probe_limit_ = std::min(probe_limit_, Limit());
+  probe_needed_ = std::max<size_t>(options_.min_window_samples, probe_limit_ / 2);
+  probe_sum_rtt_s_ = 0;
+  probe_samples_ = 0;
+  base_confirmed_at_ = now;  // one probe per interval even if it cannot finish
   StartWindow(now);
 }
 

@@ -109,6 +109,11 @@ void BatchSizer::Observe(size_t inputs, Duration rtt) {
     // fixed / (fixed + per_input * x) == f  <=>  x = fixed * (1 - f) / (f * per_input)
     const double f = options_.fixed_fraction;
     target = fit.fixed_s * (1 - f) / (f * fit.per_input_s);
+    if (fit.fixed_s < ToSeconds(options_.min_resolved_fixed)) {
+      // No fixed part the RTT can resolve: the per-request overhead is
+      // invisible here, not absent (see BatchSizerOptions).
+      target = std::max(target, static_cast<double>(options_.unresolved_floor_inputs));
+    }
   }
   target = std::clamp(target, static_cast<double>(options_.min_inputs),
                       static_cast<double>(options_.max_inputs));

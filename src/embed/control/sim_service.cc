@@ -272,6 +272,7 @@ Result Run(const ServiceOptions& service_options, const ClientOptions& client,
   std::vector<Response> responses;
   std::vector<double> inputs_per_second;  // successful inputs / successful requests
   std::vector<double> ok_requests_per_second;
+  std::vector<double> latencies_after_warmup_ms;  // successful requests only
 
   auto new_batch = [&]() {
     Batch b;
@@ -344,6 +345,7 @@ Result Run(const ServiceOptions& service_options, const ClientOptions& client,
           const size_t after = sizer->SuggestedInputs();
           if (after != before) limiter.OnBatchSizeChanged(now, sizer->LatencyRatio(before, after));
         }
+        if (after_warmup) latencies_after_warmup_ms.push_back(ToSeconds(rtt) * 1000.0);
         inputs_per_second[second] += static_cast<double>(f.batch.inputs);
         ok_requests_per_second[second] += 1;
       } else if (outcome == RequestOutcome::kPermanent) {
@@ -461,6 +463,11 @@ Result Run(const ServiceOptions& service_options, const ClientOptions& client,
   result.throughput_ratio = ceiling > 0 ? achieved / ceiling : 0;
   result.limit_mean = limit_rows > 0 ? limit_sum / static_cast<double>(limit_rows) : 0;
   if (limit_rows == 0) result.limit_min = 0;
+  if (!latencies_after_warmup_ms.empty()) {
+    auto middle = latencies_after_warmup_ms.begin() + latencies_after_warmup_ms.size() / 2;
+    std::nth_element(latencies_after_warmup_ms.begin(), middle, latencies_after_warmup_ms.end());
+    result.p50_latency_ms_after_warmup = *middle;
+  }
   return result;
 }
 

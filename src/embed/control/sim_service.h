@@ -81,6 +81,8 @@ struct Result {
   // Over [warmup, end): achieved chunks / ceiling chunks, and the limit.
   double throughput_ratio = 0;
   double limit_min = 0, limit_max = 0, limit_mean = 0;
+  // Median latency of the successful requests finished after warmup.
+  double p50_latency_ms_after_warmup = 0;
   double final_bytes_per_token = 0;
 };
 

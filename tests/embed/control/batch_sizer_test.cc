@@ -70,6 +70,40 @@ TEST(BatchSizerTest, ShrinksWhenThePerInputPartDominates) {
   EXPECT_NEAR(sizer.LatencyRatio(8, 16), (2.0 + 16) / (2.0 + 8), 1e-6);
 }
 
+TEST(BatchSizerTest, KeepsBatchesLargeAgainstAnInstantService) {
+  // Issue 15 item 4: an instant service, where the RTT is only CPU time per
+  // input (20 us/input, no resolvable fixed part). The bare rule
+  // (fixed * 0.8 / (0.2 * per_input)) gives 0 and the sizer fell to 1 input
+  // per request; it now keeps unresolved_floor_inputs (64).
+  BatchSizerOptions o;
+  o.initial_inputs = 256;
+  BatchSizer sizer(o);
+  for (size_t n : {256, 128, 256, 128}) sizer.Observe(n, microseconds(20) * n);
+  const size_t n = Drive(sizer, Duration(0), microseconds(20), 1000);
+  EXPECT_GE(n, 64u);
+  const BatchSizer::Fit fit = sizer.CurrentFit();
+  ASSERT_TRUE(fit.valid);
+  EXPECT_LT(fit.fixed_s, 0.001);
+  // A noisy intercept (here negative, clamped to 0) must not shrink it either.
+  BatchSizer noisy(BatchSizerOptions{});
+  for (int i = 0; i < 1000; ++i) {
+    const size_t size = noisy.SuggestedInputs();
+    const size_t other = i % 2 == 0 ? size : size * 2;
+    noisy.Observe(other, microseconds(30) * other - microseconds(200));
+  }
+  EXPECT_GE(noisy.SuggestedInputs(), 64u);
+}
+
+TEST(BatchSizerTest, AResolvedFixedPartStillShrinksBelowTheFloor) {
+  // The floor applies only when the fit cannot resolve a fixed part: 2 ms
+  // fixed + 1 ms per input still settles near 8 inputs.
+  BatchSizerOptions o;
+  o.initial_inputs = 256;
+  BatchSizer sizer(o);
+  for (size_t n : {256, 128, 256, 128}) sizer.Observe(n, milliseconds(2) + milliseconds(1) * n);
+  EXPECT_LE(Drive(sizer, milliseconds(2), milliseconds(1), 400), 12u);
+}
+
 TEST(BatchSizerTest, RespectsMaxInputsAndTheTokenCap) {
   BatchSizerOptions o;
   o.max_inputs = 100;

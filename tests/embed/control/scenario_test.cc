@@ -55,6 +55,10 @@ struct Scenario {
   Range throughput_ratio, limit_range, limit_mean, window_range, bytes_per_token;
   // Successful inputs per request after warmup (the batch size in use).
   Range inputs_per_request;
+  // Median latency of successful requests after warmup.
+  Range p50_latency_ms;
+  // Runs with seeds seed, seed+1, ...; every run must meet the expectations.
+  int runs = 1;
   size_t in_flight_budget = 0;  // BatchSizerOptions::in_flight_budget
   double window_from_s = 0, window_to_s = 0;
   // At least `early_min_chunks` embedded in [0, early_to_s): the service's
@@ -74,6 +78,7 @@ Scenario Load(const fs::path& path) {
   s.description = t["description"].value_or(std::string());
   s.client.duration = seconds(t["duration_s"].value_or(int64_t{60}));
   s.client.warmup = seconds(t["warmup_s"].value_or(int64_t{10}));
+  s.runs = static_cast<int>(t["runs"].value_or(int64_t{1}));
 
   const auto svc = t["service"];
   s.service.capacity = static_cast<size_t>(svc["capacity"].value_or(int64_t{0}));
@@ -117,6 +122,7 @@ Scenario Load(const fs::path& path) {
   s.limit_mean = ReadRange(ex["limit_mean"]);
   s.bytes_per_token = ReadRange(ex["bytes_per_token"]);
   s.inputs_per_request = ReadRange(ex["inputs_per_request"]);
+  s.p50_latency_ms = ReadRange(ex["p50_latency_ms"]);
   s.max_429_fraction_after_warmup = ex["max_429_fraction_after_warmup"].value_or(-1.0);
   s.max_429_total = ex["max_429_total"].value_or(int64_t{-1});
   s.max_503_fraction = ex["max_503_fraction"].value_or(-1.0);
@@ -170,20 +176,19 @@ double Ratio(const sim::Result& r, size_t from, size_t to) {
 
 class ScenarioTest : public ::testing::TestWithParam<fs::path> {};
 
-TEST_P(ScenarioTest, MeetsExpectedRanges) {
-  const Scenario s = Load(GetParam());
-  const sim::Result r = RunScenario(s);
-  SCOPED_TRACE(s.name + ": " + s.description);
-  RecordProperty("throughput_ratio", std::to_string(r.throughput_ratio));
+void ExpectRanges(const Scenario& s, const sim::Result& r) {
+  SCOPED_TRACE(s.name + ": " + s.description + " (service seed " + std::to_string(s.service.seed) +
+               ")");
   std::printf(
-      "[scenario %s] ratio=%.3f 429=%llu/%llu (after warmup %llu/%llu) 503=%llu limit min=%.1f "
-      "mean=%.1f max=%.1f exhausted=%llu bytes/token=%.2f\n",
-      s.name.c_str(), r.throughput_ratio, static_cast<unsigned long long>(r.http_429),
-      static_cast<unsigned long long>(r.requests),
+      "[scenario %s seed %llu] ratio=%.3f 429=%llu/%llu (after warmup %llu/%llu) 503=%llu limit "
+      "min=%.1f mean=%.1f max=%.1f exhausted=%llu bytes/token=%.2f p50=%.0f ms\n",
+      s.name.c_str(), static_cast<unsigned long long>(s.service.seed), r.throughput_ratio,
+      static_cast<unsigned long long>(r.http_429), static_cast<unsigned long long>(r.requests),
       static_cast<unsigned long long>(r.http_429_after_warmup),
       static_cast<unsigned long long>(r.requests_after_warmup),
       static_cast<unsigned long long>(r.http_503), r.limit_min, r.limit_mean, r.limit_max,
-      static_cast<unsigned long long>(r.exhausted), r.final_bytes_per_token);
+      static_cast<unsigned long long>(r.exhausted), r.final_bytes_per_token,
+      r.p50_latency_ms_after_warmup);
 
   if (std::getenv("SLUICE_SCENARIO_ROWS") != nullptr) {
     for (size_t i = 0; i < r.rows.size(); ++i) {
@@ -218,6 +223,10 @@ TEST_P(ScenarioTest, MeetsExpectedRanges) {
   if (s.limit_mean.set) {
     EXPECT_GE(r.limit_mean, s.limit_mean.lo);
     EXPECT_LE(r.limit_mean, s.limit_mean.hi);
+  }
+  if (s.p50_latency_ms.set) {
+    EXPECT_GE(r.p50_latency_ms_after_warmup, s.p50_latency_ms.lo);
+    EXPECT_LE(r.p50_latency_ms_after_warmup, s.p50_latency_ms.hi);
   }
   if (s.bytes_per_token.set) {
     EXPECT_GE(r.final_bytes_per_token, s.bytes_per_token.lo);
@@ -268,6 +277,18 @@ TEST_P(ScenarioTest, MeetsExpectedRanges) {
         << rec.at_s << " s";
     std::printf("[scenario %s] back within %.2f of the ceiling %zu s after the change at %.0f s\n",
                 s.name.c_str(), rec.fraction, back - at, rec.at_s);
+  }
+}
+
+TEST_P(ScenarioTest, MeetsExpectedRanges) {
+  const Scenario scenario = Load(GetParam());
+  for (int run = 0; run < scenario.runs; ++run) {
+    Scenario s = scenario;
+    s.service.seed += static_cast<uint64_t>(run);
+    s.client.seed += static_cast<uint64_t>(run);
+    const sim::Result r = RunScenario(s);
+    if (run == 0) RecordProperty("throughput_ratio", std::to_string(r.throughput_ratio));
+    ExpectRanges(s, r);
   }
 }
 
