@@ -15,6 +15,7 @@
 #include "sluice/embed.h"
 #include "sluice/mock_api.h"
 #include "sluice/pipeline.h"
+#include "testing/sqlite_dump.h"
 #include "testing/test_util.h"
 
 namespace sluice {
@@ -24,30 +25,10 @@ using testing::ReadFile;
 using testing::TempDir;
 using testing::WriteFile;
 
-struct Row {
-  std::string text;
-  std::vector<float> embedding;
-};
+using Row = testing::StoredChunk;
 
 std::map<std::string, Row> ReadAllChunks(const std::string& db_path) {
-  std::map<std::string, Row> rows;
-  sqlite3* db = nullptr;
-  EXPECT_EQ(sqlite3_open_v2(db_path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
-  sqlite3_stmt* stmt = nullptr;
-  EXPECT_EQ(sqlite3_prepare_v2(db, "SELECT id, text, embedding FROM chunks", -1, &stmt, nullptr),
-            SQLITE_OK);
-  while (sqlite3_step(stmt) == SQLITE_ROW) {
-    Row row;
-    row.text = reinterpret_cast<const char*>(sqlite3_column_text(stmt, 1));
-    const auto* blob = static_cast<const float*>(sqlite3_column_blob(stmt, 2));
-    const int bytes = sqlite3_column_bytes(stmt, 2);
-    row.embedding.assign(blob, blob + bytes / sizeof(float));
-    const std::string id = reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0));
-    EXPECT_TRUE(rows.emplace(id, std::move(row)).second) << "duplicate id " << id;
-  }
-  sqlite3_finalize(stmt);
-  sqlite3_close(db);
-  return rows;
+  return testing::ReadStoredChunks(db_path);
 }
 
 void MakeCorpus(const TempDir& dir, int files) {
