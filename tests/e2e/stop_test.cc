@@ -345,8 +345,9 @@ TEST_F(StopTest, DeadLetterRetryRemovesOversizeEntriesStoredAsPieces) {
 }
 
 TEST_F(StopTest, ARerunThatStoresDeadLetteredChunksRemovesTheirEntries) {
-  // First run: the service fails every request, so every chunk is
-  // dead-lettered. The rerun (every file re-read) stores them all: the
+  // First run: the service refuses every input as too long (a 400 naming
+  // the input; a service failing every request is a stop, not dead letters),
+  // so every chunk is dead-lettered. The rerun (every file re-read) stores them all: the
   // dead-letter file must not keep them; an entry of another file stays.
   for (int i = 0; i < 2; ++i) {
     WriteFile(dir_ / ("corpus/doc" + std::to_string(i) + ".txt"),
@@ -359,7 +360,7 @@ TEST_F(StopTest, ARerunThatStoresDeadLetteredChunksRemovesTheirEntries) {
   WriteFile(dead_letter(), other);
   MockApiOptions failing;
   failing.dimensions = 16;
-  failing.fault_500_rate = 1.0;
+  failing.max_tokens_per_input = 1;
   auto down = MockApiServer::Start(failing);
   ASSERT_TRUE(down.ok()) << down.status().ToString();
   SluiceProcess run(Ingest({dir_ / "corpus", "--endpoint", (*down)->BaseUrl(), "--model",
