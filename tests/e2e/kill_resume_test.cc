@@ -205,6 +205,35 @@ std::string RunRecords(const StoreRef& store) {
   return pg.Scalar("SELECT count(*) FROM \"" + store.table + "_run_chunks\"") + "|";
 }
 
+// How many files the store has fingerprinted so far; 0 while the store or
+// its tables do not exist yet. Never fails the test: it is polled mid-run.
+int64_t CompletedFiles(const StoreRef& store) {
+  int64_t n = 0;
+  if (store.backend == Backend::kSqlite) {
+    sqlite3* db = nullptr;
+    if (sqlite3_open_v2(store.sqlite_path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) ==
+        SQLITE_OK) {
+      sqlite3_stmt* st = nullptr;
+      if (sqlite3_prepare_v2(db, "SELECT count(*) FROM files", -1, &st, nullptr) == SQLITE_OK &&
+          sqlite3_step(st) == SQLITE_ROW) {
+        n = sqlite3_column_int64(st, 0);
+      }
+      sqlite3_finalize(st);
+    }
+    sqlite3_close(db);
+    return n;
+  }
+  PGconn* pg = PQconnectdb(store.dsn.c_str());
+  const std::string sql = "SELECT count(*) FROM \"" + store.table + "_files\"";
+  PGresult* r = PQexec(pg, sql.c_str());
+  if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+    n = std::stoll(PQgetvalue(r, 0, 0));
+  }
+  PQclear(r);
+  PQfinish(pg);
+  return n;
+}
+
 // Every regular file under `root` (relative path -> content).
 std::map<std::string, std::string> Files(const std::string& root) {
   std::map<std::string, std::string> out;
@@ -352,7 +381,12 @@ TEST_P(KillResumeTest, KillNineLoopEndsWithTheUninterruptedStore) {
 
 TEST_P(KillResumeTest, SigintGivesCleanReportAndResumableStore) {
   const pid_t pid = Spawn(Args(dir_, server_->BaseUrl(), store_, "out"));
-  std::this_thread::sleep_for(std::chrono::milliseconds(std::max<int64_t>(50, reference_ms_ / 3)));
+  // Signal once a file is committed (not after a guessed delay: on a loaded
+  // machine a third of the reference time may pass before any file is done,
+  // and the resumed run below must find completed files to skip).
+  for (int i = 0; i < 60000 && CompletedFiles(store_) == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));  // polling a condition, bounded
+  }
   ::kill(pid, SIGINT);
   EXPECT_EQ(Wait(pid), 130);
   const std::string report = ReadFile(dir_ / "out-report.json");
