@@ -15,6 +15,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/json_writer.h"
+#include "common/private_file.h"
 
 #ifndef SLUICE_SOURCE_DIR
 #define SLUICE_SOURCE_DIR "."
@@ -67,28 +68,6 @@ class SignalWatcher {
   std::atomic<int> signal_{0};
   std::thread thread_;
 };
-
-bool WriteFileAtomically(const std::string& path, const std::string& content, std::string& error) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  const fs::path p(path);
-  if (p.has_parent_path()) fs::create_directories(p.parent_path(), ec);
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << content;
-    if (!out.good()) {
-      error = "cannot write " + tmp;
-      return false;
-    }
-  }
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    error = "cannot rename " + tmp + ": " + ec.message();
-    return false;
-  }
-  return true;
-}
 
 Result<std::unique_ptr<EmbeddingTransport>> MakeTransport(const IngestOptions& o) {
   const bool http = o.embedder == EmbedderKind::kHttp ||
@@ -176,9 +155,12 @@ int PrintAndFinish(Pipeline& pipeline, const IngestReport& report, const IngestO
   std::fputs(FormatReportText(report, metrics).c_str(), stdout);
   std::fflush(stdout);
   if (!options.report_path.empty()) {
-    std::string error;
-    if (!WriteFileAtomically(options.report_path, FormatReportJson(report, metrics), error)) {
-      spdlog::error("{}", error);
+    std::error_code ec;
+    const std::string folder = std::filesystem::path(options.report_path).parent_path().string();
+    CreatePrivateDirectories(folder, ec);  // a failure shows in the write's error
+    Status written = WriteFileAtomically(options.report_path, FormatReportJson(report, metrics));
+    if (!written.ok()) {
+      spdlog::error("cannot write the report: {}", written.message());
       return 1;
     }
   }
@@ -320,7 +302,7 @@ int RunDemoCommand(const DemoArgs& args) {
   options.skip_unchanged = false;
   options.embedding_cache = false;
   std::error_code ec;
-  std::filesystem::create_directories(args.out_dir, ec);
+  CreatePrivateDirectories(args.out_dir, ec);  // holds the store: private
 
   Pipeline pipeline(options);
   IngestReport report;

@@ -32,6 +32,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "common/private_file.h"
 #include "pipeline/control_wiring.h"
 #include "pipeline/dead_letter_file.h"
 #include "pipeline/inflight_texts.h"
@@ -791,12 +792,11 @@ IngestReport Pipeline::Impl::Run() {
     std::error_code ec;
     replay_aggregate = resume_enabled && std::filesystem::exists(aggregate_marker, ec);
     if (resume_enabled) {
-      std::FILE* f = std::fopen(aggregate_marker.c_str(), "w");
-      if (f == nullptr || std::fflush(f) != 0 || ::fsync(fileno(f)) != 0) {
-        if (f != nullptr) std::fclose(f);
-        return finish(Status::IOError("cannot write " + aggregate_marker));
-      }
-      std::fclose(f);
+      Result<int> fd = OpenPrivateFileForAppend(aggregate_marker);
+      if (!fd.ok()) return finish(fd.status());
+      const bool synced = ::fsync(*fd) == 0;
+      ::close(*fd);
+      if (!synced) return finish(Status::IOError("cannot write " + aggregate_marker));
     }
   }
 
