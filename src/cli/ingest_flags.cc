@@ -168,7 +168,8 @@ void AddIngestFlags(CLI::App& app, IngestOptions& o, IngestFlagExtras& x) {
                "write the per-domain/category JSON files")
       ->group("Output");
   Last(app.add_option("--dead-letter", o.dead_letter_path,
-                      "JSONL file receiving every chunk or source that could not be processed"))
+                      "JSONL file receiving every chunk or source that could not be processed "
+                      "(default: OUT/.dead-letter.jsonl, OUT being --out)"))
       ->group("Output");
   Last(app.add_option("--report", o.report_path, "write the JSON report to this file"))
       ->group("Output");
@@ -317,6 +318,7 @@ Status FinishIngestOptions(IngestOptions& o, const IngestFlagExtras& x) {
       o.store_uri.rfind("postgres://", 0) == 0 || o.store_uri.rfind("postgresql://", 0) == 0;
   o.store.batch_rows = x.store_batch > 0 ? x.store_batch : (postgres ? 500 : 200);
   if (o.http.dimensions > 0) o.store.dimensions = o.http.dimensions;
+  o.dead_letter_path = DeadLetterPathFor(o);
   auto cleanup = ParseCleanupMode(x.cleanup);
   if (!cleanup.ok()) return cleanup.status();
   o.cleanup = *cleanup;

@@ -103,6 +103,11 @@ class ReaderSink final : public DocumentSink {
 
 }  // namespace
 
+std::string DeadLetterPathFor(const IngestOptions& options) {
+  if (!options.dead_letter_path.empty()) return options.dead_letter_path;
+  return (std::filesystem::path(options.aggregate.out_dir) / ".dead-letter.jsonl").string();
+}
+
 Result<std::string> HashFileContents(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return Status::IOError("cannot open " + path + ": " + std::strerror(errno));
@@ -693,7 +698,7 @@ IngestReport Pipeline::Impl::Run() {
 
   // Open everything that can fail before any work starts, so a bad path or an
   // unreachable store fails in a second with one clear message.
-  auto dead_or = DeadLetterFile::Open(options.dead_letter_path, metrics);
+  auto dead_or = DeadLetterFile::Open(DeadLetterPathFor(options), metrics);
   if (!dead_or.ok()) return finish(dead_or.status());
   DeadLetterFile& dead_file = **dead_or;
   TrackingDeadLetters dead(dead_file, tracker, inflight, chunks_abandoned);
