@@ -304,7 +304,6 @@ Status FinishIngestOptions(IngestOptions& o, const IngestFlagExtras& x) {
       o.http.endpoint = base;
     }
   }
-  while (!o.http.endpoint.empty() && o.http.endpoint.back() == '/') o.http.endpoint.pop_back();
   if (!x.api_key_env.empty()) {
     if (const char* key = std::getenv(x.api_key_env.c_str()); key != nullptr) o.http.api_key = key;
   }

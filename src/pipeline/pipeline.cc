@@ -732,7 +732,8 @@ IngestReport Pipeline::Impl::Run() {
     auto t = MakeHttpTransport(options.http);
     if (!t.ok()) return finish(t.status());
     transport = std::move(*t);
-    report.embedder_description = "http " + options.http.endpoint + " model " + options.http.model;
+    report.embedder_description =
+        "http " + RedactEndpoint(options.http.endpoint) + " model " + options.http.model;
   } else {
     transport = MakeHashTransport(options.hash);
     report.embedder_description = "offline hash embedder (lexical, not semantic), " +
