@@ -69,6 +69,11 @@ class SignalWatcher {
   std::thread thread_;
 };
 
+// True for the addresses only this machine can reach.
+bool IsLoopbackHost(std::string_view host) {
+  return host == "localhost" || host == "::1" || host == "[::1]" || host.starts_with("127.");
+}
+
 Result<std::unique_ptr<EmbeddingTransport>> MakeTransport(const IngestOptions& o) {
   const bool http = o.embedder == EmbedderKind::kHttp ||
                     (o.embedder == EmbedderKind::kAuto && !o.http.endpoint.empty());
@@ -369,6 +374,12 @@ int RunMockApiCommand(const MockApiOptions& options) {
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  if (!IsLoopbackHost(options.host) && options.api_key.empty()) {
+    spdlog::warn(
+        "--host {} is reachable from other machines and no key is required: anyone who can "
+        "reach it can use the mock (set --api-key-env VAR, or listen on 127.0.0.1)",
+        options.host);
+  }
   auto server = MockApiServer::Start(options);
   if (!server.ok()) {
     spdlog::error("{}", server.status().message());
