@@ -149,6 +149,21 @@ struct HttpEmbedderOptions {
 // The libcurl multi transport (src/embed/http_transport.cc).
 Result<std::unique_ptr<EmbeddingTransport>> MakeHttpTransport(const HttpEmbedderOptions& options);
 
+// The URL requests go to: "/embeddings" inserted at the end of the base URL's
+// path, before its query string (Azure OpenAI's "...?api-version=...").
+// A trailing '/' of the path and any fragment are dropped.
+std::string EmbeddingsUrl(std::string_view endpoint);
+
+// The endpoint for display (report, summary, errors): the userinfo password
+// (or a lone userinfo, often a token) becomes "***", and so does every query
+// value except "api-version"'s. src/embed/endpoint_url.cc.
+std::string RedactEndpoint(std::string_view endpoint);
+
+// `text` with every whole occurrence of `secret` replaced by "[redacted]":
+// an occurrence counts only when the characters on either side are not
+// letters, digits, '-' or '_', so a one-letter key does not mangle words.
+std::string RedactSecret(std::string text, std::string_view secret);
+
 struct HashEmbedderOptions {
   int dimensions = 384;
 };

@@ -48,6 +48,11 @@ struct MockApiOptions {
   int max_inputs = 2048;
   int max_tokens_per_request = 300000;
   int max_tokens_per_input = 8191;
+  // Most vector values (inputs x dimensions) in one response, else 400: the
+  // response is built in memory (~11 bytes a value as JSON floats), so this
+  // bounds the mock's memory per request. Default: 2048 inputs of 3072
+  // dimensions (OpenAI's largest model), ~70 MB of JSON.
+  int64_t max_response_values = int64_t{2048} * 3072;
   std::string
       api_key;        // when non-empty, requests must send "Authorization: Bearer <key>" (else 401)
   uint64_t seed = 1;  // for latency jitter and fault draws

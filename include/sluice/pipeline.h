@@ -80,7 +80,8 @@ struct IngestOptions {
   AggregatorOptions aggregate;
   bool aggregate_enabled = true;
 
-  std::string dead_letter_path = "out/dead-letter.jsonl";
+  // Empty: <aggregate.out_dir>/.dead-letter.jsonl (see DeadLetterPathFor).
+  std::string dead_letter_path;
   std::string report_path;  // JSON report; empty: none
   std::string trace_path;   // controller trace; empty: none
 
@@ -97,6 +98,12 @@ struct IngestOptions {
   size_t queue_capacity = 1000;  // items per queue
   bool progress = true;          // live line when stderr is a TTY
 };
+
+// Where the run's dead letters go: `dead_letter_path`, or by default
+// `<aggregate.out_dir>/.dead-letter.jsonl`. sluice's own files in the output
+// folder start with '.', a name SafeFileComponent never gives a domain
+// folder, so no document can collide with them (docs/AGGREGATE_FORMAT.md).
+std::string DeadLetterPathFor(const IngestOptions& options);
 
 struct IngestReport {
   Status status;  // OK, or the fatal error that stopped the run

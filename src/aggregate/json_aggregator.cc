@@ -22,6 +22,7 @@
 #include <sqlite3.h>
 
 #include "common/json_writer.h"
+#include "common/private_file.h"
 
 namespace sluice {
 
@@ -58,15 +59,6 @@ Status PreadAll(int fd, char* out, size_t length, uint64_t offset) {
     offset += static_cast<uint64_t>(n);
   }
   return Status::OK();
-}
-
-// Makes a completed rename durable.
-void SyncDirectory(const std::string& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
 }
 
 Status DirError(const std::string& what, const std::string& dir, const std::error_code& ec) {
@@ -122,7 +114,8 @@ void RemoveStaleProbes(const std::string& dir) {
   }
 }
 
-// The rewrite temp file of a group file: "<c>.json.tmp.<pid>" beside it.
+// The rewrite temp file of a group file: "<c>.json.tmp.<pid>.XXXXXX" beside
+// it (AtomicFileWriter; "<c>.json.tmp.<pid>" from earlier versions).
 constexpr std::string_view kTempInfix = ".json.tmp.";
 
 // Calls `each` for every entry of every domain folder of `out_dir` (group
@@ -146,7 +139,7 @@ Status ForEachDomainFolderEntry(const std::string& out_dir,
   return Status::OK();
 }
 
-// Removes rewrite temp files ("<d>/<c>.json.tmp.<pid>", see WriteGroup) of
+// Removes rewrite temp files ("<d>/<c>.json.tmp.<pid>[.XXXXXX]") of
 // processes that no longer run: a kill -9 between create and rename leaves
 // one. A running process's temp file may be mid-write, so it stays. Best
 // effort: a folder it cannot list is left alone.
@@ -158,7 +151,8 @@ void RemoveStaleTemps(const std::string& dir) {
     const char* digits = name.c_str() + at + kTempInfix.size();
     char* end = nullptr;
     const long pid = std::strtol(digits, &end, 10);
-    if (end == digits || *end != '\0' || *digits == '-' || *digits == '+') return;
+    if (end == digits || *digits == '-' || *digits == '+') return;
+    if (*end != '\0' && (*end != '.' || std::strchr(end + 1, '.') != nullptr)) return;
     if (OwnerIsGone(pid)) {
       std::error_code ignored;
       fs::remove(file.path(), ignored);
@@ -191,13 +185,15 @@ Result<std::unique_ptr<JsonAggregator>> JsonAggregator::Open(const AggregatorOpt
   if (fs::exists(st) && !fs::is_directory(st)) {
     return Status::InvalidArgument(fmt::format("output path '{}' is not a directory", dir));
   }
-  fs::create_directories(dir, ec);
-  if (ec) return DirError("cannot create output directory", dir, ec);
+  if (!CreatePrivateDirectories(dir, ec))
+    return DirError("cannot create output directory", dir, ec);
 
-  // Prove the directory writable now rather than at the first flush.
+  // Prove the directory writable now rather than at the first flush. O_EXCL:
+  // a symlink planted at the probe's name is never followed.
   const std::string probe =
       (fs::path(dir) / fmt::format("{}{}", kProbePrefix, ::getpid())).string();
-  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  ::unlink(probe.c_str());
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, kPrivateFileMode);
   if (fd < 0) {
     const int err = errno;
     const std::string msg =
@@ -221,8 +217,9 @@ Result<std::unique_ptr<JsonAggregator>> JsonAggregator::Open(const AggregatorOpt
       (fs::path(dir) / ".spool" / fmt::format("{}-{}", ::getpid(), g_instance_counter.fetch_add(1)))
           .string();
   agg->index_path_ = agg->spool_dir_ + ".index";
-  fs::create_directories(agg->spool_dir_, ec);
-  if (ec) return DirError("cannot create spool directory", agg->spool_dir_, ec);
+  if (!CreatePrivateDirectories(agg->spool_dir_, ec)) {
+    return DirError("cannot create spool directory", agg->spool_dir_, ec);
+  }
   Status s = agg->OpenIndex();
   if (!s.ok()) return s;
   return agg;
@@ -632,16 +629,19 @@ Status JsonAggregator::WriteGroup(Group& g) {
 
   const fs::path final_path(g.file_path);
   std::error_code ec;
-  fs::create_directories(final_path.parent_path(), ec);
-  if (ec) return DirError("cannot create aggregate directory", final_path.parent_path(), ec);
-  const std::string tmp = fmt::format("{}.tmp.{}", g.file_path, ::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return Status::IOError(fmt::format("cannot create '{}': {}", tmp, Errno()));
+  if (!CreatePrivateDirectories(final_path.parent_path().string(), ec)) {
+    return DirError("cannot create aggregate directory", final_path.parent_path(), ec);
+  }
+  // A private temp file (or the mode of the file it replaces) made with
+  // mkstemp beside the group file; the destructor removes it on failure.
+  auto writer_or = AtomicFileWriter::Create(g.file_path);
+  if (!writer_or.ok()) return writer_or.status();
+  std::unique_ptr<AtomicFileWriter> writer = std::move(*writer_or);
+  const int fd = writer->fd();
   int spool_fd = -1;
   const auto abandon = [&] {
     if (spool_fd >= 0) ::close(spool_fd);
-    ::close(fd);
-    ::unlink(tmp.c_str());
+    writer.reset();
   };
   const auto fail = [&](const std::string& why) {
     abandon();
@@ -710,19 +710,13 @@ Status JsonAggregator::WriteGroup(Group& g) {
   out += "\n]}\n";
   s = WriteAll(fd, out);
   if (!s.ok()) return fail(s.message());
-  if (::fsync(fd) != 0) return fail(Errno());
   if (spool_fd >= 0) ::close(spool_fd);
   spool_fd = -1;
-  if (::close(fd) != 0) {
-    ::unlink(tmp.c_str());
-    return Status::IOError(fmt::format("cannot write aggregate '{}': {}", g.file_path, Errno()));
+  s = writer->Commit();  // fsync, rename into place, fsync the folder
+  if (!s.ok()) {
+    return Status::IOError(
+        fmt::format("cannot write aggregate '{}': {}", g.file_path, s.message()));
   }
-  if (::rename(tmp.c_str(), g.file_path.c_str()) != 0) {
-    const std::string why = Errno();
-    ::unlink(tmp.c_str());
-    return Status::IOError(fmt::format("cannot rename '{}' into place: {}", tmp, why));
-  }
-  SyncDirectory(final_path.parent_path().string());
   g.dirty = false;
   if (!g.written) ++files_written_;
   g.written = true;
@@ -811,8 +805,9 @@ Result<RetainStats> JsonAggregator::Retain(const RetentionPolicy& policy) {
 
   // The rewrite goes through the spool and index like a run's, so they come
   // back for the duration (Finish removed them).
-  fs::create_directories(spool_dir_, ec);
-  if (ec) return DirError("cannot create spool directory", spool_dir_, ec);
+  if (!CreatePrivateDirectories(spool_dir_, ec)) {
+    return DirError("cannot create spool directory", spool_dir_, ec);
+  }
   RetainStats stats;
   Status s = OpenIndex();
   for (const std::string& path : files) {

@@ -15,6 +15,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/json_writer.h"
+#include "common/private_file.h"
 
 #ifndef SLUICE_SOURCE_DIR
 #define SLUICE_SOURCE_DIR "."
@@ -68,26 +69,9 @@ class SignalWatcher {
   std::thread thread_;
 };
 
-bool WriteFileAtomically(const std::string& path, const std::string& content, std::string& error) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  const fs::path p(path);
-  if (p.has_parent_path()) fs::create_directories(p.parent_path(), ec);
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << content;
-    if (!out.good()) {
-      error = "cannot write " + tmp;
-      return false;
-    }
-  }
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    error = "cannot rename " + tmp + ": " + ec.message();
-    return false;
-  }
-  return true;
+// True for the addresses only this machine can reach.
+bool IsLoopbackHost(std::string_view host) {
+  return host == "localhost" || host == "::1" || host == "[::1]" || host.starts_with("127.");
 }
 
 Result<std::unique_ptr<EmbeddingTransport>> MakeTransport(const IngestOptions& o) {
@@ -176,9 +160,12 @@ int PrintAndFinish(Pipeline& pipeline, const IngestReport& report, const IngestO
   std::fputs(FormatReportText(report, metrics).c_str(), stdout);
   std::fflush(stdout);
   if (!options.report_path.empty()) {
-    std::string error;
-    if (!WriteFileAtomically(options.report_path, FormatReportJson(report, metrics), error)) {
-      spdlog::error("{}", error);
+    std::error_code ec;
+    const std::string folder = std::filesystem::path(options.report_path).parent_path().string();
+    CreatePrivateDirectories(folder, ec);  // a failure shows in the write's error
+    Status written = WriteFileAtomically(options.report_path, FormatReportJson(report, metrics));
+    if (!written.ok()) {
+      spdlog::error("cannot write the report: {}", written.message());
       return 1;
     }
   }
@@ -320,7 +307,7 @@ int RunDemoCommand(const DemoArgs& args) {
   options.skip_unchanged = false;
   options.embedding_cache = false;
   std::error_code ec;
-  std::filesystem::create_directories(args.out_dir, ec);
+  CreatePrivateDirectories(args.out_dir, ec);  // holds the store: private
 
   Pipeline pipeline(options);
   IngestReport report;
@@ -387,6 +374,12 @@ int RunMockApiCommand(const MockApiOptions& options) {
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  if (!IsLoopbackHost(options.host) && options.api_key.empty()) {
+    spdlog::warn(
+        "--host {} is reachable from other machines and no key is required: anyone who can "
+        "reach it can use the mock (set --api-key-env VAR, or listen on 127.0.0.1)",
+        options.host);
+  }
   auto server = MockApiServer::Start(options);
   if (!server.ok()) {
     spdlog::error("{}", server.status().message());

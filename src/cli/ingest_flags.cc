@@ -126,8 +126,11 @@ void AddIngestFlags(CLI::App& app, IngestOptions& o, IngestFlagExtras& x) {
       ->check(CLI::Range(1, 100))
       ->group("Embedder");
 
-  Last(app.add_option("--store", o.store_uri, "sqlite:PATH or postgres://user@host:port/db"))
+  Last(app.add_option("--store", o.store_uri,
+                      "sqlite:PATH or postgres://user@host:port/db (no password here: the "
+                      "process list shows it; use PGPASSWORD, ~/.pgpass or --store-env)"))
       ->group("Store");
+  Last(app.add_option("--store-env", x.store_env, kStoreEnvHelp))->group("Store");
   app.add_option("--store-batch", x.store_batch,
                  "rows per store transaction (default: 200 for SQLite, 500 for PostgreSQL)")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast)
@@ -168,7 +171,8 @@ void AddIngestFlags(CLI::App& app, IngestOptions& o, IngestFlagExtras& x) {
                "write the per-domain/category JSON files")
       ->group("Output");
   Last(app.add_option("--dead-letter", o.dead_letter_path,
-                      "JSONL file receiving every chunk or source that could not be processed"))
+                      "JSONL file receiving every chunk or source that could not be processed "
+                      "(default: OUT/.dead-letter.jsonl, OUT being --out)"))
       ->group("Output");
   Last(app.add_option("--report", o.report_path, "write the JSON report to this file"))
       ->group("Output");
@@ -297,15 +301,27 @@ Result<std::vector<std::string>> ExpandConfigFile(const CLI::App& app,
   return from_file;
 }
 
+Status StoreUriFromEnvironment(const std::string& variable, std::string& store_uri) {
+  const char* uri = std::getenv(variable.c_str());
+  if (uri == nullptr || *uri == '\0') {
+    return Status::InvalidArgument("--store-env " + variable +
+                                   ": the environment variable is not set or empty");
+  }
+  store_uri = uri;
+  return Status::OK();
+}
+
 Status FinishIngestOptions(IngestOptions& o, const IngestFlagExtras& x) {
   if (o.http.endpoint.empty()) {
     if (const char* base = std::getenv("OPENAI_BASE_URL"); base != nullptr && *base != '\0') {
       o.http.endpoint = base;
     }
   }
-  while (!o.http.endpoint.empty() && o.http.endpoint.back() == '/') o.http.endpoint.pop_back();
   if (!x.api_key_env.empty()) {
     if (const char* key = std::getenv(x.api_key_env.c_str()); key != nullptr) o.http.api_key = key;
+  }
+  if (!x.store_env.empty()) {
+    if (Status s = StoreUriFromEnvironment(x.store_env, o.store_uri); !s.ok()) return s;
   }
   o.embedder = x.embedder == "http"   ? EmbedderKind::kHttp
                : x.embedder == "hash" ? EmbedderKind::kHash
@@ -317,6 +333,7 @@ Status FinishIngestOptions(IngestOptions& o, const IngestFlagExtras& x) {
       o.store_uri.rfind("postgres://", 0) == 0 || o.store_uri.rfind("postgresql://", 0) == 0;
   o.store.batch_rows = x.store_batch > 0 ? x.store_batch : (postgres ? 500 : 200);
   if (o.http.dimensions > 0) o.store.dimensions = o.http.dimensions;
+  o.dead_letter_path = DeadLetterPathFor(o);
   auto cleanup = ParseCleanupMode(x.cleanup);
   if (!cleanup.ok()) return cleanup.status();
   o.cleanup = *cleanup;

@@ -25,6 +25,7 @@ struct IngestFlagExtras {
   std::string log_level = "info";
   std::string cleanup = "incremental";
   size_t store_batch = 0;  // 0: the store's default (SQLite 200, PostgreSQL 500)
+  std::string store_env;   // environment variable holding the store URI; wins over --store
 };
 
 // Declares the embedder flags (shared by ingest, search and demo).
@@ -40,8 +41,18 @@ Result<std::vector<std::string>> ExpandConfigFile(const CLI::App& app,
                                                   std::vector<std::string> args,
                                                   std::vector<RouteRule>& routes);
 
+// --store-env VAR: sets `store_uri` from the variable (which keeps a password
+// out of the process list). InvalidArgument when it is unset or empty.
+Status StoreUriFromEnvironment(const std::string& variable, std::string& store_uri);
+
+// The help text of --store-env, shared by ingest, search and verify.
+inline constexpr const char* kStoreEnvHelp =
+    "environment variable holding the store URI, instead of --store (for a URI with a "
+    "password: the process list shows flags, not the environment)";
+
 // Resolves environment variables (OPENAI_API_KEY via --api-key-env,
-// OPENAI_BASE_URL) and enum flags into `options`.
+// OPENAI_BASE_URL, the store URI via --store-env) and enum flags into
+// `options`. A --store-env variable that is unset or empty is an error.
 Status FinishIngestOptions(IngestOptions& options, const IngestFlagExtras& extras);
 
 }  // namespace sluice::cli

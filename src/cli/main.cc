@@ -46,6 +46,8 @@ int Main(int argc, char** argv) {
   search->add_option("query", search_args.query, "the text to search for")->required();
   search->add_option("--store", search_args.store_uri, "sqlite:PATH or postgres://...")
       ->capture_default_str();
+  std::string search_store_env;
+  search->add_option("--store-env", search_store_env, kStoreEnvHelp);
   search->add_option("-k,--top", search_args.k, "how many results")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000));
@@ -84,6 +86,8 @@ int Main(int argc, char** argv) {
   verify->add_option("--store", verify_args.store_uri, "sqlite:PATH or postgres://...")
       ->capture_default_str();
   verify->add_option("--table", verify_args.table, "chunks table name")->capture_default_str();
+  std::string verify_store_env;
+  verify->add_option("--store-env", verify_store_env, kStoreEnvHelp);
 
   CLI::App* dead_letter =
       app.add_subcommand("dead-letter", "Inspect or re-drive the dead-letter file.");
@@ -146,6 +150,12 @@ int Main(int argc, char** argv) {
       spdlog::error("{}", s.message());
       return 2;
     }
+    if (!search_store_env.empty()) {
+      if (Status s = StoreUriFromEnvironment(search_store_env, search_args.store_uri); !s.ok()) {
+        spdlog::error("{}", s.message());
+        return 2;
+      }
+    }
     return RunSearchCommand(search_args);
   }
   if (*demo) {
@@ -154,6 +164,12 @@ int Main(int argc, char** argv) {
   }
   if (*verify) {
     SetUpLogging("info");
+    if (!verify_store_env.empty()) {
+      if (Status s = StoreUriFromEnvironment(verify_store_env, verify_args.store_uri); !s.ok()) {
+        spdlog::error("{}", s.message());
+        return 2;
+      }
+    }
     return RunVerifyCommand(verify_args);
   }
   if (*dl_list) {

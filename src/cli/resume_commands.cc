@@ -21,6 +21,7 @@
 
 #include "cli/commands.h"
 #include "common/json_canonical.h"
+#include "common/private_file.h"
 #include "sluice/sources.h"
 
 namespace sluice::cli {
@@ -275,25 +276,11 @@ int RunDeadLetterRetryCommand(const DeadLetterArgs& args, IngestOptions options)
       ++removed;
     }
   }
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << rewritten;
-    out.flush();
-    if (!out.good()) {
-      spdlog::error("cannot write {}", tmp);
-      return 1;
-    }
-  }
   if (kept == 0) {
     std::filesystem::remove(path, ec);
-    std::filesystem::remove(tmp, ec);
-  } else {
-    std::filesystem::rename(tmp, path, ec);
-    if (ec) {
-      spdlog::error("cannot replace {}: {}", path, ec.message());
-      return 1;
-    }
+  } else if (Status written = WriteFileAtomically(path, rewritten); !written.ok()) {
+    spdlog::error("cannot replace {}: {}", path, written.message());
+    return 1;
   }
   std::filesystem::remove(retry_path, ec);
   std::printf("dead-letter retry: %llu entries removed (stored), %llu kept in %s\n",

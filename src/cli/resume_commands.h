@@ -21,7 +21,7 @@ struct VerifyArgs {
 };
 
 struct DeadLetterArgs {
-  std::string dead_letter_path = "out/dead-letter.jsonl";  // list only; retry uses the ingest flag
+  std::string dead_letter_path = "out/.dead-letter.jsonl";  // list only; retry uses the ingest flag
   std::string reason_pattern;  // retry: ECMAScript regex over reason and message; empty: all
 };
 

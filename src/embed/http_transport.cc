@@ -95,9 +95,7 @@ class HttpTransport final : public EmbeddingTransport {
  public:
   explicit HttpTransport(const HttpEmbedderOptions& options) : options_(options) {
     base64_ = options.request_base64;
-    std::string endpoint = options.endpoint;
-    while (!endpoint.empty() && endpoint.back() == '/') endpoint.pop_back();
-    url_ = endpoint + "/embeddings";
+    url_ = EmbeddingsUrl(options.endpoint);
     url_for_messages_ = UrlForMessages(url_);
     https_ = url_.starts_with("https://");
   }
@@ -228,12 +226,7 @@ class HttpTransport final : public EmbeddingTransport {
 
   // Removes the service's echo of the key, should it ever quote it back.
   std::string Redact(std::string message) const {
-    const std::string& key = options_.api_key;
-    if (key.empty()) return message;
-    for (size_t pos; (pos = message.find(key)) != std::string::npos;) {
-      message.replace(pos, key.size(), "[redacted]");
-    }
-    return message;
+    return RedactSecret(std::move(message), options_.api_key);
   }
 
   std::string ServiceMessage(const Transfer& t) const {
@@ -399,7 +392,7 @@ class HttpTransport final : public EmbeddingTransport {
 Result<std::unique_ptr<EmbeddingTransport>> MakeHttpTransport(const HttpEmbedderOptions& options) {
   if (!options.endpoint.starts_with("http://") && !options.endpoint.starts_with("https://")) {
     return Status::InvalidArgument("embedding endpoint must start with http:// or https://: \"" +
-                                   options.endpoint + "\"");
+                                   RedactEndpoint(options.endpoint) + "\"");
   }
   if (options.model.empty()) return Status::InvalidArgument("embedding model name is empty");
   if (options.dimensions < 0) {

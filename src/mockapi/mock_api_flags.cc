@@ -81,6 +81,11 @@ void AddMockApiFlags(CLI::App& app, MockApiOptions& options) {
                  "Most tokens in one input (else 400)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  app.add_option("--max-response-values", options.max_response_values,
+                 "Most vector values (inputs x dimensions) in one response (else 400); bounds "
+                 "the mock's memory per request")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   app.add_option_function<std::string>(
       "--api-key-env",
       [&options](const std::string& variable) {

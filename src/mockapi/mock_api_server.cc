@@ -297,6 +297,13 @@ std::optional<Reply> ParseEmbeddingsRequest(simdjson::dom::parser& parser, const
     }
     out.dimensions = static_cast<int>(value);
   }
+  const int64_t values = static_cast<int64_t>(out.inputs.size()) * out.dimensions;
+  if (values > options.max_response_values) {
+    return bad(fmt::format(
+        "This request asks for {} inputs x {} dimensions = {} values; the mock answers at most {} "
+        "values per request (--max-response-values). Send fewer inputs or dimensions.",
+        out.inputs.size(), out.dimensions, values, options.max_response_values));
+  }
   simdjson::dom::element format;
   if (!root["encoding_format"].get(format) && !format.is_null()) {
     std::string_view f;

@@ -13,6 +13,7 @@
 #include <simdjson.h>
 
 #include "common/json_writer.h"
+#include "common/private_file.h"
 
 namespace sluice {
 
@@ -49,28 +50,35 @@ void AppendChunkJson(const Chunk& c, std::string& out) {
 Result<std::unique_ptr<DeadLetterFile>> DeadLetterFile::Open(const std::string& path,
                                                              Metrics& metrics) {
   if (path.empty()) return Status::InvalidArgument("--dead-letter path is empty");
+  // Nothing is created here (a clean run leaves no file and no folder); the
+  // file or, when missing, its nearest existing folder must be writable.
   namespace fs = std::filesystem;
-  std::error_code ec;
-  const fs::path p(path);
-  if (p.has_parent_path()) {
-    fs::create_directories(p.parent_path(), ec);
-    if (ec) {
-      return Status::IOError("cannot create dead-letter directory '" + p.parent_path().string() +
-                             "': " + ec.message());
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0) {
+    if (S_ISDIR(st.st_mode)) {
+      return Status::InvalidArgument("dead-letter path '" + path +
+                                     "' is a folder: give a file name with --dead-letter");
+    }
+    if (::access(path.c_str(), W_OK) != 0) {
+      return Status::PermissionDenied("cannot write dead-letter file '" + path +
+                                      "': " + std::strerror(errno));
+    }
+    if (st.st_size == 0) ::unlink(path.c_str());
+  } else {
+    fs::path folder = fs::path(path).parent_path();
+    while (!folder.empty() && ::stat(folder.c_str(), &st) != 0) folder = folder.parent_path();
+    const std::string existing = folder.empty() ? "." : folder.string();
+    if (::stat(existing.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+      return Status::InvalidArgument("cannot create dead-letter file '" + path + "': '" + existing +
+                                     "' is not a folder");
+    }
+    if (::access(existing.c_str(), W_OK | X_OK) != 0) {
+      return Status::PermissionDenied("cannot create dead-letter file '" + path + "': '" +
+                                      existing + "' is not writable");
     }
   }
-  // Probe writability without truncating an existing file.
-  std::FILE* probe = std::fopen(path.c_str(), "a");
-  if (probe == nullptr) {
-    return Status::IOError("cannot open dead-letter file '" + path + "': " + std::strerror(errno));
-  }
-  std::fclose(probe);
-  struct stat st {};
   uint64_t earlier_bytes = 0;
-  if (::stat(path.c_str(), &st) == 0) {
-    if (st.st_size == 0) ::unlink(path.c_str());
-    earlier_bytes = static_cast<uint64_t>(st.st_size);
-  }
+  if (::stat(path.c_str(), &st) == 0) earlier_bytes = static_cast<uint64_t>(st.st_size);
   return std::unique_ptr<DeadLetterFile>(new DeadLetterFile(path, metrics, earlier_bytes));
 }
 
@@ -81,8 +89,18 @@ void DeadLetterFile::AppendLine(const std::string& line, const Status& why) {
   ++count_;
   ++reasons_[StatusCodeName(why.code())];
   if (file_ == nullptr && write_error_.ok()) {
-    file_ = std::fopen(path_.c_str(), "a");
-    if (file_ == nullptr) {
+    // Created on the first item, private (it holds document text).
+    const std::filesystem::path parent = std::filesystem::path(path_).parent_path();
+    std::error_code ec;
+    Result<int> fd = CreatePrivateDirectories(parent.string(), ec)
+                         ? OpenPrivateFileForAppend(path_)
+                         : Result<int>(Status::IOError("cannot create folder '" + parent.string() +
+                                                       "': " + ec.message()));
+    if (fd.ok()) file_ = ::fdopen(*fd, "a");
+    if (!fd.ok()) {
+      write_error_ = fd.status().WithContext("dead-letter file");
+    } else if (file_ == nullptr) {
+      ::close(*fd);
       write_error_ =
           Status::IOError("cannot open dead-letter file '" + path_ + "': " + std::strerror(errno));
     }

@@ -32,6 +32,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "common/private_file.h"
 #include "pipeline/control_wiring.h"
 #include "pipeline/dead_letter_file.h"
 #include "pipeline/inflight_texts.h"
@@ -106,6 +107,11 @@ class ReaderSink final : public DocumentSink {
 };
 
 }  // namespace
+
+std::string DeadLetterPathFor(const IngestOptions& options) {
+  if (!options.dead_letter_path.empty()) return options.dead_letter_path;
+  return (std::filesystem::path(options.aggregate.out_dir) / ".dead-letter.jsonl").string();
+}
 
 namespace {
 
@@ -732,7 +738,7 @@ IngestReport Pipeline::Impl::Run() {
 
   // Open everything that can fail before any work starts, so a bad path or an
   // unreachable store fails in a second with one clear message.
-  auto dead_or = DeadLetterFile::Open(options.dead_letter_path, metrics);
+  auto dead_or = DeadLetterFile::Open(DeadLetterPathFor(options), metrics);
   if (!dead_or.ok()) return finish(dead_or.status());
   DeadLetterFile& dead_file = **dead_or;
   TrackingDeadLetters dead(dead_file, tracker, inflight, chunks_abandoned);
@@ -766,7 +772,8 @@ IngestReport Pipeline::Impl::Run() {
     auto t = MakeHttpTransport(options.http);
     if (!t.ok()) return finish(t.status());
     transport = std::move(*t);
-    report.embedder_description = "http " + options.http.endpoint + " model " + options.http.model;
+    report.embedder_description =
+        "http " + RedactEndpoint(options.http.endpoint) + " model " + options.http.model;
   } else {
     transport = MakeHashTransport(options.hash);
     report.embedder_description = "offline hash embedder (lexical, not semantic), " +
@@ -831,12 +838,11 @@ IngestReport Pipeline::Impl::Run() {
     std::error_code ec;
     replay_aggregate = resume_enabled && std::filesystem::exists(aggregate_marker, ec);
     if (resume_enabled) {
-      std::FILE* f = std::fopen(aggregate_marker.c_str(), "w");
-      if (f == nullptr || std::fflush(f) != 0 || ::fsync(fileno(f)) != 0) {
-        if (f != nullptr) std::fclose(f);
-        return finish(Status::IOError("cannot write " + aggregate_marker));
-      }
-      std::fclose(f);
+      Result<int> fd = OpenPrivateFileForAppend(aggregate_marker);
+      if (!fd.ok()) return finish(fd.status());
+      const bool synced = ::fsync(*fd) == 0;
+      ::close(*fd);
+      if (!synced) return finish(Status::IOError("cannot write " + aggregate_marker));
     }
   }
 

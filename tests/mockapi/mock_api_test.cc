@@ -698,6 +698,32 @@ TEST_F(MockApiTest, StopAnswersSuspendedRequests) {
   for (const HttpResult& r : results) EXPECT_EQ(r.status, 503);
 }
 
+TEST_F(MockApiTest, ResponseSizeIsCappedByInputsTimesDimensions) {
+  // Issue 14: 2048 inputs x 65536 dimensions made one 625 MB response (3.2 GB
+  // peak). A request over inputs x dimensions is a 400 before any vector is
+  // computed; the default allows OpenAI's largest (2048 x 3072).
+  StartServer();
+  EXPECT_EQ(MockApiOptions{}.max_response_values, int64_t{2048} * 3072);
+  std::vector<std::string> inputs(1024, "x");
+  HttpResult over = client_.Post(url_, Json(inputs, R"(,"dimensions":8192)"));
+  EXPECT_EQ(over.status, 400) << over.body.substr(0, 200);
+  EXPECT_NE(ErrorMessage(over.body).find("1024 inputs x 8192 dimensions = 8388608 values"),
+            std::string::npos)
+      << ErrorMessage(over.body);
+  server_.reset();
+
+  MockApiOptions small;
+  small.max_response_values = 10;
+  StartServer(small);
+  HttpResult at_cap = client_.Post(url_, Json({"a", "b"}, R"(,"dimensions":5)"));
+  EXPECT_EQ(at_cap.status, 200) << at_cap.body;
+  HttpResult over_default_dims = client_.Post(url_, Json({"a"}));  // 256 default dimensions
+  EXPECT_EQ(over_default_dims.status, 400);
+  EXPECT_NE(ErrorMessage(over_default_dims.body).find("at most 10 values per request"),
+            std::string::npos)
+      << ErrorMessage(over_default_dims.body);
+}
+
 TEST_F(MockApiTest, StartRejectsBadOptionsAndBusyPorts) {
   MockApiOptions bad;
   bad.fault_500_rate = 1.5;
@@ -729,6 +755,8 @@ TEST(MockApiFlagsTest, EveryFlagParses) {
                                    "1000",
                                    "--max-inputs",
                                    "10",
+                                   "--max-response-values",
+                                   "12345",
                                    "--fail-wrong-dims",
                                    "0.4",
                                    "--fail-malformed",
@@ -774,6 +802,7 @@ TEST(MockApiFlagsTest, EveryFlagParses) {
   EXPECT_DOUBLE_EQ(options.fault_malformed_rate, 0.3);
   EXPECT_DOUBLE_EQ(options.fault_wrong_dims_rate, 0.4);
   EXPECT_EQ(options.max_inputs, 10);
+  EXPECT_EQ(options.max_response_values, 12345);
   EXPECT_EQ(options.max_tokens_per_request, 1000);
   EXPECT_EQ(options.max_tokens_per_input, 100);
   EXPECT_EQ(options.api_key, "sk-from-env");

@@ -4,6 +4,7 @@
 #include <fstream>
 
 #include "common/json_writer.h"
+#include "common/private_file.h"
 #include "sluice/control.h"
 
 namespace sluice {
@@ -22,11 +23,8 @@ double Median(std::vector<double>& values) {
 }
 
 Status WriteFile(const std::string& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) return Status::IOError("cannot open trace file " + path);
-  out.write(text.data(), static_cast<std::streamsize>(text.size()));
-  out.close();
-  if (!out) return Status::IOError("cannot write trace file " + path);
+  Status written = WriteFileAtomically(path, text);
+  if (!written.ok()) return written.WithContext("trace file");
   return Status::OK();
 }
 

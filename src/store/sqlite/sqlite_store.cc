@@ -1,5 +1,6 @@
 #include "store/sqlite/sqlite_store.h"
 
+#include <fcntl.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -202,6 +203,12 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path,
       if (::access(path.c_str(), R_OK | W_OK) != 0) {
         return Status::PermissionDenied(fmt::format("store file '{}' is not writable", path));
       }
+    } else {
+      // A new store holds document text: create it 0600 whatever the umask
+      // (an empty file is an empty database). SQLite gives its -wal, -shm
+      // and journal files the database file's mode.
+      const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+      if (fd >= 0) ::close(fd);
     }
   }
   std::unique_ptr<SqliteStore> store(new SqliteStore(path, options));
