@@ -27,6 +27,7 @@ enum class StatusCode {
   kRejected,          // the service refused this input for good (400, data error)
   kCancelled,         // shutdown requested
   kInternal,          // a bug: an invariant did not hold
+  kBusy,              // held by another process (a store in use by another run): not retried
 };
 
 // Short stable name of a code, e.g. "rate_limited"; used in reports and dead letters.
@@ -48,6 +49,7 @@ class Status {
   static Status Rejected(std::string msg) { return {StatusCode::kRejected, std::move(msg)}; }
   static Status Cancelled(std::string msg) { return {StatusCode::kCancelled, std::move(msg)}; }
   static Status Internal(std::string msg) { return {StatusCode::kInternal, std::move(msg)}; }
+  static Status Busy(std::string msg) { return {StatusCode::kBusy, std::move(msg)}; }
 
   bool ok() const { return code_ == StatusCode::kOk; }
   StatusCode code() const { return code_; }

@@ -43,6 +43,32 @@ struct StoreOptions {
   // file's current chunks from its stale ones, so no process ever holds a
   // file's list of chunk ids (memory stays flat for a file of any size).
   uint64_t run_id = 0;
+  // The embedding model this run writes with (EmbeddingTransport::ModelName).
+  // Non-empty: opening a store that holds another model's vectors, or
+  // vectors of another length than a non-zero `dimensions`, fails with
+  // InvalidArgument naming both (a store belongs to one model and dimension).
+  std::string model;
+  // true (--reembed): a store of another (or the same) model is emptied when
+  // opened: chunks, sources, fingerprints, run records, embedding cache and
+  // its recorded model and dimensions, so the run re-embeds everything and
+  // the store takes this run's model and dimensions.
+  bool reembed = false;
+  // true: the store is only read (search, verify): a missing SQLite file is
+  // NotFound instead of being created, and no writer lock is taken.
+  bool read_only = false;
+  // true: hold the store's writer lock for the life of the Store, so a second
+  // run into the same store fails at once with StatusCode::kBusy ("... is in
+  // use by another sluice run (pid N)"). SQLite takes it (a run's stale-chunk
+  // deletion is only safe with one writer); PostgreSQL needs none (runs are
+  // safe side by side there) and ignores it.
+  bool exclusive_run = false;
+};
+
+// The model and dimension a store's vectors were made with ("", 0: nothing
+// stored yet).
+struct StoreModel {
+  std::string model;
+  int dimensions = 0;
 };
 
 // A row the store refused for good (e.g. a dimension mismatch) while the rest
@@ -137,6 +163,9 @@ class Store {
   virtual Result<StoreStats> Stats() = 0;
   // "sqlite:/path/to.db", "postgres://user@host/db" — never with a password.
   virtual std::string Describe() const = 0;
+  // The model and dimension of the stored vectors (see StoreModel), so that
+  // a query is embedded the way the store was.
+  virtual Result<StoreModel> StoredModel() { return NotSupported(); }
 
   // --- Resume, incremental re-ingest and cache (docs/RESUME.md). ---
   // A store that does not implement these returns InvalidArgument
@@ -197,6 +226,28 @@ Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path,
                                                const StoreOptions& options);
 Result<std::unique_ptr<Store>> OpenPostgresStore(const std::string& conninfo,
                                                  const StoreOptions& options);
+
+// The error for a store opened by a run of another model or dimension: names
+// both (the store's and the run's; dimensions 0: the model's default) and how
+// to proceed (--reembed, or another store). Inline: each store's library uses
+// it without linking the factory.
+inline Status StoreModelMismatch(std::string_view store, const StoreModel& stored,
+                                 std::string_view model, int dimensions) {
+  std::string msg = "store '" + std::string(store) + "' holds " +
+                    std::to_string(stored.dimensions) + "-dimension vectors";
+  if (dimensions > 0 && dimensions != stored.dimensions) {
+    msg += " but " + std::to_string(dimensions) + " dimensions were asked for";
+  }
+  msg += " (store: model '" + stored.model + "', " + std::to_string(stored.dimensions) +
+         " dimensions; this run: ";
+  if (!model.empty()) msg += "model '" + std::string(model) + "', ";
+  msg += dimensions > 0 ? std::to_string(dimensions) + " dimensions)"
+                        : std::string("the model's default dimensions)");
+  msg +=
+      ": a store holds one model's vectors; pass --reembed to re-embed everything with this "
+      "run's model (replacing every stored vector), or use another --store";
+  return Status::InvalidArgument(std::move(msg));
+}
 
 // Removes any password from a URI or conninfo string for display.
 std::string RedactUri(std::string_view uri);

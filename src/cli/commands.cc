@@ -181,6 +181,7 @@ int PrintAndFinish(Pipeline& pipeline, const IngestReport& report, const IngestO
 
 int ExitStatusFor(const IngestReport& report, const Metrics& metrics, int signal_number) {
   if (signal_number != 0) return 128 + signal_number;
+  if (report.status.code() == StatusCode::kBusy) return 4;  // the store is in use by another run
   if (!report.status.ok()) return 1;
   if (Get(metrics.chunks_dead_lettered) + Get(metrics.sources_failed) > 0) return 3;
   return 0;
@@ -201,18 +202,86 @@ int RunIngestCommand(IngestOptions options) {
   return PrintAndFinish(pipeline, report, options, signal_number);
 }
 
+// Settles how the query is embedded: as the store's vectors were (its model,
+// its dimension, the offline embedder for a store it built), with an error
+// naming both when the flags explicitly ask for something else.
+Status EmbedLikeTheStore(const SearchArgs& args, const Store& store, const StoreModel& stored,
+                         IngestOptions& options) {
+  const std::string hash_model = MakeHashTransport(options.hash)->ModelName();
+  const auto mismatch = [&](const std::string& asked) {
+    return Status::InvalidArgument(fmt::format(
+        "store '{}' holds vectors of model '{}' ({} dimensions), but {} was asked for: a query "
+        "must be embedded like the store (drop the flag to use the store's model)",
+        store.Describe(), stored.model, stored.dimensions, asked));
+  };
+  if (stored.model == hash_model) {
+    if (options.embedder == EmbedderKind::kHttp) return mismatch("--embedder http");
+    if (args.model_given && options.http.model != stored.model) {
+      return mismatch("model '" + options.http.model + "'");
+    }
+    options.embedder = EmbedderKind::kHash;
+    options.hash.dimensions = stored.dimensions;
+    return Status::OK();
+  }
+  if (options.embedder == EmbedderKind::kHash) return mismatch("--embedder hash");
+  if (args.model_given && options.http.model != stored.model) {
+    return mismatch("model '" + options.http.model + "'");
+  }
+  if (args.dimensions_given && options.http.dimensions != stored.dimensions) {
+    return mismatch(std::to_string(options.http.dimensions) + " dimensions");
+  }
+  if (options.http.endpoint.empty()) {
+    return Status::InvalidArgument(
+        fmt::format("store '{}' holds vectors of model '{}' from an embeddings API: set "
+                    "--endpoint or OPENAI_BASE_URL to embed the query with it",
+                    store.Describe(), stored.model));
+  }
+  options.embedder = EmbedderKind::kHttp;
+  options.http.model = stored.model;
+  options.http.dimensions = stored.dimensions;
+  return Status::OK();
+}
+
 int RunSearchCommand(const SearchArgs& args) {
-  auto store = OpenStore(args.store_uri, StoreOptions{});
+  StoreOptions store_options;
+  store_options.read_only = true;  // a missing store is an error, never a new empty one
+  auto store = OpenStore(args.store_uri, store_options);
   if (!store.ok()) {
     spdlog::error("{}", store.status().message());
     return 1;
   }
-  auto transport = MakeTransport(args.options);
+  auto stored = (*store)->StoredModel();
+  if (!stored.ok()) {
+    spdlog::error("{}", stored.status().message());
+    return 1;
+  }
+  if (stored->dimensions == 0) {
+    std::printf("no chunks stored in %s\n", (*store)->Describe().c_str());
+    return 0;
+  }
+  IngestOptions options = args.options;
+  if (Status s = EmbedLikeTheStore(args, **store, *stored, options); !s.ok()) {
+    spdlog::error("{}", s.message());
+    return 1;
+  }
+  auto transport = MakeTransport(options);
   if (!transport.ok()) {
     spdlog::error("{}", transport.status().message());
     return 1;
   }
   auto vector = EmbedOne(**transport, args.query);
+  if (!vector.ok() && vector.status().code() == StatusCode::kRejected &&
+      options.embedder == EmbedderKind::kHttp && !args.dimensions_given) {
+    // A model without a "dimensions" parameter (e.g. text-embedding-ada-002)
+    // refuses even its own default: ask again without it.
+    options.http.dimensions = 0;
+    transport = MakeTransport(options);
+    if (!transport.ok()) {
+      spdlog::error("{}", transport.status().message());
+      return 1;
+    }
+    vector = EmbedOne(**transport, args.query);
+  }
   if (!vector.ok()) {
     spdlog::error("{}", vector.status().message());
     return 1;
@@ -342,7 +411,9 @@ int RunDemoCommand(const DemoArgs& args) {
     lexical.progress = false;
     Pipeline lexical_pipeline(lexical);
     if (lexical_pipeline.Run().status.ok()) {
-      auto store = OpenStore(lexical.store_uri, StoreOptions{});
+      StoreOptions read_only;
+      read_only.read_only = true;
+      auto store = OpenStore(lexical.store_uri, read_only);
       auto transport = MakeHashTransport(lexical.hash);
       auto vector = EmbedOne(*transport, query);
       if (store.ok() && vector.ok()) {

@@ -14,6 +14,10 @@ struct SearchArgs {
   int k = 5;
   bool json = false;
   IngestOptions options;  // embedder settings
+  // Whether --model / --dimensions were given: search embeds the query with
+  // the store's model and dimension, and refuses explicit other ones.
+  bool model_given = false;
+  bool dimensions_given = false;
 };
 
 struct DemoArgs {

@@ -149,6 +149,10 @@ void AddIngestFlags(CLI::App& app, IngestOptions& o, IngestFlagExtras& x) {
   app.add_flag("--skip-unchanged,!--reprocess-all", o.skip_unchanged,
                "skip files whose fingerprint (size+mtime, then content hash) is unchanged")
       ->group("Store");
+  app.add_flag("--reembed", o.store.reembed,
+               "re-embed everything: empty the store (chunks, fingerprints, cache) and give it "
+               "this run's model and dimensions; needed to change a store's model")
+      ->group("Store");
   app.add_flag("--cache,!--no-cache", o.embedding_cache,
                "answer texts already embedded (same model and dimensions) from the store")
       ->group("Store");

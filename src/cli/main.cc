@@ -1,6 +1,7 @@
 // sluice: the command-line entry point. Subcommands: ingest, search, demo,
 // mock-api, verify, dead-letter (list, retry). Exit status: 0 success; 1 fatal error; 2 usage
-// error; 3 finished but something was dead-lettered; 130/143 stopped by SIGINT/SIGTERM.
+// error; 3 finished but something was dead-lettered; 4 the store is in use by another run;
+// 130/143 stopped by SIGINT/SIGTERM.
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
@@ -105,6 +106,8 @@ int Main(int argc, char** argv) {
       "remove from the file what gets stored.");
   AddIngestFlags(*dl_retry, retry_options, retry_extras);
   dl_retry->remove_option(dl_retry->get_option("inputs"));  // the file says what to redo
+  // Emptying the store to redo only the dead letters would lose the rest.
+  dl_retry->remove_option(dl_retry->get_option("--reembed"));
   dl_retry->add_option("--reason", dl_args.reason_pattern,
                        "only entries whose reason or message matches this regular expression");
 
@@ -156,6 +159,8 @@ int Main(int argc, char** argv) {
         return 2;
       }
     }
+    search_args.model_given = search->get_option("--model")->count() > 0;
+    search_args.dimensions_given = search->get_option("--dimensions")->count() > 0;
     return RunSearchCommand(search_args);
   }
   if (*demo) {

@@ -229,7 +229,10 @@ int RunDeadLetterRetryCommand(const DeadLetterArgs& args, IngestOptions options)
   // Which retried chunks are in the store now.
   std::unordered_set<std::string> stored;
   {
-    auto store = OpenStore(options.store_uri, options.store);
+    StoreOptions read_only = options.store;
+    read_only.read_only = true;
+    read_only.reembed = false;
+    auto store = OpenStore(options.store_uri, read_only);
     if (!store.ok()) {
       spdlog::error("{}", store.status().message());
       return 1;
@@ -293,6 +296,7 @@ int RunDeadLetterRetryCommand(const DeadLetterArgs& args, IngestOptions options)
 int RunVerifyCommand(const VerifyArgs& args) {
   StoreOptions store_options;
   store_options.table = args.table;
+  store_options.read_only = true;  // a missing store is an error, never a new empty one
   auto store_or = OpenStore(args.store_uri, store_options);
   if (!store_or.ok()) {
     spdlog::error("{}", store_or.status().message());

@@ -794,6 +794,17 @@ IngestReport Pipeline::Impl::Run() {
   StoreOptions store_options = options.store;
   store_options.embedding_cache_namespace = cache_namespace;
   store_options.run_id = run_id;
+  // A store belongs to one (model, dimensions): opening refuses another
+  // model's store (unless --reembed), and the run holds the store's writer
+  // lock so that a second run cannot interleave with it (docs/RESUME.md).
+  store_options.model = transport->ModelName();
+  if (!use_http) {
+    store_options.dimensions = options.hash.dimensions;
+  } else if (options.http.dimensions > 0) {
+    store_options.dimensions = options.http.dimensions;
+  }
+  store_options.exclusive_run = true;
+  store_options.read_only = false;
   auto store_or = OpenStore(options.store_uri, store_options);
   if (!store_or.ok()) return finish(store_or.status());
   Store& store = **store_or;
@@ -810,7 +821,12 @@ IngestReport Pipeline::Impl::Run() {
         std::string id = f.file_id;
         fingerprints.emplace(std::move(id), std::move(f));
       }
-      auto second = OpenStore(options.store_uri, store_options);
+      // Reads only: no lock (this run holds it), no second --reembed.
+      StoreOptions reader_options = store_options;
+      reader_options.exclusive_run = false;
+      reader_options.read_only = true;
+      reader_options.reembed = false;
+      auto second = OpenStore(options.store_uri, reader_options);
       if (!second.ok()) return finish(second.status());
       reader_store = std::move(*second);
       read_store = reader_store.get();

@@ -5,6 +5,8 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sqlite3.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -261,6 +263,161 @@ TEST(CliTest, SigintStopsGracefullyWithExit130) {
 
 namespace sluice {
 namespace {
+
+// The first column of every row `sql` returns from the SQLite file `path`.
+std::vector<std::string> SqliteColumn(const std::string& path, const std::string& sql) {
+  std::vector<std::string> out;
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
+    ADD_FAILURE() << "cannot open " << path;
+    sqlite3_close(db);
+    return out;
+  }
+  sqlite3_stmt* st = nullptr;
+  if (sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) != SQLITE_OK) {
+    ADD_FAILURE() << sql << ": " << sqlite3_errmsg(db);
+  } else {
+    while (sqlite3_step(st) == SQLITE_ROW) {
+      const unsigned char* text = sqlite3_column_text(st, 0);
+      out.emplace_back(text != nullptr ? reinterpret_cast<const char*>(text) : "");
+    }
+  }
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return out;
+}
+
+// Issue 14: two `sluice ingest` into one SQLite store at once both exited 0
+// over a store missing rows. The test holds the store's run lock as a running
+// ingest does (flock on "<db>.lock", holding our pid): a second ingest and a
+// dead-letter retry fail at start with exit 4 naming the holder; search and
+// verify, which only read, still work.
+TEST(CliTest, SecondWriterOfOneSqliteStoreIsRefusedWhileReadersWork) {
+  TempDir dir;
+  MakeCorpus(dir);
+  auto r = RunCommand(kSluice + " ingest " + (dir / "corpus") + " --embedder hash" + Common(dir));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string rows_before = SqliteColumn(dir / "s.db", "SELECT count(*) FROM chunks")[0];
+
+  const int lock_fd = ::open((dir / "s.db.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  ASSERT_GE(lock_fd, 0);
+  ASSERT_EQ(::flock(lock_fd, LOCK_EX | LOCK_NB), 0);
+  const std::string pid = std::to_string(::getpid());
+  ASSERT_EQ(::ftruncate(lock_fd, 0), 0);
+  ASSERT_EQ(::pwrite(lock_fd, (pid + "\n").data(), pid.size() + 1, 0),
+            static_cast<ssize_t>(pid.size() + 1));
+
+  WriteFile(dir / "corpus/ops/new.md", "# New\n\nA new page about spillways.\n");
+  r = RunCommand(kSluice + " ingest " + (dir / "corpus") + " --embedder hash" + Common(dir));
+  EXPECT_EQ(r.exit_code, 4) << r.output;
+  EXPECT_NE(r.output.find("store 'sqlite:" + (dir / "s.db") +
+                          "' is in use by another sluice run (pid " + pid + ")"),
+            std::string::npos)
+      << r.output;
+  WriteFile(dir / "dead.jsonl",
+            "{\"kind\":\"source\",\"reason\":\"corrupt\",\"message\":\"x\","
+            "\"source_id\":\"ops/new.md\",\"path\":\"" +
+                (dir / "corpus/ops/new.md") + "\"}\n");
+  r = RunCommand(kSluice + " dead-letter retry --embedder hash --dead-letter " +
+                 (dir / "dead.jsonl") + " --store sqlite:" + (dir / "s.db") + " --out " +
+                 (dir / "out") + " --no-progress");
+  EXPECT_EQ(r.exit_code, 4) << r.output;
+  EXPECT_NE(r.output.find("is in use by another sluice run (pid " + pid + ")"), std::string::npos)
+      << r.output;
+  r = RunCommand(kSluice + " search \"worn seal\" -k 1 --store sqlite:" + (dir / "s.db"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("gates.md"), std::string::npos) << r.output;
+  r = RunCommand(kSluice + " verify --store sqlite:" + (dir / "s.db") + " " + (dir / "corpus"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;  // it ran, and found new.md not ingested
+  EXPECT_NE(r.output.find("new.md"), std::string::npos) << r.output;
+  EXPECT_EQ(SqliteColumn(dir / "s.db", "SELECT count(*) FROM chunks")[0], rows_before);
+
+  ::close(lock_fd);  // the first run ends
+  r = RunCommand(kSluice + " ingest " + (dir / "corpus") + " --embedder hash" + Common(dir));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  r = RunCommand(kSluice + " verify --store sqlite:" + (dir / "s.db") + " " + (dir / "corpus"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+}
+
+// Issue 14: vectors of different models mixed silently in one store.
+TEST(CliTest, AStoreKeepsOneModelUntilReembedAndSearchUsesIt) {
+  TempDir dir;
+  MakeCorpus(dir);
+  MockApiProcess mock({});
+  const std::string db = dir / "s.db";
+  const std::string api = " --endpoint " + mock.url() + " --dimensions 64";
+  auto r = RunCommand(kSluice + " ingest " + (dir / "corpus") + api + " --model m1" + Common(dir));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+
+  // search embeds the query with the store's model and dimensions (the
+  // defaults, text-embedding-3-small at the API's default length, failed).
+  r = RunCommand(kSluice + " search \"worn seal leaks\" -k 1 --json --endpoint " + mock.url() +
+                 " --store sqlite:" + db);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("\"rank\":1"), std::string::npos) << r.output;
+  // ... and refuses to embed it otherwise.
+  r = RunCommand(kSluice + " search \"worn seal\" --embedder hash --store sqlite:" + db);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("'m1'"), std::string::npos) << r.output;
+
+  WriteFile(dir / "corpus/ops/pumps.txt", "Pumps are started in sequence.\n\nNever run dry!\n");
+  r = RunCommand(kSluice + " ingest " + (dir / "corpus") + api + " --model m2" + Common(dir));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  for (const char* part : {"model 'm1', 64 dimensions", "model 'm2', 64 dimensions", "--reembed"}) {
+    EXPECT_NE(r.output.find(part), std::string::npos) << part << "\n" << r.output;
+  }
+  // Without --endpoint: the offline embedder's vectors of the same length.
+  r = RunCommand(kSluice + " ingest " + (dir / "corpus") + " --embedder hash --hash-dimensions 64" +
+                 Common(dir));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("model 'sluice-hash-v1', 64 dimensions"), std::string::npos) << r.output;
+  EXPECT_EQ(SqliteColumn(db, "SELECT DISTINCT model FROM chunks"), std::vector<std::string>{"m1"});
+
+  r = RunCommand(kSluice + " ingest " + (dir / "corpus") + api + " --model m2 --reembed" +
+                 Common(dir));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(SqliteColumn(db, "SELECT DISTINCT model FROM chunks"), std::vector<std::string>{"m2"});
+  EXPECT_EQ(SqliteColumn(db, "SELECT DISTINCT model FROM embedding_cache"),
+            std::vector<std::string>{"m2"});
+  EXPECT_EQ(SqliteColumn(db, "SELECT value FROM meta WHERE key = 'model'"),
+            std::vector<std::string>{"m2"});
+  EXPECT_NE(ReadFile(dir / "report.json").find("\"cache_hits\":0"), std::string::npos);
+  r = RunCommand(kSluice + " verify --store sqlite:" + db + " " + (dir / "corpus"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  r = RunCommand(kSluice + " search \"worn seal leaks\" -k 1 --endpoint " + mock.url() +
+                 " --store sqlite:" + db);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("gates.md"), std::string::npos) << r.output;
+}
+
+TEST(CliTest, SearchAndVerifyOfAMissingStoreFailWithoutCreatingIt) {
+  TempDir dir;
+  for (const std::string command :
+       {" search \"seal\" --embedder hash --store sqlite:", " verify --store sqlite:"}) {
+    auto r = RunCommand(kSluice + command + (dir / "nope.db"));
+    EXPECT_EQ(r.exit_code, 1) << command << r.output;
+    EXPECT_NE(r.output.find("store 'sqlite:" + (dir / "nope.db") + "' does not exist"),
+              std::string::npos)
+        << r.output;
+    EXPECT_FALSE(std::filesystem::exists(dir / "nope.db"));
+  }
+}
+
+TEST(CliTest, ReembedIsAnIngestFlagAndAConfigKey) {
+  auto r = RunCommand(kSluice + " ingest --help");
+  EXPECT_NE(r.output.find("--reembed"), std::string::npos) << r.output;
+  TempDir dir;
+  MakeCorpus(dir);
+  WriteFile(dir / "cfg.toml", "reembed = true\nembedder = \"hash\"\n");
+  r = RunCommand(kSluice + " ingest " + (dir / "corpus") + " --config " + (dir / "cfg.toml") +
+                 Common(dir));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = RunCommand(kSluice + " ingest " + (dir / "corpus") + " --config " + (dir / "cfg.toml") +
+                 Common(dir));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  // Every run re-embeds everything: nothing is skipped as unchanged.
+  EXPECT_NE(ReadFile(dir / "report.json").find("\"sources_unchanged\":0"), std::string::npos);
+}
 
 // The whole pipeline into real PostgreSQL (and pgvector through PGlite), in
 // one command, then search. Needs scripts/test-services.sh (make test).

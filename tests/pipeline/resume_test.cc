@@ -9,6 +9,7 @@
 // SLUICE_RESUME_POSTGRES (a real PostgreSQL from scripts/test-services.sh,
 // one table set per store name and test).
 #include <sqlite3.h>
+#include <unistd.h>
 
 #include <gtest/gtest.h>
 
@@ -549,6 +550,94 @@ TEST_P(ResumeTest, VerifyReportsMissingOrphanAndMiscountedChunks) {
   for (const VerifyProblem& p : VerifyStore()) kinds.insert(p.kind);
   EXPECT_EQ(kinds, (std::set<std::string>{"missing_chunk", "orphan_chunk", "wrong_dimensions",
                                           "count_mismatch"}));
+}
+
+// Issue 14: two ingests at once into one SQLite store both reported success
+// over a store missing hundreds of rows (one run's commit forgot the other's
+// run records, so the other's commit deleted the chunks it had written).
+// SQLite: the second run is refused at start while the first holds the
+// store. PostgreSQL: the runs go side by side and end with one run's rows.
+TEST_P(ResumeTest, TwoRunsAtOnceEndWithTheRowsOfOneRun) {
+  MakeCorpus(dir_);
+  for (int i = 0; i < 12; ++i) {
+    WriteFile(dir_ / ("corpus/more/f" + std::to_string(i) + ".md"),
+              "# More " + std::to_string(i) + "\n\n" + Paragraphs(4, "word", i * 10));
+  }
+  if (GetParam() == BackendKind::kSqlite) {
+    IngestOptions o = Options();
+    StoreOptions as_a_run = o.store;
+    as_a_run.exclusive_run = true;  // what a running ingest holds
+    auto first = OpenStore(o.store_uri, as_a_run);
+    ASSERT_TRUE(first.ok()) << first.status().ToString();
+    RunResult second = Ingest(Options("store", "out-second"));
+    EXPECT_EQ(second.report.status.code(), StatusCode::kBusy) << second.report.status.ToString();
+    EXPECT_NE(second.report.status.message().find("is in use by another sluice run (pid " +
+                                                  std::to_string(::getpid()) + ")"),
+              std::string::npos)
+        << second.report.status.message();
+    EXPECT_EQ(second.produced, 0u);
+    first->reset();
+    ASSERT_INGESTS(Options());
+  } else {
+    // Small batches so that commits of one run fall between the other's writes.
+    IngestOptions a = Options("store", "out-a"), b = Options("store", "out-b");
+    a.store.batch_rows = 2;
+    b.store.batch_rows = 3;
+    RunResult ra;
+    std::thread other([&] { ra = Ingest(a); });
+    RunResult rb = Ingest(b);
+    other.join();
+    ASSERT_TRUE(ra.report.status.ok()) << ra.report.status.ToString();
+    ASSERT_TRUE(rb.report.status.ok()) << rb.report.status.ToString();
+    EXPECT_TRUE(ra.report.reconciled);
+    EXPECT_TRUE(rb.report.reconciled);
+  }
+  ASSERT_INGESTS(Options("fresh", "fresh-out"));
+  EXPECT_EQ(Dump(), Dump("fresh"));
+  EXPECT_TRUE(VerifyStore().empty());
+  // And a rerun finds every file complete.
+  RunResult again = Ingest(Options());
+  ASSERT_TRUE(again.report.status.ok()) << again.report.status.ToString();
+  EXPECT_EQ(again.report.sources_unchanged, 15u);
+  EXPECT_EQ(Dump(), Dump("fresh"));
+}
+
+// Issue 14: a store belongs to one (model, dimensions). Another one is
+// refused at start, naming both; --reembed (StoreOptions::reembed) replaces
+// everything, as a fresh ingest with the new embedder would.
+TEST_P(ResumeTest, AnotherDimensionIsRefusedUntilReembedReplacesEverything) {
+  MakeCorpus(dir_);
+  ASSERT_INGESTS(Options());  // 32 dimensions
+  IngestOptions wider = Options();
+  wider.hash.dimensions = 48;
+  RunResult refused = Ingest(wider);
+  EXPECT_EQ(refused.report.status.code(), StatusCode::kInvalidArgument);
+  for (const char* part : {"model 'sluice-hash-v1', 32 dimensions",
+                           "model 'sluice-hash-v1', 48 dimensions", "--reembed"}) {
+    EXPECT_NE(refused.report.status.message().find(part), std::string::npos)
+        << refused.report.status.message();
+  }
+  EXPECT_EQ(refused.produced, 0u);
+
+  wider.store.reembed = true;
+  RunResult reembedded = Ingest(wider);
+  ASSERT_TRUE(reembedded.report.status.ok()) << reembedded.report.status.ToString();
+  EXPECT_EQ(reembedded.report.sources_unchanged, 0u);
+  EXPECT_EQ(reembedded.report.cache_hits, 0u);
+  EXPECT_EQ(reembedded.dead, 0u);
+  IngestOptions fresh = Options("fresh", "fresh-out");
+  fresh.hash.dimensions = 48;
+  ASSERT_INGESTS(fresh);
+  EXPECT_EQ(Dump(), Dump("fresh"));
+  EXPECT_TRUE(VerifyStore().empty());
+
+  // The store is the 48-dimension embedder's now: a rerun skips every file,
+  // and the 32-dimension one is refused in its turn.
+  wider.store.reembed = false;
+  RunResult again = Ingest(wider);
+  ASSERT_TRUE(again.report.status.ok()) << again.report.status.ToString();
+  EXPECT_EQ(again.report.sources_unchanged, 3u);
+  EXPECT_EQ(Ingest(Options()).report.status.code(), StatusCode::kInvalidArgument);
 }
 
 #ifdef SLUICE_RESUME_POSTGRES

@@ -244,6 +244,7 @@ class PostgresStore final : public Store {
   Result<std::vector<SearchHit>> Search(std::span<const float> query, int k) override;
   Result<StoreStats> Stats() override;
   std::string Describe() const override { return described_; }
+  Result<StoreModel> StoredModel() override;
 
   // Resume, incremental re-ingest and the embedding cache (docs/RESUME.md).
   Result<std::vector<SourceFingerprint>> LoadFingerprints() override;
@@ -266,6 +267,12 @@ class PostgresStore final : public Store {
   void Return(std::unique_ptr<PgConn> conn);
 
   Status EnsureSchema(PgConn& conn, int dims);
+  // Refuses an existing table of another model or dimension than the
+  // options' (StoreOptions::model). REQUIRES: schema_mu_, the table exists.
+  Status CheckStoredModelLocked(PgConn& conn);
+  // --reembed: drops the chunks, sources, files, cache and run records
+  // tables. REQUIRES: schema_mu_.
+  Status DropEverythingLocked(PgConn& conn);
   Status EnsureResumeTables(PgConn& conn);
   Status ResumeSupported() const;
   // Whether the chunks (and sources) table exists: it is created by the first
@@ -471,6 +478,14 @@ Status PostgresStore::Init() {
     bool exists = false;
     Status s = ProbeExistingLocked(c, &exists);
     if (!s.ok()) return s;
+    if (options_.reembed && !options_.read_only) {
+      s = DropEverythingLocked(c);
+      if (!s.ok()) return s;
+      exists = false;
+    } else if (exists) {
+      s = CheckStoredModelLocked(c);
+      if (!s.ok()) return s;
+    }
     if (!exists) {
       // Probe pgvector: installed, or installable by us; never assumed.
       PgResult r(PQexec(c.pg, "SELECT 1 FROM pg_extension WHERE extname = 'vector'"));
@@ -487,10 +502,6 @@ Status PostgresStore::Init() {
         s = CreateSchemaLocked(c, options_.dimensions);
         if (!s.ok()) return s;
       }
-    } else if (options_.dimensions > 0 && options_.dimensions != dims_ && dims_ > 0) {
-      return Status::InvalidArgument("table " + q_chunks_ + " holds " + std::to_string(dims_) +
-                                     "-dimensional vectors, not " +
-                                     std::to_string(options_.dimensions));
     }
   }
   if (Status s = EnsureResumeTables(c); !s.ok()) return s;
@@ -503,6 +514,73 @@ Status PostgresStore::Init() {
   ++open_conns_;
   idle_.push_back(std::move(*conn));
   return Status::OK();
+}
+
+Status PostgresStore::CheckStoredModelLocked(PgConn& c) {
+  // One row names the table's model: opening refuses another model, so a
+  // table holds one (a table mixed by an older sluice shows its first row's).
+  std::string model;
+  {
+    const std::string sql = "SELECT model FROM " + q_chunks_ + " LIMIT 1";
+    PgResult r(PQexec(c.pg, sql.c_str()));
+    if (!ResultOk(r.get())) return Fail(Classify(c.pg, r.get()), "read the stored model");
+    if (PQntuples(r.get()) > 0) model = PQgetvalue(r.get(), 0, 0);
+  }
+  const bool other_model = !options_.model.empty() && !model.empty() && model != options_.model;
+  const bool other_dims = options_.dimensions > 0 && dims_ > 0 && options_.dimensions != dims_;
+  if (!other_model && !other_dims) return Status::OK();
+  return StoreModelMismatch(described_ + " table " + chunks_table_, StoreModel{model, dims_},
+                            options_.model, options_.dimensions);
+}
+
+Status PostgresStore::DropEverythingLocked(PgConn& c) {
+  // The vector column's type fixes the dimension, so the tables go and are
+  // made again for the new model (the first write, or Init when the
+  // dimension is known). Same advisory lock as their creation.
+  std::string sql = "BEGIN; SELECT pg_advisory_xact_lock(" +
+                    std::to_string(static_cast<int64_t>(Hash64(chunks_table_, 0x5109ce))) + ");\n";
+  sql += "DROP TABLE IF EXISTS " + q_chunks_ + ", " + q_sources_ + ", " + q_files_ + ", " +
+         q_cache_ + ", " + q_run_ + ";\nCOMMIT;";
+  PgResult r(PQexec(c.pg, sql.c_str()));
+  if (!ResultOk(r.get())) {
+    PgError e = Classify(c.pg, r.get());
+    Rollback(c);
+    return Fail(e, "--reembed: drop the store's tables");
+  }
+  dims_ = 0;
+  schema_ready_ = false;
+  file_id_ready_ = false;
+  return Status::OK();
+}
+
+Result<StoreModel> PostgresStore::StoredModel() {
+  int dims = 0;
+  {
+    std::lock_guard<std::mutex> lock(schema_mu_);
+    if (!schema_ready_) return StoreModel{};
+    dims = dims_;
+  }
+  auto checked_out = Checkout();
+  if (!checked_out.ok()) return checked_out.status();
+  std::unique_ptr<PgConn> conn = std::move(*checked_out);
+  if (!conn->ok()) {
+    auto fresh = Connect();
+    if (!fresh.ok()) {
+      Return(std::move(conn));
+      return fresh.status();
+    }
+    conn = std::move(*fresh);
+  }
+  const std::string sql = "SELECT model FROM " + q_chunks_ + " LIMIT 1";
+  PgResult r(PQexec(conn->pg, sql.c_str()));
+  Result<StoreModel> out = StoreModel{};
+  if (!ResultOk(r.get())) {
+    out = Fail(Classify(conn->pg, r.get()), "read the stored model");
+  } else if (PQntuples(r.get()) > 0) {
+    out = StoreModel{PQgetvalue(r.get(), 0, 0), dims};
+  }
+  Return(std::move(conn));
+  return out;
 }
 
 // Reads the embedding column of an existing chunks table. REQUIRES: schema_mu_.
@@ -1726,8 +1804,16 @@ PgError PostgresStore::DeleteAndCommit(PgConn& c, const std::string& sql,
 // files it completes. Modes per file: "replace" (delete its stored chunks
 // that its run did not record), "keep" (--cleanup none: delete nothing,
 // count them), "facts" (only path, size, mtime and hash changed). Every
-// mode forgets all run records of the file. All CTEs read one snapshot, so
-// the stale set is computed from the run records before they are deleted.
+// mode forgets the committing run's records of the file and any run's
+// records of the chunks it deleted, and no others: another run ingesting the
+// same file at the same time (distributed workers, two ingests) still needs
+// its records of the chunks it wrote to tell them from stale ones when it
+// commits. (Forgetting every run's records made that run delete every chunk
+// of the file it had written before this commit, leaving the file
+// fingerprinted but short of chunks.) A dead run's records of chunks that
+// are still stored stay until the file is deleted (DeleteSources); they are
+// never read by another run. All CTEs read one snapshot, so the stale set is
+// computed from the run records before they are deleted.
 Result<uint64_t> PostgresStore::CommitSources(std::span<const SourceManifest> completed) {
   if (Status s = ResumeSupported(); !s.ok()) return s;
   if (completed.empty()) return uint64_t{0};
@@ -1805,7 +1891,12 @@ Result<uint64_t> PostgresStore::CommitSources(std::span<const SourceManifest> co
            "EXCLUDED.size_bytes, mtime_ns = EXCLUDED.mtime_ns, content_hash = "
            "EXCLUDED.content_hash, updated_at = now()), "
            "forget AS (DELETE FROM " +
-           q_run_ + " r USING m WHERE r.file_id = m.file_id) ";
+           q_run_ + " r USING m WHERE r.file_id = m.file_id AND (r.run_id = m.run_id" +
+           (*has_chunks ? std::string(" OR EXISTS (SELECT 1 FROM stale s WHERE s.mode = "
+                                      "'replace' AND s.file_id = r.file_id AND s.id = "
+                                      "r.chunk_id)")
+                        : std::string()) +
+           ")) ";
     sql += *has_chunks ? "SELECT source_id, count(*) FROM del GROUP BY source_id"
                        : "SELECT NULL::text, 0";
     return DeleteAndCommit(c, sql, params, deleted);

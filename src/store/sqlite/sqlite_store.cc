@@ -2,8 +2,11 @@
 
 #include <fcntl.h>
 #include <sqlite3.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <algorithm>
 #include <bit>
@@ -192,7 +195,13 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path,
     if (!S_ISDIR(st.st_mode)) {
       return Status::InvalidArgument(fmt::format("store directory '{}' is not a directory", dir));
     }
-    if (::access(dir.c_str(), W_OK | X_OK) != 0) {
+    if (options.store.read_only) {
+      // Reading never creates: a mistyped path is an error, not a new,
+      // empty database.
+      if (::stat(path.c_str(), &st) != 0) {
+        return Status::NotFound(fmt::format("store 'sqlite:{}' does not exist", path));
+      }
+    } else if (::access(dir.c_str(), W_OK | X_OK) != 0) {
       return Status::PermissionDenied(fmt::format("store directory '{}' is not writable", dir));
     }
     if (::stat(path.c_str(), &st) == 0) {
@@ -217,10 +226,72 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path,
   return store;
 }
 
+Status SqliteStore::AcquireWriterLock() {
+  // A sidecar file rather than the database itself: SQLite's own locks are
+  // fcntl locks, which any close() of the database file by this process
+  // would drop; flock locks are separate on Linux and live as long as this
+  // descriptor (a killed run releases its lock with its descriptors).
+  const std::string lock_path = path_ + ".lock";
+  const int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return Status::IOError(
+        fmt::format("cannot open the store's lock file '{}': {}", lock_path, std::strerror(errno)));
+  }
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    std::string holder;
+    if (err == EWOULDBLOCK) {
+      char buf[32] = {};
+      const ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
+      for (ssize_t i = 0; i < n && buf[i] >= '0' && buf[i] <= '9'; ++i) holder.push_back(buf[i]);
+    }
+    ::close(fd);
+    if (err != EWOULDBLOCK) {
+      return Status::IOError(
+          fmt::format("cannot lock the store's lock file '{}': {}", lock_path, std::strerror(err)));
+    }
+    return Status::Busy(fmt::format(
+        "store 'sqlite:{}' is in use by another sluice run{}: wait for it to finish, or use "
+        "another --store",
+        path_, holder.empty() ? std::string() : " (pid " + holder + ")"));
+  }
+  // The holder's pid, for the message above (best effort: a reader that
+  // finds it half-written just omits it).
+  const std::string pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) < 0) {
+    // The lock is held all the same; only the message loses the pid.
+  }
+  writer_lock_fd_ = fd;
+  return Status::OK();
+}
+
+Status SqliteStore::DeleteEverything() {
+  Status s = Exec("BEGIN IMMEDIATE");
+  if (!s.ok()) return s;
+  for (const std::string* table :
+       {&chunks_table_, &sources_table_, &files_table_, &cache_table_, &run_table_, &meta_table_}) {
+    const std::string sql = "DELETE FROM " + Quote(*table);
+    s = Exec(sql.c_str());
+    if (!s.ok()) break;
+  }
+  if (s.ok()) s = Exec("COMMIT");
+  if (!s.ok()) Rollback();
+  return s.WithContext("--reembed: empty the store");
+}
+
+Result<StoreModel> SqliteStore::StoredModel() {
+  if (db_ == nullptr) return Status::InvalidArgument("sqlite store is closed");
+  if (!meta_persisted_) return StoreModel{};
+  return StoreModel{model_, dims_};
+}
+
 Status SqliteStore::Init() {
-  const int rc =
-      sqlite3_open_v2(path_.c_str(), &db_,
-                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+  if (options_.store.exclusive_run && !options_.store.read_only && path_ != ":memory:") {
+    if (Status s = AcquireWriterLock(); !s.ok()) return s;
+  }
+  const int open_flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX |
+                         (options_.store.read_only ? 0 : SQLITE_OPEN_CREATE);
+  const int rc = sqlite3_open_v2(path_.c_str(), &db_, open_flags, nullptr);
   if (rc != SQLITE_OK) {
     Status s = ErrorStatus(rc, "open");
     Close();
@@ -476,12 +547,21 @@ Status SqliteStore::LoadMeta() {
     if (key == "model") model_ = ColumnText(stmt.get(), 1);
   }
   if (rc != SQLITE_DONE) return ErrorStatus(rc, "read meta");
+  if (options_.store.reembed && !options_.store.read_only) {
+    if (Status s = DeleteEverything(); !s.ok()) return s;
+    model_.clear();
+    stored_dims = 0;
+  }
   if (stored_dims > 0) {
     meta_persisted_ = true;
-    if (options_.store.dimensions > 0 && options_.store.dimensions != stored_dims) {
-      return Status::InvalidArgument(
-          fmt::format("sqlite '{}' holds {}-dimension vectors but {} dimensions were asked for",
-                      path_, stored_dims, options_.store.dimensions));
+    // (A store written without model names accepts any.)
+    const bool other_model =
+        !options_.store.model.empty() && !model_.empty() && options_.store.model != model_;
+    const bool other_dims =
+        options_.store.dimensions > 0 && options_.store.dimensions != stored_dims;
+    if (other_model || other_dims) {
+      return StoreModelMismatch(Describe(), StoreModel{model_, stored_dims}, options_.store.model,
+                                options_.store.dimensions);
     }
     dims_ = stored_dims;
   } else {
@@ -643,7 +723,11 @@ Status SqliteStore::Flush() {
 }
 
 Status SqliteStore::Close() {
-  if (db_ == nullptr) return Status::OK();
+  if (db_ == nullptr) {
+    if (writer_lock_fd_ >= 0) ::close(writer_lock_fd_);  // the open failed after locking
+    writer_lock_fd_ = -1;
+    return Status::OK();
+  }
   Rollback();
   for (sqlite3_stmt** st :
        {&upsert_chunk_, &upsert_source_counts_, &put_meta_, &put_cache_, &put_run_}) {
@@ -654,6 +738,10 @@ Status SqliteStore::Close() {
   Status s = rc == SQLITE_OK ? Status::OK() : ErrorStatus(rc, "close");
   if (rc != SQLITE_OK) sqlite3_close_v2(db_);  // closes once the last statement is gone
   db_ = nullptr;
+  if (writer_lock_fd_ >= 0) {
+    ::close(writer_lock_fd_);  // releases the run's lock
+    writer_lock_fd_ = -1;
+  }
   return s;
 }
 

@@ -9,7 +9,10 @@
 // opened SQLITE_OPEN_NOMUTEX). Several SqliteStore objects, in one process or
 // several, may open the same file: WAL lets readers run beside one writer, and
 // a second writer waits busy_timeout_ms and then gets a retryable
-// Status::Unavailable with nothing committed.
+// Status::Unavailable with nothing committed. A store opened with
+// StoreOptions::exclusive_run holds a flock(2) on "<path>.lock" until Close:
+// a second such open (another ingest run) fails at once with kBusy, while
+// read-only opens (search, verify) and plain opens are not affected.
 #pragma once
 
 #include <cstdint>
@@ -89,7 +92,10 @@ class SqliteStore final : public Store {
   // stored one; NotFound when the directory does not exist; PermissionDenied
   // when it or the file is not writable; Corrupt when the file is not a SQLite
   // database; Unavailable (retryable) when another connection holds a lock
-  // longer than busy_timeout_ms.
+  // longer than busy_timeout_ms; NotFound for a missing file when read_only;
+  // Busy when exclusive_run and another run holds the writer lock;
+  // InvalidArgument when the store holds another model's vectors (unless
+  // reembed, which empties it).
   static Result<std::unique_ptr<SqliteStore>> Open(const std::string& path,
                                                    const SqliteStoreOptions& options);
 
@@ -107,6 +113,7 @@ class SqliteStore final : public Store {
   Result<std::vector<SearchHit>> Search(std::span<const float> query, int k) override;
   Result<StoreStats> Stats() override;
   std::string Describe() const override { return "sqlite:" + path_; }
+  Result<StoreModel> StoredModel() override;
   Result<std::vector<SourceFingerprint>> LoadFingerprints() override;
   Result<uint64_t> CommitSources(std::span<const SourceManifest> completed) override;
   Result<uint64_t> DeleteSources(std::span<const std::string> file_ids) override;
@@ -145,6 +152,11 @@ class SqliteStore final : public Store {
   Status UpgradeTables();
   Result<bool> HasColumn(const std::string& table, const char* column);
   Status LoadMeta();
+  // Takes the run's writer lock (flock on "<path>.lock", which records the
+  // holder's pid). REQUIRES: exclusive_run, a file path.
+  Status AcquireWriterLock();
+  // In one transaction: deletes every row of this store's tables (--reembed).
+  Status DeleteEverything();
   Status Prepare(const std::string& sql, sqlite3_stmt** stmt);
   Status Exec(const char* sql);
   Status ErrorStatus(int rc, std::string_view what) const;
@@ -167,6 +179,7 @@ class SqliteStore final : public Store {
   SqliteStoreOptions options_;
   std::string chunks_table_, sources_table_, meta_table_, files_table_, cache_table_, run_table_;
   sqlite3* db_ = nullptr;
+  int writer_lock_fd_ = -1;  // >= 0 while this store holds the run's writer lock
   sqlite3_stmt* upsert_chunk_ = nullptr;
   sqlite3_stmt* upsert_source_counts_ = nullptr;
   sqlite3_stmt* put_meta_ = nullptr;

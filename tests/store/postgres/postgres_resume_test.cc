@@ -248,6 +248,86 @@ TEST_P(PostgresResumeTest, CommitDeletesChunksTheRunDidNotRecord) {
   EXPECT_TRUE(Verify(*second).empty());
 }
 
+// Issue 14: two runs storing the same file at once. Run 1 committing the
+// file used to forget every run's records of it, so run 2's commit then
+// took the chunks it had stored before as stale and deleted them: the file
+// was fingerprinted complete and short of chunks. A commit now forgets only
+// its own run's records (and records of the chunks it deleted).
+TEST_P(PostgresResumeTest, TwoRunsOfOneFileAtOnceKeepEveryChunk) {
+  auto one = Open(1);
+  auto two = Open(2);
+  ASSERT_TRUE(one && two);
+  const auto chunks = FileChunks("doc.md", 0, 5);
+  Write(*two, {chunks[0], chunks[1], chunks[2]});  // run 2 is part way through
+  Write(*one, chunks);
+  auto deleted = Commit(*one, {Manifest("doc.md", 5, 1)});
+  ASSERT_TRUE(deleted.ok()) << deleted.status().ToString();
+  EXPECT_EQ(*deleted, 0u);
+  EXPECT_EQ(RunRecords("doc.md"), "3");  // run 2's, still needed
+  Write(*two, {chunks[3], chunks[4]});
+  deleted = Commit(*two, {Manifest("doc.md", 5, 2)});
+  ASSERT_TRUE(deleted.ok()) << deleted.status().ToString();
+  EXPECT_EQ(*deleted, 0u);
+  EXPECT_EQ(*two->FileChunkIds("doc.md"), Sorted(chunks));
+  EXPECT_EQ(RunRecords("doc.md"), "0");
+  EXPECT_TRUE(Verify(*two).empty());
+}
+
+// Issue 14: a store belongs to one (model, dimensions).
+TEST_P(PostgresResumeTest, AnotherModelIsRefusedNamingBothAndReembedReplacesEverything) {
+  const auto open = [&](const std::string& model, int dims, bool reembed) {
+    StoreOptions o;
+    o.table = table_;
+    o.reconnect_timeout_s = 10;
+    o.run_id = 1;
+    o.model = model;
+    o.dimensions = dims;
+    o.reembed = reembed;
+    o.embedding_cache_namespace = model + ":" + std::to_string(dims);
+    return OpenPostgresStore(dsn_, o);
+  };
+  {
+    auto m1 = open("m1", kDims, false);
+    ASSERT_TRUE(m1.ok()) << m1.status().ToString();
+    auto chunks = FileChunks("doc.md", 0, 3);
+    for (auto& c : chunks) c.model = "m1";
+    Write(**m1, chunks);
+    ASSERT_TRUE(Commit(**m1, {Manifest("doc.md", 3, 1)}).ok());
+    auto stored = (*m1)->StoredModel();
+    ASSERT_TRUE(stored.ok()) << stored.status().ToString();
+    EXPECT_EQ(stored->model, "m1");
+    EXPECT_EQ(stored->dimensions, kDims);
+  }
+  auto refused = open("m2", kDims, false);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument);
+  const std::string dims = std::to_string(kDims) + " dimensions";
+  for (const std::string& part :
+       {"model 'm1', " + dims, "model 'm2', " + dims, std::string("--reembed"), table_}) {
+    EXPECT_NE(refused.status().message().find(part), std::string::npos)
+        << refused.status().message();
+  }
+  EXPECT_FALSE(open("m1", kDims * 2, false).ok());  // same model, other dimension
+
+  // --reembed with another dimension: every table starts over.
+  auto m2 = open("m2", kDims * 2, true);
+  ASSERT_TRUE(m2.ok()) << m2.status().ToString();
+  EXPECT_EQ((*m2)->Stats()->chunks, 0u);
+  EXPECT_TRUE((*m2)->LoadFingerprints()->empty());
+  EXPECT_EQ(raw_->Scalar("SELECT count(*) FROM " + Q("_embedding_cache")), "0");
+  EXPECT_EQ(raw_->Scalar("SELECT count(*) FROM " + Q("_run_chunks")), "0");
+  EXPECT_EQ((*m2)->StoredModel()->dimensions, 0);
+  EmbeddedChunk wide = TestChunk(7, kDims * 2, "doc.md");
+  wide.chunk.file_id = "doc.md";
+  wide.model = "m2";
+  Write(**m2, {wide});
+  EXPECT_EQ((*m2)->StoredModel()->model, "m2");
+  EXPECT_EQ((*m2)->StoredModel()->dimensions, kDims * 2);
+  m2->reset();
+  EXPECT_TRUE(open("m2", kDims * 2, false).ok());  // its store now
+  EXPECT_FALSE(open("m1", kDims, false).ok());
+}
+
 TEST_P(PostgresResumeTest, CleanupNoneCountsKeptChunksAndFactsOnlyKeepsTheCount) {
   auto first = Open(1);
   ASSERT_TRUE(first);

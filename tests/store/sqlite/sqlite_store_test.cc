@@ -461,6 +461,117 @@ TEST_F(SqliteStoreTest, EmptyMetadataIsStoredAsEmptyObject) {
   EXPECT_EQ(store->ReadChunk(e.chunk.id)->metadata_json, "{}");
 }
 
+// Issue 14: two runs into one store lost rows (one run's commit forgot the
+// other's run records, so the other's commit deleted the chunks it had
+// written). A run's store now holds a writer lock; a second run is refused at
+// open, before anything is read or written, while readers still open.
+TEST_F(SqliteStoreTest, ASecondRunIsRefusedWhileReadersStillOpen) {
+  auto o = Options();
+  o.store.exclusive_run = true;
+  auto first = MustOpen(o);
+  ASSERT_NE(first, nullptr);
+  std::vector<EmbeddedChunk> batch = {MakeChunk(0, 4)};
+  ASSERT_TRUE(first->Write(batch).status.ok());
+
+  auto second = SqliteStore::Open(db_path_, o);
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), StatusCode::kBusy);
+  EXPECT_NE(second.status().message().find("is in use by another sluice run (pid " +
+                                           std::to_string(::getpid()) + ")"),
+            std::string::npos)
+      << second.status().message();
+  EXPECT_NE(second.status().message().find(db_path_), std::string::npos);
+
+  auto reader_options = Options();
+  reader_options.store.read_only = true;
+  auto reader = MustOpen(reader_options);
+  ASSERT_NE(reader, nullptr);
+  EXPECT_EQ(reader->Stats()->chunks, 1u);
+  EXPECT_EQ(fs::status(db_path_ + ".lock").permissions() & fs::perms::all,
+            fs::perms::owner_read | fs::perms::owner_write);
+
+  first.reset();  // Close releases the lock
+  auto after = MustOpen(o);
+  EXPECT_NE(after, nullptr);
+}
+
+TEST_F(SqliteStoreTest, ReadOnlyOpenOfAMissingFileIsNotFoundAndCreatesNothing) {
+  auto o = Options();
+  o.store.read_only = true;
+  auto r = SqliteStore::Open(db_path_, o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kNotFound);
+  EXPECT_NE(r.status().message().find("does not exist"), std::string::npos);
+  EXPECT_FALSE(fs::exists(db_path_));
+}
+
+TEST_F(SqliteStoreTest, AnotherModelIsRefusedNamingBothAndReembedReplacesEverything) {
+  auto o = Options();
+  o.store.model = "m1";
+  o.store.dimensions = 4;
+  o.store.embedding_cache_namespace = "m1:4";
+  o.store.run_id = 7;
+  {
+    auto store = MustOpen(o);
+    ASSERT_NE(store, nullptr);
+    std::vector<EmbeddedChunk> batch = {MakeChunk(0, 4), MakeChunk(1, 4)};
+    for (auto& e : batch) {
+      e.model = "m1";
+      e.chunk.file_id = "doc.md";
+    }
+    ASSERT_TRUE(store->Write(batch).status.ok());
+    SourceManifest m;
+    m.fingerprint.file_id = "doc.md";
+    m.fingerprint.chunk_count = 2;
+    m.run_id = 7;
+    ASSERT_TRUE(store->CommitSources({&m, 1}).ok());
+    EXPECT_EQ(store->StoredModel()->model, "m1");
+    EXPECT_EQ(store->StoredModel()->dimensions, 4);
+  }
+  // Same dimensions, another model: refused, naming both.
+  auto other = o;
+  other.store.model = "m2";
+  auto r = SqliteStore::Open(db_path_, other);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  for (const char* part : {"model 'm1', 4 dimensions", "model 'm2', 4 dimensions", "--reembed"}) {
+    EXPECT_NE(r.status().message().find(part), std::string::npos) << r.status().message();
+  }
+  // The offline embedder's vectors of the same length: refused too.
+  other.store.model = "sluice-hash-v1";
+  EXPECT_FALSE(SqliteStore::Open(db_path_, other).ok());
+
+  // --reembed: nothing of m1 is left, and the store takes m2's dimensions.
+  other.store.model = "m2";
+  other.store.dimensions = 8;
+  other.store.embedding_cache_namespace = "m2:8";
+  other.store.reembed = true;
+  auto store = MustOpen(other);
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(store->Stats()->chunks, 0u);
+  EXPECT_EQ(store->Stats()->sources, 0u);
+  EXPECT_TRUE(store->LoadFingerprints()->empty());
+  EXPECT_EQ(store->StoredModel()->dimensions, 0);
+  std::vector<std::string_view> texts = {"chunk text number 0"};
+  std::vector<CachedEmbedding> cached;
+  ASSERT_TRUE(store->LookupEmbeddings("m1:4", texts, cached).ok());
+  EXPECT_TRUE(cached[0].embedding.empty());
+  for (const char* table : {"run_chunks", "embedding_cache", "meta"}) {
+    EXPECT_EQ(QueryInt(store->handle(), std::string("SELECT count(*) FROM ") + table), 0) << table;
+  }
+  std::vector<EmbeddedChunk> batch = {MakeChunk(0, 8)};
+  batch[0].model = "m2";
+  auto w = store->Write(batch);
+  ASSERT_TRUE(w.status.ok());
+  EXPECT_TRUE(w.rejected.empty());
+  EXPECT_EQ(store->StoredModel()->model, "m2");
+  EXPECT_EQ(store->StoredModel()->dimensions, 8);
+  store.reset();
+  // Reopened by m2 without --reembed: its store now.
+  other.store.reembed = false;
+  EXPECT_NE(MustOpen(other), nullptr);
+}
+
 TEST_F(SqliteStoreTest, ClosedStoreRefusesWork) {
   auto store = MustOpen(Options());
   ASSERT_NE(store, nullptr);
