@@ -274,6 +274,15 @@ class PostgresStore final : public Store {
   // tables. REQUIRES: schema_mu_.
   Status DropEverythingLocked(PgConn& conn);
   Status EnsureResumeTables(PgConn& conn);
+  // Takes this run's liveness lock on a connection of its own, then forgets
+  // the run records of runs that hold none (crashed or finished).
+  Status HoldRunLiveness(PgConn& conn);
+  // (Re)connects liveness_ and takes the lock. REQUIRES: liveness_mu_.
+  Status TakeRunLockLocked();
+  // Before a commit: the lock is still held, or is taken again (a lost
+  // session, e.g. a server restart, would let another run forget this
+  // run's records).
+  Status KeepRunAlive();
   Status ResumeSupported() const;
   // Whether the chunks (and sources) table exists: it is created by the first
   // write, when the dimension is known, possibly by another process.
@@ -350,7 +359,12 @@ class PostgresStore final : public Store {
   std::string chunks_table_, sources_table_, q_chunks_, q_sources_, q_stage_, table_hash_;
   std::string files_table_, cache_table_, q_files_, q_cache_, run_table_, q_run_;
   bool resume_tables_ = false;  // set once by Init: the files, cache and run tables exist
-  std::string resume_error_;    // why they do not
+  // Holds the session advisory lock that says "run options_.run_id is alive"
+  // (HoldRunLiveness) for the life of the store; closed with it, or by the
+  // server when the process dies.
+  std::mutex liveness_mu_;
+  std::unique_ptr<PgConn> liveness_;  // GUARDED_BY(liveness_mu_)
+  std::string resume_error_;          // why they do not
 
   std::mutex schema_mu_;
   bool schema_ready_ = false;   // GUARDED_BY(schema_mu_)
@@ -505,6 +519,9 @@ Status PostgresStore::Init() {
     }
   }
   if (Status s = EnsureResumeTables(c); !s.ok()) return s;
+  if (resume_tables_ && !options_.read_only && options_.run_id != 0) {
+    if (Status s = HoldRunLiveness(c); !s.ok()) return s;
+  }
   if (!options_.create_index.empty() && !pgvector_) {
     return Status::InvalidArgument("--create-index " + options_.create_index +
                                    " needs the pgvector extension, which " + described_ +
@@ -514,6 +531,63 @@ Status PostgresStore::Init() {
   ++open_conns_;
   idle_.push_back(std::move(*conn));
   return Status::OK();
+}
+
+namespace {
+
+// A run is alive while a session holds the advisory lock (run_id's high 32
+// bits, its low 32 bits) in this database: the two-key form, which pg_locks
+// shows as classid, objid and objsubid 2 (the table-creation lock uses the
+// one-key form, objsubid 1). A process that dies loses its session and so
+// the lock: its run records can then go. (PGlite serves every connection
+// from one backend that never ends, so there every run looks alive and the
+// dead runs' records just stay: they are never read by another run.)
+std::string RunIsDeadSql(const std::string& run_id) {
+  return "NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.objsubid = 2 "
+         "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+         "AND l.classid = ((" +
+         run_id + " >> 32) & 4294967295)::oid AND l.objid = (" + run_id + " & 4294967295)::oid)";
+}
+
+}  // namespace
+
+Status PostgresStore::TakeRunLockLocked() {
+  liveness_.reset();
+  auto conn = Connect();
+  if (!conn.ok()) return conn.status();
+  const uint64_t id = options_.run_id;
+  const std::string lock = "SELECT pg_try_advisory_lock(" +
+                           std::to_string(static_cast<int32_t>(id >> 32)) + ", " +
+                           std::to_string(static_cast<int32_t>(id & 0xffffffffu)) + ")";
+  PgResult r(PQexec((*conn)->pg, lock.c_str()));
+  if (!ResultOk(r.get())) return Fail(Classify((*conn)->pg, r.get()), "take the run's lock");
+  liveness_ = std::move(*conn);
+  return Status::OK();
+}
+
+Status PostgresStore::HoldRunLiveness(PgConn& c) {
+  {
+    std::lock_guard<std::mutex> lock(liveness_mu_);
+    if (Status s = TakeRunLockLocked(); !s.ok()) return s;
+  }
+  // Records of runs that ended without forgetting them (killed, stopped, or
+  // failed mid-file): only their own run would have read them.
+  const std::string sweep = "DELETE FROM " + q_run_ + " r WHERE r.run_id <> " +
+                            std::to_string(static_cast<int64_t>(options_.run_id)) + " AND " +
+                            RunIsDeadSql("r.run_id");
+  PgResult r(PQexec(c.pg, sweep.c_str()));
+  if (!ResultOk(r.get())) return Fail(Classify(c.pg, r.get()), "forget dead runs' records");
+  return Status::OK();
+}
+
+Status PostgresStore::KeepRunAlive() {
+  std::lock_guard<std::mutex> lock(liveness_mu_);
+  if (liveness_ == nullptr) return Status::OK();  // no run records kept (read-only, no run id)
+  if (PQstatus(liveness_->pg) == CONNECTION_OK) {
+    PgResult r(PQexec(liveness_->pg, "SELECT 1"));
+    if (ResultOk(r.get())) return Status::OK();
+  }
+  return TakeRunLockLocked();
 }
 
 Status PostgresStore::CheckStoredModelLocked(PgConn& c) {
@@ -1810,13 +1884,14 @@ PgError PostgresStore::DeleteAndCommit(PgConn& c, const std::string& sql,
 // its records of the chunks it wrote to tell them from stale ones when it
 // commits. (Forgetting every run's records made that run delete every chunk
 // of the file it had written before this commit, leaving the file
-// fingerprinted but short of chunks.) A dead run's records of chunks that
-// are still stored stay until the file is deleted (DeleteSources); they are
-// never read by another run. All CTEs read one snapshot, so the stale set is
+// fingerprinted but short of chunks.) A dead run's records (no session holds
+// its liveness lock, RunIsDeadSql) go too, here and when a store opens: only
+// their own run would have read them. All CTEs read one snapshot, so the stale set is
 // computed from the run records before they are deleted.
 Result<uint64_t> PostgresStore::CommitSources(std::span<const SourceManifest> completed) {
   if (Status s = ResumeSupported(); !s.ok()) return s;
   if (completed.empty()) return uint64_t{0};
+  if (Status s = KeepRunAlive(); !s.ok()) return s;
   // The last manifest of a file wins: a statement may upsert a row once.
   std::map<std::string_view, const SourceManifest*> by_file;
   for (const SourceManifest& m : completed) by_file[m.fingerprint.file_id] = &m;
@@ -1891,7 +1966,8 @@ Result<uint64_t> PostgresStore::CommitSources(std::span<const SourceManifest> co
            "EXCLUDED.size_bytes, mtime_ns = EXCLUDED.mtime_ns, content_hash = "
            "EXCLUDED.content_hash, updated_at = now()), "
            "forget AS (DELETE FROM " +
-           q_run_ + " r USING m WHERE r.file_id = m.file_id AND (r.run_id = m.run_id" +
+           q_run_ + " r USING m WHERE r.file_id = m.file_id AND (r.run_id = m.run_id OR " +
+           RunIsDeadSql("r.run_id") +
            (*has_chunks ? std::string(" OR EXISTS (SELECT 1 FROM stale s WHERE s.mode = "
                                       "'replace' AND s.file_id = r.file_id AND s.id = "
                                       "r.chunk_id)")
