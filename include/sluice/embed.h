@@ -46,7 +46,7 @@ struct EmbedResponse {
   // kCorrupt (malformed body, wrong count or dims), kInvalidArgument (a
   // configuration the transport cannot use: bad URL, TLS certificate).
   Status status;
-  int http_status = 0;                      // 0 when no response was received
+  int http_status = 0;  // 0 when no response was received
   // No connection to the service could be made (refused, DNS, TLS): the
   // failure says nothing about the inputs, so the embed stage never
   // dead-letters them for it (docs/ARCHITECTURE.md, "Errors and retries").
@@ -137,8 +137,13 @@ std::unique_ptr<RatePacer> MakeCooldownOnlyPacer();
 struct HttpEmbedderOptions {
   std::string endpoint;  // base URL, e.g. "https://api.openai.com/v1"; "/embeddings" is appended
   std::string model = "text-embedding-3-small";
-  int dimensions =
-      0;  // 0: do not send "dimensions"; accept what comes back (fixed after the first)
+  // 0: do not send "dimensions"; learn the length from the responses: while
+  // other requests are in flight, two must agree before any vector is
+  // accepted, so one corrupt first response cannot decide it for the run.
+  int dimensions = 0;
+  // With dimensions 0: the length the vectors must have without asking the
+  // service for it (the store's recorded dimension); 0: learn it.
+  int expected_dimensions = 0;
   std::string api_key;  // never logged
   Duration request_timeout = std::chrono::seconds(60);
   Duration connect_timeout = std::chrono::seconds(10);

@@ -42,6 +42,9 @@ struct MockApiOptions {
   // 250 ms) as if another client on the same key had spent the request budget.
   // Deterministic, unlike racing a real competitor for the bucket.
   uint64_t fault_429_first = 0;
+  // The first N admitted requests are answered 200 with vectors one component
+  // too long (as --fail-wrong-dims, but deterministic).
+  uint64_t fault_wrong_dims_first = 0;
   // After the first N embeddings requests, every request is answered 401 as
   // if the key had been revoked mid-run. 0: never. Deterministic.
   uint64_t revoke_key_after = 0;

@@ -93,7 +93,8 @@ size_t OnHeader(char* data, size_t size, size_t count, void* user) {
 
 class HttpTransport final : public EmbeddingTransport {
  public:
-  explicit HttpTransport(const HttpEmbedderOptions& options) : options_(options) {
+  explicit HttpTransport(const HttpEmbedderOptions& options)
+      : options_(options), learned_dimensions_(options.expected_dimensions) {
     base64_ = options.request_base64;
     url_ = EmbeddingsUrl(options.endpoint);
     url_for_messages_ = UrlForMessages(url_);
@@ -187,7 +188,13 @@ class HttpTransport final : public EmbeddingTransport {
       out.push_back(std::move(failed_.front()));
       failed_.pop_front();
     }
-    if (transfers_.empty()) return;
+    if (transfers_.empty()) {
+      // Nothing in flight to compare the held response with: its length is
+      // the only one seen, so it stands (a run that never has two requests
+      // in flight, or a single query, is not charged a repeat to confirm it).
+      if (!unconfirmed_.empty()) Confirm(candidate_dimensions_, out);
+      return;
+    }
     const TimePoint deadline = SteadyClock::now() + max_wait;
     while (true) {
       int running = 0;
@@ -200,7 +207,9 @@ class HttpTransport final : public EmbeddingTransport {
     }
   }
 
-  size_t InFlight() const override { return transfers_.size() + failed_.size(); }
+  size_t InFlight() const override {
+    return transfers_.size() + failed_.size() + unconfirmed_.size();
+  }
   std::string ModelName() const override { return options_.model; }
   int Dimensions() const override {
     return options_.dimensions > 0 ? options_.dimensions : learned_dimensions_;
@@ -296,9 +305,6 @@ class HttpTransport final : public EmbeddingTransport {
       const int expected = Dimensions();
       Status s = ParseEmbeddingResponse(t.response, t.input_count, expected, parsed);
       if (!s.ok()) return s;
-      if (expected == 0 && !parsed.vectors.empty()) {
-        learned_dimensions_ = static_cast<int>(parsed.vectors[0].size());
-      }
       response.vectors = std::move(parsed.vectors);
       response.prompt_tokens = parsed.prompt_tokens;
       return Status::OK();
@@ -370,8 +376,42 @@ class HttpTransport final : public EmbeddingTransport {
         response.http_status = static_cast<int>(http);
         response.status = HttpOutcome(http, *t, response);
       }
+      if (response.status.ok() && Dimensions() == 0 && !response.vectors.empty()) {
+        HoldUntilConfirmed(std::move(response), out);
+        continue;
+      }
       out.push_back(std::move(response));
     }
+  }
+
+  // With no dimension asked for or known, the first successful response
+  // would otherwise fix the length for the run, and a corrupt one would make
+  // every correct vector after it "wrong". So responses are held until two
+  // agree; held responses that disagree with a newer one are failed as
+  // Corrupt (the stage retries them) and the newer one is held instead.
+  void HoldUntilConfirmed(EmbedResponse response, std::vector<EmbedResponse>& out) {
+    const int length = static_cast<int>(response.vectors.front().size());
+    if (length == candidate_dimensions_) {
+      unconfirmed_.push_back(std::move(response));
+      Confirm(length, out);
+      return;
+    }
+    for (EmbedResponse& held : unconfirmed_) {
+      held.vectors.clear();
+      held.status = Status::Corrupt("vector length " + std::to_string(candidate_dimensions_) +
+                                    " disagrees with " + std::to_string(length) +
+                                    " in another response (no --dimensions given)");
+      out.push_back(std::move(held));
+    }
+    unconfirmed_.clear();
+    candidate_dimensions_ = length;
+    unconfirmed_.push_back(std::move(response));
+  }
+
+  void Confirm(int length, std::vector<EmbedResponse>& out) {
+    learned_dimensions_ = length;
+    for (EmbedResponse& held : unconfirmed_) out.push_back(std::move(held));
+    unconfirmed_.clear();
   }
 
   const HttpEmbedderOptions options_;
@@ -379,7 +419,9 @@ class HttpTransport final : public EmbeddingTransport {
   std::string url_for_messages_;  // url_ without credentials or query
   bool https_ = false;
   bool base64_ = true;
-  int learned_dimensions_ = 0;
+  int learned_dimensions_ = 0;  // 0 until two responses agree (or expected_dimensions)
+  int candidate_dimensions_ = 0;
+  std::deque<EmbedResponse> unconfirmed_;  // successful, awaiting a second of the same length
   CURLM* multi_ = nullptr;
   curl_slist* headers_ = nullptr;
   std::unordered_map<CURL*, std::unique_ptr<Transfer>> transfers_;

@@ -66,6 +66,9 @@ void AddMockApiFlags(CLI::App& app, MockApiOptions& options) {
                  "Answer the first N requests 429 (Retry-After 250 ms), as if another client had "
                  "spent the key's request budget")
       ->capture_default_str();
+  app.add_option("--fail-wrong-dims-first", options.fault_wrong_dims_first,
+                 "Answer the first N admitted requests with vectors one component too long")
+      ->capture_default_str();
   app.add_option("--revoke-key-after", options.revoke_key_after,
                  "Answer every request after the first N with 401, as if the key had been "
                  "revoked mid-run (0: never)")

@@ -381,14 +381,15 @@ class MockApiServerImpl final : public MockApiServer {
 
   mutable std::mutex mu_;
   std::condition_variable timer_cv_;
-  bool stopping_ = false;         // GUARDED_BY(mu_)
-  bool stopped_ = false;          // GUARDED_BY(mu_)
-  RateLimiter limiter_;           // GUARDED_BY(mu_)
-  uint64_t rng_state_;            // GUARDED_BY(mu_)
-  uint64_t in_service_ = 0;       // GUARDED_BY(mu_)
-  uint64_t forced_429_left_ = 0;  // GUARDED_BY(mu_); options_.fault_429_first at start
-  uint64_t deadline_seq_ = 0;     // GUARDED_BY(mu_)
-  std::deque<Waiting> waiting_;   // GUARDED_BY(mu_)
+  bool stopping_ = false;                // GUARDED_BY(mu_)
+  bool stopped_ = false;                 // GUARDED_BY(mu_)
+  RateLimiter limiter_;                  // GUARDED_BY(mu_)
+  uint64_t rng_state_;                   // GUARDED_BY(mu_)
+  uint64_t in_service_ = 0;              // GUARDED_BY(mu_)
+  uint64_t forced_429_left_ = 0;         // GUARDED_BY(mu_); options_.fault_429_first at start
+  uint64_t forced_wrong_dims_left_ = 0;  // GUARDED_BY(mu_); options_.fault_wrong_dims_first
+  uint64_t deadline_seq_ = 0;            // GUARDED_BY(mu_)
+  std::deque<Waiting> waiting_;          // GUARDED_BY(mu_)
   std::priority_queue<Deadline, std::vector<Deadline>, std::greater<>>
       deadlines_;  // GUARDED_BY(mu_)
 
@@ -430,6 +431,7 @@ Status MockApiServerImpl::Init() {
   }
   limiter_.SetLimits(options_.rpm, options_.tpm, SteadyClock::now());
   forced_429_left_ = options_.fault_429_first;
+  forced_wrong_dims_left_ = options_.fault_wrong_dims_first;
 
   unsigned flags =
       MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_TURBO;
@@ -641,6 +643,10 @@ MHD_Result MockApiServerImpl::HandleEmbeddings(MHD_Connection* connection,
       } else if (u < (edge += options_.fault_malformed_rate)) {
         fault = Fault::kMalformed;
       } else if (u < (edge += options_.fault_wrong_dims_rate)) {
+        fault = Fault::kWrongDims;
+      }
+      if (forced_wrong_dims_left_ > 0) {
+        --forced_wrong_dims_left_;
         fault = Fault::kWrongDims;
       }
       service_time = options_.base_latency +

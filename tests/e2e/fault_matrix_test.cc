@@ -199,6 +199,36 @@ TEST_P(FaultMatrixTest, ExpectedOutcomeThenAPlainRerunMatchesACleanRun) {
   }
 }
 
+// Without --dimensions, a rerun checks the vectors against the length the
+// store recorded: a corrupt response (even the run's first and only one in
+// flight) is retried, never stored and never taken as the run's dimension.
+TEST(FaultMatrixDimensionsTest, RerunWithoutDimensionsUsesTheStoresLength) {
+  TempDir dir;
+  MakeCorpus(dir);
+  auto healthy = MockApiServer::Start(HealthyMock());
+  ASSERT_TRUE(healthy.ok());
+  IngestReport first = Pipeline(Options(dir, **healthy, "store")).Run();
+  ASSERT_TRUE(first.status.ok()) << first.status.ToString();
+  WriteFile(dir / "corpus/plant/m0.md",
+            ReadFile(dir / "corpus/plant/m0.md") + "\n\nA new closing paragraph on valves.\n");
+
+  MockApiOptions faulty = HealthyMock();
+  faulty.fault_wrong_dims_first = 1;
+  auto server = MockApiServer::Start(faulty);
+  ASSERT_TRUE(server.ok());
+  IngestOptions o = Options(dir, **server, "store");
+  o.concurrency = 1;  // the corrupt response is the only one in flight
+  Pipeline rerun(o);
+  const IngestReport report = rerun.Run();
+  ASSERT_TRUE(report.status.ok()) << report.status.ToString();
+  EXPECT_EQ((*server)->Stats().faults_wrong_dims, 1u);
+  EXPECT_EQ(Get(rerun.metrics().chunks_dead_lettered), 0u);
+  EXPECT_GT(Get(rerun.metrics().chunks_stored), 0u);
+  for (const auto& [id, row] : ReadRows(dir / "store.db")) {
+    EXPECT_EQ(row.embedding, MockEmbedding(row.text, kDims)) << id;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Faults, FaultMatrixTest,
     ::testing::Values(

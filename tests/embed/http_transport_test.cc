@@ -216,6 +216,69 @@ TEST(HttpTransportTest, MalformedAndWrongDimensionBodiesAreCorrupt) {
   }
 }
 
+// Without --dimensions, one corrupt first response must not decide the
+// length for the run: with other requests in flight, a response is held until
+// a second agrees, and the odd one out fails as Corrupt (the stage retries it).
+TEST(HttpTransportTest, CorruptFirstResponseDoesNotDecideTheLearnedDimension) {
+  MockApiOptions mock;
+  mock.dimensions = 8;
+  mock.fault_wrong_dims_first = 1;
+  mock.base_latency = milliseconds(20);
+  auto server = StartMock(mock);
+  ASSERT_NE(server, nullptr);
+  auto transport = Transport(Opts(server->BaseUrl()));
+  constexpr int kRequests = 4;
+  for (int i = 0; i < kRequests; ++i) {
+    EmbedRequest request;
+    request.request_id = 1 + i;
+    request.inputs = {"text " + std::to_string(i)};
+    transport->Submit(std::move(request));
+  }
+  std::vector<EmbedResponse> out;
+  const auto deadline = SteadyClock::now() + std::chrono::seconds(10);
+  while (out.size() < kRequests && SteadyClock::now() < deadline) {
+    transport->Poll(milliseconds(50), out);
+  }
+  ASSERT_EQ(out.size(), size_t{kRequests});
+  EXPECT_EQ(transport->InFlight(), 0u);
+  EXPECT_EQ(transport->Dimensions(), 8);
+  EXPECT_EQ(server->Stats().faults_wrong_dims, 1u);
+  int ok = 0;
+  for (const EmbedResponse& r : out) {
+    if (!r.status.ok()) {
+      EXPECT_EQ(r.status.code(), StatusCode::kCorrupt) << r.status.ToString();
+      EXPECT_TRUE(r.vectors.empty());
+      continue;
+    }
+    ++ok;
+    ASSERT_EQ(r.vectors.size(), 1u);
+    EXPECT_EQ(r.vectors[0].size(), 8u);
+  }
+  // The wrong one always fails; a correct one fails too when it was held
+  // before the wrong one arrived. At least the last two agree.
+  EXPECT_GE(ok, kRequests - 2);
+  EXPECT_LE(ok, kRequests - 1);
+}
+
+// The store's recorded length (expected_dimensions) is checked without
+// being sent, so even a lone first response cannot change it.
+TEST(HttpTransportTest, ExpectedDimensionsAreCheckedNotLearned) {
+  MockApiOptions mock;
+  mock.dimensions = 8;
+  mock.fault_wrong_dims_first = 1;
+  auto server = StartMock(mock);
+  ASSERT_NE(server, nullptr);
+  auto o = Opts(server->BaseUrl());
+  o.expected_dimensions = 8;
+  auto transport = Transport(o);
+  EXPECT_EQ(transport->Dimensions(), 8);
+  EmbedResponse r = RoundTrip(*transport, {"x"}, 1);
+  EXPECT_EQ(r.status.code(), StatusCode::kCorrupt) << r.status.ToString();
+  r = RoundTrip(*transport, {"x"}, 2);
+  ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+  EXPECT_EQ(r.vectors[0].size(), 8u);
+}
+
 TEST(HttpTransportTest, UnauthorizedNeverShowsTheKey) {
   MockApiOptions mock;
   mock.api_key = "sk-right-key";
