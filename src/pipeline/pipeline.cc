@@ -120,6 +120,7 @@ namespace {
 Result<std::string> HashFileContentsUnlessStopped(const std::string& path,
                                                   const std::atomic<bool>& stop) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0 && errno == ENOENT) return Status::NotFound(path + " was deleted since the scan");
   if (fd < 0) return Status::IOError("cannot open " + path + ": " + std::strerror(errno));
   XXH3_state_t* state = XXH3_createState();
   XXH3_128bits_reset(state);
@@ -440,6 +441,13 @@ bool Pipeline::Impl::HashUnchanged(const SourceFile& file, const std::string& fi
   if (!h.ok()) {
     failed = true;  // not parsed; a stop abandons it (no fingerprint, no dead letter)
     if (h.status().code() == StatusCode::kCancelled) return false;
+    if (h.status().code() == StatusCode::kNotFound) {
+      // Gone between the walk and its reading: nothing to ingest and nothing
+      // wrong with an input (not a dead letter); not fingerprinted.
+      spdlog::warn("'{}' was deleted since the scan; skipped", file.path);
+      Skip("deleted since the scan");
+      return false;
+    }
     dead.SourceFailed(file_id, file.path, h.status());
     return false;
   }
@@ -591,15 +599,19 @@ void Pipeline::Impl::WriteStore(Store& store, BoundedQueue<EmbeddedChunk>& in,
   std::mt19937_64 rng(std::random_device{}());
   bool failed = false;
 
-  auto dead_letter_batch = [&](const Status& why) {
-    for (const auto& e : batch) dead.ChunkFailed(e.chunk, why);
+  // A store that fails a whole batch (disk full, I/O error, lost server,
+  // permissions) says nothing about its chunks: they are abandoned for the
+  // next run, never dead-lettered. Only rows the store refuses one by one
+  // (WriteResult::rejected) are the input's fault.
+  auto abandon_batch = [&]() {
+    for (const auto& e : batch) Abandon(e.chunk);
     batch.clear();
   };
   std::vector<EmbeddedChunk> carry;  // parked copies of texts just stored
   auto flush_once = [&]() {
     if (batch.empty()) return;
     if (failed) {
-      dead_letter_batch(Status::Cancelled("store stopped: " + FatalStatus().message()));
+      abandon_batch();
       return;
     }
     Duration backoff = std::chrono::milliseconds(200);
@@ -640,9 +652,9 @@ void Pipeline::Impl::WriteStore(Store& store, BoundedQueue<EmbeddedChunk>& in,
         backoff = std::min<Duration>(backoff * 2, std::chrono::seconds(10));
         continue;
       }
-      // Not retryable (or retries exhausted): these rows cannot be stored.
-      // Every later batch would fail the same way, so stop the run.
-      dead_letter_batch(r.status);
+      // Not retryable (or retries exhausted): every later batch would fail
+      // the same way, so stop the run.
+      abandon_batch();
       failed = true;
       Fail(r.status.WithContext("store " + store.Describe()));
       return;
@@ -809,6 +821,17 @@ IngestReport Pipeline::Impl::Run() {
   if (!store_or.ok()) return finish(store_or.status());
   Store& store = **store_or;
   report.store_description = store.Describe();
+  // No --dimensions: the vectors must match the store's, when it has any,
+  // instead of whatever length the first response brings.
+  if (use_http && options.http.dimensions == 0 && !store_options.reembed) {
+    if (auto stored = store.StoredModel(); stored.ok() && stored->dimensions > 0) {
+      HttpEmbedderOptions http = options.http;
+      http.expected_dimensions = stored->dimensions;
+      auto t = MakeHttpTransport(http);
+      if (!t.ok()) return finish(t.status());
+      transport = std::move(*t);
+    }
+  }
 
   // Fingerprints, loaded once (bounded by the number of input files), and a
   // second connection for cache lookups while the writer commits.

@@ -134,8 +134,15 @@ int64_t SqliteStore::NowMs() const {
 }
 
 Status SqliteStore::ErrorStatus(int rc, std::string_view what) const {
-  const std::string detail = fmt::format("sqlite '{}': {}: {}", path_, what,
-                                         db_ != nullptr ? sqlite3_errmsg(db_) : sqlite3_errstr(rc));
+  std::string detail = fmt::format("sqlite '{}': {}: {}", path_, what,
+                                   db_ != nullptr ? sqlite3_errmsg(db_) : sqlite3_errstr(rc));
+  // "disk I/O error" alone does not tell a full disk from a failing one: the
+  // system call's errno does ("No space left on device", "File too large").
+  const int os_errno = db_ != nullptr ? sqlite3_system_errno(db_) : 0;
+  if (os_errno != 0 && ((rc & 0xff) == SQLITE_IOERR || (rc & 0xff) == SQLITE_FULL ||
+                        (rc & 0xff) == SQLITE_CANTOPEN)) {
+    detail += fmt::format(" ({})", std::strerror(os_errno));
+  }
   switch (rc & 0xff) {
     case SQLITE_BUSY:
     case SQLITE_LOCKED:
