@@ -23,7 +23,7 @@
 namespace sluice {
 
 struct StoreOptions {
-  size_t batch_rows = 200;       // Default: 200 (SQLite), 500 (PostgreSQL). Rows per transaction.
+  size_t batch_rows = 0;         // rows per transaction; 0: the store's own (RowsPerTransaction)
   std::string table = "chunks";  // chunks table name; the sources table is "<table>_sources"
                                  // except for the default name, whose sources table is "sources".
   int dimensions = 0;            // expected vector length; 0: taken from the first batch
@@ -164,8 +164,18 @@ class Store {
   // "sqlite:/path/to.db", "postgres://user@host/db" — never with a password.
   virtual std::string Describe() const = 0;
   // The model and dimension of the stored vectors (see StoreModel), so that
-  // a query is embedded the way the store was.
+  // a query is embedded the way the store was. Optional.
   virtual Result<StoreModel> StoredModel() { return NotSupported(); }
+
+  // How the store wants to be fed, so that no caller guesses from the URI:
+  // rows per transaction (StoreOptions::batch_rows, or the store's own
+  // default), and how many such transactions one Write runs at once (a
+  // pool's connections). A writer gives each Write about
+  // RowsPerTransaction() * ParallelWrites() rows. Optional: the defaults
+  // suit a store with one connection.
+  virtual size_t RowsPerTransaction() const { return kDefaultRowsPerTransaction; }
+  virtual int ParallelWrites() const { return 1; }
+  static constexpr size_t kDefaultRowsPerTransaction = 200;
 
   // --- Resume, incremental re-ingest and cache (docs/RESUME.md). ---
   // A store that does not implement these returns InvalidArgument

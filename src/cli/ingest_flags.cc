@@ -333,9 +333,7 @@ Status FinishIngestOptions(IngestOptions& o, const IngestFlagExtras& x) {
   o.embed.oversize =
       x.oversize == "truncate" ? OversizeInputPolicy::kTruncate : OversizeInputPolicy::kSplit;
   o.http.request_timeout = FromSeconds(x.request_timeout_s);
-  const bool postgres =
-      o.store_uri.rfind("postgres://", 0) == 0 || o.store_uri.rfind("postgresql://", 0) == 0;
-  o.store.batch_rows = x.store_batch > 0 ? x.store_batch : (postgres ? 500 : 200);
+  o.store.batch_rows = x.store_batch;  // 0: the store's own default
   if (o.http.dimensions > 0) o.store.dimensions = o.http.dimensions;
   o.dead_letter_path = DeadLetterPathFor(o);
   auto cleanup = ParseCleanupMode(x.cleanup);

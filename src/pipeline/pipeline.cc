@@ -313,7 +313,6 @@ Status Pipeline::Impl::Validate() const {
     return Status::InvalidArgument("--batch-size exceeds the service's --max-inputs-per-request");
   }
   if (o.queue_capacity == 0) return Status::InvalidArgument("--queue-capacity must be > 0");
-  if (o.store.batch_rows == 0) return Status::InvalidArgument("--store-batch must be > 0");
   if (o.concurrency < 0) return Status::InvalidArgument("--concurrency must be >= 0");
   return Status::OK();
 }
@@ -586,14 +585,10 @@ bool Pipeline::Impl::CommitCompleted(Store& store) {
 
 void Pipeline::Impl::WriteStore(Store& store, BoundedQueue<EmbeddedChunk>& in,
                                 BoundedQueue<EmbeddedChunk>* aggregate_out, DeadLetterSink& dead) {
-  // The PostgreSQL store writes a call's rows as batch_rows-row transactions
-  // in parallel on its pool, so it gets pool_size of them per call (measured:
-  // 1.13x psql \copy with a pool of 2, 0.78x with one; docs/POSTGRES.md).
-  const bool pooled = options.store_uri.rfind("postgres://", 0) == 0 ||
-                      options.store_uri.rfind("postgresql://", 0) == 0;
-  const size_t batch_rows =
-      options.store.batch_rows *
-      (pooled ? static_cast<size_t>(std::max(1, options.store.pool_size)) : 1);
+  // As many rows per call as the store writes at once (Store::ParallelWrites
+  // transactions of RowsPerTransaction rows).
+  const size_t batch_rows = std::max<size_t>(1, store.RowsPerTransaction()) *
+                            static_cast<size_t>(std::max(1, store.ParallelWrites()));
   std::vector<EmbeddedChunk> batch;
   batch.reserve(batch_rows);
   std::mt19937_64 rng(std::random_device{}());

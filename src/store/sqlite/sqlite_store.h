@@ -113,6 +113,10 @@ class SqliteStore final : public Store {
   Result<std::vector<SearchHit>> Search(std::span<const float> query, int k) override;
   Result<StoreStats> Stats() override;
   std::string Describe() const override { return "sqlite:" + path_; }
+  // One transaction per Write, of whatever size it is given.
+  size_t RowsPerTransaction() const override {
+    return options_.store.batch_rows > 0 ? options_.store.batch_rows : kDefaultRowsPerTransaction;
+  }
   Result<StoreModel> StoredModel() override;
   Result<std::vector<SourceFingerprint>> LoadFingerprints() override;
   Result<uint64_t> CommitSources(std::span<const SourceManifest> completed) override;

@@ -39,6 +39,23 @@ StoreOptions Options(const std::string& table) {
   return o;
 }
 
+// The store says how it wants to be fed (issue 10): the pipeline asks it
+// instead of looking at the URI's scheme.
+TEST(PostgresStoreTest, SaysItsRowsPerTransactionAndParallelWrites) {
+  SLUICE_REQUIRE_DSN(dsn, "SLUICE_TEST_PG_DSN");
+  StoreOptions o = Options(UniqueTable("feed"));
+  o.batch_rows = 0;  // the store's own default
+  o.pool_size = 3;
+  auto store = MustOpen(dsn, o);
+  ASSERT_TRUE(store);
+  EXPECT_EQ(store->RowsPerTransaction(), 500u);
+  EXPECT_EQ(store->ParallelWrites(), 3);  // the COPY path writes on the whole pool
+  o.batch_rows = 40;
+  auto given = MustOpen(dsn, o);
+  ASSERT_TRUE(given);
+  EXPECT_EQ(given->RowsPerTransaction(), 40u);
+}
+
 TEST(PostgresStoreTest, FreshSchemaUsesRealArrayWithExternalStorageAndJsonb) {
   SLUICE_REQUIRE_DSN(dsn, "SLUICE_TEST_PG_DSN");
   const std::string table = UniqueTable("fresh");

@@ -114,6 +114,19 @@ TEST_F(SqliteStoreTest, FreshSchemaHasTablesVersionAndWal) {
   EXPECT_EQ(QueryInt(again->handle(), "PRAGMA user_version"), kSqliteSchemaVersion);
 }
 
+// The store says how it wants to be fed (issue 10): one transaction per
+// Write of StoreOptions::batch_rows rows, 200 by default, one at a time.
+TEST_F(SqliteStoreTest, SaysItsRowsPerTransactionAndParallelWrites) {
+  SqliteStoreOptions o;
+  auto store = MustOpen(o);
+  ASSERT_TRUE(store);
+  EXPECT_EQ(store->RowsPerTransaction(), 200u);
+  EXPECT_EQ(store->ParallelWrites(), 1);
+  store.reset();
+  o.store.batch_rows = 64;
+  EXPECT_EQ(MustOpen(o)->RowsPerTransaction(), 64u);
+}
+
 TEST_F(SqliteStoreTest, CustomTableNameAndValidation) {
   auto o = Options();
   o.store.table = "docs";
