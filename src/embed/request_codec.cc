@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "common/base64.h"
 #include "common/json_writer.h"
 
 namespace sluice {
@@ -61,44 +62,24 @@ void BuildEmbeddingRequestBody(std::string_view model, const std::vector<std::st
 }
 
 Status DecodeBase64Floats(std::string_view b64, std::vector<float>& out) {
-  static const auto kTable = [] {
-    std::array<int8_t, 256> t{};
-    t.fill(-1);
-    const char* alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    for (int i = 0; i < 64; ++i)
-      t[static_cast<unsigned char>(alphabet[i])] = static_cast<int8_t>(i);
-    return t;
-  }();
-  size_t n = b64.size();
-  while (n > 0 && b64[n - 1] == '=') --n;
-  if (b64.size() - n > 2 || n % 4 == 1) {
+  const size_t bytes = Base64DecodedSize(b64);
+  if (bytes == SIZE_MAX) {
     return Status::Corrupt("base64 \"embedding\" has an invalid length " +
                            std::to_string(b64.size()));
   }
-  const size_t bytes = n / 4 * 3 + (n % 4 == 0 ? 0 : n % 4 - 1);
   if (bytes % 4 != 0) {
     return Status::Corrupt("base64 \"embedding\" decodes to " + std::to_string(bytes) +
                            " bytes, not a whole number of float32 values");
   }
+  // Straight into the vector's floats: no temporary byte buffer.
   const size_t first = out.size();
   out.resize(first + bytes / 4);
-  unsigned char* dst = reinterpret_cast<unsigned char*>(out.data() + first);
-  uint32_t acc = 0;
-  int bits = 0;
-  size_t written = 0;
-  for (size_t i = 0; i < n; ++i) {
-    const int8_t v = kTable[static_cast<unsigned char>(b64[i])];
-    if (v < 0) {
-      out.resize(first);
-      return Status::Corrupt("invalid character in base64 \"embedding\" at offset " +
-                             std::to_string(i));
-    }
-    acc = (acc << 6) | static_cast<uint32_t>(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      dst[written++] = static_cast<unsigned char>((acc >> bits) & 0xFF);
-    }
+  const size_t bad =
+      DecodeBase64(b64, std::span<uint8_t>(reinterpret_cast<uint8_t*>(out.data() + first), bytes));
+  if (bad != std::string_view::npos) {
+    out.resize(first);
+    return Status::Corrupt("invalid character in base64 \"embedding\" at offset " +
+                           std::to_string(bad));
   }
   // The bytes are little-endian float32; swap on a big-endian host.
   if constexpr (std::endian::native == std::endian::big) {

@@ -31,6 +31,7 @@
 
 #include <fmt/format.h>
 
+#include "common/base64.h"
 #include "common/hashing.h"
 #include "common/json_writer.h"
 #include "mockapi/rate_limits.h"
@@ -120,41 +121,19 @@ Reply ErrorReply(unsigned status, Outcome outcome, std::string_view message,
   return r;
 }
 
-void AppendBase64(const unsigned char* data, size_t size, std::string& out) {
-  static constexpr char kAlphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  size_t i = 0;
-  for (; i + 3 <= size; i += 3) {
-    const uint32_t v = (uint32_t{data[i]} << 16) | (uint32_t{data[i + 1]} << 8) | data[i + 2];
-    const char quad[4] = {kAlphabet[v >> 18], kAlphabet[(v >> 12) & 63], kAlphabet[(v >> 6) & 63],
-                          kAlphabet[v & 63]};
-    out.append(quad, 4);
-  }
-  if (size - i == 1) {
-    const uint32_t v = uint32_t{data[i]} << 16;
-    const char quad[4] = {kAlphabet[v >> 18], kAlphabet[(v >> 12) & 63], '=', '='};
-    out.append(quad, 4);
-  } else if (size - i == 2) {
-    const uint32_t v = (uint32_t{data[i]} << 16) | (uint32_t{data[i + 1]} << 8);
-    const char quad[4] = {kAlphabet[v >> 18], kAlphabet[(v >> 12) & 63], kAlphabet[(v >> 6) & 63],
-                          '='};
-    out.append(quad, 4);
-  }
-}
-
 void AppendVector(const std::vector<float>& vec, bool base64, std::string& out) {
   if (base64) {
-    std::vector<unsigned char> bytes(vec.size() * 4);
+    std::vector<uint8_t> bytes(vec.size() * 4);
     for (size_t i = 0; i < vec.size(); ++i) {
       uint32_t bits = std::bit_cast<uint32_t>(vec[i]);
       // Little-endian float32 whatever the host order.
-      bytes[4 * i] = static_cast<unsigned char>(bits);
-      bytes[4 * i + 1] = static_cast<unsigned char>(bits >> 8);
-      bytes[4 * i + 2] = static_cast<unsigned char>(bits >> 16);
-      bytes[4 * i + 3] = static_cast<unsigned char>(bits >> 24);
+      bytes[4 * i] = static_cast<uint8_t>(bits);
+      bytes[4 * i + 1] = static_cast<uint8_t>(bits >> 8);
+      bytes[4 * i + 2] = static_cast<uint8_t>(bits >> 16);
+      bytes[4 * i + 3] = static_cast<uint8_t>(bits >> 24);
     }
     out.push_back('"');
-    AppendBase64(bytes.data(), bytes.size(), out);
+    AppendBase64(bytes, out);
     out.push_back('"');
     return;
   }
