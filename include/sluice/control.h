@@ -33,7 +33,6 @@
 
 #include "sluice/clock.h"
 #include "sluice/embed.h"
-#include "sluice/embed_stage.h"
 #include "sluice/status.h"
 
 namespace sluice {

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -79,6 +80,19 @@ enum class RequestOutcome {
   kFailure,       // other retryable failure (500, reset, malformed body)
   kPermanent,     // 400/401/403: says nothing about capacity
 };
+
+// A finished request, as the embed stage reports it to an observer (the
+// controller trace, EmbedStage::SetObserver). Here, beside RequestOutcome, so
+// the pure controllers see it without the stage.
+struct RequestEvent {
+  TimePoint start, end;
+  size_t inputs = 0;
+  uint32_t tokens = 0;
+  int http_status = 0;
+  RequestOutcome outcome = RequestOutcome::kSuccess;
+  bool retry = false;
+};
+using RequestObserver = std::function<void(const RequestEvent&)>;
 
 // Decides how many requests may be in flight. Pure: events and time in, limit out.
 // Thread safety: used by the embed stage thread only.

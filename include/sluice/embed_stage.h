@@ -33,7 +33,7 @@
 namespace sluice {
 
 struct RetryPolicyOptions {
-  int max_attempts = 8;                                   // Default: 8 (first try included)
+  int max_attempts = 8;  // Default: 8 (first try included)
   Duration initial_backoff = std::chrono::milliseconds(250);
   Duration max_backoff = std::chrono::seconds(30);
   double multiplier = 2.0;
@@ -59,15 +59,15 @@ class RetryPolicy {
 enum class OversizeInputPolicy { kSplit, kTruncate };
 
 struct EmbedStageOptions {
-  size_t batch_size = 64;                  // Default: 64. Max inputs per request.
-  size_t max_inputs_per_request = 2048;    // the service's hard limit (OpenAI: 2048)
+  size_t batch_size = 64;                    // Default: 64. Max inputs per request.
+  size_t max_inputs_per_request = 2048;      // the service's hard limit (OpenAI: 2048)
   uint32_t max_tokens_per_request = 300000;  // OpenAI: 300,000
   uint32_t max_tokens_per_input = 8191;      // OpenAI: 8191
   OversizeInputPolicy oversize = OversizeInputPolicy::kSplit;
   // How long a partial batch waits for more chunks before it is sent anyway.
   Duration linger = std::chrono::milliseconds(20);
   RetryPolicyOptions retry;
-  uint64_t seed = 0;  // jitter seed; 0: from std::random_device
+  uint64_t seed = 0;           // jitter seed; 0: from std::random_device
   bool adaptive_batch = true;  // let a BatchSizer grow/shrink batches (issue 3)
   // With adaptive_batch: the chunks the stage aims to hold in requests at
   // once. Batches are capped at this over the (recent peak) concurrency
@@ -83,17 +83,6 @@ struct EmbedStageOptions {
   // takes at most this long in the stage whatever the Retry-After.
   Duration stop_grace = std::chrono::seconds(2);
 };
-
-// Observes each finished request (for the trace of issue 3). Optional.
-struct RequestEvent {
-  TimePoint start, end;
-  size_t inputs = 0;
-  uint32_t tokens = 0;
-  int http_status = 0;
-  RequestOutcome outcome = RequestOutcome::kSuccess;
-  bool retry = false;
-};
-using RequestObserver = std::function<void(const RequestEvent&)>;
 
 class EmbedStage {
  public:

@@ -13,7 +13,7 @@
 // skips fingerprinted files whose size+mtime (then content hash) match, and
 // an embedding cache in the store answers texts already embedded.
 //
-// Thread safety: RunIngest() owns its threads and returns when all are
+// Thread safety: Pipeline::Run() owns its threads and returns when all are
 // joined. RequestStop() may be called from any thread (e.g. a signal watcher).
 #pragma once
 
@@ -75,7 +75,6 @@ struct IngestOptions {
 
   std::string store_uri = "sqlite:sluice.db";
   StoreOptions store;
-  int store_writers = 1;
 
   AggregatorOptions aggregate;
   bool aggregate_enabled = true;
