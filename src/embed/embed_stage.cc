@@ -658,7 +658,10 @@ Status EmbedStage::Impl::Run(BoundedQueue<Chunk>& in, BoundedQueue<EmbeddedChunk
     responses.clear();
     if (transport.InFlight() > 0) {
       transport.Poll(wait, responses);
-    } else if (!input_done && !stopping && wait > Duration(0)) {
+    } else if (!input_done && !stopping && wait > Duration(0) && WantMoreInput()) {
+      // Nothing in flight (e.g. every batch waits out a Retry-After): take
+      // input only within the backlog bound, or a cooldown would pull the
+      // whole corpus into memory (the soak benchmark saw 318 MB).
       std::optional<Chunk> chunk = in.PopFor(wait);
       if (chunk) {
         Accept(std::move(*chunk), clock.Now());

@@ -594,6 +594,65 @@ TEST(EmbedStageTest, RequestStopAbandonsABatchWaitingOnALongRetryAfter) {
   EXPECT_NE(notice.find("(Retry-After 5"), std::string::npos) << notice;  // 59 or 60 s left
 }
 
+// A fixed limit that counts how often the stage asks for it: the stage asks
+// several times on every turn of its loop, so the count says how many turns
+// have passed without timing anything.
+class CountingLimiter final : public ConcurrencyLimiter {
+ public:
+  explicit CountingLimiter(size_t limit) : limit_(limit) {}
+  size_t Limit() const override {
+    calls.fetch_add(1);
+    return limit_;
+  }
+  void OnStart(TimePoint) override {}
+  void OnFinish(TimePoint, Duration, RequestOutcome) override {}
+  mutable std::atomic<uint64_t> calls{0};
+
+ private:
+  size_t limit_;
+};
+
+// Found by the soak benchmark (318 MB): while every batch waited out a
+// Retry-After and nothing was in flight, the stage took input without its
+// backlog bound, pulling the whole corpus into memory during a cooldown.
+TEST(EmbedStageTest, NoInputBeyondTheBacklogBoundWhileNothingIsInFlight) {
+  Harness h([](const EmbedRequest& r, int call) {
+    if (call == 0) {
+      EmbedResponse e = Fail(Status::RateLimited("HTTP 429: slow down"), 429);
+      e.rate.retry_after = std::chrono::seconds(60);
+      return e;
+    }
+    return Ok(r);
+  });
+  auto counting = std::make_unique<CountingLimiter>(1);
+  CountingLimiter& limiter = *counting;
+  h.limiter = std::move(counting);
+  h.options.retry.max_backoff = std::chrono::minutes(5);
+  for (Chunk& c : Chunks(200)) ASSERT_TRUE(h.in.Push(std::move(c)));  // input stays open
+  EmbedStage stage(h.options, h.transport, *h.limiter, *h.pacer, SystemClock::Instance(), h.metrics,
+                   h.sink);
+  Status result = Status::Internal("not run");
+  std::thread runner([&] { result = stage.Run(h.in, h.out); });
+  for (int i = 0; i < 5000 && Get(h.metrics.rate_limited) == 0; ++i) {
+    std::this_thread::sleep_for(milliseconds(1));
+  }
+  ASSERT_EQ(Get(h.metrics.rate_limited), 1u);
+  // Some hundred turns of the loop during the cooldown (a turn took one
+  // chunk before the fix).
+  const uint64_t from = limiter.calls.load();
+  for (int i = 0; i < 20000 && limiter.calls.load() < from + 600; ++i) {
+    std::this_thread::sleep_for(milliseconds(1));
+  }
+  ASSERT_GE(limiter.calls.load(), from + 600);
+  // The batch waiting for its retry (4) plus the backlog bound: batch size
+  // 4 x (1 free slot + 1 batch ahead).
+  EXPECT_LE(Get(h.metrics.embedder.items_in), 4u + 8u);
+  EXPECT_GE(h.in.Size(), 200u - 12u);
+  stage.RequestStop();
+  runner.join();
+  EXPECT_TRUE(result.ok()) << result.ToString();
+}
+
 TEST(EmbedStageTest, RequestStopCancelsRequestsStillInFlightAfterTheGrace) {
   Harness h([](const EmbedRequest& r, int) { return Ok(r); }, /*concurrency=*/1);
   h.transport.Hold(true);  // the service never answers
