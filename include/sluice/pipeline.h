@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -95,7 +96,13 @@ struct IngestOptions {
   bool embedding_cache = true;  // false: never answer from the store's embedding cache
 
   size_t queue_capacity = 1000;  // items per queue
-  bool progress = true;          // live line when stderr is a TTY
+  // Progress: a live line when stderr is a terminal, else a log line every
+  // progress_interval (src/pipeline/progress.h); false: none (--quiet).
+  bool progress = true;
+  Duration progress_interval = std::chrono::seconds(10);
+  // USD per million tokens for the cost in the progress line and report;
+  // negative: the built-in price of the model, if it has one (else no cost).
+  double price_per_mtok = -1;
 };
 
 // Where the run's dead letters go: `dead_letter_path`, or by default
@@ -124,8 +131,12 @@ struct IngestReport {
   uint64_t api_requests_saved = 0;    // ceil(cache hits / batch size)
   uint64_t api_tokens_saved = 0;      // estimated tokens of the cache hits
   bool resume_supported = true;       // false: the store has no fingerprints/cache
-  std::string trace_summary;          // one line on what the concurrency controller did
-  std::string trace_summary_json;     // the same as a JSON object
+  // Cost (issue 12): tokens x the model's price per million (the built-in
+  // price, or IngestOptions::price_per_mtok); unset for an unknown model or
+  // the offline embedder: a cost is never guessed.
+  std::optional<double> estimated_cost_usd;
+  std::string trace_summary;       // one line on what the concurrency controller did
+  std::string trace_summary_json;  // the same as a JSON object
 };
 
 class Pipeline {

@@ -188,7 +188,24 @@ void AddIngestFlags(CLI::App& app, IngestOptions& o, IngestFlagExtras& x) {
       ->check(CLI::Range(size_t{1}, size_t{1000000}))
       ->group("Output");
   app.add_flag("--progress,!--no-progress", o.progress,
-               "live progress line when stderr is a terminal")
+               "progress: a live line on a terminal, else a log line every --progress-interval "
+               "seconds (sources, chunks/s, tokens/s, ETA, cost, in flight, 429s)")
+      ->group("Output");
+  app.add_option_function<double>(
+         "--progress-interval",
+         [&o](double seconds) { o.progress_interval = FromSeconds(seconds); },
+         "seconds between progress lines when stderr is not a terminal (default 10)")
+      ->check(CLI::Range(0.1, 86400.0))
+      ->group("Output");
+  app.add_flag_callback(
+         "--quiet", [&o] { o.progress = false; },
+         "no progress output (errors and warnings still go to stderr)")
+      ->group("Output");
+  Last(app.add_option("--price-per-mtok", o.price_per_mtok,
+                      "USD per million tokens for the cost shown in progress and the report "
+                      "(default: the built-in price of OpenAI's embedding models; other models "
+                      "show no cost)"))
+      ->check(CLI::NonNegativeNumber)
       ->group("Output");
 }
 

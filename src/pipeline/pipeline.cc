@@ -36,6 +36,7 @@
 #include "pipeline/control_wiring.h"
 #include "pipeline/dead_letter_file.h"
 #include "pipeline/inflight_texts.h"
+#include "pipeline/progress.h"
 #include "pipeline/source_enumerator.h"
 #include "pipeline/source_tracker.h"
 #include "sluice/queue.h"
@@ -244,6 +245,7 @@ struct Pipeline::Impl {
   std::unordered_set<std::string> seen_files;   // GUARDED_BY(seen_mu): file ids walked
   std::unordered_set<std::string> error_paths;  // GUARDED_BY(seen_mu): walk errors
   std::atomic<uint64_t> sources_unchanged{0}, sources_touched{0}, sources_completed{0};
+  std::atomic<uint64_t> bytes_unchanged{0};  // of files skipped unopened (for progress)
   std::atomic<uint64_t> chunks_deleted_stale{0}, chunks_abandoned{0};
   std::atomic<uint64_t> cache_hits{0}, tokens_saved{0};
   std::atomic<bool> aggregate_failed{false};
@@ -297,7 +299,6 @@ struct Pipeline::Impl {
   void WriteStore(Store& store, BoundedQueue<EmbeddedChunk>& in,
                   BoundedQueue<EmbeddedChunk>* aggregate_out, DeadLetterSink& dead);
   void Aggregate(Aggregator& aggregator, BoundedQueue<EmbeddedChunk>& in);
-  void PrintProgress(const std::atomic<bool>& done, TimePoint start);
 };
 
 Status Pipeline::Impl::Validate() const {
@@ -366,6 +367,7 @@ void Pipeline::Impl::ReadSources(BoundedQueue<SourceFile>& files, BoundedQueue<C
           known->mtime_ns == file->mtime_ns) {
         // Unchanged by size and mtime: not even opened.
         sources_unchanged.fetch_add(1, std::memory_order_relaxed);
+        bytes_unchanged.fetch_add(file->size_bytes, std::memory_order_relaxed);
         ReplayToAggregate(file_id);
         continue;
       }
@@ -701,36 +703,13 @@ void Pipeline::Impl::Aggregate(Aggregator& aggregator, BoundedQueue<EmbeddedChun
   Add(metrics.aggregate_files_written, aggregator.FilesWritten());
 }
 
-void Pipeline::Impl::PrintProgress(const std::atomic<bool>& done, TimePoint start) {
-  uint64_t last_stored = 0;
-  TimePoint last = start;
-  double rate = 0;
-  while (!done) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(500));
-    if (done) break;
-    const TimePoint now = SteadyClock::now();
-    const uint64_t stored = Get(metrics.chunks_stored);
-    const double dt = ToSeconds(now - last);
-    if (dt > 0) rate = 0.7 * rate + 0.3 * (static_cast<double>(stored - last_stored) / dt);
-    last_stored = stored;
-    last = now;
-    std::fprintf(stderr,
-                 "\r\033[K[sluice] %5.0fs | sources %" PRIu64 " | chunks %" PRIu64
-                 " produced, %" PRIu64 " stored, %" PRIu64
-                 " dead | %.0f chunks/s | in flight %" PRId64 "/%" PRId64 " | 429s %" PRIu64,
-                 ToSeconds(now - start), Get(metrics.sources_seen), Get(metrics.chunks_produced),
-                 stored, Get(metrics.chunks_dead_lettered), rate, metrics.in_flight.load(),
-                 metrics.concurrency_limit.load(), Get(metrics.rate_limited));
-    std::fflush(stderr);
-  }
-  std::fprintf(stderr, "\r\033[K");
-  std::fflush(stderr);
-}
-
 IngestReport Pipeline::Impl::Run() {
   IngestReport report;
   const TimePoint start = SteadyClock::now();
+  std::optional<double> price;  // USD per 1M tokens, once the embedder is known
   auto finish = [&](Status s) {
+    if (price)
+      report.estimated_cost_usd = static_cast<double>(Get(metrics.prompt_tokens)) / 1e6 * *price;
     // Also for a run that fails before any stage starts: nothing produced,
     // so nothing can fail to reconcile.
     report.chunks_abandoned = chunks_abandoned;
@@ -790,6 +769,11 @@ IngestReport Pipeline::Impl::Run() {
           "no embedding endpoint configured: using the offline hash embedder "
           "(lexical, not semantic); set --endpoint or OPENAI_BASE_URL for a real model");
     }
+  }
+
+  if (use_http) {  // the offline embedder costs nothing
+    price = options.price_per_mtok >= 0 ? std::optional<double>(options.price_per_mtok)
+                                        : BuiltInPricePerMillionTokens(transport->ModelName());
   }
 
   // The cache key names what produced a vector: the model and the requested
@@ -900,10 +884,82 @@ IngestReport Pipeline::Impl::Run() {
   stage.SetStopNotice([](const std::string& notice) { spdlog::warn("{}", notice); });
   TraceHook trace = MakeTraceHook(options, stage, metrics);
 
-  std::atomic<bool> done{false};
+  // Progress (src/pipeline/progress.h): totals from a size scan of the same
+  // files on a thread of its own, so the ETA does not wait for the walk.
+  std::atomic<bool> totals_known{false};
+  std::atomic<uint64_t> total_files{0}, total_bytes{0};
+  std::thread scan;
   std::thread progress;
-  if (options.progress && ::isatty(STDERR_FILENO)) {
-    progress = std::thread([&] { PrintProgress(done, start); });
+  std::unique_ptr<ProgressReporter> reporter;
+  if (options.progress) {
+    scan = std::thread([&] {
+      uint64_t files = 0, bytes = 0;
+      if (enumerator.Scan(stopping, files, bytes)) {
+        total_files = files;
+        total_bytes = bytes;
+        totals_known = true;
+      }
+    });
+    const bool terminal = ::isatty(STDERR_FILENO) != 0;
+    struct Last {
+      TimePoint at;
+      uint64_t done = 0, tokens = 0;
+      double chunks_per_s = 0, tokens_per_s = 0;
+    };
+    auto last = std::make_shared<Last>();
+    last->at = start;
+    reporter = std::make_unique<ProgressReporter>(
+        [&, last, price] {
+          ProgressSnapshot s;
+          const TimePoint now = SteadyClock::now();
+          s.elapsed_s = ToSeconds(now - start);
+          s.sources_done = Get(metrics.sources_seen);
+          s.bytes_done = Get(metrics.bytes_read) + bytes_unchanged.load();
+          s.totals_known = totals_known;
+          s.sources_total = total_files;
+          s.bytes_total = total_bytes;
+          s.chunks_produced = Get(metrics.chunks_produced);
+          s.chunks_stored = Get(metrics.chunks_stored);
+          s.chunks_dead_lettered = Get(metrics.chunks_dead_lettered);
+          s.tokens = Get(metrics.prompt_tokens);
+          // Rates smoothed over the last few samples (the first from the start).
+          const double dt = ToSeconds(now - last->at);
+          if (dt > 0) {
+            const uint64_t done = s.chunks_stored + s.chunks_dead_lettered;
+            const double w = last->done == 0 ? 1.0 : 0.3;
+            auto smooth = [&](double old, uint64_t was, uint64_t is) {
+              return (1 - w) * old + w * static_cast<double>(is - was) / dt;
+            };
+            last->chunks_per_s = smooth(last->chunks_per_s, last->done, done);
+            last->tokens_per_s = smooth(last->tokens_per_s, last->tokens, s.tokens);
+            last->at = now;
+            last->done = done;
+            last->tokens = s.tokens;
+          }
+          s.chunks_per_s = last->chunks_per_s;
+          s.tokens_per_s = last->tokens_per_s;
+          s.in_flight = metrics.in_flight.load();
+          s.concurrency_limit = use_http ? metrics.concurrency_limit.load() : 0;
+          s.rate_limited = Get(metrics.rate_limited);
+          s.price_per_mtok = price;
+          return s;
+        },
+        [](const std::string& line, bool on_terminal) {
+          if (on_terminal) {
+            std::fprintf(stderr, "\r\033[K[sluice] %s", line.c_str());
+          } else {
+            std::fprintf(stderr, "[sluice] progress: %s\n", line.c_str());
+          }
+          std::fflush(stderr);
+        },
+        terminal, options.progress_interval);
+    progress = std::thread([&reporter, terminal] {
+      reporter->Run();
+      if (terminal) {
+        std::fprintf(stderr, "\r\033[K");
+        std::fflush(stderr);
+      }
+    });
   }
 
   std::thread walker([&] {
@@ -980,8 +1036,9 @@ IngestReport Pipeline::Impl::Run() {
                  left.size());
     for (const Chunk& c : left) Abandon(c);
   }
-  done = true;
+  if (reporter) reporter->Stop();
   if (progress.joinable()) progress.join();
+  if (scan.joinable()) scan.join();
   trace.Finish(report);
 
   // --cleanup full: the files under the roots that this complete walk did

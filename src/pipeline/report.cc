@@ -69,6 +69,7 @@ std::string FormatReportText(const IngestReport& r, const Metrics& m) {
   }
   line("throughput", fmt::format("{:.0f} chunks/s, {} prompt tokens", ChunksPerSecond(r, m),
                                  Get(m.prompt_tokens)));
+  if (r.estimated_cost_usd) line("estimated cost", fmt::format("${:.4f}", *r.estimated_cost_usd));
   line("requests",
        fmt::format("{} sent, {} ok, {} retries, {} rate-limited (429), {} server errors, "
                    "{} transport errors, {} malformed",
@@ -137,6 +138,13 @@ std::string FormatReportJson(const IngestReport& r, const Metrics& m) {
   w.Key("malformed_responses").Uint(Get(m.malformed_responses));
   w.Key("oversize_inputs").Uint(Get(m.oversize_inputs));
   w.Key("prompt_tokens").Uint(Get(m.prompt_tokens));
+  w.Key("tokens").Uint(Get(m.prompt_tokens));
+  w.Key("estimated_cost_usd");
+  if (r.estimated_cost_usd) {
+    w.Double(*r.estimated_cost_usd);
+  } else {
+    w.Null();
+  }
   w.Key("embed_latency");
   WriteLatency(w, m.embed_latency.Summary());
   w.Key("store_latency");

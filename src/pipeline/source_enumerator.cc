@@ -42,4 +42,23 @@ Status SourceEnumerator::Run(BoundedQueue<SourceFile>& out, const std::atomic<bo
   return Status::OK();
 }
 
+bool SourceEnumerator::Scan(const std::atomic<bool>& stopping, uint64_t& files,
+                            uint64_t& bytes) const {
+  files = 0;
+  bytes = 0;
+  for (const Input& input : inputs_) {
+    if (input.is_stdin) return false;
+  }
+  for (const Input& input : inputs_) {
+    auto walker = SourceWalker::Open({input.root}, walk_options_);
+    if (!walker.ok()) return false;
+    while (auto file = walker->Next()) {
+      if (stopping) return false;
+      ++files;
+      bytes += file->size_bytes;
+    }
+  }
+  return true;
+}
+
 }  // namespace sluice

@@ -26,6 +26,11 @@ class SourceEnumerator {
   // `stopping`. Unreadable entries go to `on_error`; the walk goes on.
   Status Run(BoundedQueue<SourceFile>& out, const std::atomic<bool>& stopping,
              const WalkErrorFn& on_error);
+  // Walks the same files (same include/exclude) only to count them and sum
+  // their sizes, for progress and ETA. False when the total cannot be known
+  // (stdin is an input) or the scan was stopped; errors are skipped (Run
+  // reports them).
+  bool Scan(const std::atomic<bool>& stopping, uint64_t& files, uint64_t& bytes) const;
 
  private:
   struct Input {

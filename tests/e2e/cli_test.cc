@@ -189,6 +189,46 @@ TEST(CliTest, IngestThroughMockApiProcessWithApiKeyFromEnvironment) {
   EXPECT_EQ(mock.Stop(), 0);
 }
 
+// Issue 12: a run whose stderr is not a terminal (CI, cron, nohup) logs a
+// progress line every --progress-interval, with the ETA and the cost of a
+// model with a known price; the report carries tokens and the cost.
+TEST(CliTest, ProgressIsLoggedWhenNotOnATerminalWithEtaAndCost) {
+  TempDir dir;
+  MakeCorpus(dir);
+  // Four requests of 500 ms one after another: the run lasts at least 2 s,
+  // twenty progress intervals.
+  MockApiProcess mock({"--dimensions", "16", "--latency-ms", "500"});
+  std::string common = Common(dir);
+  common.erase(common.find(" --no-progress"));
+  auto r = RunCommand(kSluice + " ingest " + (dir / "corpus") + " --endpoint " + mock.url() +
+                      " --model text-embedding-3-small --concurrency 1 --batch-size 1" + common +
+                      " --progress-interval 0.1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const size_t line = r.output.find("[sluice] progress: ");
+  ASSERT_NE(line, std::string::npos) << r.output;
+  const std::string first = r.output.substr(line, r.output.find('\n', line) - line);
+  for (const char* part : {"sources ", "chunks ", "chunks/s", "ETA ", "$", "in flight "}) {
+    EXPECT_NE(first.find(part), std::string::npos) << part << " in: " << first;
+  }
+  EXPECT_EQ(r.output.find("\r"), std::string::npos);  // no terminal redraws in a log
+  const std::string report = ReadFile(dir / "report.json");
+  EXPECT_NE(report.find("\"tokens\":"), std::string::npos) << report;
+  EXPECT_NE(report.find("\"estimated_cost_usd\":"), std::string::npos) << report;
+  EXPECT_EQ(report.find("\"estimated_cost_usd\":null"), std::string::npos) << report;
+  EXPECT_NE(r.output.find("estimated cost"), std::string::npos) << r.output;
+
+  // --quiet: nothing; a model without a known price: no cost, never guessed.
+  std::string other_store = common;
+  other_store.replace(other_store.find("s.db"), 4, "s2.db");  // a store of the other model
+  r = RunCommand(kSluice + " ingest " + (dir / "corpus") + " --endpoint " + mock.url() +
+                 " --model some-local-model --concurrency 1 --batch-size 1" + other_store +
+                 " --progress-interval 0.1 --quiet");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output.find("[sluice] progress: "), std::string::npos) << r.output;
+  EXPECT_NE(ReadFile(dir / "report.json").find("\"estimated_cost_usd\":null"), std::string::npos);
+  EXPECT_EQ(mock.Stop(), 0);
+}
+
 // Issue 14 changed this test (it was UnreachableEndpointDeadLettersAndExitsThree,
 // expecting every chunk dead-lettered and exit 3): an endpoint nobody listens
 // on says nothing about the input, so the run retries, then fails (exit 1)

@@ -1,0 +1,116 @@
+#include "pipeline/progress.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include <fmt/format.h>
+
+namespace sluice {
+
+std::optional<double> BuiltInPricePerMillionTokens(std::string_view model) {
+  // OpenAI's published prices for its embedding models (USD per 1M input
+  // tokens, standard tier). Override with --price-per-mtok.
+  struct Price {
+    std::string_view model;
+    double usd;
+  };
+  static constexpr Price kPrices[] = {
+      {"text-embedding-3-small", 0.02},
+      {"text-embedding-3-large", 0.13},
+      {"text-embedding-ada-002", 0.10},
+  };
+  for (const Price& p : kPrices) {
+    if (p.model == model) return p.usd;
+  }
+  return std::nullopt;
+}
+
+std::string FormatDuration(double seconds) {
+  if (!(seconds >= 0) || !std::isfinite(seconds)) return "?";
+  const auto total = static_cast<uint64_t>(std::llround(seconds));
+  const uint64_t h = total / 3600, m = total / 60 % 60, s = total % 60;
+  if (h > 0) return fmt::format("{}h{:02}m", h, m);
+  if (m > 0) return fmt::format("{}m{:02}s", m, s);
+  return fmt::format("{}s", s);
+}
+
+std::optional<double> EstimatedTotalChunks(const ProgressSnapshot& s) {
+  if (!s.totals_known || s.bytes_done == 0) return std::nullopt;
+  const double produced = static_cast<double>(s.chunks_produced);
+  if (s.bytes_done >= s.bytes_total) return produced;
+  return produced * static_cast<double>(s.bytes_total) / static_cast<double>(s.bytes_done);
+}
+
+std::optional<double> EtaSeconds(const ProgressSnapshot& s) {
+  const auto total = EstimatedTotalChunks(s);
+  if (!total || s.chunks_per_s <= 0) return std::nullopt;
+  const double done = static_cast<double>(s.chunks_stored + s.chunks_dead_lettered);
+  return std::max(0.0, *total - done) / s.chunks_per_s;
+}
+
+std::string FormatProgressLine(const ProgressSnapshot& s) {
+  std::string line = fmt::format("{} | sources {}", FormatDuration(s.elapsed_s), s.sources_done);
+  const auto total_chunks = EstimatedTotalChunks(s);
+  const double done = static_cast<double>(s.chunks_stored + s.chunks_dead_lettered);
+  if (s.totals_known) {
+    line += fmt::format("/{}", s.sources_total);
+    if (total_chunks && *total_chunks > 0) {
+      line += fmt::format(" ({:.0f}%)", std::min(100.0, 100.0 * done / *total_chunks));
+    }
+  }
+  line += fmt::format(" | chunks {} stored", s.chunks_stored);
+  if (s.chunks_dead_lettered > 0) line += fmt::format(", {} dead", s.chunks_dead_lettered);
+  line += fmt::format(" | {:.0f} chunks/s", s.chunks_per_s);
+  if (s.tokens > 0) line += fmt::format(", {:.0f} tokens/s", s.tokens_per_s);
+  if (const auto eta = EtaSeconds(s)) {
+    line += " | ETA " + FormatDuration(*eta);
+  } else {
+    line += " | ETA estimating";  // totals or a rate still unknown
+  }
+  if (s.price_per_mtok) {
+    const double so_far = static_cast<double>(s.tokens) / 1e6 * *s.price_per_mtok;
+    // Cents and up to four decimals; a run still under a cent shows more.
+    const char* money = so_far < 0.01 ? " | ${:.6f}" : " | ${:.4f}";
+    line += fmt::format(fmt::runtime(money), so_far);
+    if (total_chunks && done > 0) {
+      // The tokens still to come scale with the chunks still to embed
+      // (cache hits cost nothing, so this errs high when the cache answers).
+      const double projected = so_far * std::max(1.0, *total_chunks / done);
+      line += fmt::format(
+          fmt::runtime(projected < 0.01 ? " (~${:.6f} projected)" : " (~${:.4f} projected)"),
+          projected);
+    }
+  }
+  if (s.concurrency_limit > 0) {
+    line += fmt::format(" | in flight {}/{} | 429s {}", s.in_flight, s.concurrency_limit,
+                        s.rate_limited);
+  }
+  return line;
+}
+
+ProgressReporter::ProgressReporter(Sampler sample, Printer print, bool terminal, Duration interval)
+    : sample_(std::move(sample)),
+      print_(std::move(print)),
+      terminal_(terminal),
+      interval_(interval) {}
+
+void ProgressReporter::Run() {
+  // A terminal line is cheap to redraw; a log gets one line per interval.
+  const Duration every = terminal_ ? std::chrono::milliseconds(500) : interval_;
+  std::unique_lock lock(mu_);
+  while (!cv_.wait_for(lock, every, [&] { return stop_; })) {
+    lock.unlock();
+    print_(FormatProgressLine(sample_()), terminal_);
+    lock.lock();
+  }
+}
+
+void ProgressReporter::Stop() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+}
+
+}  // namespace sluice

@@ -1,0 +1,83 @@
+// Progress while a run goes: one line with sources done/total, chunks stored,
+// chunks/s, tokens/s, ETA, cost so far and projected, requests in flight vs
+// the limit and 429s (issue 12). On a terminal the line is redrawn in place;
+// otherwise (CI, cron, systemd, nohup) it is logged every N seconds, so no
+// run is silent until its end.
+//
+// The formatting is a pure function of a snapshot (unit-tested); the
+// reporter thread only samples the counters and times the lines.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "sluice/clock.h"
+
+namespace sluice {
+
+// US dollars per million input tokens of the models whose price is public
+// (OpenAI's embedding models); nullopt for any other model: a cost is never
+// guessed.
+std::optional<double> BuiltInPricePerMillionTokens(std::string_view model);
+
+struct ProgressSnapshot {
+  double elapsed_s = 0;
+  uint64_t sources_done = 0;
+  uint64_t bytes_done = 0;     // read, or skipped as unchanged
+  uint64_t sources_total = 0;  // valid when totals_known
+  uint64_t bytes_total = 0;    // valid when totals_known
+  bool totals_known = false;   // the size scan has finished (never for stdin)
+  uint64_t chunks_produced = 0;
+  uint64_t chunks_stored = 0;
+  uint64_t chunks_dead_lettered = 0;
+  uint64_t tokens = 0;      // prompt tokens the service counted
+  double chunks_per_s = 0;  // recent rate
+  double tokens_per_s = 0;  // recent rate
+  int64_t in_flight = 0;
+  int64_t concurrency_limit = 0;  // 0: no HTTP embedder
+  uint64_t rate_limited = 0;      // 429s so far
+  std::optional<double> price_per_mtok;
+};
+
+// "3m20s", "1h05m", "45s".
+std::string FormatDuration(double seconds);
+
+// The chunks the run will have produced: those so far, scaled by the bytes
+// still to read (exact once everything is read); nullopt while the totals
+// are unknown or nothing has been read.
+std::optional<double> EstimatedTotalChunks(const ProgressSnapshot& s);
+// Seconds left: the chunks not yet stored or dead-lettered at the recent
+// rate; nullopt while that cannot be estimated.
+std::optional<double> EtaSeconds(const ProgressSnapshot& s);
+
+// The line (without "[sluice]" or a newline).
+std::string FormatProgressLine(const ProgressSnapshot& s);
+
+// Samples `sample` and prints its line: every `redraw` on a terminal (in
+// place), every `interval` otherwise; Stop() ends it at once (it waits on a
+// condition variable, not a sleep) and clears the terminal line.
+class ProgressReporter {
+ public:
+  using Sampler = std::function<ProgressSnapshot()>;
+  using Printer = std::function<void(const std::string& line, bool terminal)>;
+  ProgressReporter(Sampler sample, Printer print, bool terminal, Duration interval);
+  // Runs until Stop() (on its own thread).
+  void Run();
+  void Stop();
+
+ private:
+  Sampler sample_;
+  Printer print_;
+  bool terminal_;
+  Duration interval_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;  // GUARDED_BY(mu_)
+};
+
+}  // namespace sluice
