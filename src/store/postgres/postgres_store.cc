@@ -35,6 +35,8 @@ struct PgResultDeleter {
 };
 using PgResult = std::unique_ptr<PGresult, PgResultDeleter>;
 
+constexpr size_t kMaxTableNameBytes = 63 - 16;
+
 std::string QuoteIdent(std::string_view name) {
   std::string out = "\"";
   for (char c : name) {
@@ -473,6 +475,13 @@ Status PostgresStore::Init() {
   if (options_.pool_size < 1)
     return Status::InvalidArgument("postgres store: pool_size must be >= 1");
   if (options_.table.empty()) return Status::InvalidArgument("postgres store: empty table name");
+  if (options_.table.size() > kMaxTableNameBytes) {
+    // PostgreSQL cuts identifiers at 63 bytes without an error: the derived
+    // names ("<table>_embedding_cache", 16 bytes more) must stay whole.
+    return Status::InvalidArgument(
+        "postgres store: table name longer than " + std::to_string(kMaxTableNameBytes) +
+        " bytes (PostgreSQL cuts names at 63): '" + options_.table + "'");
+  }
   if (!options_.create_index.empty() && options_.create_index != "hnsw" &&
       options_.create_index != "ivfflat") {
     return Status::InvalidArgument("postgres store: --create-index must be hnsw or ivfflat, not '" +

@@ -1,5 +1,7 @@
 // Service tests of the PostgreSQL store against a real PostgreSQL 15 server
 // (started by scripts/test-services.sh; the restart test starts its own).
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -347,6 +349,45 @@ TEST(PostgresStoreTest, OptionsAreValidated) {
   o.create_index = "";
   o.pool_size = 0;
   EXPECT_FALSE(OpenPostgresStore(dsn, o).ok());
+  // PostgreSQL cuts names at 63 bytes: "<table>_embedding_cache" must stay whole.
+  o.pool_size = 2;
+  o.table = std::string(48, 't');
+  s = OpenPostgresStore(dsn, o);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.status().message().find("47 bytes"), std::string::npos) << s.status().message();
+}
+
+// SECURITY.md: identifiers are quoted. A table name holding a quote, a
+// semicolon and SQL is a name like any other: its tables are made under
+// exactly that name, rows round-trip, and nothing else is touched.
+TEST(PostgresStoreTest, HostileTableNameIsQuotedNotExecuted) {
+  SLUICE_REQUIRE_DSN(dsn, "SLUICE_TEST_PG_DSN");
+  RawPg pg(dsn);
+  ASSERT_TRUE(pg.ok());
+  const std::string pid = std::to_string(getpid());
+  const std::string victim = "v" + pid;
+  ASSERT_TRUE(
+      pg.Command("DROP TABLE IF EXISTS " + victim + "; CREATE TABLE " + victim + " (x int)"));
+  const std::string table = "Q" + pid + "\"; DROP TABLE " + victim + "; --";
+  ASSERT_LE(table.size(), 47u);
+  auto store = MustOpen(dsn, Options(table));
+  ASSERT_TRUE(store);
+  auto batch = TestChunks(0, 5, kDims);
+  WriteResult w = store->Write(batch);
+  ASSERT_TRUE(w.status.ok()) << w.status.ToString();
+  auto hits = store->Search(batch[0].embedding, 1);
+  ASSERT_TRUE(hits.ok()) << hits.status().ToString();
+  ASSERT_EQ(hits->size(), 1u);
+  EXPECT_EQ((*hits)[0].chunk_id, batch[0].chunk.id);
+  EXPECT_EQ(pg.Scalar("SELECT count(*) FROM pg_class WHERE relname = '" + victim + "'"), "1");
+  // The chunks table and its sources table, under their exact names.
+  EXPECT_EQ(
+      pg.Scalar("SELECT count(*) FROM pg_class WHERE relname IN ('Q" + pid + "\"; DROP TABLE " +
+                victim + "; --', 'Q" + pid + "\"; DROP TABLE " + victim + "; --_sources')"),
+      "2");
+  store.reset();
+  pg.Command("DROP TABLE " + victim);
 }
 
 TEST(PostgresStoreTest, LargeWriteIsSplitAcrossThePool) {
