@@ -82,6 +82,12 @@ struct EmbedStageOptions {
   // chunks abandoned. Nothing new is started and no retry waits, so a stop
   // takes at most this long in the stage whatever the Retry-After.
   Duration stop_grace = std::chrono::seconds(2);
+  // A 429 says nothing about the input, so a rate-limited batch is never
+  // dead-lettered and its retries do not count against retry.max_attempts:
+  // it waits as long as the service asks (Retry-After, else the backoff),
+  // until it has waited this long in all; then the run stops with the batch
+  // abandoned for the next run.
+  Duration max_rate_limited_wait = std::chrono::minutes(15);
 };
 
 class EmbedStage {

@@ -84,8 +84,10 @@ struct EmbedStage::Impl {
     std::vector<Chunk> chunks;
     uint32_t tokens = 0;
     uint64_t bytes = 0;
-    int attempts = 0;   // requests made for this batch so far
-    bool fresh = true;  // never sent, not a bisected half
+    int attempts = 0;               // requests made for this batch so far (429s not counted)
+    int rate_limited = 0;           // 429s answered for this batch
+    Duration rate_limited_wait{0};  // waited in all after them
+    bool fresh = true;              // never sent, not a bisected half
     // Set at the first failed attempt, with the successful requests seen then.
     bool failed = false;
     uint64_t successes_at_first_failure = 0;
@@ -327,7 +329,7 @@ void EmbedStage::Impl::StartRequests(TimePoint now, bool flush) {
     limiter.OnStart(now);
     pacer.OnStart(now, front.tokens);
     Add(metrics.requests);
-    if (front.attempts > 0) Add(metrics.retries);
+    if (front.attempts > 0 || front.rate_limited > 0) Add(metrics.retries);
     ++front.attempts;
     front.fresh = false;
     in_flight.emplace(request.request_id, Sent{std::move(front), now});
@@ -475,7 +477,7 @@ Status EmbedStage::Impl::HandleResponse(EmbedResponse& response, BoundedQueue<Em
     event.tokens = batch.tokens;
     event.http_status = response.http_status;
     event.outcome = outcome;
-    event.retry = batch.attempts > 1;
+    event.retry = batch.attempts > 1 || batch.rate_limited > 0;
     observer(event);
   }
   PublishGauges();
@@ -550,6 +552,24 @@ Status EmbedStage::Impl::HandleResponse(EmbedResponse& response, BoundedQueue<Em
     ready.push_front(std::move(second));
     ready.push_front(std::move(first));
     return Status::OK();
+  }
+  if (status.code() == StatusCode::kRateLimited) {
+    // Never a dead letter (it says nothing about the input), and not an
+    // attempt: the batch waits as the service asks, within a total bound.
+    batch.attempts = std::max(0, batch.attempts - 1);
+    const Duration delay = retry.Backoff(++batch.rate_limited, response.rate.retry_after, rng);
+    if (batch.rate_limited_wait + delay <= options.max_rate_limited_wait) {
+      batch.rate_limited_wait += delay;
+      waiting.emplace(now + delay, std::move(batch));
+      return Status::OK();
+    }
+    const Status gave_up = Status::Unavailable(
+        "still rate-limited after waiting " +
+        std::to_string(
+            std::chrono::duration_cast<std::chrono::seconds>(batch.rate_limited_wait).count()) +
+        " s for one batch (" + status.message() + "); rerun later: nothing was dead-lettered");
+    Abandon(batch.chunks, gave_up);
+    return gave_up;
   }
   if (retry.ShouldRetry(status, batch.attempts)) {
     const Duration delay = retry.Backoff(batch.attempts, response.rate.retry_after, rng);

@@ -316,6 +316,12 @@ class HttpTransport final : public EmbeddingTransport {
       // when one request exceeds the whole TPM budget: waiting cannot help,
       // but smaller requests can, so report it as a rejection (the stage bisects).
       if (message.starts_with("Request too large")) return Status::Rejected(prefix + message);
+      // OpenAI's "insufficient_quota" 429 (billing, not pace): no wait helps,
+      // so it stops the run like a wrong key.
+      if (message.find("exceeded your current quota") != std::string::npos ||
+          t.response.find("insufficient_quota") != std::string::npos) {
+        return Status::PermissionDenied(prefix + message + " (the key's quota is exhausted)");
+      }
       return Status::RateLimited(prefix + message);
     }
     if (http == 401 || http == 403) {

@@ -271,6 +271,44 @@ TEST(EmbedStageTest, RetriesAfterRateLimit) {
   EXPECT_EQ(h.events[1].outcome, RequestOutcome::kSuccess);
 }
 
+// A 429 says nothing about the input: more 429s than retry.max_attempts (3
+// here) are waited out, not dead-lettered, while other batches succeed.
+TEST(EmbedStageTest, RateLimitsDoNotCountAsAttemptsAndAreNeverDeadLettered) {
+  Harness h([](const EmbedRequest& r, int call) {
+    if (call < 10) {
+      EmbedResponse e = Fail(Status::RateLimited("HTTP 429: slow down"), 429);
+      e.rate.retry_after = milliseconds(1);
+      return e;
+    }
+    return Ok(r);
+  });
+  ASSERT_TRUE(h.RunAll(Chunks(3)).ok());
+  h.ExpectExactlyOnce(3);
+  EXPECT_EQ(h.embedded.size(), 3u);
+  EXPECT_TRUE(h.sink.chunks.empty());
+  EXPECT_EQ(Get(h.metrics.rate_limited), 10u);
+}
+
+// ...but not for ever: past max_rate_limited_wait for one batch the run
+// stops, the batch abandoned (for the rerun), still not dead-lettered.
+TEST(EmbedStageTest, EndlessRateLimitsStopTheRunWithoutDeadLetters) {
+  Harness h([](const EmbedRequest&, int) {
+    EmbedResponse e = Fail(Status::RateLimited("HTTP 429: slow down"), 429);
+    e.rate.retry_after = milliseconds(2);
+    return e;
+  });
+  h.options.max_rate_limited_wait = milliseconds(20);
+  const Status s = h.RunAll(Chunks(3));
+  EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s.ToString();
+  EXPECT_NE(s.message().find("still rate-limited after waiting"), std::string::npos) << s.message();
+  EXPECT_TRUE(h.embedded.empty());
+  // Handed back as abandoned (kCancelled), which the pipeline never writes
+  // to the dead-letter file.
+  ASSERT_EQ(h.sink.chunks.size(), 3u);
+  for (const auto& [chunk, why] : h.sink.chunks) EXPECT_EQ(why.code(), StatusCode::kCancelled);
+  EXPECT_GE(Get(h.metrics.rate_limited), 10u);  // 20 ms of 2 ms waits
+}
+
 TEST(EmbedStageTest, DeadLettersWhenRetriesRunOutOnABatchWhileOthersSucceed) {
   // The service answers every batch but the one holding chunk 1: that failure
   // follows the input, so its batch is dead-lettered and the run goes on.

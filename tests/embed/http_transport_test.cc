@@ -512,6 +512,21 @@ TEST(HttpTransportTest, OtherClientErrorsAreRejectedWithTheServiceMessage) {
   EXPECT_EQ(r.status.message(), "HTTP 400: This model's maximum context length is 8192 tokens");
 }
 
+// OpenAI's quota 429 is billing, not pace: waiting cannot help, so it is a
+// fatal PermissionDenied (the run stops, nothing dead-lettered), unlike a
+// pacing 429 (RateLimited, waited out).
+TEST(HttpTransportTest, QuotaExhaustedIsFatalNotRateLimited) {
+  CannedServer server([](const SeenRequest&) {
+    return CannedServer::Response(
+        429, R"({"error":{"message":"You exceeded your current quota, please check your plan and )"
+             R"(billing details.","type":"insufficient_quota","code":"insufficient_quota"}})");
+  });
+  auto transport = Transport(Opts(server.BaseUrl()));
+  EmbedResponse r = RoundTrip(*transport, {"x"});
+  EXPECT_EQ(r.status.code(), StatusCode::kPermissionDenied) << r.status.ToString();
+  EXPECT_NE(r.status.message().find("quota is exhausted"), std::string::npos);
+}
+
 TEST(HttpTransportTest, ServiceUnavailableWithRetryAfterAndExtraHeaders) {
   CannedServer server([](const SeenRequest&) {
     return CannedServer::Response(503, "<html>busy</html>", "Retry-After: 3\r\n");
