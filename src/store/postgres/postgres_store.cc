@@ -270,6 +270,9 @@ class PostgresStore final : public Store {
  private:
   Result<std::unique_ptr<PgConn>> Connect();
   Result<std::unique_ptr<PgConn>> Checkout();
+  // Checkout, with a broken pooled connection replaced by a new one (for the
+  // one-statement reads: search, stats, the stored model, the index build).
+  Result<std::unique_ptr<PgConn>> CheckoutUsable();
   void Return(std::unique_ptr<PgConn> conn);
 
   Status EnsureSchema(PgConn& conn, int dims);
@@ -639,6 +642,19 @@ Status PostgresStore::DropEverythingLocked(PgConn& c) {
   return Status::OK();
 }
 
+Result<std::unique_ptr<PgConn>> PostgresStore::CheckoutUsable() {
+  auto checked_out = Checkout();
+  if (!checked_out.ok()) return checked_out.status();
+  std::unique_ptr<PgConn> conn = std::move(*checked_out);
+  if (conn->ok()) return conn;
+  auto fresh = Connect();
+  if (!fresh.ok()) {
+    Return(std::move(conn));
+    return fresh.status();
+  }
+  return std::move(*fresh);
+}
+
 Result<StoreModel> PostgresStore::StoredModel() {
   int dims = 0;
   {
@@ -646,17 +662,9 @@ Result<StoreModel> PostgresStore::StoredModel() {
     if (!schema_ready_) return StoreModel{};
     dims = dims_;
   }
-  auto checked_out = Checkout();
-  if (!checked_out.ok()) return checked_out.status();
-  std::unique_ptr<PgConn> conn = std::move(*checked_out);
-  if (!conn->ok()) {
-    auto fresh = Connect();
-    if (!fresh.ok()) {
-      Return(std::move(conn));
-      return fresh.status();
-    }
-    conn = std::move(*fresh);
-  }
+  auto usable = CheckoutUsable();
+  if (!usable.ok()) return usable.status();
+  std::unique_ptr<PgConn> conn = std::move(*usable);
   const std::string sql = "SELECT model FROM " + q_chunks_ + " LIMIT 1";
   PgResult r(PQexec(conn->pg, sql.c_str()));
   Result<StoreModel> out = StoreModel{};
@@ -1379,17 +1387,9 @@ Status PostgresStore::Flush() {
     std::lock_guard<std::mutex> lock(schema_mu_);
     if (!schema_ready_) return Status::OK();  // nothing written yet
   }
-  auto checked_out = Checkout();
-  if (!checked_out.ok()) return checked_out.status();
-  std::unique_ptr<PgConn> conn = std::move(*checked_out);
-  if (!conn->ok()) {
-    auto fresh = Connect();
-    if (!fresh.ok()) {
-      Return(std::move(conn));
-      return fresh.status();
-    }
-    conn = std::move(*fresh);
-  }
+  auto usable = CheckoutUsable();
+  if (!usable.ok()) return usable.status();
+  std::unique_ptr<PgConn> conn = std::move(*usable);
   std::string sql;
   if (options_.create_index == "hnsw") {
     sql = "CREATE INDEX IF NOT EXISTS " + QuoteIdent(chunks_table_ + "_embedding_hnsw_idx") +
@@ -1444,17 +1444,9 @@ Result<std::vector<SearchHit>> PostgresStore::Search(std::span<const float> quer
                                      " dimensions, the table " + std::to_string(dims_));
     }
   }
-  auto checked_out = Checkout();
-  if (!checked_out.ok()) return checked_out.status();
-  std::unique_ptr<PgConn> conn = std::move(*checked_out);
-  if (!conn->ok()) {
-    auto fresh = Connect();
-    if (!fresh.ok()) {
-      Return(std::move(conn));
-      return fresh.status();
-    }
-    conn = std::move(*fresh);
-  }
+  auto usable = CheckoutUsable();
+  if (!usable.ok()) return usable.status();
+  std::unique_ptr<PgConn> conn = std::move(*usable);
   auto hits = pgvector_ ? SearchVector(*conn, query, k) : SearchScan(*conn, query, k);
   Return(std::move(conn));
   return hits;
@@ -1576,17 +1568,9 @@ Result<StoreStats> PostgresStore::Stats() {
     std::lock_guard<std::mutex> lock(schema_mu_);
     if (!schema_ready_) return StoreStats{};
   }
-  auto checked_out = Checkout();
-  if (!checked_out.ok()) return checked_out.status();
-  std::unique_ptr<PgConn> conn = std::move(*checked_out);
-  if (!conn->ok()) {
-    auto fresh = Connect();
-    if (!fresh.ok()) {
-      Return(std::move(conn));
-      return fresh.status();
-    }
-    conn = std::move(*fresh);
-  }
+  auto usable = CheckoutUsable();
+  if (!usable.ok()) return usable.status();
+  std::unique_ptr<PgConn> conn = std::move(*usable);
   const std::string sql =
       "SELECT (SELECT count(*) FROM " + q_chunks_ + "), (SELECT count(*) FROM " + q_sources_ + ")";
   PgResult r(PQexec(conn->pg, sql.c_str()));
