@@ -34,10 +34,11 @@ struct MockApiOptions {
   double tpm = 0;                 // tokens per minute; 0: unlimited
   int capacity = 0;               // requests in service at once; 0: unlimited
   OverCapacityPolicy over_capacity = OverCapacityPolicy::kQueue;
-  double fault_500_rate = 0;         // fraction of requests answered 500
-  double fault_reset_rate = 0;       // fraction whose connection is reset without a response
-  double fault_malformed_rate = 0;   // fraction answered 200 with a malformed JSON body
-  double fault_wrong_dims_rate = 0;  // fraction answered 200 with vectors of the wrong length
+  double fault_500_rate = 0;          // fraction of requests answered 500
+  double fault_reset_rate = 0;        // fraction whose connection is reset without a response
+  double fault_malformed_rate = 0;    // fraction answered 200 with a malformed JSON body
+  double fault_wrong_dims_rate = 0;   // fraction answered 200 with vectors of the wrong length
+  double fault_wrong_count_rate = 0;  // fraction answered 200 with one vector fewer than inputs
   // The first N embeddings requests are answered 429 (Retry-After, retry-after-ms:
   // 250 ms) as if another client on the same key had spent the request budget.
   // Deterministic, unlike racing a real competitor for the bucket.
@@ -75,6 +76,7 @@ struct MockApiStats {
   uint64_t faults_reset = 0;
   uint64_t faults_malformed = 0;
   uint64_t faults_wrong_dims = 0;
+  uint64_t faults_wrong_count = 0;
   uint64_t peak_in_service = 0;
   uint64_t peak_queued = 0;
 };

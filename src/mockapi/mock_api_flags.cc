@@ -60,6 +60,8 @@ void AddMockApiFlags(CLI::App& app, MockApiOptions& options) {
               "Fraction of requests whose connection is closed without a response");
   AddRateFlag(app, "--fail-malformed", options.fault_malformed_rate,
               "Fraction of requests answered 200 with a truncated JSON body");
+  AddRateFlag(app, "--fail-wrong-count", options.fault_wrong_count_rate,
+              "Fraction of requests answered 200 with one vector fewer than inputs");
   AddRateFlag(app, "--fail-wrong-dims", options.fault_wrong_dims_rate,
               "Fraction of requests answered 200 with vectors one component too long");
   app.add_option("--fail-429-first", options.fault_429_first,

@@ -59,10 +59,11 @@ enum class Outcome {
   kFaultReset,
   kFaultMalformed,
   kFaultWrongDims,
+  kFaultWrongCount,
   kUncounted,  // /stats, /health, 404, shutdown
 };
 
-enum class Fault { kNone, k500, kReset, kMalformed, kWrongDims };
+enum class Fault { kNone, k500, kReset, kMalformed, kWrongDims, kWrongCount };
 
 struct Reply {
   unsigned status = 200;
@@ -380,8 +381,8 @@ class MockApiServerImpl final : public MockApiServer {
 
   std::atomic<uint64_t> requests_{0}, ok_{0}, inputs_embedded_{0}, tokens_embedded_{0},
       rate_limited_{0}, over_capacity_{0}, bad_requests_{0}, unauthorized_{0}, faults_500_{0},
-      faults_reset_{0}, faults_malformed_{0}, faults_wrong_dims_{0}, peak_in_service_{0},
-      peak_queued_{0};
+      faults_reset_{0}, faults_malformed_{0}, faults_wrong_dims_{0}, faults_wrong_count_{0},
+      peak_in_service_{0}, peak_queued_{0};
 };
 
 Status MockApiServerImpl::Init() {
@@ -402,8 +403,9 @@ Status MockApiServerImpl::Init() {
       options_.jitter.count() < 0) {
     return Status::InvalidArgument("mock-api: latencies must be >= 0");
   }
-  for (double rate : {options_.fault_500_rate, options_.fault_reset_rate,
-                      options_.fault_malformed_rate, options_.fault_wrong_dims_rate}) {
+  for (double rate :
+       {options_.fault_500_rate, options_.fault_reset_rate, options_.fault_malformed_rate,
+        options_.fault_wrong_dims_rate, options_.fault_wrong_count_rate}) {
     if (!(rate >= 0 && rate <= 1)) {
       return Status::InvalidArgument("mock-api: fault rates must be in [0, 1]");
     }
@@ -623,6 +625,8 @@ MHD_Result MockApiServerImpl::HandleEmbeddings(MHD_Connection* connection,
         fault = Fault::kMalformed;
       } else if (u < (edge += options_.fault_wrong_dims_rate)) {
         fault = Fault::kWrongDims;
+      } else if (u < (edge += options_.fault_wrong_count_rate)) {
+        fault = Fault::kWrongCount;
       }
       if (forced_wrong_dims_left_ > 0) {
         --forced_wrong_dims_left_;
@@ -712,6 +716,13 @@ MHD_Result MockApiServerImpl::HandleEmbeddings(MHD_Connection* connection,
       reply.outcome = Outcome::kFaultWrongDims;
       reply.body = EmbeddingsBody(parsed, parsed.dimensions + 1);
       break;
+    case Fault::kWrongCount: {
+      reply.outcome = Outcome::kFaultWrongCount;
+      ParsedRequest fewer = parsed;
+      fewer.inputs.pop_back();  // the last input's vector is missing
+      reply.body = EmbeddingsBody(fewer, parsed.dimensions);
+      break;
+    }
   }
   request->service_time = service_time;
 
@@ -860,6 +871,9 @@ void MockApiServerImpl::Count(const Reply& reply) {
     case Outcome::kFaultWrongDims:
       faults_wrong_dims_.fetch_add(1, relaxed);
       break;
+    case Outcome::kFaultWrongCount:
+      faults_wrong_count_.fetch_add(1, relaxed);
+      break;
     case Outcome::kUncounted:
       break;
   }
@@ -879,6 +893,7 @@ MockApiStats MockApiServerImpl::Stats() const {
   s.faults_reset = faults_reset_.load();
   s.faults_malformed = faults_malformed_.load();
   s.faults_wrong_dims = faults_wrong_dims_.load();
+  s.faults_wrong_count = faults_wrong_count_.load();
   s.peak_in_service = peak_in_service_.load();
   s.peak_queued = peak_queued_.load();
   return s;
@@ -901,6 +916,7 @@ std::string MockApiServerImpl::StatsJson() const {
   w.Key("faults_reset").Uint(s.faults_reset);
   w.Key("faults_malformed").Uint(s.faults_malformed);
   w.Key("faults_wrong_dims").Uint(s.faults_wrong_dims);
+  w.Key("faults_wrong_count").Uint(s.faults_wrong_count);
   w.Key("peak_in_service").Uint(s.peak_in_service);
   w.Key("peak_queued").Uint(s.peak_queued);
   w.EndObject();

@@ -253,6 +253,8 @@ INSTANTIATE_TEST_SUITE_P(
         FaultCase{"WrongDimensions", [](MockApiOptions& m) { m.fault_wrong_dims_rate = 0.3; },
                   [](IngestOptions& o) { o.http.dimensions = kDims; }, Outcome::kStored,
                   StatusCode::kOk, ""},
+        FaultCase{"WrongVectorCount", [](MockApiOptions& m) { m.fault_wrong_count_rate = 0.3; },
+                  nullptr, Outcome::kStored, StatusCode::kOk, ""},
         FaultCase{"SomeResponsesSlowerThanTheTimeout",
                   [](MockApiOptions& m) { m.jitter = std::chrono::milliseconds(800); },
                   [](IngestOptions& o) { o.http.request_timeout = std::chrono::milliseconds(400); },

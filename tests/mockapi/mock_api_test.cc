@@ -589,6 +589,18 @@ TEST_F(MockApiTest, FaultMalformedIsTruncatedJson) {
   EXPECT_EQ(server_->Stats().ok, 0u);
 }
 
+TEST_F(MockApiTest, FaultWrongVectorCount) {
+  MockApiOptions options;
+  options.fault_wrong_count_rate = 1.0;
+  options.dimensions = 8;
+  StartServer(options);
+  HttpResult r = client_.Post(url_, Json({"a", "b", "c"}));
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(Vectors(r.body).size(), 2u);  // one fewer than inputs
+  EXPECT_EQ(server_->Stats().faults_wrong_count, 1u);
+  EXPECT_EQ(server_->Stats().ok, 0u);
+}
+
 TEST_F(MockApiTest, FaultWrongDimensions) {
   MockApiOptions options;
   options.fault_wrong_dims_rate = 1.0;
@@ -759,6 +771,8 @@ TEST(MockApiFlagsTest, EveryFlagParses) {
                                    "12345",
                                    "--fail-wrong-dims",
                                    "0.4",
+                                   "--fail-wrong-count",
+                                   "0.05",
                                    "--fail-malformed",
                                    "0.3",
                                    "--fail-reset",
@@ -801,6 +815,7 @@ TEST(MockApiFlagsTest, EveryFlagParses) {
   EXPECT_DOUBLE_EQ(options.fault_reset_rate, 0.2);
   EXPECT_DOUBLE_EQ(options.fault_malformed_rate, 0.3);
   EXPECT_DOUBLE_EQ(options.fault_wrong_dims_rate, 0.4);
+  EXPECT_DOUBLE_EQ(options.fault_wrong_count_rate, 0.05);
   EXPECT_EQ(options.max_inputs, 10);
   EXPECT_EQ(options.max_response_values, 12345);
   EXPECT_EQ(options.max_tokens_per_request, 1000);
