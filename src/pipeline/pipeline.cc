@@ -901,18 +901,10 @@ IngestReport Pipeline::Impl::Run() {
       }
     });
     const bool terminal = ::isatty(STDERR_FILENO) != 0;
-    struct Last {
-      TimePoint at;
-      uint64_t done = 0, tokens = 0;
-      double chunks_per_s = 0, tokens_per_s = 0;
-    };
-    auto last = std::make_shared<Last>();
-    last->at = start;
     reporter = std::make_unique<ProgressReporter>(
-        [&, last, price] {
+        [&, price] {
           ProgressSnapshot s;
-          const TimePoint now = SteadyClock::now();
-          s.elapsed_s = ToSeconds(now - start);
+          s.elapsed_s = ToSeconds(SteadyClock::now() - start);
           s.sources_done = Get(metrics.sources_seen);
           s.bytes_done = Get(metrics.bytes_read) + bytes_unchanged.load();
           s.totals_known = totals_known;
@@ -922,22 +914,6 @@ IngestReport Pipeline::Impl::Run() {
           s.chunks_stored = Get(metrics.chunks_stored);
           s.chunks_dead_lettered = Get(metrics.chunks_dead_lettered);
           s.tokens = Get(metrics.prompt_tokens);
-          // Rates smoothed over the last few samples (the first from the start).
-          const double dt = ToSeconds(now - last->at);
-          if (dt > 0) {
-            const uint64_t done = s.chunks_stored + s.chunks_dead_lettered;
-            const double w = last->done == 0 ? 1.0 : 0.3;
-            auto smooth = [&](double old, uint64_t was, uint64_t is) {
-              return (1 - w) * old + w * static_cast<double>(is - was) / dt;
-            };
-            last->chunks_per_s = smooth(last->chunks_per_s, last->done, done);
-            last->tokens_per_s = smooth(last->tokens_per_s, last->tokens, s.tokens);
-            last->at = now;
-            last->done = done;
-            last->tokens = s.tokens;
-          }
-          s.chunks_per_s = last->chunks_per_s;
-          s.tokens_per_s = last->tokens_per_s;
           s.in_flight = metrics.in_flight.load();
           s.concurrency_limit = use_http ? metrics.concurrency_limit.load() : 0;
           s.rate_limited = Get(metrics.rate_limited);

@@ -25,6 +25,21 @@ std::optional<double> BuiltInPricePerMillionTokens(std::string_view model) {
   return std::nullopt;
 }
 
+void UpdateRates(const ProgressSnapshot& previous, ProgressSnapshot& now) {
+  now.chunks_per_s = previous.chunks_per_s;
+  now.tokens_per_s = previous.tokens_per_s;
+  const double dt = now.elapsed_s - previous.elapsed_s;
+  if (dt <= 0) return;
+  const uint64_t done_before = previous.chunks_stored + previous.chunks_dead_lettered;
+  const uint64_t done = now.chunks_stored + now.chunks_dead_lettered;
+  const double w = done_before == 0 ? 1.0 : 0.3;
+  auto smooth = [&](double old, uint64_t was, uint64_t is) {
+    return (1 - w) * old + w * static_cast<double>(is - was) / dt;
+  };
+  now.chunks_per_s = smooth(previous.chunks_per_s, done_before, done);
+  now.tokens_per_s = smooth(previous.tokens_per_s, previous.tokens, now.tokens);
+}
+
 std::string FormatDuration(double seconds) {
   if (!(seconds >= 0) || !std::isfinite(seconds)) return "?";
   const auto total = static_cast<uint64_t>(std::llround(seconds));
@@ -97,10 +112,14 @@ ProgressReporter::ProgressReporter(Sampler sample, Printer print, bool terminal,
 void ProgressReporter::Run() {
   // A terminal line is cheap to redraw; a log gets one line per interval.
   const Duration every = terminal_ ? std::chrono::milliseconds(500) : interval_;
+  ProgressSnapshot previous;  // the start: nothing done at 0 s
   std::unique_lock lock(mu_);
   while (!cv_.wait_for(lock, every, [&] { return stop_; })) {
     lock.unlock();
-    print_(FormatProgressLine(sample_()), terminal_);
+    ProgressSnapshot now = sample_();
+    UpdateRates(previous, now);
+    print_(FormatProgressLine(now), terminal_);
+    previous = now;
     lock.lock();
   }
 }

@@ -36,13 +36,18 @@ struct ProgressSnapshot {
   uint64_t chunks_stored = 0;
   uint64_t chunks_dead_lettered = 0;
   uint64_t tokens = 0;      // prompt tokens the service counted
-  double chunks_per_s = 0;  // recent rate
-  double tokens_per_s = 0;  // recent rate
+  double chunks_per_s = 0;  // recent rate (UpdateRates)
+  double tokens_per_s = 0;  // recent rate (UpdateRates)
   int64_t in_flight = 0;
   int64_t concurrency_limit = 0;  // 0: no HTTP embedder
   uint64_t rate_limited = 0;      // 429s so far
   std::optional<double> price_per_mtok;
 };
+
+// Fills `now`'s chunks/s (stored + dead-lettered) and tokens/s from the
+// counts since `previous`, smoothed (weight 0.3 for the newest interval; the
+// first interval with work, from a zero snapshot at the start, counts whole).
+void UpdateRates(const ProgressSnapshot& previous, ProgressSnapshot& now);
 
 // "3m20s", "1h05m", "45s".
 std::string FormatDuration(double seconds);
@@ -58,9 +63,10 @@ std::optional<double> EtaSeconds(const ProgressSnapshot& s);
 // The line (without "[sluice]" or a newline).
 std::string FormatProgressLine(const ProgressSnapshot& s);
 
-// Samples `sample` and prints its line: every `redraw` on a terminal (in
-// place), every `interval` otherwise; Stop() ends it at once (it waits on a
-// condition variable, not a sleep) and clears the terminal line.
+// Samples `sample` (the counters; the reporter adds the rates, UpdateRates)
+// and prints its line: every 500 ms on a terminal (to redraw it in place),
+// every `interval` otherwise; Stop() ends it at once (it waits on a
+// condition variable, not a sleep).
 class ProgressReporter {
  public:
   using Sampler = std::function<ProgressSnapshot()>;

@@ -83,6 +83,28 @@ TEST(ProgressTest, BuiltInPricesOnlyForModelsWithAPublishedOne) {
   EXPECT_FALSE(BuiltInPricePerMillionTokens(""));
 }
 
+TEST(ProgressTest, RatesCountTheFirstIntervalWholeThenSmooth) {
+  ProgressSnapshot start;
+  ProgressSnapshot first;
+  first.elapsed_s = 2;
+  first.chunks_stored = 90;
+  first.chunks_dead_lettered = 10;
+  first.tokens = 4000;
+  UpdateRates(start, first);
+  EXPECT_DOUBLE_EQ(first.chunks_per_s, 50.0);  // 100 in 2 s, taken whole
+  EXPECT_DOUBLE_EQ(first.tokens_per_s, 2000.0);
+  ProgressSnapshot second = first;
+  second.elapsed_s = 3;
+  second.chunks_stored = 100;  // 10 more in 1 s, no more tokens
+  UpdateRates(first, second);
+  EXPECT_DOUBLE_EQ(second.chunks_per_s, 0.7 * 50 + 0.3 * 10);
+  EXPECT_DOUBLE_EQ(second.tokens_per_s, 0.7 * 2000);
+  ProgressSnapshot same_time = second;  // no time passed: the rates stay
+  same_time.chunks_stored = 500;
+  UpdateRates(second, same_time);
+  EXPECT_DOUBLE_EQ(same_time.chunks_per_s, second.chunks_per_s);
+}
+
 TEST(ProgressReporterTest, PrintsOneLinePerSampleUntilStopped) {
   std::vector<std::string> lines;
   ProgressReporter* self = nullptr;
