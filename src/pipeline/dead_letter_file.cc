@@ -54,6 +54,7 @@ Result<std::unique_ptr<DeadLetterFile>> DeadLetterFile::Open(const std::string& 
   // file or, when missing, its nearest existing folder must be writable.
   namespace fs = std::filesystem;
   struct stat st {};
+  uint64_t earlier_bytes = 0;  // what earlier runs left in the file
   if (::stat(path.c_str(), &st) == 0) {
     if (S_ISDIR(st.st_mode)) {
       return Status::InvalidArgument("dead-letter path '" + path +
@@ -64,6 +65,7 @@ Result<std::unique_ptr<DeadLetterFile>> DeadLetterFile::Open(const std::string& 
                                       "': " + std::strerror(errno));
     }
     if (st.st_size == 0) ::unlink(path.c_str());
+    earlier_bytes = static_cast<uint64_t>(st.st_size);
   } else {
     fs::path folder = fs::path(path).parent_path();
     while (!folder.empty() && ::stat(folder.c_str(), &st) != 0) folder = folder.parent_path();
@@ -77,8 +79,6 @@ Result<std::unique_ptr<DeadLetterFile>> DeadLetterFile::Open(const std::string& 
                                       existing + "' is not writable");
     }
   }
-  uint64_t earlier_bytes = 0;
-  if (::stat(path.c_str(), &st) == 0) earlier_bytes = static_cast<uint64_t>(st.st_size);
   return std::unique_ptr<DeadLetterFile>(new DeadLetterFile(path, metrics, earlier_bytes));
 }
 
