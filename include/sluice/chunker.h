@@ -22,9 +22,9 @@
 namespace sluice {
 
 struct ChunkerOptions {
-  uint32_t chunk_tokens = 512;    // Default: 512. Budget per chunk (estimated tokens).
-  uint32_t overlap_tokens = 64;   // Default: 64. Must be < chunk_tokens.
-  double chars_per_token = 4.0;   // Default: 4.0. Estimation ratio (bytes of UTF-8 per token).
+  uint32_t chunk_tokens = 512;   // Default: 512. Budget per chunk (estimated tokens).
+  uint32_t overlap_tokens = 64;  // Default: 64. Must be < chunk_tokens.
+  double chars_per_token = 4.0;  // Default: 4.0. Estimation ratio (bytes of UTF-8 per token).
 };
 
 // Estimated tokens of `text` under `chars_per_token` (at least 1 for non-empty text).

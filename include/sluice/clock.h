@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <thread>
 
 namespace sluice {
 
@@ -18,11 +19,15 @@ class Clock {
  public:
   virtual ~Clock() = default;
   virtual TimePoint Now() const = 0;
+  // Waits `d`: the one way a retry loop waits, so a test's ManualClock turns
+  // every backoff into an instant step instead of a real sleep.
+  virtual void SleepFor(Duration d) const = 0;
 };
 
 class SystemClock final : public Clock {
  public:
   TimePoint Now() const override { return SteadyClock::now(); }
+  void SleepFor(Duration d) const override { std::this_thread::sleep_for(d); }
   // A process-wide instance.
   static const SystemClock& Instance() {
     static SystemClock clock;
@@ -35,11 +40,19 @@ class ManualClock final : public Clock {
  public:
   explicit ManualClock(TimePoint start = TimePoint{}) : now_ns_(start.time_since_epoch().count()) {}
   TimePoint Now() const override { return TimePoint(Duration(now_ns_.load())); }
+  // Moves the clock on by `d` at once and counts the wait.
+  void SleepFor(Duration d) const override {
+    now_ns_ += d.count();
+    ++sleeps_;
+  }
+  // How many times code under test waited on this clock.
+  int64_t sleeps() const { return sleeps_.load(); }
   void Advance(Duration d) { now_ns_ += d.count(); }
   void Set(TimePoint t) { now_ns_ = t.time_since_epoch().count(); }
 
  private:
-  std::atomic<int64_t> now_ns_;
+  mutable std::atomic<int64_t> now_ns_;
+  mutable std::atomic<int64_t> sleeps_{0};
 };
 
 inline double ToSeconds(Duration d) { return std::chrono::duration<double>(d).count(); }

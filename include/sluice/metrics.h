@@ -8,6 +8,7 @@
 // Thread safety: all members are safe to update from any thread.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <mutex>
@@ -45,12 +46,20 @@ class LatencyRecorder {
   uint64_t rng_state_ = 0x9E3779B97F4A7C15ull;
 };
 
+// The contract every stage reports in (read, cache, embed, store,
+// aggregate): what it took and passed on, the bytes it read, its errors and
+// dead letters, the time its threads spent working (not waiting on a queue;
+// for the embed stage, the time it had requests in flight) and the depth of
+// its input queue, refreshed as it takes work. busy_ns over the run's length
+// and threads names the bottleneck (IngestReport::bottleneck_stage).
 struct StageMetrics {
   Counter items_in{0};
   Counter items_out{0};
   Counter bytes{0};
   Counter errors{0};
   Counter dead_lettered{0};
+  Counter busy_ns{0};
+  std::atomic<int64_t> queue_depth{0};  // gauge: items waiting in the stage's input queue
 };
 
 struct Metrics {
@@ -68,15 +77,15 @@ struct Metrics {
   Counter chunks_stored{0};
   Counter chunks_dead_lettered{0};
   // Embedding requests.
-  Counter requests{0};          // requests sent (including retries)
+  Counter requests{0};  // requests sent (including retries)
   Counter requests_ok{0};
   Counter retries{0};           // requests re-sent after a retryable failure
   Counter rate_limited{0};      // 429 answers
   Counter server_errors{0};     // 5xx answers
   Counter transport_errors{0};  // resets, refused, timeouts
   Counter malformed_responses{0};
-  Counter prompt_tokens{0};     // usage.prompt_tokens summed over OK responses
-  Counter oversize_inputs{0};   // inputs split or truncated to fit the service's per-input limit
+  Counter prompt_tokens{0};    // usage.prompt_tokens summed over OK responses
+  Counter oversize_inputs{0};  // inputs split or truncated to fit the service's per-input limit
   std::atomic<int64_t> in_flight{0};
   std::atomic<int64_t> concurrency_limit{0};
   // Store.
@@ -85,9 +94,22 @@ struct Metrics {
   // Aggregator.
   Counter aggregate_files_written{0};
 
-  StageMetrics reader, chunker, embedder, store, aggregator;
+  StageMetrics reader, cache, embedder, store, aggregator;
   LatencyRecorder embed_latency;
   LatencyRecorder store_latency;
 };
+
+// The stages in pipeline order, by the names reports and metrics use.
+struct NamedStageMetrics {
+  const char* name;
+  const StageMetrics& stage;
+};
+inline std::array<NamedStageMetrics, 5> StagesOf(const Metrics& m) {
+  return {{{"read", m.reader},
+           {"cache", m.cache},
+           {"embed", m.embedder},
+           {"store", m.store},
+           {"aggregate", m.aggregator}}};
+}
 
 }  // namespace sluice

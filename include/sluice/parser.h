@@ -101,7 +101,8 @@ class ParserRegistry {
 };
 
 // Registration hooks, one per folder of parsers.
-void RegisterTextParsers(ParserRegistry& registry);      // src/sources: text, markdown, jsonl
-void RegisterDocumentParsers(ParserRegistry& registry);  // src/sources/formats: html, pdf, epub, docx
+void RegisterTextParsers(ParserRegistry& registry);  // src/sources: text, markdown, jsonl
+void RegisterDocumentParsers(
+    ParserRegistry& registry);  // src/sources/formats: html, pdf, epub, docx
 
 }  // namespace sluice

@@ -135,6 +135,9 @@ struct IngestReport {
   // price, or IngestOptions::price_per_mtok); unset for an unknown model or
   // the offline embedder: a cost is never guessed.
   std::optional<double> estimated_cost_usd;
+  // The stage whose threads were busy the largest share of the run (read,
+  // cache, embed, store or aggregate; StageMetrics::busy_ns); empty: none measured.
+  std::string bottleneck_stage;
   std::string trace_summary;       // one line on what the concurrency controller did
   std::string trace_summary_json;  // the same as a JSON object
 };

@@ -658,6 +658,7 @@ Status EmbedStage::Impl::Run(BoundedQueue<Chunk>& in, BoundedQueue<EmbeddedChunk
         Accept(std::move(*chunk), clock.Now());
       }
     }
+    metrics.embedder.queue_depth.store(static_cast<int64_t>(in.Size()), std::memory_order_relaxed);
     const bool flush = input_done || stopping;
     TimePoint now = clock.Now();
     while (!waiting.empty() && waiting.begin()->first <= now) {
@@ -677,7 +678,11 @@ Status EmbedStage::Impl::Run(BoundedQueue<Chunk>& in, BoundedQueue<EmbeddedChunk
     if (stopping) wait = std::max(Duration(0), std::min(wait, stop_deadline - now));
     responses.clear();
     if (transport.InFlight() > 0) {
+      // The stage's busy time is the time the service works for it (what
+      // names the embed stage the bottleneck, BottleneckStage).
+      const TimePoint poll_start = clock.Now();
       transport.Poll(wait, responses);
+      Add(metrics.embedder.busy_ns, static_cast<uint64_t>((clock.Now() - poll_start).count()));
     } else if (!input_done && !stopping && wait > Duration(0) && WantMoreInput()) {
       // Nothing in flight (e.g. every batch waits out a Retry-After): take
       // input only within the backlog bound, or a cooldown would pull the

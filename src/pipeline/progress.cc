@@ -1,7 +1,12 @@
 #include "pipeline/progress.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+
+#include "pipeline/source_enumerator.h"
 
 #include <fmt/format.h>
 
@@ -130,6 +135,51 @@ void ProgressReporter::Stop() {
     stop_ = true;
   }
   cv_.notify_all();
+}
+
+RunProgress::RunProgress(const SourceEnumerator& enumerator, const std::atomic<bool>& stopping,
+                         ProgressReporter::Sampler sample, Duration interval) {
+  scan_ = std::thread([this, &enumerator, &stopping] {
+    uint64_t files = 0, bytes = 0;
+    if (enumerator.Scan(stopping, files, bytes)) {
+      total_files_ = files;
+      total_bytes_ = bytes;
+      totals_known_ = true;
+    }
+  });
+  const bool terminal = ::isatty(STDERR_FILENO) != 0;
+  reporter_ = std::make_unique<ProgressReporter>(
+      [this, sample = std::move(sample)] {
+        ProgressSnapshot s = sample();
+        s.totals_known = totals_known_;
+        s.sources_total = total_files_;
+        s.bytes_total = total_bytes_;
+        return s;
+      },
+      [](const std::string& line, bool on_terminal) {
+        if (on_terminal) {
+          std::fprintf(stderr, "\r\033[K[sluice] %s", line.c_str());
+        } else {
+          std::fprintf(stderr, "[sluice] progress: %s\n", line.c_str());
+        }
+        std::fflush(stderr);
+      },
+      terminal, interval);
+  print_ = std::thread([this, terminal] {
+    reporter_->Run();
+    if (terminal) {
+      std::fprintf(stderr, "\r\033[K");
+      std::fflush(stderr);
+    }
+  });
+}
+
+RunProgress::~RunProgress() { Stop(); }
+
+void RunProgress::Stop() {
+  reporter_->Stop();
+  if (print_.joinable()) print_.join();
+  if (scan_.joinable()) scan_.join();
 }
 
 }  // namespace sluice

@@ -8,13 +8,16 @@
 // reporter thread only samples the counters and times the lines.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 
 #include "sluice/clock.h"
 
@@ -84,6 +87,27 @@ class ProgressReporter {
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;  // GUARDED_BY(mu_)
+};
+
+// A run's progress: a size scan of the inputs on a thread of its own (so the
+// ETA does not wait for the walk) and the reporter's thread, printing to
+// stderr (a live line on a terminal). `sample` gets the scan's totals filled
+// in once known. Stop() (or the destructor) joins both.
+class SourceEnumerator;
+class RunProgress {
+ public:
+  RunProgress(const SourceEnumerator& enumerator, const std::atomic<bool>& stopping,
+              ProgressReporter::Sampler sample, Duration interval);
+  ~RunProgress();
+  RunProgress(const RunProgress&) = delete;
+  RunProgress& operator=(const RunProgress&) = delete;
+  void Stop();
+
+ private:
+  std::atomic<bool> totals_known_{false};
+  std::atomic<uint64_t> total_files_{0}, total_bytes_{0};
+  std::unique_ptr<ProgressReporter> reporter_;
+  std::thread scan_, print_;
 };
 
 }  // namespace sluice

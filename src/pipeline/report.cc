@@ -90,6 +90,13 @@ std::string FormatReportText(const IngestReport& r, const Metrics& m) {
   }
   line("queue high water", queues);
   if (!r.trace_summary.empty()) line("controller", r.trace_summary);
+  std::string stages;
+  for (const NamedStageMetrics& s : StagesOf(m)) {
+    if (!stages.empty()) stages += ", ";
+    stages += fmt::format("{} {:.1f}s", s.name, static_cast<double>(Get(s.stage.busy_ns)) / 1e9);
+  }
+  line("stage busy time", stages);
+  if (!r.bottleneck_stage.empty()) line("bottleneck", r.bottleneck_stage + " stage");
   if (Get(m.aggregate_files_written) > 0) {
     line("aggregate files", std::to_string(Get(m.aggregate_files_written)));
   }
@@ -156,6 +163,19 @@ std::string FormatReportJson(const IngestReport& r, const Metrics& m) {
   for (const auto& [name, n] : r.queue_high_water) w.Key(name).Uint(n);
   w.EndObject();
   if (!r.trace_summary_json.empty()) w.Key("controller").Raw(r.trace_summary_json);
+  w.Key("stages").BeginObject();
+  for (const NamedStageMetrics& s : StagesOf(m)) {
+    w.Key(s.name).BeginObject();
+    w.Key("items_in").Uint(Get(s.stage.items_in));
+    w.Key("items_out").Uint(Get(s.stage.items_out));
+    w.Key("bytes").Uint(Get(s.stage.bytes));
+    w.Key("errors").Uint(Get(s.stage.errors));
+    w.Key("dead_lettered").Uint(Get(s.stage.dead_lettered));
+    w.Key("busy_s").Double(static_cast<double>(Get(s.stage.busy_ns)) / 1e9);
+    w.EndObject();
+  }
+  w.EndObject();
+  w.Key("bottleneck_stage").String(r.bottleneck_stage);
   w.Key("elapsed_s").Double(r.elapsed_s);
   w.Key("chunks_per_s").Double(ChunksPerSecond(r, m));
   w.EndObject();

@@ -1,0 +1,89 @@
+#include "pipeline/cache_stage.h"
+
+#include <algorithm>
+#include <vector>
+
+#include <spdlog/spdlog.h>
+
+namespace sluice {
+
+CacheStage::CacheStage(CacheStageOptions options, RunContext& run, SharedReadStore& read_store)
+    : options_(std::move(options)), run_(run), read_store_(read_store) {}
+
+void CacheStage::Run(BoundedQueue<Chunk>& in, BoundedQueue<Chunk>& to_embed,
+                     BoundedQueue<EmbeddedChunk>& out) {
+  StageMetrics& metrics = run_.metrics().cache;
+  const size_t lookup_batch = std::max<size_t>(1, options_.lookup_batch);
+  std::vector<Chunk> batch;
+  std::vector<std::string_view> texts;
+  std::vector<CachedEmbedding> found;
+  bool cache_ok = read_store_.available() && !options_.cache_namespace.empty();
+  while (auto first = in.Pop()) {
+    batch.clear();
+    batch.push_back(std::move(*first));
+    while (batch.size() < lookup_batch) {
+      auto more = in.TryPop();
+      if (!more) break;
+      batch.push_back(std::move(*more));
+    }
+    metrics.queue_depth.store(static_cast<int64_t>(in.Size()), std::memory_order_relaxed);
+    Add(metrics.items_in, batch.size());
+    if (run_.stopping()) {
+      for (const Chunk& c : batch) run_.Abandon(c);
+      continue;
+    }
+    BusyTimer busy(run_.clock(), metrics);
+    found.clear();
+    if (cache_ok) {
+      texts.clear();
+      for (const Chunk& c : batch) texts.push_back(c.text);
+      Status s = read_store_.With(
+          [&](Store& store) {
+            return store.LookupEmbeddings(options_.cache_namespace, texts, found);
+          },
+          Status::OK());
+      if (!s.ok()) {
+        spdlog::warn("embedding cache lookup failed, embedding without it: {}", s.ToString());
+        Add(metrics.errors);
+        found.clear();
+        if (!s.IsRetryable()) cache_ok = false;
+      }
+    }
+    for (size_t i = 0; i < batch.size(); ++i) {
+      if (i < found.size() && !found[i].embedding.empty()) {
+        cache_hits_.fetch_add(1, std::memory_order_relaxed);
+        tokens_saved_.fetch_add(batch[i].token_estimate, std::memory_order_relaxed);
+        const std::string id = batch[i].id;
+        EmbeddedChunk e{std::move(batch[i]), std::move(found[i].embedding),
+                        std::move(found[i].model)};
+        if (out.Push(std::move(e))) {
+          Add(metrics.items_out);
+        } else {
+          run_.AbandonId(id);
+        }
+        continue;
+      }
+      Chunk& c = batch[i];
+      // A text already on its way to the API waits for that answer instead.
+      // Only texts that cannot be over the per-input limit (a token is at
+      // least a byte): a piece the embed stage splits never answers for the
+      // whole text.
+      const uint32_t tokens = c.token_estimate;
+      if (cache_ok && c.text.size() <= options_.max_tokens_per_input &&
+          run_.inflight().ParkOrOwn(c)) {
+        cache_hits_.fetch_add(1, std::memory_order_relaxed);
+        tokens_saved_.fetch_add(tokens, std::memory_order_relaxed);
+        continue;
+      }
+      const std::string id = c.id;
+      if (to_embed.Push(std::move(c))) {
+        Add(metrics.items_out);
+      } else {
+        run_.AbandonId(id);
+      }
+    }
+  }
+  to_embed.Close();
+}
+
+}  // namespace sluice

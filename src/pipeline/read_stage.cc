@@ -1,0 +1,297 @@
+#include "pipeline/read_stage.h"
+
+#include <unistd.h>
+
+#include <fcntl.h>
+#include <xxhash.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "pipeline/source_enumerator.h"
+
+namespace sluice {
+
+namespace {
+
+constexpr size_t kHeadBytes = 4096;
+
+std::string ReadHead(const std::string& path) {
+  std::string head;
+  if (path == kStdinPath) return head;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return head;
+  head.resize(kHeadBytes);
+  in.read(head.data(), static_cast<std::streamsize>(head.size()));
+  head.resize(static_cast<size_t>(in.gcount()));
+  return head;
+}
+
+// Between a parser and the chunker: counts chunks, and stops the parse when
+// the run is stopping. `finish_records`: stdin, where every record already
+// received must be chunked (then stored or counted abandoned) rather than
+// cut off mid-record; its parser stops at the next read instead.
+class ReaderSink final : public DocumentSink {
+ public:
+  ReaderSink(Chunker& chunker, const std::atomic<bool>& stopping, bool finish_records)
+      : chunker_(chunker), stopping_(stopping), finish_records_(finish_records) {}
+  Status BeginDocument(const SourceInfo& info) override { return chunker_.BeginDocument(info); }
+  Status AddBlock(const TextBlock& block) override {
+    if (!finish_records_ && StopRequested()) return Status::Cancelled("stopping");
+    return chunker_.AddBlock(block);
+  }
+  bool StopRequested() const override { return stopping_.load(std::memory_order_relaxed); }
+  Status EndDocument() override {
+    Status s = chunker_.EndDocument();
+    chunks_ += chunker_.ChunksInDocument();
+    return s;
+  }
+  uint64_t chunks() const { return chunks_; }
+
+ private:
+  Chunker& chunker_;
+  const std::atomic<bool>& stopping_;
+  const bool finish_records_;
+  uint64_t chunks_ = 0;
+};
+
+class RecordErrors final : public RecordErrorSink {
+ public:
+  RecordErrors(DeadLetterSink& dead, const std::string& path) : dead_(dead), path_(path) {}
+  void RecordFailed(const std::string& source_id, const Status& why) override {
+    dead_.SourceFailed(source_id, path_, why);
+  }
+
+ private:
+  DeadLetterSink& dead_;
+  const std::string& path_;
+};
+
+// HashFileContents that gives up (Cancelled) between reads once `stop` is
+// set, so a stop does not wait for a huge file to be hashed.
+Result<std::string> HashFileContentsUnlessStopped(const std::string& path,
+                                                  const std::atomic<bool>& stop) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0 && errno == ENOENT) return Status::NotFound(path + " was deleted since the scan");
+  if (fd < 0) return Status::IOError("cannot open " + path + ": " + std::strerror(errno));
+  XXH3_state_t* state = XXH3_createState();
+  XXH3_128bits_reset(state);
+  std::vector<char> buf(256 * 1024);
+  Status s;
+  while (true) {
+    const ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      s = Status::IOError("cannot read " + path + ": " + std::strerror(errno));
+      break;
+    }
+    if (n == 0) break;
+    XXH3_128bits_update(state, buf.data(), static_cast<size_t>(n));
+    if (stop.load(std::memory_order_relaxed)) {
+      s = Status::Cancelled("stopping: " + path + " not hashed to its end");
+      break;
+    }
+  }
+  ::close(fd);
+  const XXH128_hash_t h = XXH3_128bits_digest(state);
+  XXH3_freeState(state);
+  if (!s.ok()) return s;
+  return fmt::format("{:016x}{:016x}", h.high64, h.low64);
+}
+
+}  // namespace
+
+Result<std::string> HashFileContents(const std::string& path) {
+  static const std::atomic<bool> never{false};
+  return HashFileContentsUnlessStopped(path, never);
+}
+
+ReadStage::ReadStage(ReadStageOptions options, RunContext& run, DeadLetterSink& dead,
+                     const ParserRegistry& registry, const Parser* forced_parser,
+                     const Router& router,
+                     const std::unordered_map<std::string, SourceFingerprint>& fingerprints,
+                     std::function<void(const std::string& file_id)> on_unchanged)
+    : options_(options),
+      run_(run),
+      dead_(dead),
+      registry_(registry),
+      forced_parser_(forced_parser),
+      router_(router),
+      fingerprints_(fingerprints),
+      on_unchanged_(std::move(on_unchanged)) {}
+
+void ReadStage::Run(BoundedQueue<SourceFile>& files, BoundedQueue<Chunk>& chunks) {
+  std::vector<std::thread> threads;
+  for (int i = 0; i < std::max(1, options_.threads); ++i) {
+    threads.emplace_back([&] { ReadFiles(files, chunks); });
+  }
+  for (std::thread& t : threads) t.join();
+  chunks.Close();
+}
+
+bool ReadStage::Saw(const std::string& file_id) const {
+  std::lock_guard lock(seen_mu_);
+  return seen_files_.count(file_id) > 0;
+}
+
+void ReadStage::ReadFiles(BoundedQueue<SourceFile>& files, BoundedQueue<Chunk>& chunks) {
+  Metrics& metrics = run_.metrics();
+  SourceTracker& tracker = run_.tracker();
+  SourceTracker::Token token = 0;  // the file being parsed; 0: untracked (stdin)
+  std::string token_file_id;       // its file id
+  Chunker chunker(run_.options().chunker, [&](Chunk&& chunk) -> Status {
+    if (token != 0) {
+      // The store records this run's chunks per file (docs/RESUME.md).
+      chunk.file_id = token_file_id;
+      tracker.ChunkProduced(token, chunk);
+    }
+    const std::string id = token != 0 ? chunk.id : std::string();
+    if (!chunks.Push(std::move(chunk))) {
+      if (token != 0) tracker.ResolvedId(id, /*abandoned=*/true);
+      return Status::Cancelled("pipeline stopping");
+    }
+    Add(metrics.chunks_produced);
+    Add(metrics.reader.items_out);
+    return Status::OK();
+  });
+  ParseLimits limits;
+  while (auto file = files.Pop()) {
+    metrics.reader.queue_depth.store(static_cast<int64_t>(files.Size()), std::memory_order_relaxed);
+    if (run_.stopping()) {
+      files.Cancel();  // unblocks the walker; unread files were never started
+      break;
+    }
+    BusyTimer busy(run_.clock(), metrics.reader);
+    Add(metrics.sources_seen);
+    Add(metrics.reader.items_in);
+    token = 0;
+    bool tracked = options_.resume && file->path != kStdinPath;
+    const std::string file_id = file->relative_path.empty() ? file->path : file->relative_path;
+    if (tracked) {
+      std::lock_guard lock(seen_mu_);
+      if (!seen_files_.insert(file_id).second) {
+        // Two roots hold the same relative path: their chunks share source
+        // ids, so only the first is fingerprinted (docs/RESUME.md).
+        spdlog::warn(
+            "'{}' appears under two inputs with the same relative path '{}'; it is "
+            "not fingerprinted a second time",
+            file->path, file_id);
+        tracked = false;
+      }
+    }
+    const SourceFingerprint* known = nullptr;
+    if (tracked) {
+      auto it = fingerprints_.find(file_id);
+      if (it != fingerprints_.end()) known = &it->second;
+      if (known != nullptr && options_.skip_unchanged && known->size_bytes == file->size_bytes &&
+          known->mtime_ns == file->mtime_ns) {
+        // Unchanged by size and mtime: not even opened.
+        sources_unchanged_.fetch_add(1, std::memory_order_relaxed);
+        bytes_unchanged_.fetch_add(file->size_bytes, std::memory_order_relaxed);
+        if (on_unchanged_) on_unchanged_(file_id);
+        continue;
+      }
+    }
+    Add(metrics.bytes_read, file->size_bytes);
+    Add(metrics.reader.bytes, file->size_bytes);
+    const Parser* parser = forced_parser_;
+    if (parser == nullptr && file->path == kStdinPath) parser = registry_.FindByName("jsonl");
+    if (parser == nullptr) {
+      const std::string head = ReadHead(file->path);
+      parser = registry_.Find(file->path, head);
+      if (parser == nullptr) {
+        const auto dot = file->relative_path.rfind('.');
+        run_.Skip(dot == std::string::npos
+                      ? "unsupported format (no extension)"
+                      : "unsupported format (" + file->relative_path.substr(dot) + ")");
+        continue;
+      }
+    }
+    std::string content_hash;
+    if (tracked) {
+      bool failed = false;
+      if (HashUnchanged(*file, file_id, known, content_hash, failed) || failed) continue;
+      SourceFingerprint fp;
+      fp.file_id = file_id;
+      fp.path = file->path;
+      fp.size_bytes = file->size_bytes;
+      fp.mtime_ns = file->mtime_ns;
+      fp.content_hash = content_hash;
+      token = tracker.Begin(std::move(fp), options_.delete_stale, run_.run_id());
+      token_file_id = file_id;
+    }
+    if (file->domain.empty()) {
+      RouteDecision route = router_.Route(*file);
+      file->domain = std::move(route.domain);
+      file->category = std::move(route.category);
+    }
+    ReaderSink sink(chunker, run_.stopping_flag(), /*finish_records=*/file->path == kStdinPath);
+    RecordErrors errors(dead_, file->path);
+    ParseStats stats;
+    Status s = parser->Parse(*file, limits, sink, errors, stats);
+    Add(metrics.invalid_utf8_replaced, stats.invalid_utf8_replaced);
+    if (stats.latin1_fallback) Add(metrics.latin1_fallbacks);
+    if (token != 0) tracker.ParseFinished(token, s.ok());
+    token = 0;
+    if (s.code() == StatusCode::kCancelled && run_.stopping()) {
+      files.Cancel();
+      break;
+    }
+    if (!s.ok()) {
+      if (s.code() == StatusCode::kInvalidArgument &&
+          s.message().find("binary") != std::string::npos) {
+        run_.Skip("binary file");
+      } else {
+        Add(metrics.reader.errors);
+        dead_.SourceFailed(file->relative_path, file->path, s);
+      }
+      continue;
+    }
+    if (sink.chunks() == 0 && stats.records_skipped == 0) {
+      run_.Skip("empty");
+    } else if (sink.chunks() > 0) {
+      Add(metrics.sources_ok);
+    }
+  }
+}
+
+bool ReadStage::HashUnchanged(const SourceFile& file, const std::string& file_id,
+                              const SourceFingerprint* known, std::string& hash, bool& failed) {
+  Result<std::string> h = HashFileContentsUnlessStopped(file.path, run_.stopping_flag());
+  if (!h.ok()) {
+    failed = true;  // not parsed; a stop abandons it (no fingerprint, no dead letter)
+    if (h.status().code() == StatusCode::kCancelled) return false;
+    if (h.status().code() == StatusCode::kNotFound) {
+      // Gone between the walk and its reading: nothing to ingest and nothing
+      // wrong with an input (not a dead letter); not fingerprinted.
+      spdlog::warn("'{}' was deleted since the scan; skipped", file.path);
+      run_.Skip("deleted since the scan");
+      return false;
+    }
+    Add(run_.metrics().reader.errors);
+    dead_.SourceFailed(file_id, file.path, h.status());
+    return false;
+  }
+  hash = std::move(*h);
+  if (known != nullptr && options_.skip_unchanged && known->content_hash == hash) {
+    // Touched but not changed (a copy, a checkout): record the new facts only.
+    SourceFingerprint facts = *known;
+    facts.path = file.path;
+    facts.size_bytes = file.size_bytes;
+    facts.mtime_ns = file.mtime_ns;
+    run_.tracker().Touch(std::move(facts));
+    sources_unchanged_.fetch_add(1, std::memory_order_relaxed);
+    sources_touched_.fetch_add(1, std::memory_order_relaxed);
+    if (on_unchanged_) on_unchanged_(file_id);
+    return true;
+  }
+  return false;
+}
+
+}  // namespace sluice

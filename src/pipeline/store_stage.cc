@@ -1,0 +1,152 @@
+#include "pipeline/store_stage.h"
+
+#include <algorithm>
+#include <random>
+
+#include <spdlog/spdlog.h>
+
+namespace sluice {
+
+StoreStage::StoreStage(StoreStageOptions options, RunContext& run, Store& store,
+                       DeadLetterSink& dead)
+    : options_(options),
+      run_(run),
+      store_(store),
+      dead_(dead),
+      retry_(options.retry),
+      rng_(options.seed != 0 ? options.seed : std::random_device{}()) {}
+
+std::unordered_set<std::string> StoreStage::CompletedFiles() const {
+  std::lock_guard lock(completed_mu_);
+  return completed_files_;
+}
+
+void StoreStage::AbandonBatch() {
+  for (const EmbeddedChunk& e : batch_) run_.Abandon(e.chunk);
+  batch_.clear();
+}
+
+bool StoreStage::CommitCompleted() {
+  if (!options_.resume) return true;
+  std::vector<SourceManifest> done = run_.tracker().TakeCompleted();
+  if (done.empty()) return true;
+  for (int attempt = 1;; ++attempt) {
+    Result<uint64_t> r = store_.CommitSources(done);
+    if (r.ok()) {
+      chunks_deleted_stale_.fetch_add(*r, std::memory_order_relaxed);
+      uint64_t fingerprints_written = 0;
+      std::lock_guard lock(completed_mu_);
+      for (const SourceManifest& m : done) {
+        if (m.facts_only) continue;
+        ++fingerprints_written;
+        completed_files_.insert(m.fingerprint.file_id);
+        completed_files_.insert(m.fingerprint.path);
+      }
+      sources_completed_.fetch_add(fingerprints_written, std::memory_order_relaxed);
+      return true;
+    }
+    if (r.status().IsRetryable() && attempt < retry_.options().max_attempts) {
+      spdlog::warn("committing fingerprints failed (attempt {}), retrying: {}", attempt,
+                   r.status().ToString());
+      run_.clock().SleepFor(retry_.Backoff(attempt, std::nullopt, rng_));
+      continue;
+    }
+    // The chunks are stored; without fingerprints the rerun redoes these
+    // files (from the cache), so nothing is lost.
+    run_.Fail(r.status().WithContext("commit fingerprints in " + store_.Describe()));
+    return false;
+  }
+}
+
+void StoreStage::WriteBatch(BoundedQueue<EmbeddedChunk>* aggregate_out) {
+  if (batch_.empty()) return;
+  if (failed_) {
+    AbandonBatch();
+    return;
+  }
+  Metrics& metrics = run_.metrics();
+  BusyTimer busy(run_.clock(), metrics.store);
+  for (int attempt = 1;; ++attempt) {
+    const TimePoint start = run_.clock().Now();
+    WriteResult r = store_.Write(batch_);
+    metrics.store_latency.Record(run_.clock().Now() - start);
+    Add(metrics.store_batches);
+    if (r.status.ok()) {
+      std::vector<bool> rejected(batch_.size(), false);
+      for (const auto& row : r.rejected) {
+        if (row.index < batch_.size() && !rejected[row.index]) {
+          rejected[row.index] = true;
+          Add(metrics.store.dead_lettered);
+          dead_.ChunkFailed(batch_[row.index].chunk, row.why);
+        }
+      }
+      const uint64_t stored =
+          batch_.size() - static_cast<uint64_t>(std::count(rejected.begin(), rejected.end(), true));
+      Add(metrics.chunks_stored, stored);
+      Add(metrics.store.items_out, stored);
+      for (size_t i = 0; i < batch_.size(); ++i) {
+        if (rejected[i]) continue;
+        run_.tracker().Resolved(batch_[i].chunk, /*abandoned=*/false);
+        for (Chunk& copy : run_.inflight().Release(batch_[i].chunk.id)) {
+          carry_.push_back(EmbeddedChunk{std::move(copy), batch_[i].embedding, batch_[i].model});
+        }
+        if (aggregate_out != nullptr) aggregate_out->Push(std::move(batch_[i]));
+      }
+      batch_.clear();
+      if (!CommitCompleted()) failed_ = true;
+      return;
+    }
+    Add(metrics.store.errors);
+    if (r.status.IsRetryable() && attempt < retry_.options().max_attempts) {
+      Add(metrics.store_retries);
+      spdlog::warn("store write failed (attempt {}), retrying: {}", attempt, r.status.ToString());
+      run_.clock().SleepFor(retry_.Backoff(attempt, std::nullopt, rng_));
+      continue;
+    }
+    // Not retryable (or retries exhausted): every later batch would fail the
+    // same way, so stop the run.
+    AbandonBatch();
+    failed_ = true;
+    run_.Fail(r.status.WithContext("store " + store_.Describe()));
+    return;
+  }
+}
+
+void StoreStage::Flush(BoundedQueue<EmbeddedChunk>* aggregate_out) {
+  WriteBatch(aggregate_out);
+  while (!carry_.empty()) {  // the copies take their owner's vector
+    batch_.swap(carry_);
+    carry_.clear();
+    WriteBatch(aggregate_out);
+  }
+}
+
+void StoreStage::Run(BoundedQueue<EmbeddedChunk>& in, BoundedQueue<EmbeddedChunk>* aggregate_out) {
+  // As many rows per call as the store writes at once (Store::ParallelWrites
+  // transactions of RowsPerTransaction rows).
+  const size_t batch_rows = std::max<size_t>(1, store_.RowsPerTransaction()) *
+                            static_cast<size_t>(std::max(1, store_.ParallelWrites()));
+  batch_.reserve(batch_rows);
+  StageMetrics& metrics = run_.metrics().store;
+  while (true) {
+    auto item = batch_.empty() ? in.Pop() : in.PopFor(options_.linger);
+    if (item) {
+      Add(metrics.items_in);
+      batch_.push_back(std::move(*item));
+      if (batch_.size() >= batch_rows) {
+        metrics.queue_depth.store(static_cast<int64_t>(in.Size()), std::memory_order_relaxed);
+        Flush(aggregate_out);
+      }
+      continue;
+    }
+    if (in.Ended()) break;
+    Flush(aggregate_out);  // the queue went quiet: commit what we have so progress is visible
+    if (!failed_ && !CommitCompleted()) failed_ = true;
+  }
+  Flush(aggregate_out);
+  if (!failed_) CommitCompleted();
+  if (Status s = store_.Flush(); !s.ok()) run_.Fail(s.WithContext("store flush"));
+  if (aggregate_out != nullptr) aggregate_out->Close();
+}
+
+}  // namespace sluice

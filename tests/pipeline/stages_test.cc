@@ -1,0 +1,322 @@
+// Each stage driven alone: fake neighbours (queues filled and drained by the
+// test, a Store that fails on cue, a recording dead-letter sink) and a
+// ManualClock, so retries and backoffs run instantly and deterministically.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "pipeline/aggregate_stage.h"
+#include "pipeline/cache_stage.h"
+#include "pipeline/read_stage.h"
+#include "pipeline/run_context.h"
+#include "pipeline/store_stage.h"
+#include "sluice/sources.h"
+#include "testing/test_util.h"
+
+namespace sluice {
+namespace {
+
+using testing::TempDir;
+
+class RecordingDeadLetters final : public DeadLetterSink {
+ public:
+  void ChunkFailed(const Chunk& chunk, const Status& why) override {
+    chunks.emplace_back(chunk.id, why);
+  }
+  void SourceFailed(const std::string& source_id, const std::string&, const Status& why) override {
+    sources.emplace_back(source_id, why);
+  }
+  std::vector<std::pair<std::string, Status>> chunks, sources;
+};
+
+// A store that fails the next `fail_writes` writes with `failure`, refuses
+// rows whose text is "reject me", and otherwise keeps what it is given.
+class ScriptedStore final : public Store {
+ public:
+  WriteResult Write(std::span<const EmbeddedChunk> batch) override {
+    ++write_calls;
+    WriteResult r;
+    if (fail_writes > 0) {
+      --fail_writes;
+      r.status = failure;
+      return r;
+    }
+    for (size_t i = 0; i < batch.size(); ++i) {
+      if (batch[i].chunk.text == "reject me") {
+        r.rejected.push_back({i, Status::InvalidArgument("dimension mismatch")});
+      } else {
+        stored.push_back(batch[i].chunk.id);
+      }
+    }
+    return r;
+  }
+  Status Flush() override { return Status::OK(); }
+  Status Close() override { return Status::OK(); }
+  Result<std::vector<SearchHit>> Search(std::span<const float>, int) override {
+    return std::vector<SearchHit>{};
+  }
+  Result<StoreStats> Stats() override { return StoreStats{}; }
+  std::string Describe() const override { return "scripted store"; }
+  size_t RowsPerTransaction() const override { return rows_per_transaction; }
+
+  int fail_writes = 0;
+  Status failure = Status::Unavailable("server closed the connection");
+  size_t rows_per_transaction = 4;
+  int write_calls = 0;
+  std::vector<std::string> stored;
+};
+
+EmbeddedChunk Embedded(const std::string& id, const std::string& text = "some text") {
+  EmbeddedChunk e;
+  e.chunk.id = id;
+  e.chunk.source_id = "doc";
+  e.chunk.text = text;
+  e.embedding = {1.0f, 0.0f};
+  e.model = "m";
+  return e;
+}
+
+struct StageFixture {
+  IngestOptions options;
+  Metrics metrics;
+  ManualClock clock;
+  RunContext run{options, metrics, clock};
+  RecordingDeadLetters dead;
+};
+
+TEST(StoreStageTest, RetriesARetryableWriteOnTheRunClockAndStoresEverything) {
+  StageFixture f;
+  ScriptedStore store;
+  store.fail_writes = 3;
+  StoreStage stage(StoreStageOptions{.seed = 7}, f.run, store, f.dead);
+  BoundedQueue<EmbeddedChunk> in(16), out(16);
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(in.Push(Embedded("c" + std::to_string(i))));
+  in.Close();
+  const TimePoint before = f.clock.Now();
+  stage.Run(in, &out);
+  EXPECT_EQ(store.stored.size(), 4u);
+  EXPECT_EQ(store.write_calls, 4);  // three failures, then the batch
+  EXPECT_EQ(Get(f.metrics.store_retries), 3u);
+  EXPECT_EQ(Get(f.metrics.chunks_stored), 4u);
+  // Every backoff went through the clock: three waits, no real sleep.
+  EXPECT_EQ(f.clock.sleeps(), 3);
+  EXPECT_GT(f.clock.Now(), before);
+  EXPECT_TRUE(f.run.FatalStatus().ok());
+  size_t passed_on = 0;
+  while (out.Pop()) ++passed_on;
+  EXPECT_EQ(passed_on, 4u);  // and the output queue was closed
+}
+
+TEST(StoreStageTest, AWholeBatchFailureAbandonsInsteadOfDeadLetteringAndStopsTheRun) {
+  StageFixture f;
+  ScriptedStore store;
+  store.fail_writes = 1;
+  store.failure = Status::IOError("disk full");
+  StoreStage stage(StoreStageOptions{}, f.run, store, f.dead);
+  BoundedQueue<EmbeddedChunk> in(16);
+  for (int i = 0; i < 6; ++i) ASSERT_TRUE(in.Push(Embedded("c" + std::to_string(i))));
+  in.Close();
+  stage.Run(in, nullptr);
+  EXPECT_TRUE(store.stored.empty());
+  EXPECT_TRUE(f.dead.chunks.empty());  // the store's fault, not the input's
+  EXPECT_EQ(f.run.chunks_abandoned(), 6u);
+  EXPECT_EQ(f.run.FatalStatus().code(), StatusCode::kIOError);
+  EXPECT_NE(f.run.FatalStatus().message().find("scripted store"), std::string::npos);
+  EXPECT_EQ(f.clock.sleeps(), 0);  // not retryable: no backoff
+}
+
+TEST(StoreStageTest, RetriesAreBoundedThenTheRunStops) {
+  StageFixture f;
+  ScriptedStore store;
+  store.fail_writes = 1000;
+  StoreStageOptions options;
+  options.retry.max_attempts = 5;
+  StoreStage stage(options, f.run, store, f.dead);
+  BoundedQueue<EmbeddedChunk> in(16);
+  ASSERT_TRUE(in.Push(Embedded("only")));
+  in.Close();
+  stage.Run(in, nullptr);
+  EXPECT_EQ(store.write_calls, 5);
+  EXPECT_EQ(f.clock.sleeps(), 4);
+  EXPECT_EQ(f.run.FatalStatus().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(f.run.chunks_abandoned(), 1u);
+}
+
+TEST(StoreStageTest, RowsTheStoreRefusesOneByOneAreDeadLetteredTheRestStored) {
+  StageFixture f;
+  ScriptedStore store;
+  StoreStage stage(StoreStageOptions{}, f.run, store, f.dead);
+  BoundedQueue<EmbeddedChunk> in(16);
+  ASSERT_TRUE(in.Push(Embedded("good1")));
+  ASSERT_TRUE(in.Push(Embedded("bad", "reject me")));
+  ASSERT_TRUE(in.Push(Embedded("good2")));
+  in.Close();
+  stage.Run(in, nullptr);
+  EXPECT_EQ(store.stored, (std::vector<std::string>{"good1", "good2"}));
+  ASSERT_EQ(f.dead.chunks.size(), 1u);
+  EXPECT_EQ(f.dead.chunks[0].first, "bad");
+  EXPECT_EQ(Get(f.metrics.store.dead_lettered), 1u);
+  EXPECT_TRUE(f.run.FatalStatus().ok());
+}
+
+TEST(StoreStageTest, BatchesFollowTheStoresPreferredRowsPerTransaction) {
+  StageFixture f;
+  ScriptedStore store;
+  store.rows_per_transaction = 3;
+  StoreStage stage(StoreStageOptions{}, f.run, store, f.dead);
+  BoundedQueue<EmbeddedChunk> in(16);
+  for (int i = 0; i < 9; ++i) ASSERT_TRUE(in.Push(Embedded("c" + std::to_string(i))));
+  in.Close();
+  stage.Run(in, nullptr);
+  EXPECT_EQ(store.write_calls, 3);
+  EXPECT_EQ(Get(f.metrics.store.items_in), 9u);
+  EXPECT_EQ(Get(f.metrics.store.items_out), 9u);
+}
+
+Chunk TextChunk(const std::string& id, const std::string& text) {
+  Chunk c;
+  c.id = id;
+  c.source_id = "doc";
+  c.text = text;
+  c.token_estimate = 3;
+  return c;
+}
+
+TEST(CacheStageTest, WithoutACacheEveryChunkGoesToTheEmbedStage) {
+  StageFixture f;
+  SharedReadStore no_store(nullptr);
+  CacheStage stage(CacheStageOptions{.lookup_batch = 4, .cache_namespace = "m:0"}, f.run, no_store);
+  BoundedQueue<Chunk> in(16), to_embed(16);
+  BoundedQueue<EmbeddedChunk> out(16);
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(in.Push(TextChunk("c" + std::to_string(i), "same")));
+  in.Close();
+  stage.Run(in, to_embed, out);
+  size_t sent = 0;
+  while (to_embed.Pop()) ++sent;  // closed by the stage
+  EXPECT_EQ(sent, 5u);            // no cache, so no parking of copies either
+  EXPECT_EQ(stage.cache_hits(), 0u);
+  EXPECT_EQ(Get(f.metrics.cache.items_in), 5u);
+  EXPECT_EQ(Get(f.metrics.cache.items_out), 5u);
+}
+
+TEST(CacheStageTest, AStopAbandonsWhatItTakesInsteadOfPassingItOn) {
+  StageFixture f;
+  SharedReadStore no_store(nullptr);
+  CacheStage stage(CacheStageOptions{}, f.run, no_store);
+  BoundedQueue<Chunk> in(16), to_embed(16);
+  BoundedQueue<EmbeddedChunk> out(16);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(in.Push(TextChunk("c" + std::to_string(i), "t")));
+  in.Close();
+  f.run.RequestStop();
+  stage.Run(in, to_embed, out);
+  EXPECT_FALSE(to_embed.Pop().has_value());
+  EXPECT_EQ(f.run.chunks_abandoned(), 3u);
+}
+
+TEST(ReadStageTest, ParsesAndChunksEachFileAndSkipsUnsupportedOnes) {
+  TempDir dir;
+  testing::WriteFile(dir / "a.md", "# Title\n\nSome words about a topic.\n");
+  testing::WriteFile(dir / "b.bin", std::string(256, '\0'));
+  StageFixture f;
+  ParserRegistry registry;
+  RegisterTextParsers(registry);
+  Router router;
+  std::unordered_map<std::string, SourceFingerprint> none;
+  ReadStage stage(ReadStageOptions{}, f.run, f.dead, registry, nullptr, router, none, nullptr);
+  BoundedQueue<SourceFile> files(4);
+  BoundedQueue<Chunk> chunks(64);
+  for (const char* name : {"a.md", "b.bin"}) {
+    SourceFile file;
+    file.path = dir / name;
+    file.relative_path = name;
+    ASSERT_TRUE(files.Push(std::move(file)));
+  }
+  files.Close();
+  stage.Run(files, chunks);
+  std::vector<Chunk> out;
+  while (auto c = chunks.Pop()) out.push_back(std::move(*c));
+  ASSERT_FALSE(out.empty());
+  EXPECT_EQ(out[0].source_id, "a.md");
+  EXPECT_EQ(Get(f.metrics.chunks_produced), out.size());
+  EXPECT_EQ(Get(f.metrics.reader.items_in), 2u);
+  EXPECT_EQ(Get(f.metrics.reader.items_out), out.size());
+  // The binary file is left out with a reason, never parsed into chunks.
+  EXPECT_EQ(Get(f.metrics.sources_skipped), 1u) << f.dead.sources.size() << " dead-lettered";
+  EXPECT_EQ(f.run.SkippedReasons().size(), 1u);
+}
+
+TEST(ReadStageTest, AnUnchangedFileIsNotOpenedAndIsOfferedForReplay) {
+  TempDir dir;
+  testing::WriteFile(dir / "a.txt", "hello there\n");
+  StageFixture f;
+  ParserRegistry registry;
+  RegisterTextParsers(registry);
+  Router router;
+  SourceFile file;
+  file.path = dir / "a.txt";
+  file.relative_path = "a.txt";
+  file.size_bytes = 12;
+  file.mtime_ns = 42;
+  std::unordered_map<std::string, SourceFingerprint> known;
+  known["a.txt"].file_id = "a.txt";
+  known["a.txt"].size_bytes = 12;
+  known["a.txt"].mtime_ns = 42;
+  std::vector<std::string> replayed;
+  ReadStage stage(ReadStageOptions{.resume = true}, f.run, f.dead, registry, nullptr, router, known,
+                  [&](const std::string& id) { replayed.push_back(id); });
+  BoundedQueue<SourceFile> files(4);
+  BoundedQueue<Chunk> chunks(64);
+  ASSERT_TRUE(files.Push(std::move(file)));
+  files.Close();
+  stage.Run(files, chunks);
+  EXPECT_FALSE(chunks.Pop().has_value());
+  EXPECT_EQ(stage.sources_unchanged(), 1u);
+  EXPECT_EQ(stage.bytes_unchanged(), 12u);
+  EXPECT_EQ(replayed, (std::vector<std::string>{"a.txt"}));
+  EXPECT_TRUE(stage.Saw("a.txt"));
+}
+
+TEST(AggregateStageTest, WritesOneFilePerDomainAndCategoryAndDrainsAfterAFailure) {
+  TempDir dir;
+  StageFixture f;
+  AggregatorOptions options;
+  options.out_dir = dir / "out";
+  auto aggregator = OpenAggregator(options);
+  ASSERT_TRUE(aggregator.ok()) << aggregator.status().ToString();
+  SharedReadStore no_store(nullptr);
+  BoundedQueue<EmbeddedChunk> in(16);
+  AggregateStage stage(f.run, **aggregator, in, no_store, /*replay=*/false);
+  for (int i = 0; i < 3; ++i) {
+    EmbeddedChunk e = Embedded("c" + std::to_string(i));
+    e.chunk.domain = "manuals";
+    e.chunk.category = "pumps";
+    ASSERT_TRUE(in.Push(std::move(e)));
+  }
+  in.Close();
+  stage.Run();
+  EXPECT_FALSE(stage.failed());
+  EXPECT_EQ(Get(f.metrics.aggregator.items_in), 3u);
+  EXPECT_EQ(Get(f.metrics.aggregate_files_written), 1u);
+  EXPECT_TRUE(std::filesystem::exists(dir / "out/manuals/pumps.json"));
+}
+
+TEST(RunContextTest, TheFirstFailureWinsAndReachesTheStopListener) {
+  IngestOptions options;
+  Metrics metrics;
+  ManualClock clock;
+  RunContext run(options, metrics, clock);
+  int stops = 0;
+  run.SetStopListener([&] { ++stops; });
+  run.Fail(Status::Unavailable("first"));
+  run.Fail(Status::IOError("second"));
+  EXPECT_TRUE(run.stopping());
+  EXPECT_EQ(run.FatalStatus().message(), "first");
+  EXPECT_EQ(stops, 2);
+  run.SetStopListener({});
+  run.RequestStop();  // no listener any more: nothing called
+  EXPECT_EQ(stops, 2);
+}
+
+}  // namespace
+}  // namespace sluice
