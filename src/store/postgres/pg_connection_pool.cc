@@ -92,10 +92,6 @@ PgError PostgresStore::Exec(PgConn& c, const std::string& sql) {
   return Classify(c.pg, r.get());
 }
 
-void PostgresStore::Rollback(PgConn& c) {
-  if (c.ok() && PQtransactionStatus(c.pg) != PQTRANS_IDLE) PgResult r(PQexec(c.pg, "ROLLBACK"));
-}
-
 Status PostgresStore::TakeRunLockLocked() {
   liveness_.reset();
   auto conn = Connect();

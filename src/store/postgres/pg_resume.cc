@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "common/json_canonical.h"
+#include "store/postgres/pg_transaction.h"
 
 namespace sluice::pg {
 
@@ -61,7 +62,7 @@ Status PostgresStore::Retrying(const std::string& what, Attempt&& attempt) {
     if (e.fault == Fault::kNone) {
       e = attempt(*conn);
       if (e.fault != Fault::kNone) {
-        Rollback(*conn);
+        RollbackIfOpen(*conn);
         last = Fail(e, what);
       }
     }

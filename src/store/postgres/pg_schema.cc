@@ -6,6 +6,8 @@
 
 #include <cstdlib>
 
+#include "store/postgres/pg_transaction.h"
+
 namespace sluice::pg {
 
 Status PostgresStore::CheckStoredModelLocked(PgConn& c) {
@@ -33,12 +35,11 @@ Status PostgresStore::DropEverythingLocked(PgConn& c) {
                     std::to_string(static_cast<int64_t>(Hash64(chunks_table_, 0x5109ce))) + ");\n";
   sql += "DROP TABLE IF EXISTS " + q_chunks_ + ", " + q_sources_ + ", " + q_files_ + ", " +
          q_cache_ + ", " + q_run_ + ";\nCOMMIT;";
+  PgTransaction tx(c);
   PgResult r(PQexec(c.pg, sql.c_str()));
-  if (!ResultOk(r.get())) {
-    PgError e = Classify(c.pg, r.get());
-    Rollback(c);
-    return Fail(e, "--reembed: drop the store's tables");
-  }
+  if (!ResultOk(r.get()))
+    return Fail(Classify(c.pg, r.get()), "--reembed: drop the store's tables");
+  tx.Committed();
   dims_ = 0;
   schema_ready_ = false;
   file_id_ready_ = false;
@@ -129,10 +130,10 @@ Status PostgresStore::EnsureFileIdLocked(PgConn& c) {
                           ");\nALTER TABLE " + q_chunks_ +
                           " ADD COLUMN IF NOT EXISTS file_id text;\nCREATE INDEX IF NOT EXISTS " +
                           index + " ON " + q_chunks_ + " (file_id);\nCOMMIT;";
+  PgTransaction tx(c);
   PgResult a(PQexec(c.pg, sql.c_str()));
   if (!ResultOk(a.get())) {
     PgError e = Classify(c.pg, a.get());
-    Rollback(c);
     // The column is there, only its index is not (and we may not build it):
     // correct, just slower to find a file's chunks.
     if (has_column && e.fault == Fault::kFatal) {
@@ -141,6 +142,7 @@ Status PostgresStore::EnsureFileIdLocked(PgConn& c) {
     }
     return Fail(e, "add column file_id to " + q_chunks_);
   }
+  tx.Committed();
   file_id_ready_ = true;
   return Status::OK();
 }
@@ -190,11 +192,11 @@ Status PostgresStore::CreateSchemaLocked(PgConn& c, int dims) {
          q_chunks_ + " (source_id);\n";
   sql += "CREATE INDEX IF NOT EXISTS " + QuoteIdent(chunks_table_ + "_file_id_idx") + " ON " +
          q_chunks_ + " (file_id);\nCOMMIT;";
-  PgResult r(PQexec(c.pg, sql.c_str()));
-  if (!ResultOk(r.get())) {
-    PgError e = Classify(c.pg, r.get());
-    Rollback(c);
-    return Fail(e, "create schema");
+  {
+    PgTransaction tx(c);
+    PgResult r(PQexec(c.pg, sql.c_str()));
+    if (!ResultOk(r.get())) return Fail(Classify(c.pg, r.get()), "create schema");
+    tx.Committed();
   }
   bool exists = false;
   Status s = ProbeExistingLocked(c, &exists);  // another store may have won with other dims
@@ -256,13 +258,13 @@ Status PostgresStore::EnsureResumeTables(PgConn& c) {
            " (file_id text NOT NULL, run_id bigint NOT NULL, chunk_id text NOT NULL, "
            "PRIMARY KEY (file_id, run_id, chunk_id));\n";
   }
+  PgTransaction tx(c);  // begun by `sql`
   PgResult r(PQexec(c.pg, sql.c_str()));
   PgError e;
   if (!ResultOk(r.get())) e = Classify(c.pg, r.get());
   if (e.fault == Fault::kNone && have_lists) e = MigrateChunkIdLists(c);
-  if (e.fault == Fault::kNone) e = Exec(c, "COMMIT");
+  if (e.fault == Fault::kNone) e = tx.Commit();
   if (e.fault != Fault::kNone) {
-    Rollback(c);
     if (e.sqlstate == "42501") {
       // Not allowed to create (or migrate) them: the store still works,
       // without resume.

@@ -8,6 +8,8 @@
 #include <map>
 #include <queue>
 
+#include "store/postgres/pg_transaction.h"
+
 namespace sluice::pg {
 
 Result<std::vector<SearchHit>> PostgresStore::Search(std::span<const float> query, int k) {
@@ -71,22 +73,18 @@ Result<std::vector<SearchHit>> PostgresStore::SearchScan(PgConn& c, std::span<co
   qnorm = std::sqrt(qnorm);
   using Scored = std::pair<double, std::string>;  // min-heap of the k best
   std::priority_queue<Scored, std::vector<Scored>, std::greater<>> best;
+  PgTransaction tx(c);  // the cursor's
   PgError e;
-  if ((e = Exec(c, "BEGIN")).fault != Fault::kNone) return Fail(e, "search");
+  if ((e = tx.Begin()).fault != Fault::kNone) return Fail(e, "search");
   if ((e = Exec(c,
                 "DECLARE sluice_scan NO SCROLL CURSOR FOR SELECT id, embedding FROM " + q_chunks_))
           .fault != Fault::kNone) {
-    Rollback(c);
     return Fail(e, "search");
   }
   for (;;) {
     PgResult r(PQexecParams(c.pg, "FETCH 2000 FROM sluice_scan", 0, nullptr, nullptr, nullptr,
                             nullptr, 1));
-    if (!ResultOk(r.get())) {
-      e = Classify(c.pg, r.get());
-      Rollback(c);
-      return Fail(e, "search");
-    }
+    if (!ResultOk(r.get())) return Fail(Classify(c.pg, r.get()), "search");
     const int n = PQntuples(r.get());
     if (n == 0) break;
     for (int i = 0; i < n; ++i) {
@@ -109,7 +107,7 @@ Result<std::vector<SearchHit>> PostgresStore::SearchScan(PgConn& c, std::span<co
     }
   }
   Exec(c, "CLOSE sluice_scan");
-  Exec(c, "COMMIT");
+  tx.Commit();  // read-only: a failed COMMIT loses nothing (as before the guard)
   std::vector<Scored> top;
   while (!best.empty()) {
     top.push_back(best.top());

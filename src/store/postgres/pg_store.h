@@ -166,7 +166,6 @@ class PostgresStore final : public Store {
                               PgResult* last);
   Result<std::string> PrepareInsert(PgConn& c, size_t rows, PgError* err);
   PgError Exec(PgConn& c, const std::string& sql);
-  void Rollback(PgConn& c);
   void AppendEmbeddingParam(std::string& out, std::span<const float> v) const {
     if (pgvector_) {
       pg::AppendVectorBinary(out, v);

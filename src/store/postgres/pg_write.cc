@@ -14,6 +14,8 @@
 #include <thread>
 #include <unordered_map>
 
+#include "store/postgres/pg_transaction.h"
+
 namespace sluice::pg {
 
 PgError PostgresStore::EnsureStaging(PgConn& c) {
@@ -173,6 +175,8 @@ PgError PostgresStore::UpsertSources(PgConn& c, std::span<const EmbeddedChunk> b
 // sees every committed chunk: exact under concurrency. CommitSources and
 // DeleteSources take the same locks for the files they change (a plain
 // file's source id is its file id).
+// REQUIRES: the caller guards the transaction (a PgTransaction, or
+// Retrying's rollback): a failure here leaves it open or aborted.
 PgError PostgresStore::BeginAndLock(PgConn& c, std::span<const std::string_view> source_ids,
                                     const std::string& then_sql, PgResult* last) {
   std::vector<int64_t> keys;
@@ -190,11 +194,7 @@ PgError PostgresStore::BeginAndLock(PgConn& c, std::span<const std::string_view>
   sql += "]::bigint[]) AS k ORDER BY 1) AS s;";
   sql += then_sql;
   PgResult r(PQexec(c.pg, sql.c_str()));
-  if (!ResultOk(r.get())) {
-    PgError e = Classify(c.pg, r.get());
-    Rollback(c);
-    return e;
-  }
+  if (!ResultOk(r.get())) return Classify(c.pg, r.get());
   if (last) *last = std::move(r);
   return {};
 }
@@ -312,6 +312,7 @@ PgError PostgresStore::TryCopy(PgConn& c, std::span<const EmbeddedChunk> batch,
                                std::span<const size_t> rows) {
   PgError e = EnsureStaging(c);
   if (e.fault != Fault::kNone) return e;
+  PgTransaction tx(c);
   // BEGIN, locks, a savepoint for the direct COPY and the id lookup: one trip.
   PgResult ids;
   if ((e = BeginAndLockSources(c, batch, rows,
@@ -326,21 +327,14 @@ PgError PostgresStore::TryCopy(PgConn& c, std::span<const EmbeddedChunk> batch,
   if (!fresh.empty()) {
     e = CopyRows(c, q_chunks_, batch, fresh);
     if (e.fault != Fault::kNone && e.sqlstate == "23505") {
-      if ((e = Exec(c, "ROLLBACK TO SAVEPOINT sluice_direct")).fault != Fault::kNone) {
-        Rollback(c);
-        return e;
-      }
+      if ((e = Exec(c, "ROLLBACK TO SAVEPOINT sluice_direct")).fault != Fault::kNone) return e;
       known.assign(rows.begin(), rows.end());
     } else if (e.fault != Fault::kNone) {
-      Rollback(c);
       return e;
     }
   }
   if (!known.empty()) {
-    if ((e = CopyRows(c, q_stage_, batch, known)).fault != Fault::kNone) {
-      Rollback(c);
-      return e;
-    }
+    if ((e = CopyRows(c, q_stage_, batch, known)).fault != Fault::kNone) return e;
     const std::string upsert =
         "INSERT INTO " + q_chunks_ + " AS t (" + ColumnList() + ") SELECT " + ColumnList() +
         " FROM " + q_stage_ + " ORDER BY id ON CONFLICT (id) DO UPDATE SET " +
@@ -353,15 +347,10 @@ PgError PostgresStore::TryCopy(PgConn& c, std::span<const EmbeddedChunk> batch,
         }() +
         "updated_at = now() WHERE (" + ColumnList("t.") + ") IS DISTINCT FROM (" +
         ColumnList("EXCLUDED.") + ")";
-    if ((e = Exec(c, upsert)).fault != Fault::kNone) {
-      Rollback(c);
-      return e;
-    }
+    if ((e = Exec(c, upsert)).fault != Fault::kNone) return e;
   }
-  if ((e = FinishBatch(c, batch, rows)).fault != Fault::kNone) {
-    Rollback(c);
-    return e;
-  }
+  if ((e = FinishBatch(c, batch, rows)).fault != Fault::kNone) return e;
+  tx.Committed();  // FinishBatch's last statement is the COMMIT
   return {};
 }
 
@@ -369,25 +358,17 @@ PgError PostgresStore::TryInsert(PgConn& c, std::span<const EmbeddedChunk> batch
                                  std::span<const size_t> rows) {
   constexpr size_t kRowsPerStatement = 64;
   PgError e;
+  PgTransaction tx(c);
   if ((e = BeginAndLockSources(c, batch, rows, "", nullptr)).fault != Fault::kNone) return e;
   for (size_t at = 0; at < rows.size(); at += kRowsPerStatement) {
     const auto part = rows.subspan(at, std::min(kRowsPerStatement, rows.size() - at));
     auto stmt = PrepareInsert(c, part.size(), &e);
-    if (!stmt.ok()) {
-      Rollback(c);
-      return e;
-    }
+    if (!stmt.ok()) return e;
     PgResult r = ExecRows(c.pg, *stmt, batch, part, pgvector_);
-    if (!ResultOk(r.get())) {
-      e = Classify(c.pg, r.get());
-      Rollback(c);
-      return e;
-    }
+    if (!ResultOk(r.get())) return Classify(c.pg, r.get());
   }
-  if ((e = FinishBatch(c, batch, rows)).fault != Fault::kNone) {
-    Rollback(c);
-    return e;
-  }
+  if ((e = FinishBatch(c, batch, rows)).fault != Fault::kNone) return e;
+  tx.Committed();  // FinishBatch's last statement is the COMMIT
   return {};
 }
 
@@ -396,18 +377,13 @@ PgError PostgresStore::TryRowByRow(PgConn& c, std::span<const EmbeddedChunk> bat
                                    std::vector<RejectedRow>* rejected) {
   rejected->clear();
   PgError e;
+  PgTransaction tx(c);
   if ((e = BeginAndLockSources(c, batch, rows, "", nullptr)).fault != Fault::kNone) return e;
   auto stmt = PrepareInsert(c, 1, &e);
-  if (!stmt.ok()) {
-    Rollback(c);
-    return e;
-  }
+  if (!stmt.ok()) return e;
   std::vector<size_t> accepted;
   for (size_t i : rows) {
-    if ((e = Exec(c, "SAVEPOINT sluice_row")).fault != Fault::kNone) {
-      Rollback(c);
-      return e;
-    }
+    if ((e = Exec(c, "SAVEPOINT sluice_row")).fault != Fault::kNone) return e;
     const size_t one[1] = {i};
     PgResult r = ExecRows(c.pg, *stmt, batch, one, pgvector_);
     if (ResultOk(r.get())) {
@@ -415,24 +391,16 @@ PgError PostgresStore::TryRowByRow(PgConn& c, std::span<const EmbeddedChunk> bat
       e = Exec(c, "RELEASE SAVEPOINT sluice_row");
     } else {
       PgError row_error = Classify(c.pg, r.get());
-      if (row_error.fault != Fault::kData) {
-        Rollback(c);
-        return row_error;
-      }
+      if (row_error.fault != Fault::kData) return row_error;
       std::string msg = row_error.message;
       if (!row_error.sqlstate.empty()) msg += " [SQLSTATE " + row_error.sqlstate + "]";
       rejected->push_back({i, Status::Rejected(msg)});
       e = Exec(c, "ROLLBACK TO SAVEPOINT sluice_row");
     }
-    if (e.fault != Fault::kNone) {
-      Rollback(c);
-      return e;
-    }
+    if (e.fault != Fault::kNone) return e;
   }
-  if ((e = FinishBatch(c, batch, accepted)).fault != Fault::kNone) {
-    Rollback(c);
-    return e;
-  }
+  if ((e = FinishBatch(c, batch, accepted)).fault != Fault::kNone) return e;
+  tx.Committed();  // FinishBatch's last statement is the COMMIT
   return {};
 }
 
