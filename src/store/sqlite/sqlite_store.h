@@ -166,7 +166,7 @@ class SqliteStore final : public Store {
   Status ErrorStatus(int rc, std::string_view what) const;
   int64_t NowMs() const;
   void Rollback();
-  // Statements that delete one file's stored chunks (sqlite_store.cc).
+  // Statements that delete one file's stored chunks (sqlite_resume.cc).
   struct FileChunkDelete;
   // keep_run: spare the chunks the manifest's run recorded for the file.
   Status PrepareFileChunkDelete(bool keep_run, FileChunkDelete& d);
