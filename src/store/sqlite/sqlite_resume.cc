@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "common/hashing.h"
+#include "store/sqlite/sqlite_transaction.h"
 #include "store/sqlite/sqlite_util.h"
 
 namespace sluice {
@@ -196,11 +197,11 @@ Result<uint64_t> SqliteStore::CommitSources(std::span<const SourceManifest> comp
   for (const auto& [stmt, sql] : sqls) {
     if (Status s = Prepare(sql, stmt->out()); !s.ok()) return s.WithContext("commit sources");
   }
-  if (Status s = Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
+  Transaction txn(*this);
+  if (Status s = txn.Begin(); !s.ok()) return s;
   const auto fail = [&](Status s) -> Result<uint64_t> {
     for (const auto& q : sqls) sqlite3_reset(q.first->get());
-    Rollback();
-    return s;
+    return s;  // `txn` rolls back as the caller returns this
   };
   // Binds the file id (?1) and the run id (?2).
   const auto bind_file = [](sqlite3_stmt* st, const SourceManifest& m) {
@@ -254,7 +255,7 @@ Result<uint64_t> SqliteStore::CommitSources(std::span<const SourceManifest> comp
   if (deleted > 0) {
     if (Status s = RecountTouchedSourcesInTxn(); !s.ok()) return fail(s);
   }
-  if (Status s = Exec("COMMIT"); !s.ok()) return fail(s);
+  if (Status s = txn.Commit(); !s.ok()) return fail(s);
   return deleted;
 }
 
@@ -288,11 +289,11 @@ Result<uint64_t> SqliteStore::DeleteSources(std::span<const std::string> file_id
   for (const auto& [stmt, sql] : sqls) {
     if (Status s = Prepare(sql, stmt->out()); !s.ok()) return s.WithContext("delete sources");
   }
-  if (Status s = Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
+  Transaction txn(*this);
+  if (Status s = txn.Begin(); !s.ok()) return s;
   const auto fail = [&](Status s) -> Result<uint64_t> {
     for (const auto& q : sqls) sqlite3_reset(q.first->get());
-    Rollback();
-    return s;
+    return s;  // `txn` rolls back as the caller returns this
   };
   uint64_t deleted = 0;
   for (const std::string& file_id : file_ids) {
@@ -309,7 +310,7 @@ Result<uint64_t> SqliteStore::DeleteSources(std::span<const std::string> file_id
   if (deleted > 0) {
     if (Status s = RecountTouchedSourcesInTxn(); !s.ok()) return fail(s);
   }
-  if (Status s = Exec("COMMIT"); !s.ok()) return fail(s);
+  if (Status s = txn.Commit(); !s.ok()) return fail(s);
   return deleted;
 }
 
@@ -325,7 +326,8 @@ Status SqliteStore::LookupEmbeddings(std::string_view cache_namespace,
       -1, stmt.out(), nullptr);
   if (rc != SQLITE_OK) return ErrorStatus(rc, "embedding cache lookup");
   // One read transaction for the whole batch: a consistent snapshot, one lock.
-  if (Status s = Exec("BEGIN"); !s.ok()) return s;
+  Transaction txn(*this);
+  if (Status s = txn.Begin("BEGIN"); !s.ok()) return s;
   for (size_t i = 0; i < texts.size(); ++i) {
     const std::string key = EmbeddingCacheKey(cache_namespace, texts[i]);
     sqlite3_reset(stmt.get());
@@ -340,13 +342,11 @@ Status SqliteStore::LookupEmbeddings(std::string_view cache_namespace,
         for (size_t d = 0; d < out[i].embedding.size(); ++d) out[i].embedding[d] = FloatAt(blob, d);
       }
     } else if (rc != SQLITE_DONE) {
-      Status s = ErrorStatus(rc, "embedding cache lookup");
-      Rollback();
-      return s;
+      return ErrorStatus(rc, "embedding cache lookup");
     }
   }
   sqlite3_reset(stmt.get());
-  return Exec("COMMIT");
+  return txn.Commit();
 }
 
 Result<std::vector<EmbeddedChunk>> SqliteStore::ReadChunks(std::span<const std::string> chunk_ids) {

@@ -20,6 +20,7 @@
 #include <fmt/format.h>
 
 #include "common/hashing.h"
+#include "store/sqlite/sqlite_transaction.h"
 #include "store/sqlite/sqlite_util.h"
 
 namespace sluice {
@@ -220,7 +221,8 @@ Status SqliteStore::AcquireWriterLock() {
 }
 
 Status SqliteStore::DeleteEverything() {
-  Status s = Exec("BEGIN IMMEDIATE");
+  Transaction txn(*this);
+  Status s = txn.Begin();
   if (!s.ok()) return s;
   for (const std::string* table :
        {&chunks_table_, &sources_table_, &files_table_, &cache_table_, &run_table_, &meta_table_}) {
@@ -228,8 +230,7 @@ Status SqliteStore::DeleteEverything() {
     s = Exec(sql.c_str());
     if (!s.ok()) break;
   }
-  if (s.ok()) s = Exec("COMMIT");
-  if (!s.ok()) Rollback();
+  if (s.ok()) s = txn.Commit();
   return s.WithContext("--reembed: empty the store");
 }
 
@@ -399,7 +400,8 @@ Status SqliteStore::CreateSchema() {
   // its presence means this store's tables are current.)
   if (version == kSqliteSchemaVersion && existing == 6) return Status::OK();
 
-  Status s = Exec("BEGIN IMMEDIATE");
+  Transaction txn(*this);
+  Status s = txn.Begin();
   if (!s.ok()) return s;
   const std::string ddl = fmt::format(
       "CREATE TABLE IF NOT EXISTS {0} (id TEXT PRIMARY KEY, source_id TEXT NOT NULL, "
@@ -433,8 +435,7 @@ Status SqliteStore::CreateSchema() {
         kSqliteSchemaVersion);
     s = Exec(v3.c_str());
   }
-  if (s.ok()) s = Exec("COMMIT");
-  if (!s.ok()) Rollback();
+  if (s.ok()) s = txn.Commit();
   return s;
 }
 

@@ -166,6 +166,8 @@ class SqliteStore final : public Store {
   Status ErrorStatus(int rc, std::string_view what) const;
   int64_t NowMs() const;
   void Rollback();
+  // RAII BEGIN ... COMMIT, rolling back on early exits (sqlite_transaction.h).
+  class Transaction;
   // Statements that delete one file's stored chunks (sqlite_resume.cc).
   struct FileChunkDelete;
   // keep_run: spare the chunks the manifest's run recorded for the file.

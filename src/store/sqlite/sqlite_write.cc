@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include "common/hashing.h"
+#include "store/sqlite/sqlite_transaction.h"
 #include "store/sqlite/sqlite_util.h"
 
 namespace sluice {
@@ -38,7 +39,8 @@ WriteResult SqliteStore::Write(std::span<const EmbeddedChunk> batch) {
       }
     }
   }
-  result.status = Exec("BEGIN IMMEDIATE");
+  Transaction txn(*this);
+  result.status = txn.Begin();
   if (!result.status.ok()) return result;
 
   const auto fail = [&](Status s) {
@@ -47,7 +49,7 @@ WriteResult SqliteStore::Write(std::span<const EmbeddedChunk> batch) {
     sqlite3_reset(put_meta_);
     sqlite3_reset(put_cache_);
     sqlite3_reset(put_run_);
-    Rollback();
+    // `txn` rolls back as the caller returns this.
     result.status = std::move(s);
     result.rejected.clear();
     return result;
@@ -157,7 +159,7 @@ WriteResult SqliteStore::Write(std::span<const EmbeddedChunk> batch) {
     sqlite3_clear_bindings(put_meta_);
   }
 
-  Status commit = Exec("COMMIT");
+  Status commit = txn.Commit();
   if (!commit.ok()) return fail(std::move(commit));
   if (any_accepted && !meta_persisted_) {
     meta_persisted_ = true;
