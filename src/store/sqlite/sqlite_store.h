@@ -166,7 +166,9 @@ class SqliteStore final : public Store {
   Status ErrorStatus(int rc, std::string_view what) const;
   int64_t NowMs() const;
   void Rollback();
-  // Statements that delete one file's stored chunks (sqlite_store.cc).
+  // RAII BEGIN ... COMMIT, rolling back on early exits (sqlite_transaction.h).
+  class Transaction;
+  // Statements that delete one file's stored chunks (sqlite_resume.cc).
   struct FileChunkDelete;
   // keep_run: spare the chunks the manifest's run recorded for the file.
   Status PrepareFileChunkDelete(bool keep_run, FileChunkDelete& d);

@@ -1,0 +1,79 @@
+// Helpers of the JSON aggregator (aggregate_util.h).
+#include "aggregate/aggregate_util.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <fmt/format.h>
+
+namespace sluice::aggregate {
+
+namespace fs = std::filesystem;
+
+std::string Errno() { return std::strerror(errno); }
+
+Status WriteAll(int fd, std::string_view data) {
+  while (!data.empty()) {
+    const ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::IOError(Errno());
+    }
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  return Status::OK();
+}
+
+Status PreadAll(int fd, char* out, size_t length, uint64_t offset) {
+  while (length > 0) {
+    const ssize_t n = ::pread(fd, out, length, static_cast<off_t>(offset));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::IOError(Errno());
+    }
+    if (n == 0) return Status::IOError("spool file shorter than its index");
+    out += n;
+    length -= static_cast<size_t>(n);
+    offset += static_cast<uint64_t>(n);
+  }
+  return Status::OK();
+}
+
+Status DirError(const std::string& what, const std::string& dir, const std::error_code& ec) {
+  const std::string msg = fmt::format("{} '{}': {}", what, dir, ec.message());
+  if (ec == std::errc::permission_denied || ec == std::errc::read_only_file_system ||
+      ec == std::errc::operation_not_permitted) {
+    return Status::PermissionDenied(msg);
+  }
+  return Status::IOError(msg);
+}
+
+// Calls `each` for every entry of every domain folder of `out_dir` (group
+// files are out_dir/<d>/<c>.json; folders whose names start with '.', such
+// as the spool, are not domains). Returns the first listing error.
+Status ForEachDomainFolderEntry(const std::string& out_dir,
+                                const std::function<void(const fs::directory_entry&)>& each) {
+  std::error_code ec;
+  for (auto domain = fs::directory_iterator(out_dir, ec); !ec && domain != fs::directory_iterator();
+       domain.increment(ec)) {
+    const std::string domain_name = domain->path().filename().string();
+    std::error_code dir_ec;
+    if (domain_name.empty() || domain_name[0] == '.' || !domain->is_directory(dir_ec)) continue;
+    for (auto file = fs::directory_iterator(domain->path(), dir_ec);
+         !dir_ec && file != fs::directory_iterator(); file.increment(dir_ec)) {
+      each(*file);
+    }
+    if (dir_ec) return DirError("cannot list aggregate directory", domain->path().string(), dir_ec);
+  }
+  if (ec) return DirError("cannot list output directory", out_dir, ec);
+  return Status::OK();
+}
+
+// ("a", "bc") differ.
+std::string GroupKey(std::string_view domain, std::string_view category) {
+  return fmt::format("{}:{}{}", domain.size(), domain, category);
+}
+
+}  // namespace sluice::aggregate
