@@ -774,6 +774,7 @@ IngestReport Pipeline::Impl::Run() {
   if (use_http) {  // the offline embedder costs nothing
     price = options.price_per_mtok >= 0 ? std::optional<double>(options.price_per_mtok)
                                         : BuiltInPricePerMillionTokens(transport->ModelName());
+    if (price) metrics.price_per_mtok_usd.store(*price, std::memory_order_relaxed);
   }
 
   // The cache key names what produced a vector: the model and the requested
