@@ -24,6 +24,7 @@
 #include <thread>
 
 #include "observe/exposition_parser.h"
+#include "observe/grafana_queries.h"
 #include "observe/http_get.h"
 #include "sluice/metrics_server.h"
 #include "sluice/mock_api.h"
@@ -294,6 +295,14 @@ TEST(PrometheusScrapeTest, RealPrometheusScrapesTheRunsFinalValues) {
   }
   ASSERT_EQ(seen, stored) << "no scrape with the final count within 60 s; prometheus log:\n"
                           << prom.Log();
+  // rate() in the dashboard's queries needs two samples in its window.
+  std::optional<double> samples;
+  while (std::chrono::steady_clock::now() < deadline) {
+    samples = One(prom, "count_over_time(sluice_chunks_stored_total" + selector + "[1m])");
+    if (samples && *samples >= 2) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));  // poll interval
+  }
+  ASSERT_GE(samples.value_or(0), 2) << prom.Log();
 
   // Values match the report and the run's counters.
   EXPECT_EQ(One(prom, "sluice_chunks_produced_total" + selector),
@@ -353,6 +362,20 @@ TEST(PrometheusScrapeTest, RealPrometheusScrapesTheRunsFinalValues) {
           "histogram_quantile(0.95, sluice_embed_request_duration_seconds_bucket" + selector + ")");
   ASSERT_TRUE(p95);
   EXPECT_TRUE(std::isfinite(*p95) && *p95 > 0) << *p95;
+
+  // Every query of the Grafana dashboard is valid PromQL that finds data
+  // (with the template variables set to this target).
+  const std::vector<std::string> queries = testing::DashboardQueries();
+  ASSERT_FALSE(queries.empty());
+  for (std::string q : queries) {
+    for (const auto& [var, value] :
+         {std::pair<std::string, std::string>{"$job", "sluice"}, {"$instance", target}}) {
+      for (size_t at; (at = q.find(var)) != std::string::npos;) q.replace(at, var.size(), value);
+    }
+    const auto result = Query(prom, q);
+    ASSERT_TRUE(result) << "prometheus refused the dashboard query: " << q;
+    EXPECT_FALSE(result->empty()) << "no data for the dashboard query: " << q;
+  }
 
   prom.Stop();
   (*endpoint)->Stop();
