@@ -84,6 +84,14 @@ TEST(MetricsCliTest, ABadAddressIsAUsageError) {
   EXPECT_NE(r.output.find("--metrics-listen '9464'"), std::string::npos) << r.output;
 }
 
+TEST(MetricsCliTest, TheAddressIsAlsoAConfigKey) {
+  TempDir dir;
+  WriteFile(dir / "cfg.toml", "metrics-listen = \"127.0.0.1:0\"\n");
+  const auto r = RunCommand(Ingest(dir, "--config cfg.toml"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("metrics: serving http://127.0.0.1:"), std::string::npos) << r.output;
+}
+
 TEST(MetricsCliTest, DeadLetterRetryDoesNotOfferTheFlag) {
   TempDir dir;
   const auto r = RunCommand("cd " + dir.path() + " && " + kSluice +
