@@ -229,6 +229,7 @@ class HeaderRatePacer final : public RatePacer {
   // One second of the token limit (at least two requests' share of the
   // request limit); 0 when no token limit is known.
   double TokensPerRequestCap() const override;
+  RateBudget Budget(TimePoint now) const override;
 
   // Effective limits in use (0 = unknown) and the shared cooldown's end.
   double effective_rpm() const { return requests_.per_minute; }

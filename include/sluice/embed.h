@@ -115,6 +115,14 @@ class ConcurrencyLimiter {
 // Decides when the next request may start under request/token rate limits and
 // Retry-After cooldowns. Pure: events and time in, delays out.
 // Thread safety: used by the embed stage thread only.
+// What a pacer knows of the service's rate budget (published as metrics).
+struct RateBudget {
+  double requests_per_minute = 0;  // the limit in use; 0: none known
+  double tokens_per_minute = 0;
+  double requests_remaining = 0;  // what the pacer's bucket holds now (>= 0; 0 without a limit)
+  double tokens_remaining = 0;
+};
+
 class RatePacer {
  public:
   virtual ~RatePacer() = default;
@@ -141,6 +149,11 @@ class RatePacer {
   // a fraction of a token-per-minute limit; the stage keeps batches under
   // it. 0: no opinion. Default: 0.
   virtual double TokensPerRequestCap() const { return 0; }
+  // The limits in use and the budget left at `now`. Default: no limit known.
+  virtual RateBudget Budget(TimePoint now) const {
+    (void)now;
+    return {};
+  }
 };
 
 // A limiter that always answers `limit` (--concurrency N).

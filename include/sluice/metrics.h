@@ -1,9 +1,11 @@
 // Run metrics: one contract for every stage (items in/out, bytes, errors,
-// dead-lettered), plus request-level counters and latency percentiles.
+// dead-lettered), plus request-level counters, latency percentiles and
+// fixed-bucket latency histograms (for the Prometheus endpoint,
+// src/observe/).
 //
 // Counters are relaxed atomics updated once per batch or per request, never
 // under a lock per item. LatencyRecorder takes a mutex per recorded request
-// (requests are few: one per batch).
+// (requests are few: one per batch); Histogram is lock-free.
 //
 // Thread safety: all members are safe to update from any thread.
 #pragma once
@@ -11,6 +13,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -29,15 +32,55 @@ struct LatencySummary {
   double p50_ms = 0, p95_ms = 0, p99_ms = 0, max_ms = 0, mean_ms = 0;
 };
 
+// Counts of observations per fixed bucket, read as Prometheus's cumulative
+// buckets. Bounds are fixed at construction (a histogram's buckets must not
+// change during a scrape series), so Observe is two relaxed atomic adds.
+class Histogram {
+ public:
+  // REQUIRES: `upper_bounds` finite and strictly ascending; the +Inf bucket
+  // is implicit.
+  explicit Histogram(std::vector<double> upper_bounds);
+  Histogram(const Histogram&) = delete;
+  Histogram& operator=(const Histogram&) = delete;
+
+  // Counts `value` in the first bucket whose upper bound is >= value
+  // (Prometheus's `le`: less than or equal).
+  void Observe(double value);
+
+  struct Snapshot {
+    std::vector<double> upper_bounds;         // finite bounds, ascending
+    std::vector<uint64_t> cumulative_counts;  // one per bound, then +Inf (== count)
+    uint64_t count = 0;
+    double sum = 0;
+  };
+  // Consistent in itself (count is the +Inf bucket, buckets never decrease
+  // along the bounds) even while other threads observe.
+  Snapshot Read() const;
+
+ private:
+  std::vector<double> upper_bounds_;
+  std::unique_ptr<Counter[]> counts_;  // upper_bounds_.size() + 1 (the last is +Inf)
+  std::atomic<double> sum_{0};
+};
+
+// Bucket bounds in seconds for request and transaction latencies: 5 ms to
+// 2 minutes, roughly x2.5 apart (a local model answers in milliseconds, a
+// remote API under load in tens of seconds).
+const std::vector<double>& LatencyBucketsSeconds();
+
 // Keeps every sample up to a bound, then a uniform reservoir (deterministic
 // replacement), so percentiles stay accurate and memory bounded.
 class LatencyRecorder {
  public:
-  explicit LatencyRecorder(size_t max_samples = 100000) : max_samples_(max_samples) {}
+  explicit LatencyRecorder(size_t max_samples = 100000)
+      : histogram_(LatencyBucketsSeconds()), max_samples_(max_samples) {}
+  // Also observed, in seconds, by histogram().
   void Record(Duration d);
   LatencySummary Summary() const;
+  const Histogram& histogram() const { return histogram_; }
 
  private:
+  Histogram histogram_;
   mutable std::mutex mu_;
   std::vector<double> samples_ms_;
   size_t max_samples_;
@@ -88,6 +131,18 @@ struct Metrics {
   Counter oversize_inputs{0};  // inputs split or truncated to fit the service's per-input limit
   std::atomic<int64_t> in_flight{0};
   std::atomic<int64_t> concurrency_limit{0};
+  // The rate pacer's budget (RatePacer::Budget), published by the embed
+  // stage: the limits in use (from --rpm/--tpm or learned from the
+  // x-ratelimit-* headers; 0: no limit known) and what the local buckets
+  // hold now (meaningless while the limit is 0).
+  std::atomic<double> rate_limit_requests_per_minute{0};
+  std::atomic<double> rate_limit_tokens_per_minute{0};
+  std::atomic<double> rate_requests_remaining{0};
+  std::atomic<double> rate_tokens_remaining{0};
+  // USD per million prompt tokens, set once the embedder is known and only
+  // when its price is (built in or --price-per-mtok); negative: unknown, so
+  // no cost is published (a cost is never guessed).
+  std::atomic<double> price_per_mtok_usd{-1};
   // Store.
   Counter store_batches{0};
   Counter store_retries{0};

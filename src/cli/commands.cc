@@ -187,8 +187,26 @@ int ExitStatusFor(const IngestReport& report, const Metrics& metrics, int signal
   return 0;
 }
 
-int RunIngestCommand(IngestOptions options) {
+// Starts the Prometheus endpoint when `options.listen` is set (nullptr
+// otherwise); an error is logged and returned as the exit status.
+Result<std::unique_ptr<MetricsServer>> StartMetricsEndpoint(const MetricsServerOptions& options,
+                                                            const Metrics& metrics) {
+  if (options.listen.empty()) return std::unique_ptr<MetricsServer>();
+  auto server = MetricsServer::Start(options, metrics);
+  if (!server.ok()) return server.status();
+  spdlog::info("metrics: serving {}", (*server)->Url());
+  return server;
+}
+
+int MetricsStartFailure(const Status& status) {
+  spdlog::error("{}", status.message());
+  return status.code() == StatusCode::kInvalidArgument ? 2 : 1;
+}
+
+int RunIngestCommand(IngestOptions options, const MetricsServerOptions& metrics) {
   Pipeline pipeline(options);
+  auto metrics_server = StartMetricsEndpoint(metrics, pipeline.metrics());
+  if (!metrics_server.ok()) return MetricsStartFailure(metrics_server.status());
   IngestReport report;
   int signal_number = 0;
   {
@@ -196,6 +214,7 @@ int RunIngestCommand(IngestOptions options) {
     report = pipeline.Run();
     signal_number = watcher.signal();
   }
+  if (*metrics_server) (*metrics_server)->Stop();
   if (!report.status.ok() && report.status.code() != StatusCode::kCancelled) {
     spdlog::error("{}", report.status.message());
   }
@@ -379,6 +398,8 @@ int RunDemoCommand(const DemoArgs& args) {
   CreatePrivateDirectories(args.out_dir, ec);  // holds the store: private
 
   Pipeline pipeline(options);
+  auto metrics_server = StartMetricsEndpoint(args.metrics, pipeline.metrics());
+  if (!metrics_server.ok()) return MetricsStartFailure(metrics_server.status());
   IngestReport report;
   int signal_number = 0;
   {
@@ -386,6 +407,7 @@ int RunDemoCommand(const DemoArgs& args) {
     report = pipeline.Run();
     signal_number = watcher.signal();
   }
+  if (*metrics_server) (*metrics_server)->Stop();
   const int status = PrintAndFinish(pipeline, report, options, signal_number);
   const MockApiStats stats = (*server)->Stats();
   std::printf("  %-22s%llu requests, %llu ok, %llu answered 429, %llu inputs embedded\n",

@@ -3,6 +3,7 @@
 
 #include <string>
 
+#include "sluice/metrics_server.h"
 #include "sluice/mock_api.h"
 #include "sluice/pipeline.h"
 
@@ -28,11 +29,14 @@ struct DemoArgs {
   double tpm = 400000;  // the corpus (~440k tokens) outlasts the one-minute burst: pacing shows
   int latency_ms = 80;
   bool progress = true;
+  MetricsServerOptions metrics{.listen = "", .allow_remote = false};  // listen empty: none
 };
 
 // Runs an ingest with signal handling (first SIGINT/SIGTERM: graceful stop;
-// second: immediate exit), prints the report, writes --report.
-int RunIngestCommand(IngestOptions options);
+// second: immediate exit), prints the report, writes --report. With
+// `metrics.listen` set, serves the Prometheus endpoint from before the run
+// starts until it ends (a bad or unbindable address fails before any work).
+int RunIngestCommand(IngestOptions options, const MetricsServerOptions& metrics = {"", false});
 int RunSearchCommand(const SearchArgs& args);
 int RunDemoCommand(const DemoArgs& args);
 int RunMockApiCommand(const MockApiOptions& options);

@@ -207,6 +207,15 @@ void AddIngestFlags(CLI::App& app, IngestOptions& o, IngestFlagExtras& x) {
                       "show no cost)"))
       ->check(CLI::NonNegativeNumber)
       ->group("Output");
+  Last(app.add_option("--metrics-listen", x.metrics_listen,
+                      "serve Prometheus metrics at http://HOST:PORT/metrics while the run lasts "
+                      "(e.g. 127.0.0.1:9464; port 0: any free port, logged); loopback only "
+                      "unless --metrics-allow-remote"))
+      ->group("Output");
+  app.add_flag("--metrics-allow-remote", x.metrics_allow_remote,
+               "allow --metrics-listen on a non-loopback address (other machines can then read "
+               "the run's counts and cost)")
+      ->group("Output");
 }
 
 Result<std::vector<std::string>> ExpandConfigFile(const CLI::App& app,

@@ -24,8 +24,10 @@ struct IngestFlagExtras {
   double request_timeout_s = 60;
   std::string log_level = "info";
   std::string cleanup = "incremental";
-  size_t store_batch = 0;  // 0: the store's default (SQLite 200, PostgreSQL 500)
-  std::string store_env;   // environment variable holding the store URI; wins over --store
+  size_t store_batch = 0;      // 0: the store's default (SQLite 200, PostgreSQL 500)
+  std::string store_env;       // environment variable holding the store URI; wins over --store
+  std::string metrics_listen;  // --metrics-listen HOST:PORT; empty: no endpoint
+  bool metrics_allow_remote = false;  // --metrics-allow-remote
 };
 
 // Declares the embedder flags (shared by ingest, search and demo).

@@ -72,6 +72,10 @@ int Main(int argc, char** argv) {
       ->capture_default_str();
   demo->add_flag("--progress,!--no-progress", demo_args.progress,
                  "live progress line on a terminal");
+  demo->add_option("--metrics-listen", demo_args.metrics.listen,
+                   "serve Prometheus metrics at http://HOST:PORT/metrics during the demo");
+  demo->add_flag("--metrics-allow-remote", demo_args.metrics.allow_remote,
+                 "allow --metrics-listen on a non-loopback address");
 
   MockApiOptions mock_options;
   CLI::App* mock = app.add_subcommand(
@@ -108,6 +112,9 @@ int Main(int argc, char** argv) {
   dl_retry->remove_option(dl_retry->get_option("inputs"));  // the file says what to redo
   // Emptying the store to redo only the dead letters would lose the rest.
   dl_retry->remove_option(dl_retry->get_option("--reembed"));
+  // A retry is short; a flag it would silently ignore is not offered.
+  dl_retry->remove_option(dl_retry->get_option("--metrics-listen"));
+  dl_retry->remove_option(dl_retry->get_option("--metrics-allow-remote"));
   dl_retry->add_option("--reason", dl_args.reason_pattern,
                        "only entries whose reason or message matches this regular expression");
 
@@ -145,7 +152,8 @@ int Main(int argc, char** argv) {
       spdlog::error("{}", s.message());
       return 2;
     }
-    return RunIngestCommand(ingest_options);
+    return RunIngestCommand(ingest_options,
+                            {ingest_extras.metrics_listen, ingest_extras.metrics_allow_remote});
   }
   if (*search) {
     SetUpLogging(search_extras.log_level);

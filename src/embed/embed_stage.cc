@@ -172,6 +172,12 @@ struct EmbedStage::Impl {
     metrics.in_flight.store(static_cast<int64_t>(in_flight.size()), std::memory_order_relaxed);
     metrics.concurrency_limit.store(static_cast<int64_t>(limiter.Limit()),
                                     std::memory_order_relaxed);
+    const RateBudget budget = pacer.Budget(clock.Now());
+    metrics.rate_limit_requests_per_minute.store(budget.requests_per_minute,
+                                                 std::memory_order_relaxed);
+    metrics.rate_limit_tokens_per_minute.store(budget.tokens_per_minute, std::memory_order_relaxed);
+    metrics.rate_requests_remaining.store(budget.requests_remaining, std::memory_order_relaxed);
+    metrics.rate_tokens_remaining.store(budget.tokens_remaining, std::memory_order_relaxed);
   }
 
   EmbedStageOptions options;

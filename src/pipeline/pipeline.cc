@@ -183,6 +183,7 @@ IngestReport Pipeline::Impl::Run() {
   if (!opened.ok()) return Finish(report, opened.status(), start, nullptr);
   RunResources& res = **opened;
   RunDeadLetters dead(*res.dead_letters, run);
+  if (res.price_per_mtok) metrics.price_per_mtok_usd.store(*res.price_per_mtok, std::memory_order_relaxed);
 
   RunQueues q(options.queue_capacity);
   std::unique_ptr<ConcurrencyLimiter> limiter = MakeLimiter(options);

@@ -95,6 +95,16 @@ HeaderRatePacer::HeaderRatePacer(RatePacerOptions options) : options_(options) {
   if (options_.tpm > 0) tokens_.SetLimit(options_.tpm, options_.safety, options_.burst_seconds, {});
 }
 
+RateBudget HeaderRatePacer::Budget(TimePoint now) const {
+  RateBudget budget;
+  budget.requests_per_minute = requests_.per_minute;
+  budget.tokens_per_minute = tokens_.per_minute;
+  // A bucket in debt (spent ahead of a header's correction) has nothing left.
+  if (requests_.active()) budget.requests_remaining = std::max(0.0, requests_.LevelAt(now));
+  if (tokens_.active()) budget.tokens_remaining = std::max(0.0, tokens_.LevelAt(now));
+  return budget;
+}
+
 Duration HeaderRatePacer::DelayFor(TimePoint now, uint32_t tokens) const {
   Duration delay = cooldown_until_ > now ? cooldown_until_ - now : Duration(0);
   if (requests_.active()) delay = std::max(delay, requests_.WaitFor(now, 1.0));

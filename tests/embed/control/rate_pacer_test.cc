@@ -21,6 +21,24 @@ TEST(RatePacerTest, NoLimitsKnownMeansNoDelay) {
   EXPECT_EQ(MakeRatePacer(RatePacerOptions{})->DelayFor(kT0, 1), Duration(0));
 }
 
+TEST(RatePacerTest, BudgetReportsTheLimitsAndWhatTheBucketsHold) {
+  EXPECT_EQ(HeaderRatePacer(RatePacerOptions{}).Budget(kT0).requests_per_minute, 0);
+  RatePacerOptions o;
+  o.rpm = 600;
+  o.tpm = 60000;
+  HeaderRatePacer pacer(o);
+  const RateBudget before = pacer.Budget(kT0);
+  EXPECT_EQ(before.requests_per_minute, 600);
+  EXPECT_EQ(before.tokens_per_minute, 60000);
+  EXPECT_DOUBLE_EQ(before.requests_remaining, pacer.request_budget(kT0));
+  EXPECT_DOUBLE_EQ(before.tokens_remaining, pacer.token_budget(kT0));
+  EXPECT_GT(before.requests_remaining, 0);
+  pacer.OnStart(kT0, 500);
+  const RateBudget after = pacer.Budget(kT0);
+  EXPECT_DOUBLE_EQ(after.requests_remaining, before.requests_remaining - 1);
+  EXPECT_DOUBLE_EQ(after.tokens_remaining, before.tokens_remaining - 500);
+}
+
 TEST(RatePacerTest, PacesRequestsAtTheUsersRpm) {
   RatePacerOptions o;
   o.rpm = 600;  // 10/s, paced at 9.8/s, burst of 1 s
