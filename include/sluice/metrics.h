@@ -51,6 +51,8 @@ struct StageMetrics {
   Counter bytes{0};
   Counter errors{0};
   Counter dead_lettered{0};
+  Counter busy_ns{0};                   // time the stage spent working (not waiting on a queue)
+  std::atomic<int64_t> queue_depth{0};  // items waiting in the stage's input queue (a gauge)
 };
 
 struct Metrics {
@@ -86,6 +88,7 @@ struct Metrics {
   Counter aggregate_files_written{0};
 
   StageMetrics reader, chunker, embedder, store, aggregator;
+  StageMetrics cache;  // the embedding-cache lookup between the readers and the embedder
   LatencyRecorder embed_latency;
   LatencyRecorder store_latency;
 };

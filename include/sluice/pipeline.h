@@ -27,6 +27,7 @@
 
 #include "sluice/aggregator.h"
 #include "sluice/chunker.h"
+#include "sluice/control.h"
 #include "sluice/embed.h"
 #include "sluice/embed_stage.h"
 #include "sluice/metrics.h"
@@ -137,6 +138,11 @@ struct IngestReport {
   std::optional<double> estimated_cost_usd;
   std::string trace_summary;       // one line on what the concurrency controller did
   std::string trace_summary_json;  // the same as a JSON object
+
+  // The 1-second controller trace (TraceHook), for the HTML run report.
+  std::vector<TraceRow> trace_rows;
+  // The stage that held the run back (filled by the stages); empty: not known.
+  std::string bottleneck_stage;
 };
 
 class Pipeline {

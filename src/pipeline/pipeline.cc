@@ -883,6 +883,13 @@ IngestReport Pipeline::Impl::Run() {
   }
   stage.SetStopNotice([](const std::string& notice) { spdlog::warn("{}", notice); });
   TraceHook trace = MakeTraceHook(options, stage, metrics);
+  trace.SetQueueProbe([&] {  // queue depths for the trace (stages may keep them instead)
+    metrics.reader.queue_depth = static_cast<int64_t>(file_queue.Size());
+    metrics.cache.queue_depth = static_cast<int64_t>(chunk_queue.Size());
+    metrics.embedder.queue_depth = static_cast<int64_t>(embed_queue.Size());
+    metrics.store.queue_depth = static_cast<int64_t>(vector_queue.Size());
+    metrics.aggregator.queue_depth = static_cast<int64_t>(aggregate_queue.Size());
+  });
 
   // Progress (src/pipeline/progress.h): totals from a size scan of the same
   // files on a thread of its own, so the ETA does not wait for the walk.
