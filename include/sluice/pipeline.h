@@ -84,7 +84,11 @@ struct IngestOptions {
   // Empty: <aggregate.out_dir>/.dead-letter.jsonl (see DeadLetterPathFor).
   std::string dead_letter_path;
   std::string report_path;  // JSON report; empty: none
-  std::string trace_path;   // controller trace; empty: none
+  std::string trace_path;   // controller trace (.csv, .json or .html); empty: none
+
+  // The self-contained HTML run report (include/sluice/html_report.h),
+  // written by the CLI once the report is complete; empty: none.
+  std::string html_report_path;
 
   // Dead-letter replay (`sluice dead-letter retry`): these chunks are embedded
   // and stored as they are, and these files re-read (relative_path set to

@@ -181,7 +181,18 @@ void AddIngestFlags(CLI::App& app, IngestOptions& o, IngestFlagExtras& x) {
   Last(app.add_option("--report", o.report_path, "write the JSON report to this file"))
       ->group("Output");
   Last(app.add_option("--trace", o.trace_path,
-                      "write the concurrency controller's 1-second trace (.csv or .json)"))
+                      "write the concurrency controller's 1-second trace: FILE.csv, FILE.json, or "
+                      "FILE.html (the HTML run report); any other extension is refused"))
+      ->check(CLI::Validator(
+          [](std::string& path) -> std::string {
+            if (TraceFormatForPath(path)) return "";
+            return "--trace " + path + ": the extension must be .csv, .json or .html";
+          },
+          "FILE.csv|.json|.html"))
+      ->group("Output");
+  Last(app.add_option("--html-report", o.html_report_path,
+                      "write a self-contained HTML run report (charts over time, counts, cost, "
+                      "dead-letter reasons) to this file; opens offline"))
       ->group("Output");
   Last(app.add_option("--queue-capacity", o.queue_capacity,
                       "items per stage queue (backpressure bound)"))
