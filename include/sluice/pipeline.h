@@ -105,6 +105,10 @@ struct IngestOptions {
   // progress_interval (src/pipeline/progress.h); false: none (--quiet).
   bool progress = true;
   Duration progress_interval = std::chrono::seconds(10);
+  // The progress log lines (never the terminal line) go through spdlog as
+  // info events "progress: ..." instead of straight to stderr, so a
+  // --log-format json stream stays one JSON object per line.
+  bool progress_through_logger = false;
   // USD per million tokens for the cost in the progress line and report;
   // negative: the built-in price of the model, if it has one (else no cost).
   double price_per_mtok = -1;

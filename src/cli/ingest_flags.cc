@@ -44,6 +44,9 @@ void AddEmbedderFlags(CLI::App& app, IngestOptions& o, IngestFlagExtras& x) {
       ->group("Embedder");
   Last(app.add_option("--log-level", x.log_level, "error, warn, info or debug"))
       ->check(CLI::IsMember({"error", "warn", "info", "debug"}));
+  Last(app.add_option("--log-format", x.log_format,
+                      "text, or json: one object per line with time, level, logger and message"))
+      ->check(CLI::IsMember({"text", "json"}));
 }
 
 void AddIngestFlags(CLI::App& app, IngestOptions& o, IngestFlagExtras& x) {
@@ -363,6 +366,7 @@ Status FinishIngestOptions(IngestOptions& o, const IngestFlagExtras& x) {
   o.http.request_timeout = FromSeconds(x.request_timeout_s);
   o.store.batch_rows = x.store_batch;  // 0: the store's own default
   if (o.http.dimensions > 0) o.store.dimensions = o.http.dimensions;
+  o.progress_through_logger = x.log_format == "json";
   o.dead_letter_path = DeadLetterPathFor(o);
   auto cleanup = ParseCleanupMode(x.cleanup);
   if (!cleanup.ok()) return cleanup.status();

@@ -927,9 +927,11 @@ IngestReport Pipeline::Impl::Run() {
           s.price_per_mtok = price;
           return s;
         },
-        [](const std::string& line, bool on_terminal) {
+        [to_logger = options.progress_through_logger](const std::string& line, bool on_terminal) {
           if (on_terminal) {
             std::fprintf(stderr, "\r\033[K[sluice] %s", line.c_str());
+          } else if (to_logger) {
+            spdlog::info("progress: {}", line);
           } else {
             std::fprintf(stderr, "[sluice] progress: %s\n", line.c_str());
           }

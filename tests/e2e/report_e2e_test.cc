@@ -1,7 +1,8 @@
 // Issue 12 (items 4 and 6) through the real `sluice` binary and the
 // simulated API over loopback: the HTML run report opened in a real headless
 // Chromium (no console error, no request but the file itself, charts with
-// data, a screenshot kept as an artefact); --trace by extension or refused.
+// data, a screenshot kept as an artefact); --trace by extension or refused;
+// --log-format json with one parseable event per line and no secret in it.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -52,6 +53,13 @@ std::string Quote(const std::string& s) {
   std::string out = "'";
   for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
   return out + "'";
+}
+
+std::vector<std::string> Lines(const std::string& text) {
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
 }
 
 TEST(ReportE2eTest, HtmlReportOpensCleanInHeadlessChromiumWithChartsOfTheRun) {
@@ -172,6 +180,79 @@ TEST(ReportE2eTest, TraceFormatFollowsTheExtensionAndAnyOtherIsRefusedBeforeWork
   r = RunCommand(base + (dir / "s4.db") + " --html-report " + unwritable);
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("cannot write " + unwritable), std::string::npos) << r.output;
+}
+
+// Every line of `log` is a JSON object with time, level and message, and no
+// secret appears anywhere in it.
+void ExpectJsonLinesWithoutSecrets(const std::string& log, const std::vector<std::string>& secrets,
+                                   size_t min_lines) {
+  const std::vector<std::string> lines = Lines(log);
+  EXPECT_GE(lines.size(), min_lines) << log;
+  simdjson::dom::parser parser;
+  for (const std::string& line : lines) {
+    simdjson::dom::element doc;
+    ASSERT_EQ(parser.parse(line).get(doc), simdjson::SUCCESS) << "not JSON: " << line;
+    std::string_view level, time, message;
+    EXPECT_EQ(doc["level"].get(level), simdjson::SUCCESS) << line;
+    EXPECT_EQ(doc["time"].get(time), simdjson::SUCCESS) << line;
+    EXPECT_EQ(doc["message"].get(message), simdjson::SUCCESS) << line;
+  }
+  for (const std::string& secret : secrets) {
+    EXPECT_EQ(log.find(secret), std::string::npos) << secret << " in " << log;
+  }
+}
+
+TEST(ReportE2eTest, JsonLogsAreOneEventPerLineAndHoldNoSecret) {
+  MockApiOptions mock_options;
+  mock_options.dimensions = 16;
+  mock_options.api_key = "sk-the-right-key";
+  mock_options.base_latency = std::chrono::milliseconds(20);
+  auto mock = StartMock(mock_options);
+  ASSERT_NE(mock, nullptr);
+  TempDir dir;
+  for (int i = 0; i < 20; ++i) {
+    WriteFile(dir / ("corpus/n" + std::to_string(i) + ".txt"), testing::Paragraphs(8, "seal"));
+  }
+  WriteFile(dir / "corpus/r.jsonl", "{\"id\":\"broken\"\n");  // a warning about a dead letter
+  const std::string ingest = kSluice + " ingest " + (dir / "corpus") + " --endpoint " +
+                             mock->BaseUrl() + " --model m --api-key-env SLUICE_KEY --out " +
+                             (dir / "out") + " --log-format json --log-level debug";
+
+  // A successful run, progress lines included (stderr is not a terminal).
+  auto r = RunCommand(
+      "{ SLUICE_KEY=sk-the-right-key " + ingest + " --store sqlite:" + (dir / "a.db") +
+      " --progress --progress-interval 0.1 --batch-size 4 2> " + (dir / "ok.log") + "; }");
+  EXPECT_EQ(r.exit_code, 3) << r.output << ReadFile(dir / "ok.log");
+  const std::string ok_log = ReadFile(dir / "ok.log");
+  ExpectJsonLinesWithoutSecrets(ok_log, {"sk-the-right-key"}, 2);
+  EXPECT_NE(ok_log.find("\"level\":\"warn\""), std::string::npos) << ok_log;
+  EXPECT_NE(ok_log.find("\"message\":\"progress: "), std::string::npos) << ok_log;
+
+  // A wrong key: the fatal error is logged, the key is not.
+  r = RunCommand("{ SLUICE_KEY=sk-wrong-secret-key " + ingest +
+                 " --store sqlite:" + (dir / "b.db") + " 2> " + (dir / "key.log") + "; }");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  const std::string key_log = ReadFile(dir / "key.log");
+  ExpectJsonLinesWithoutSecrets(key_log, {"sk-wrong-secret-key", "sk-the-right-key"}, 1);
+  EXPECT_NE(key_log.find("\"level\":\"error\""), std::string::npos) << key_log;
+
+  // A PostgreSQL store with a password that cannot be reached: the error
+  // names the store, never the password.
+  r = RunCommand(
+      "{ SLUICE_KEY=sk-the-right-key " + ingest +
+      " --store 'postgres://sluice:pw-json-secret@127.0.0.1:1/db?connect_timeout=5' 2> " +
+      (dir / "pg.log") + "; }");
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  const std::string pg_log = ReadFile(dir / "pg.log");
+  ExpectJsonLinesWithoutSecrets(pg_log, {"pw-json-secret", "sk-the-right-key"}, 1);
+  EXPECT_NE(pg_log.find("\"level\":\"error\""), std::string::npos) << pg_log;
+  for (const std::string& text : {r.output}) {
+    EXPECT_EQ(text.find("pw-json-secret"), std::string::npos) << text;
+  }
+
+  // A bad format value is a usage error.
+  r = RunCommand(ingest + " --store sqlite:" + (dir / "c.db") + " --log-format xml");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
 }
 
 }  // namespace
