@@ -22,12 +22,14 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <deque>
 #include <limits>
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -429,6 +431,14 @@ class BatchSizer {
 // ---------------------------------------------------------------------------
 // Trace recorder
 
+// The stage input queues a trace samples, in pipeline order: the readers'
+// file queue, the cache stage's chunk queue, the embedder's queue, the store
+// writer's vector queue and the aggregator's queue (StageMetrics::queue_depth).
+inline constexpr size_t kTraceQueues = 5;
+inline constexpr const char* kTraceQueueNames[kTraceQueues] = {"reader", "cache", "embedder",
+                                                               "store", "aggregator"};
+using QueueDepths = std::array<double, kTraceQueues>;
+
 struct TraceRow {
   int64_t second = 0;         // since the recorder's start
   double limit = 0;           // mean of the samples in this second (carried when none)
@@ -438,8 +448,10 @@ struct TraceRow {
   uint64_t tokens = 0;        // tokens of successful requests
   double p50_latency_ms = 0;  // median latency of requests finished (0: none)
   uint32_t http_429 = 0;
-  uint32_t retries = 0;   // finished requests that were retries
-  uint32_t failures = 0;  // non-success outcomes other than 429
+  uint32_t retries = 0;       // finished requests that were retries
+  uint32_t failures = 0;      // non-success outcomes other than 429
+  double p95_latency_ms = 0;  // 95th percentile of the same latencies (0: none)
+  QueueDepths queue_depth{};  // mean items waiting per stage queue (kTraceQueueNames order)
 };
 
 struct TraceSummary {
@@ -464,6 +476,13 @@ struct TraceRecorderOptions {
 // "controller" object).
 std::string TraceSummaryJson(const TraceSummary& summary);
 
+// The format of a trace file, chosen by its extension (case-insensitive):
+// .csv, .json, or .html (the HTML run report, whose charts are the trace).
+enum class TraceFormat { kCsv, kJson, kHtml };
+// nullopt for any other extension: the caller refuses the path rather than
+// guess (a .html file silently holding CSV helps nobody).
+std::optional<TraceFormat> TraceFormatForPath(std::string_view path);
+
 // Thread safety: not thread-safe. A caller feeding it from two threads (the
 // embed thread's request observer and a sampler) holds one mutex around
 // every call.
@@ -475,12 +494,16 @@ class TraceRecorder {
   void OnRequest(const RequestEvent& event);
   // A periodic sample of the controller's state (call a few times a second).
   void Sample(TimePoint now, size_t limit, size_t in_flight);
+  // A periodic sample of the stage queues' depths (averaged per second).
+  void SampleQueues(TimePoint now, const QueueDepths& depths);
 
   // Rows so far (the current second's p50 included).
   std::vector<TraceRow> Rows() const;
   TraceSummary Summary() const;
   // columns: t_s,limit,in_flight,requests_per_s,chunks_per_s,tokens_per_s,
-  //          p50_latency_ms,http_429,retries,failures
+  //          p50_latency_ms,http_429,retries,failures,p95_latency_ms,
+  //          queue_reader,queue_cache,queue_embedder,queue_store,queue_aggregator
+  // (columns are only ever appended, so older readers keep working)
   Status WriteCsv(const std::string& path) const;
   // {"resolution_s":1,"summary":{...},"rows":[{...},...]}
   Status WriteJson(const std::string& path) const;
@@ -490,6 +513,8 @@ class TraceRecorder {
     TraceRow row;
     double limit_sum = 0, in_flight_sum = 0;
     uint32_t samples = 0;
+    QueueDepths queue_sum{};
+    uint32_t queue_samples = 0;
   };
   Accum* RowFor(TimePoint t);  // nullptr when beyond max_rows or before start
   void FinishLatencies();
@@ -501,6 +526,7 @@ class TraceRecorder {
   std::vector<double> latencies_ms_;
   TraceSummary totals_;
   double last_limit_ = 0, last_in_flight_ = 0;
+  QueueDepths last_queue_depth_{};
 };
 
 }  // namespace sluice

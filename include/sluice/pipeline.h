@@ -27,6 +27,7 @@
 
 #include "sluice/aggregator.h"
 #include "sluice/chunker.h"
+#include "sluice/control.h"
 #include "sluice/embed.h"
 #include "sluice/embed_stage.h"
 #include "sluice/metrics.h"
@@ -83,7 +84,11 @@ struct IngestOptions {
   // Empty: <aggregate.out_dir>/.dead-letter.jsonl (see DeadLetterPathFor).
   std::string dead_letter_path;
   std::string report_path;  // JSON report; empty: none
-  std::string trace_path;   // controller trace; empty: none
+  std::string trace_path;   // controller trace (.csv, .json or .html); empty: none
+
+  // The self-contained HTML run report (include/sluice/html_report.h),
+  // written by the CLI once the report is complete; empty: none.
+  std::string html_report_path;
 
   // Dead-letter replay (`sluice dead-letter retry`): these chunks are embedded
   // and stored as they are, and these files re-read (relative_path set to
@@ -100,6 +105,10 @@ struct IngestOptions {
   // progress_interval (src/pipeline/progress.h); false: none (--quiet).
   bool progress = true;
   Duration progress_interval = std::chrono::seconds(10);
+  // The progress log lines (never the terminal line) go through spdlog as
+  // info events "progress: ..." instead of straight to stderr, so a
+  // --log-format json stream stays one JSON object per line.
+  bool progress_through_logger = false;
   // USD per million tokens for the cost in the progress line and report;
   // negative: the built-in price of the model, if it has one (else no cost).
   double price_per_mtok = -1;
@@ -140,6 +149,9 @@ struct IngestReport {
   std::string bottleneck_stage;
   std::string trace_summary;       // one line on what the concurrency controller did
   std::string trace_summary_json;  // the same as a JSON object
+
+  // The 1-second controller trace (TraceHook), for the HTML run report.
+  std::vector<TraceRow> trace_rows;
 };
 
 class Pipeline {

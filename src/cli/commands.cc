@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -16,6 +17,7 @@
 
 #include "common/json_writer.h"
 #include "common/private_file.h"
+#include "sluice/html_report.h"
 
 #ifndef SLUICE_SOURCE_DIR
 #define SLUICE_SOURCE_DIR "."
@@ -154,6 +156,16 @@ Status WriteSyntheticCorpus(const std::string& dir, int count) {
   return Status::OK();
 }
 
+// "2026-12-06 00:12:03 UTC", shown in the HTML report's heading.
+std::string UtcNow() {
+  const std::time_t now = std::time(nullptr);
+  std::tm utc{};
+  gmtime_r(&now, &utc);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S UTC", &utc);
+  return buf;
+}
+
 int PrintAndFinish(Pipeline& pipeline, const IngestReport& report, const IngestOptions& options,
                    int signal_number) {
   const Metrics& metrics = pipeline.metrics();
@@ -166,6 +178,25 @@ int PrintAndFinish(Pipeline& pipeline, const IngestReport& report, const IngestO
     Status written = WriteFileAtomically(options.report_path, FormatReportJson(report, metrics));
     if (!written.ok()) {
       spdlog::error("cannot write the report: {}", written.message());
+      return 1;
+    }
+  }
+  // The HTML run report: --html-report, and --trace FILE.html (the trace's
+  // charts with the rest of the report around them).
+  std::vector<std::string> html_paths;
+  if (!options.html_report_path.empty()) html_paths.push_back(options.html_report_path);
+  if (!options.trace_path.empty() && TraceFormatForPath(options.trace_path) == TraceFormat::kHtml &&
+      options.trace_path != options.html_report_path) {
+    html_paths.push_back(options.trace_path);
+  }
+  for (const std::string& path : html_paths) {
+    HtmlReportOptions html;
+    html.inputs = options.inputs;
+    html.generated_at = UtcNow();
+    std::error_code ec;
+    CreatePrivateDirectories(std::filesystem::path(path).parent_path().string(), ec);
+    if (Status written = WriteHtmlReport(path, report, metrics, html); !written.ok()) {
+      spdlog::error("cannot write {}: {}", path, written.message());
       return 1;
     }
   }
@@ -389,6 +420,7 @@ int RunDemoCommand(const DemoArgs& args) {
   options.dead_letter_path = args.out_dir + "/dead-letter.jsonl";
   options.report_path = args.out_dir + "/report.json";
   options.trace_path = args.out_dir + "/trace.csv";
+  options.html_report_path = args.out_dir + "/report.html";
   options.progress = args.progress;
   // The demo shows the pipeline against the API every time it runs; a rerun
   // would otherwise skip every unchanged file and answer from the cache.
@@ -415,8 +447,9 @@ int RunDemoCommand(const DemoArgs& args) {
               static_cast<unsigned long long>(stats.ok),
               static_cast<unsigned long long>(stats.rate_limited),
               static_cast<unsigned long long>(stats.inputs_embedded));
-  std::printf("  %-22s%s/report.json, %s/trace.csv, %s/aggregate/\n", "written",
-              args.out_dir.c_str(), args.out_dir.c_str(), args.out_dir.c_str());
+  std::printf("  %-22s%s/report.json, %s/report.html, %s/trace.csv, %s/aggregate/\n", "written",
+              args.out_dir.c_str(), args.out_dir.c_str(), args.out_dir.c_str(),
+              args.out_dir.c_str());
 
   if (report.status.ok()) {
     // The simulated API's vectors are hashes of the text, so ranking by them
@@ -430,6 +463,7 @@ int RunDemoCommand(const DemoArgs& args) {
     lexical.aggregate_enabled = false;
     lexical.report_path.clear();
     lexical.trace_path.clear();
+    lexical.html_report_path.clear();
     lexical.progress = false;
     Pipeline lexical_pipeline(lexical);
     if (lexical_pipeline.Run().status.ok()) {
@@ -458,6 +492,11 @@ int RunDemoCommand(const DemoArgs& args) {
     }
   }
   (*server)->Stop();
+  if (std::filesystem::exists(options.html_report_path, ec)) {
+    const std::filesystem::path html = std::filesystem::absolute(options.html_report_path, ec);
+    std::printf("\nrun report: %s (self-contained: open it in any browser, offline)\n",
+                html.c_str());
+  }
   return status;
 }
 

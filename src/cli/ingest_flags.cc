@@ -44,6 +44,9 @@ void AddEmbedderFlags(CLI::App& app, IngestOptions& o, IngestFlagExtras& x) {
       ->group("Embedder");
   Last(app.add_option("--log-level", x.log_level, "error, warn, info or debug"))
       ->check(CLI::IsMember({"error", "warn", "info", "debug"}));
+  Last(app.add_option("--log-format", x.log_format,
+                      "text, or json: one object per line with time, level, logger and message"))
+      ->check(CLI::IsMember({"text", "json"}));
 }
 
 void AddIngestFlags(CLI::App& app, IngestOptions& o, IngestFlagExtras& x) {
@@ -181,7 +184,18 @@ void AddIngestFlags(CLI::App& app, IngestOptions& o, IngestFlagExtras& x) {
   Last(app.add_option("--report", o.report_path, "write the JSON report to this file"))
       ->group("Output");
   Last(app.add_option("--trace", o.trace_path,
-                      "write the concurrency controller's 1-second trace (.csv or .json)"))
+                      "write the concurrency controller's 1-second trace: FILE.csv, FILE.json, or "
+                      "FILE.html (the HTML run report); any other extension is refused"))
+      ->check(CLI::Validator(
+          [](std::string& path) -> std::string {
+            if (TraceFormatForPath(path)) return "";
+            return "--trace " + path + ": the extension must be .csv, .json or .html";
+          },
+          "FILE.csv|.json|.html"))
+      ->group("Output");
+  Last(app.add_option("--html-report", o.html_report_path,
+                      "write a self-contained HTML run report (charts over time, counts, cost, "
+                      "dead-letter reasons) to this file; opens offline"))
       ->group("Output");
   Last(app.add_option("--queue-capacity", o.queue_capacity,
                       "items per stage queue (backpressure bound)"))
@@ -361,6 +375,7 @@ Status FinishIngestOptions(IngestOptions& o, const IngestFlagExtras& x) {
   o.http.request_timeout = FromSeconds(x.request_timeout_s);
   o.store.batch_rows = x.store_batch;  // 0: the store's own default
   if (o.http.dimensions > 0) o.store.dimensions = o.http.dimensions;
+  o.progress_through_logger = x.log_format == "json";
   o.dead_letter_path = DeadLetterPathFor(o);
   auto cleanup = ParseCleanupMode(x.cleanup);
   if (!cleanup.ok()) return cleanup.status();

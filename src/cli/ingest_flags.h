@@ -23,6 +23,7 @@ struct IngestFlagExtras {
   std::string oversize = "split";
   double request_timeout_s = 60;
   std::string log_level = "info";
+  std::string log_format = "text";  // text or json (one object per line, cli/json_log.h)
   std::string cleanup = "incremental";
   size_t store_batch = 0;      // 0: the store's default (SQLite 200, PostgreSQL 500)
   std::string store_env;       // environment variable holding the store URI; wins over --store

@@ -14,15 +14,21 @@
 
 #include "cli/commands.h"
 #include "cli/ingest_flags.h"
+#include "cli/json_log.h"
 #include "cli/resume_commands.h"
 #include "mockapi/mock_api_flags.h"
 
 namespace sluice::cli {
 namespace {
 
-void SetUpLogging(const std::string& level) {
+// `format`: "text" (a prefixed line) or "json" (cli/json_log.h).
+void SetUpLogging(const std::string& level, const std::string& format = "text") {
   auto logger = spdlog::stderr_color_mt("sluice");
-  logger->set_pattern("[sluice] %^%l%$: %v");
+  if (format == "json") {
+    logger->set_formatter(std::make_unique<JsonLogFormatter>());
+  } else {
+    logger->set_pattern("[sluice] %^%l%$: %v");
+  }
   spdlog::set_default_logger(logger);
   spdlog::set_level(spdlog::level::from_str(level));
 }
@@ -147,7 +153,7 @@ int Main(int argc, char** argv) {
   }
 
   if (*ingest) {
-    SetUpLogging(ingest_extras.log_level);
+    SetUpLogging(ingest_extras.log_level, ingest_extras.log_format);
     if (Status s = FinishIngestOptions(ingest_options, ingest_extras); !s.ok()) {
       spdlog::error("{}", s.message());
       return 2;
@@ -156,7 +162,7 @@ int Main(int argc, char** argv) {
                             {ingest_extras.metrics_listen, ingest_extras.metrics_allow_remote});
   }
   if (*search) {
-    SetUpLogging(search_extras.log_level);
+    SetUpLogging(search_extras.log_level, search_extras.log_format);
     if (Status s = FinishIngestOptions(search_args.options, search_extras); !s.ok()) {
       spdlog::error("{}", s.message());
       return 2;
@@ -190,7 +196,7 @@ int Main(int argc, char** argv) {
     return RunDeadLetterListCommand(dl_args);
   }
   if (*dl_retry) {
-    SetUpLogging(retry_extras.log_level);
+    SetUpLogging(retry_extras.log_level, retry_extras.log_format);
     if (Status s = FinishIngestOptions(retry_options, retry_extras); !s.ok()) {
       spdlog::error("{}", s.message());
       return 2;

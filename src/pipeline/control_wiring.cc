@@ -1,5 +1,6 @@
 #include "pipeline/control_wiring.h"
 
+#include <algorithm>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -30,7 +31,8 @@ struct TraceHook::Impl {
   const IngestOptions& options;
   Metrics& metrics;
   std::mutex mu;
-  TraceRecorder recorder;  // GUARDED_BY(mu)
+  TraceRecorder recorder;             // GUARDED_BY(mu)
+  std::function<void()> queue_probe;  // GUARDED_BY(mu)
   std::condition_variable wake;
   bool stop = false;  // GUARDED_BY(mu)
   std::thread sampler;
@@ -52,6 +54,15 @@ TraceHook::TraceHook(const IngestOptions& options, EmbedStage& stage, Metrics& m
           SteadyClock::now(),
           static_cast<size_t>(std::max<int64_t>(0, impl->metrics.concurrency_limit.load())),
           static_cast<size_t>(std::max<int64_t>(0, impl->metrics.in_flight.load())));
+      if (impl->queue_probe) impl->queue_probe();
+      const Metrics& m = impl->metrics;
+      const StageMetrics* stages[kTraceQueues] = {&m.reader, &m.cache, &m.embedder, &m.store,
+                                                  &m.aggregator};
+      QueueDepths depths{};
+      for (size_t i = 0; i < kTraceQueues; ++i) {
+        depths[i] = static_cast<double>(std::max<int64_t>(0, stages[i]->queue_depth.load()));
+      }
+      impl->recorder.SampleQueues(SteadyClock::now(), depths);
       impl->wake.wait_for(lock, std::chrono::milliseconds(250));
     }
   });
@@ -70,6 +81,11 @@ TraceHook::~TraceHook() {
 
 TraceHook::TraceHook(TraceHook&&) noexcept = default;
 
+void TraceHook::SetQueueProbe(std::function<void()> probe) {
+  std::lock_guard lock(impl_->mu);
+  impl_->queue_probe = std::move(probe);
+}
+
 void TraceHook::Finish(IngestReport& report) {
   Impl& impl = *impl_;
   {
@@ -86,11 +102,20 @@ void TraceHook::Finish(IngestReport& report) {
       s.mean_limit, s.min_limit, s.max_limit, s.peak_requests_per_s, s.steady_chunks_per_s,
       s.p50_latency_ms, s.http_429, s.retries, s.seconds);
   report.trace_summary_json = TraceSummaryJson(s);
+  report.trace_rows = impl.recorder.Rows();
+  impl.queue_probe = nullptr;  // the queues it reads may go away after Finish
 
   const std::string& path = impl.options.trace_path;
   if (path.empty()) return;
-  const bool json = path.size() >= 5 && path.compare(path.size() - 5, 5, ".json") == 0;
-  Status written = json ? impl.recorder.WriteJson(path) : impl.recorder.WriteCsv(path);
+  // The CLI refuses any other extension before the run starts.
+  const std::optional<TraceFormat> format = TraceFormatForPath(path);
+  if (!format) {
+    spdlog::warn("--trace {}: not written: the extension must be .csv, .json or .html", path);
+    return;
+  }
+  if (*format == TraceFormat::kHtml) return;  // the caller writes the run report there
+  Status written =
+      *format == TraceFormat::kJson ? impl.recorder.WriteJson(path) : impl.recorder.WriteCsv(path);
   if (!written.ok()) spdlog::warn("cannot write --trace {}: {}", path, written.message());
 }
 

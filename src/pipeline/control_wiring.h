@@ -1,11 +1,14 @@
 // Chooses and connects the embed stage's controllers from IngestOptions: the
 // concurrency limiter (fixed --concurrency N, or adaptive with 0), the rate
 // pacer (--rpm/--tpm and the service's rate-limit headers) and the controller
-// trace (--trace FILE, summarised in the report).
+// trace (--trace FILE, summarised in the report, its rows handed to the
+// report for the HTML run report).
 //
 // Thread safety: TraceHook samples from its own thread; Finish() joins it.
+// SetQueueProbe may be called from any thread while it samples.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -27,7 +30,14 @@ class TraceHook {
   TraceHook& operator=(TraceHook&&) = delete;
   TraceHook(const TraceHook&) = delete;
   TraceHook& operator=(const TraceHook&) = delete;
-  // Stops sampling, writes --trace, and puts the summary into `report`.
+  // Called by the sampler before each sample, to refresh the stages'
+  // StageMetrics::queue_depth gauges the trace records (a pipeline whose
+  // stages keep those gauges themselves needs none). Must stay callable until
+  // Finish() or destruction.
+  void SetQueueProbe(std::function<void()> probe);
+  // Stops sampling, writes --trace (.csv or .json; a .html trace is the HTML
+  // run report, written by the caller once the report is complete: see
+  // WriteHtmlReport), and puts the summary and the rows into `report`.
   void Finish(IngestReport& report);
 
  private:

@@ -183,7 +183,8 @@ IngestReport Pipeline::Impl::Run() {
   if (!opened.ok()) return Finish(report, opened.status(), start, nullptr);
   RunResources& res = **opened;
   RunDeadLetters dead(*res.dead_letters, run);
-  if (res.price_per_mtok) metrics.price_per_mtok_usd.store(*res.price_per_mtok, std::memory_order_relaxed);
+  if (res.price_per_mtok)
+    metrics.price_per_mtok_usd.store(*res.price_per_mtok, std::memory_order_relaxed);
 
   RunQueues q(options.queue_capacity);
   std::unique_ptr<ConcurrencyLimiter> limiter = MakeLimiter(options);
@@ -193,6 +194,13 @@ IngestReport Pipeline::Impl::Run() {
   if (run.stopping()) embed.RequestStop();  // a stop requested before the stage existed
   embed.SetStopNotice([](const std::string& notice) { spdlog::warn("{}", notice); });
   TraceHook trace = MakeTraceHook(options, embed, metrics);
+  trace.SetQueueProbe([&] {  // queue depths sampled for the trace, 4 times a second
+    metrics.reader.queue_depth = static_cast<int64_t>(q.files.Size());
+    metrics.cache.queue_depth = static_cast<int64_t>(q.chunks.Size());
+    metrics.embedder.queue_depth = static_cast<int64_t>(q.embed.Size());
+    metrics.store.queue_depth = static_cast<int64_t>(q.vectors.Size());
+    metrics.aggregator.queue_depth = static_cast<int64_t>(q.aggregate.Size());
+  });
 
   std::optional<AggregateStage> aggregate;
   if (res.aggregator)
@@ -230,7 +238,7 @@ IngestReport Pipeline::Impl::Run() {
           s.price_per_mtok = price;
           return s;
         },
-        options.progress_interval);
+        options.progress_interval, options.progress_through_logger);
   }
 
   std::unordered_set<std::string> unreadable_paths;  // written by the walker only

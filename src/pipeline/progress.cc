@@ -9,6 +9,7 @@
 #include "pipeline/source_enumerator.h"
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 namespace sluice {
 
@@ -138,7 +139,7 @@ void ProgressReporter::Stop() {
 }
 
 RunProgress::RunProgress(const SourceEnumerator& enumerator, const std::atomic<bool>& stopping,
-                         ProgressReporter::Sampler sample, Duration interval) {
+                         ProgressReporter::Sampler sample, Duration interval, bool through_logger) {
   scan_ = std::thread([this, &enumerator, &stopping] {
     uint64_t files = 0, bytes = 0;
     if (enumerator.Scan(stopping, files, bytes)) {
@@ -156,9 +157,11 @@ RunProgress::RunProgress(const SourceEnumerator& enumerator, const std::atomic<b
         s.bytes_total = total_bytes_;
         return s;
       },
-      [](const std::string& line, bool on_terminal) {
+      [through_logger](const std::string& line, bool on_terminal) {
         if (on_terminal) {
           std::fprintf(stderr, "\r\033[K[sluice] %s", line.c_str());
+        } else if (through_logger) {
+          spdlog::info("progress: {}", line);
         } else {
           std::fprintf(stderr, "[sluice] progress: %s\n", line.c_str());
         }

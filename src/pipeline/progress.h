@@ -92,12 +92,13 @@ class ProgressReporter {
 // A run's progress: a size scan of the inputs on a thread of its own (so the
 // ETA does not wait for the walk) and the reporter's thread, printing to
 // stderr (a live line on a terminal). `sample` gets the scan's totals filled
-// in once known. Stop() (or the destructor) joins both.
+// in once known; `through_logger`: off a terminal, lines go to the logger
+// (--log-format json) instead of plain stderr. Stop() (or the destructor) joins both.
 class SourceEnumerator;
 class RunProgress {
  public:
   RunProgress(const SourceEnumerator& enumerator, const std::atomic<bool>& stopping,
-              ProgressReporter::Sampler sample, Duration interval);
+              ProgressReporter::Sampler sample, Duration interval, bool through_logger = false);
   ~RunProgress();
   RunProgress(const RunProgress&) = delete;
   RunProgress& operator=(const RunProgress&) = delete;

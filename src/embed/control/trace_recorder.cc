@@ -1,5 +1,6 @@
 // TraceRecorder: 1-second buckets of the controller's behaviour.
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <fstream>
 
@@ -22,6 +23,15 @@ double Median(std::vector<double>& values) {
   return m;
 }
 
+// The nearest-rank 95th percentile (0 for no values).
+double Percentile95(std::vector<double>& values) {
+  if (values.empty()) return 0;
+  const size_t rank = (values.size() * 95 + 99) / 100;  // ceil(0.95 n), at least 1
+  const size_t at = std::min(values.size(), std::max<size_t>(1, rank)) - 1;
+  std::nth_element(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(at), values.end());
+  return values[at];
+}
+
 Status WriteFile(const std::string& path, const std::string& text) {
   Status written = WriteFileAtomically(path, text);
   if (!written.ok()) return written.WithContext("trace file");
@@ -35,6 +45,20 @@ std::string Fixed(double v, int digits) {
 }
 
 }  // namespace
+
+std::optional<TraceFormat> TraceFormatForPath(std::string_view path) {
+  const size_t dot = path.rfind('.');
+  const size_t slash = path.rfind('/');
+  if (dot == std::string_view::npos || (slash != std::string_view::npos && dot < slash)) {
+    return std::nullopt;
+  }
+  std::string ext(path.substr(dot + 1));
+  for (char& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (ext == "csv") return TraceFormat::kCsv;
+  if (ext == "json") return TraceFormat::kJson;
+  if (ext == "html" || ext == "htm") return TraceFormat::kHtml;
+  return std::nullopt;
+}
 
 TraceRecorder::TraceRecorder(TimePoint start, TraceRecorderOptions options)
     : start_(start), options_(options) {
@@ -53,6 +77,7 @@ TraceRecorder::Accum* TraceRecorder::RowFor(TimePoint t) {
     a.row.second = static_cast<int64_t>(rows_.size());
     a.row.limit = last_limit_;
     a.row.in_flight = last_in_flight_;
+    a.row.queue_depth = last_queue_depth_;
     rows_.push_back(a);
   }
   return &rows_[static_cast<size_t>(second)];
@@ -60,7 +85,9 @@ TraceRecorder::Accum* TraceRecorder::RowFor(TimePoint t) {
 
 void TraceRecorder::FinishLatencies() {
   if (latency_row_ >= 0 && latency_row_ < static_cast<int64_t>(rows_.size())) {
-    rows_[static_cast<size_t>(latency_row_)].row.p50_latency_ms = Median(latencies_ms_);
+    TraceRow& row = rows_[static_cast<size_t>(latency_row_)].row;
+    row.p50_latency_ms = Median(latencies_ms_);
+    row.p95_latency_ms = Percentile95(latencies_ms_);
   }
   latencies_ms_.clear();
 }
@@ -114,6 +141,17 @@ void TraceRecorder::Sample(TimePoint now, size_t limit, size_t in_flight) {
   a->row.in_flight = a->in_flight_sum / a->samples;
 }
 
+void TraceRecorder::SampleQueues(TimePoint now, const QueueDepths& depths) {
+  Accum* a = RowFor(now);  // seconds it opens without a sample carry the previous depths
+  last_queue_depth_ = depths;
+  if (a == nullptr) return;
+  ++a->queue_samples;
+  for (size_t i = 0; i < kTraceQueues; ++i) {
+    a->queue_sum[i] += depths[i];
+    a->row.queue_depth[i] = a->queue_sum[i] / a->queue_samples;
+  }
+}
+
 std::vector<TraceRow> TraceRecorder::Rows() const {
   std::vector<TraceRow> rows;
   rows.reserve(rows_.size());
@@ -121,6 +159,7 @@ std::vector<TraceRow> TraceRecorder::Rows() const {
   if (latency_row_ >= 0 && latency_row_ < static_cast<int64_t>(rows.size())) {
     std::vector<double> copy = latencies_ms_;
     rows[static_cast<size_t>(latency_row_)].p50_latency_ms = Median(copy);
+    rows[static_cast<size_t>(latency_row_)].p95_latency_ms = Percentile95(copy);
   }
   return rows;
 }
@@ -159,13 +198,16 @@ TraceSummary TraceRecorder::Summary() const {
 Status TraceRecorder::WriteCsv(const std::string& path) const {
   std::string out =
       "t_s,limit,in_flight,requests_per_s,chunks_per_s,tokens_per_s,p50_latency_ms,http_429,"
-      "retries,failures\n";
+      "retries,failures,p95_latency_ms,queue_reader,queue_cache,queue_embedder,queue_store,"
+      "queue_aggregator\n";
   for (const TraceRow& r : Rows()) {
     out += std::to_string(r.second) + "," + Fixed(r.limit, 2) + "," + Fixed(r.in_flight, 2) + "," +
            std::to_string(r.requests) + "," + std::to_string(r.chunks) + "," +
            std::to_string(r.tokens) + "," + Fixed(r.p50_latency_ms, 3) + "," +
            std::to_string(r.http_429) + "," + std::to_string(r.retries) + "," +
-           std::to_string(r.failures) + "\n";
+           std::to_string(r.failures) + "," + Fixed(r.p95_latency_ms, 3);
+    for (double depth : r.queue_depth) out += "," + Fixed(depth, 2);
+    out += "\n";
   }
   return WriteFile(path, out);
 }
@@ -212,6 +254,10 @@ Status TraceRecorder::WriteJson(const std::string& path) const {
     w.Key("http_429").Uint(r.http_429);
     w.Key("retries").Uint(r.retries);
     w.Key("failures").Uint(r.failures);
+    w.Key("p95_latency_ms").Double(r.p95_latency_ms);
+    w.Key("queue_depth").BeginObject();
+    for (size_t i = 0; i < kTraceQueues; ++i) w.Key(kTraceQueueNames[i]).Double(r.queue_depth[i]);
+    w.EndObject();
     w.EndObject();
   }
   w.EndArray();

@@ -76,6 +76,37 @@ TEST(TraceRecorderTest, BucketsBySecondWithMediansAndCounts) {
   EXPECT_DOUBLE_EQ(s.steady_chunks_per_s, 30);  // the last (partial) second excluded
 }
 
+TEST(TraceRecorderTest, P95IsTheNearestRankOfTheSecondsLatencies) {
+  TraceRecorder trace(kT0);
+  // 20 requests finishing in second 0 with latencies 10, 20, ..., 200 ms:
+  // the nearest-rank p95 is the 19th smallest (190 ms).
+  for (int i = 1; i <= 20; ++i) {
+    trace.OnRequest(Event(kT0 + milliseconds(500), milliseconds(10 * i), 1));
+  }
+  trace.OnRequest(Event(kT0 + milliseconds(1500), milliseconds(70), 1));  // closes second 0
+  const std::vector<TraceRow> rows = trace.Rows();
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_DOUBLE_EQ(rows[0].p95_latency_ms, 190);
+  EXPECT_DOUBLE_EQ(rows[0].p50_latency_ms, 105);
+  EXPECT_DOUBLE_EQ(rows[1].p95_latency_ms, 70);  // the open second, from Rows()
+}
+
+TEST(TraceRecorderTest, QueueDepthsAreAveragedPerSecondAndCarried) {
+  TraceRecorder trace(kT0);
+  trace.SampleQueues(kT0, {10, 0, 4, 0, 2});
+  trace.SampleQueues(kT0 + milliseconds(500), {20, 2, 8, 0, 0});
+  // Second 1 gets no sample; second 2 one.
+  trace.SampleQueues(kT0 + milliseconds(2100), {1, 1, 1, 1, 1});
+  const std::vector<TraceRow> rows = trace.Rows();
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_DOUBLE_EQ(rows[0].queue_depth[0], 15);
+  EXPECT_DOUBLE_EQ(rows[0].queue_depth[1], 1);
+  EXPECT_DOUBLE_EQ(rows[0].queue_depth[2], 6);
+  EXPECT_DOUBLE_EQ(rows[0].queue_depth[4], 1);
+  EXPECT_DOUBLE_EQ(rows[1].queue_depth[0], 20);  // carried: the last sample seen
+  EXPECT_DOUBLE_EQ(rows[2].queue_depth[3], 1);
+}
+
 TEST(TraceRecorderTest, SteadyStateSkipsTheWarmup) {
   TraceRecorderOptions o;
   o.warmup_seconds = 10;
@@ -120,15 +151,29 @@ TEST(TraceRecorderTest, WritesCsvAndJson) {
   ASSERT_TRUE(trace.WriteJson(json).ok());
   EXPECT_EQ(ReadAll(csv),
             "t_s,limit,in_flight,requests_per_s,chunks_per_s,tokens_per_s,p50_latency_ms,"
-            "http_429,retries,failures\n"
-            "0,16.00,3.00,1,64,640,100.000,0,0,0\n");
+            "http_429,retries,failures,p95_latency_ms,queue_reader,queue_cache,queue_embedder,"
+            "queue_store,queue_aggregator\n"
+            "0,16.00,3.00,1,64,640,100.000,0,0,0,100.000,0.00,0.00,0.00,0.00,0.00\n");
   const std::string j = ReadAll(json);
   EXPECT_NE(j.find("\"resolution_s\":1"), std::string::npos) << j;
   EXPECT_NE(j.find("\"chunks_per_s\":64"), std::string::npos) << j;
   EXPECT_NE(j.find("\"summary\":{"), std::string::npos) << j;
   EXPECT_NE(j.find("\"truncated\":false"), std::string::npos) << j;
+  EXPECT_NE(j.find("\"p95_latency_ms\":100"), std::string::npos) << j;
+  EXPECT_NE(j.find("\"queue_depth\":{\"reader\":0"), std::string::npos) << j;
   std::filesystem::remove(csv);
   std::filesystem::remove(json);
+}
+
+TEST(TraceRecorderTest, FormatIsChosenByExtensionOrRefused) {
+  EXPECT_EQ(TraceFormatForPath("run/trace.csv"), TraceFormat::kCsv);
+  EXPECT_EQ(TraceFormatForPath("trace.JSON"), TraceFormat::kJson);
+  EXPECT_EQ(TraceFormatForPath("/tmp/x/trace.html"), TraceFormat::kHtml);
+  EXPECT_EQ(TraceFormatForPath("trace.htm"), TraceFormat::kHtml);
+  EXPECT_EQ(TraceFormatForPath("trace.txt"), std::nullopt);
+  EXPECT_EQ(TraceFormatForPath("trace"), std::nullopt);
+  EXPECT_EQ(TraceFormatForPath("dir.csv/trace"), std::nullopt);
+  EXPECT_EQ(TraceFormatForPath("trace.csv.gz"), std::nullopt);
 }
 
 TEST(TraceRecorderTest, UnwritablePathIsAnIOError) {
