@@ -13,6 +13,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -89,6 +90,33 @@ class LatencyRecorder {
   uint64_t rng_state_ = 0x9E3779B97F4A7C15ull;
 };
 
+// The parse stage per format (parser name): files, bytes and the time spent
+// parsing and chunking them, so a slow format shows. Recorded once per file
+// (a mutex per file is nothing next to parsing it).
+struct FormatParseStats {
+  uint64_t files = 0;
+  uint64_t bytes = 0;
+  uint64_t busy_ns = 0;
+};
+class ParseTimes {
+ public:
+  void Record(const std::string& format, uint64_t bytes, uint64_t busy_ns) {
+    std::lock_guard lock(mu_);
+    FormatParseStats& s = by_format_[format];
+    ++s.files;
+    s.bytes += bytes;
+    s.busy_ns += busy_ns;
+  }
+  std::map<std::string, FormatParseStats> Snapshot() const {
+    std::lock_guard lock(mu_);
+    return by_format_;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::map<std::string, FormatParseStats> by_format_;  // GUARDED_BY(mu_)
+};
+
 // The contract every stage reports in (read, cache, embed, store,
 // aggregate): what it took and passed on, the bytes it read, its errors and
 // dead letters, the time its threads spent working (not waiting on a queue;
@@ -150,6 +178,7 @@ struct Metrics {
   Counter aggregate_files_written{0};
 
   StageMetrics reader, cache, embedder, store, aggregator;
+  ParseTimes parse_times;  // the read stage, per format
   LatencyRecorder embed_latency;
   LatencyRecorder store_latency;
 };

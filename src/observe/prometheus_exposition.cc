@@ -7,6 +7,7 @@
 
 #include <functional>
 #include <limits>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -183,6 +184,22 @@ std::vector<MetricFamily> CollectFamilies(const Metrics& m) {
     for (const NamedStageMetrics& entry : stages)
       values.emplace_back(entry.name, series.value(entry.stage));
     f.Labelled(series.name, series.help, series.type, "stage", values);
+  }
+  // The read stage per format: which format is slow to parse.
+  const std::map<std::string, FormatParseStats> formats = m.parse_times.Snapshot();
+  std::vector<std::pair<const char*, double>> files, bytes, seconds;
+  for (const auto& [format, p] : formats) {
+    files.emplace_back(format.c_str(), static_cast<double>(p.files));
+    bytes.emplace_back(format.c_str(), static_cast<double>(p.bytes));
+    seconds.emplace_back(format.c_str(), static_cast<double>(p.busy_ns) / 1e9);
+  }
+  if (!formats.empty()) {  // a family needs a sample: none before the first file
+    f.Labelled("sluice_parse_files_total", "Files parsed, by format.", MetricType::Counter,
+               "format", files);
+    f.Labelled("sluice_parse_bytes_total", "Bytes parsed, by format.", MetricType::Counter,
+               "format", bytes);
+    f.Labelled("sluice_parse_seconds_total", "Time spent parsing and chunking, by format.",
+               MetricType::Counter, "format", seconds);
   }
   return f.Take();
 }

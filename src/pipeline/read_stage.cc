@@ -234,7 +234,10 @@ void ReadStage::ReadFiles(BoundedQueue<SourceFile>& files, BoundedQueue<Chunk>& 
     ReaderSink sink(chunker, run_.stopping_flag(), /*finish_records=*/file->path == kStdinPath);
     RecordErrors errors(dead_, file->path);
     ParseStats stats;
+    const TimePoint parse_start = run_.clock().Now();
     Status s = parser->Parse(*file, limits, sink, errors, stats);
+    metrics.parse_times.Record(std::string(parser->Name()), file->size_bytes,
+                               static_cast<uint64_t>((run_.clock().Now() - parse_start).count()));
     Add(metrics.invalid_utf8_replaced, stats.invalid_utf8_replaced);
     if (stats.latin1_fallback) Add(metrics.latin1_fallbacks);
     if (token != 0) tracker.ParseFinished(token, s.ok());

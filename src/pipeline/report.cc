@@ -97,6 +97,13 @@ std::string FormatReportText(const IngestReport& r, const Metrics& m) {
   }
   line("stage busy time", stages);
   if (!r.bottleneck_stage.empty()) line("bottleneck", r.bottleneck_stage + " stage");
+  for (const auto& [format, p] : m.parse_times.Snapshot()) {
+    const double secs = static_cast<double>(p.busy_ns) / 1e9;
+    line("  parse " + format,
+         fmt::format("{} files, {:.1f} MB in {:.2f}s ({:.1f} MB/s)", p.files,
+                     static_cast<double>(p.bytes) / 1e6, secs,
+                     secs > 0 ? static_cast<double>(p.bytes) / 1e6 / secs : 0.0));
+  }
   if (Get(m.aggregate_files_written) > 0) {
     line("aggregate files", std::to_string(Get(m.aggregate_files_written)));
   }
@@ -176,6 +183,15 @@ std::string FormatReportJson(const IngestReport& r, const Metrics& m) {
   }
   w.EndObject();
   w.Key("bottleneck_stage").String(r.bottleneck_stage);
+  w.Key("parse_formats").BeginObject();
+  for (const auto& [format, p] : m.parse_times.Snapshot()) {
+    w.Key(format).BeginObject();
+    w.Key("files").Uint(p.files);
+    w.Key("bytes").Uint(p.bytes);
+    w.Key("busy_s").Double(static_cast<double>(p.busy_ns) / 1e9);
+    w.EndObject();
+  }
+  w.EndObject();
   w.Key("elapsed_s").Double(r.elapsed_s);
   w.Key("chunks_per_s").Double(ChunksPerSecond(r, m));
   w.EndObject();

@@ -116,6 +116,19 @@ TEST(PrometheusExpositionTest, StageSeriesHaveAStageLabelPerStage) {
   EXPECT_EQ(e.families.at("sluice_stage_queue_depth").type, "gauge");
 }
 
+TEST(PrometheusExpositionTest, ParseTimeIsExportedPerFormat) {
+  Metrics m;
+  m.parse_times.Record("markdown", 1000, 500000000);
+  m.parse_times.Record("markdown", 3000, 500000000);
+  m.parse_times.Record("pdf", 7, 2000000000);
+  const Exposition e = Parse(m);
+  EXPECT_EQ(e.Value("sluice_parse_files_total", {{"format", "markdown"}}), 2);
+  EXPECT_EQ(e.Value("sluice_parse_bytes_total", {{"format", "markdown"}}), 4000);
+  EXPECT_EQ(e.Value("sluice_parse_seconds_total", {{"format", "markdown"}}), 1.0);
+  EXPECT_EQ(e.Value("sluice_parse_seconds_total", {{"format", "pdf"}}), 2.0);
+  EXPECT_EQ(e.families.at("sluice_parse_seconds_total").type, "counter");
+}
+
 TEST(PrometheusExpositionTest, HistogramsHaveCumulativeBucketsInfSumAndCount) {
   Metrics m;
   for (int ms : {2, 7, 40, 40, 300, 1200, 200000}) {

@@ -230,6 +230,7 @@ TEST(ReadStageTest, ParsesAndChunksEachFileAndSkipsUnsupportedOnes) {
     SourceFile file;
     file.path = dir / name;
     file.relative_path = name;
+    file.size_bytes = std::filesystem::file_size(file.path);
     ASSERT_TRUE(files.Push(std::move(file)));
   }
   files.Close();
@@ -241,6 +242,10 @@ TEST(ReadStageTest, ParsesAndChunksEachFileAndSkipsUnsupportedOnes) {
   EXPECT_EQ(Get(f.metrics.chunks_produced), out.size());
   EXPECT_EQ(Get(f.metrics.reader.items_in), 2u);
   EXPECT_EQ(Get(f.metrics.reader.items_out), out.size());
+  const auto formats = f.metrics.parse_times.Snapshot();
+  ASSERT_EQ(formats.size(), 1u);  // the binary file never reached a parser
+  EXPECT_EQ(formats.begin()->second.files, 1u);
+  EXPECT_GT(formats.begin()->second.bytes, 0u);
   // The binary file is left out with a reason, never parsed into chunks.
   EXPECT_EQ(Get(f.metrics.sources_skipped), 1u) << f.dead.sources.size() << " dead-lettered";
   EXPECT_EQ(f.run.SkippedReasons().size(), 1u);
