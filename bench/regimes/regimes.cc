@@ -83,6 +83,7 @@ struct RunResult {
 RunResult RunOnce(const std::string& work, const std::string& corpus, MockApiServer* server,
                   const std::function<void(double, MockApiServer&)>& at_second = {}) {
   RunResult result;
+  std::filesystem::create_directories(work);  // a store's folder must exist
   IngestOptions o;
   o.inputs = {corpus};
   if (server != nullptr) {
@@ -123,6 +124,9 @@ RunResult RunOnce(const std::string& work, const std::string& corpus, MockApiSer
   }
   result.report = pipeline.Run();
   done = true;
+  if (!result.report.status.ok()) {
+    std::fprintf(stderr, "  run failed: %s\n", result.report.status.ToString().c_str());
+  }
   if (sampler.joinable()) sampler.join();
   result.elapsed_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

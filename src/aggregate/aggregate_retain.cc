@@ -31,16 +31,7 @@
 namespace sluice {
 
 namespace fs = std::filesystem;
-using aggregate::BindBytes;
-using aggregate::ColumnBytes;
-using aggregate::DirError;
-using aggregate::Errno;
-using aggregate::ForEachDomainFolderEntry;
-using aggregate::GroupKey;
-using aggregate::kWriteChunkBytes;
-using aggregate::PreadAll;
-using aggregate::StatementScope;
-using aggregate::WriteAll;
+using namespace aggregate;  // the folder's shared helpers (aggregate_util.h)
 
 namespace {
 

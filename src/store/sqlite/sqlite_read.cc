@@ -14,11 +14,7 @@
 
 namespace sluice {
 
-using sqlite::ColumnText;
-using sqlite::EmbeddingBytes;
-using sqlite::FloatAt;
-using sqlite::Quote;
-using sqlite::ScopedStmt;
+using namespace sqlite;  // the folder's shared helpers (sqlite_util.h)
 
 Result<std::vector<SearchHit>> SqliteStore::Search(std::span<const float> query, int k) {
   if (db_ == nullptr) return Status::InvalidArgument("sqlite store is closed");

@@ -18,11 +18,7 @@
 
 namespace sluice {
 
-using sqlite::ColumnText;
-using sqlite::EmbeddingBytes;
-using sqlite::FloatAt;
-using sqlite::Quote;
-using sqlite::ScopedStmt;
+using namespace sqlite;  // the folder's shared helpers (sqlite_util.h)
 
 namespace {
 
