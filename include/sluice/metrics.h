@@ -121,7 +121,8 @@ class ParseTimes {
 // aggregate): what it took and passed on, the bytes it read, its errors and
 // dead letters, the time its threads spent working (not waiting on a queue;
 // for the embed stage, the time it had requests in flight) and the depth of
-// its input queue, refreshed as it takes work. busy_ns over the run's length
+// its input queue (read off the queues 4 times a second by the run's trace
+// sampler, not by the stages: a queue's size takes its lock). busy_ns over the run's length
 // and threads names the bottleneck (IngestReport::bottleneck_stage).
 struct StageMetrics {
   Counter items_in{0};

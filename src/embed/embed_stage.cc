@@ -664,7 +664,6 @@ Status EmbedStage::Impl::Run(BoundedQueue<Chunk>& in, BoundedQueue<EmbeddedChunk
         Accept(std::move(*chunk), clock.Now());
       }
     }
-    metrics.embedder.queue_depth.store(static_cast<int64_t>(in.Size()), std::memory_order_relaxed);
     const bool flush = input_done || stopping;
     TimePoint now = clock.Now();
     while (!waiting.empty() && waiting.begin()->first <= now) {

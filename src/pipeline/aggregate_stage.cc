@@ -4,12 +4,6 @@
 
 namespace sluice {
 
-namespace {
-// How often (in chunks) the queue depth gauge is refreshed: a queue's size
-// takes its lock, which is too much once per chunk.
-constexpr uint64_t kDepthEvery = 64;
-}  // namespace
-
 AggregateStage::AggregateStage(RunContext& run, Aggregator& aggregator,
                                BoundedQueue<EmbeddedChunk>& in, SharedReadStore& read_store,
                                bool replay)
@@ -18,11 +12,8 @@ AggregateStage::AggregateStage(RunContext& run, Aggregator& aggregator,
 void AggregateStage::Run() {
   StageMetrics& metrics = run_.metrics().aggregator;
   bool failed = false;
-  uint64_t taken = 0;
   while (auto item = in_.Pop()) {
     if (failed) continue;  // keep draining so the store stage never blocks
-    if (++taken % kDepthEvery == 1)
-      metrics.queue_depth.store(static_cast<int64_t>(in_.Size()), std::memory_order_relaxed);
     Add(metrics.items_in);
     BusyTimer busy(run_.clock(), metrics);
     if (Status s = aggregator_.Add(*item); !s.ok()) {

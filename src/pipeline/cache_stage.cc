@@ -26,7 +26,6 @@ void CacheStage::Run(BoundedQueue<Chunk>& in, BoundedQueue<Chunk>& to_embed,
       if (!more) break;
       batch.push_back(std::move(*more));
     }
-    metrics.queue_depth.store(static_cast<int64_t>(in.Size()), std::memory_order_relaxed);
     Add(metrics.items_in, batch.size());
     if (run_.stopping()) {
       for (const Chunk& c : batch) run_.Abandon(c);

@@ -194,7 +194,7 @@ IngestReport Pipeline::Impl::Run() {
   if (run.stopping()) embed.RequestStop();  // a stop requested before the stage existed
   embed.SetStopNotice([](const std::string& notice) { spdlog::warn("{}", notice); });
   TraceHook trace = MakeTraceHook(options, embed, metrics);
-  trace.SetQueueProbe([&] {  // queue depths sampled for the trace, 4 times a second
+  trace.SetQueueProbe([&] {  // the stages' queue_depth gauges, 4 times a second
     metrics.reader.queue_depth = static_cast<int64_t>(q.files.Size());
     metrics.cache.queue_depth = static_cast<int64_t>(q.chunks.Size());
     metrics.embedder.queue_depth = static_cast<int64_t>(q.embed.Size());

@@ -162,7 +162,6 @@ void ReadStage::ReadFiles(BoundedQueue<SourceFile>& files, BoundedQueue<Chunk>& 
   });
   ParseLimits limits;
   while (auto file = files.Pop()) {
-    metrics.reader.queue_depth.store(static_cast<int64_t>(files.Size()), std::memory_order_relaxed);
     if (run_.stopping()) {
       files.Cancel();  // unblocks the walker; unread files were never started
       break;

@@ -133,10 +133,7 @@ void StoreStage::Run(BoundedQueue<EmbeddedChunk>& in, BoundedQueue<EmbeddedChunk
     if (item) {
       Add(metrics.items_in);
       batch_.push_back(std::move(*item));
-      if (batch_.size() >= batch_rows) {
-        metrics.queue_depth.store(static_cast<int64_t>(in.Size()), std::memory_order_relaxed);
-        Flush(aggregate_out);
-      }
+      if (batch_.size() >= batch_rows) Flush(aggregate_out);
       continue;
     }
     if (in.Ended()) break;
