@@ -113,14 +113,9 @@ Result<std::vector<std::string>> PostgresStore::FileChunkIds(const std::string& 
   std::vector<std::string> ids;
   Status s = Retrying("read file chunks", [&](PgConn& c) -> PgError {
     ids.clear();
-    auto has_chunks = ChunksTableExists(c);
-    if (!has_chunks.ok()) {
-      PgError e;
-      e.fault = Fault::kConnection;  // the probe failed: replay
-      e.message = has_chunks.status().message();
-      return e;
-    }
-    if (!*has_chunks) return {};
+    bool has_chunks = false;
+    if (PgError e = ProbeChunksTable(c, has_chunks); e.fault != Fault::kNone) return e;
+    if (!has_chunks) return {};
     const std::string params[1] = {file_id};
     PgResult r = ExecParams(c.pg,
                             "SELECT id FROM " + q_chunks_ + " WHERE " + FileChunksWhere("$1") +
@@ -213,20 +208,15 @@ Result<uint64_t> PostgresStore::CommitSources(std::span<const SourceManifest> co
   uint64_t deleted = 0;
   Status s = Retrying("commit sources", [&](PgConn& c) -> PgError {
     deleted = 0;
-    auto has_chunks = ChunksTableExists(c);
-    if (!has_chunks.ok()) {
-      PgError e;
-      e.fault = Fault::kConnection;  // the probe failed: replay
-      e.message = has_chunks.status().message();
-      return e;
-    }
+    bool has_chunks = false;
+    if (PgError e = ProbeChunksTable(c, has_chunks); e.fault != Fault::kNone) return e;
     PgError e = BeginAndLock(c, file_ids, "", nullptr);
     if (e.fault != Fault::kNone) return e;
     std::string sql =
         "WITH m AS (SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], "
         "$5::text[], $6::text[], $7::int8[], $8::int8[]) AS m(file_id, path, size_bytes, "
         "mtime_ns, content_hash, mode, produced, run_id)), ";
-    if (*has_chunks) {
+    if (has_chunks) {
       // A file's stored chunks that its run did not record: stale.
       sql += "stored AS (" +
              FileChunksJoin(q_chunks_, "m", ", m.mode, m.run_id", "m.mode <> 'facts'") +
@@ -264,13 +254,13 @@ Result<uint64_t> PostgresStore::CommitSources(std::span<const SourceManifest> co
            "forget AS (DELETE FROM " +
            q_run_ + " r USING m WHERE r.file_id = m.file_id AND (r.run_id = m.run_id OR " +
            RunIsDeadSql("r.run_id") +
-           (*has_chunks ? std::string(" OR EXISTS (SELECT 1 FROM stale s WHERE s.mode = "
-                                      "'replace' AND s.file_id = r.file_id AND s.id = "
-                                      "r.chunk_id)")
-                        : std::string()) +
+           (has_chunks ? std::string(" OR EXISTS (SELECT 1 FROM stale s WHERE s.mode = "
+                                     "'replace' AND s.file_id = r.file_id AND s.id = "
+                                     "r.chunk_id)")
+                       : std::string()) +
            ")) ";
-    sql += *has_chunks ? "SELECT source_id, count(*) FROM del GROUP BY source_id"
-                       : "SELECT NULL::text, 0";
+    sql += has_chunks ? "SELECT source_id, count(*) FROM del GROUP BY source_id"
+                      : "SELECT NULL::text, 0";
     return DeleteAndCommit(c, sql, params, deleted);
   });
   if (!s.ok()) return s;
@@ -286,20 +276,15 @@ Result<uint64_t> PostgresStore::DeleteSources(std::span<const std::string> file_
   uint64_t deleted = 0;
   Status s = Retrying("delete sources", [&](PgConn& c) -> PgError {
     deleted = 0;
-    auto has_chunks = ChunksTableExists(c);
-    if (!has_chunks.ok()) {
-      PgError e;
-      e.fault = Fault::kConnection;
-      e.message = has_chunks.status().message();
-      return e;
-    }
+    bool has_chunks = false;
+    if (PgError e = ProbeChunksTable(c, has_chunks); e.fault != Fault::kNone) return e;
     PgError e = BeginAndLock(c, sorted, "", nullptr);
     if (e.fault != Fault::kNone) return e;
     std::string sql = "WITH m AS (SELECT unnest($1::text[]) AS file_id), gone AS (DELETE FROM " +
                       q_files_ +
                       " f USING m WHERE f.file_id = m.file_id), forget AS (DELETE FROM " + q_run_ +
                       " r USING m WHERE r.file_id = m.file_id)";
-    if (*has_chunks) {
+    if (has_chunks) {
       sql += ", old AS (" + FileChunksJoin(q_chunks_, "m", "", "") + "), del AS (DELETE FROM " +
              q_chunks_ +
              " c USING old o WHERE c.id = o.id RETURNING c.source_id) "
@@ -430,20 +415,15 @@ Status PostgresStore::Verify(std::vector<VerifyProblem>& problems, size_t limit)
       for (int i = 0; i < PQntuples(r.get()); ++i) each(r.get(), i);
       return {};
     };
-    auto has_chunks = ChunksTableExists(c);
-    if (!has_chunks.ok()) {
-      PgError e;
-      e.fault = Fault::kConnection;
-      e.message = has_chunks.status().message();
-      return e;
-    }
+    bool has_chunks = false;
+    if (PgError e = ProbeChunksTable(c, has_chunks); e.fault != Fault::kNone) return e;
     // Each fingerprinted file against the chunks stored for it (one pass
     // over the chunks; rows without a file_id count for their source id).
     const std::string stored =
-        *has_chunks ? "LEFT JOIN (SELECT coalesce(nullif(file_id, ''), source_id) AS file_id, "
-                      "count(*) AS n FROM " +
-                          q_chunks_ + " GROUP BY 1) s ON s.file_id = f.file_id"
-                    : "LEFT JOIN (SELECT NULL::text AS file_id, 0::bigint AS n) s ON false";
+        has_chunks ? "LEFT JOIN (SELECT coalesce(nullif(file_id, ''), source_id) AS file_id, "
+                     "count(*) AS n FROM " +
+                         q_chunks_ + " GROUP BY 1) s ON s.file_id = f.file_id"
+                   : "LEFT JOIN (SELECT NULL::text AS file_id, 0::bigint AS n) s ON false";
     PgError e = query(
         "SELECT f.file_id, f.chunk_count, coalesce(s.n, 0) FROM " + q_files_ + " f " + stored +
             " WHERE f.chunk_count <> coalesce(s.n, 0) ORDER BY 1 "
@@ -456,7 +436,7 @@ Status PostgresStore::Verify(std::vector<VerifyProblem>& problems, size_t limit)
               "fingerprint counts " + std::to_string(want) + " chunks, " + std::to_string(have) +
                   " stored" + (have < want ? "" : " (stale ones)"));
         });
-    if (e.fault != Fault::kNone || !*has_chunks) return e;
+    if (e.fault != Fault::kNone || !has_chunks) return e;
     int dims = 0;
     {
       std::lock_guard<std::mutex> lock(schema_mu_);

@@ -314,6 +314,18 @@ Result<bool> PostgresStore::ChunksTableExists(PgConn& c) {
   return exists;
 }
 
+PgError PostgresStore::ProbeChunksTable(PgConn& c, bool& exists) {
+  Result<bool> probed = ChunksTableExists(c);
+  if (probed.ok()) {
+    exists = *probed;
+    return {};
+  }
+  PgError e;
+  e.fault = Fault::kConnection;  // the probe failed: replay
+  e.message = probed.status().message();
+  return e;
+}
+
 Status PostgresStore::Flush() {
   if (options_.create_index.empty() || index_built_) return Status::OK();
   {

@@ -113,6 +113,9 @@ class PostgresStore final : public Store {
   // Whether the chunks (and sources) table exists: it is created by the first
   // write, when the dimension is known, possibly by another process.
   Result<bool> ChunksTableExists(PgConn& conn);
+  // The same inside a Retrying attempt: a probe that fails is a connection
+  // fault, so the attempt is replayed on a new connection.
+  PgError ProbeChunksTable(PgConn& conn, bool& exists);
   // Runs `attempt` on a pooled connection; a lost connection or a transient
   // error reconnects and runs it again (see ReplayBackoff). `attempt` must be
   // idempotent; when it fails, its open transaction is rolled back here.
