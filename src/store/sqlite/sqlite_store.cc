@@ -410,11 +410,16 @@ Status SqliteStore::CreateSchema() {
       "content_hash TEXT, updated_at INTEGER);"
       "CREATE TABLE IF NOT EXISTS {2} (key TEXT PRIMARY KEY, value TEXT);"
       // Version 2: file fingerprints, and the embedding cache keyed by
-      // Hash128Hex(namespace \n text).
+      // Hash128Hex(namespace \n text). The cache is a rowid table (rows
+      // appended, the random key in its own small index): as a WITHOUT ROWID
+      // table keyed by a hash, every insert landed on a random 16 KiB leaf
+      // holding ~1 KB vectors, so a 200-row commit rewrote ~200 leaves and the
+      // write path ran at 0.16 of raw SQLite (BENCHMARKS.md, "Stage
+      // ceilings"). A store created before keeps its WITHOUT ROWID table; the
+      // same statements work on both.
       "CREATE TABLE IF NOT EXISTS {5} (file_id TEXT PRIMARY KEY, path TEXT, size_bytes INTEGER, "
       "mtime_ns INTEGER, content_hash TEXT, chunk_count INTEGER, updated_at INTEGER);"
-      "CREATE TABLE IF NOT EXISTS {6} (key TEXT PRIMARY KEY, model TEXT, embedding BLOB) "
-      "WITHOUT ROWID;",
+      "CREATE TABLE IF NOT EXISTS {6} (key TEXT PRIMARY KEY, model TEXT, embedding BLOB);",
       Quote(chunks_table_), Quote(sources_table_), Quote(meta_table_),
       Quote(chunks_table_ + "_source_idx"), kSqliteSchemaVersion, Quote(files_table_),
       Quote(cache_table_));

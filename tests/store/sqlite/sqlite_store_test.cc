@@ -115,12 +115,12 @@ TEST_F(SqliteStoreTest, FreshSchemaHasTablesVersionAndWal) {
 }
 
 // The store says how it wants to be fed (issue 10): one transaction per
-// Write of StoreOptions::batch_rows rows, 200 by default, one at a time.
+// Write of StoreOptions::batch_rows rows, 1000 by default, one at a time.
 TEST_F(SqliteStoreTest, SaysItsRowsPerTransactionAndParallelWrites) {
   SqliteStoreOptions o;
   auto store = MustOpen(o);
   ASSERT_TRUE(store);
-  EXPECT_EQ(store->RowsPerTransaction(), 200u);
+  EXPECT_EQ(store->RowsPerTransaction(), 1000u);
   EXPECT_EQ(store->ParallelWrites(), 1);
   store.reset();
   o.store.batch_rows = 64;
