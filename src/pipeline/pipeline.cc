@@ -22,6 +22,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/thread_name.h"
 #include "pipeline/aggregate_stage.h"
 #include "pipeline/cache_stage.h"
 #include "pipeline/control_wiring.h"
@@ -243,18 +244,33 @@ IngestReport Pipeline::Impl::Run() {
 
   std::unordered_set<std::string> unreadable_paths;  // written by the walker only
   std::vector<std::thread> threads;
-  threads.emplace_back([&] { Walk(run, *res.enumerator, q, dead, unreadable_paths); });
-  threads.emplace_back([&] { read.Run(q.files, q.chunks); });
-  threads.emplace_back([&] { cache.Run(q.chunks, q.embed, q.vectors); });
   threads.emplace_back([&] {
+    SetThreadName("sluice-walk");
+    Walk(run, *res.enumerator, q, dead, unreadable_paths);
+  });
+  threads.emplace_back([&] { read.Run(q.files, q.chunks); });
+  threads.emplace_back([&] {
+    SetThreadName("sluice-cache");
+    cache.Run(q.chunks, q.embed, q.vectors);
+  });
+  threads.emplace_back([&] {
+    SetThreadName("sluice-embed");
     if (Status s = embed.Run(q.embed, q.vectors); !s.ok()) run.Fail(s);
     // The stage returns early only when stopping; whatever is still queued
     // (and unblocking the cache stage) is abandoned, to be redone by a rerun.
     while (auto c = q.embed.Pop()) run.Abandon(*c);
     q.vectors.Close();
   });
-  threads.emplace_back([&] { store.Run(q.vectors, aggregate ? &q.aggregate : nullptr); });
-  if (aggregate) threads.emplace_back([&] { aggregate->Run(); });
+  threads.emplace_back([&] {
+    SetThreadName("sluice-store");
+    store.Run(q.vectors, aggregate ? &q.aggregate : nullptr);
+  });
+  if (aggregate) {
+    threads.emplace_back([&] {
+      SetThreadName("sluice-aggregate");
+      aggregate->Run();
+    });
+  }
   for (std::thread& t : threads) t.join();
   run.SetStopListener({});
   // Every owner resolved, so nothing should be parked; if something is, it
