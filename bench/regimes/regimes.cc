@@ -80,6 +80,11 @@ struct RunResult {
   double elapsed_s = 0;
 };
 
+// --store-pg DSN: every run writes to a fresh table of this PostgreSQL
+// database instead of a SQLite file (issue 15: PostgreSQL in regime (d)).
+std::string g_pg_dsn;
+int g_pg_tables = 0;
+
 RunResult RunOnce(const std::string& work, const std::string& corpus, MockApiServer* server,
                   const std::function<void(double, MockApiServer&)>& at_second = {}) {
   RunResult result;
@@ -95,6 +100,10 @@ RunResult RunOnce(const std::string& work, const std::string& corpus, MockApiSer
     o.hash.dimensions = 256;
   }
   o.store_uri = "sqlite:" + work + "/store.db";
+  if (!g_pg_dsn.empty()) {
+    o.store_uri = g_pg_dsn;
+    o.store.table = fmt::format("bench_{}_{}", ::getpid(), g_pg_tables++);
+  }
   o.aggregate.out_dir = work + "/out";
   o.dead_letter_path = work + "/out/dead.jsonl";
   o.trace_path = work + "/trace.csv";
@@ -362,8 +371,10 @@ int main(int argc, char** argv) {
       scale = std::atof(argv[++i]);
     } else if (arg == "--keep") {
       keep = true;
+    } else if (arg == "--store-pg" && i + 1 < argc) {
+      sluice::g_pg_dsn = argv[++i];
     } else if (arg == "-h" || arg == "--help") {
-      std::printf("usage: bench_regimes [a|b|c|d|all] [--scale F] [--keep]\n");
+      std::printf("usage: bench_regimes [a|b|c|d|all] [--scale F] [--keep] [--store-pg DSN]\n");
       return 0;
     } else {
       which = arg;

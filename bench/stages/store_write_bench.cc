@@ -10,6 +10,7 @@
 #include <benchmark/benchmark.h>
 #include <sqlite3.h>
 
+#include <unistd.h>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -114,6 +115,48 @@ void BM_StoreWrite(benchmark::State& state) {
   state.counters["rows_per_txn"] = static_cast<double>(per_txn);
 }
 BENCHMARK(BM_StoreWrite)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
+
+// The PostgreSQL store's own rate (SLUICE_BENCH_PG_DSN=postgres://...; the
+// benchmark is skipped without it): batches of RowsPerTransaction x
+// ParallelWrites rows per Write call, as the store stage sends them, each
+// iteration into a fresh table.
+void BM_PgStoreWrite(benchmark::State& state) {
+  const char* dsn = std::getenv("SLUICE_BENCH_PG_DSN");
+  if (dsn == nullptr || *dsn == '\0') {
+    state.SkipWithError("set SLUICE_BENCH_PG_DSN to a PostgreSQL URI");
+    return;
+  }
+  const auto& rows = Rows();
+  size_t per_call = 0;
+  int table = 0;
+  for (auto _ : state) {
+    state.PauseTiming();
+    StoreOptions options;
+    options.embedding_cache_namespace = "text-embedding-3-small:256";
+    options.run_id = 7;
+    options.table = fmt::format("bench_stages_{}_{}", ::getpid(), table++);
+    auto store = OpenStore(dsn, options);
+    if (!store.ok()) {
+      state.SkipWithError(store.status().ToString().c_str());
+      return;
+    }
+    per_call = (*store)->RowsPerTransaction() * static_cast<size_t>((*store)->ParallelWrites());
+    state.ResumeTiming();
+    for (size_t i = 0; i < rows.size(); i += per_call) {
+      const size_t n = std::min(per_call, rows.size() - i);
+      WriteResult r = (*store)->Write(std::span(rows).subspan(i, n));
+      if (!r.status.ok() || !r.rejected.empty()) {
+        state.SkipWithError("write failed");
+        return;
+      }
+    }
+    (*store)->Close();
+  }
+  state.counters["rows/s"] = benchmark::Counter(static_cast<double>(rows.size()),
+                                                benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["rows_per_call"] = static_cast<double>(per_call);
+}
+BENCHMARK(BM_PgStoreWrite)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
 
 // The raw limit: identical rows, one prepared INSERT, the store's pragmas
 // and rows per transaction, a plain table with the chunk id as its key.
