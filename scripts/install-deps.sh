@@ -9,6 +9,7 @@ packages=(
   libtomlplusplus-dev libsqlite3-dev libpq-dev libxxhash-dev libmicrohttpd-dev
   libgumbo-dev libpoppler-cpp-dev libzip-dev libpugixml-dev
   libgtest-dev libgmock-dev libbenchmark-dev prometheus-cpp-dev libcpp-httplib-dev
+  pybind11-dev python3-pybind11 python3-dev
   postgresql redis-server nodejs npm sqlite3 python3 poppler-utils zip prometheus chromium
 )
 
