@@ -19,6 +19,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -53,6 +54,25 @@ Result<std::string> HashFileContents(const std::string& path);
 
 // Parses "none", "incremental" or "full".
 Result<CleanupMode> ParseCleanupMode(std::string_view text);
+
+struct IngestReport;
+
+// What the progress callback sees (IngestOptions::on_progress): the counters
+// of the run so far. Plain data, copied for each call.
+struct IngestProgress {
+  double elapsed_s = 0;
+  uint64_t sources_done = 0;   // read, skipped as unchanged, or failed
+  uint64_t sources_total = 0;  // valid when totals_known
+  uint64_t bytes_done = 0;
+  uint64_t bytes_total = 0;   // valid when totals_known
+  bool totals_known = false;  // the size scan of the inputs has finished (never for stdin)
+  uint64_t chunks_produced = 0;
+  uint64_t chunks_stored = 0;
+  uint64_t chunks_dead_lettered = 0;
+  uint64_t tokens = 0;      // prompt tokens the service counted
+  double chunks_per_s = 0;  // recent rate, smoothed
+  bool final = false;       // the last call of the run, after every stage has finished
+};
 
 struct IngestOptions {
   // Inputs: files or directories, "-" for JSONL on stdin, or JSONL files.
@@ -112,6 +132,20 @@ struct IngestOptions {
   // USD per million tokens for the cost in the progress line and report;
   // negative: the built-in price of the model, if it has one (else no cost).
   double price_per_mtok = -1;
+
+  // Called every progress_callback_interval while the run goes, and once more
+  // with `final` set after every stage has finished (so a short run gets at
+  // least one call). Thread context: the pipeline's progress thread, never
+  // the caller's and never two calls at once; Run() waits for a call in
+  // progress before it returns, so a slow callback delays the end of the run
+  // (not its work). Independent of `progress` (the printed line). Empty: none.
+  std::function<void(const IngestProgress&)> on_progress;
+  Duration progress_callback_interval = std::chrono::seconds(1);
+  // Called once at the end of every run that Run() starts, failed or not,
+  // with the final report (the pipeline's counters are final too), on the
+  // thread that called Run(), before Run() returns. The CLI's completion
+  // hand-off (include/sluice/handoff.h) runs after it. Empty: none.
+  std::function<void(const IngestReport&)> on_complete;
 };
 
 // Where the run's dead letters go: `dead_letter_path`, or by default
@@ -152,6 +186,10 @@ struct IngestReport {
 
   // The 1-second controller trace (TraceHook), for the HTML run report.
   std::vector<TraceRow> trace_rows;
+
+  // The completion hand-off's outcome as a JSON object (HandoffResultJson in
+  // include/sluice/handoff.h), written under "handoff"; empty: no hand-off.
+  std::string handoff_json;
 };
 
 class Pipeline {

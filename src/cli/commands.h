@@ -3,6 +3,7 @@
 
 #include <string>
 
+#include "sluice/handoff.h"
 #include "sluice/metrics_server.h"
 #include "sluice/mock_api.h"
 #include "sluice/pipeline.h"
@@ -36,7 +37,11 @@ struct DemoArgs {
 // second: immediate exit), prints the report, writes --report. With
 // `metrics.listen` set, serves the Prometheus endpoint from before the run
 // starts until it ends (a bad or unbindable address fails before any work).
-int RunIngestCommand(IngestOptions options, const MetricsServerOptions& metrics = {"", false});
+// With a hand-off (a command or a URL), runs it once the report is written
+// (the report then defaults to OUT/.report.json) and rewrites the report with
+// its outcome under "handoff"; the exit status stays the ingest's.
+int RunIngestCommand(IngestOptions options, const MetricsServerOptions& metrics = {"", false},
+                     const HandoffOptions& handoff = {});
 int RunSearchCommand(const SearchArgs& args);
 int RunDemoCommand(const DemoArgs& args);
 int RunMockApiCommand(const MockApiOptions& options);

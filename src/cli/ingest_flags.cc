@@ -230,6 +230,27 @@ void AddIngestFlags(CLI::App& app, IngestOptions& o, IngestFlagExtras& x) {
                "allow --metrics-listen on a non-loopback address (other machines can then read "
                "the run's counts and cost)")
       ->group("Output");
+
+  Last(app.add_option(
+           "--on-complete", x.on_complete,
+           "run this command once the run ends, also after a failure (not through a shell: "
+           "split on whitespace, quotes group words); it gets SLUICE_REPORT, "
+           "SLUICE_AGGREGATE_DIR, SLUICE_EXIT_STATUS, SLUICE_STATUS, SLUICE_CHUNKS_STORED, ... "
+           "in its environment (README.md, \"Hand-off\"); its exit status and output tail go "
+           "into the report's \"handoff\"; it never changes sluice's exit status"))
+      ->group("Hand-off");
+  app.add_flag("--on-complete-shell", x.on_complete_shell,
+               "run --on-complete through /bin/sh -c (pipes, redirections, $VARS)")
+      ->group("Hand-off");
+  Last(app.add_option("--on-complete-timeout", x.on_complete_timeout_s,
+                      "seconds before --on-complete (and its children) is killed and reported "
+                      "as timed out"))
+      ->check(CLI::Range(0.1, 86400.0))
+      ->group("Hand-off");
+  Last(app.add_option("--on-complete-url", x.on_complete_url,
+                      "POST the JSON report to this http(s) URL once the run ends (retried on "
+                      "connection errors, 429 and 5xx); the result goes into the report"))
+      ->group("Hand-off");
 }
 
 Result<std::vector<std::string>> ExpandConfigFile(const CLI::App& app,
@@ -381,6 +402,29 @@ Status FinishIngestOptions(IngestOptions& o, const IngestFlagExtras& x) {
   if (!cleanup.ok()) return cleanup.status();
   o.cleanup = *cleanup;
   return Status::OK();
+}
+
+Result<HandoffOptions> HandoffOptionsFromFlags(const IngestOptions& o, const IngestFlagExtras& x) {
+  HandoffOptions handoff;
+  if (!x.on_complete.empty()) {
+    auto argv = SplitCommandLine(x.on_complete);
+    if (!argv.ok()) return argv.status().WithContext("--on-complete");
+    handoff.command = std::move(*argv);
+  }
+  handoff.use_shell = x.on_complete_shell;
+  handoff.command_timeout = FromSeconds(x.on_complete_timeout_s);
+  if (!x.on_complete_url.empty() && !x.on_complete_url.starts_with("http://") &&
+      !x.on_complete_url.starts_with("https://")) {
+    return Status::InvalidArgument("--on-complete-url must start with http:// or https://");
+  }
+  handoff.url = x.on_complete_url;
+  // The hook sees the run's outcome, not its credentials.
+  for (const std::string& name : {x.api_key_env, x.store_env}) {
+    if (!name.empty()) handoff.secret_env_names.push_back(name);
+  }
+  handoff.secret_env_names.push_back("OPENAI_API_KEY");
+  if (!o.http.api_key.empty()) handoff.secret_env_values.push_back(o.http.api_key);
+  return handoff;
 }
 
 }  // namespace sluice::cli

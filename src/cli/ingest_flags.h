@@ -12,6 +12,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "sluice/handoff.h"
 #include "sluice/pipeline.h"
 
 namespace sluice::cli {
@@ -29,6 +30,11 @@ struct IngestFlagExtras {
   std::string store_env;       // environment variable holding the store URI; wins over --store
   std::string metrics_listen;  // --metrics-listen HOST:PORT; empty: no endpoint
   bool metrics_allow_remote = false;  // --metrics-allow-remote
+  // The completion hand-off (include/sluice/handoff.h).
+  std::string on_complete;             // the command line, split without a shell
+  bool on_complete_shell = false;      // run it through /bin/sh -c instead
+  double on_complete_timeout_s = 300;  // then its process group is killed
+  std::string on_complete_url;         // POST the report JSON here
 };
 
 // Declares the embedder flags (shared by ingest, search and demo).
@@ -57,5 +63,12 @@ inline constexpr const char* kStoreEnvHelp =
 // OPENAI_BASE_URL, the store URI via --store-env) and enum flags into
 // `options`. A --store-env variable that is unset or empty is an error.
 Status FinishIngestOptions(IngestOptions& options, const IngestFlagExtras& extras);
+
+// The hand-off flags as HandoffOptions (call after FinishIngestOptions): the
+// command split into argv (InvalidArgument for a bad quote), and the
+// variables holding the API key and the store URI kept out of its
+// environment. Empty options when no hand-off flag is set.
+Result<HandoffOptions> HandoffOptionsFromFlags(const IngestOptions& options,
+                                               const IngestFlagExtras& extras);
 
 }  // namespace sluice::cli

@@ -121,6 +121,10 @@ int Main(int argc, char** argv) {
   // A retry is short; a flag it would silently ignore is not offered.
   dl_retry->remove_option(dl_retry->get_option("--metrics-listen"));
   dl_retry->remove_option(dl_retry->get_option("--metrics-allow-remote"));
+  for (const char* flag :
+       {"--on-complete", "--on-complete-shell", "--on-complete-timeout", "--on-complete-url"}) {
+    dl_retry->remove_option(dl_retry->get_option(flag));
+  }
   dl_retry->add_option("--reason", dl_args.reason_pattern,
                        "only entries whose reason or message matches this regular expression");
 
@@ -158,8 +162,14 @@ int Main(int argc, char** argv) {
       spdlog::error("{}", s.message());
       return 2;
     }
+    auto handoff = HandoffOptionsFromFlags(ingest_options, ingest_extras);
+    if (!handoff.ok()) {
+      spdlog::error("{}", handoff.status().message());
+      return 2;
+    }
     return RunIngestCommand(ingest_options,
-                            {ingest_extras.metrics_listen, ingest_extras.metrics_allow_remote});
+                            {ingest_extras.metrics_listen, ingest_extras.metrics_allow_remote},
+                            *handoff);
   }
   if (*search) {
     SetUpLogging(search_extras.log_level, search_extras.log_format);

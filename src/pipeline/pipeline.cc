@@ -56,6 +56,9 @@ Status Validate(const IngestOptions& o) {
   }
   if (o.queue_capacity == 0) return Status::InvalidArgument("--queue-capacity must be > 0");
   if (o.concurrency < 0) return Status::InvalidArgument("--concurrency must be >= 0");
+  if (o.on_progress && o.progress_callback_interval <= Duration::zero()) {
+    return Status::InvalidArgument("progress_callback_interval must be > 0");
+  }
   return Status::OK();
 }
 
@@ -221,7 +224,28 @@ IngestReport Pipeline::Impl::Run() {
   StoreStage store(StoreStageOptions{.resume = res.resume}, run, *res.store, dead);
 
   std::unique_ptr<RunProgress> progress;
-  if (options.progress) {
+  if (options.progress || options.on_progress) {
+    RunProgressOptions shown{.print_lines = options.progress,
+                             .interval = options.progress_interval,
+                             .through_logger = options.progress_through_logger,
+                             .observer = {},
+                             .observer_interval = options.progress_callback_interval};
+    if (options.on_progress) {
+      shown.observer = [&callback = options.on_progress](const ProgressSnapshot& s, bool final) {
+        callback(IngestProgress{.elapsed_s = s.elapsed_s,
+                                .sources_done = s.sources_done,
+                                .sources_total = s.sources_total,
+                                .bytes_done = s.bytes_done,
+                                .bytes_total = s.bytes_total,
+                                .totals_known = s.totals_known,
+                                .chunks_produced = s.chunks_produced,
+                                .chunks_stored = s.chunks_stored,
+                                .chunks_dead_lettered = s.chunks_dead_lettered,
+                                .tokens = s.tokens,
+                                .chunks_per_s = s.chunks_per_s,
+                                .final = final});
+      };
+    }
     progress = std::make_unique<RunProgress>(
         *res.enumerator, run.stopping_flag(),
         [&, price = res.price_per_mtok, use_http = res.use_http] {
@@ -239,7 +263,7 @@ IngestReport Pipeline::Impl::Run() {
           s.price_per_mtok = price;
           return s;
         },
-        options.progress_interval, options.progress_through_logger);
+        std::move(shown));
   }
 
   std::unordered_set<std::string> unreadable_paths;  // written by the walker only
@@ -334,7 +358,11 @@ IngestReport Pipeline::Impl::Run() {
 
 Pipeline::Pipeline(IngestOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
 Pipeline::~Pipeline() = default;
-IngestReport Pipeline::Run() { return impl_->Run(); }
+IngestReport Pipeline::Run() {
+  IngestReport report = impl_->Run();
+  if (impl_->options.on_complete) impl_->options.on_complete(report);
+  return report;
+}
 const Metrics& Pipeline::metrics() const { return impl_->metrics; }
 void Pipeline::RequestStop() { impl_->run.RequestStop(); }
 

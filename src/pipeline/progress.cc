@@ -115,19 +115,30 @@ ProgressReporter::ProgressReporter(Sampler sample, Printer print, bool terminal,
       terminal_(terminal),
       interval_(interval) {}
 
+ProgressReporter::ProgressReporter(Sampler sample, Observer observe, Duration interval)
+    : sample_(std::move(sample)), observe_(std::move(observe)), interval_(interval) {}
+
 void ProgressReporter::Run() {
   // A terminal line is cheap to redraw; a log gets one line per interval.
   const Duration every = terminal_ ? std::chrono::milliseconds(500) : interval_;
   ProgressSnapshot previous;  // the start: nothing done at 0 s
+  auto emit = [&](bool final) {
+    ProgressSnapshot now = sample_();
+    UpdateRates(previous, now);
+    if (print_) print_(FormatProgressLine(now), terminal_);
+    if (observe_) observe_(now, final);
+    previous = now;
+  };
   std::unique_lock lock(mu_);
   while (!cv_.wait_for(lock, every, [&] { return stop_; })) {
     lock.unlock();
-    ProgressSnapshot now = sample_();
-    UpdateRates(previous, now);
-    print_(FormatProgressLine(now), terminal_);
-    previous = now;
+    emit(false);
     lock.lock();
   }
+  lock.unlock();
+  // An observer always learns the final counts (a short run may end before
+  // the first interval); a printed line would only repeat the report.
+  if (observe_) emit(true);
 }
 
 void ProgressReporter::Stop() {
@@ -139,7 +150,8 @@ void ProgressReporter::Stop() {
 }
 
 RunProgress::RunProgress(const SourceEnumerator& enumerator, const std::atomic<bool>& stopping,
-                         ProgressReporter::Sampler sample, Duration interval, bool through_logger) {
+                         ProgressReporter::Sampler sample, RunProgressOptions options)
+    : sample_(std::move(sample)) {
   scan_ = std::thread([this, &enumerator, &stopping] {
     uint64_t files = 0, bytes = 0;
     if (enumerator.Scan(stopping, files, bytes)) {
@@ -148,40 +160,52 @@ RunProgress::RunProgress(const SourceEnumerator& enumerator, const std::atomic<b
       totals_known_ = true;
     }
   });
-  const bool terminal = ::isatty(STDERR_FILENO) != 0;
-  reporter_ = std::make_unique<ProgressReporter>(
-      [this, sample = std::move(sample)] {
-        ProgressSnapshot s = sample();
-        s.totals_known = totals_known_;
-        s.sources_total = total_files_;
-        s.bytes_total = total_bytes_;
-        return s;
-      },
-      [through_logger](const std::string& line, bool on_terminal) {
-        if (on_terminal) {
-          std::fprintf(stderr, "\r\033[K[sluice] %s", line.c_str());
-        } else if (through_logger) {
-          spdlog::info("progress: {}", line);
-        } else {
-          std::fprintf(stderr, "[sluice] progress: %s\n", line.c_str());
-        }
+  if (options.print_lines) {
+    const bool terminal = ::isatty(STDERR_FILENO) != 0;
+    printer_ = std::make_unique<ProgressReporter>(
+        [this] { return SampleWithTotals(); },
+        [through_logger = options.through_logger](const std::string& line, bool on_terminal) {
+          if (on_terminal) {
+            std::fprintf(stderr, "\r\033[K[sluice] %s", line.c_str());
+          } else if (through_logger) {
+            spdlog::info("progress: {}", line);
+          } else {
+            std::fprintf(stderr, "[sluice] progress: %s\n", line.c_str());
+          }
+          std::fflush(stderr);
+        },
+        terminal, options.interval);
+    print_ = std::thread([this, terminal] {
+      printer_->Run();
+      if (terminal) {
+        std::fprintf(stderr, "\r\033[K");
         std::fflush(stderr);
-      },
-      terminal, interval);
-  print_ = std::thread([this, terminal] {
-    reporter_->Run();
-    if (terminal) {
-      std::fprintf(stderr, "\r\033[K");
-      std::fflush(stderr);
-    }
-  });
+      }
+    });
+  }
+  if (options.observer) {
+    observer_ =
+        std::make_unique<ProgressReporter>([this] { return SampleWithTotals(); },
+                                           std::move(options.observer), options.observer_interval);
+    observe_ = std::thread([this] { observer_->Run(); });
+  }
+}
+
+ProgressSnapshot RunProgress::SampleWithTotals() const {
+  ProgressSnapshot s = sample_();
+  s.totals_known = totals_known_;
+  s.sources_total = total_files_;
+  s.bytes_total = total_bytes_;
+  return s;
 }
 
 RunProgress::~RunProgress() { Stop(); }
 
 void RunProgress::Stop() {
-  reporter_->Stop();
+  if (printer_) printer_->Stop();
+  if (observer_) observer_->Stop();
   if (print_.joinable()) print_.join();
+  if (observe_.joinable()) observe_.join();
   if (scan_.joinable()) scan_.join();
 }
 

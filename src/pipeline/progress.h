@@ -67,48 +67,66 @@ std::optional<double> EtaSeconds(const ProgressSnapshot& s);
 std::string FormatProgressLine(const ProgressSnapshot& s);
 
 // Samples `sample` (the counters; the reporter adds the rates, UpdateRates)
-// and prints its line: every 500 ms on a terminal (to redraw it in place),
-// every `interval` otherwise; Stop() ends it at once (it waits on a
-// condition variable, not a sleep).
+// and hands each snapshot on: a printer gets its line every 500 ms on a
+// terminal (to redraw it in place), every `interval` otherwise; an observer
+// gets the snapshot every `interval` and once more, with `final` set, when
+// Stop() ends the loop. Stop() ends it at once (it waits on a condition
+// variable, not a sleep).
 class ProgressReporter {
  public:
   using Sampler = std::function<ProgressSnapshot()>;
   using Printer = std::function<void(const std::string& line, bool terminal)>;
+  using Observer = std::function<void(const ProgressSnapshot& snapshot, bool final)>;
   ProgressReporter(Sampler sample, Printer print, bool terminal, Duration interval);
+  ProgressReporter(Sampler sample, Observer observe, Duration interval);
   // Runs until Stop() (on its own thread).
   void Run();
   void Stop();
 
  private:
   Sampler sample_;
-  Printer print_;
-  bool terminal_;
+  Printer print_;     // set for a printer
+  Observer observe_;  // set for an observer
+  bool terminal_ = false;
   Duration interval_;
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;  // GUARDED_BY(mu_)
 };
 
+// How a run reports progress: the printed line, an observer, or both.
+struct RunProgressOptions {
+  bool print_lines = true;  // the line on stderr (or through the logger)
+  Duration interval = std::chrono::seconds(10);
+  bool through_logger = false;  // off a terminal, lines go to the logger (--log-format json)
+  ProgressReporter::Observer observer;  // empty: none
+  Duration observer_interval = std::chrono::seconds(1);
+};
+
 // A run's progress: a size scan of the inputs on a thread of its own (so the
-// ETA does not wait for the walk) and the reporter's thread, printing to
-// stderr (a live line on a terminal). `sample` gets the scan's totals filled
-// in once known; `through_logger`: off a terminal, lines go to the logger
-// (--log-format json) instead of plain stderr. Stop() (or the destructor) joins both.
+// ETA does not wait for the walk), the line printer's thread (stderr, a live
+// line on a terminal) and the observer's thread (IngestOptions::on_progress),
+// each only when asked for. `sample` gets the scan's totals filled in once
+// known. Stop() (or the destructor) joins them all; the observer's final
+// call happens before Stop() returns.
 class SourceEnumerator;
 class RunProgress {
  public:
   RunProgress(const SourceEnumerator& enumerator, const std::atomic<bool>& stopping,
-              ProgressReporter::Sampler sample, Duration interval, bool through_logger = false);
+              ProgressReporter::Sampler sample, RunProgressOptions options);
   ~RunProgress();
   RunProgress(const RunProgress&) = delete;
   RunProgress& operator=(const RunProgress&) = delete;
   void Stop();
 
  private:
+  ProgressSnapshot SampleWithTotals() const;
+
+  ProgressReporter::Sampler sample_;
   std::atomic<bool> totals_known_{false};
   std::atomic<uint64_t> total_files_{0}, total_bytes_{0};
-  std::unique_ptr<ProgressReporter> reporter_;
-  std::thread scan_, print_;
+  std::unique_ptr<ProgressReporter> printer_, observer_;
+  std::thread scan_, print_, observe_;
 };
 
 }  // namespace sluice

@@ -194,6 +194,7 @@ std::string FormatReportJson(const IngestReport& r, const Metrics& m) {
   w.EndObject();
   w.Key("elapsed_s").Double(r.elapsed_s);
   w.Key("chunks_per_s").Double(ChunksPerSecond(r, m));
+  if (!r.handoff_json.empty()) w.Key("handoff").Raw(r.handoff_json);
   w.EndObject();
   out.push_back('\n');
   return out;

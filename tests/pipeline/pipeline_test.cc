@@ -5,7 +5,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
+#include <mutex>
+#include <set>
 #include <thread>
 
 #include "pipeline/dead_letter_file.h"
@@ -80,6 +83,69 @@ TEST(PipelineTest, IngestsCorpusAndReconciles) {
         "requests", "retries", "rate_limited", "elapsed_s", "chunks_per_s"}) {
     EXPECT_NE(json.find(std::string("\"") + key + "\":"), std::string::npos) << key;
   }
+}
+
+// Issue 13: the library's callbacks. on_progress runs on the pipeline's
+// progress thread and ends with one final call holding the final counts;
+// on_complete runs once on the caller's thread with the report Run() returns.
+TEST(PipelineTest, ProgressAndCompletionCallbacks) {
+  TempDir dir;
+  MakeCorpus(dir);
+  IngestOptions o = BaseOptions(dir);
+  std::mutex mu;
+  std::vector<IngestProgress> calls;
+  std::set<std::thread::id> progress_threads;
+  o.progress_callback_interval = std::chrono::milliseconds(1);
+  o.on_progress = [&](const IngestProgress& p) {
+    std::lock_guard lock(mu);
+    calls.push_back(p);
+    progress_threads.insert(std::this_thread::get_id());
+  };
+  int completions = 0;
+  std::thread::id completion_thread;
+  uint64_t completed_stored = 0;
+  Pipeline* running = nullptr;
+  o.on_complete = [&](const IngestReport& report) {
+    ++completions;
+    completion_thread = std::this_thread::get_id();
+    EXPECT_TRUE(report.status.ok());
+    completed_stored = Get(running->metrics().chunks_stored);  // final when it is called
+  };
+  Pipeline pipeline(o);
+  running = &pipeline;
+  IngestReport report = pipeline.Run();
+  ASSERT_TRUE(report.status.ok()) << report.status.ToString();
+  const uint64_t stored = Get(pipeline.metrics().chunks_stored);
+  EXPECT_EQ(completions, 1);
+  EXPECT_EQ(completion_thread, std::this_thread::get_id());
+  EXPECT_EQ(completed_stored, stored);
+  std::lock_guard lock(mu);
+  ASSERT_FALSE(calls.empty());
+  EXPECT_TRUE(calls.back().final);
+  EXPECT_EQ(calls.back().chunks_stored, stored);
+  EXPECT_EQ(calls.back().chunks_produced, Get(pipeline.metrics().chunks_produced));
+  EXPECT_EQ(std::count_if(calls.begin(), calls.end(), [](const auto& c) { return c.final; }), 1);
+  for (size_t i = 1; i < calls.size(); ++i) {
+    EXPECT_GE(calls[i].chunks_stored, calls[i - 1].chunks_stored);  // counts only grow
+  }
+  EXPECT_EQ(progress_threads.count(std::this_thread::get_id()), 0u);
+}
+
+TEST(PipelineTest, CompletionCallbackRunsAfterAFailedRunToo) {
+  TempDir dir;
+  MakeCorpus(dir);
+  IngestOptions o = BaseOptions(dir);
+  o.store_uri = "sqlite:" + (dir / "no/such/dir/store.db");
+  std::vector<StatusCode> seen;
+  o.on_complete = [&](const IngestReport& report) { seen.push_back(report.status.code()); };
+  Pipeline pipeline(o);
+  const IngestReport report = pipeline.Run();
+  ASSERT_FALSE(report.status.ok());
+  EXPECT_EQ(seen, std::vector<StatusCode>{report.status.code()});
+  o = BaseOptions(dir);
+  o.on_progress = [](const IngestProgress&) {};
+  o.progress_callback_interval = Duration::zero();
+  EXPECT_EQ(Pipeline(o).Run().status.code(), StatusCode::kInvalidArgument);
 }
 
 TEST(PipelineTest, RerunDoesNotDuplicate) {
