@@ -11,9 +11,18 @@ cd "$(dirname "$0")/.."
 jobs=$(nproc)
 mode=${1:-all}
 
+# Unity builds (CMake joins each target's sources, 8 at a time, into one
+# translation unit): the instrumented builds are compiled from scratch in CI,
+# and most of a test file's compile time is parsing the same headers
+# (gtest, fmt, spdlog, simdjson). Measured on 5 test files with the ASan
+# flags: 58 CPU-seconds one by one, 39 as one unit. The Release build
+# (make run, benchmarks) stays one file per unit, so a missing #include still
+# shows there.
+unity=(-DCMAKE_UNITY_BUILD=ON -DCMAKE_UNITY_BUILD_BATCH_SIZE=8)
+
 asan() {
   cmake -S . -B build-asan -DSLUICE_SANITIZE=address -DCMAKE_BUILD_TYPE=Debug \
-    -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g" -DSLUICE_BUILD_BENCH=OFF >/dev/null
+    -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g" -DSLUICE_BUILD_BENCH=OFF "${unity[@]}" >/dev/null
   cmake --build build-asan -j "$jobs"
   if [[ "${2:-}" != "build-only" ]]; then
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
@@ -24,7 +33,7 @@ asan() {
 tsan() {
   local targets=(common_test pipeline_test resume_test source_tracker_test sluice_embed_stage_test)
   cmake -S . -B build-tsan -DSLUICE_SANITIZE=thread -DCMAKE_BUILD_TYPE=Debug \
-    -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g" -DSLUICE_BUILD_BENCH=OFF >/dev/null
+    -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g" -DSLUICE_BUILD_BENCH=OFF "${unity[@]}" >/dev/null
   cmake --build build-tsan -j "$jobs" --target "${targets[@]}"
   for t in "${targets[@]}"; do
     bin=$(find build-tsan/tests -type f -name "$t" -perm -u+x | head -1)

@@ -13,7 +13,7 @@ namespace {
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
-const TimePoint kT0 = TimePoint{} + std::chrono::hours(2);
+const TimePoint kTraceStart = TimePoint{} + std::chrono::hours(2);
 
 RequestEvent Event(TimePoint end, Duration latency, size_t inputs, int status = 200,
                    bool retry = false) {
@@ -38,15 +38,15 @@ std::string ReadAll(const std::string& path) {
 }
 
 TEST(TraceRecorderTest, BucketsBySecondWithMediansAndCounts) {
-  TraceRecorder trace(kT0);
-  trace.Sample(kT0, 4, 0);
-  trace.Sample(kT0 + milliseconds(500), 8, 6);
-  trace.OnRequest(Event(kT0 + milliseconds(100), milliseconds(100), 10));
-  trace.OnRequest(Event(kT0 + milliseconds(200), milliseconds(300), 10));
-  trace.OnRequest(Event(kT0 + milliseconds(300), milliseconds(200), 10));
-  trace.OnRequest(Event(kT0 + milliseconds(900), milliseconds(50), 10, 429));
-  trace.OnRequest(Event(kT0 + milliseconds(1500), milliseconds(400), 20, 200, true));
-  trace.OnRequest(Event(kT0 + milliseconds(1600), milliseconds(10), 20, 400));
+  TraceRecorder trace(kTraceStart);
+  trace.Sample(kTraceStart, 4, 0);
+  trace.Sample(kTraceStart + milliseconds(500), 8, 6);
+  trace.OnRequest(Event(kTraceStart + milliseconds(100), milliseconds(100), 10));
+  trace.OnRequest(Event(kTraceStart + milliseconds(200), milliseconds(300), 10));
+  trace.OnRequest(Event(kTraceStart + milliseconds(300), milliseconds(200), 10));
+  trace.OnRequest(Event(kTraceStart + milliseconds(900), milliseconds(50), 10, 429));
+  trace.OnRequest(Event(kTraceStart + milliseconds(1500), milliseconds(400), 20, 200, true));
+  trace.OnRequest(Event(kTraceStart + milliseconds(1600), milliseconds(10), 20, 400));
   // Nothing sampled in second 1: the limit is carried over.
   const std::vector<TraceRow> rows = trace.Rows();
   ASSERT_EQ(rows.size(), 2u);
@@ -77,13 +77,13 @@ TEST(TraceRecorderTest, BucketsBySecondWithMediansAndCounts) {
 }
 
 TEST(TraceRecorderTest, P95IsTheNearestRankOfTheSecondsLatencies) {
-  TraceRecorder trace(kT0);
+  TraceRecorder trace(kTraceStart);
   // 20 requests finishing in second 0 with latencies 10, 20, ..., 200 ms:
   // the nearest-rank p95 is the 19th smallest (190 ms).
   for (int i = 1; i <= 20; ++i) {
-    trace.OnRequest(Event(kT0 + milliseconds(500), milliseconds(10 * i), 1));
+    trace.OnRequest(Event(kTraceStart + milliseconds(500), milliseconds(10 * i), 1));
   }
-  trace.OnRequest(Event(kT0 + milliseconds(1500), milliseconds(70), 1));  // closes second 0
+  trace.OnRequest(Event(kTraceStart + milliseconds(1500), milliseconds(70), 1));  // closes second 0
   const std::vector<TraceRow> rows = trace.Rows();
   ASSERT_EQ(rows.size(), 2u);
   EXPECT_DOUBLE_EQ(rows[0].p95_latency_ms, 190);
@@ -92,11 +92,11 @@ TEST(TraceRecorderTest, P95IsTheNearestRankOfTheSecondsLatencies) {
 }
 
 TEST(TraceRecorderTest, QueueDepthsAreAveragedPerSecondAndCarried) {
-  TraceRecorder trace(kT0);
-  trace.SampleQueues(kT0, {10, 0, 4, 0, 2});
-  trace.SampleQueues(kT0 + milliseconds(500), {20, 2, 8, 0, 0});
+  TraceRecorder trace(kTraceStart);
+  trace.SampleQueues(kTraceStart, {10, 0, 4, 0, 2});
+  trace.SampleQueues(kTraceStart + milliseconds(500), {20, 2, 8, 0, 0});
   // Second 1 gets no sample; second 2 one.
-  trace.SampleQueues(kT0 + milliseconds(2100), {1, 1, 1, 1, 1});
+  trace.SampleQueues(kTraceStart + milliseconds(2100), {1, 1, 1, 1, 1});
   const std::vector<TraceRow> rows = trace.Rows();
   ASSERT_EQ(rows.size(), 3u);
   EXPECT_DOUBLE_EQ(rows[0].queue_depth[0], 15);
@@ -110,10 +110,10 @@ TEST(TraceRecorderTest, QueueDepthsAreAveragedPerSecondAndCarried) {
 TEST(TraceRecorderTest, SteadyStateSkipsTheWarmup) {
   TraceRecorderOptions o;
   o.warmup_seconds = 10;
-  TraceRecorder trace(kT0, o);
+  TraceRecorder trace(kTraceStart, o);
   for (int s = 0; s < 40; ++s) {
     trace.OnRequest(
-        Event(kT0 + seconds(s) + milliseconds(500), milliseconds(100), s < 10 ? 1 : 100));
+        Event(kTraceStart + seconds(s) + milliseconds(500), milliseconds(100), s < 10 ? 1 : 100));
   }
   EXPECT_DOUBLE_EQ(trace.Summary().steady_chunks_per_s, 100);
 }
@@ -121,10 +121,10 @@ TEST(TraceRecorderTest, SteadyStateSkipsTheWarmup) {
 TEST(TraceRecorderTest, MemoryIsBoundedByMaxRows) {
   TraceRecorderOptions o;
   o.max_rows = 5;
-  TraceRecorder trace(kT0, o);
+  TraceRecorder trace(kTraceStart, o);
   for (int s = 0; s < 100; ++s) {
-    trace.Sample(kT0 + seconds(s), 10, 1);
-    trace.OnRequest(Event(kT0 + seconds(s), milliseconds(10), 1));
+    trace.Sample(kTraceStart + seconds(s), 10, 1);
+    trace.OnRequest(Event(kTraceStart + seconds(s), milliseconds(10), 1));
   }
   EXPECT_EQ(trace.Rows().size(), 5u);
   const TraceSummary s = trace.Summary();
@@ -134,16 +134,16 @@ TEST(TraceRecorderTest, MemoryIsBoundedByMaxRows) {
 }
 
 TEST(TraceRecorderTest, EventsBeforeTheStartLandInTheFirstSecond) {
-  TraceRecorder trace(kT0);
-  trace.OnRequest(Event(kT0 - seconds(5), milliseconds(10), 3));
+  TraceRecorder trace(kTraceStart);
+  trace.OnRequest(Event(kTraceStart - seconds(5), milliseconds(10), 3));
   ASSERT_EQ(trace.Rows().size(), 1u);
   EXPECT_EQ(trace.Rows()[0].chunks, 3u);
 }
 
 TEST(TraceRecorderTest, WritesCsvAndJson) {
-  TraceRecorder trace(kT0);
-  trace.Sample(kT0, 16, 3);
-  trace.OnRequest(Event(kT0 + milliseconds(100), milliseconds(100), 64));
+  TraceRecorder trace(kTraceStart);
+  trace.Sample(kTraceStart, 16, 3);
+  trace.OnRequest(Event(kTraceStart + milliseconds(100), milliseconds(100), 64));
   const std::string dir = ::testing::TempDir();
   const std::string csv = dir + "/sluice_trace_test.csv";
   const std::string json = dir + "/sluice_trace_test.json";
@@ -177,7 +177,7 @@ TEST(TraceRecorderTest, FormatIsChosenByExtensionOrRefused) {
 }
 
 TEST(TraceRecorderTest, UnwritablePathIsAnIOError) {
-  TraceRecorder trace(kT0);
+  TraceRecorder trace(kTraceStart);
   const Status s = trace.WriteCsv("/nonexistent-dir/for/sure/trace.csv");
   EXPECT_EQ(s.code(), StatusCode::kIOError);
   EXPECT_EQ(trace.WriteJson("/nonexistent-dir/for/sure/trace.json").code(), StatusCode::kIOError);

@@ -55,12 +55,12 @@ std::vector<ZipMember> DocxMembers() {
           {"docProps/core.xml", kCore}};
 }
 
-struct Outcome {
+struct DocxOutcome {
   Status status;
   CollectingSink sink;
 };
 
-void ParseDocx(const std::string& path, Outcome& out, ParseLimits limits = {}) {
+void ParseDocx(const std::string& path, DocxOutcome& out, ParseLimits limits = {}) {
   SourceFile file;
   file.path = path;
   file.relative_path = std::filesystem::path(path).filename().string();
@@ -72,7 +72,7 @@ void ParseDocx(const std::string& path, Outcome& out, ParseLimits limits = {}) {
 TEST(DocxParserTest, ParagraphsHeadingsListsTablesAndMetadata) {
   TempDir dir;
   const std::string path = dir.Write("guide.docx", MakeZip(DocxMembers()));
-  Outcome out;
+  DocxOutcome out;
   ParseDocx(path, out);
   ASSERT_TRUE(out.status.ok()) << out.status.ToString();
   const auto& doc = out.sink.docs.at(0);
@@ -110,7 +110,7 @@ TEST(DocxParserTest, HeadingStyleIdsWorkWithoutStylesPart) {
   members.erase(members.begin() + 2);  // core.xml too: no title/author
   TempDir dir;
   const std::string path = dir.Write("bare.docx", MakeZip(members));
-  Outcome out;
+  DocxOutcome out;
   ParseDocx(path, out);
   ASSERT_TRUE(out.status.ok()) << out.status.ToString();
   const auto& doc = out.sink.docs.at(0);
@@ -126,7 +126,7 @@ TEST(DocxParserTest, MalformedXmlIsCorruptWithMessageAndOffset) {
   members[1].data = R"(<w:document xmlns:w="x"><w:body><w:p><w:r><w:t>cut</w:r></w:body>)";
   TempDir dir;
   const std::string path = dir.Write("broken.docx", MakeZip(members));
-  Outcome out;
+  DocxOutcome out;
   ParseDocx(path, out);
   EXPECT_EQ(out.status.code(), StatusCode::kCorrupt);
   EXPECT_NE(out.status.message().find("malformed XML in word/document.xml"), std::string::npos)
@@ -149,7 +149,7 @@ TEST(DocxParserTest, RandomBytesAndZipsWithoutDocumentAreCorrupt) {
            {"random.docx", random},
            {"empty.docx", ""},
            {"other.docx", MakeZip({{"readme.txt", "not a word file"}})}}) {
-    Outcome out;
+    DocxOutcome out;
     ParseDocx(dir.Write(name, content), out);
     EXPECT_EQ(out.status.code(), StatusCode::kCorrupt) << name << " " << out.status.ToString();
   }
@@ -162,11 +162,11 @@ TEST(DocxParserTest, DecompressionLimitsApply) {
       "<w:p><w:r><w:t>" + std::string(300000, 'z') + "</w:t></w:r></w:p>");
   TempDir dir;
   const std::string path = dir.Write("bomb.docx", MakeZip(members));
-  Outcome ratio;
+  DocxOutcome ratio;
   ParseDocx(path, ratio);  // default ratio 200: 300 KB of 'z' deflates ~1000:1
   EXPECT_EQ(ratio.status.code(), StatusCode::kInvalidArgument) << ratio.status.ToString();
   EXPECT_NE(ratio.status.message().find("max_compression_ratio"), std::string::npos);
-  Outcome size;
+  DocxOutcome size;
   ParseLimits limits;
   limits.max_compression_ratio = 1e9;
   limits.max_decompressed_bytes = 50000;
