@@ -7,7 +7,7 @@ packages=(
   build-essential cmake pkg-config git clang clang-format libclang-rt-14-dev
   libcurl4-openssl-dev libsimdjson-dev libfmt-dev libspdlog-dev libcli11-dev
   libtomlplusplus-dev libsqlite3-dev libpq-dev libxxhash-dev libmicrohttpd-dev
-  libgumbo-dev libpoppler-cpp-dev libzip-dev libpugixml-dev
+  libgumbo-dev libpoppler-cpp-dev libzip-dev libpugixml-dev libcpp-httplib-dev
   libgtest-dev libgmock-dev libbenchmark-dev prometheus-cpp-dev
   postgresql redis-server nodejs npm sqlite3 python3 poppler-utils zip prometheus chromium
 )
