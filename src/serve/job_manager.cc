@@ -69,6 +69,7 @@ void WriteProgress(JsonWriter& w, const JobProgress& p) {
   w.Key("sources_done").Uint(p.sources_done);
   w.Key("bytes_read").Uint(p.bytes_read);
   w.Key("chunks_produced").Uint(p.chunks_produced);
+  w.Key("chunks_embedded").Uint(p.chunks_embedded);
   w.Key("chunks_stored").Uint(p.chunks_stored);
   w.Key("chunks_dead_lettered").Uint(p.chunks_dead_lettered);
   w.Key("tokens").Uint(p.tokens);
@@ -456,6 +457,7 @@ void JobManager::RunJob(Job& job, std::unique_lock<std::mutex>& lock) {
     job.progress.sources_done = sluice::Get(m.sources_seen);
     job.progress.bytes_read = sluice::Get(m.bytes_read);
     job.progress.chunks_produced = sluice::Get(m.chunks_produced);
+    job.progress.chunks_embedded = sluice::Get(m.chunks_embedded);
     job.progress.chunks_stored = sluice::Get(m.chunks_stored);
     job.progress.chunks_dead_lettered = sluice::Get(m.chunks_dead_lettered);
     job.progress.tokens = sluice::Get(m.prompt_tokens);
@@ -509,7 +511,9 @@ void JobManager::SamplerLoop() {
       s.tokens = sluice::Get(m.prompt_tokens);
       s.in_flight = m.in_flight.load();
       UpdateRates(job->last_snapshot, s);
+      const uint64_t embedded = sluice::Get(m.chunks_embedded);
       if (s.chunks_stored == job->progress.chunks_stored &&
+          embedded == job->progress.chunks_embedded &&
           s.chunks_produced == job->progress.chunks_produced &&
           s.sources_done == job->progress.sources_done && s.tokens == job->progress.tokens) {
         continue;  // nothing moved: no event
@@ -520,6 +524,7 @@ void JobManager::SamplerLoop() {
       p.sources_done = s.sources_done;
       p.bytes_read = s.bytes_done;
       p.chunks_produced = s.chunks_produced;
+      p.chunks_embedded = embedded;
       p.chunks_stored = s.chunks_stored;
       p.chunks_dead_lettered = s.chunks_dead_lettered;
       p.tokens = s.tokens;

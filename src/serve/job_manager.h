@@ -54,6 +54,9 @@ struct JobProgress {
   uint64_t sources_done = 0;
   uint64_t bytes_read = 0;
   uint64_t chunks_produced = 0;
+  uint64_t chunks_embedded = 0;  // vectors back from the embedder (or the cache)
+  // Committed to the store: moves in steps of the store's transaction size
+  // (SQLite: 200 rows unless the job sets "store-batch").
   uint64_t chunks_stored = 0;
   uint64_t chunks_dead_lettered = 0;
   uint64_t tokens = 0;
