@@ -110,6 +110,9 @@ Result<std::unique_ptr<ApiServer>> ApiServer::Start(const ApiOptions& options, J
   const int threads = std::max(2, options.http_threads);
   http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   http.set_payload_max_length(options.max_body_bytes);
+  // An idle keep-alive connection holds a worker until this passes, and Stop
+  // waits for the workers.
+  http.set_keep_alive_timeout(1);
   server->Route();
   if (port == 0) {
     port = http.bind_to_any_port(host);
