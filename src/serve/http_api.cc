@@ -2,6 +2,7 @@
 
 #include <httplib.h>
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
 
 #include "common/json_writer.h"
 
@@ -110,6 +111,13 @@ Result<std::unique_ptr<ApiServer>> ApiServer::Start(const ApiOptions& options, J
   const int threads = std::max(2, options.http_threads);
   http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   http.set_payload_max_length(options.max_body_bytes);
+  // cpp-httplib's default sets SO_REUSEPORT, with which a second server on
+  // the same port starts and the kernel shares the connections between two
+  // state folders. SO_REUSEADDR only: a busy port is an error.
+  http.set_socket_options([](socket_t sock) {
+    int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
   // An idle keep-alive connection holds a worker until this passes, and Stop
   // waits for the workers.
   http.set_keep_alive_timeout(1);

@@ -283,6 +283,23 @@ TEST_F(ServeTest, TwoJobsOneCancelledMidRunTheOtherSurvivesARestart) {
     id_a = Json(a->body).Str("/id");
     id_b = Json(b->body).Str("/id");
     EXPECT_EQ(Json(b->body).Str("/state"), "queued");  // --max-jobs 1: A runs first
+    EXPECT_EQ(a->get_header_value("Location"), "/v1/jobs/" + id_a);
+
+    // A third job, queued behind A (seconds of work against the mock) and B,
+    // is cancelled at once and never runs.
+    auto c = client.Post("/v1/jobs",
+                         "{\"jsonl\":" + JsonString(records) + ",\"store\":" +
+                             JsonString("sqlite:" + root() + "/c.db") + common + "}",
+                         "application/json");
+    ASSERT_EQ(c->status, 201) << c->body;
+    const std::string id_c = Json(c->body).Str("/id");
+    auto cancelled_c = client.Delete("/v1/jobs/" + id_c);
+    ASSERT_EQ(cancelled_c->status, 200) << cancelled_c->body;
+    EXPECT_EQ(Json(cancelled_c->body).Str("/state"), "cancelled");
+    EXPECT_EQ(client.Delete("/v1/jobs/" + id_c)->status, 409);
+    EXPECT_EQ(client.Get("/v1/jobs/j999999")->status, 404);
+    EXPECT_EQ(client.Delete("/v1/jobs/j999999")->status, 404);
+    EXPECT_EQ(client.Get("/v1/nothing")->status, 404);
 
     auto list = client.Get("/v1/jobs");
     ASSERT_EQ(list->status, 200);
@@ -357,6 +374,7 @@ TEST_F(ServeTest, TwoJobsOneCancelledMidRunTheOtherSurvivesARestart) {
   EXPECT_EQ(StoredChunks(store_b), kFilesB);
   EXPECT_EQ(b_done.Int("/report/chunks_stored") + unchanged, kFilesB) << final_b;
 
+  EXPECT_FALSE(std::filesystem::exists(root() + "/c.db"));  // the cancelled C never ran
   auto a = client.Get("/v1/jobs/" + id_a);
   ASSERT_EQ(a->status, 200);
   EXPECT_EQ(Json(a->body).Str("/state"), "cancelled");
@@ -463,16 +481,38 @@ TEST_F(ServeTest, ABodyOverTheLimitIs413) {
 }
 
 TEST_F(ServeTest, ANonLoopbackAddressWithoutATokenRefusesToStart) {
-  auto r = RunCommand(kSluice + " serve --listen 0.0.0.0:0 --state-dir " + state());
+  auto r = RunCommand("timeout 60 " + kSluice + " serve --listen 0.0.0.0:0 --state-dir " + state());
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("refusing to start without a bearer token"), std::string::npos)
       << r.output;
   EXPECT_FALSE(std::filesystem::exists(state()));
   // A token variable that is not set is no token.
-  r = RunCommand("env -u SLUICE_SERVE_UNSET " + kSluice +
+  r = RunCommand("timeout 60 env -u SLUICE_SERVE_UNSET " + kSluice +
                  " serve --listen 0.0.0.0:0 --token-env SLUICE_SERVE_UNSET --state-dir " + state());
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("SLUICE_SERVE_UNSET"), std::string::npos) << r.output;
+}
+
+TEST_F(ServeTest, StartFailuresAreClearAndNonZero) {
+  auto r = RunCommand("timeout 60 " + kSluice + " serve --listen 127.0.0.1 --state-dir " + state());
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("HOST:PORT"), std::string::npos) << r.output;
+  r = RunCommand("timeout 60 " + kSluice + " serve --listen 127.0.0.1:0 --allow-root " +
+                 (dir_ / "missing") + " --state-dir " + state());
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("missing"), std::string::npos) << r.output;
+  WriteFile(dir_ / "a-file", "x");
+  r = RunCommand("timeout 60 " + kSluice + " serve --listen 127.0.0.1:0 --state-dir " +
+                 (dir_ / "a-file/state"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("--state-dir"), std::string::npos) << r.output;
+  // A port another server holds.
+  ServeProcess first(state(), {}, log());
+  ASSERT_FALSE(first.url().empty()) << ReadFile(log());
+  r = RunCommand("timeout 60 " + kSluice + " serve --listen 127.0.0.1:" +
+                 std::to_string(PortOf(first.url())) + " --state-dir " + (dir_ / "state2"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("cannot listen"), std::string::npos) << r.output;
 }
 
 TEST_F(ServeTest, SecretsInAJobNeverComeBack) {
