@@ -179,6 +179,9 @@ Status JobManager::Load() {
   for (const auto& entry : fs::directory_iterator(options_.state_dir + "/jobs", ec)) {
     const std::string id = entry.path().filename().string();
     const std::string file = entry.path().string() + "/job.json";
+    // Every folder counts, a damaged one too: a new job never reuses its id.
+    const uint64_t number = std::strtoull(id.c_str() + (id.empty() ? 0 : 1), nullptr, 10);
+    next_id_ = std::max(next_id_, number + 1);
     if (!fs::exists(file, ec)) continue;  // a submission that never completed
     std::ifstream in(file, std::ios::binary);
     std::stringstream text;
@@ -228,8 +231,6 @@ Status JobManager::Load() {
     if (*state == JobState::kRunning) {
       spdlog::info("serve: job {} was running when the server stopped; queued again", id);
     }
-    const uint64_t number = std::strtoull(id.c_str() + (id.empty() ? 0 : 1), nullptr, 10);
-    next_id_ = std::max(next_id_, number + 1);
     jobs_.emplace(id, std::move(job));
   }
   if (ec) return Status::IOError("cannot list " + options_.state_dir + "/jobs: " + ec.message());
