@@ -253,6 +253,34 @@ void AddIngestFlags(CLI::App& app, IngestOptions& o, IngestFlagExtras& x) {
       ->group("Hand-off");
 }
 
+bool IsConfigKey(const CLI::App& app, const std::string& key) {
+  if (key.empty() || key == "inputs" || key == "config") return false;
+  return app.get_option_no_throw("--" + key) != nullptr;
+}
+
+std::string ConfigSettingArg(const std::string& key, const std::string& value) {
+  return "--" + key + "=" + value;
+}
+
+Result<IngestOptions> IngestOptionsFromArgs(const std::vector<std::string>& args,
+                                            const std::vector<std::string>& inputs,
+                                            IngestOptions base, IngestFlagExtras extras) {
+  CLI::App app{"sluice ingest"};
+  AddIngestFlags(app, base, extras);
+  // CLI11 takes the arguments in reverse order; "--" keeps a path that starts
+  // with '-' a path.
+  std::vector<std::string> reversed(inputs.rbegin(), inputs.rend());
+  reversed.push_back("--");
+  reversed.insert(reversed.end(), args.rbegin(), args.rend());
+  try {
+    app.parse(reversed);
+  } catch (const CLI::ParseError& e) {
+    return Status::InvalidArgument(e.what());
+  }
+  if (Status s = FinishIngestOptions(base, extras); !s.ok()) return s;
+  return base;
+}
+
 Result<std::vector<std::string>> ExpandConfigFile(const CLI::App& app,
                                                   std::vector<std::string> args,
                                                   std::vector<RouteRule>& routes) {
@@ -333,7 +361,7 @@ Result<std::vector<std::string>> ExpandConfigFile(const CLI::App& app,
       }
       continue;
     }
-    if (key == "inputs" || key == "config" || app.get_option_no_throw("--" + key) == nullptr) {
+    if (!IsConfigKey(app, key)) {
       return Status::InvalidArgument("config " + path + ":" + line + ": unknown key '" + key +
                                      "' (keys are the long flag names of `sluice ingest --help`)");
     }
@@ -350,7 +378,7 @@ Result<std::vector<std::string>> ExpandConfigFile(const CLI::App& app,
         if (!v)
           return Status::InvalidArgument("config " + path + ":" + line + ": '" + key +
                                          "' must hold scalars");
-        from_file.push_back("--" + key + "=" + *v);
+        from_file.push_back(ConfigSettingArg(key, *v));
       }
       continue;
     }
@@ -359,7 +387,7 @@ Result<std::vector<std::string>> ExpandConfigFile(const CLI::App& app,
       return Status::InvalidArgument("config " + path + ":" + line + ": '" + key +
                                      "' must be a string, number or boolean");
     }
-    from_file.push_back("--" + key + "=" + *v);
+    from_file.push_back(ConfigSettingArg(key, *v));
   }
   // The file's settings go first so that the command line, parsed later, wins.
   from_file.insert(from_file.end(), args.begin(), args.end());

@@ -50,6 +50,26 @@ Result<std::vector<std::string>> ExpandConfigFile(const CLI::App& app,
                                                   std::vector<std::string> args,
                                                   std::vector<RouteRule>& routes);
 
+// Whether `key` is a setting of the config file: a long flag name of `app`
+// without its dashes, other than "inputs" and "config". The one mapping the
+// TOML config file and `sluice serve`'s job options share (the same key means
+// the same thing in both).
+bool IsConfigKey(const CLI::App& app, const std::string& key);
+
+// The flag argument of one config setting ("--key=value"); a list is one such
+// argument per element.
+std::string ConfigSettingArg(const std::string& key, const std::string& value);
+
+// Ingest options from `args` (config settings as ConfigSettingArg gives them)
+// and the input paths, parsed by the `sluice ingest` flag table over `base`
+// (whose values are the defaults of every flag not given) and finished like
+// the ingest command (FinishIngestOptions with `extras`). Routes are taken
+// from `base.routes`. InvalidArgument with CLI11's message (which names the
+// flag) when a value is refused.
+Result<IngestOptions> IngestOptionsFromArgs(const std::vector<std::string>& args,
+                                            const std::vector<std::string>& inputs,
+                                            IngestOptions base, IngestFlagExtras extras);
+
 // --store-env VAR: sets `store_uri` from the variable (which keeps a password
 // out of the process list). InvalidArgument when it is unset or empty.
 Status StoreUriFromEnvironment(const std::string& variable, std::string& store_uri);

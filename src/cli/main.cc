@@ -1,6 +1,6 @@
 // sluice: the command-line entry point. Subcommands: ingest, search, demo,
-// mock-api, verify, dead-letter (list, retry). Exit status: 0 success; 1 fatal error; 2 usage
-// error; 3 finished but something was dead-lettered; 4 the store is in use by another run;
+// mock-api, verify, dead-letter (list, retry), serve. Exit status: 0 success; 1 fatal error; 2
+// usage error; 3 finished but something was dead-lettered; 4 the store is in use by another run;
 // 130/143 stopped by SIGINT/SIGTERM.
 #include <csignal>
 #include <cstdio>
@@ -17,6 +17,7 @@
 #include "cli/json_log.h"
 #include "cli/resume_commands.h"
 #include "mockapi/mock_api_flags.h"
+#include "serve/serve_command.h"
 
 namespace sluice::cli {
 namespace {
@@ -128,6 +129,16 @@ int Main(int argc, char** argv) {
   dl_retry->add_option("--reason", dl_args.reason_pattern,
                        "only entries whose reason or message matches this regular expression");
 
+  serve::ServeArgs serve_args;
+  CLI::App* serve = app.add_subcommand(
+      "serve",
+      "Serve an HTTP/JSON job API (docs/openapi.yaml): submit ingest jobs, watch their "
+      "progress, cancel them; jobs survive a restart.");
+  serve::AddServeFlags(*serve, serve_args);
+  serve->add_option("--log-level", serve_args.log_level, "error, warn, info or debug")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"error", "warn", "info", "debug"}));
+
   // Expand `--config FILE` (ingest, dead-letter retry) before parsing so its
   // keys become flags.
   std::vector<std::string> args;
@@ -212,6 +223,10 @@ int Main(int argc, char** argv) {
       return 2;
     }
     return RunDeadLetterRetryCommand(dl_args, retry_options);
+  }
+  if (*serve) {
+    SetUpLogging(serve_args.log_level);
+    return serve::RunServeCommand(serve_args);
   }
   if (*mock) {
     SetUpLogging("info");

@@ -1,0 +1,549 @@
+// `sluice serve` end to end: the real binary, real HTTP over loopback
+// (cpp-httplib's client), the simulated API as its own process (`sluice
+// mock-api` with latency, so a job is observably mid-run). Every step waits
+// on something it can see (an event, an exit, a line on stdout), never on a
+// sleep.
+#include <fcntl.h>
+#include <httplib.h>
+#include <poll.h>
+#include <signal.h>
+#include <simdjson.h>
+#include <spawn.h>
+#include <sqlite3.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <thread>
+
+#include "testing/test_util.h"
+
+extern char** environ;
+
+namespace sluice {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+using testing::ReadFile;
+using testing::RunCommand;
+using testing::TempDir;
+using testing::WriteFile;
+
+const std::string kSluice = SLUICE_BINARY;
+// How long a step may take on a loaded 2-core machine running an ASan build;
+// every wait ends as soon as its condition holds.
+constexpr auto kStepBound = seconds(120);
+
+// A child process whose stdout is a pipe the test reads lines from and whose
+// stderr goes to a file.
+class Child {
+ public:
+  Child(std::vector<std::string> args, const std::string& stderr_path) {
+    int fds[2];
+    EXPECT_EQ(::pipe2(fds, O_CLOEXEC), 0);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&actions, fds[1], 1);
+    posix_spawn_file_actions_addopen(&actions, 2, stderr_path.c_str(),
+                                     O_WRONLY | O_CREAT | O_APPEND, 0644);
+    EXPECT_EQ(posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ), 0);
+    posix_spawn_file_actions_destroy(&actions);
+    ::close(fds[1]);
+    stdout_ = fds[0];
+  }
+  ~Child() {
+    if (!exit_code_) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    ::close(stdout_);
+  }
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+
+  // The first stdout line containing `marker`, within kStepBound; empty if
+  // the process exits or the bound passes first.
+  std::string WaitForLine(const std::string& marker) {
+    const auto deadline = std::chrono::steady_clock::now() + kStepBound;
+    while (std::chrono::steady_clock::now() < deadline) {
+      for (size_t nl; (nl = buffered_.find('\n')) != std::string::npos;) {
+        std::string line = buffered_.substr(0, nl);
+        buffered_.erase(0, nl + 1);
+        if (line.find(marker) != std::string::npos) return line;
+      }
+      pollfd p{stdout_, POLLIN, 0};
+      if (::poll(&p, 1, 1000) <= 0) continue;
+      char buf[4096];
+      const ssize_t n = ::read(stdout_, buf, sizeof buf);
+      if (n <= 0) return {};
+      buffered_.append(buf, static_cast<size_t>(n));
+    }
+    return {};
+  }
+  void Signal(int sig) { ::kill(pid_, sig); }
+  std::optional<int> WaitExit() {
+    const auto deadline = std::chrono::steady_clock::now() + kStepBound;
+    while (std::chrono::steady_clock::now() < deadline) {
+      int status = 0;
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        return exit_code_;
+      }
+      std::this_thread::sleep_for(milliseconds(10));  // polling the exit, bounded
+    }
+    return std::nullopt;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  int stdout_ = -1;
+  std::string buffered_;
+  std::optional<int> exit_code_;
+};
+
+// "http://127.0.0.1:PORT" (or ".../v1") from a "listening on URL" line.
+std::string UrlIn(const std::string& line) {
+  const size_t at = line.find("http://");
+  if (at == std::string::npos) return {};
+  const size_t end = line.find_first_of(" \t", at);
+  return line.substr(at, end == std::string::npos ? std::string::npos : end - at);
+}
+
+int PortOf(const std::string& url) {
+  const size_t colon = url.rfind(':');
+  return std::atoi(url.c_str() + colon + 1);
+}
+
+class ServeProcess {
+ public:
+  ServeProcess(const std::string& state_dir, const std::vector<std::string>& extra,
+               const std::string& stderr_path)
+      : child_(Args(state_dir, extra), stderr_path) {
+    url_ = UrlIn(child_.WaitForLine("sluice serve listening on"));
+  }
+  static std::vector<std::string> Args(const std::string& state_dir,
+                                       const std::vector<std::string>& extra) {
+    std::vector<std::string> args = {kSluice,       "serve",       "--listen",
+                                     "127.0.0.1:0", "--state-dir", state_dir};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return args;
+  }
+  const std::string& url() const { return url_; }
+  httplib::Client Client() const {
+    httplib::Client c("127.0.0.1", PortOf(url_));
+    c.set_read_timeout(120, 0);
+    return c;
+  }
+  Child& child() { return child_; }
+
+ private:
+  Child child_;
+  std::string url_;
+};
+
+// A parsed JSON document kept alive with its parser.
+struct Json {
+  simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  bool ok = false;
+  explicit Json(const std::string& text) { ok = parser.parse(text).get(root) == simdjson::SUCCESS; }
+  std::string Str(const char* pointer) {
+    std::string_view s;
+    return root.at_pointer(pointer).get_string().get(s) == simdjson::SUCCESS ? std::string(s)
+                                                                             : std::string();
+  }
+  int64_t Int(const char* pointer) {
+    int64_t v = -1;
+    if (root.at_pointer(pointer).get_int64().get(v) != simdjson::SUCCESS) return -1;
+    return v;
+  }
+};
+
+// Reads a job's server-sent events, calling `on_event(name, data)` for each
+// until it returns false or the stream ends. Returns the last event's name.
+std::string WatchEvents(
+    httplib::Client& client, const std::string& id,
+    const std::function<bool(const std::string&, const std::string&)>& on_event) {
+  std::string buffer, last;
+  client.Get("/v1/jobs/" + id + "/events", [&](const char* data, size_t len) {
+    buffer.append(data, len);
+    for (size_t end; (end = buffer.find("\n\n")) != std::string::npos;) {
+      const std::string block = buffer.substr(0, end);
+      buffer.erase(0, end + 2);
+      std::string name, payload;
+      size_t pos = 0;
+      while (pos < block.size()) {
+        size_t nl = block.find('\n', pos);
+        if (nl == std::string::npos) nl = block.size();
+        const std::string line = block.substr(pos, nl - pos);
+        if (line.rfind("event: ", 0) == 0) name = line.substr(7);
+        if (line.rfind("data: ", 0) == 0) payload += line.substr(6);
+        pos = nl + 1;
+      }
+      if (name.empty()) continue;  // a keep-alive comment
+      last = name;
+      if (!on_event(name, payload)) return false;
+    }
+    return true;
+  });
+  return last;
+}
+
+int64_t StoredChunks(const std::string& db) {
+  sqlite3* h = nullptr;
+  int64_t count = -1;
+  if (sqlite3_open_v2(db.c_str(), &h, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK) {
+    sqlite3_busy_timeout(h, 5000);
+    sqlite3_stmt* st = nullptr;
+    if (sqlite3_prepare_v2(h, "SELECT count(*) FROM chunks", -1, &st, nullptr) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW) {
+      count = sqlite3_column_int64(st, 0);
+    }
+    sqlite3_finalize(st);
+  }
+  sqlite3_close(h);
+  return count;
+}
+
+std::string JsonString(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out += c;
+  }
+  return out + "\"";
+}
+
+class ServeTest : public ::testing::Test {
+ protected:
+  std::string root() const { return dir_ / "root"; }
+  std::string state() const { return dir_ / "state"; }
+  std::string log() const { return dir_ / "serve.log"; }
+  void SetUp() override { std::filesystem::create_directories(root()); }
+
+  TempDir dir_;
+};
+
+constexpr int kRecordsA = 40;
+constexpr int kFilesB = 30;
+
+TEST_F(ServeTest, TwoJobsOneCancelledMidRunTheOtherSurvivesARestart) {
+  Child mock({kSluice, "mock-api", "--port", "0", "--dimensions", "16", "--latency-ms", "150"},
+             dir_ / "mock.log");
+  const std::string api = UrlIn(mock.WaitForLine("listening on"));
+  ASSERT_FALSE(api.empty()) << ReadFile(dir_ / "mock.log");
+
+  // Job A: inline records; job B: a folder under the allowed root. One chunk
+  // per record or file, two per request, one request at a time, committed
+  // two at a time: each job takes seconds against a 150 ms API.
+  std::string records;
+  for (int i = 0; i < kRecordsA; ++i) {
+    records += "{\"id\":" + std::to_string(i) + ",\"text\":\"record " + std::to_string(i) +
+               " about the sluice gate\"}\n";
+  }
+  for (int i = 0; i < kFilesB; ++i) {
+    WriteFile(root() + "/corpus/doc" + std::to_string(i) + ".txt",
+              "Document " + std::to_string(i) + " on the spillway.\n");
+  }
+  const std::string common =
+      ",\"endpoint\":" + JsonString(api) +
+      ",\"model\":\"mock-model\",\"batch-size\":2,\"concurrency\":1,\"store-batch\":2";
+  const std::string store_a = root() + "/a.db", store_b = root() + "/b.db";
+
+  std::string id_a, id_b;
+  {
+    ServeProcess serve(state(), {"--allow-root", root()}, log());
+    ASSERT_FALSE(serve.url().empty()) << ReadFile(log());
+    httplib::Client client = serve.Client();
+    auto a = client.Post("/v1/jobs",
+                         "{\"jsonl\":" + JsonString(records) +
+                             ",\"store\":" + JsonString("sqlite:" + store_a) + common + "}",
+                         "application/json");
+    ASSERT_TRUE(a) << httplib::to_string(a.error());
+    ASSERT_EQ(a->status, 201) << a->body;
+    auto b = client.Post("/v1/jobs",
+                         "{\"paths\":[" + JsonString(root() + "/corpus") +
+                             "],\"store\":" + JsonString("sqlite:" + store_b) + common + "}",
+                         "application/json");
+    ASSERT_EQ(b->status, 201) << b->body;
+    id_a = Json(a->body).Str("/id");
+    id_b = Json(b->body).Str("/id");
+    EXPECT_EQ(Json(b->body).Str("/state"), "queued");  // --max-jobs 1: A runs first
+    EXPECT_EQ(a->get_header_value("Location"), "/v1/jobs/" + id_a);
+
+    // A third job, queued behind A (seconds of work against the mock) and B,
+    // is cancelled at once and never runs.
+    auto c = client.Post("/v1/jobs",
+                         "{\"jsonl\":" + JsonString(records) + ",\"store\":" +
+                             JsonString("sqlite:" + root() + "/c.db") + common + "}",
+                         "application/json");
+    ASSERT_EQ(c->status, 201) << c->body;
+    const std::string id_c = Json(c->body).Str("/id");
+    auto cancelled_c = client.Delete("/v1/jobs/" + id_c);
+    ASSERT_EQ(cancelled_c->status, 200) << cancelled_c->body;
+    EXPECT_EQ(Json(cancelled_c->body).Str("/state"), "cancelled");
+    EXPECT_EQ(client.Delete("/v1/jobs/" + id_c)->status, 409);
+    EXPECT_EQ(client.Get("/v1/jobs/j999999")->status, 404);
+    EXPECT_EQ(client.Delete("/v1/jobs/j999999")->status, 404);
+    EXPECT_EQ(client.Get("/v1/nothing")->status, 404);
+
+    auto list = client.Get("/v1/jobs");
+    ASSERT_EQ(list->status, 200);
+    Json listed(list->body);
+    EXPECT_EQ(listed.Str("/jobs/0/id"), id_a);
+    EXPECT_EQ(listed.Str("/jobs/1/id"), id_b);
+
+    // Cancel A once its events show chunks stored.
+    bool cancel_sent = false;
+    std::string final_a;
+    httplib::Client watcher = serve.Client();
+    const std::string last =
+        WatchEvents(watcher, id_a, [&](const std::string& name, const std::string& data) {
+          Json event(data);
+          if (name == "final") {
+            final_a = data;
+            return false;
+          }
+          if (!cancel_sent && event.Int("/progress/chunks_stored") > 0) {
+            httplib::Client canceller = serve.Client();
+            auto cancelled = canceller.Delete("/v1/jobs/" + id_a);
+            EXPECT_TRUE(cancelled && (cancelled->status == 202 || cancelled->status == 200));
+            cancel_sent = true;
+          }
+          return true;
+        });
+    ASSERT_EQ(last, "final") << ReadFile(log());
+    ASSERT_TRUE(cancel_sent);
+    Json a_done(final_a);
+    EXPECT_EQ(a_done.Str("/state"), "cancelled") << final_a;
+    const int64_t a_stored = a_done.Int("/report/chunks_stored");
+    EXPECT_GT(a_stored, 0);
+    EXPECT_LT(a_stored, kRecordsA) << "the cancel came too late to stop anything";
+    EXPECT_EQ(a_done.Int("/report/chunks_abandoned") + a_stored,
+              a_done.Int("/report/chunks_produced"))
+        << final_a;
+    // The report's count is the store's.
+    EXPECT_EQ(StoredChunks(store_a), a_stored);
+
+    // B runs next; stop the server once B has stored something.
+    bool b_started = false;
+    WatchEvents(watcher, id_b, [&](const std::string&, const std::string& data) {
+      b_started = Json(data).Int("/progress/chunks_stored") > 0;
+      return !b_started;
+    });
+    ASSERT_TRUE(b_started) << ReadFile(log());
+    serve.child().Signal(SIGTERM);
+    EXPECT_EQ(serve.child().WaitExit(), 0) << ReadFile(log());
+  }
+  const std::string saved = ReadFile(state() + "/jobs/" + id_b + "/job.json");
+  EXPECT_NE(saved.find("\"state\":\"queued\""), std::string::npos) << saved;
+  const int64_t b_before_restart = StoredChunks(store_b);
+  EXPECT_GT(b_before_restart, 0);
+  EXPECT_LT(b_before_restart, kFilesB) << "B finished before the server was stopped";
+
+  // The same state folder: B resumes and completes; A stays cancelled.
+  ServeProcess serve(state(), {"--allow-root", root()}, log());
+  ASSERT_FALSE(serve.url().empty()) << ReadFile(log());
+  httplib::Client client = serve.Client();
+  std::string final_b;
+  WatchEvents(client, id_b, [&](const std::string& name, const std::string& data) {
+    if (name == "final") final_b = data;
+    return name != "final";
+  });
+  Json b_done(final_b);
+  ASSERT_EQ(b_done.Str("/state"), "succeeded") << final_b << ReadFile(log());
+  EXPECT_EQ(b_done.Int("/attempts"), 2);
+  // The rerun skipped the files the first run committed.
+  const int64_t unchanged = b_done.Int("/report/sources_unchanged");
+  EXPECT_GT(unchanged, 0) << final_b;
+  EXPECT_EQ(unchanged + b_done.Int("/report/sources_completed"), kFilesB) << final_b;
+  EXPECT_EQ(StoredChunks(store_b), kFilesB);
+  EXPECT_EQ(b_done.Int("/report/chunks_stored") + unchanged, kFilesB) << final_b;
+
+  EXPECT_FALSE(std::filesystem::exists(root() + "/c.db"));  // the cancelled C never ran
+  auto a = client.Get("/v1/jobs/" + id_a);
+  ASSERT_EQ(a->status, 200);
+  EXPECT_EQ(Json(a->body).Str("/state"), "cancelled");
+  EXPECT_EQ(StoredChunks(store_a), Json(a->body).Int("/report/chunks_stored"));
+}
+
+TEST_F(ServeTest, ABadOptionIsRefusedWith400NamingIt) {
+  ServeProcess serve(state(), {}, log());
+  ASSERT_FALSE(serve.url().empty()) << ReadFile(log());
+  httplib::Client client = serve.Client();
+  const std::string records = JsonString("{\"id\":1,\"text\":\"t\"}\n");
+  struct Case {
+    std::string option;  // a JSON member
+    std::string named;   // what the error must name
+  };
+  for (const Case& c :
+       {Case{"\"chunk-tokenz\":64", "chunk-tokenz"}, Case{"\"chunk-tokens\":3", "--chunk-tokens"},
+        Case{"\"parser-cmd\":\"cat\"", "parser-cmd"},
+        Case{"\"api-key-env\":\"HOME\"", "api-key-env"},
+        Case{"\"embedder\":\"telepathy\"", "--embedder"},
+        Case{"\"route\":[{\"glob\":\"*\",\"colour\":\"red\"}]", "colour"}}) {
+    auto r =
+        client.Post("/v1/jobs", "{\"jsonl\":" + records + "," + c.option + "}", "application/json");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 400) << c.option << ": " << r->body;
+    EXPECT_NE(r->body.find(c.named), std::string::npos) << r->body;
+  }
+  for (const std::string& body :
+       {std::string("not json"), std::string("{}"), std::string("{\"paths\":[]}"),
+        "{\"paths\":[\"x\"],\"jsonl\":" + records + "}"}) {
+    auto r = client.Post("/v1/jobs", body, "application/json");
+    EXPECT_EQ(r->status, 400) << body << ": " << r->body;
+  }
+  // Nothing refused was queued.
+  auto list = client.Get("/v1/jobs");
+  EXPECT_EQ(list->body, "{\"jobs\":[]}");
+  // A body that is not declared JSON (what a cross-site form could send).
+  auto form = client.Post("/v1/jobs", "{\"jsonl\":" + records + "}", "text/plain");
+  EXPECT_EQ(form->status, 415);
+}
+
+TEST_F(ServeTest, PathsOutsideTheAllowedRootsAre403) {
+  const std::string outside = dir_ / "outside";
+  WriteFile(outside + "/secret.txt", "not for the API\n");
+  std::filesystem::create_symlink(outside, root() + "/link");
+  WriteFile(root() + "/inside.txt", "fine\n");
+  ServeProcess serve(state(), {"--allow-root", root()}, log());
+  ASSERT_FALSE(serve.url().empty()) << ReadFile(log());
+  httplib::Client client = serve.Client();
+  for (const std::string& path : {outside + "/secret.txt", root() + "/../outside/secret.txt",
+                                  root() + "/link/secret.txt", std::string("/etc/passwd")}) {
+    auto r = client.Post("/v1/jobs", "{\"paths\":[" + JsonString(path) + "]}", "application/json");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 403) << path << ": " << r->body;
+    EXPECT_NE(r->body.find(path), std::string::npos) << r->body;
+  }
+  // Outputs too: a store or a report outside both the roots and the state folder.
+  const std::string inside = JsonString(root() + "/inside.txt");
+  for (const std::string& option : {"\"store\":" + JsonString("sqlite:" + outside + "/s.db"),
+                                    "\"report\":" + JsonString(root() + "/link/report.json"),
+                                    "\"out\":" + JsonString(outside + "/out")}) {
+    auto r =
+        client.Post("/v1/jobs", "{\"paths\":[" + inside + "]," + option + "}", "application/json");
+    EXPECT_EQ(r->status, 403) << option << ": " << r->body;
+  }
+  EXPECT_FALSE(std::filesystem::exists(outside + "/s.db"));
+  // Without --allow-root no path is accepted at all.
+  ServeProcess closed(dir_ / "state2", {}, dir_ / "serve2.log");
+  httplib::Client closed_client = closed.Client();
+  auto r = closed_client.Post("/v1/jobs", "{\"paths\":[" + inside + "]}", "application/json");
+  EXPECT_EQ(r->status, 403) << r->body;
+  EXPECT_NE(r->body.find("--allow-root"), std::string::npos) << r->body;
+}
+
+TEST_F(ServeTest, ATokenGuardsEveryRouteButHealthz) {
+  ::setenv("SLUICE_SERVE_TEST_TOKEN", "s3cret-t0ken", 1);
+  ServeProcess serve(state(), {"--token-env", "SLUICE_SERVE_TEST_TOKEN"}, log());
+  ASSERT_FALSE(serve.url().empty()) << ReadFile(log());
+  httplib::Client client = serve.Client();
+  EXPECT_EQ(client.Get("/healthz")->status, 200);
+  EXPECT_EQ(client.Get("/v1/jobs")->status, 401);
+  client.set_bearer_token_auth("wrong");
+  EXPECT_EQ(client.Get("/v1/jobs")->status, 401);
+  auto refused = client.Post("/v1/jobs", "{\"jsonl\":\"x\"}", "application/json");
+  EXPECT_EQ(refused->status, 401);
+  EXPECT_EQ(refused->body.find("s3cret"), std::string::npos);
+  client.set_bearer_token_auth("s3cret-t0ke");  // a prefix of the token
+  EXPECT_EQ(client.Get("/v1/jobs")->status, 401);
+  client.set_bearer_token_auth("s3cret-t0ken");
+  EXPECT_EQ(client.Get("/v1/jobs")->status, 200);
+  EXPECT_EQ(ReadFile(log()).find("s3cret"), std::string::npos);
+}
+
+TEST_F(ServeTest, ABodyOverTheLimitIs413) {
+  ServeProcess serve(state(), {"--max-body", "4096"}, log());
+  ASSERT_FALSE(serve.url().empty()) << ReadFile(log());
+  httplib::Client client = serve.Client();
+  const std::string big = "{\"jsonl\":" + JsonString(std::string(5000, 'x')) + "}";
+  auto r = client.Post("/v1/jobs", big, "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 413) << r->body;
+  auto list = client.Get("/v1/jobs");
+  EXPECT_EQ(list->body, "{\"jobs\":[]}");
+}
+
+TEST_F(ServeTest, ANonLoopbackAddressWithoutATokenRefusesToStart) {
+  auto r = RunCommand("timeout 60 " + kSluice + " serve --listen 0.0.0.0:0 --state-dir " + state());
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("refusing to start without a bearer token"), std::string::npos)
+      << r.output;
+  EXPECT_FALSE(std::filesystem::exists(state()));
+  // A token variable that is not set is no token.
+  r = RunCommand("timeout 60 env -u SLUICE_SERVE_UNSET " + kSluice +
+                 " serve --listen 0.0.0.0:0 --token-env SLUICE_SERVE_UNSET --state-dir " + state());
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("SLUICE_SERVE_UNSET"), std::string::npos) << r.output;
+}
+
+TEST_F(ServeTest, StartFailuresAreClearAndNonZero) {
+  auto r = RunCommand("timeout 60 " + kSluice + " serve --listen 127.0.0.1 --state-dir " + state());
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("HOST:PORT"), std::string::npos) << r.output;
+  r = RunCommand("timeout 60 " + kSluice + " serve --listen 127.0.0.1:0 --allow-root " +
+                 (dir_ / "missing") + " --state-dir " + state());
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("missing"), std::string::npos) << r.output;
+  WriteFile(dir_ / "a-file", "x");
+  r = RunCommand("timeout 60 " + kSluice + " serve --listen 127.0.0.1:0 --state-dir " +
+                 (dir_ / "a-file/state"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("--state-dir"), std::string::npos) << r.output;
+  // A port another server holds.
+  ServeProcess first(state(), {}, log());
+  ASSERT_FALSE(first.url().empty()) << ReadFile(log());
+  r = RunCommand("timeout 60 " + kSluice + " serve --listen 127.0.0.1:" +
+                 std::to_string(PortOf(first.url())) + " --state-dir " + (dir_ / "state2"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("cannot listen"), std::string::npos) << r.output;
+}
+
+TEST_F(ServeTest, SecretsInAJobNeverComeBack) {
+  ServeProcess serve(state(), {}, log());
+  ASSERT_FALSE(serve.url().empty()) << ReadFile(log());
+  httplib::Client client = serve.Client();
+  // A PostgreSQL store nobody listens on: the job fails, its error and
+  // everything else served or logged must still hold neither secret.
+  auto r = client.Post("/v1/jobs",
+                       "{\"jsonl\":" + JsonString("{\"id\":1,\"text\":\"t\"}\n") +
+                           ",\"api-key\":\"sk-job-key-123\",\"embedder\":\"hash\",\"store\":"
+                           "\"postgres://ingest:hunter2pw@127.0.0.1:1/db?connect_timeout=2\"}",
+                       "application/json");
+  ASSERT_EQ(r->status, 201) << r->body;
+  const std::string id = Json(r->body).Str("/id");
+  std::string everything = r->body, final_event;
+  httplib::Client watcher = serve.Client();
+  WatchEvents(watcher, id, [&](const std::string& name, const std::string& data) {
+    everything += data;
+    if (name == "final") final_event = data;
+    return name != "final";
+  });
+  EXPECT_EQ(Json(final_event).Str("/state"), "failed") << final_event;
+  everything += client.Get("/v1/jobs/" + id)->body + client.Get("/v1/jobs")->body;
+  serve.child().Signal(SIGTERM);
+  EXPECT_EQ(serve.child().WaitExit(), 0);
+  everything += ReadFile(log());
+  EXPECT_EQ(everything.find("sk-job-key-123"), std::string::npos) << everything;
+  EXPECT_EQ(everything.find("hunter2pw"), std::string::npos) << everything;
+  EXPECT_NE(everything.find("[redacted]"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace sluice
