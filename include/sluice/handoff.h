@@ -35,6 +35,10 @@
 
 namespace sluice {
 
+struct IngestOptions;
+struct IngestReport;
+struct Metrics;
+
 struct HandoffOptions {
   // The command: argv[0] is looked up in PATH; no shell. Empty: no command.
   std::vector<std::string> command;
@@ -63,6 +67,8 @@ struct HandoffOptions {
   // them (the API key itself, wherever it came from).
   std::vector<std::string> secret_env_names;
   std::vector<std::string> secret_env_values;
+  // The `sluice serve` job this hand-off follows (SLUICE_JOB); empty: none.
+  std::string job_id;
 };
 
 // The run's outcome, as the hand-off passes it on.
@@ -80,6 +86,7 @@ struct HandoffRun {
   uint64_t chunks_stored = 0;
   uint64_t chunks_dead_lettered = 0;
   uint64_t chunks_abandoned = 0;
+  std::string job_id;  // SLUICE_JOB when not empty (a `sluice serve` job)
 };
 
 struct CommandOutcome {
@@ -133,5 +140,23 @@ HandoffOutcome RunHandoff(const HandoffOptions& options, const HandoffRun& run,
 // {"command": {...}, "webhook": {...}}, the parts that ran; the URL is not
 // included (it may carry a token).
 std::string HandoffResultJson(const HandoffOutcome& outcome);
+
+// The hand-off of a finished ingest, as `sluice ingest` and each `sluice
+// serve` job run it: the HandoffRun from the run's report, metrics and
+// options; the command, then the POST of the report (with the command's
+// outcome in its "handoff" object); both outcomes logged. Every value in
+// options.secret_env_values is replaced by "[redacted]" in what is POSTed
+// and returned. The report file (IngestOptions::report_path, when it exists)
+// is rewritten with the "handoff" object. Returns the outcome; the final
+// report JSON goes to `report_json` when given. Never changes the run's
+// result: a failing hand-off is reported, not raised.
+HandoffOutcome HandOffIngest(const IngestReport& report, const Metrics& metrics,
+                             const IngestOptions& ingest, const HandoffOptions& options,
+                             int exit_status, std::string* report_json = nullptr);
+
+// True when `options` has a command or a URL.
+inline bool HandsOff(const HandoffOptions& options) {
+  return !options.command.empty() || !options.url.empty();
+}
 
 }  // namespace sluice

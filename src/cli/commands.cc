@@ -234,59 +234,6 @@ int MetricsStartFailure(const Status& status) {
   return status.code() == StatusCode::kInvalidArgument ? 2 : 1;
 }
 
-// The completion hand-off (--on-complete, --on-complete-url) of a finished
-// ingest: never changes its exit status; its outcome is logged and written
-// into the report.
-void RunCompletionHandoff(const IngestReport& report, const Metrics& metrics,
-                          const IngestOptions& options, const HandoffOptions& handoff,
-                          int exit_status) {
-  HandoffRun run;
-  std::error_code ec;
-  if (!options.report_path.empty() && std::filesystem::exists(options.report_path, ec)) {
-    run.report_path = std::filesystem::absolute(options.report_path, ec).string();
-  }
-  run.report_json = FormatReportJson(report, metrics);
-  run.aggregate_dir = std::filesystem::absolute(options.aggregate.out_dir, ec).string();
-  run.dead_letter_path = std::filesystem::absolute(options.dead_letter_path, ec).string();
-  run.exit_status = exit_status;
-  run.status = report.status.ok() ? "ok" : StatusCodeName(report.status.code());
-  run.sources_ok = Get(metrics.sources_ok);
-  run.sources_failed = Get(metrics.sources_failed);
-  run.sources_skipped = Get(metrics.sources_skipped);
-  run.chunks_produced = Get(metrics.chunks_produced);
-  run.chunks_stored = Get(metrics.chunks_stored);
-  run.chunks_dead_lettered = Get(metrics.chunks_dead_lettered);
-  run.chunks_abandoned = report.chunks_abandoned;
-
-  IngestReport with_handoff = report;
-  const HandoffOutcome outcome = RunHandoff(handoff, run, [&](const CommandOutcome& command) {
-    with_handoff.handoff_json = HandoffResultJson({.command = command, .webhook = {}});
-    return FormatReportJson(with_handoff, metrics);
-  });
-  if (outcome.command.ran) {
-    if (outcome.command.ok()) {
-      spdlog::info("on-complete: the command exited 0");
-    } else {
-      spdlog::warn("on-complete: the command failed: {}", outcome.command.error);
-    }
-  }
-  if (outcome.webhook.ran) {
-    if (outcome.webhook.ok()) {
-      spdlog::info("on-complete-url: report delivered (HTTP {})", outcome.webhook.http_status);
-    } else {
-      spdlog::warn("on-complete-url: not delivered after {} attempts: {}", outcome.webhook.attempts,
-                   outcome.webhook.error);
-    }
-  }
-  with_handoff.handoff_json = HandoffResultJson(outcome);
-  if (!run.report_path.empty()) {
-    if (Status s = WriteFileAtomically(run.report_path, FormatReportJson(with_handoff, metrics));
-        !s.ok()) {
-      spdlog::error("cannot write the hand-off's outcome into the report: {}", s.message());
-    }
-  }
-}
-
 int RunIngestCommand(IngestOptions options, const MetricsServerOptions& metrics,
                      const HandoffOptions& handoff) {
   const bool hands_off = !handoff.command.empty() || !handoff.url.empty();
@@ -310,7 +257,7 @@ int RunIngestCommand(IngestOptions options, const MetricsServerOptions& metrics,
     spdlog::error("{}", report.status.message());
   }
   const int exit_status = PrintAndFinish(pipeline, report, options, signal_number);
-  if (hands_off) RunCompletionHandoff(report, pipeline.metrics(), options, handoff, exit_status);
+  if (hands_off) HandOffIngest(report, pipeline.metrics(), options, handoff, exit_status);
   return exit_status;
 }
 

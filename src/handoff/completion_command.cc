@@ -77,7 +77,7 @@ std::string FinishTail(std::string tail, size_t limit) {
 
 std::vector<std::string> HandoffEnvironment(const HandoffRun& run) {
   auto n = [](uint64_t v) { return std::to_string(v); };
-  return {
+  std::vector<std::string> env = {
       "SLUICE_REPORT=" + run.report_path,
       "SLUICE_AGGREGATE_DIR=" + run.aggregate_dir,
       "SLUICE_DEAD_LETTER=" + run.dead_letter_path,
@@ -91,6 +91,8 @@ std::vector<std::string> HandoffEnvironment(const HandoffRun& run) {
       "SLUICE_CHUNKS_DEAD_LETTERED=" + n(run.chunks_dead_lettered),
       "SLUICE_CHUNKS_ABANDONED=" + n(run.chunks_abandoned),
   };
+  if (!run.job_id.empty()) env.push_back("SLUICE_JOB=" + run.job_id);
+  return env;
 }
 
 CommandOutcome RunCompletionCommand(const HandoffOptions& options, const HandoffRun& run) {

@@ -1,5 +1,7 @@
 #include "serve/job_manager.h"
 
+#include "cli/commands.h"
+
 #include <fmt/format.h>
 #include <simdjson.h>
 #include <spdlog/spdlog.h>
@@ -447,6 +449,25 @@ void JobManager::RunJob(Job& job, std::unique_lock<std::mutex>& lock) {
     if (Status s = WriteHtmlReport(options->html_report_path, report, pipeline.metrics(), html);
         !s.ok()) {
       output_error = "cannot write the HTML report: " + s.message();
+    }
+  }
+  if (HandsOff(options_.handoff)) {
+    lock.lock();
+    const bool resumes_later =
+        report.status.code() == StatusCode::kCancelled && !job.cancel_requested && shutting_down_;
+    lock.unlock();
+    if (!resumes_later) {
+      HandoffOptions handoff = options_.handoff;
+      handoff.job_id = job.id;
+      if (!api_key.empty()) handoff.secret_env_values.push_back(api_key);
+      // What `sluice ingest` would have exited with (SLUICE_EXIT_STATUS).
+      const int exit_status = cli::ExitStatusFor(report, pipeline.metrics(), 0);
+      std::string with_handoff;
+      HandOffIngest(report, pipeline.metrics(), *options, handoff, exit_status, &with_handoff);
+      while (!with_handoff.empty() && (with_handoff.back() == '\n' || with_handoff.back() == ' ')) {
+        with_handoff.pop_back();
+      }
+      report_json = std::move(with_handoff);
     }
   }
   lock.lock();

@@ -37,6 +37,7 @@
 
 #include "serve/job_request.h"
 #include "sluice/clock.h"
+#include "sluice/handoff.h"
 #include "sluice/pipeline.h"
 #include "sluice/status.h"
 
@@ -87,6 +88,9 @@ struct JobManagerOptions {
   std::string state_dir;
   int max_jobs = 1;
   Duration sample_period = std::chrono::milliseconds(250);
+  // Run after every job that ends (not one the shutdown stops: it resumes),
+  // on that job's worker thread; its outcome goes into the job's report.
+  HandoffOptions handoff;
 };
 
 // Builds a job's run options (BuildIngestOptions with the server's defaults

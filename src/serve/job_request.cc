@@ -24,6 +24,14 @@ struct RefusedKey {
 constexpr RefusedKey kRefusedKeys[] = {
     {"parser-cmd", "it would run a program on the server"},
     {"api-key-env", "it would read the server's environment (send \"api-key\" instead)"},
+    {"on-complete",
+     "it would run a program on the server (the server's own --on-complete runs "
+     "after every job)"},
+    {"on-complete-shell", "it would run a program on the server"},
+    {"on-complete-timeout", "the hand-off is the server's setting (serve --on-complete)"},
+    {"on-complete-url",
+     "the server would POST to any address (the server's own "
+     "--on-complete-url receives every job's report)"},
     {"store-env", "it would read the server's environment (give \"store\")"},
     {"metrics-listen", "the server's metrics are not a job's setting"},
     {"metrics-allow-remote", "the server's metrics are not a job's setting"},

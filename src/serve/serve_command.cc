@@ -14,6 +14,7 @@
 #include "serve/http_api.h"
 #include "serve/job_manager.h"
 #include "serve/path_policy.h"
+#include "sluice/handoff.h"
 
 namespace sluice::serve {
 
@@ -50,6 +51,21 @@ void AddServeFlags(CLI::App& app, ServeArgs& a) {
                  "requests served at once (an open event stream holds one)")
       ->capture_default_str()
       ->check(CLI::Range(2, 256));
+  app.add_option("--on-complete", a.on_complete,
+                 "run this command after every job that ends (succeeded, failed or cancelled), "
+                 "as `sluice ingest --on-complete` does: no shell, SLUICE_* variables, SLUICE_JOB "
+                 "the job's id; its outcome goes into the job's report")
+      ->group("Hand-off");
+  app.add_flag("--on-complete-shell", a.on_complete_shell, "run --on-complete through /bin/sh -c")
+      ->group("Hand-off");
+  app.add_option("--on-complete-timeout", a.on_complete_timeout_s,
+                 "seconds before --on-complete is killed and reported as timed out")
+      ->capture_default_str()
+      ->check(CLI::Range(0.1, 86400.0))
+      ->group("Hand-off");
+  app.add_option("--on-complete-url", a.on_complete_url,
+                 "POST every finished job's JSON report to this http(s) URL (retried)")
+      ->group("Hand-off");
 }
 
 int RunServeCommand(const ServeArgs& args) {
@@ -108,6 +124,26 @@ int RunServeCommand(const ServeArgs& args) {
   JobManagerOptions manager_options;
   manager_options.state_dir = args.state_dir;
   manager_options.max_jobs = args.max_jobs;
+  if (!args.on_complete.empty()) {
+    auto argv = SplitCommandLine(args.on_complete);
+    if (!argv.ok()) {
+      spdlog::error("--on-complete: {}", argv.status().message());
+      return 2;
+    }
+    manager_options.handoff.command = std::move(*argv);
+  }
+  if (!args.on_complete_url.empty() && !args.on_complete_url.starts_with("http://") &&
+      !args.on_complete_url.starts_with("https://")) {
+    spdlog::error("--on-complete-url must start with http:// or https://");
+    return 2;
+  }
+  manager_options.handoff.use_shell = args.on_complete_shell;
+  manager_options.handoff.command_timeout = FromSeconds(args.on_complete_timeout_s);
+  manager_options.handoff.url = args.on_complete_url;
+  // The hook sees the jobs' outcomes, not the server's credentials.
+  manager_options.handoff.secret_env_names = {args.api_key_env, "OPENAI_API_KEY"};
+  if (!args.token_env.empty()) manager_options.handoff.secret_env_names.push_back(args.token_env);
+  if (!api.token.empty()) manager_options.handoff.secret_env_values.push_back(api.token);
   auto manager = JobManager::Open(
       manager_options,
       [defaults, policy = *policy](const JobRequest& request, const std::string& job_dir) {

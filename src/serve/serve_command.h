@@ -21,6 +21,13 @@ struct ServeArgs {
   std::string api_key_env = "OPENAI_API_KEY";
   int http_threads = 16;
   std::string log_level = "info";
+  // The completion hand-off after every job that ends (succeeded, failed or
+  // cancelled; not one stopped by the server's own shutdown, which resumes
+  // it): the same as `sluice ingest --on-complete...`.
+  std::string on_complete;
+  bool on_complete_shell = false;
+  double on_complete_timeout_s = 300;
+  std::string on_complete_url;
 };
 
 void AddServeFlags(CLI::App& app, ServeArgs& args);

@@ -394,6 +394,8 @@ TEST_F(ServeTest, ABadOptionIsRefusedWith400NamingIt) {
        {Case{"\"chunk-tokenz\":64", "chunk-tokenz"}, Case{"\"chunk-tokens\":3", "--chunk-tokens"},
         Case{"\"parser-cmd\":\"cat\"", "parser-cmd"},
         Case{"\"api-key-env\":\"HOME\"", "api-key-env"},
+        Case{"\"on-complete\":\"touch /tmp/owned\"", "on-complete"},
+        Case{"\"on-complete-url\":\"http://127.0.0.1:1/\"", "on-complete-url"},
         Case{"\"embedder\":\"telepathy\"", "--embedder"},
         Case{"\"route\":[{\"glob\":\"*\",\"colour\":\"red\"}]", "colour"}}) {
     auto r =
@@ -543,6 +545,67 @@ TEST_F(ServeTest, SecretsInAJobNeverComeBack) {
   EXPECT_EQ(everything.find("sk-job-key-123"), std::string::npos) << everything;
   EXPECT_EQ(everything.find("hunter2pw"), std::string::npos) << everything;
   EXPECT_NE(everything.find("[redacted]"), std::string::npos);
+}
+
+// The server's --on-complete runs once after each job that ends, with the
+// job's id and counts in its environment and no secret; its outcome is in
+// the job's report. A failed job hands off too, with its failure status.
+TEST_F(ServeTest, OnCompleteRunsAfterEveryJobWithItsIdAndCounts) {
+  const std::string envs = dir_ / "hook";
+  std::filesystem::create_directories(envs);
+  ServeProcess serve(state(),
+                     {"--on-complete", "env > " + envs + "/$SLUICE_JOB.env", "--on-complete-shell"},
+                     log());
+  ASSERT_FALSE(serve.url().empty()) << ReadFile(log());
+  httplib::Client client = serve.Client();
+  std::string records;
+  for (int i = 0; i < 5; ++i)
+    records += "{\"id\":" + std::to_string(i) + ",\"text\":\"t" + std::to_string(i) + "\"}\n";
+  struct Submitted {
+    std::string id, final_state;
+  };
+  std::vector<Submitted> jobs;
+  for (const std::string& store :
+       {std::string("sqlite:") + (state() + "/ok.db"),
+        std::string("postgres://u:pw-in-dsn@127.0.0.1:1/db?connect_timeout=2")}) {
+    auto r = client.Post("/v1/jobs",
+                         "{\"jsonl\":" + JsonString(records) +
+                             ",\"embedder\":\"hash\",\"api-key\":\"sk-hook-secret\",\"store\":" +
+                             JsonString(store) + "}",
+                         "application/json");
+    ASSERT_EQ(r->status, 201) << r->body;
+    Submitted job{Json(r->body).Str("/id"), ""};
+    httplib::Client watcher = serve.Client();
+    WatchEvents(watcher, job.id, [&](const std::string& name, const std::string& data) {
+      if (name == "final") job.final_state = Json(data).Str("/state");
+      return name != "final";
+    });
+    jobs.push_back(job);
+  }
+  ASSERT_EQ(jobs[0].final_state, "succeeded");
+  ASSERT_EQ(jobs[1].final_state, "failed");
+  const std::string ok_env = ReadFile(envs + "/" + jobs[0].id + ".env");
+  EXPECT_NE(ok_env.find("SLUICE_JOB=" + jobs[0].id), std::string::npos) << ok_env;
+  EXPECT_NE(ok_env.find("SLUICE_STATUS=ok"), std::string::npos) << ok_env;
+  EXPECT_NE(ok_env.find("SLUICE_EXIT_STATUS=0"), std::string::npos) << ok_env;
+  EXPECT_NE(ok_env.find("SLUICE_CHUNKS_STORED=5"), std::string::npos) << ok_env;
+  const std::string failed_env = ReadFile(envs + "/" + jobs[1].id + ".env");
+  EXPECT_NE(failed_env.find("SLUICE_EXIT_STATUS=1"), std::string::npos) << failed_env;
+  EXPECT_EQ(failed_env.find("SLUICE_STATUS=ok"), std::string::npos) << failed_env;
+  for (const std::string& env : {ok_env, failed_env}) {
+    EXPECT_EQ(env.find("sk-hook-secret"), std::string::npos);
+    EXPECT_EQ(env.find("pw-in-dsn"), std::string::npos);
+  }
+  EXPECT_EQ(StoredChunks((state() + "/ok.db")), 5);
+  // The job's report carries the hand-off's outcome.
+  Json job(client.Get("/v1/jobs/" + jobs[0].id)->body);
+  ASSERT_TRUE(job.ok);
+  simdjson::dom::element exit_status;
+  EXPECT_EQ(job.root.at_pointer("/report/handoff/command/exit_status").get(exit_status),
+            simdjson::SUCCESS)
+      << client.Get("/v1/jobs/" + jobs[0].id)->body;
+  serve.child().Signal(SIGTERM);
+  EXPECT_EQ(serve.child().WaitExit(), 0);
 }
 
 }  // namespace
