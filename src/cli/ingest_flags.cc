@@ -208,7 +208,8 @@ void AddIngestFlags(CLI::App& app, IngestOptions& o, IngestFlagExtras& x) {
   app.add_option_function<double>(
          "--progress-interval",
          [&o](double seconds) { o.progress_interval = FromSeconds(seconds); },
-         "seconds between progress lines when stderr is not a terminal (default 10)")
+         "seconds between progress lines when stderr is not a terminal (default 10; one more "
+         "line at the end)")
       ->check(CLI::Range(0.1, 86400.0))
       ->group("Output");
   app.add_flag_callback(

@@ -136,9 +136,11 @@ void ProgressReporter::Run() {
     lock.lock();
   }
   lock.unlock();
-  // An observer always learns the final counts (a short run may end before
-  // the first interval); a printed line would only repeat the report.
-  if (observe_) emit(true);
+  // An observer always learns the final counts, and so does a log: a short
+  // run may end before the first interval, and whoever reads the log (or
+  // alerts on it) should not have to find the report to see where it ended.
+  // A terminal line is erased at the end: the report follows it.
+  if (observe_ || (print_ && !terminal_)) emit(true);
 }
 
 void ProgressReporter::Stop() {

@@ -123,17 +123,39 @@ TEST(ProgressReporterTest, PrintsOneLinePerSampleUntilStopped) {
       /*terminal=*/false, std::chrono::microseconds(1));
   self = &reporter;
   reporter.Run();  // on this thread: returns once stopped
-  ASSERT_EQ(lines.size(), 3u);
+  // Three interval lines, then the final one a log always gets.
+  ASSERT_EQ(lines.size(), 4u);
   EXPECT_EQ(lines[2], "0s | sources 3 | chunks 0 stored | 0 chunks/s | ETA estimating");
+  EXPECT_EQ(lines[3], "0s | sources 4 | chunks 0 stored | 0 chunks/s | ETA estimating");
 }
 
-TEST(ProgressReporterTest, StopBeforeTheFirstIntervalPrintsNothing) {
+// A run shorter than one interval still leaves its final counts in a log, so
+// a log never ends without saying where the run got to...
+TEST(ProgressReporterTest, ALogGetsTheFinalLineEvenBeforeTheFirstInterval) {
+  std::vector<std::string> lines;
+  ProgressReporter reporter(
+      [] {
+        ProgressSnapshot s;
+        s.sources_done = 7;
+        return s;
+      },
+      [&](const std::string& line, bool) { lines.push_back(line); },
+      /*terminal=*/false, std::chrono::hours(1));
+  reporter.Stop();
+  reporter.Run();  // returns at once: the stop is seen before any wait
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0], "0s | sources 7 | chunks 0 stored | 0 chunks/s | ETA estimating");
+}
+
+// ...while a terminal line, erased at the end, is not drawn once more only to
+// be replaced by the report.
+TEST(ProgressReporterTest, ATerminalGetsNoFinalLine) {
   int printed = 0;
   ProgressReporter reporter([] { return ProgressSnapshot{}; },
                             [&](const std::string&, bool) { ++printed; },
-                            /*terminal=*/false, std::chrono::hours(1));
+                            /*terminal=*/true, std::chrono::hours(1));
   reporter.Stop();
-  reporter.Run();  // returns at once: the stop is seen before any wait
+  reporter.Run();
   EXPECT_EQ(printed, 0);
 }
 
