@@ -83,59 +83,20 @@ std::string FreshPath(const char* name) {
   return path;
 }
 
-void BM_StoreWrite(benchmark::State& state) {
-  const auto& rows = Rows();
-  size_t per_txn = 0;
-  for (auto _ : state) {
-    state.PauseTiming();
-    StoreOptions options;
-    options.embedding_cache_namespace = "text-embedding-3-small:256";
-    options.run_id = 7;
-    options.exclusive_run = true;
-    options.batch_rows = RowsPerTransactionOverride();
-    auto store = OpenStore("sqlite:" + FreshPath("store"), options);
-    if (!store.ok()) {
-      state.SkipWithError(store.status().ToString().c_str());
-      return;
-    }
-    per_txn = (*store)->RowsPerTransaction();
-    state.ResumeTiming();
-    for (size_t i = 0; i < rows.size(); i += per_txn) {
-      const size_t n = std::min(per_txn, rows.size() - i);
-      WriteResult r = (*store)->Write(std::span(rows).subspan(i, n));
-      if (!r.status.ok() || !r.rejected.empty()) {
-        state.SkipWithError("write failed");
-        return;
-      }
-    }
-    (*store)->Close();
-  }
-  state.counters["rows/s"] = benchmark::Counter(static_cast<double>(rows.size()),
-                                                benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["rows_per_txn"] = static_cast<double>(per_txn);
-}
-BENCHMARK(BM_StoreWrite)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
-
-// The PostgreSQL store's own rate (SLUICE_BENCH_PG_DSN=postgres://...; the
-// benchmark is skipped without it): batches of RowsPerTransaction x
-// ParallelWrites rows per Write call, as the store stage sends them, each
-// iteration into a fresh table.
-void BM_PgStoreWrite(benchmark::State& state) {
-  const char* dsn = std::getenv("SLUICE_BENCH_PG_DSN");
-  if (dsn == nullptr || *dsn == '\0') {
-    state.SkipWithError("set SLUICE_BENCH_PG_DSN to a PostgreSQL URI");
-    return;
-  }
+// One store write benchmark: each iteration opens a fresh store (`open`,
+// untimed), writes every row in calls of RowsPerTransaction x ParallelWrites
+// rows, as the store stage sends them, and closes it. Reports rows/s and the
+// rows per call.
+template <class OpenFn>
+void WriteRows(benchmark::State& state, OpenFn open) {
   const auto& rows = Rows();
   size_t per_call = 0;
-  int table = 0;
   for (auto _ : state) {
     state.PauseTiming();
     StoreOptions options;
     options.embedding_cache_namespace = "text-embedding-3-small:256";
     options.run_id = 7;
-    options.table = fmt::format("bench_stages_{}_{}", ::getpid(), table++);
-    auto store = OpenStore(dsn, options);
+    Result<std::unique_ptr<Store>> store = open(options);
     if (!store.ok()) {
       state.SkipWithError(store.status().ToString().c_str());
       return;
@@ -155,6 +116,30 @@ void BM_PgStoreWrite(benchmark::State& state) {
   state.counters["rows/s"] = benchmark::Counter(static_cast<double>(rows.size()),
                                                 benchmark::Counter::kIsIterationInvariantRate);
   state.counters["rows_per_call"] = static_cast<double>(per_call);
+}
+
+void BM_StoreWrite(benchmark::State& state) {
+  WriteRows(state, [](StoreOptions options) {
+    options.exclusive_run = true;
+    options.batch_rows = RowsPerTransactionOverride();
+    return OpenStore("sqlite:" + FreshPath("store"), options);
+  });
+}
+BENCHMARK(BM_StoreWrite)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
+
+// The PostgreSQL store's own rate (SLUICE_BENCH_PG_DSN=postgres://...; the
+// benchmark is skipped without it), each iteration into a fresh table.
+void BM_PgStoreWrite(benchmark::State& state) {
+  const char* dsn = std::getenv("SLUICE_BENCH_PG_DSN");
+  if (dsn == nullptr || *dsn == '\0') {
+    state.SkipWithError("set SLUICE_BENCH_PG_DSN to a PostgreSQL URI");
+    return;
+  }
+  int table = 0;
+  WriteRows(state, [&](StoreOptions options) {
+    options.table = fmt::format("bench_stages_{}_{}", ::getpid(), table++);
+    return OpenStore(dsn, options);
+  });
 }
 BENCHMARK(BM_PgStoreWrite)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
 

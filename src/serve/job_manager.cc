@@ -33,6 +33,12 @@ std::optional<JobState> ParseState(std::string_view name) {
   return std::nullopt;
 }
 
+// The report as one line: it is embedded in responses and in event data lines.
+std::string OneLine(std::string json) {
+  while (!json.empty() && (json.back() == '\n' || json.back() == ' ')) json.pop_back();
+  return json;
+}
+
 std::string UtcNow() {
   const std::time_t now = std::time(nullptr);
   std::tm utc{};
@@ -191,7 +197,7 @@ Status JobManager::Load() {
     simdjson::dom::parser parser;
     simdjson::padded_string padded(text.str());
     simdjson::dom::object o;
-    std::string_view state_name, request_json;
+    std::string_view state_name;
     if (parser.parse(padded).get_object().get(o) != simdjson::SUCCESS ||
         o["state"].get_string().get(state_name) != simdjson::SUCCESS) {
       spdlog::warn("serve: {} is not a job file; skipped", file);
@@ -428,11 +434,7 @@ void JobManager::RunJob(Job& job, std::unique_lock<std::mutex>& lock) {
   job.bytes_total = bytes_total;
   lock.unlock();
   IngestReport report = pipeline.Run();
-  std::string report_json = FormatReportJson(report, pipeline.metrics());
-  // One line: the report is embedded in responses and in event data lines.
-  while (!report_json.empty() && (report_json.back() == '\n' || report_json.back() == ' ')) {
-    report_json.pop_back();
-  }
+  std::string report_json = OneLine(FormatReportJson(report, pipeline.metrics()));
   const std::string& api_key = options->http.api_key;
   if (!api_key.empty()) report_json = RedactSecret(std::move(report_json), api_key);
   // The client's own report files, as `sluice ingest --report/--html-report` writes them.
@@ -464,10 +466,7 @@ void JobManager::RunJob(Job& job, std::unique_lock<std::mutex>& lock) {
       const int exit_status = cli::ExitStatusFor(report, pipeline.metrics(), 0);
       std::string with_handoff;
       HandOffIngest(report, pipeline.metrics(), *options, handoff, exit_status, &with_handoff);
-      while (!with_handoff.empty() && (with_handoff.back() == '\n' || with_handoff.back() == ' ')) {
-        with_handoff.pop_back();
-      }
-      report_json = std::move(with_handoff);
+      report_json = OneLine(std::move(with_handoff));
     }
   }
   lock.lock();
