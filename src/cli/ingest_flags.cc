@@ -4,6 +4,8 @@
 
 #include <toml++/toml.h>
 
+#include "distributed/redis_client.h"
+
 namespace sluice::cli {
 
 namespace {
@@ -100,6 +102,24 @@ void AddIngestFlags(CLI::App& app, IngestOptions& o, IngestFlagExtras& x) {
       ->group("Embedder");
   Last(app.add_option("--tpm", o.tpm,
                       "the service's tokens-per-minute limit, if known (0: learn it from headers)"))
+      ->check(CLI::NonNegativeNumber)
+      ->group("Embedder");
+  Last(app.add_option("--budget-redis", o.shared_budget.redis_url,
+                      "share one rate budget (requests, tokens, Retry-After cooldown, in-flight "
+                      "cap) with every sluice process using this Redis, "
+                      "redis://[[user]:password@]host[:port][/db]; empty: pace alone"))
+      ->check([](const std::string& url) {
+        if (url.empty()) return std::string();
+        auto parsed = ParseRedisUrl(url);
+        return parsed.ok() ? std::string() : parsed.status().message();
+      })
+      ->group("Embedder");
+  Last(app.add_option("--budget-name", o.shared_budget.name,
+                      "the shared budget's name (Redis keys sluice:budget:{NAME}:*); default: "
+                      "derived from the endpoint and model, so processes using one API share it"))
+      ->group("Embedder");
+  Last(app.add_option("--budget-max-in-flight", o.shared_budget.max_in_flight,
+                      "requests in flight across every process sharing the budget; 0: no cap"))
       ->check(CLI::NonNegativeNumber)
       ->group("Embedder");
   Last(app.add_option("--max-chunks-in-flight", o.embed.in_flight_chunk_budget,
