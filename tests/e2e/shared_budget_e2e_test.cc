@@ -182,5 +182,25 @@ TEST_F(SharedBudgetE2eTest, AGlobalInFlightCapHoldsAcrossProcesses) {
   EXPECT_GT(uncapped.stats.peak_in_service, 2u);
 }
 
+TEST_F(SharedBudgetE2eTest, AnUnreachableRedisOnlyMeansPacingAlone) {
+  // Nothing listens on port 1: every process warns once and runs alone.
+  const FleetResult alone =
+      RunFleet("noredis",
+               {"--budget-redis", "redis://:hunter2@127.0.0.1:1/0", "--budget-max-in-flight", "2"},
+               0, Duration(0));
+  EXPECT_EQ(alone.stats.rate_limited, 0u);
+  for (int p = 0; p < kProcesses; ++p) {
+    const std::string log = testing::ReadFile(dir_ / ("noredis" + std::to_string(p) + ".log"));
+    size_t warnings = 0;
+    for (size_t at = log.find("pacing this process alone"); at != std::string::npos;
+         at = log.find("pacing this process alone", at + 1)) {
+      ++warnings;
+    }
+    // One for the pacer's connection, one for the limiter's.
+    EXPECT_EQ(warnings, 2u) << log;
+    EXPECT_EQ(log.find("hunter2"), std::string::npos) << log;
+  }
+}
+
 }  // namespace
 }  // namespace sluice
