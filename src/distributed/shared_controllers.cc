@@ -25,6 +25,11 @@ double Tightest(double a, double b) {
   return std::min(a, b);
 }
 
+// The longest shared cooldown one response may set (as the local pacer's
+// RatePacerOptions::max_cooldown): a broken Retry-After cannot stop every
+// process for hours.
+constexpr Duration kMaxSharedCooldown = std::chrono::minutes(5);
+
 // While the cap is full, how often a process asks for a slot again.
 constexpr Duration kLeasePoll = std::chrono::milliseconds(10);
 
@@ -99,8 +104,9 @@ void SharedRatePacer::Share(TimePoint now, const RateLimitInfo& rate, int http_s
   if ((http_status == 429 || http_status == 503) && rate.retry_after &&
       *rate.retry_after > Duration(0)) {
     // Every process stops until the service's cooldown has passed.
-    if (budget_->Cooldown(ToMillis(*rate.retry_after)).ok()) {
-      not_before_ = std::max(not_before_, now + *rate.retry_after);
+    const Duration cooldown = std::min<Duration>(*rate.retry_after, kMaxSharedCooldown);
+    if (budget_->Cooldown(ToMillis(cooldown)).ok()) {
+      not_before_ = std::max(not_before_, now + cooldown);
     }
   }
   const double rpm =
