@@ -183,11 +183,13 @@ TEST_F(SharedBudgetE2eTest, AGlobalInFlightCapHoldsAcrossProcesses) {
 }
 
 TEST_F(SharedBudgetE2eTest, AnUnreachableRedisOnlyMeansPacingAlone) {
-  // Nothing listens on port 1: every process warns once and runs alone.
-  const FleetResult alone =
-      RunFleet("noredis",
-               {"--budget-redis", "redis://:hunter2@127.0.0.1:1/0", "--budget-max-in-flight", "2"},
-               0, Duration(0));
+  // Nothing listens on port 1: every process warns once and runs alone. The
+  // URL comes from the environment (its password out of the process list).
+  ::setenv("SLUICE_TEST_BUDGET_REDIS", "redis://:hunter2@127.0.0.1:1/0", 1);
+  const FleetResult alone = RunFleet(
+      "noredis", {"--budget-redis-env", "SLUICE_TEST_BUDGET_REDIS", "--budget-max-in-flight", "2"},
+      0, Duration(0));
+  ::unsetenv("SLUICE_TEST_BUDGET_REDIS");
   EXPECT_EQ(alone.stats.rate_limited, 0u);
   for (int p = 0; p < kProcesses; ++p) {
     const std::string log = testing::ReadFile(dir_ / ("noredis" + std::to_string(p) + ".log"));
