@@ -363,6 +363,13 @@ Status SharedBudget::ReleaseLeases(const std::vector<std::string>& ids) {
   return Status::OK();
 }
 
+Result<int64_t> SharedBudget::ClientId() {
+  if (Status s = EnsureConnected(); !s.ok()) return s;
+  auto reply = client_->Command({"CLIENT", "ID"});
+  if (!reply.ok()) return reply.status();
+  return static_cast<int64_t>(reply->AsInteger());
+}
+
 Result<int64_t> SharedBudget::LeaseCount(std::optional<int64_t> now_ms) {
   auto reply = Run(scripts_->count, {Key("leases")}, {NowArg(now_ms)});
   if (!reply.ok()) return reply.status();

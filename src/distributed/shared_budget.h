@@ -89,6 +89,8 @@ class SharedBudget {
   const SharedBudgetOptions& options() const { return options_; }
   // False while Redis is unreachable (between a failure and the next retry).
   bool up() const { return client_ != nullptr; }
+  // The connection's CLIENT ID (tests kill it to lose the connection).
+  Result<int64_t> ClientId();
 
  private:
   SharedBudget(SharedBudgetOptions options, RedisEndpoint endpoint);

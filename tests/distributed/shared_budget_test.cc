@@ -232,6 +232,27 @@ TEST_F(SharedBudgetTest, UnreachableRedisFailsFastAndNamesNoPassword) {
   EXPECT_EQ(limiter.Limit(), 3u);
 }
 
+TEST_F(SharedBudgetTest, ALostConnectionFallsBackOnceAndTheBudgetResumesWhereItWas) {
+  options_.reconnect_after = Duration(0);  // retry at the next operation
+  auto budget = Open();
+  ASSERT_TRUE(budget->Learn(600, 0, 0).ok());
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(budget->Take(1, 0, false, 0)->granted);
+  auto id = budget->ClientId();
+  ASSERT_TRUE(id.ok());
+  ASSERT_TRUE(Client()->Command({"CLIENT", "KILL", "ID", std::to_string(*id)}).ok());
+  // The next operation finds the connection gone: unavailable, down.
+  auto lost = budget->Take(1, 0, false, 0);
+  ASSERT_FALSE(lost.ok());
+  EXPECT_EQ(lost.status().code(), StatusCode::kUnavailable);
+  EXPECT_FALSE(budget->up());
+  // The one after reconnects; the bucket is as the other takes left it.
+  auto back = budget->Take(1, 0, false, 0);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_TRUE(budget->up());
+  EXPECT_FALSE(back->granted);
+  EXPECT_EQ(back->wait_ms, 100);
+}
+
 TEST_F(SharedBudgetTest, PacerReservesAStartAndWaitsForTheSharedBucket) {
   auto seed = Open();
   ASSERT_TRUE(seed->Learn(120, 0).ok());  // 2 requests/s, bucket of 2, Redis time
