@@ -15,7 +15,7 @@ include(CMakePackageConfigHelpers)
 set(SLUICE_INSTALLED_LIBRARIES
     sluice_common sluice_sources sluice_sources_formats sluice_chunking sluice_embed
     sluice_embed_control sluice_store sluice_store_sqlite sluice_store_postgres sluice_store_uri
-    sluice_aggregate sluice_pipeline sluice_handoff)
+    sluice_aggregate sluice_distributed sluice_pipeline sluice_handoff)
 
 # The one target users link: the pipeline and the hand-off, with everything below.
 # (`sluice` is the CLI's name in this build, hence sluice_lib exported as sluice.)

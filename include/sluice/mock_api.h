@@ -32,7 +32,10 @@ struct MockApiOptions {
   Duration jitter{0};             // uniform extra latency in [0, jitter)
   double rpm = 0;                 // requests per minute; 0: unlimited
   double tpm = 0;                 // tokens per minute; 0: unlimited
-  int capacity = 0;               // requests in service at once; 0: unlimited
+  // Each rate bucket holds this many seconds of its limit (the burst the
+  // service admits at once). OpenAI's hold a minute's worth.
+  double burst_seconds = 60;
+  int capacity = 0;  // requests in service at once; 0: unlimited
   OverCapacityPolicy over_capacity = OverCapacityPolicy::kQueue;
   double fault_500_rate = 0;          // fraction of requests answered 500
   double fault_reset_rate = 0;        // fraction whose connection is reset without a response

@@ -34,6 +34,7 @@
 #include "sluice/metrics.h"
 #include "sluice/parser.h"
 #include "sluice/routing.h"
+#include "sluice/shared_budget.h"
 #include "sluice/status.h"
 #include "sluice/store.h"
 
@@ -94,6 +95,9 @@ struct IngestOptions {
   int concurrency = 0;  // requests in flight: N fixed, 0 adaptive (the default)
   double rpm = 0;       // the service's requests/minute if known; 0: from headers
   double tpm = 0;       // the service's tokens/minute if known; 0: from headers
+  // One rate budget shared with every process using the same API (Redis;
+  // docs/SHARED_BUDGET.md). No redis_url: this process paces alone.
+  SharedBudgetOptions shared_budget;
 
   std::string store_uri = "sqlite:sluice.db";
   StoreOptions store;

@@ -4,6 +4,8 @@
 
 #include <toml++/toml.h>
 
+#include "distributed/redis_client.h"
+
 namespace sluice::cli {
 
 namespace {
@@ -100,6 +102,28 @@ void AddIngestFlags(CLI::App& app, IngestOptions& o, IngestFlagExtras& x) {
       ->group("Embedder");
   Last(app.add_option("--tpm", o.tpm,
                       "the service's tokens-per-minute limit, if known (0: learn it from headers)"))
+      ->check(CLI::NonNegativeNumber)
+      ->group("Embedder");
+  Last(app.add_option("--budget-redis", o.shared_budget.redis_url,
+                      "share one rate budget (requests, tokens, Retry-After cooldown, in-flight "
+                      "cap) with every sluice process using this Redis, "
+                      "redis://[[user]:password@]host[:port][/db]; empty: pace alone"))
+      ->check([](const std::string& url) {
+        if (url.empty()) return std::string();
+        auto parsed = ParseRedisUrl(url);
+        return parsed.ok() ? std::string() : parsed.status().message();
+      })
+      ->group("Embedder");
+  Last(app.add_option("--budget-redis-env", x.budget_redis_env,
+                      "environment variable holding the --budget-redis URL (a password in a "
+                      "flag is visible in the process list)"))
+      ->group("Embedder");
+  Last(app.add_option("--budget-name", o.shared_budget.name,
+                      "the shared budget's name (Redis keys sluice:budget:{NAME}:*); default: "
+                      "derived from the endpoint and model, so processes using one API share it"))
+      ->group("Embedder");
+  Last(app.add_option("--budget-max-in-flight", o.shared_budget.max_in_flight,
+                      "requests in flight across every process sharing the budget; 0: no cap"))
       ->check(CLI::NonNegativeNumber)
       ->group("Embedder");
   Last(app.add_option("--max-chunks-in-flight", o.embed.in_flight_chunk_budget,
@@ -417,6 +441,18 @@ Status FinishIngestOptions(IngestOptions& o, const IngestFlagExtras& x) {
   if (!x.store_env.empty()) {
     if (Status s = StoreUriFromEnvironment(x.store_env, o.store_uri); !s.ok()) return s;
   }
+  if (!x.budget_redis_env.empty()) {
+    const char* url = std::getenv(x.budget_redis_env.c_str());
+    if (url == nullptr || *url == '\0') {
+      return Status::InvalidArgument("--budget-redis-env " + x.budget_redis_env +
+                                     ": the environment variable is not set or empty");
+    }
+    if (auto parsed = ParseRedisUrl(url); !parsed.ok()) {
+      return Status::InvalidArgument("--budget-redis-env " + x.budget_redis_env + ": " +
+                                     parsed.status().message());
+    }
+    o.shared_budget.redis_url = url;
+  }
   o.embedder = x.embedder == "http"   ? EmbedderKind::kHttp
                : x.embedder == "hash" ? EmbedderKind::kHash
                                       : EmbedderKind::kAuto;
@@ -448,7 +484,7 @@ Result<HandoffOptions> HandoffOptionsFromFlags(const IngestOptions& o, const Ing
   }
   handoff.url = x.on_complete_url;
   // The hook sees the run's outcome, not its credentials.
-  for (const std::string& name : {x.api_key_env, x.store_env}) {
+  for (const std::string& name : {x.api_key_env, x.store_env, x.budget_redis_env}) {
     if (!name.empty()) handoff.secret_env_names.push_back(name);
   }
   handoff.secret_env_names.push_back("OPENAI_API_KEY");

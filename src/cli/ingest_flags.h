@@ -35,6 +35,9 @@ struct IngestFlagExtras {
   bool on_complete_shell = false;      // run it through /bin/sh -c instead
   double on_complete_timeout_s = 300;  // then its process group is killed
   std::string on_complete_url;         // POST the report JSON here
+  // Environment variable holding the --budget-redis URL (its password stays
+  // out of the process list); wins over --budget-redis.
+  std::string budget_redis_env;
 };
 
 // Declares the embedder flags (shared by ingest, search and demo).

@@ -46,6 +46,10 @@ void AddMockApiFlags(CLI::App& app, MockApiOptions& options) {
   app.add_option("--tpm", options.tpm, "Tokens per minute (token bucket); 0 = unlimited")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  app.add_option("--burst-seconds", options.burst_seconds,
+                 "Each rate bucket holds this many seconds of its limit (OpenAI: 60)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   app.add_option("--capacity", options.capacity, "Requests in service at once; 0 = unlimited")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();

@@ -95,7 +95,7 @@ class MockApiServerImpl final : public MockApiServer {
   std::string StatsJson() const override;
   void SetRateLimits(double rpm, double tpm) override {
     std::lock_guard<std::mutex> lock(mu_);
-    limiter_.SetLimits(rpm, tpm, SteadyClock::now());
+    limiter_.SetLimits(rpm, tpm, SteadyClock::now(), options_.burst_seconds);
   }
   void Stop() override;
 
@@ -178,6 +178,9 @@ Status MockApiServerImpl::Init() {
   if (options_.rpm < 0 || options_.tpm < 0) {
     return Status::InvalidArgument("mock-api: rpm and tpm must be >= 0");
   }
+  if (!(options_.burst_seconds > 0)) {
+    return Status::InvalidArgument("mock-api: burst_seconds must be > 0");
+  }
   if (options_.base_latency.count() < 0 || options_.per_input_latency.count() < 0 ||
       options_.jitter.count() < 0) {
     return Status::InvalidArgument("mock-api: latencies must be >= 0");
@@ -189,7 +192,7 @@ Status MockApiServerImpl::Init() {
       return Status::InvalidArgument("mock-api: fault rates must be in [0, 1]");
     }
   }
-  limiter_.SetLimits(options_.rpm, options_.tpm, SteadyClock::now());
+  limiter_.SetLimits(options_.rpm, options_.tpm, SteadyClock::now(), options_.burst_seconds);
   forced_429_left_ = options_.fault_429_first;
   forced_wrong_dims_left_ = options_.fault_wrong_dims_first;
 

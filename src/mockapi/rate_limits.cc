@@ -9,24 +9,27 @@ namespace sluice {
 
 void TokenBucket::Refill(TimePoint now) {
   if (now > last_) {
-    level_ = std::min(per_minute_, level_ + ToSeconds(now - last_) * per_minute_ / 60.0);
+    level_ = std::min(capacity_, level_ + ToSeconds(now - last_) * per_minute_ / 60.0);
     last_ = now;
   }
 }
 
-void TokenBucket::SetLimit(double per_minute, TimePoint now) {
+void TokenBucket::SetLimit(double per_minute, TimePoint now, double burst_seconds) {
   if (per_minute <= 0) {
     per_minute_ = 0;
+    capacity_ = 0;
     level_ = 0;
     return;
   }
+  const double capacity = per_minute * burst_seconds / 60.0;
   if (!limited()) {
-    level_ = per_minute;
+    level_ = capacity;
   } else {
     Refill(now);
-    level_ = level_ / per_minute_ * per_minute;
+    level_ = level_ / capacity_ * capacity;
   }
   per_minute_ = per_minute;
+  capacity_ = capacity;
   last_ = now;
 }
 
@@ -41,16 +44,16 @@ Duration TokenBucket::TimeUntil(double amount, TimePoint now) {
   return FromSeconds((amount - level_) * 60.0 / per_minute_);
 }
 
-Duration TokenBucket::TimeUntilFull(TimePoint now) { return TimeUntil(per_minute_, now); }
+Duration TokenBucket::TimeUntilFull(TimePoint now) { return TimeUntil(capacity_, now); }
 
 void TokenBucket::Take(double amount, TimePoint now) {
   Refill(now);
   level_ -= amount;
 }
 
-void RateLimiter::SetLimits(double rpm, double tpm, TimePoint now) {
-  requests_.SetLimit(rpm, now);
-  tokens_.SetLimit(tpm, now);
+void RateLimiter::SetLimits(double rpm, double tpm, TimePoint now, double burst_seconds) {
+  requests_.SetLimit(rpm, now, burst_seconds);
+  tokens_.SetLimit(tpm, now, burst_seconds);
 }
 
 RateLimitDecision RateLimiter::Check(int64_t tokens, TimePoint now) {
@@ -60,7 +63,7 @@ RateLimitDecision RateLimiter::Check(int64_t tokens, TimePoint now) {
   if (requests_.limited()) request_wait = requests_.TimeUntil(1.0, now);
   if (tokens_.limited()) {
     d.available_tokens = tokens_.Available(now);
-    if (static_cast<double>(tokens) > tokens_.per_minute()) {
+    if (static_cast<double>(tokens) > tokens_.capacity()) {
       d.verdict = RateLimitVerdict::kTooLarge;
       d.snapshot = Snapshot(now);
       return d;

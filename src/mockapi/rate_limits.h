@@ -18,16 +18,18 @@ namespace sluice {
 // One continuously refilling bucket. A limit of 0 means unlimited.
 class TokenBucket {
  public:
-  // Sets the per-minute limit. A bucket that was unlimited starts full; one
+  // Sets the per-minute limit and the capacity, `burst_seconds` of it
+  // (OpenAI: a minute's worth). A bucket that was unlimited starts full; one
   // that was limited keeps the same fraction of its capacity (so lowering the
-  // limit never hands out more than the new minute's worth).
-  void SetLimit(double per_minute, TimePoint now);
+  // limit never hands out more than the new capacity).
+  void SetLimit(double per_minute, TimePoint now, double burst_seconds = 60);
   bool limited() const { return per_minute_ > 0; }
   double per_minute() const { return per_minute_; }
+  double capacity() const { return capacity_; }
   // What the bucket holds at `now` (after refill). REQUIRES: limited().
   double Available(TimePoint now);
   // How long until `amount` is available; 0 when it is already.
-  // REQUIRES: limited() and amount <= per_minute().
+  // REQUIRES: limited() and amount <= capacity().
   Duration TimeUntil(double amount, TimePoint now);
   // How long until the bucket is full again.
   Duration TimeUntilFull(TimePoint now);
@@ -37,6 +39,7 @@ class TokenBucket {
  private:
   void Refill(TimePoint now);
   double per_minute_ = 0;
+  double capacity_ = 0;
   double level_ = 0;
   TimePoint last_{};
 };
@@ -57,7 +60,7 @@ enum class RateLimitVerdict {
   kAdmitted,
   kRequestsExhausted,  // retry after `retry_after`
   kTokensExhausted,    // retry after `retry_after`
-  kTooLarge,           // needs more tokens than one minute holds: can never succeed
+  kTooLarge,           // needs more tokens than the bucket holds: can never succeed
 };
 
 struct RateLimitDecision {
@@ -69,7 +72,8 @@ struct RateLimitDecision {
 
 class RateLimiter {
  public:
-  void SetLimits(double rpm, double tpm, TimePoint now);
+  // Each bucket holds `burst_seconds` of its limit (OpenAI: 60).
+  void SetLimits(double rpm, double tpm, TimePoint now, double burst_seconds = 60);
   // Checks whether one request of `tokens` tokens fits, without charging it.
   RateLimitDecision Check(int64_t tokens, TimePoint now);
   // Charges one request of `tokens`. REQUIRES: Check(tokens, now) admitted it.

@@ -8,20 +8,54 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "distributed/shared_controllers.h"
 #include "sluice/control.h"
 
 namespace sluice {
 
+namespace {
+
+// The shared budget (--budget-redis) for an HTTP run, named by --budget-name
+// or after the endpoint and model; null without one (or for a URL the CLI
+// should have refused: that run paces alone, with a warning).
+std::unique_ptr<SharedBudget> OpenSharedBudget(const IngestOptions& options) {
+  const SharedBudgetOptions& shared = options.shared_budget;
+  if (shared.redis_url.empty() || options.embedder == EmbedderKind::kHash ||
+      options.http.endpoint.empty()) {
+    return nullptr;
+  }
+  SharedBudgetOptions o = shared;
+  if (o.name.empty()) o.name = DefaultBudgetName(options.http.endpoint, options.http.model);
+  auto budget = SharedBudget::Open(o);
+  if (!budget.ok()) {
+    spdlog::warn("no shared rate budget: {}", budget.status().message());
+    return nullptr;
+  }
+  return std::move(*budget);
+}
+
+}  // namespace
+
 std::unique_ptr<ConcurrencyLimiter> MakeLimiter(const IngestOptions& options) {
-  if (options.concurrency > 0) return MakeFixedLimiter(static_cast<size_t>(options.concurrency));
-  return MakeAdaptiveLimiter(AdaptiveLimiterOptions{});
+  std::unique_ptr<ConcurrencyLimiter> local =
+      options.concurrency > 0 ? MakeFixedLimiter(static_cast<size_t>(options.concurrency))
+                              : MakeAdaptiveLimiter(AdaptiveLimiterOptions{});
+  if (options.shared_budget.max_in_flight <= 0) return local;
+  std::unique_ptr<SharedBudget> budget = OpenSharedBudget(options);
+  if (!budget) return local;
+  return std::make_unique<SharedConcurrencyLimiter>(std::move(local), std::move(budget),
+                                                    options.shared_budget.max_in_flight);
 }
 
 std::unique_ptr<RatePacer> MakePacer(const IngestOptions& options) {
   RatePacerOptions pacer;
   pacer.rpm = options.rpm;
   pacer.tpm = options.tpm;
-  return MakeRatePacer(pacer);
+  std::unique_ptr<RatePacer> local = MakeRatePacer(pacer);
+  std::unique_ptr<SharedBudget> budget = OpenSharedBudget(options);
+  if (!budget) return local;
+  return std::make_unique<SharedRatePacer>(std::move(local), std::move(budget), options.rpm,
+                                           options.tpm);
 }
 
 // The recorder is single-threaded by contract; the embed stage reports

@@ -1,6 +1,7 @@
 // Chooses and connects the embed stage's controllers from IngestOptions: the
 // concurrency limiter (fixed --concurrency N, or adaptive with 0), the rate
-// pacer (--rpm/--tpm and the service's rate-limit headers) and the controller
+// pacer (--rpm/--tpm and the service's rate-limit headers), both wrapped to
+// obey the shared rate budget with --budget-redis, and the controller
 // trace (--trace FILE, summarised in the report, its rows handed to the
 // report for the HTML run report).
 //

@@ -33,6 +33,11 @@ constexpr RefusedKey kRefusedKeys[] = {
      "the server would POST to any address (the server's own "
      "--on-complete-url receives every job's report)"},
     {"store-env", "it would read the server's environment (give \"store\")"},
+    {"budget-redis",
+     "it would connect the server to any Redis and pace the server's other jobs (the shared "
+     "rate budget is the server's setting)"},
+    {"budget-redis-env", "it would read the server's environment"},
+    {"budget-name", "the shared rate budget is the server's setting"},
     {"metrics-listen", "the server's metrics are not a job's setting"},
     {"metrics-allow-remote", "the server's metrics are not a job's setting"},
     {"log-level", "logging is the server's setting"},

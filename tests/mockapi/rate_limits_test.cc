@@ -77,6 +77,23 @@ TEST(RateLimiterTest, RequestsThenTokensBind) {
   EXPECT_EQ(limiter.Check(601, t0).verdict, RateLimitVerdict::kTooLarge);
 }
 
+TEST(RateLimiterTest, ASmallBurstHoldsOnlyThatManySecondsOfTheLimit) {
+  const TimePoint t0{};
+  RateLimiter limiter;
+  limiter.SetLimits(600, 6000, t0, /*burst_seconds=*/1);  // 10 requests, 100 tokens at once
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_EQ(limiter.Check(5, t0).verdict, RateLimitVerdict::kAdmitted) << i;
+    limiter.Charge(5, t0);
+  }
+  const RateLimitDecision refused = limiter.Check(5, t0);
+  EXPECT_EQ(refused.verdict, RateLimitVerdict::kRequestsExhausted);
+  EXPECT_EQ(refused.retry_after, milliseconds(100));
+  EXPECT_EQ(refused.snapshot.limit_requests, 600);  // the headers still say the minute's limit
+  EXPECT_EQ(refused.snapshot.reset_requests, seconds(1));
+  // More tokens than the bucket holds can never be admitted.
+  EXPECT_EQ(limiter.Check(101, t0 + seconds(60)).verdict, RateLimitVerdict::kTooLarge);
+}
+
 TEST(RateLimiterTest, UnlimitedAdmitsEverything) {
   RateLimiter limiter;
   limiter.SetLimits(0, 0, TimePoint{});

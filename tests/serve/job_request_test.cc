@@ -34,8 +34,9 @@ TEST(JobRequestTest, ParsesPathsSettingsRoutesAndTheKey) {
 }
 
 TEST(JobRequestTest, RefusesUnknownAndServerReachingKeysByName) {
-  for (const char* key : {"chunk-tokenz", "parser-cmd", "api-key-env", "store-env",
-                          "metrics-listen", "log-level", "config", "inputs", "quiet"}) {
+  for (const char* key :
+       {"chunk-tokenz", "parser-cmd", "api-key-env", "store-env", "metrics-listen", "log-level",
+        "config", "inputs", "quiet", "budget-redis", "budget-redis-env", "budget-name"}) {
     auto parsed = ParseJobBody(std::string(R"({"jsonl":"x",")") + key + R"(":"v"})");
     ASSERT_FALSE(parsed.ok()) << key;
     EXPECT_EQ(parsed.status().code(), StatusCode::kInvalidArgument);
