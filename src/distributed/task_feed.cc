@@ -172,6 +172,10 @@ void TaskFeed::HeartbeatLoop() {
     heartbeat_wake_.wait_for(lock, interval, [this] { return stop_heartbeat_; });
     if (stop_heartbeat_) break;
   }
+  // A last beat, so `sluice status` shows the final count until the record expires.
+  Status s = beat_->Heartbeat(
+      WorkerStatus{options_.consumer, options_.host, options_.pid, tasks_done(), 0}, ttl);
+  if (!s.ok()) spdlog::warn("heartbeat: {}", s.ToString());
 }
 
 }  // namespace sluice
