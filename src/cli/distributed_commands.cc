@@ -1,5 +1,7 @@
 #include "cli/distributed_commands.h"
 
+#include <pthread.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -356,6 +358,13 @@ int RunWorker(const DistributedArgs& args) {
           .string();
   spdlog::info("worker {}: job '{}' at {}, store {}", consumer, args.job, endpoint->Redacted(),
                RedactUri(options.store_uri));
+  // SIGINT/SIGTERM are for the watcher thread of RunWithSignalHandling:
+  // blocked before the heartbeat thread starts, so it inherits the mask.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   tasks.Start();
   Pipeline pipeline(options);
   int signal_number = 0;

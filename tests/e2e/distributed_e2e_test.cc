@@ -246,6 +246,77 @@ TEST_F(DistributedE2eTest, ThreeWorkersOneKilledStoreEveryChunkOnceAndBuryThePoi
                      prefix + ":workers"});
 }
 
+TEST_F(DistributedE2eTest, SigtermStopsAWorkerGracefullyAndAnotherFinishesItsTasks) {
+  SLUICE_REQUIRE_DSN(dsn, "SLUICE_TEST_PG_DSN");
+  SLUICE_REQUIRE_REDIS(redis_url);
+  dsn_ = dsn;
+  TempDir dir;
+  MakeCorpus(dir);
+  MockApiOptions mock;
+  mock.dimensions = 24;
+  mock.base_latency = std::chrono::milliseconds(40);
+  auto server = MockApiServer::Start(mock);
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  server_ = std::move(*server);
+  const std::string ref_table = pgtest::UniqueTable("dist_term_ref");
+  const std::string job_table = pgtest::UniqueTable("dist_term");
+  tables_ = {ref_table, job_table};
+  std::string ingest = kSluice + " ingest " + Quote(dir / "corpus") + " --no-progress --out " +
+                       Quote(dir / "ref-out") + " --no-aggregate";
+  for (const std::string& s : Settings(ref_table)) ingest += " " + Quote(s);
+  auto ref = RunCommand(ingest);
+  ASSERT_EQ(ref.exit_code, 3) << ref.output;
+
+  const std::string job = redistest::UniqueName("e2e-term");
+  std::string enqueue = kSluice + " enqueue " + Quote(dir / "corpus") + " --redis " +
+                        Quote(redis_url) + " --job " + Quote(job);
+  for (const std::string& s : Settings(job_table)) enqueue += " " + Quote(s);
+  auto enqueued = RunCommand(enqueue);
+  ASSERT_EQ(enqueued.exit_code, 0) << enqueued.output;
+
+  // One worker, stopped by SIGTERM once it has finished a task.
+  const pid_t first = Spawn({kSluice, "worker", "--redis", redis_url, "--job", job,
+                             "--visibility-timeout", "1", "--max-in-flight", "4"},
+                            dir / "first.log");
+  ASSERT_GT(first, 0);
+  auto endpoint = ParseRedisUrl(redis_url);
+  ASSERT_TRUE(endpoint.ok());
+  auto redis = RedisClient::Connect(*endpoint);
+  ASSERT_TRUE(redis.ok()) << redis.status().ToString();
+  const std::string prefix = "sluice:job:{" + job + "}";
+  bool did_work = false;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (!did_work && std::chrono::steady_clock::now() < deadline) {
+    auto done = (*redis)->Command({"HGET", prefix, "done"});
+    ASSERT_TRUE(done.ok()) << done.status().ToString();
+    did_work = done->AsInteger() >= 1;
+    // The poll's pace, not a synchronisation: the condition above is.
+    if (!did_work) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_TRUE(did_work) << ReadFile(dir / "first.log");
+  ASSERT_EQ(::kill(first, SIGTERM), 0);
+  EXPECT_EQ(Wait(first), 128 + SIGTERM);
+  const std::string log = ReadFile(dir / "first.log");
+  EXPECT_NE(log.find("stopping gracefully"), std::string::npos) << log;
+  EXPECT_NE(log.find("tasks done"), std::string::npos) << log;  // it got to its report
+  auto done_after_stop = (*redis)->Command({"HGET", prefix, "done"});
+  EXPECT_LT(done_after_stop->AsInteger(), 48) << "the run ended before the stop: a weaker test";
+
+  // A second worker finishes the job, the first one's unacked tasks included.
+  const int code = Wait(Spawn({kSluice, "worker", "--redis", redis_url, "--job", job,
+                               "--exit-when-idle", "--visibility-timeout", "1"},
+                              dir / "second.log"));
+  EXPECT_TRUE(code == 0 || code == 3) << code << ":\n" << ReadFile(dir / "second.log");
+  auto status =
+      RunCommand(kSluice + " status --json --redis " + Quote(redis_url) + " --job " + Quote(job));
+  EXPECT_NE(status.output.find("\"total\":49,\"pending\":0,\"in_flight\":0,\"done\":48,\"dead\":1"),
+            std::string::npos)
+      << status.output;
+  EXPECT_TRUE(Dump(dsn, job_table) == Dump(dsn, ref_table));
+  (*redis)->Command({"DEL", prefix, prefix + ":tasks", prefix + ":dead", prefix + ":errors",
+                     prefix + ":workers"});
+}
+
 TEST(DistributedCliTest, RefusesASqliteStoreWithARemoteRedisAndNeverPrintsPasswords) {
   TempDir dir;
   WriteFile(dir / "corpus/a.md", "# A\n\nText.\n");
