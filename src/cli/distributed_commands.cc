@@ -112,7 +112,7 @@ Status CheckStoreReachable(const std::string& store_uri, const RedisEndpoint& re
   return Status::OK();
 }
 
-std::string UtcNow() {
+std::string JobCreatedTime() {
   const std::time_t now = std::time(nullptr);
   std::tm utc{};
   gmtime_r(&now, &utc);
@@ -259,7 +259,7 @@ int RunEnqueue(DistributedCommands& c) {
     std::error_code ec;
     store_uri = "sqlite:" + std::filesystem::absolute(store_uri.substr(7), ec).string();
   }
-  const JobRecord record{*options_json, store_uri, UtcNow()};
+  const JobRecord record{*options_json, store_uri, JobCreatedTime()};
   if (auto existing = (*stream)->LoadJob(); existing.ok()) {
     if (existing->options_json != record.options_json || existing->store_uri != record.store_uri) {
       return Fail(Status::InvalidArgument(

@@ -1,6 +1,9 @@
 #include "distributed/task_feed.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <vector>
 
 #include <spdlog/spdlog.h>
@@ -100,7 +103,7 @@ bool TaskFeed::Next(SourceFile& file, const std::atomic<bool>& stopping) {
     file.size_bytes = task.task.size_bytes;
     file.mtime_ns = task.task.mtime_ns;
     std::lock_guard lock(mu_);
-    in_flight_[SourceIdOf(task.task)].push_back(task.id);
+    in_flight_[SourceIdOf(task.task)].push_back(Handed{task.id, task.task.path});
     ++in_flight_count_;
     return true;
   }
@@ -109,12 +112,12 @@ bool TaskFeed::Next(SourceFile& file, const std::atomic<bool>& stopping) {
 
 void TaskFeed::OnSourceDone(const std::string& source_id, SourceOutcome outcome,
                             const Status& why) {
-  std::string entry;
+  Handed handed;
   {
     std::lock_guard lock(mu_);
     auto it = in_flight_.find(source_id);
     if (it == in_flight_.end() || it->second.empty()) return;  // not one of the feed's
-    entry = std::move(it->second.front());
+    handed = std::move(it->second.front());
     it->second.pop_front();
     if (it->second.empty()) in_flight_.erase(it);
     --in_flight_count_;
@@ -123,8 +126,17 @@ void TaskFeed::OnSourceDone(const std::string& source_id, SourceOutcome outcome,
   std::lock_guard lock(ack_mu_);
   // A failed ack leaves the task pending: once the heartbeat stops extending
   // it, another worker redoes it (its fingerprint makes that cheap).
+  const std::string& entry = handed.entry;
+  std::string error;
   if (outcome == SourceOutcome::kDeadLettered) {
-    auto buried = ack_->Bury(entry, why.ToString());
+    error = why.ToString();
+  } else if (outcome == SourceOutcome::kSkipped && ::access(handed.path.c_str(), F_OK) != 0 &&
+             errno == ENOENT) {
+    error = "not found: " + handed.path + " does not exist on " + options_.host +
+            " (deleted since the enqueue, or not mounted there)";
+  }
+  if (!error.empty()) {
+    auto buried = ack_->Bury(entry, error);
     if (!buried.ok()) spdlog::warn("task {}: {}", entry, buried.status().ToString());
   } else {
     auto acked = ack_->Ack(entry);
@@ -158,8 +170,8 @@ void TaskFeed::HeartbeatLoop() {
     {
       std::lock_guard lock(mu_);
       if (stop_heartbeat_) break;
-      for (const auto& [source, entries] : in_flight_) {
-        ids.insert(ids.end(), entries.begin(), entries.end());
+      for (const auto& [source, handed] : in_flight_) {
+        for (const Handed& h : handed) ids.push_back(h.entry);
       }
     }
     Status s = beat_->Extend(options_.consumer, ids);

@@ -49,8 +49,10 @@ class TaskFeed final : public SourceFeed {
   TaskFeed& operator=(const TaskFeed&) = delete;
 
   bool Next(SourceFile& file, const std::atomic<bool>& stopping) override;
-  // IngestOptions::on_source_done: acks the task (a dead-lettered source is
-  // moved to the job's dead stream with `why`).
+  // IngestOptions::on_source_done: acks the task. A dead-lettered source is
+  // moved to the job's dead stream with `why`, and so is a skipped one whose
+  // file this worker cannot see: more likely a missing mount on this host
+  // than a file deleted since the enqueue, and never to be acked as done.
   void OnSourceDone(const std::string& source_id, SourceOutcome outcome, const Status& why);
 
   // Starts / stops the heartbeat thread.
@@ -77,11 +79,15 @@ class TaskFeed final : public SourceFeed {
 
   mutable std::mutex mu_;
   std::condition_variable room_;  // a task was done: room for another
-  // Source id -> the task entries handed to the pipeline for it, oldest first.
-  std::unordered_map<std::string, std::deque<std::string>> in_flight_;  // GUARDED_BY(mu_)
-  size_t in_flight_count_ = 0;                                          // GUARDED_BY(mu_)
-  Status error_;                                                        // GUARDED_BY(mu_)
-  bool stop_heartbeat_ = false;                                         // GUARDED_BY(mu_)
+  struct Handed {
+    std::string entry;  // the task's id in the stream
+    std::string path;
+  };
+  // Source id -> the tasks handed to the pipeline for it, oldest first.
+  std::unordered_map<std::string, std::deque<Handed>> in_flight_;  // GUARDED_BY(mu_)
+  size_t in_flight_count_ = 0;                                     // GUARDED_BY(mu_)
+  Status error_;                                                   // GUARDED_BY(mu_)
+  bool stop_heartbeat_ = false;                                    // GUARDED_BY(mu_)
   std::condition_variable heartbeat_wake_;
 
   std::atomic<uint64_t> tasks_done_{0};

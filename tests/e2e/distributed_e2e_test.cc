@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <thread>
 
 #include "distributed/redis_client.h"
@@ -315,6 +316,44 @@ TEST_F(DistributedE2eTest, SigtermStopsAWorkerGracefullyAndAnotherFinishesItsTas
   EXPECT_TRUE(Dump(dsn, job_table) == Dump(dsn, ref_table));
   (*redis)->Command({"DEL", prefix, prefix + ":tasks", prefix + ":dead", prefix + ":errors",
                      prefix + ":workers"});
+}
+
+TEST(DistributedCliTest, ATaskWhoseFileThisWorkerCannotSeeIsDeadNotDone) {
+  SLUICE_REQUIRE_REDIS(redis_url);
+  TempDir dir;
+  WriteFile(dir / "corpus/kept.md", "# Kept\n\nStays where it was.\n");
+  WriteFile(dir / "corpus/gone.md", "# Gone\n\nRemoved after the enqueue.\n");
+  const std::string job = redistest::UniqueName("e2e-gone");
+  const std::string redis = " --redis " + Quote(redis_url) + " --job " + Quote(job);
+  auto enqueued = RunCommand(kSluice + " enqueue " + Quote(dir / "corpus") + redis +
+                             " --embedder hash --store " + Quote("sqlite:" + (dir / "s.db")));
+  ASSERT_EQ(enqueued.exit_code, 0) << enqueued.output;
+  std::filesystem::remove(dir / "corpus/gone.md");
+  auto worked = RunCommand("cd " + Quote(dir.path()) + " && " + kSluice + " worker" + redis +
+                           " --exit-when-idle --visibility-timeout 1");
+  EXPECT_EQ(worked.exit_code, 0) << worked.output;
+  auto status = RunCommand(kSluice + " status --json" + redis);
+  EXPECT_NE(status.output.find("\"total\":2,\"pending\":0,\"in_flight\":0,\"done\":1,\"dead\":1"),
+            std::string::npos)
+      << status.output;
+  auto dead = RunCommand(kSluice + " dead-letter list" + redis);
+  EXPECT_NE(dead.output.find("gone.md does not exist on"), std::string::npos) << dead.output;
+  // Once the file is back, a retry ingests it.
+  WriteFile(dir / "corpus/gone.md", "# Gone\n\nBack again.\n");
+  auto retried = RunCommand(kSluice + " dead-letter retry" + redis);
+  EXPECT_NE(retried.output.find("1 tasks"), std::string::npos) << retried.output;
+  worked = RunCommand("cd " + Quote(dir.path()) + " && " + kSluice + " worker" + redis +
+                      " --exit-when-idle --visibility-timeout 1");
+  EXPECT_EQ(worked.exit_code, 0) << worked.output;
+  status = RunCommand(kSluice + " status --json" + redis);
+  EXPECT_NE(status.output.find("\"total\":2,\"pending\":0,\"in_flight\":0,\"done\":2,\"dead\":0"),
+            std::string::npos)
+      << status.output;
+  auto endpoint = ParseRedisUrl(redis_url);
+  auto client = RedisClient::Connect(*endpoint);
+  ASSERT_TRUE(client.ok());
+  const std::string prefix = "sluice:job:{" + job + "}";
+  (*client)->Command({"DEL", prefix, prefix + ":tasks", prefix + ":dead", prefix + ":errors"});
 }
 
 TEST(DistributedCliTest, RefusesASqliteStoreWithARemoteRedisAndNeverPrintsPasswords) {
