@@ -1,5 +1,6 @@
 // sluice: the command-line entry point. Subcommands: ingest, search, demo,
-// mock-api, verify, dead-letter (list, retry), serve, and the distributed enqueue, worker, status.
+// mock-api, verify, aggregate, dead-letter (list, retry), serve, and the distributed enqueue,
+// worker, status.
 // Exit status: 0 success; 1 fatal error; 2 usage error; 3 finished but something was dead-lettered;
 // 4 the store is in use by another run; 130/143 stopped by SIGINT/SIGTERM.
 #include <csignal>
@@ -101,6 +102,23 @@ int Main(int argc, char** argv) {
   verify->add_option("--table", verify_args.table, "chunks table name")->capture_default_str();
   std::string verify_store_env;
   verify->add_option("--store-env", verify_store_env, kStoreEnvHelp);
+
+  AggregateArgs aggregate_args;
+  CLI::App* aggregate = app.add_subcommand(
+      "aggregate",
+      "Rebuild the per-domain/category JSON files of --out from a store (what an ingest writes; "
+      "chunks the store no longer holds are dropped). Reads nothing else, embeds nothing.");
+  aggregate->add_option("--store", aggregate_args.store_uri, "sqlite:PATH or postgres://...")
+      ->capture_default_str();
+  aggregate->add_option("--table", aggregate_args.table, "chunks table name")
+      ->capture_default_str();
+  std::string aggregate_store_env;
+  aggregate->add_option("--store-env", aggregate_store_env, kStoreEnvHelp);
+  aggregate->add_option("--out", aggregate_args.aggregate.out_dir, "the folder of the files")
+      ->capture_default_str();
+  aggregate->add_flag(
+      "--aggregate-embeddings", aggregate_args.aggregate.include_embeddings,
+      "write each chunk's vector into the files too (as ingest --aggregate-embeddings)");
 
   CLI::App* dead_letter =
       app.add_subcommand("dead-letter", "Inspect or re-drive the dead-letter file.");
@@ -221,6 +239,17 @@ int Main(int argc, char** argv) {
       }
     }
     return RunVerifyCommand(verify_args);
+  }
+  if (*aggregate) {
+    SetUpLogging("info");
+    if (!aggregate_store_env.empty()) {
+      if (Status s = StoreUriFromEnvironment(aggregate_store_env, aggregate_args.store_uri);
+          !s.ok()) {
+        spdlog::error("{}", s.message());
+        return 2;
+      }
+    }
+    return RunAggregateCommand(aggregate_args);
   }
   const bool dl_from_redis = !dl_redis.redis_url.empty() || !dl_redis.redis_env.empty();
   if (*dl_list) {

@@ -28,6 +28,7 @@
 #include "cli/commands.h"
 #include "common/json_canonical.h"
 #include "common/private_file.h"
+#include "pipeline/rebuild_aggregates.h"
 #include "sluice/sources.h"
 
 namespace sluice::cli {
@@ -297,6 +298,41 @@ int RunDeadLetterRetryCommand(const DeadLetterArgs& args, IngestOptions options)
               path.c_str());
   if (status != 0) return status;
   return still_failing > 0 ? 3 : 0;
+}
+
+int RunAggregateCommand(const AggregateArgs& args) {
+  StoreOptions store_options;
+  store_options.table = args.table;
+  store_options.read_only = true;  // a missing store is an error, never a new empty one
+  auto store_or = OpenStore(args.store_uri, store_options);
+  if (!store_or.ok()) {
+    spdlog::error("{}", store_or.status().message());
+    return 1;
+  }
+  Store& store = **store_or;
+  Result<RebuildStats> stats = RebuildAggregates(store, args.aggregate);
+  if (!stats.ok()) {
+    spdlog::error("aggregate {} -> {}: {}", store.Describe(), args.aggregate.out_dir,
+                  stats.status().message());
+    return 1;
+  }
+  std::printf("aggregate %s -> %s: %llu chunks of %llu files in %llu group files",
+              store.Describe().c_str(), args.aggregate.out_dir.c_str(),
+              static_cast<unsigned long long>(stats->chunks),
+              static_cast<unsigned long long>(stats->files),
+              static_cast<unsigned long long>(stats->files_written));
+  if (stats->chunks_dropped > 0) {
+    std::printf("; %llu chunks the store no longer holds dropped",
+                static_cast<unsigned long long>(stats->chunks_dropped));
+  }
+  std::printf("\n");
+  if (stats->chunks_without_file > 0) {
+    spdlog::warn(
+        "{} stored chunks belong to no recorded file (records read from stdin, or files whose "
+        "ingest has not completed) and are not in the files",
+        stats->chunks_without_file);
+  }
+  return 0;
 }
 
 int RunVerifyCommand(const VerifyArgs& args) {

@@ -1,5 +1,6 @@
 // The resume-related subcommands (docs/RESUME.md):
 //   sluice verify --store URI [inputs...]
+//   sluice aggregate --store URI --out DIR
 //   sluice dead-letter list  [--dead-letter FILE]
 //   sluice dead-letter retry [--dead-letter FILE] [--reason PATTERN] [ingest flags]
 // Each returns the process exit status.
@@ -18,6 +19,12 @@ struct VerifyArgs {
   std::string store_uri = "sqlite:sluice.db";
   std::string table = "chunks";
   std::vector<std::string> inputs;  // optional: also check these files' fingerprints
+};
+
+struct AggregateArgs {
+  std::string store_uri = "sqlite:sluice.db";
+  std::string table = "chunks";
+  AggregatorOptions aggregate;  // out_dir, include_embeddings
 };
 
 struct DeadLetterArgs {
@@ -40,6 +47,9 @@ Result<std::vector<DeadLetterEntry>> ReadDeadLetterFile(const std::string& path)
 // Exit 0 when the store (and the inputs, if given) check out; 1 with the
 // problems listed one per line.
 int RunVerifyCommand(const VerifyArgs& args);
+// `sluice aggregate`: rebuilds --out from the store (src/pipeline/rebuild_aggregates.h).
+// Exit 0 when the files were written, 1 on an error.
+int RunAggregateCommand(const AggregateArgs& args);
 // Counts by reason and kind, with an example message.
 int RunDeadLetterListCommand(const DeadLetterArgs& args);
 // Re-embeds the selected chunk entries and re-reads the selected source
