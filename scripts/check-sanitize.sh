@@ -39,8 +39,8 @@ asan() {
 }
 
 tsan() {
-  local targets=(common_test pipeline_test resume_test source_tracker_test sluice_embed_stage_test
-    job_manager_test)
+  local targets=(common_test pipeline_test resume_test source_tracker_test source_feed_test
+    sluice_embed_stage_test job_manager_test task_feed_test)
   cmake -S . -B build-tsan -DSLUICE_SANITIZE=thread -DCMAKE_BUILD_TYPE=Debug \
     -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g" -DSLUICE_BUILD_BENCH=OFF "${unity[@]}" >/dev/null
   cmake --build build-tsan -j "$jobs" --target "${targets[@]}"

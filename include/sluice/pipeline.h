@@ -58,6 +58,25 @@ Result<CleanupMode> ParseCleanupMode(std::string_view text);
 
 struct IngestReport;
 
+// The final outcome of one source (IngestOptions::on_source_done).
+enum class SourceOutcome {
+  kCommitted,     // every chunk stored or dead-lettered, and its fingerprint committed
+  kUnchanged,     // skipped: its fingerprint matched (size+mtime, or content hash)
+  kSkipped,       // nothing to ingest: unsupported format, binary, deleted since listed
+  kDeadLettered,  // the whole source failed (parse or read error); `why` says why
+};
+
+// An external feed of sources that replaces the walk of `inputs` (the
+// distributed workers' task stream, docs/DISTRIBUTED.md).
+// Thread safety: Next() is called on the pipeline's one walker thread.
+class SourceFeed {
+ public:
+  virtual ~SourceFeed() = default;
+  // Blocks until the next source is available (true, `file` set) or there is
+  // no more work (false). Must return (false) soon after `stopping` is set.
+  virtual bool Next(SourceFile& file, const std::atomic<bool>& stopping) = 0;
+};
+
 // What the progress callback sees (IngestOptions::on_progress): the counters
 // of the run so far. Plain data, copied for each call.
 struct IngestProgress {
@@ -119,6 +138,21 @@ struct IngestOptions {
   // their source id), instead of walking `inputs` (which may then be empty).
   std::vector<Chunk> replay_chunks;
   std::vector<SourceFile> replay_files;
+
+  // Not owned; must outlive Run(). Set: sources come from the feed instead
+  // of `inputs` (which must then be empty); needs a store that records
+  // fingerprints, and refuses --cleanup full.
+  SourceFeed* source_feed = nullptr;
+  // Called exactly once per source read from the feed (or the walk) whose
+  // outcome is final, with its source id (relative_path, or path when that
+  // is empty); `why` is the error of kDeadLettered. A source dropped by a
+  // stop or a fatal error gets no call: it was not done. (Without
+  // fingerprints, which a feed refuses, kCommitted comes once it is parsed.)
+  // Thread context: a
+  // reader thread (unchanged, skipped, dead-lettered) or the store writer
+  // (committed), possibly concurrently: the callback must be thread-safe.
+  std::function<void(const std::string& source_id, SourceOutcome outcome, const Status& why)>
+      on_source_done;
 
   CleanupMode cleanup = CleanupMode::kIncremental;
   bool skip_unchanged = true;   // false: re-read every file (fingerprints still recorded)

@@ -210,6 +210,13 @@ int PrintAndFinish(Pipeline& pipeline, const IngestReport& report, const IngestO
 
 }  // namespace
 
+IngestReport RunWithSignalHandling(Pipeline& pipeline, int& signal_number) {
+  SignalWatcher watcher(pipeline);
+  IngestReport report = pipeline.Run();
+  signal_number = watcher.signal();
+  return report;
+}
+
 int ExitStatusFor(const IngestReport& report, const Metrics& metrics, int signal_number) {
   if (signal_number != 0) return 128 + signal_number;
   if (report.status.code() == StatusCode::kBusy) return 4;  // the store is in use by another run

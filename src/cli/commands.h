@@ -46,6 +46,11 @@ int RunSearchCommand(const SearchArgs& args);
 int RunDemoCommand(const DemoArgs& args);
 int RunMockApiCommand(const MockApiOptions& options);
 
+// Runs `pipeline` with the signal handling of `sluice ingest` (the first
+// SIGINT/SIGTERM stops it gracefully, a second exits at once); sets
+// `signal_number` to the signal that stopped it (0: none).
+IngestReport RunWithSignalHandling(Pipeline& pipeline, int& signal_number);
+
 // Exit status for a finished ingest.
 int ExitStatusFor(const IngestReport& report, const Metrics& metrics, int signal_number);
 

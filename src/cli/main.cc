@@ -1,7 +1,8 @@
 // sluice: the command-line entry point. Subcommands: ingest, search, demo,
-// mock-api, verify, dead-letter (list, retry), serve. Exit status: 0 success; 1 fatal error; 2
-// usage error; 3 finished but something was dead-lettered; 4 the store is in use by another run;
-// 130/143 stopped by SIGINT/SIGTERM.
+// mock-api, verify, aggregate, dead-letter (list, retry), serve, and the distributed enqueue,
+// worker, status.
+// Exit status: 0 success; 1 fatal error; 2 usage error; 3 finished but something was dead-lettered;
+// 4 the store is in use by another run; 130/143 stopped by SIGINT/SIGTERM.
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
@@ -13,6 +14,7 @@
 #include <CLI/CLI.hpp>
 
 #include "cli/commands.h"
+#include "cli/distributed_commands.h"
 #include "cli/ingest_flags.h"
 #include "cli/json_log.h"
 #include "cli/resume_commands.h"
@@ -146,6 +148,12 @@ int Main(int argc, char** argv) {
   dl_retry->add_option("--reason", dl_args.reason_pattern,
                        "only entries whose reason or message matches this regular expression");
 
+  DistributedArgs dl_redis;  // dead-letter list|retry --redis URL --job NAME
+  AddDeadLetterRedisFlags(*dl_list, dl_redis);
+  AddDeadLetterRedisFlags(*dl_retry, dl_redis);
+  DistributedCommands distributed;
+  AddDistributedCommands(app, distributed);
+
   serve::ServeArgs serve_args;
   CLI::App* serve = app.add_subcommand(
       "serve",
@@ -161,14 +169,17 @@ int Main(int argc, char** argv) {
   std::vector<std::string> args;
   for (int i = argc - 1; i >= 1; --i) args.emplace_back(argv[i]);  // CLI11 wants reverse order
   std::vector<std::string> forward(args.rbegin(), args.rend());
-  const bool is_ingest = !forward.empty() && forward[0] == "ingest";
+  const bool is_enqueue = !forward.empty() && forward[0] == "enqueue";
+  const bool is_ingest = !forward.empty() && (forward[0] == "ingest" || is_enqueue);
   const bool is_retry = forward.size() >= 2 && forward[0] == "dead-letter" && forward[1] == "retry";
   if (is_ingest || is_retry) {
     const size_t skip = is_ingest ? 1 : 2;
     std::vector<std::string> rest(forward.begin() + static_cast<std::ptrdiff_t>(skip),
                                   forward.end());
-    auto expanded = is_ingest ? ExpandConfigFile(*ingest, rest, ingest_options.routes)
-                              : ExpandConfigFile(*dl_retry, rest, retry_options.routes);
+    auto expanded = is_enqueue  ? ExpandConfigFile(*distributed.enqueue, rest,
+                                                   distributed.enqueue_options.routes)
+                    : is_ingest ? ExpandConfigFile(*ingest, rest, ingest_options.routes)
+                                : ExpandConfigFile(*dl_retry, rest, retry_options.routes);
     if (!expanded.ok()) {
       std::fprintf(stderr, "sluice: %s\n", expanded.status().message().c_str());
       return 2;
@@ -240,18 +251,29 @@ int Main(int argc, char** argv) {
     }
     return RunAggregateCommand(aggregate_args);
   }
+  const bool dl_from_redis = !dl_redis.redis_url.empty() || !dl_redis.redis_env.empty();
   if (*dl_list) {
     SetUpLogging("info");
+    if (dl_from_redis) return RunDeadLetterRedisCommand(dl_redis, /*retry=*/false);
     return RunDeadLetterListCommand(dl_args);
   }
   if (*dl_retry) {
     SetUpLogging(retry_extras.log_level, retry_extras.log_format);
+    if (dl_from_redis) return RunDeadLetterRedisCommand(dl_redis, /*retry=*/true);
     if (Status s = FinishIngestOptions(retry_options, retry_extras); !s.ok()) {
       spdlog::error("{}", s.message());
       return 2;
     }
     return RunDeadLetterRetryCommand(dl_args, retry_options);
   }
+  if (*distributed.enqueue) {
+    SetUpLogging(distributed.enqueue_extras.log_level, distributed.enqueue_extras.log_format);
+  } else if (*distributed.worker) {
+    SetUpLogging(distributed.worker_args.log_level);
+  } else if (*distributed.status) {
+    SetUpLogging("info");
+  }
+  if (std::optional<int> status = RunDistributedCommand(distributed)) return *status;
   if (*serve) {
     SetUpLogging(serve_args.log_level);
     return serve::RunServeCommand(serve_args);

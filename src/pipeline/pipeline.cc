@@ -44,8 +44,14 @@ size_t EmbeddedBytes(const EmbeddedChunk& c) {
 }
 
 Status Validate(const IngestOptions& o) {
-  if (o.inputs.empty() && o.replay_chunks.empty() && o.replay_files.empty())
+  if (o.source_feed != nullptr) {
+    if (!o.inputs.empty()) return Status::InvalidArgument("a source feed replaces the inputs");
+    if (o.cleanup == CleanupMode::kFull) {
+      return Status::InvalidArgument("--cleanup full needs the whole inputs, not a source feed");
+    }
+  } else if (o.inputs.empty() && o.replay_chunks.empty() && o.replay_files.empty()) {
     return Status::InvalidArgument("no input given: name files, folders or '-'");
+  }
   if (o.chunker.chunk_tokens == 0) return Status::InvalidArgument("--chunk-tokens must be > 0");
   if (o.chunker.overlap_tokens >= o.chunker.chunk_tokens) {
     return Status::InvalidArgument("--chunk-overlap must be smaller than --chunk-tokens");
@@ -100,6 +106,17 @@ void Walk(RunContext& run, SourceEnumerator& enumerator, RunQueues& q, DeadLette
   for (const Chunk& c : options.replay_chunks) {
     if (run.stopping() || !q.chunks.Push(Chunk(c))) break;
     Add(run.metrics().chunks_produced);
+  }
+  if (SourceFeed* feed = options.source_feed) {
+    // A source the feed gave but the queue refused (a stop) is abandoned: no
+    // outcome, so the feed's owner hands it out again later.
+    SourceFile file;
+    while (!run.stopping() && feed->Next(file, run.stopping_flag())) {
+      if (!q.files.Push(std::move(file))) break;
+      file = SourceFile();
+    }
+    q.files.Close();
+    return;
   }
   Status s =
       enumerator.Run(q.files, run.stopping_flag(), [&](const std::string& path, const Status& why) {
@@ -186,6 +203,12 @@ IngestReport Pipeline::Impl::Run() {
   auto opened = OpenRunResources(options, run.run_id(), metrics, report);
   if (!opened.ok()) return Finish(report, opened.status(), start, nullptr);
   RunResources& res = **opened;
+  if (options.source_feed != nullptr && !res.resume) {
+    // Without fingerprints no source would ever be known complete.
+    return Finish(report,
+                  Status::InvalidArgument("a source feed needs a store that records fingerprints"),
+                  start, &res);
+  }
   RunDeadLetters dead(*res.dead_letters, run);
   if (res.price_per_mtok)
     metrics.price_per_mtok_usd.store(*res.price_per_mtok, std::memory_order_relaxed);
@@ -213,7 +236,8 @@ IngestReport Pipeline::Impl::Run() {
                                       ? options.reader_threads
                                       : static_cast<int>(std::thread::hardware_concurrency()));
   ReadStage read(ReadStageOptions{readers, res.resume, options.skip_unchanged,
-                                  options.cleanup != CleanupMode::kNone},
+                                  options.cleanup != CleanupMode::kNone,
+                                  /*track_once_per_path=*/options.source_feed == nullptr},
                  run, dead, res.registry, res.command_parser.get(), res.router, res.fingerprints,
                  [&](const std::string& file_id) {
                    if (aggregate) aggregate->ReplayFile(file_id);

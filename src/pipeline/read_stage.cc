@@ -180,8 +180,9 @@ void ReadStage::ReadFiles(BoundedQueue<SourceFile>& files, BoundedQueue<Chunk>& 
     Add(metrics.reader.items_in);
     token = 0;
     bool tracked = options_.resume && file->path != kStdinPath;
+    bool tracked_by_store = false;  // its outcome comes from the store writer's commit
     const std::string file_id = file->relative_path.empty() ? file->path : file->relative_path;
-    if (tracked) {
+    if (tracked && options_.track_once_per_path) {
       std::lock_guard lock(seen_mu_);
       if (!seen_files_.insert(file_id).second) {
         // Two roots hold the same relative path: their chunks share source
@@ -203,6 +204,7 @@ void ReadStage::ReadFiles(BoundedQueue<SourceFile>& files, BoundedQueue<Chunk>& 
         sources_unchanged_.fetch_add(1, std::memory_order_relaxed);
         bytes_unchanged_.fetch_add(file->size_bytes, std::memory_order_relaxed);
         if (on_unchanged_) on_unchanged_(file_id);
+        Done(file_id, SourceOutcome::kUnchanged);
         continue;
       }
     }
@@ -218,6 +220,7 @@ void ReadStage::ReadFiles(BoundedQueue<SourceFile>& files, BoundedQueue<Chunk>& 
         run_.Skip(dot == std::string::npos
                       ? "unsupported format (no extension)"
                       : "unsupported format (" + file->relative_path.substr(dot) + ")");
+        Done(file_id, SourceOutcome::kSkipped);
         continue;
       }
     }
@@ -225,6 +228,7 @@ void ReadStage::ReadFiles(BoundedQueue<SourceFile>& files, BoundedQueue<Chunk>& 
     if (tracked) {
       bool failed = false;
       if (HashUnchanged(*file, file_id, known, content_hash, failed) || failed) continue;
+      tracked_by_store = true;
       SourceFingerprint fp;
       fp.file_id = file_id;
       fp.path = file->path;
@@ -258,9 +262,11 @@ void ReadStage::ReadFiles(BoundedQueue<SourceFile>& files, BoundedQueue<Chunk>& 
       if (s.code() == StatusCode::kInvalidArgument &&
           s.message().find("binary") != std::string::npos) {
         run_.Skip("binary file");
+        Done(file_id, SourceOutcome::kSkipped);
       } else {
         Add(metrics.reader.errors);
         dead_.SourceFailed(file->relative_path, file->path, s);
+        Done(file_id, SourceOutcome::kDeadLettered, s);
       }
       continue;
     }
@@ -269,7 +275,13 @@ void ReadStage::ReadFiles(BoundedQueue<SourceFile>& files, BoundedQueue<Chunk>& 
     } else if (sink.chunks() > 0) {
       Add(metrics.sources_ok);
     }
+    // Untracked (stdin, no fingerprints): nothing later would say so.
+    if (!tracked_by_store) Done(file_id, SourceOutcome::kCommitted);
   }
+}
+
+void ReadStage::Done(const std::string& file_id, SourceOutcome outcome, const Status& why) {
+  if (run_.options().on_source_done) run_.options().on_source_done(file_id, outcome, why);
 }
 
 bool ReadStage::HashUnchanged(const SourceFile& file, const std::string& file_id,
@@ -283,10 +295,12 @@ bool ReadStage::HashUnchanged(const SourceFile& file, const std::string& file_id
       // wrong with an input (not a dead letter); not fingerprinted.
       spdlog::warn("'{}' was deleted since the scan; skipped", file.path);
       run_.Skip("deleted since the scan");
+      Done(file_id, SourceOutcome::kSkipped);
       return false;
     }
     Add(run_.metrics().reader.errors);
     dead_.SourceFailed(file_id, file.path, h.status());
+    Done(file_id, SourceOutcome::kDeadLettered, h.status());
     return false;
   }
   hash = std::move(*h);
@@ -300,6 +314,7 @@ bool ReadStage::HashUnchanged(const SourceFile& file, const std::string& file_id
     sources_unchanged_.fetch_add(1, std::memory_order_relaxed);
     sources_touched_.fetch_add(1, std::memory_order_relaxed);
     if (on_unchanged_) on_unchanged_(file_id);
+    Done(file_id, SourceOutcome::kUnchanged);
     return true;
   }
   return false;

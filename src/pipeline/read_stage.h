@@ -29,6 +29,9 @@ struct ReadStageOptions {
   bool resume = false;
   bool skip_unchanged = true;  // false: re-read even unchanged files
   bool delete_stale = true;    // a changed file's old chunks go when its new ones commit
+  // False (a source feed): a relative path seen twice is tracked both times,
+  // since a long-lived feed may legitimately hand out the same file again.
+  bool track_once_per_path = true;
 };
 
 class ReadStage {
@@ -58,6 +61,8 @@ class ReadStage {
   // are recorded and nothing else is done). `failed`: not to be parsed.
   bool HashUnchanged(const SourceFile& file, const std::string& file_id,
                      const SourceFingerprint* known, std::string& hash, bool& failed);
+  // IngestOptions::on_source_done, for the outcomes a reader decides.
+  void Done(const std::string& file_id, SourceOutcome outcome, const Status& why = Status::OK());
 
   const ReadStageOptions options_;
   RunContext& run_;

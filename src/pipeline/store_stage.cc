@@ -35,14 +35,24 @@ bool StoreStage::CommitCompleted() {
     if (r.ok()) {
       chunks_deleted_stale_.fetch_add(*r, std::memory_order_relaxed);
       uint64_t fingerprints_written = 0;
-      std::lock_guard lock(completed_mu_);
-      for (const SourceManifest& m : done) {
-        if (m.facts_only) continue;
-        ++fingerprints_written;
-        completed_files_.insert(m.fingerprint.file_id);
-        completed_files_.insert(m.fingerprint.path);
+      {
+        std::lock_guard lock(completed_mu_);
+        for (const SourceManifest& m : done) {
+          if (m.facts_only) continue;
+          ++fingerprints_written;
+          completed_files_.insert(m.fingerprint.file_id);
+          completed_files_.insert(m.fingerprint.path);
+        }
       }
       sources_completed_.fetch_add(fingerprints_written, std::memory_order_relaxed);
+      // Outside the lock: the callback may take its time (a worker acks the task).
+      if (const auto& on_done = run_.options().on_source_done) {
+        for (const SourceManifest& m : done) {
+          // A touched file's facts: the reader already reported it unchanged.
+          if (!m.facts_only)
+            on_done(m.fingerprint.file_id, SourceOutcome::kCommitted, Status::OK());
+        }
+      }
       return true;
     }
     if (r.status().IsRetryable() && attempt < retry_.options().max_attempts) {

@@ -1,0 +1,528 @@
+#include "cli/distributed_commands.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+#include <set>
+#include <thread>
+
+#include <simdjson.h>
+#include <spdlog/spdlog.h>
+
+#include "cli/commands.h"
+#include "common/json_canonical.h"
+#include "common/json_writer.h"
+#include "distributed/task_feed.h"
+#include "distributed/task_stream.h"
+#include "pipeline/source_enumerator.h"
+#include "sluice/store.h"
+
+namespace sluice::cli {
+
+namespace {
+
+// Ingest flags a job does not record: the store (recorded without its
+// password on its own), where each process writes its own files, and what
+// only makes sense for one process.
+const std::set<std::string> kNotRecorded = {"config",
+                                            "store",
+                                            "store-env",
+                                            "on-complete",
+                                            "on-complete-shell",
+                                            "on-complete-timeout",
+                                            "on-complete-url",
+                                            "metrics-listen",
+                                            "metrics-allow-remote",
+                                            "report",
+                                            "html-report",
+                                            "trace",
+                                            "dead-letter",
+                                            "help",
+                                            "redis",
+                                            "redis-env",
+                                            "job",
+                                            "log-level",
+                                            "log-format"};
+
+bool IsLoopback(std::string_view host) {
+  return host == "localhost" || host == "::1" || host == "[::1]" || host.starts_with("127.");
+}
+
+Result<RedisEndpoint> ResolveRedis(const DistributedArgs& args) {
+  std::string url = args.redis_url;
+  if (!args.redis_env.empty()) {
+    const char* v = std::getenv(args.redis_env.c_str());
+    if (v == nullptr || *v == '\0') {
+      return Status::InvalidArgument("--redis-env " + args.redis_env +
+                                     ": the environment variable is not set or empty");
+    }
+    url = v;
+  }
+  if (url.empty()) return Status::InvalidArgument("give --redis URL or --redis-env VAR");
+  return ParseRedisUrl(url);
+}
+
+// The URI with any password removed (not replaced: the workers must be able
+// to use it as it is, with the password from their environment).
+std::string StripPassword(std::string uri) {
+  const size_t scheme = uri.find("://");
+  if (scheme != std::string::npos) {
+    const size_t auth = scheme + 3;
+    const size_t at = uri.find('@', auth);
+    const size_t slash = uri.find('/', auth);
+    if (at != std::string::npos && (slash == std::string::npos || at < slash)) {
+      const size_t colon = uri.find(':', auth);
+      if (colon != std::string::npos && colon < at) uri.erase(colon, at - colon);
+    }
+  }
+  for (size_t pos; (pos = uri.find("password=")) != std::string::npos;) {
+    size_t end = uri.find_first_of("& ", pos);
+    if (end == std::string::npos) {
+      end = uri.size();
+    } else {
+      ++end;  // and its separator
+    }
+    size_t from = pos;
+    if (end == uri.size() && from > 0 && (uri[from - 1] == '&' || uri[from - 1] == ' ')) --from;
+    uri.erase(from, end - from);
+  }
+  if (!uri.empty() && (uri.back() == '?')) uri.pop_back();
+  return uri;
+}
+
+// A SQLite file is only reachable on one machine: with a Redis others can
+// reach, workers elsewhere would each write a store of their own.
+Status CheckStoreReachable(const std::string& store_uri, const RedisEndpoint& redis) {
+  const bool sqlite =
+      store_uri.starts_with("sqlite:") || store_uri.find("://") == std::string::npos;
+  if (sqlite && !IsLoopback(redis.host)) {
+    return Status::InvalidArgument(
+        "store '" + RedactUri(store_uri) +
+        "' is a SQLite file, which only workers on this "
+        "machine can reach, but Redis at " +
+        redis.Redacted() +
+        " is not on loopback: use a PostgreSQL store (--store postgres://...) for a job "
+        "that workers on other machines can take");
+  }
+  return Status::OK();
+}
+
+std::string JobCreatedTime() {
+  const std::time_t now = std::time(nullptr);
+  std::tm utc{};
+  gmtime_r(&now, &utc);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &utc);
+  return buf;
+}
+
+std::string HostName() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof(buf) - 1) != 0) return "unknown";
+  return buf;
+}
+
+// The job's options as canonical JSON: {"route":[{glob,domain,category}],
+// "settings":{key:[values]}} from the flags given to `sluice enqueue`.
+Result<std::string> JobOptionsJson(const CLI::App& app, const IngestOptions& options) {
+  std::string out;
+  JsonWriter w(out);
+  w.BeginObject().Key("route").BeginArray();
+  for (const RouteRule& r : options.routes) {
+    w.BeginObject().Key("glob").String(r.glob).Key("domain").String(r.domain);
+    w.Key("category").String(r.category).EndObject();
+  }
+  w.EndArray().Key("settings").BeginObject();
+  for (const CLI::Option* opt : app.get_options()) {
+    if (opt->get_lnames().empty() || opt->count() == 0) continue;
+    const std::string key = opt->get_lnames().front();
+    if (kNotRecorded.count(key) > 0 || !IsConfigKey(app, key)) continue;
+    w.Key(key).BeginArray();
+    if (opt->get_type_size_max() == 0) {  // a flag: its final value
+      bool value = false;
+      try {
+        value = opt->as<bool>();
+      } catch (const CLI::Error&) {
+        value = true;
+      }
+      w.String(value ? "true" : "false");
+    } else {
+      for (const std::string& v : opt->results()) w.String(v);
+    }
+    w.EndArray();
+  }
+  w.EndObject().EndObject();
+  return CanonicalJson(out);
+}
+
+// JobOptionsJson read back: the flag arguments and the routes.
+Status ParseJobOptions(const std::string& json, std::vector<std::string>& args,
+                       std::vector<RouteRule>& routes) {
+  simdjson::dom::parser parser;
+  simdjson::padded_string padded(json);
+  simdjson::dom::element root;
+  simdjson::dom::object object;
+  if (parser.parse(padded).get(root) != simdjson::SUCCESS ||
+      root.get_object().get(object) != simdjson::SUCCESS) {
+    return Status::Corrupt("the job's options are not a JSON object");
+  }
+  for (auto [key, value] : object) {
+    if (key == "route") {
+      simdjson::dom::array list;
+      if (value.get_array().get(list) != simdjson::SUCCESS) return Status::Corrupt("job route");
+      for (simdjson::dom::element e : list) {
+        std::string_view glob, domain, category;
+        if (e["glob"].get_string().get(glob) != simdjson::SUCCESS ||
+            e["domain"].get_string().get(domain) != simdjson::SUCCESS ||
+            e["category"].get_string().get(category) != simdjson::SUCCESS) {
+          return Status::Corrupt("job route");
+        }
+        routes.push_back(RouteRule{std::string(glob), std::string(domain), std::string(category)});
+      }
+    } else if (key == "settings") {
+      simdjson::dom::object settings;
+      if (value.get_object().get(settings) != simdjson::SUCCESS) {
+        return Status::Corrupt("job settings");
+      }
+      for (auto [name, values] : settings) {
+        simdjson::dom::array list;
+        if (values.get_array().get(list) != simdjson::SUCCESS) {
+          return Status::Corrupt("job setting");
+        }
+        for (simdjson::dom::element v : list) {
+          std::string_view text;
+          if (v.get_string().get(text) != simdjson::SUCCESS) return Status::Corrupt("job setting");
+          args.push_back(ConfigSettingArg(std::string(name), std::string(text)));
+        }
+      }
+    }
+  }
+  return Status::OK();
+}
+
+// The ingest options of a job, built through the ingest flag table itself.
+Result<IngestOptions> WorkerIngestOptions(const JobRecord& job, IngestFlagExtras& extras) {
+  std::vector<std::string> args;
+  IngestOptions base;
+  if (Status s = ParseJobOptions(job.options_json, args, base.routes); !s.ok()) return s;
+  base.store_uri = job.store_uri;
+  CLI::App table{"sluice worker"};
+  AddIngestFlags(table, base, extras);
+  table.remove_option(table.get_option("inputs"));  // the task stream says what to read
+  std::vector<std::string> reversed(args.rbegin(), args.rend());
+  try {
+    table.parse(reversed);
+  } catch (const CLI::ParseError& e) {
+    return Status::InvalidArgument(std::string("the job's options: ") + e.what());
+  }
+  if (Status s = FinishIngestOptions(base, extras); !s.ok()) return s;
+  return base;
+}
+
+int Fail(const Status& s, int code = 1) {
+  spdlog::error("{}", s.message());
+  return code;
+}
+
+int RunEnqueue(DistributedCommands& c) {
+  IngestOptions& o = c.enqueue_options;
+  auto endpoint = ResolveRedis(c.enqueue_args);
+  if (!endpoint.ok()) return Fail(endpoint.status(), 2);
+  for (const std::string& input : o.inputs) {
+    if (input == kStdinPath) {
+      return Fail(Status::InvalidArgument("'-' (stdin) cannot be enqueued: workers read files"), 2);
+    }
+  }
+  if (o.store.reembed) {
+    return Fail(Status::InvalidArgument(
+                    "--reembed empties the store: run it once with sluice ingest, not per worker"),
+                2);
+  }
+  if (o.cleanup == CleanupMode::kFull) {
+    return Fail(Status::InvalidArgument("--cleanup full needs one run over all the inputs: use "
+                                        "sluice ingest for it, not a distributed job"),
+                2);
+  }
+  if (Status s = CheckStoreReachable(o.store_uri, *endpoint); !s.ok()) return Fail(s, 2);
+  auto options_json = JobOptionsJson(*c.enqueue, o);
+  if (!options_json.ok()) return Fail(options_json.status());
+  auto stream = TaskStream::Open(*endpoint, TaskStreamOptions{c.enqueue_args.job});
+  if (!stream.ok()) return Fail(stream.status());
+  std::string store_uri = StripPassword(o.store_uri);
+  if (store_uri.starts_with("sqlite:") && !store_uri.starts_with("sqlite:/")) {
+    // Workers run in folders of their own: the same file for all of them.
+    std::error_code ec;
+    store_uri = "sqlite:" + std::filesystem::absolute(store_uri.substr(7), ec).string();
+  }
+  const JobRecord record{*options_json, store_uri, JobCreatedTime()};
+  if (auto existing = (*stream)->LoadJob(); existing.ok()) {
+    if (existing->options_json != record.options_json || existing->store_uri != record.store_uri) {
+      return Fail(Status::InvalidArgument(
+                      "job '" + c.enqueue_args.job +
+                      "' exists with other options or another store: choose another --job"),
+                  2);
+    }
+  } else if (existing.status().code() != StatusCode::kNotFound) {
+    return Fail(existing.status());
+  }
+  if (Status s = (*stream)->CreateJob(record); !s.ok()) return Fail(s);
+
+  auto enumerator = SourceEnumerator::Open(o);
+  if (!enumerator.ok()) return Fail(enumerator.status(), 2);
+  BoundedQueue<SourceFile> files(1000);
+  std::atomic<bool> stopping{false};
+  Status walked;
+  std::thread walker([&] {
+    walked = (*enumerator)->Run(files, stopping, [](const std::string& path, const Status& why) {
+      spdlog::warn("not enqueued: {}: {}", path, why.message());
+    });
+    files.Close();
+  });
+  uint64_t enqueued = 0;
+  Status failed;
+  std::vector<SourceTask> batch;
+  const auto flush = [&] {
+    if (batch.empty() || !failed.ok()) return;
+    failed = (*stream)->Enqueue(batch);
+    if (failed.ok()) enqueued += batch.size();
+    batch.clear();
+  };
+  while (auto file = files.Pop()) {
+    std::error_code ec;
+    const std::string absolute = std::filesystem::absolute(file->path, ec).string();
+    batch.push_back(SourceTask{ec ? file->path : absolute, file->relative_path, file->root_name,
+                               file->size_bytes, file->mtime_ns});
+    if (batch.size() >= 500) flush();
+    if (!failed.ok()) {
+      files.Cancel();
+      break;
+    }
+  }
+  flush();
+  walker.join();
+  if (!failed.ok()) return Fail(failed);
+  if (!walked.ok()) return Fail(walked);
+  std::printf("enqueued %llu tasks to job '%s' at %s (store %s)\n",
+              static_cast<unsigned long long>(enqueued), c.enqueue_args.job.c_str(),
+              endpoint->Redacted().c_str(), RedactUri(record.store_uri).c_str());
+  return 0;
+}
+
+int RunWorker(const DistributedArgs& args) {
+  auto endpoint = ResolveRedis(args);
+  if (!endpoint.ok()) return Fail(endpoint.status(), 2);
+  TaskStreamOptions stream_options{
+      args.job, std::chrono::milliseconds(static_cast<int64_t>(args.visibility_timeout_s * 1000)),
+      args.max_deliveries};
+  auto stream = TaskStream::Open(*endpoint, stream_options);
+  if (!stream.ok()) return Fail(stream.status(), 2);
+  auto job = (*stream)->LoadJob();
+  if (!job.ok()) return Fail(job.status());
+  IngestFlagExtras extras;
+  extras.log_level = args.log_level;
+  auto built = WorkerIngestOptions(*job, extras);
+  if (!built.ok()) return Fail(built.status(), 2);
+  IngestOptions options = std::move(*built);
+  if (!args.store_uri.empty()) options.store_uri = args.store_uri;
+  if (!args.store_env.empty()) {
+    if (Status s = StoreUriFromEnvironment(args.store_env, options.store_uri); !s.ok()) {
+      return Fail(s, 2);
+    }
+  }
+  if (Status s = CheckStoreReachable(options.store_uri, *endpoint); !s.ok()) return Fail(s, 2);
+
+  const std::string host = HostName();
+  const int64_t pid = static_cast<int64_t>(::getpid());
+  const std::string consumer = host + "-" + std::to_string(pid);
+  auto feed = TaskFeed::Open(TaskFeedOptions{*endpoint, stream_options, consumer, host, pid,
+                                             args.exit_when_idle, args.max_in_flight});
+  if (!feed.ok()) return Fail(feed.status());
+  TaskFeed& tasks = **feed;
+  options.inputs.clear();
+  options.source_feed = &tasks;
+  options.on_source_done = [&tasks](const std::string& id, SourceOutcome outcome,
+                                    const Status& why) { tasks.OnSourceDone(id, outcome, why); };
+  // Aggregates are per machine: a worker writes none (docs/DISTRIBUTED.md).
+  options.aggregate_enabled = false;
+  options.progress = false;
+  options.report_path.clear();
+  options.trace_path.clear();
+  options.html_report_path.clear();
+  options.dead_letter_path =
+      (std::filesystem::path(options.aggregate.out_dir) / (".dead-letter." + consumer + ".jsonl"))
+          .string();
+  spdlog::info("worker {}: job '{}' at {}, store {}", consumer, args.job, endpoint->Redacted(),
+               RedactUri(options.store_uri));
+  // SIGINT/SIGTERM are for the watcher thread of RunWithSignalHandling:
+  // blocked before the heartbeat thread starts, so it inherits the mask.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  tasks.Start();
+  Pipeline pipeline(options);
+  int signal_number = 0;
+  IngestReport report = RunWithSignalHandling(pipeline, signal_number);
+  tasks.Stop();
+  std::fputs(FormatReportText(report, pipeline.metrics()).c_str(), stdout);
+  std::printf("  %-22s%llu\n", "tasks done", static_cast<unsigned long long>(tasks.tasks_done()));
+  std::fflush(stdout);
+  if (!report.status.ok() && report.status.code() != StatusCode::kCancelled) {
+    spdlog::error("{}", report.status.message());
+  }
+  if (Status s = tasks.error(); !s.ok()) return Fail(s);
+  return ExitStatusFor(report, pipeline.metrics(), signal_number);
+}
+
+int RunStatus(const DistributedArgs& args) {
+  auto endpoint = ResolveRedis(args);
+  if (!endpoint.ok()) return Fail(endpoint.status(), 2);
+  auto stream = TaskStream::Open(*endpoint, TaskStreamOptions{args.job});
+  if (!stream.ok()) return Fail(stream.status(), 2);
+  auto s = (*stream)->Summary();
+  if (!s.ok()) return Fail(s.status());
+  if (args.json) {
+    std::string out;
+    JsonWriter w(out);
+    w.BeginObject().Key("job").String(args.job).Key("redis").String(endpoint->Redacted());
+    w.Key("total").Uint(s->total).Key("pending").Uint(s->pending);
+    w.Key("in_flight").Uint(s->in_flight).Key("done").Uint(s->done).Key("dead").Uint(s->dead);
+    w.Key("workers").BeginArray();
+    for (const WorkerStatus& ws : s->workers) {
+      w.BeginObject().Key("consumer").String(ws.consumer).Key("host").String(ws.host);
+      w.Key("pid").Int(ws.pid).Key("tasks").Uint(ws.tasks_done);
+      w.Key("heartbeat_age_s").Double(static_cast<double>(ws.heartbeat_age_ms) / 1000.0);
+      w.EndObject();
+    }
+    w.EndArray().EndObject();
+    std::printf("%s\n", out.c_str());
+    return 0;
+  }
+  std::printf("job '%s' at %s\n", args.job.c_str(), endpoint->Redacted().c_str());
+  std::printf("  tasks     %llu total: %llu pending, %llu in flight, %llu done, %llu dead\n",
+              static_cast<unsigned long long>(s->total),
+              static_cast<unsigned long long>(s->pending),
+              static_cast<unsigned long long>(s->in_flight),
+              static_cast<unsigned long long>(s->done), static_cast<unsigned long long>(s->dead));
+  std::printf("  workers   %zu alive\n", s->workers.size());
+  for (const WorkerStatus& ws : s->workers) {
+    std::printf("    %-32s host %s pid %lld, %llu tasks, last heartbeat %.1f s ago\n",
+                ws.consumer.c_str(), ws.host.c_str(), static_cast<long long>(ws.pid),
+                static_cast<unsigned long long>(ws.tasks_done),
+                static_cast<double>(ws.heartbeat_age_ms) / 1000.0);
+  }
+  return 0;
+}
+
+void AddRedisFlags(CLI::App& app, DistributedArgs& a) {
+  app.add_option("--redis", a.redis_url, "Redis URL: redis://[[user]:password@]host[:port][/db]")
+      ->group("Distributed");
+  app.add_option("--redis-env", a.redis_env,
+                 "environment variable holding the Redis URL (keeps a password out of the "
+                 "process list)")
+      ->group("Distributed");
+  app.add_option("--job", a.job, "the job's name (letters, digits, . _ -)")
+      ->capture_default_str()
+      ->group("Distributed");
+}
+
+}  // namespace
+
+void AddDistributedCommands(CLI::App& app, DistributedCommands& c) {
+  c.enqueue = app.add_subcommand(
+      "enqueue",
+      "Walk files and folders as ingest does and add one task per source to a job in Redis, "
+      "with the job's ingest options; `sluice worker`s take them (docs/DISTRIBUTED.md).");
+  AddIngestFlags(*c.enqueue, c.enqueue_options, c.enqueue_extras);
+  AddRedisFlags(*c.enqueue, c.enqueue_args);
+
+  c.worker = app.add_subcommand(
+      "worker",
+      "Take tasks of a job from Redis and ingest them with the job's options, until "
+      "SIGINT/SIGTERM (or, with --exit-when-idle, until no task is left).");
+  AddRedisFlags(*c.worker, c.worker_args);
+  DistributedArgs& w = c.worker_args;
+  c.worker->add_flag("--exit-when-idle", w.exit_when_idle,
+                     "exit once no task is waiting and none is pending with any worker");
+  c.worker
+      ->add_option("--visibility-timeout", w.visibility_timeout_s,
+                   "seconds a task may go without its worker's heartbeat before another "
+                   "worker takes it")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  c.worker
+      ->add_option("--max-deliveries", w.max_deliveries,
+                   "a task delivered this many times without being done goes to the job's "
+                   "dead-letter stream")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
+  c.worker
+      ->add_option("--max-in-flight", w.max_in_flight,
+                   "tasks this worker holds at once (claimed, not yet done)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
+  c.worker->add_option("--store", w.store_uri,
+                       "the store, instead of the job's (the job records it without a password: "
+                       "give it here, in --store-env, or PGPASSWORD / ~/.pgpass)");
+  c.worker->add_option("--store-env", w.store_env, kStoreEnvHelp);
+  c.worker->add_option("--log-level", w.log_level, "error, warn, info or debug")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"error", "warn", "info", "debug"}));
+
+  c.status = app.add_subcommand(
+      "status", "Show a job's tasks (total, pending, in flight, done, dead) and its workers.");
+  AddRedisFlags(*c.status, c.status_args);
+  c.status->add_flag("--json", c.status_args.json, "print one JSON object");
+}
+
+std::optional<int> RunDistributedCommand(DistributedCommands& c) {
+  if (c.enqueue != nullptr && *c.enqueue) {
+    if (Status s = FinishIngestOptions(c.enqueue_options, c.enqueue_extras); !s.ok()) {
+      return Fail(s, 2);
+    }
+    return RunEnqueue(c);
+  }
+  if (c.worker != nullptr && *c.worker) return RunWorker(c.worker_args);
+  if (c.status != nullptr && *c.status) return RunStatus(c.status_args);
+  return std::nullopt;
+}
+
+void AddDeadLetterRedisFlags(CLI::App& command, DistributedArgs& args) {
+  AddRedisFlags(command, args);
+}
+
+int RunDeadLetterRedisCommand(const DistributedArgs& args, bool retry) {
+  auto endpoint = ResolveRedis(args);
+  if (!endpoint.ok()) return Fail(endpoint.status(), 2);
+  auto stream = TaskStream::Open(*endpoint, TaskStreamOptions{args.job});
+  if (!stream.ok()) return Fail(stream.status(), 2);
+  if (auto job = (*stream)->LoadJob(); !job.ok()) return Fail(job.status());
+  if (retry) {
+    auto n = (*stream)->RetryDead();
+    if (!n.ok()) return Fail(n.status());
+    std::printf("dead-letter retry: %llu tasks of job '%s' added back to its task stream\n",
+                static_cast<unsigned long long>(*n), args.job.c_str());
+    return 0;
+  }
+  auto dead = (*stream)->ListDead();
+  if (!dead.ok()) return Fail(dead.status());
+  if (dead->empty()) {
+    std::printf("no dead tasks in job '%s'\n", args.job.c_str());
+    return 0;
+  }
+  std::printf("%zu dead tasks in job '%s'\n", dead->size(), args.job.c_str());
+  for (const DeadTask& d : *dead) {
+    std::printf("  %s  (%lld deliveries)  %s\n", d.task.path.c_str(),
+                static_cast<long long>(d.deliveries), d.error.c_str());
+  }
+  std::printf("retry with: sluice dead-letter retry --redis URL --job %s\n", args.job.c_str());
+  return 0;
+}
+
+}  // namespace sluice::cli

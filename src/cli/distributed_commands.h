@@ -1,0 +1,56 @@
+// The distributed subcommands (docs/DISTRIBUTED.md):
+//   sluice enqueue PATHS... --redis URL --job NAME [ingest options]
+//   sluice worker --redis URL --job NAME [--exit-when-idle] [--visibility-timeout S]
+//                 [--max-deliveries N]
+//   sluice status --redis URL --job NAME [--json]
+//   sluice dead-letter list|retry --redis URL --job NAME
+// The Redis URL may hold a password: --redis-env VAR keeps it out of the
+// process list, and it is never printed (RedisEndpoint::Redacted()).
+//
+// Thread safety: used by main() only.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "cli/ingest_flags.h"
+
+namespace sluice::cli {
+
+struct DistributedArgs {
+  std::string redis_url;
+  std::string redis_env;  // environment variable holding the Redis URL
+  std::string job = "default";
+  // worker
+  bool exit_when_idle = false;
+  double visibility_timeout_s = 60;
+  int max_deliveries = 5;
+  size_t max_in_flight = 16;
+  std::string store_uri;  // overrides the job's store (e.g. the same URI with its password)
+  std::string store_env;
+  std::string log_level = "info";
+  // status
+  bool json = false;
+};
+
+struct DistributedCommands {
+  CLI::App* enqueue = nullptr;
+  CLI::App* worker = nullptr;
+  CLI::App* status = nullptr;
+  IngestOptions enqueue_options;
+  IngestFlagExtras enqueue_extras;
+  DistributedArgs enqueue_args, worker_args, status_args;
+};
+
+void AddDistributedCommands(CLI::App& app, DistributedCommands& commands);
+// Runs the distributed subcommand that was parsed; nullopt when none was.
+std::optional<int> RunDistributedCommand(DistributedCommands& commands);
+
+// `sluice dead-letter list|retry --redis URL --job NAME`: the flags, and the
+// command (list prints each dead task with its error; retry re-adds them).
+void AddDeadLetterRedisFlags(CLI::App& command, DistributedArgs& args);
+int RunDeadLetterRedisCommand(const DistributedArgs& args, bool retry);
+
+}  // namespace sluice::cli

@@ -1,0 +1,193 @@
+#include "distributed/task_feed.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <vector>
+
+#include <spdlog/spdlog.h>
+
+namespace sluice {
+
+namespace {
+
+// Redis calls that fail this many times in a row end the feed.
+constexpr int kMaxConsecutiveFailures = 20;
+
+std::string SourceIdOf(const SourceTask& t) {
+  return t.relative_path.empty() ? t.path : t.relative_path;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<TaskFeed>> TaskFeed::Open(TaskFeedOptions options) {
+  auto claim = TaskStream::Open(options.endpoint, options.stream);
+  if (!claim.ok()) return claim.status();
+  auto ack = TaskStream::Open(options.endpoint, options.stream);
+  if (!ack.ok()) return ack.status();
+  auto beat = TaskStream::Open(options.endpoint, options.stream);
+  if (!beat.ok()) return beat.status();
+  return std::unique_ptr<TaskFeed>(
+      new TaskFeed(std::move(options), std::move(*claim), std::move(*ack), std::move(*beat)));
+}
+
+TaskFeed::TaskFeed(TaskFeedOptions options, std::unique_ptr<TaskStream> claim,
+                   std::unique_ptr<TaskStream> ack, std::unique_ptr<TaskStream> beat)
+    : options_(std::move(options)),
+      claim_(std::move(claim)),
+      beat_(std::move(beat)),
+      ack_(std::move(ack)) {}
+
+TaskFeed::~TaskFeed() { Stop(); }
+
+Status TaskFeed::error() const {
+  std::lock_guard lock(mu_);
+  return error_;
+}
+
+void TaskFeed::Pause(std::chrono::milliseconds d, const std::atomic<bool>& stopping) {
+  std::unique_lock lock(mu_);
+  const auto until = std::chrono::steady_clock::now() + d;
+  while (!stopping && std::chrono::steady_clock::now() < until) {
+    room_.wait_for(lock, std::min<std::chrono::milliseconds>(d, std::chrono::milliseconds(100)));
+  }
+}
+
+bool TaskFeed::Next(SourceFile& file, const std::atomic<bool>& stopping) {
+  int failures = 0;
+  const auto failed = [&](const Status& s) {
+    spdlog::warn("task stream: {}", s.ToString());
+    if (++failures < kMaxConsecutiveFailures) {
+      Pause(std::chrono::milliseconds(250 * std::min(failures, 8)), stopping);
+      return false;
+    }
+    std::lock_guard lock(mu_);
+    error_ = s.WithContext("task stream");
+    return true;
+  };
+  while (!stopping) {
+    {
+      // Room for one more task: a full pipeline holds its tasks, not the stream's.
+      std::unique_lock lock(mu_);
+      if (in_flight_count_ >= options_.max_in_flight) {
+        room_.wait_for(lock, std::chrono::milliseconds(100));
+        continue;
+      }
+    }
+    // A dead worker's tasks first (and the poison ones buried), then new ones.
+    auto claimed = claim_->ReclaimStale(options_.consumer, 1);
+    if (claimed.ok() && claimed->empty()) {
+      claimed = claim_->Claim(options_.consumer, 1, options_.claim_block);
+    }
+    if (!claimed.ok()) {
+      if (failed(claimed.status())) return false;
+      continue;
+    }
+    failures = 0;
+    if (claimed->empty()) {
+      if (!options_.exit_when_idle) continue;
+      auto idle = claim_->Idle();
+      if (!idle.ok()) {
+        if (failed(idle.status())) return false;
+        continue;
+      }
+      if (*idle) return false;
+      continue;
+    }
+    ClaimedTask& task = claimed->front();
+    file = SourceFile();
+    file.path = task.task.path;
+    file.relative_path = task.task.relative_path;
+    file.root_name = task.task.root_name;
+    file.size_bytes = task.task.size_bytes;
+    file.mtime_ns = task.task.mtime_ns;
+    std::lock_guard lock(mu_);
+    in_flight_[SourceIdOf(task.task)].push_back(Handed{task.id, task.task.path});
+    ++in_flight_count_;
+    return true;
+  }
+  return false;
+}
+
+void TaskFeed::OnSourceDone(const std::string& source_id, SourceOutcome outcome,
+                            const Status& why) {
+  Handed handed;
+  {
+    std::lock_guard lock(mu_);
+    auto it = in_flight_.find(source_id);
+    if (it == in_flight_.end() || it->second.empty()) return;  // not one of the feed's
+    handed = std::move(it->second.front());
+    it->second.pop_front();
+    if (it->second.empty()) in_flight_.erase(it);
+    --in_flight_count_;
+  }
+  room_.notify_all();
+  std::lock_guard lock(ack_mu_);
+  // A failed ack leaves the task pending: once the heartbeat stops extending
+  // it, another worker redoes it (its fingerprint makes that cheap).
+  const std::string& entry = handed.entry;
+  std::string error;
+  if (outcome == SourceOutcome::kDeadLettered) {
+    error = why.ToString();
+  } else if (outcome == SourceOutcome::kSkipped && ::access(handed.path.c_str(), F_OK) != 0 &&
+             errno == ENOENT) {
+    error = "not found: " + handed.path + " does not exist on " + options_.host +
+            " (deleted since the enqueue, or not mounted there)";
+  }
+  if (!error.empty()) {
+    auto buried = ack_->Bury(entry, error);
+    if (!buried.ok()) spdlog::warn("task {}: {}", entry, buried.status().ToString());
+  } else {
+    auto acked = ack_->Ack(entry);
+    if (!acked.ok()) spdlog::warn("task {}: {}", entry, acked.status().ToString());
+  }
+  tasks_done_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void TaskFeed::Start() {
+  if (heartbeat_.joinable()) return;
+  heartbeat_ = std::thread([this] { HeartbeatLoop(); });
+}
+
+void TaskFeed::Stop() {
+  {
+    std::lock_guard lock(mu_);
+    stop_heartbeat_ = true;
+  }
+  heartbeat_wake_.notify_all();
+  if (heartbeat_.joinable()) heartbeat_.join();
+}
+
+void TaskFeed::HeartbeatLoop() {
+  using std::chrono::milliseconds;
+  // A few beats per visibility timeout, so a live worker's tasks never look idle.
+  const milliseconds interval = std::clamp<milliseconds>(options_.stream.visibility_timeout / 4,
+                                                         milliseconds(10), milliseconds(5000));
+  const milliseconds ttl = std::max(interval * 3, options_.stream.visibility_timeout);
+  while (true) {
+    std::vector<std::string> ids;
+    {
+      std::lock_guard lock(mu_);
+      if (stop_heartbeat_) break;
+      for (const auto& [source, handed] : in_flight_) {
+        for (const Handed& h : handed) ids.push_back(h.entry);
+      }
+    }
+    Status s = beat_->Extend(options_.consumer, ids);
+    if (s.ok()) {
+      s = beat_->Heartbeat(
+          WorkerStatus{options_.consumer, options_.host, options_.pid, tasks_done(), 0}, ttl);
+    }
+    if (!s.ok()) spdlog::warn("heartbeat: {}", s.ToString());
+    std::unique_lock lock(mu_);
+    heartbeat_wake_.wait_for(lock, interval, [this] { return stop_heartbeat_; });
+    if (stop_heartbeat_) break;
+  }
+  // A last beat, so `sluice status` shows the final count until the record expires.
+  Status s = beat_->Heartbeat(
+      WorkerStatus{options_.consumer, options_.host, options_.pid, tasks_done(), 0}, ttl);
+  if (!s.ok()) spdlog::warn("heartbeat: {}", s.ToString());
+}
+
+}  // namespace sluice

@@ -1,0 +1,97 @@
+// The worker's side of a task stream (docs/DISTRIBUTED.md): a SourceFeed
+// that claims tasks from the job's stream for one Pipeline, acks each once
+// the pipeline reports its source done (IngestOptions::on_source_done), and a
+// heartbeat thread that keeps the worker's record alive and the idle time of
+// its tasks short, so only a dead worker's tasks are handed to others.
+//
+// At most `max_in_flight` tasks are claimed and not yet done at a time, so a
+// worker never hoards tasks that sit in its queues while others are idle.
+// A task whose source was dropped by a stop is never acked: it stays pending
+// and another worker claims it after the visibility timeout.
+//
+// Thread safety: Next() on the pipeline's walker thread; OnSourceDone() from
+// any thread; Start()/Stop() from the thread that owns the feed. Each thread
+// talks to Redis over its own connection.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+
+#include "distributed/task_stream.h"
+#include "sluice/pipeline.h"
+
+namespace sluice {
+
+struct TaskFeedOptions {
+  RedisEndpoint endpoint;
+  TaskStreamOptions stream;
+  std::string consumer;  // unique per worker process: host-pid
+  std::string host;
+  int64_t pid = 0;
+  // No more work (no task waiting, none pending anywhere): Next() returns false.
+  bool exit_when_idle = false;
+  size_t max_in_flight = 16;
+  std::chrono::milliseconds claim_block{500};  // how long one XREADGROUP waits
+};
+
+class TaskFeed final : public SourceFeed {
+ public:
+  static Result<std::unique_ptr<TaskFeed>> Open(TaskFeedOptions options);
+  ~TaskFeed() override;
+  TaskFeed(const TaskFeed&) = delete;
+  TaskFeed& operator=(const TaskFeed&) = delete;
+
+  bool Next(SourceFile& file, const std::atomic<bool>& stopping) override;
+  // IngestOptions::on_source_done: acks the task. A dead-lettered source is
+  // moved to the job's dead stream with `why`, and so is a skipped one whose
+  // file this worker cannot see: more likely a missing mount on this host
+  // than a file deleted since the enqueue, and never to be acked as done.
+  void OnSourceDone(const std::string& source_id, SourceOutcome outcome, const Status& why);
+
+  // Starts / stops the heartbeat thread.
+  void Start();
+  void Stop();
+
+  uint64_t tasks_done() const { return tasks_done_.load(std::memory_order_relaxed); }
+  // A Redis failure that ended the feed early (OK otherwise).
+  Status error() const;
+
+ private:
+  TaskFeed(TaskFeedOptions options, std::unique_ptr<TaskStream> claim,
+           std::unique_ptr<TaskStream> ack, std::unique_ptr<TaskStream> beat);
+  void HeartbeatLoop();
+  // Waits up to `d`, less if the run stops.
+  void Pause(std::chrono::milliseconds d, const std::atomic<bool>& stopping);
+
+  const TaskFeedOptions options_;
+  std::unique_ptr<TaskStream> claim_;  // the walker thread's connection
+  std::unique_ptr<TaskStream> beat_;   // the heartbeat thread's connection
+
+  std::mutex ack_mu_;
+  std::unique_ptr<TaskStream> ack_;  // GUARDED_BY(ack_mu_)
+
+  mutable std::mutex mu_;
+  std::condition_variable room_;  // a task was done: room for another
+  struct Handed {
+    std::string entry;  // the task's id in the stream
+    std::string path;
+  };
+  // Source id -> the tasks handed to the pipeline for it, oldest first.
+  std::unordered_map<std::string, std::deque<Handed>> in_flight_;  // GUARDED_BY(mu_)
+  size_t in_flight_count_ = 0;                                     // GUARDED_BY(mu_)
+  Status error_;                                                   // GUARDED_BY(mu_)
+  bool stop_heartbeat_ = false;                                    // GUARDED_BY(mu_)
+  std::condition_variable heartbeat_wake_;
+
+  std::atomic<uint64_t> tasks_done_{0};
+  std::thread heartbeat_;
+};
+
+}  // namespace sluice

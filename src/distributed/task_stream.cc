@@ -1,0 +1,366 @@
+#include "distributed/task_stream.h"
+
+#include <algorithm>
+#include <cctype>
+
+namespace sluice {
+
+namespace {
+
+constexpr const char* kGroup = "workers";
+constexpr int kEnqueueBatch = 200;  // tasks per script call
+
+// Enqueue: KEYS tasks, job; ARGV five values per task.
+const RedisScript kEnqueueScript{R"lua(
+local n = 0
+for i = 1, #ARGV, 5 do
+  redis.call('XADD', KEYS[1], '*', 'path', ARGV[i], 'rel', ARGV[i + 1], 'root', ARGV[i + 2],
+             'size', ARGV[i + 3], 'mtime', ARGV[i + 4])
+  n = n + 1
+end
+redis.call('HINCRBY', KEYS[2], 'total', n)
+return n
+)lua",
+                                 {}};
+
+// Ack: KEYS tasks, job, errors; ARGV id. Only the first ack of a task counts.
+const RedisScript kAckScript{R"lua(
+local n = redis.call('XACK', KEYS[1], 'workers', ARGV[1])
+if n == 1 then
+  redis.call('XDEL', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[3], ARGV[1])
+  redis.call('HINCRBY', KEYS[2], 'done', 1)
+end
+return n
+)lua",
+                             {}};
+
+// Bury: KEYS tasks, dead, job, errors; ARGV id, error. Moves a pending task
+// to the dead stream with its fields, the error (and the last one a worker
+// noted) and its delivery count; only once.
+const RedisScript kBuryScript{R"lua(
+local p = redis.call('XPENDING', KEYS[1], 'workers', ARGV[1], ARGV[1], 1)
+local deliveries = 0
+if #p > 0 then deliveries = p[1][4] end
+local n = redis.call('XACK', KEYS[1], 'workers', ARGV[1])
+if n == 0 then return 0 end
+local fields = {}
+local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+if #e > 0 then fields = e[1][2] end
+local err = ARGV[2]
+local last = redis.call('HGET', KEYS[4], ARGV[1])
+if last and last ~= err then err = err .. '; last error: ' .. last end
+redis.call('XADD', KEYS[2], '*', 'task', ARGV[1], 'error', err, 'deliveries', deliveries,
+           unpack(fields))
+redis.call('XDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[4], ARGV[1])
+redis.call('HINCRBY', KEYS[3], 'dead', 1)
+return 1
+)lua",
+                              {}};
+
+// Retry: KEYS dead, tasks, job; ARGV the dead entry's id. Re-adds the task.
+const RedisScript kRetryScript{R"lua(
+local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+if #e == 0 then return 0 end
+local f = e[1][2]
+local out = {}
+for i = 1, #f, 2 do
+  local k = f[i]
+  if k ~= 'task' and k ~= 'error' and k ~= 'deliveries' then
+    out[#out + 1] = k
+    out[#out + 1] = f[i + 1]
+  end
+end
+redis.call('XADD', KEYS[2], '*', unpack(out))
+redis.call('XDEL', KEYS[1], ARGV[1])
+redis.call('HINCRBY', KEYS[3], 'dead', -1)
+return 1
+)lua",
+                               {}};
+
+uint64_t ToU64(const std::string& s) {
+  try {
+    return s.empty() ? 0 : std::stoull(s);
+  } catch (...) {
+    return 0;
+  }
+}
+int64_t ToI64(const std::string& s) {
+  try {
+    return s.empty() ? 0 : std::stoll(s);
+  } catch (...) {
+    return 0;
+  }
+}
+
+// A flat [field, value, ...] reply as (field -> value) lookups.
+std::string Field(const RedisReply& fields, std::string_view name) {
+  for (size_t i = 0; i + 1 < fields.elements.size(); i += 2) {
+    if (fields.elements[i].str == name) return fields.elements[i + 1].str;
+  }
+  return {};
+}
+
+SourceTask TaskOf(const RedisReply& fields) {
+  SourceTask t;
+  t.path = Field(fields, "path");
+  t.relative_path = Field(fields, "rel");
+  t.root_name = Field(fields, "root");
+  t.size_bytes = ToU64(Field(fields, "size"));
+  t.mtime_ns = ToI64(Field(fields, "mtime"));
+  return t;
+}
+
+// Entries [[id, [fields]], ...]; deleted entries (nil fields) are left out.
+std::vector<ClaimedTask> EntriesOf(const RedisReply& entries) {
+  std::vector<ClaimedTask> out;
+  for (const RedisReply& e : entries.elements) {
+    if (e.elements.size() < 2 || e.elements[1].type != RedisReply::Type::kArray) continue;
+    out.push_back(ClaimedTask{e.elements[0].str, TaskOf(e.elements[1])});
+  }
+  return out;
+}
+
+}  // namespace
+
+Status ValidateJobName(const std::string& job) {
+  if (job.empty() || job.size() > 100) {
+    return Status::InvalidArgument("--job must have 1 to 100 characters");
+  }
+  for (char c : job) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') {
+      return Status::InvalidArgument("--job '" + job +
+                                     "': only letters, digits, '.', '_' and '-' are allowed");
+    }
+  }
+  return Status::OK();
+}
+
+TaskStream::TaskStream(std::unique_ptr<RedisClient> client, TaskStreamOptions options)
+    : client_(std::move(client)),
+      options_(std::move(options)),
+      prefix_("sluice:job:{" + options_.job + "}") {}
+
+Result<std::unique_ptr<TaskStream>> TaskStream::Open(const RedisEndpoint& endpoint,
+                                                     TaskStreamOptions options) {
+  if (Status s = ValidateJobName(options.job); !s.ok()) return s;
+  if (options.max_deliveries < 1) return Status::InvalidArgument("--max-deliveries must be >= 1");
+  if (options.visibility_timeout.count() < 1) {
+    return Status::InvalidArgument("--visibility-timeout must be > 0");
+  }
+  auto client = RedisClient::Connect(endpoint);
+  if (!client.ok()) return client.status();
+  return std::unique_ptr<TaskStream>(new TaskStream(std::move(*client), std::move(options)));
+}
+
+Status TaskStream::CreateJob(const JobRecord& job) {
+  auto set = client_->Command({"HSET", prefix_, "options", job.options_json, "store", job.store_uri,
+                               "created", job.created});
+  if (!set.ok()) return set.status();
+  auto group = client_->Command({"XGROUP", "CREATE", TasksKey(), kGroup, "0", "MKSTREAM"});
+  if (!group.ok() && group.status().message().find("BUSYGROUP") == std::string::npos) {
+    return group.status();
+  }
+  return Status::OK();
+}
+
+Result<JobRecord> TaskStream::LoadJob() {
+  auto r = client_->Command({"HMGET", prefix_, "options", "store", "created"});
+  if (!r.ok()) return r.status();
+  if (r->elements.size() != 3 || r->elements[0].IsNil()) {
+    return Status::NotFound("no job '" + options_.job + "' in " + client_->endpoint().Redacted() +
+                            " (create it with sluice enqueue)");
+  }
+  return JobRecord{r->elements[0].str, r->elements[1].str, r->elements[2].str};
+}
+
+Status TaskStream::Enqueue(const std::vector<SourceTask>& tasks) {
+  for (size_t from = 0; from < tasks.size(); from += kEnqueueBatch) {
+    std::vector<std::string> args;
+    const size_t to = std::min(tasks.size(), from + kEnqueueBatch);
+    for (size_t i = from; i < to; ++i) {
+      const SourceTask& t = tasks[i];
+      args.insert(args.end(), {t.path, t.relative_path, t.root_name, std::to_string(t.size_bytes),
+                               std::to_string(t.mtime_ns)});
+    }
+    auto r = client_->Eval(kEnqueueScript, {TasksKey(), prefix_}, args);
+    if (!r.ok()) return r.status();
+  }
+  return Status::OK();
+}
+
+Result<std::vector<ClaimedTask>> TaskStream::Claim(const std::string& consumer, int count,
+                                                   std::chrono::milliseconds block) {
+  auto r = client_->Command({"XREADGROUP", "GROUP", kGroup, consumer, "COUNT",
+                             std::to_string(std::max(1, count)), "BLOCK",
+                             std::to_string(block.count()), "STREAMS", TasksKey(), ">"});
+  if (!r.ok()) return r.status();
+  if (r->IsNil() || r->elements.empty() || r->elements[0].elements.size() < 2) {
+    return std::vector<ClaimedTask>();
+  }
+  return EntriesOf(r->elements[0].elements[1]);
+}
+
+Result<bool> TaskStream::Ack(const std::string& id) {
+  auto r = client_->Eval(kAckScript, {TasksKey(), prefix_, prefix_ + ":errors"}, {id});
+  if (!r.ok()) return r.status();
+  return r->AsInteger() == 1;
+}
+
+Result<bool> TaskStream::Bury(const std::string& id, const std::string& error) {
+  auto r = client_->Eval(kBuryScript, {TasksKey(), DeadKey(), prefix_, prefix_ + ":errors"},
+                         {id, error});
+  if (!r.ok()) return r.status();
+  return r->AsInteger() == 1;
+}
+
+Status TaskStream::NoteError(const std::string& id, const std::string& error) {
+  auto r = client_->Command({"HSET", prefix_ + ":errors", id, error});
+  return r.ok() ? Status::OK() : r.status();
+}
+
+Result<std::vector<ClaimedTask>> TaskStream::ReclaimStale(const std::string& consumer, int count) {
+  const std::string idle = std::to_string(options_.visibility_timeout.count());
+  // The poison ones first, so they are never delivered again.
+  auto pending = client_->Command({"XPENDING", TasksKey(), kGroup, "IDLE", idle, "-", "+", "100"});
+  if (!pending.ok()) return pending.status();
+  for (const RedisReply& p : pending->elements) {
+    if (p.elements.size() < 4) continue;
+    const long long deliveries = p.elements[3].AsInteger();
+    if (deliveries < options_.max_deliveries) continue;
+    auto buried = Bury(p.elements[0].str, "delivered " + std::to_string(deliveries) +
+                                              " times and never acknowledged (its workers died, "
+                                              "stopped or timed out on it)");
+    if (!buried.ok()) return buried.status();
+  }
+  auto r = client_->Command({"XAUTOCLAIM", TasksKey(), kGroup, consumer, idle, "0-0", "COUNT",
+                             std::to_string(std::max(1, count))});
+  if (!r.ok()) return r.status();
+  if (r->elements.size() < 2) return std::vector<ClaimedTask>();
+  return EntriesOf(r->elements[1]);
+}
+
+Status TaskStream::Extend(const std::string& consumer, const std::vector<std::string>& ids) {
+  if (ids.empty()) return Status::OK();
+  // Only the tasks still this consumer's: one already handed to another
+  // worker is not taken back.
+  auto mine = client_->Command({"XPENDING", TasksKey(), kGroup, "-", "+", "10000", consumer});
+  if (!mine.ok()) return mine.status();
+  std::vector<std::string> argv = {"XCLAIM", TasksKey(), kGroup, consumer, "0"};
+  for (const RedisReply& p : mine->elements) {
+    if (p.elements.empty()) continue;
+    if (std::find(ids.begin(), ids.end(), p.elements[0].str) != ids.end()) {
+      argv.push_back(p.elements[0].str);
+    }
+  }
+  if (argv.size() == 5) return Status::OK();
+  argv.push_back("JUSTID");
+  auto r = client_->Command(argv);
+  return r.ok() ? Status::OK() : r.status();
+}
+
+Status TaskStream::Heartbeat(const WorkerStatus& worker, std::chrono::milliseconds ttl) {
+  auto now = client_->Command({"TIME"});
+  if (!now.ok()) return now.status();
+  const int64_t now_ms = now->elements.size() == 2 ? ToI64(now->elements[0].str) * 1000 +
+                                                         ToI64(now->elements[1].str) / 1000
+                                                   : 0;
+  const std::string key = prefix_ + ":worker:" + worker.consumer;
+  for (const std::vector<std::string>& argv : std::vector<std::vector<std::string>>{
+           {"HSET", key, "host", worker.host, "pid", std::to_string(worker.pid), "tasks",
+            std::to_string(worker.tasks_done), "heartbeat_ms", std::to_string(now_ms)},
+           {"PEXPIRE", key, std::to_string(std::max<int64_t>(1, ttl.count()))},
+           {"SADD", prefix_ + ":workers", worker.consumer}}) {
+    auto r = client_->Command(argv);
+    if (!r.ok()) return r.status();
+  }
+  return Status::OK();
+}
+
+Result<uint64_t> TaskStream::PendingCount() {
+  auto r = client_->Command({"XPENDING", TasksKey(), kGroup});
+  if (!r.ok()) return r.status();
+  if (r->elements.empty()) return uint64_t{0};
+  return static_cast<uint64_t>(std::max(0LL, r->elements[0].AsInteger()));
+}
+
+Result<JobStatus> TaskStream::Summary() {
+  JobStatus s;
+  auto counts = client_->Command({"HMGET", prefix_, "total", "done", "dead", "options"});
+  if (!counts.ok()) return counts.status();
+  if (counts->elements.size() != 4 || counts->elements[3].IsNil()) {
+    return Status::NotFound("no job '" + options_.job + "' in " + client_->endpoint().Redacted());
+  }
+  s.total = ToU64(counts->elements[0].str);
+  s.done = ToU64(counts->elements[1].str);
+  s.dead = ToU64(counts->elements[2].str);
+  auto in_flight = PendingCount();
+  if (!in_flight.ok()) return in_flight.status();
+  s.in_flight = *in_flight;
+  const uint64_t settled = s.done + s.dead + s.in_flight;
+  s.pending = s.total > settled ? s.total - settled : 0;
+
+  auto now = client_->Command({"TIME"});
+  if (!now.ok()) return now.status();
+  const int64_t now_ms = now->elements.size() == 2 ? ToI64(now->elements[0].str) * 1000 +
+                                                         ToI64(now->elements[1].str) / 1000
+                                                   : 0;
+  auto names = client_->Command({"SMEMBERS", prefix_ + ":workers"});
+  if (!names.ok()) return names.status();
+  for (const RedisReply& name : names->elements) {
+    auto w = client_->Command({"HGETALL", prefix_ + ":worker:" + name.str});
+    if (!w.ok()) return w.status();
+    if (w->elements.empty()) {  // its heartbeat expired: gone
+      client_->Command({"SREM", prefix_ + ":workers", name.str});
+      continue;
+    }
+    WorkerStatus ws;
+    ws.consumer = name.str;
+    ws.host = Field(*w, "host");
+    ws.pid = ToI64(Field(*w, "pid"));
+    ws.tasks_done = ToU64(Field(*w, "tasks"));
+    ws.heartbeat_age_ms = std::max<int64_t>(0, now_ms - ToI64(Field(*w, "heartbeat_ms")));
+    s.workers.push_back(std::move(ws));
+  }
+  std::sort(s.workers.begin(), s.workers.end(),
+            [](const WorkerStatus& a, const WorkerStatus& b) { return a.consumer < b.consumer; });
+  return s;
+}
+
+Result<bool> TaskStream::Idle() {
+  auto s = Summary();
+  if (!s.ok()) return s.status();
+  return s->pending == 0 && s->in_flight == 0;
+}
+
+Result<std::vector<DeadTask>> TaskStream::ListDead() {
+  auto r = client_->Command({"XRANGE", DeadKey(), "-", "+"});
+  if (!r.ok()) return r.status();
+  std::vector<DeadTask> out;
+  for (const RedisReply& e : r->elements) {
+    if (e.elements.size() < 2) continue;
+    DeadTask d;
+    d.id = e.elements[0].str;
+    d.task_id = Field(e.elements[1], "task");
+    d.task = TaskOf(e.elements[1]);
+    d.error = Field(e.elements[1], "error");
+    d.deliveries = ToI64(Field(e.elements[1], "deliveries"));
+    out.push_back(std::move(d));
+  }
+  return out;
+}
+
+Result<uint64_t> TaskStream::RetryDead() {
+  auto dead = ListDead();
+  if (!dead.ok()) return dead.status();
+  uint64_t retried = 0;
+  for (const DeadTask& d : *dead) {
+    auto r = client_->Eval(kRetryScript, {DeadKey(), TasksKey(), prefix_}, {d.id});
+    if (!r.ok()) return r.status();
+    retried += static_cast<uint64_t>(r->AsInteger());
+  }
+  return retried;
+}
+
+}  // namespace sluice

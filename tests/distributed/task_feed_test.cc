@@ -1,0 +1,137 @@
+// TaskFeed against the test Redis, without a pipeline: sources handed out by
+// Next() on one thread and reported done from several others (as a reader
+// pool and the store writer do), the bound on tasks in flight, the dead
+// stream for dead-lettered sources, exit when idle, and a stop.
+#include "distributed/task_feed.h"
+
+#include <gtest/gtest.h>
+
+#include <mutex>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "distributed/redis_test_util.h"
+
+namespace sluice {
+namespace {
+
+struct Job {
+  std::string url;
+  std::string name;
+  RedisEndpoint endpoint;
+  ~Job() {
+    auto client = RedisClient::Connect(endpoint);
+    if (!client.ok()) return;
+    const std::string p = "sluice:job:{" + name + "}";
+    (*client)->Command({"DEL", p, p + ":tasks", p + ":dead", p + ":errors", p + ":workers",
+                        p + ":worker:feed-test"});
+  }
+};
+
+TaskFeedOptions FeedOptions(const Job& job, bool exit_when_idle, size_t max_in_flight) {
+  TaskFeedOptions o;
+  o.endpoint = job.endpoint;
+  o.stream = TaskStreamOptions{job.name, std::chrono::milliseconds(60000), 5};
+  o.consumer = "feed-test";
+  o.host = "test-host";
+  o.pid = 1;
+  o.exit_when_idle = exit_when_idle;
+  o.max_in_flight = max_in_flight;
+  o.claim_block = std::chrono::milliseconds(20);
+  return o;
+}
+
+void Enqueue(const Job& job, int n) {
+  auto stream = TaskStream::Open(job.endpoint, TaskStreamOptions{job.name});
+  ASSERT_TRUE(stream.ok()) << stream.status().ToString();
+  ASSERT_TRUE((*stream)->CreateJob(JobRecord{"{}", "sqlite:/x.db", "now"}).ok());
+  std::vector<SourceTask> tasks;
+  // Paths that exist, so a skipped source is acked (not buried as missing).
+  for (int i = 0; i < n; ++i) tasks.push_back(SourceTask{"/", "t" + std::to_string(i), "r", 1, 1});
+  ASSERT_TRUE((*stream)->Enqueue(tasks).ok());
+}
+
+JobStatus Summary(const Job& job) {
+  auto stream = TaskStream::Open(job.endpoint, TaskStreamOptions{job.name});
+  EXPECT_TRUE(stream.ok());
+  auto s = (*stream)->Summary();
+  EXPECT_TRUE(s.ok()) << s.status().ToString();
+  return s.ok() ? *s : JobStatus{};
+}
+
+TEST(TaskFeedTest, EverySourceIsHandedOutOnceAndAckedFromManyThreads) {
+  SLUICE_REQUIRE_REDIS(url);
+  Job job{url, redistest::UniqueName("feed-acks"), *ParseRedisUrl(url)};
+  Enqueue(job, 40);
+  auto feed = TaskFeed::Open(FeedOptions(job, /*exit_when_idle=*/true, /*max_in_flight=*/4));
+  ASSERT_TRUE(feed.ok()) << feed.status().ToString();
+  TaskFeed& f = **feed;
+  f.Start();
+  std::atomic<bool> stopping{false};
+  std::mutex mu;
+  std::vector<SourceFile> handed;  // GUARDED_BY(mu)
+  std::vector<std::thread> finishers;
+  SourceFile file;
+  // Four "readers" finish what the walker hands out; the bound of 4 in
+  // flight means Next() must wait for them.
+  while (f.Next(file, stopping)) {
+    {
+      std::lock_guard lock(mu);
+      handed.push_back(file);
+    }
+    finishers.emplace_back([&f, id = file.relative_path, n = finishers.size()] {
+      f.OnSourceDone(id, n == 7 ? SourceOutcome::kDeadLettered : SourceOutcome::kCommitted,
+                     n == 7 ? Status::Corrupt("not a PDF") : Status::OK());
+    });
+    if (finishers.size() % 4 == 0) {
+      for (std::thread& t : finishers) {
+        if (t.joinable()) t.join();
+      }
+    }
+  }
+  for (std::thread& t : finishers) {
+    if (t.joinable()) t.join();
+  }
+  f.Stop();
+  EXPECT_TRUE(f.error().ok()) << f.error().ToString();
+  ASSERT_EQ(handed.size(), 40u);
+  std::set<std::string> ids;
+  for (const SourceFile& h : handed) ids.insert(h.relative_path);
+  EXPECT_EQ(ids.size(), 40u);
+  EXPECT_EQ(f.tasks_done(), 40u);
+  const JobStatus s = Summary(job);
+  EXPECT_EQ(s.done, 39u);
+  EXPECT_EQ(s.dead, 1u);
+  EXPECT_EQ(s.pending, 0u);
+  EXPECT_EQ(s.in_flight, 0u);
+  ASSERT_EQ(s.workers.size(), 1u);  // its last heartbeat
+  EXPECT_EQ(s.workers[0].tasks_done, 40u);
+}
+
+TEST(TaskFeedTest, AStopEndsNextAndLeavesUnfinishedTasksPending) {
+  SLUICE_REQUIRE_REDIS(url);
+  Job job{url, redistest::UniqueName("feed-stop"), *ParseRedisUrl(url)};
+  Enqueue(job, 3);
+  auto feed = TaskFeed::Open(FeedOptions(job, /*exit_when_idle=*/false, /*max_in_flight=*/2));
+  ASSERT_TRUE(feed.ok()) << feed.status().ToString();
+  TaskFeed& f = **feed;
+  std::atomic<bool> stopping{false};
+  SourceFile a, b;
+  ASSERT_TRUE(f.Next(a, stopping));
+  ASSERT_TRUE(f.Next(b, stopping));
+  // Two in flight, the bound: the next call waits until a stop.
+  std::thread stopper([&] { stopping = true; });
+  SourceFile c;
+  EXPECT_FALSE(f.Next(c, stopping));
+  stopper.join();
+  f.OnSourceDone(a.relative_path, SourceOutcome::kUnchanged, Status::OK());
+  f.Stop();
+  const JobStatus s = Summary(job);
+  EXPECT_EQ(s.done, 1u);
+  EXPECT_EQ(s.in_flight, 1u);  // b: redelivered once the visibility timeout passes
+  EXPECT_EQ(s.pending, 1u);    // never claimed
+}
+
+}  // namespace
+}  // namespace sluice

@@ -1,0 +1,260 @@
+// TaskStream against the test Redis: enqueue, claim, ack; a task never acked
+// handed to another consumer after the visibility timeout; a poison task in
+// the dead stream after max deliveries; retry; heartbeats in the summary.
+// Each test uses its own job name (tests run in parallel on one Redis).
+#include "distributed/task_stream.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <set>
+
+#include "distributed/redis_test_util.h"
+
+namespace sluice {
+namespace {
+
+using std::chrono::milliseconds;
+using Clock = std::chrono::steady_clock;
+
+std::unique_ptr<TaskStream> OpenJob(const std::string& url, const std::string& job,
+                                    milliseconds visibility = milliseconds(60000),
+                                    int max_deliveries = 5) {
+  auto endpoint = ParseRedisUrl(url);
+  EXPECT_TRUE(endpoint.ok());
+  if (!endpoint.ok()) return nullptr;
+  auto stream = TaskStream::Open(*endpoint, TaskStreamOptions{job, visibility, max_deliveries});
+  EXPECT_TRUE(stream.ok()) << stream.status().ToString();
+  return stream.ok() ? std::move(*stream) : nullptr;
+}
+
+std::vector<SourceTask> Tasks(int n) {
+  std::vector<SourceTask> tasks;
+  for (int i = 0; i < n; ++i) {
+    tasks.push_back(SourceTask{"/corpus/doc" + std::to_string(i) + ".md",
+                               "doc" + std::to_string(i) + ".md", "corpus",
+                               static_cast<uint64_t>(100 + i), 1700000000000000000LL + i});
+  }
+  return tasks;
+}
+
+void Cleanup(const std::string& url, const std::string& job) {
+  auto endpoint = ParseRedisUrl(url);
+  auto client = RedisClient::Connect(*endpoint);
+  if (!client.ok()) return;
+  const std::string p = "sluice:job:{" + job + "}";
+  (*client)->Command({"DEL", p, p + ":tasks", p + ":dead", p + ":errors", p + ":workers"});
+}
+
+TEST(TaskStreamTest, RefusesJobNamesThatWouldEscapeTheirKeys) {
+  EXPECT_TRUE(ValidateJobName("nightly-2026.12_06").ok());
+  for (const char* bad : {"", "a b", "x}y", "a:b", "a*"}) {
+    EXPECT_FALSE(ValidateJobName(bad).ok()) << bad;
+  }
+}
+
+TEST(TaskStreamTest, EnqueueClaimAckCountsEveryTaskOnce) {
+  SLUICE_REQUIRE_REDIS(url);
+  const std::string job = redistest::UniqueName("ts-basic");
+  auto stream = OpenJob(url, job);
+  ASSERT_NE(stream, nullptr);
+  ASSERT_TRUE(
+      stream->CreateJob(JobRecord{"{\"chunk-tokens\":[\"64\"]}", "postgres://h/db", "now"}).ok());
+  auto job_record = stream->LoadJob();
+  ASSERT_TRUE(job_record.ok()) << job_record.status().ToString();
+  EXPECT_EQ(job_record->options_json, "{\"chunk-tokens\":[\"64\"]}");
+  EXPECT_EQ(job_record->store_uri, "postgres://h/db");
+  ASSERT_TRUE(stream->Enqueue(Tasks(5)).ok());
+
+  auto status = stream->Summary();
+  ASSERT_TRUE(status.ok()) << status.status().ToString();
+  EXPECT_EQ(status->total, 5u);
+  EXPECT_EQ(status->pending, 5u);
+
+  auto first = stream->Claim("a", 3, milliseconds(10));
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  ASSERT_EQ(first->size(), 3u);
+  EXPECT_EQ((*first)[0].task.path, "/corpus/doc0.md");
+  EXPECT_EQ((*first)[0].task.relative_path, "doc0.md");
+  EXPECT_EQ((*first)[0].task.root_name, "corpus");
+  EXPECT_EQ((*first)[0].task.size_bytes, 100u);
+  EXPECT_EQ((*first)[0].task.mtime_ns, 1700000000000000000LL);
+  auto second = stream->Claim("b", 10, milliseconds(10));
+  ASSERT_TRUE(second.ok());
+  ASSERT_EQ(second->size(), 2u);
+  EXPECT_TRUE(stream->Claim("b", 10, milliseconds(10))->empty());  // nothing new
+
+  status = stream->Summary();
+  EXPECT_EQ(status->pending, 0u);
+  EXPECT_EQ(status->in_flight, 5u);
+  EXPECT_FALSE(*stream->Idle());
+
+  for (const ClaimedTask& t : *first) EXPECT_TRUE(*stream->Ack(t.id));
+  EXPECT_FALSE(*stream->Ack((*first)[0].id));  // a second ack counts nothing
+  for (const ClaimedTask& t : *second) EXPECT_TRUE(*stream->Ack(t.id));
+  status = stream->Summary();
+  EXPECT_EQ(status->done, 5u);
+  EXPECT_EQ(status->in_flight, 0u);
+  EXPECT_EQ(status->pending, 0u);
+  EXPECT_EQ(status->dead, 0u);
+  EXPECT_TRUE(*stream->Idle());
+  Cleanup(url, job);
+}
+
+TEST(TaskStreamTest, TaskNeverAckedIsReclaimedByAnotherWorkerAfterTheVisibilityTimeout) {
+  SLUICE_REQUIRE_REDIS(url);
+  const std::string job = redistest::UniqueName("ts-reclaim");
+  auto stream = OpenJob(url, job, milliseconds(50));
+  ASSERT_NE(stream, nullptr);
+  ASSERT_TRUE(stream->CreateJob(JobRecord{"{}", "sqlite:x.db", "now"}).ok());
+  ASSERT_TRUE(stream->Enqueue(Tasks(1)).ok());
+  auto claimed = stream->Claim("dies", 1, milliseconds(10));
+  ASSERT_TRUE(claimed.ok());
+  ASSERT_EQ(claimed->size(), 1u);
+  // Not before the timeout (it was claimed just now)...
+  auto early = stream->ReclaimStale("survivor", 10);
+  ASSERT_TRUE(early.ok()) << early.status().ToString();
+  std::vector<ClaimedTask> reclaimed = *early;
+  // ...but once it has been idle that long. Polled with a deadline, no sleep.
+  const auto deadline = Clock::now() + std::chrono::seconds(10);
+  while (reclaimed.empty() && Clock::now() < deadline) {
+    auto r = stream->ReclaimStale("survivor", 10);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    reclaimed = *r;
+  }
+  ASSERT_EQ(reclaimed.size(), 1u);
+  EXPECT_EQ(reclaimed[0].id, (*claimed)[0].id);
+  EXPECT_EQ(reclaimed[0].task.path, "/corpus/doc0.md");
+  EXPECT_TRUE(*stream->Ack(reclaimed[0].id));
+  EXPECT_FALSE(*stream->Ack((*claimed)[0].id));  // the dead worker's late ack counts nothing
+  auto status = stream->Summary();
+  EXPECT_EQ(status->done, 1u);
+  EXPECT_EQ(status->in_flight, 0u);
+  Cleanup(url, job);
+}
+
+TEST(TaskStreamTest, ExtendKeepsALiveWorkersTaskFromBeingReclaimed) {
+  SLUICE_REQUIRE_REDIS(url);
+  const std::string job = redistest::UniqueName("ts-extend");
+  auto stream = OpenJob(url, job, milliseconds(300));
+  ASSERT_NE(stream, nullptr);
+  ASSERT_TRUE(stream->CreateJob(JobRecord{"{}", "sqlite:x.db", "now"}).ok());
+  ASSERT_TRUE(stream->Enqueue(Tasks(1)).ok());
+  auto claimed = stream->Claim("slow", 1, milliseconds(10));
+  ASSERT_EQ(claimed->size(), 1u);
+  // Extended more often than the timeout: never reclaimed, however long it takes.
+  const auto until = Clock::now() + milliseconds(900);
+  while (Clock::now() < until) {
+    ASSERT_TRUE(stream->Extend("slow", {(*claimed)[0].id}).ok());
+    auto r = stream->ReclaimStale("thief", 10);
+    ASSERT_TRUE(r.ok());
+    ASSERT_TRUE(r->empty());
+  }
+  EXPECT_TRUE(*stream->Ack((*claimed)[0].id));
+  Cleanup(url, job);
+}
+
+TEST(TaskStreamTest, PoisonTaskGoesToTheDeadStreamAfterMaxDeliveriesAndCanBeRetried) {
+  SLUICE_REQUIRE_REDIS(url);
+  const std::string job = redistest::UniqueName("ts-poison");
+  auto stream = OpenJob(url, job, milliseconds(20), /*max_deliveries=*/3);
+  ASSERT_NE(stream, nullptr);
+  ASSERT_TRUE(stream->CreateJob(JobRecord{"{}", "sqlite:x.db", "now"}).ok());
+  ASSERT_TRUE(stream->Enqueue(Tasks(1)).ok());
+  auto claimed = stream->Claim("w1", 1, milliseconds(10));
+  ASSERT_EQ(claimed->size(), 1u);
+  ASSERT_TRUE(stream->NoteError((*claimed)[0].id, "parser crashed").ok());
+  // Every worker that takes it dies: reclaimed twice more (3 deliveries), then buried.
+  int reclaims = 0;
+  const auto deadline = Clock::now() + std::chrono::seconds(10);
+  while (Clock::now() < deadline) {
+    auto r = stream->ReclaimStale("w" + std::to_string(reclaims + 2), 1);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    reclaims += static_cast<int>(r->size());
+    if (stream->Summary()->dead == 1) break;
+  }
+  EXPECT_EQ(reclaims, 2);
+  auto status = stream->Summary();
+  EXPECT_EQ(status->dead, 1u);
+  EXPECT_EQ(status->in_flight, 0u);
+  EXPECT_EQ(status->pending, 0u);
+  EXPECT_TRUE(*stream->Idle());
+  auto dead = stream->ListDead();
+  ASSERT_TRUE(dead.ok()) << dead.status().ToString();
+  ASSERT_EQ(dead->size(), 1u);
+  EXPECT_EQ((*dead)[0].task_id, (*claimed)[0].id);
+  EXPECT_EQ((*dead)[0].task.path, "/corpus/doc0.md");
+  EXPECT_EQ((*dead)[0].deliveries, 3);
+  EXPECT_NE((*dead)[0].error.find("delivered 3 times"), std::string::npos) << (*dead)[0].error;
+  EXPECT_NE((*dead)[0].error.find("parser crashed"), std::string::npos) << (*dead)[0].error;
+
+  // Retry puts it back as a new task.
+  auto retried = stream->RetryDead();
+  ASSERT_TRUE(retried.ok()) << retried.status().ToString();
+  EXPECT_EQ(*retried, 1u);
+  status = stream->Summary();
+  EXPECT_EQ(status->dead, 0u);
+  EXPECT_EQ(status->pending, 1u);
+  auto again = stream->Claim("w9", 1, milliseconds(10));
+  ASSERT_EQ(again->size(), 1u);
+  EXPECT_EQ((*again)[0].task.relative_path, "doc0.md");
+  EXPECT_TRUE(stream->ListDead()->empty());
+  Cleanup(url, job);
+}
+
+TEST(TaskStreamTest, BuryMovesATaskThatCannotSucceedToTheDeadStreamAtOnce) {
+  SLUICE_REQUIRE_REDIS(url);
+  const std::string job = redistest::UniqueName("ts-bury");
+  auto stream = OpenJob(url, job);
+  ASSERT_NE(stream, nullptr);
+  ASSERT_TRUE(stream->CreateJob(JobRecord{"{}", "sqlite:x.db", "now"}).ok());
+  ASSERT_TRUE(stream->Enqueue(Tasks(2)).ok());
+  auto claimed = stream->Claim("w", 2, milliseconds(10));
+  ASSERT_EQ(claimed->size(), 2u);
+  EXPECT_TRUE(*stream->Bury((*claimed)[0].id, "corrupt: not a PDF"));
+  EXPECT_FALSE(*stream->Bury((*claimed)[0].id, "again"));
+  EXPECT_TRUE(*stream->Ack((*claimed)[1].id));
+  auto status = stream->Summary();
+  EXPECT_EQ(status->done, 1u);
+  EXPECT_EQ(status->dead, 1u);
+  EXPECT_TRUE(*stream->Idle());
+  auto dead = stream->ListDead();
+  ASSERT_EQ(dead->size(), 1u);
+  EXPECT_EQ((*dead)[0].error, "corrupt: not a PDF");
+  EXPECT_EQ((*dead)[0].deliveries, 1);
+  Cleanup(url, job);
+}
+
+TEST(TaskStreamTest, HeartbeatsListLiveWorkers) {
+  SLUICE_REQUIRE_REDIS(url);
+  const std::string job = redistest::UniqueName("ts-heartbeat");
+  auto stream = OpenJob(url, job);
+  ASSERT_NE(stream, nullptr);
+  ASSERT_TRUE(stream->CreateJob(JobRecord{"{}", "sqlite:x.db", "now"}).ok());
+  ASSERT_TRUE(
+      stream->Heartbeat(WorkerStatus{"host-1", "host", 42, 7, 0}, milliseconds(60000)).ok());
+  ASSERT_TRUE(
+      stream->Heartbeat(WorkerStatus{"host-2", "host", 43, 1, 0}, milliseconds(60000)).ok());
+  auto status = stream->Summary();
+  ASSERT_TRUE(status.ok());
+  ASSERT_EQ(status->workers.size(), 2u);
+  EXPECT_EQ(status->workers[0].consumer, "host-1");
+  EXPECT_EQ(status->workers[0].pid, 42);
+  EXPECT_EQ(status->workers[0].tasks_done, 7u);
+  EXPECT_LT(status->workers[0].heartbeat_age_ms, 60000);
+  Cleanup(url, job);
+  auto endpoint = ParseRedisUrl(url);
+  auto client = RedisClient::Connect(*endpoint);
+  const std::string p = "sluice:job:{" + job + "}";
+  (*client)->Command({"DEL", p + ":worker:host-1", p + ":worker:host-2"});
+}
+
+TEST(TaskStreamTest, MissingJobIsNotFound) {
+  SLUICE_REQUIRE_REDIS(url);
+  auto stream = OpenJob(url, redistest::UniqueName("ts-missing"));
+  ASSERT_NE(stream, nullptr);
+  EXPECT_EQ(stream->LoadJob().status().code(), StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace sluice

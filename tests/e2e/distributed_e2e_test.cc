@@ -1,0 +1,399 @@
+// Distributed workers end to end (docs/DISTRIBUTED.md): the real `sluice`
+// binary enqueues a corpus into the test Redis, three `sluice worker
+// --exit-when-idle` processes ingest it through the simulated API (in this
+// process, over loopback) into the test PostgreSQL, and one of them is
+// SIGKILLed once Redis shows it has finished a task. The survivors take over
+// its tasks after the visibility timeout; the store must then hold exactly
+// the chunks of one single-process `sluice ingest` of the same corpus (same
+// ids, texts and vectors, same fingerprints), `sluice status` must say
+// everything is done, and the one poison source (a truncated PDF, which can
+// never parse) must be in the job's dead stream with its error.
+#include <fcntl.h>
+#include <libpq-fe.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <thread>
+
+#include "distributed/redis_client.h"
+#include "distributed/redis_test_util.h"
+#include "sluice/mock_api.h"
+#include "store/postgres/pg_test_util.h"
+#include "testing/test_util.h"
+
+extern char** environ;
+
+namespace sluice {
+namespace {
+
+using testing::ReadFile;
+using testing::RunCommand;
+using testing::TempDir;
+using testing::WriteFile;
+
+const std::string kSluice = SLUICE_BINARY;
+
+std::string Paragraphs(int n, const std::string& word) {
+  std::string s;
+  for (int i = 0; i < n; ++i) {
+    s += "Paragraph " + std::to_string(i) + " about " + word + ". ";
+    for (int j = 0; j < 25; ++j) s += word + std::to_string(j * 7 + i) + " ";
+    s += "\n\n";
+  }
+  return s;
+}
+
+void MakeCorpus(const TempDir& dir) {
+  for (int i = 0; i < 48; ++i) {
+    const std::string folder = i % 2 == 0 ? "ops" : "maintenance/pumps";
+    WriteFile(dir / ("corpus/" + folder + "/doc" + std::to_string(i) + ".md"),
+              "# Doc " + std::to_string(i) + "\n\n" + Paragraphs(6, "w" + std::to_string(i)));
+  }
+  WriteFile(dir / "corpus/plans/broken.pdf", "%PDF-1.4\n1 0 obj << /Type /Catalog");  // truncated
+}
+
+std::string Quote(const std::string& s) { return "'" + s + "'"; }
+
+pid_t Spawn(std::vector<std::string> args, const std::string& log) {
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  pid_t pid = -1;
+  posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  return pid;
+}
+
+int Wait(pid_t pid) {
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+// Chunks and fingerprints of a store table, sorted, in one comparable form.
+std::vector<std::string> Dump(const std::string& dsn, const std::string& table) {
+  pgtest::RawPg pg(dsn);
+  EXPECT_TRUE(pg.ok()) << PQerrorMessage(pg.get());
+  const std::string queries[] = {
+      "SELECT 'c', id, source_id, file_id, ordinal, text, domain, category, metadata::text, "
+      "embedding::text, model, dims FROM \"" +
+          table + "\"",
+      "SELECT 'f', file_id, chunk_count, size_bytes, mtime_ns, content_hash FROM \"" + table +
+          "_files\""};
+  std::vector<std::string> rows;
+  for (const std::string& sql : queries) {
+    PGresult* r = PQexec(pg.get(), sql.c_str());
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+      ADD_FAILURE() << sql << ": " << PQresultErrorMessage(r);
+    } else {
+      for (int i = 0; i < PQntuples(r); ++i) {
+        std::string row;
+        for (int j = 0; j < PQnfields(r); ++j) {
+          row += PQgetisnull(r, i, j) ? "NULL" : PQgetvalue(r, i, j);
+          row += '|';
+        }
+        rows.push_back(std::move(row));
+      }
+    }
+    PQclear(r);
+  }
+  std::sort(rows.begin(), rows.end());
+  return rows;
+}
+
+class DistributedE2eTest : public ::testing::Test {
+ protected:
+  void TearDown() override {
+    if (server_) server_->Stop();
+    if (dsn_.empty()) return;
+    pgtest::RawPg pg(dsn_);
+    if (!pg.ok()) return;
+    for (const std::string& t : tables_) {
+      pg.Command("DROP TABLE IF EXISTS \"" + t + "\", \"" + t + "_sources\", \"" + t +
+                 "_files\", \"" + t + "_embedding_cache\", \"" + t + "_run_chunks\"");
+    }
+  }
+  // The ingest settings both the reference run and the job use.
+  std::vector<std::string> Settings(const std::string& table) const {
+    return {"--store",         dsn_,
+            "--table",         table,
+            "--endpoint",      server_->BaseUrl(),
+            "--model",         "mock-model",
+            "--concurrency",   "2",
+            "--batch-size",    "4",
+            "--chunk-tokens",  "48",
+            "--chunk-overlap", "0",
+            "--readers",       "2",
+            "--store-batch",   "8",
+            "--log-level",     "error"};
+  }
+
+  std::string dsn_;
+  std::vector<std::string> tables_;
+  std::unique_ptr<MockApiServer> server_;
+};
+
+TEST_F(DistributedE2eTest, ThreeWorkersOneKilledStoreEveryChunkOnceAndBuryThePoisonTask) {
+  SLUICE_REQUIRE_DSN(dsn, "SLUICE_TEST_PG_DSN");
+  SLUICE_REQUIRE_REDIS(redis_url);
+  dsn_ = dsn;
+  TempDir dir;
+  MakeCorpus(dir);
+  MockApiOptions mock;
+  mock.dimensions = 24;
+  mock.base_latency = std::chrono::milliseconds(40);
+  mock.jitter = std::chrono::milliseconds(10);
+  auto server = MockApiServer::Start(mock);
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  server_ = std::move(*server);
+
+  // The reference: one process, the whole corpus (exit 3: the PDF is dead-lettered).
+  const std::string ref_table = pgtest::UniqueTable("dist_ref");
+  const std::string job_table = pgtest::UniqueTable("dist_job");
+  tables_ = {ref_table, job_table};
+  std::string ingest = kSluice + " ingest " + Quote(dir / "corpus") + " --no-progress --out " +
+                       Quote(dir / "ref-out") + " --no-aggregate";
+  for (const std::string& s : Settings(ref_table)) ingest += " " + Quote(s);
+  auto ref = RunCommand(ingest);
+  ASSERT_EQ(ref.exit_code, 3) << ref.output;
+  const std::vector<std::string> reference = Dump(dsn, ref_table);
+  ASSERT_GT(reference.size(), 200u);
+
+  // The job.
+  const std::string job = redistest::UniqueName("e2e");
+  std::string enqueue = kSluice + " enqueue " + Quote(dir / "corpus") + " --redis " +
+                        Quote(redis_url) + " --job " + Quote(job);
+  for (const std::string& s : Settings(job_table)) enqueue += " " + Quote(s);
+  auto enqueued = RunCommand(enqueue);
+  ASSERT_EQ(enqueued.exit_code, 0) << enqueued.output;
+  EXPECT_NE(enqueued.output.find("enqueued 49 tasks"), std::string::npos) << enqueued.output;
+
+  std::vector<pid_t> workers;
+  for (int i = 0; i < 3; ++i) {
+    workers.push_back(
+        Spawn({kSluice, "worker", "--redis", redis_url, "--job", job, "--exit-when-idle",
+               "--visibility-timeout", "1", "--max-in-flight", "4"},
+              dir / ("worker" + std::to_string(i) + ".log")));
+    ASSERT_GT(workers.back(), 0);
+  }
+
+  // Kill worker 0 once Redis shows it has finished a task (its heartbeat
+  // record counts them), while tasks are still left.
+  auto endpoint = ParseRedisUrl(redis_url);
+  ASSERT_TRUE(endpoint.ok());
+  auto redis = RedisClient::Connect(*endpoint);
+  ASSERT_TRUE(redis.ok()) << redis.status().ToString();
+  char host[256] = {};
+  ::gethostname(host, sizeof(host) - 1);
+  const std::string prefix = "sluice:job:{" + job + "}";
+  const std::string victim_key = prefix + ":worker:" + host + "-" + std::to_string(workers[0]);
+  bool victim_did_work = false;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (!victim_did_work && std::chrono::steady_clock::now() < deadline) {
+    auto tasks = (*redis)->Command({"HGET", victim_key, "tasks"});
+    ASSERT_TRUE(tasks.ok()) << tasks.status().ToString();
+    victim_did_work = tasks->AsInteger() >= 1;
+    // The poll's pace, not a synchronisation: the condition above is.
+    if (!victim_did_work) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_TRUE(victim_did_work) << ReadFile(dir / "worker0.log");
+  auto done_at_kill = (*redis)->Command({"HGET", prefix, "done"});
+  ASSERT_EQ(::kill(workers[0], SIGKILL), 0);
+  EXPECT_EQ(Wait(workers[0]), 128 + SIGKILL);
+  EXPECT_LT(done_at_kill->AsInteger(), 48) << "the run ended before the kill: a weaker test";
+
+  // The survivors finish everything, the dead worker's tasks included.
+  for (int i = 1; i < 3; ++i) {
+    const int code = Wait(workers[i]);
+    EXPECT_TRUE(code == 0 || code == 3) << "worker " << i << " exited " << code << ":\n"
+                                        << ReadFile(dir / ("worker" + std::to_string(i) + ".log"));
+  }
+
+  auto status =
+      RunCommand(kSluice + " status --json --redis " + Quote(redis_url) + " --job " + Quote(job));
+  ASSERT_EQ(status.exit_code, 0) << status.output;
+  EXPECT_NE(status.output.find("\"total\":49,\"pending\":0,\"in_flight\":0,\"done\":48,\"dead\":1"),
+            std::string::npos)
+      << status.output;
+  auto dead = RunCommand(kSluice + " dead-letter list --redis " + Quote(redis_url) + " --job " +
+                         Quote(job));
+  ASSERT_EQ(dead.exit_code, 0) << dead.output;
+  EXPECT_NE(dead.output.find("1 dead tasks"), std::string::npos) << dead.output;
+  EXPECT_NE(dead.output.find("plans/broken.pdf"), std::string::npos) << dead.output;
+  EXPECT_NE(dead.output.find("not a readable PDF"), std::string::npos) << dead.output;
+
+  // Every chunk once, exactly the reference's (ids, texts, vectors), and the
+  // same fingerprints.
+  std::vector<std::string> got = Dump(dsn, job_table);
+  EXPECT_EQ(got.size(), reference.size());
+  EXPECT_TRUE(got == reference) << "the distributed store differs from the single-process one";
+
+  // Nothing about the job names a secret: the store URI has no password here,
+  // and the recorded options are the flags given.
+  auto record = (*redis)->Command({"HGET", prefix, "store"});
+  EXPECT_EQ(record->str, dsn);
+  (*redis)->Command({"DEL", prefix, prefix + ":tasks", prefix + ":dead", prefix + ":errors",
+                     prefix + ":workers"});
+}
+
+TEST_F(DistributedE2eTest, SigtermStopsAWorkerGracefullyAndAnotherFinishesItsTasks) {
+  SLUICE_REQUIRE_DSN(dsn, "SLUICE_TEST_PG_DSN");
+  SLUICE_REQUIRE_REDIS(redis_url);
+  dsn_ = dsn;
+  TempDir dir;
+  MakeCorpus(dir);
+  MockApiOptions mock;
+  mock.dimensions = 24;
+  mock.base_latency = std::chrono::milliseconds(40);
+  auto server = MockApiServer::Start(mock);
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  server_ = std::move(*server);
+  const std::string ref_table = pgtest::UniqueTable("dist_term_ref");
+  const std::string job_table = pgtest::UniqueTable("dist_term");
+  tables_ = {ref_table, job_table};
+  std::string ingest = kSluice + " ingest " + Quote(dir / "corpus") + " --no-progress --out " +
+                       Quote(dir / "ref-out") + " --no-aggregate";
+  for (const std::string& s : Settings(ref_table)) ingest += " " + Quote(s);
+  auto ref = RunCommand(ingest);
+  ASSERT_EQ(ref.exit_code, 3) << ref.output;
+
+  const std::string job = redistest::UniqueName("e2e-term");
+  std::string enqueue = kSluice + " enqueue " + Quote(dir / "corpus") + " --redis " +
+                        Quote(redis_url) + " --job " + Quote(job);
+  for (const std::string& s : Settings(job_table)) enqueue += " " + Quote(s);
+  auto enqueued = RunCommand(enqueue);
+  ASSERT_EQ(enqueued.exit_code, 0) << enqueued.output;
+
+  // One worker, stopped by SIGTERM once it has finished a task.
+  const pid_t first = Spawn({kSluice, "worker", "--redis", redis_url, "--job", job,
+                             "--visibility-timeout", "1", "--max-in-flight", "4"},
+                            dir / "first.log");
+  ASSERT_GT(first, 0);
+  auto endpoint = ParseRedisUrl(redis_url);
+  ASSERT_TRUE(endpoint.ok());
+  auto redis = RedisClient::Connect(*endpoint);
+  ASSERT_TRUE(redis.ok()) << redis.status().ToString();
+  const std::string prefix = "sluice:job:{" + job + "}";
+  bool did_work = false;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (!did_work && std::chrono::steady_clock::now() < deadline) {
+    auto done = (*redis)->Command({"HGET", prefix, "done"});
+    ASSERT_TRUE(done.ok()) << done.status().ToString();
+    did_work = done->AsInteger() >= 1;
+    // The poll's pace, not a synchronisation: the condition above is.
+    if (!did_work) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_TRUE(did_work) << ReadFile(dir / "first.log");
+  ASSERT_EQ(::kill(first, SIGTERM), 0);
+  EXPECT_EQ(Wait(first), 128 + SIGTERM);
+  const std::string log = ReadFile(dir / "first.log");
+  EXPECT_NE(log.find("stopping gracefully"), std::string::npos) << log;
+  EXPECT_NE(log.find("tasks done"), std::string::npos) << log;  // it got to its report
+  auto done_after_stop = (*redis)->Command({"HGET", prefix, "done"});
+  EXPECT_LT(done_after_stop->AsInteger(), 48) << "the run ended before the stop: a weaker test";
+
+  // A second worker finishes the job, the first one's unacked tasks included.
+  const int code = Wait(Spawn({kSluice, "worker", "--redis", redis_url, "--job", job,
+                               "--exit-when-idle", "--visibility-timeout", "1"},
+                              dir / "second.log"));
+  EXPECT_TRUE(code == 0 || code == 3) << code << ":\n" << ReadFile(dir / "second.log");
+  auto status =
+      RunCommand(kSluice + " status --json --redis " + Quote(redis_url) + " --job " + Quote(job));
+  EXPECT_NE(status.output.find("\"total\":49,\"pending\":0,\"in_flight\":0,\"done\":48,\"dead\":1"),
+            std::string::npos)
+      << status.output;
+  EXPECT_TRUE(Dump(dsn, job_table) == Dump(dsn, ref_table));
+  (*redis)->Command({"DEL", prefix, prefix + ":tasks", prefix + ":dead", prefix + ":errors",
+                     prefix + ":workers"});
+}
+
+TEST(DistributedCliTest, ATaskWhoseFileThisWorkerCannotSeeIsDeadNotDone) {
+  SLUICE_REQUIRE_REDIS(redis_url);
+  TempDir dir;
+  WriteFile(dir / "corpus/kept.md", "# Kept\n\nStays where it was.\n");
+  WriteFile(dir / "corpus/gone.md", "# Gone\n\nRemoved after the enqueue.\n");
+  const std::string job = redistest::UniqueName("e2e-gone");
+  const std::string redis = " --redis " + Quote(redis_url) + " --job " + Quote(job);
+  auto enqueued = RunCommand(kSluice + " enqueue " + Quote(dir / "corpus") + redis +
+                             " --embedder hash --store " + Quote("sqlite:" + (dir / "s.db")));
+  ASSERT_EQ(enqueued.exit_code, 0) << enqueued.output;
+  std::filesystem::remove(dir / "corpus/gone.md");
+  auto worked = RunCommand("cd " + Quote(dir.path()) + " && " + kSluice + " worker" + redis +
+                           " --exit-when-idle --visibility-timeout 1");
+  EXPECT_EQ(worked.exit_code, 0) << worked.output;
+  auto status = RunCommand(kSluice + " status --json" + redis);
+  EXPECT_NE(status.output.find("\"total\":2,\"pending\":0,\"in_flight\":0,\"done\":1,\"dead\":1"),
+            std::string::npos)
+      << status.output;
+  auto dead = RunCommand(kSluice + " dead-letter list" + redis);
+  EXPECT_NE(dead.output.find("gone.md does not exist on"), std::string::npos) << dead.output;
+  // Once the file is back, a retry ingests it.
+  WriteFile(dir / "corpus/gone.md", "# Gone\n\nBack again.\n");
+  auto retried = RunCommand(kSluice + " dead-letter retry" + redis);
+  EXPECT_NE(retried.output.find("1 tasks"), std::string::npos) << retried.output;
+  worked = RunCommand("cd " + Quote(dir.path()) + " && " + kSluice + " worker" + redis +
+                      " --exit-when-idle --visibility-timeout 1");
+  EXPECT_EQ(worked.exit_code, 0) << worked.output;
+  status = RunCommand(kSluice + " status --json" + redis);
+  EXPECT_NE(status.output.find("\"total\":2,\"pending\":0,\"in_flight\":0,\"done\":2,\"dead\":0"),
+            std::string::npos)
+      << status.output;
+  auto endpoint = ParseRedisUrl(redis_url);
+  auto client = RedisClient::Connect(*endpoint);
+  ASSERT_TRUE(client.ok());
+  const std::string prefix = "sluice:job:{" + job + "}";
+  (*client)->Command({"DEL", prefix, prefix + ":tasks", prefix + ":dead", prefix + ":errors"});
+}
+
+TEST(DistributedCliTest, RefusesASqliteStoreWithARemoteRedisAndNeverPrintsPasswords) {
+  TempDir dir;
+  WriteFile(dir / "corpus/a.md", "# A\n\nText.\n");
+  auto r = RunCommand(kSluice + " enqueue " + Quote(dir / "corpus") +
+                      " --redis redis://:hunter2@10.1.2.3:6379 --job j --store sqlite:x.db");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("SQLite"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("PostgreSQL"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("hunter2"), std::string::npos) << r.output;
+}
+
+TEST(DistributedCliTest, StoreUriIsRecordedWithoutItsPassword) {
+  SLUICE_REQUIRE_REDIS(redis_url);
+  TempDir dir;
+  WriteFile(dir / "corpus/a.md", "# A\n\nText.\n");
+  const std::string job = redistest::UniqueName("e2e-secret");
+  auto r = RunCommand(kSluice + " enqueue " + Quote(dir / "corpus") + " --redis " +
+                      Quote(redis_url) + " --job " + Quote(job) +
+                      " --store 'postgres://ingest:s3cret-pw@db.example:5432/docs'" +
+                      " --embedder hash");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output.find("s3cret-pw"), std::string::npos) << r.output;
+  auto endpoint = ParseRedisUrl(redis_url);
+  auto redis = RedisClient::Connect(*endpoint);
+  ASSERT_TRUE(redis.ok());
+  const std::string prefix = "sluice:job:{" + job + "}";
+  auto all = (*redis)->Command({"HGETALL", prefix});
+  ASSERT_TRUE(all.ok());
+  std::string text;
+  for (const RedisReply& e : all->elements) text += e.str + "\n";
+  EXPECT_EQ(text.find("s3cret-pw"), std::string::npos) << text;
+  EXPECT_NE(text.find("postgres://ingest@db.example:5432/docs"), std::string::npos) << text;
+  EXPECT_NE(text.find("\"embedder\":[\"hash\"]"), std::string::npos) << text;
+  auto status =
+      RunCommand(kSluice + " status --redis " + Quote(redis_url) + " --job " + Quote(job));
+  EXPECT_NE(status.output.find("1 total: 1 pending"), std::string::npos) << status.output;
+  (*redis)->Command({"DEL", prefix, prefix + ":tasks"});
+}
+
+}  // namespace
+}  // namespace sluice
