@@ -4,7 +4,7 @@ BUILD_TYPE ?= RelWithDebInfo
 JOBS      ?= $(shell nproc)
 SLUICE    := $(BUILD)/src/cli/sluice
 
-.PHONY: all deps configure build run test unit check-sanitize fuzz-smoke format tidy bench clean
+.PHONY: all deps configure build run test unit check-sanitize check-thread-safety fuzz-smoke format tidy bench clean
 
 all: build
 
@@ -42,6 +42,10 @@ unit: build
 # ASan+UBSan over the unit tests, TSan over the queue, pipeline and embed-stage tests.
 check-sanitize: deps
 	@bash scripts/check-sanitize.sh
+
+# Clang's -Wthread-safety over every file (the lock annotations).
+check-thread-safety: deps
+	@bash scripts/check-thread-safety.sh
 
 fuzz-smoke: deps
 	@bash scripts/fuzz-smoke.sh

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "sluice/clock.h"
+#include "sluice/thread_annotations.h"
 
 namespace sluice {
 
@@ -82,12 +83,13 @@ class LatencyRecorder {
 
  private:
   Histogram histogram_;
-  mutable std::mutex mu_;
-  std::vector<double> samples_ms_;
+  mutable Mutex mu_;
+  std::vector<double> samples_ms_ SLUICE_GUARDED_BY(mu_);
   size_t max_samples_;
-  uint64_t seen_ = 0;
-  double sum_ms_ = 0, max_ms_ = 0;
-  uint64_t rng_state_ = 0x9E3779B97F4A7C15ull;
+  uint64_t seen_ SLUICE_GUARDED_BY(mu_) = 0;
+  double sum_ms_ SLUICE_GUARDED_BY(mu_) = 0;
+  double max_ms_ SLUICE_GUARDED_BY(mu_) = 0;
+  uint64_t rng_state_ SLUICE_GUARDED_BY(mu_) = 0x9E3779B97F4A7C15ull;
 };
 
 // The parse stage per format (parser name): files, bytes and the time spent
@@ -101,20 +103,20 @@ struct FormatParseStats {
 class ParseTimes {
  public:
   void Record(const std::string& format, uint64_t bytes, uint64_t busy_ns) {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     FormatParseStats& s = by_format_[format];
     ++s.files;
     s.bytes += bytes;
     s.busy_ns += busy_ns;
   }
   std::map<std::string, FormatParseStats> Snapshot() const {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     return by_format_;
   }
 
  private:
-  mutable std::mutex mu_;
-  std::map<std::string, FormatParseStats> by_format_;  // GUARDED_BY(mu_)
+  mutable Mutex mu_;
+  std::map<std::string, FormatParseStats> by_format_ SLUICE_GUARDED_BY(mu_);
 };
 
 // The contract every stage reports in (read, cache, embed, store,

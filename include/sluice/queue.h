@@ -19,6 +19,8 @@
 #include <optional>
 #include <utility>
 
+#include "sluice/thread_annotations.h"
+
 namespace sluice {
 
 enum class QueueState { kOpen, kClosed, kCancelled };
@@ -42,47 +44,64 @@ class BoundedQueue {
   // the queue was closed or cancelled; `item` is then left untouched.
   bool Push(T&& item) {
     const size_t bytes = ItemBytes(item);
-    std::unique_lock lock(mu_);
+    MutexLock lock(mu_);
     if (state_ == QueueState::kOpen && !HasRoom(bytes)) {
       ++blocked_producers_;
-      not_full_.wait(lock, [&] { return state_ != QueueState::kOpen || HasRoom(bytes); });
+      lock.Wait(not_full_, [&] {
+        mu_.AssertHeld();
+        return state_ != QueueState::kOpen || HasRoom(bytes);
+      });
       --blocked_producers_;
     }
     if (state_ != QueueState::kOpen) return false;
     bytes_ += bytes;
     items_.emplace_back(std::move(item), bytes);
     if (items_.size() > high_water_items_) high_water_items_ = items_.size();
-    lock.unlock();
+    lock.Unlock();
     not_empty_.notify_one();
     return true;
   }
 
   // Blocks until an item is available or the stream ends (nullopt).
   std::optional<T> Pop() {
-    std::unique_lock lock(mu_);
-    not_empty_.wait(lock, [&] { return !items_.empty() || state_ != QueueState::kOpen; });
-    return TakeLocked(lock);
+    MutexLock lock(mu_);
+    lock.Wait(not_empty_, [&] {
+      mu_.AssertHeld();
+      return !items_.empty() || state_ != QueueState::kOpen;
+    });
+    std::optional<T> item = TakeLocked();
+    lock.Unlock();
+    if (item) not_full_.notify_one();
+    return item;
   }
 
   // Waits at most `timeout`; nullopt on timeout or end of stream (see Ended()).
   template <class Rep, class Period>
   std::optional<T> PopFor(std::chrono::duration<Rep, Period> timeout) {
-    std::unique_lock lock(mu_);
-    not_empty_.wait_for(lock, timeout,
-                        [&] { return !items_.empty() || state_ != QueueState::kOpen; });
-    return TakeLocked(lock);
+    MutexLock lock(mu_);
+    lock.WaitFor(not_empty_, timeout, [&] {
+      mu_.AssertHeld();
+      return !items_.empty() || state_ != QueueState::kOpen;
+    });
+    std::optional<T> item = TakeLocked();
+    lock.Unlock();
+    if (item) not_full_.notify_one();
+    return item;
   }
 
   // Never waits.
   std::optional<T> TryPop() {
-    std::unique_lock lock(mu_);
-    return TakeLocked(lock);
+    MutexLock lock(mu_);
+    std::optional<T> item = TakeLocked();
+    lock.Unlock();
+    if (item) not_full_.notify_one();
+    return item;
   }
 
   // No more pushes; consumers drain the rest.
   void Close() {
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       if (state_ == QueueState::kOpen) state_ = QueueState::kClosed;
     }
     not_full_.notify_all();
@@ -94,7 +113,7 @@ class BoundedQueue {
   size_t Cancel() {
     size_t dropped;
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       state_ = QueueState::kCancelled;
       dropped = items_.size();
       items_.clear();
@@ -107,23 +126,23 @@ class BoundedQueue {
 
   // True when closed/cancelled and nothing is left to pop.
   bool Ended() const {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     return state_ != QueueState::kOpen && items_.empty();
   }
   QueueState State() const {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     return state_;
   }
   size_t Size() const {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     return items_.size();
   }
   size_t Bytes() const {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     return bytes_;
   }
   size_t HighWaterItems() const {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     return high_water_items_;
   }
   size_t CapacityItems() const { return capacity_items_; }
@@ -131,38 +150,37 @@ class BoundedQueue {
   // stage's metrics) see backpressure as a state instead of guessing it from
   // elapsed time.
   size_t BlockedProducers() const {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     return blocked_producers_;
   }
 
  private:
   size_t ItemBytes(const T& item) const { return size_of_ ? size_of_(item) : 0; }
-  bool HasRoom(size_t bytes) const {
+  bool HasRoom(size_t bytes) const SLUICE_REQUIRES(mu_) {
     if (items_.size() >= capacity_items_) return false;
     if (capacity_bytes_ == 0 || items_.empty()) return true;
     return bytes_ + bytes <= capacity_bytes_;
   }
-  std::optional<T> TakeLocked(std::unique_lock<std::mutex>& lock) {
+  // The front item, if any (the caller wakes a producer once unlocked).
+  std::optional<T> TakeLocked() SLUICE_REQUIRES(mu_) {
     if (items_.empty()) return std::nullopt;
     auto [item, bytes] = std::move(items_.front());
     items_.pop_front();
     bytes_ -= bytes;
-    lock.unlock();
-    not_full_.notify_one();
     return std::move(item);
   }
 
   const size_t capacity_items_;
   const size_t capacity_bytes_;
   const SizeFn size_of_;
-  mutable std::mutex mu_;
+  mutable Mutex mu_;
   std::condition_variable not_full_;
   std::condition_variable not_empty_;
-  std::deque<std::pair<T, size_t>> items_;
-  size_t bytes_ = 0;
-  size_t high_water_items_ = 0;
-  size_t blocked_producers_ = 0;
-  QueueState state_ = QueueState::kOpen;
+  std::deque<std::pair<T, size_t>> items_ SLUICE_GUARDED_BY(mu_);
+  size_t bytes_ SLUICE_GUARDED_BY(mu_) = 0;
+  size_t high_water_items_ SLUICE_GUARDED_BY(mu_) = 0;
+  size_t blocked_producers_ SLUICE_GUARDED_BY(mu_) = 0;
+  QueueState state_ SLUICE_GUARDED_BY(mu_) = QueueState::kOpen;
 };
 
 }  // namespace sluice

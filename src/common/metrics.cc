@@ -44,7 +44,7 @@ const std::vector<double>& LatencyBucketsSeconds() {
 void LatencyRecorder::Record(Duration d) {
   histogram_.Observe(std::chrono::duration<double>(d).count());
   const double ms = std::chrono::duration<double, std::milli>(d).count();
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   ++seen_;
   sum_ms_ += ms;
   max_ms_ = std::max(max_ms_, ms);
@@ -61,7 +61,7 @@ LatencySummary LatencyRecorder::Summary() const {
   std::vector<double> sorted;
   LatencySummary s;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     sorted = samples_ms_;
     s.count = seen_;
     s.max_ms = max_ms_;

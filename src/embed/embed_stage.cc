@@ -12,7 +12,6 @@
 #include <map>
 #include <optional>
 #include <string>
-#include <thread>
 #include <unordered_map>
 #include <utility>
 
@@ -699,7 +698,9 @@ Status EmbedStage::Impl::Run(BoundedQueue<Chunk>& in, BoundedQueue<EmbeddedChunk
         input_done = true;
       }
     } else if (wait > Duration(0)) {
-      std::this_thread::sleep_for(wait);
+      // On the injected clock: a test's ManualClock steps over a retry timer
+      // or the pacer's delay at once instead of sleeping it out.
+      clock.SleepFor(wait);
     }
     for (EmbedResponse& response : responses) {
       Status status = HandleResponse(response, out);

@@ -85,7 +85,7 @@ Result<std::unique_ptr<DeadLetterFile>> DeadLetterFile::Open(const std::string& 
 DeadLetterFile::~DeadLetterFile() { Close(); }
 
 void DeadLetterFile::AppendLine(const std::string& line, const Status& why) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   ++count_;
   ++reasons_[StatusCodeName(why.code())];
   if (file_ == nullptr && write_error_.ok()) {
@@ -149,7 +149,7 @@ void DeadLetterFile::SourceFailed(const std::string& source_id, const std::strin
 }
 
 Status DeadLetterFile::Close() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   if (file_ != nullptr) {
     if (std::fflush(file_) != 0 || ::fsync(fileno(file_)) != 0) {
       if (write_error_.ok()) {
@@ -222,12 +222,12 @@ Result<uint64_t> DeadLetterFile::DropEarlierEntriesOf(
 }
 
 std::map<std::string, uint64_t> DeadLetterFile::ReasonCounts() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return reasons_;
 }
 
 uint64_t DeadLetterFile::Count() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return count_;
 }
 

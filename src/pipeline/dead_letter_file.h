@@ -14,6 +14,7 @@
 
 #include "sluice/dead_letter.h"
 #include "sluice/metrics.h"
+#include "sluice/thread_annotations.h"
 
 namespace sluice {
 
@@ -47,9 +48,9 @@ class DeadLetterFile final : public DeadLetterSink {
   const std::string path_;
   Metrics& metrics_;
   const uint64_t earlier_bytes_;  // the file's size at Open: earlier runs' entries
-  mutable std::mutex mu_;
-  std::FILE* file_ = nullptr;  // GUARDED_BY(mu_)
-  Status write_error_;         // GUARDED_BY(mu_)
+  mutable Mutex mu_;
+  std::FILE* file_ SLUICE_GUARDED_BY(mu_) = nullptr;
+  Status write_error_ SLUICE_GUARDED_BY(mu_);
   std::map<std::string, uint64_t> reasons_;
   uint64_t count_ = 0;
 };

@@ -6,7 +6,7 @@ namespace sluice {
 
 bool InflightTexts::ParkOrOwn(Chunk& chunk) {
   std::string key = Hash128Hex(chunk.text);
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto it = by_text_.find(key);
   if (it != by_text_.end()) {
     if (parked_ >= max_parked_) return false;
@@ -22,7 +22,7 @@ bool InflightTexts::ParkOrOwn(Chunk& chunk) {
 }
 
 std::vector<Chunk> InflightTexts::Release(const std::string& chunk_id) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto owner = by_owner_.find(chunk_id);
   if (owner == by_owner_.end()) return {};
   auto it = by_text_.find(owner->second);
@@ -37,7 +37,7 @@ std::vector<Chunk> InflightTexts::Release(const std::string& chunk_id) {
 }
 
 std::vector<Chunk> InflightTexts::TakeAll() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   std::vector<Chunk> out;
   for (auto& [key, entry] : by_text_) {
     for (Chunk& c : entry.parked) out.push_back(std::move(c));
@@ -49,7 +49,7 @@ std::vector<Chunk> InflightTexts::TakeAll() {
 }
 
 size_t InflightTexts::parked() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return parked_;
 }
 

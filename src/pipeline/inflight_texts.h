@@ -15,6 +15,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "sluice/thread_annotations.h"
 #include "sluice/types.h"
 
 namespace sluice {
@@ -38,11 +39,12 @@ class InflightTexts {
     std::string owner_id;
     std::vector<Chunk> parked;
   };
-  mutable std::mutex mu_;
+  mutable Mutex mu_;
   const size_t max_parked_;
-  size_t parked_ = 0;                                      // GUARDED_BY(mu_)
-  std::unordered_map<std::string, Entry> by_text_;         // GUARDED_BY(mu_): text -> entry
-  std::unordered_map<std::string, std::string> by_owner_;  // GUARDED_BY(mu_): owner id -> text
+  size_t parked_ SLUICE_GUARDED_BY(mu_) = 0;
+  std::unordered_map<std::string, Entry> by_text_ SLUICE_GUARDED_BY(mu_);  // text -> entry
+  std::unordered_map<std::string, std::string> by_owner_
+      SLUICE_GUARDED_BY(mu_);  // owner id -> text
 };
 
 }  // namespace sluice

@@ -129,13 +129,16 @@ void ProgressReporter::Run() {
     if (observe_) observe_(now, final);
     previous = now;
   };
-  std::unique_lock lock(mu_);
-  while (!cv_.wait_for(lock, every, [&] { return stop_; })) {
-    lock.unlock();
+  MutexLock lock(mu_);
+  while (!lock.WaitFor(cv_, every, [&] {
+    mu_.AssertHeld();
+    return stop_;
+  })) {
+    lock.Unlock();
     emit(false);
-    lock.lock();
+    lock.Lock();
   }
-  lock.unlock();
+  lock.Unlock();
   // An observer always learns the final counts, and so does a log: a short
   // run may end before the first interval, and whoever reads the log (or
   // alerts on it) should not have to find the report to see where it ended.
@@ -145,7 +148,7 @@ void ProgressReporter::Run() {
 
 void ProgressReporter::Stop() {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     stop_ = true;
   }
   cv_.notify_all();

@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "sluice/clock.h"
+#include "sluice/thread_annotations.h"
 
 namespace sluice {
 
@@ -89,9 +90,9 @@ class ProgressReporter {
   Observer observe_;  // set for an observer
   bool terminal_ = false;
   Duration interval_;
-  std::mutex mu_;
+  Mutex mu_;
   std::condition_variable cv_;
-  bool stop_ = false;  // GUARDED_BY(mu_)
+  bool stop_ SLUICE_GUARDED_BY(mu_) = false;
 };
 
 // How a run reports progress: the printed line, an observer, or both.

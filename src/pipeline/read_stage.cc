@@ -145,7 +145,7 @@ void ReadStage::Run(BoundedQueue<SourceFile>& files, BoundedQueue<Chunk>& chunks
 }
 
 bool ReadStage::Saw(const std::string& file_id) const {
-  std::lock_guard lock(seen_mu_);
+  MutexLock lock(seen_mu_);
   return seen_files_.count(file_id) > 0;
 }
 
@@ -183,7 +183,7 @@ void ReadStage::ReadFiles(BoundedQueue<SourceFile>& files, BoundedQueue<Chunk>& 
     bool tracked_by_store = false;  // its outcome comes from the store writer's commit
     const std::string file_id = file->relative_path.empty() ? file->path : file->relative_path;
     if (tracked && options_.track_once_per_path) {
-      std::lock_guard lock(seen_mu_);
+      MutexLock lock(seen_mu_);
       if (!seen_files_.insert(file_id).second) {
         // Two roots hold the same relative path: their chunks share source
         // ids, so only the first is fingerprinted (docs/RESUME.md).

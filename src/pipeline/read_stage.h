@@ -18,6 +18,7 @@
 #include "sluice/queue.h"
 #include "sluice/routing.h"
 #include "sluice/store.h"
+#include "sluice/thread_annotations.h"
 #include "sluice/types.h"
 
 namespace sluice {
@@ -72,8 +73,8 @@ class ReadStage {
   const Router& router_;
   const std::unordered_map<std::string, SourceFingerprint>& fingerprints_;
   const std::function<void(const std::string&)> on_unchanged_;
-  mutable std::mutex seen_mu_;
-  std::unordered_set<std::string> seen_files_;  // GUARDED_BY(seen_mu_)
+  mutable Mutex seen_mu_;
+  std::unordered_set<std::string> seen_files_ SLUICE_GUARDED_BY(seen_mu_);
   std::atomic<uint64_t> sources_unchanged_{0}, sources_touched_{0}, bytes_unchanged_{0};
 };
 

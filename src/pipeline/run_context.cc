@@ -26,35 +26,35 @@ RunContext::RunContext(const IngestOptions& options, Metrics& metrics, const Clo
 
 void RunContext::RequestStop() {
   stopping_ = true;
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   if (stop_listener_) stop_listener_();
 }
 
 void RunContext::Fail(const Status& status) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   if (fatal_.ok()) fatal_ = status;
   stopping_ = true;
   if (stop_listener_) stop_listener_();
 }
 
 Status RunContext::FatalStatus() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return fatal_;
 }
 
 void RunContext::SetStopListener(std::function<void()> listener) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   stop_listener_ = std::move(listener);
 }
 
 void RunContext::Skip(const std::string& reason) {
   Add(metrics_.sources_skipped);
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   ++skipped_reasons_[reason];
 }
 
 std::map<std::string, uint64_t> RunContext::SkippedReasons() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return skipped_reasons_;
 }
 

@@ -23,6 +23,7 @@
 #include "sluice/dead_letter.h"
 #include "sluice/metrics.h"
 #include "sluice/pipeline.h"
+#include "sluice/thread_annotations.h"
 
 namespace sluice {
 
@@ -72,10 +73,10 @@ class RunContext {
   const Clock& clock_;
   const uint64_t run_id_;
   std::atomic<bool> stopping_{false};
-  mutable std::mutex mu_;
-  Status fatal_;                                     // GUARDED_BY(mu_): the first fatal error
-  std::function<void()> stop_listener_;              // GUARDED_BY(mu_)
-  std::map<std::string, uint64_t> skipped_reasons_;  // GUARDED_BY(mu_)
+  mutable Mutex mu_;
+  Status fatal_ SLUICE_GUARDED_BY(mu_);  // the first fatal error
+  std::function<void()> stop_listener_ SLUICE_GUARDED_BY(mu_);
+  std::map<std::string, uint64_t> skipped_reasons_ SLUICE_GUARDED_BY(mu_);
   SourceTracker tracker_;
   InflightTexts inflight_;
   std::atomic<uint64_t> chunks_abandoned_{0};

@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "sluice/store.h"
+#include "sluice/thread_annotations.h"
 
 namespace sluice {
 
@@ -20,26 +21,26 @@ class SharedReadStore {
   explicit SharedReadStore(std::unique_ptr<Store> store) : store_(std::move(store)) {}
 
   bool available() const {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     return store_ != nullptr;
   }
   // Runs `use(Store&)` under the lock; `unavailable` when there is no store (any more).
   template <typename Fn, typename R = std::invoke_result_t<Fn, Store&>>
   R With(Fn&& use, R unavailable) {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (store_ == nullptr) return unavailable;
     return std::forward<Fn>(use)(*store_);
   }
   // Closes the connection; later uses get `unavailable`.
   void Close() {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (store_ != nullptr) store_->Close();
     store_.reset();
   }
 
  private:
-  mutable std::mutex mu_;
-  std::unique_ptr<Store> store_;  // GUARDED_BY(mu_)
+  mutable Mutex mu_;
+  std::unique_ptr<Store> store_ SLUICE_GUARDED_BY(mu_);
 };
 
 }  // namespace sluice

@@ -29,7 +29,7 @@ size_t MetadataInt(const std::string& json, const char* key, size_t fallback) {
 
 SourceTracker::Token SourceTracker::Begin(SourceFingerprint fingerprint, bool delete_stale,
                                           uint64_t run_id) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   const Token token = next_++;
   File& f = files_[token];
   f.manifest.fingerprint = std::move(fingerprint);
@@ -40,7 +40,7 @@ SourceTracker::Token SourceTracker::Begin(SourceFingerprint fingerprint, bool de
 }
 
 void SourceTracker::ChunkProduced(Token token, const Chunk& chunk) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto it = files_.find(token);
   if (it == files_.end()) return;
   File& f = it->second;
@@ -52,7 +52,7 @@ void SourceTracker::ChunkProduced(Token token, const Chunk& chunk) {
 }
 
 void SourceTracker::ParseFinished(Token token, bool ok) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto it = files_.find(token);
   if (it == files_.end()) return;
   it->second.parse_done = true;
@@ -61,7 +61,7 @@ void SourceTracker::ParseFinished(Token token, bool ok) {
 }
 
 void SourceTracker::Touch(SourceFingerprint fingerprint) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   SourceManifest m;
   m.fingerprint = std::move(fingerprint);
   m.facts_only = true;
@@ -69,13 +69,13 @@ void SourceTracker::Touch(SourceFingerprint fingerprint) {
 }
 
 void SourceTracker::ResolvedId(const std::string& chunk_id, bool abandoned) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto it = chunks_.find(chunk_id);
   if (it != chunks_.end()) ResolveOriginalLocked(it, abandoned);
 }
 
 void SourceTracker::Resolved(const Chunk& chunk, bool abandoned) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto it = chunks_.find(chunk.id);
   if (it != chunks_.end()) {
     ResolveOriginalLocked(it, abandoned);
@@ -126,19 +126,19 @@ void SourceTracker::MaybeCompleteLocked(Token token) {
 }
 
 std::vector<SourceManifest> SourceTracker::TakeCompleted() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   std::vector<SourceManifest> out;
   out.swap(completed_);
   return out;
 }
 
 size_t SourceTracker::FilesInFlight() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return files_.size();
 }
 
 size_t SourceTracker::ChunksInFlight() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return chunks_.size();
 }
 

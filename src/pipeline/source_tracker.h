@@ -20,12 +20,12 @@
 #pragma once
 
 #include <cstdint>
-#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "sluice/store.h"
+#include "sluice/thread_annotations.h"
 #include "sluice/types.h"
 
 namespace sluice {
@@ -73,17 +73,17 @@ class SourceTracker {
     std::string slot_key;  // its entry in slots_, forgotten when it resolves
   };
   using ChunkMap = std::unordered_multimap<std::string, InFlight>;
-  void ResolveOriginalLocked(ChunkMap::iterator it, bool abandoned);
-  void MaybeCompleteLocked(Token token);
+  void ResolveOriginalLocked(ChunkMap::iterator it, bool abandoned) SLUICE_REQUIRES(mu_);
+  void MaybeCompleteLocked(Token token) SLUICE_REQUIRES(mu_);
 
-  mutable std::mutex mu_;
-  Token next_ = 1;                         // GUARDED_BY(mu_)
-  std::unordered_map<Token, File> files_;  // GUARDED_BY(mu_)
-  ChunkMap chunks_;                        // GUARDED_BY(mu_): chunk id -> file
+  mutable Mutex mu_;
+  Token next_ SLUICE_GUARDED_BY(mu_) = 1;
+  std::unordered_map<Token, File> files_ SLUICE_GUARDED_BY(mu_);
+  ChunkMap chunks_ SLUICE_GUARDED_BY(mu_);  // chunk id -> file
   // "source_id \0 ordinal" -> original chunk id, for pieces; only chunks in
-  // flight have an entry.  GUARDED_BY(mu_)
-  std::unordered_map<std::string, std::string> slots_;
-  std::vector<SourceManifest> completed_;  // GUARDED_BY(mu_)
+  // flight have an entry.
+  std::unordered_map<std::string, std::string> slots_ SLUICE_GUARDED_BY(mu_);
+  std::vector<SourceManifest> completed_ SLUICE_GUARDED_BY(mu_);
 };
 
 }  // namespace sluice

@@ -17,7 +17,7 @@ StoreStage::StoreStage(StoreStageOptions options, RunContext& run, Store& store,
       rng_(options.seed != 0 ? options.seed : std::random_device{}()) {}
 
 std::unordered_set<std::string> StoreStage::CompletedFiles() const {
-  std::lock_guard lock(completed_mu_);
+  MutexLock lock(completed_mu_);
   return completed_files_;
 }
 
@@ -36,7 +36,7 @@ bool StoreStage::CommitCompleted() {
       chunks_deleted_stale_.fetch_add(*r, std::memory_order_relaxed);
       uint64_t fingerprints_written = 0;
       {
-        std::lock_guard lock(completed_mu_);
+        MutexLock lock(completed_mu_);
         for (const SourceManifest& m : done) {
           if (m.facts_only) continue;
           ++fingerprints_written;

@@ -25,6 +25,7 @@
 #include "sluice/embed_stage.h"
 #include "sluice/queue.h"
 #include "sluice/store.h"
+#include "sluice/thread_annotations.h"
 
 namespace sluice {
 
@@ -75,8 +76,8 @@ class StoreStage {
   std::vector<EmbeddedChunk> carry_;  // parked copies of texts just stored
   bool failed_ = false;               // the store failed for good: abandon the rest
   std::atomic<uint64_t> sources_completed_{0}, chunks_deleted_stale_{0};
-  mutable std::mutex completed_mu_;
-  std::unordered_set<std::string> completed_files_;  // GUARDED_BY(completed_mu_)
+  mutable Mutex completed_mu_;
+  std::unordered_set<std::string> completed_files_ SLUICE_GUARDED_BY(completed_mu_);
 };
 
 }  // namespace sluice

@@ -4,11 +4,8 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sqlite3.h>
 #include <sys/file.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -17,9 +14,10 @@
 
 #include <thread>
 
+#include "testing/child_process.h"
+#include "testing/sqlite_query.h"
 #include "testing/test_util.h"
-
-extern char** environ;
+#include "testing/wait.h"
 
 namespace sluice {
 namespace {
@@ -57,37 +55,31 @@ bool CanConnect(uint16_t port) {
 // `sluice mock-api` in a child process, stopped with SIGINT.
 class MockApiProcess {
  public:
-  explicit MockApiProcess(std::vector<std::string> extra) : port_(FreePort()) {
-    std::vector<std::string> args = {kSluice, "mock-api", "--port", std::to_string(port_)};
-    args.insert(args.end(), extra.begin(), extra.end());
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
-    posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    for (int i = 0; i < 200 && !CanConnect(port_); ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(25));
-    }
+  explicit MockApiProcess(std::vector<std::string> extra)
+      : port_(FreePort()),
+        process_(Args(port_, std::move(extra)), {.in = testing::ChildProcess::Inherit(),
+                                                 .out = testing::ChildProcess::Null(),
+                                                 .err = testing::ChildProcess::Inherit()}) {
+    EXPECT_TRUE(process_.started());
+    // Ready once it accepts connections (a loaded machine may take seconds).
+    EXPECT_TRUE(testing::WaitUntil([this] { return CanConnect(port_); })) << "mock-api not up";
   }
-  ~MockApiProcess() { Stop(); }
+  // The exit status after SIGINT (-1 if it did not exit within the bound).
   int Stop() {
-    if (pid_ <= 0) return exit_code_;
-    ::kill(pid_, SIGINT);
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
-    pid_ = -1;
-    exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    return exit_code_;
+    process_.Signal(SIGINT);
+    return process_.WaitExit().value_or(-1);
   }
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port_) + "/v1"; }
 
  private:
+  static std::vector<std::string> Args(uint16_t port, std::vector<std::string> extra) {
+    std::vector<std::string> args = {kSluice, "mock-api", "--port", std::to_string(port)};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return args;
+  }
+
   uint16_t port_;
-  pid_t pid_ = -1;
-  int exit_code_ = -1;
+  testing::ChildProcess process_;
 };
 
 void MakeCorpus(const TempDir& dir) {
@@ -304,29 +296,6 @@ TEST(CliTest, SigintStopsGracefullyWithExit130) {
 namespace sluice {
 namespace {
 
-// The first column of every row `sql` returns from the SQLite file `path`.
-std::vector<std::string> SqliteColumn(const std::string& path, const std::string& sql) {
-  std::vector<std::string> out;
-  sqlite3* db = nullptr;
-  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
-    ADD_FAILURE() << "cannot open " << path;
-    sqlite3_close(db);
-    return out;
-  }
-  sqlite3_stmt* st = nullptr;
-  if (sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) != SQLITE_OK) {
-    ADD_FAILURE() << sql << ": " << sqlite3_errmsg(db);
-  } else {
-    while (sqlite3_step(st) == SQLITE_ROW) {
-      const unsigned char* text = sqlite3_column_text(st, 0);
-      out.emplace_back(text != nullptr ? reinterpret_cast<const char*>(text) : "");
-    }
-  }
-  sqlite3_finalize(st);
-  sqlite3_close(db);
-  return out;
-}
-
 // Issue 14: two `sluice ingest` into one SQLite store at once both exited 0
 // over a store missing rows. The test holds the store's run lock as a running
 // ingest does (flock on "<db>.lock", holding our pid): a second ingest and a
@@ -337,7 +306,8 @@ TEST(CliTest, SecondWriterOfOneSqliteStoreIsRefusedWhileReadersWork) {
   MakeCorpus(dir);
   auto r = RunCommand(kSluice + " ingest " + (dir / "corpus") + " --embedder hash" + Common(dir));
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  const std::string rows_before = SqliteColumn(dir / "s.db", "SELECT count(*) FROM chunks")[0];
+  const std::string rows_before =
+      testing::SqliteColumn(dir / "s.db", "SELECT count(*) FROM chunks")[0];
 
   const int lock_fd = ::open((dir / "s.db.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   ASSERT_GE(lock_fd, 0);
@@ -370,7 +340,7 @@ TEST(CliTest, SecondWriterOfOneSqliteStoreIsRefusedWhileReadersWork) {
   r = RunCommand(kSluice + " verify --store sqlite:" + (dir / "s.db") + " " + (dir / "corpus"));
   EXPECT_EQ(r.exit_code, 1) << r.output;  // it ran, and found new.md not ingested
   EXPECT_NE(r.output.find("new.md"), std::string::npos) << r.output;
-  EXPECT_EQ(SqliteColumn(dir / "s.db", "SELECT count(*) FROM chunks")[0], rows_before);
+  EXPECT_EQ(testing::SqliteColumn(dir / "s.db", "SELECT count(*) FROM chunks")[0], rows_before);
 
   ::close(lock_fd);  // the first run ends
   r = RunCommand(kSluice + " ingest " + (dir / "corpus") + " --embedder hash" + Common(dir));
@@ -411,15 +381,17 @@ TEST(CliTest, AStoreKeepsOneModelUntilReembedAndSearchUsesIt) {
                  Common(dir));
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("model 'sluice-hash-v1', 64 dimensions"), std::string::npos) << r.output;
-  EXPECT_EQ(SqliteColumn(db, "SELECT DISTINCT model FROM chunks"), std::vector<std::string>{"m1"});
+  EXPECT_EQ(testing::SqliteColumn(db, "SELECT DISTINCT model FROM chunks"),
+            std::vector<std::string>{"m1"});
 
   r = RunCommand(kSluice + " ingest " + (dir / "corpus") + api + " --model m2 --reembed" +
                  Common(dir));
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_EQ(SqliteColumn(db, "SELECT DISTINCT model FROM chunks"), std::vector<std::string>{"m2"});
-  EXPECT_EQ(SqliteColumn(db, "SELECT DISTINCT model FROM embedding_cache"),
+  EXPECT_EQ(testing::SqliteColumn(db, "SELECT DISTINCT model FROM chunks"),
             std::vector<std::string>{"m2"});
-  EXPECT_EQ(SqliteColumn(db, "SELECT value FROM meta WHERE key = 'model'"),
+  EXPECT_EQ(testing::SqliteColumn(db, "SELECT DISTINCT model FROM embedding_cache"),
+            std::vector<std::string>{"m2"});
+  EXPECT_EQ(testing::SqliteColumn(db, "SELECT value FROM meta WHERE key = 'model'"),
             std::vector<std::string>{"m2"});
   EXPECT_NE(ReadFile(dir / "report.json").find("\"cache_hits\":0"), std::string::npos);
   r = RunCommand(kSluice + " verify --store sqlite:" + db + " " + (dir / "corpus"));

@@ -6,10 +6,10 @@
 // reaches the hook or the posted report.
 #include <gtest/gtest.h>
 #include <simdjson.h>
-#include <sqlite3.h>
 
 #include <map>
 
+#include "testing/sqlite_query.h"
 #include "testing/test_util.h"
 #include "testing/webhook_receiver.h"
 
@@ -58,21 +58,6 @@ std::map<std::string, std::string> ParseEnv(const std::string& text) {
     start = end + 1;
   }
   return env;
-}
-
-int64_t CountRows(const std::string& db_path) {
-  sqlite3* db = nullptr;
-  int64_t n = -1;
-  if (sqlite3_open_v2(db_path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK) {
-    sqlite3_stmt* st = nullptr;
-    if (sqlite3_prepare_v2(db, "SELECT count(*) FROM chunks", -1, &st, nullptr) == SQLITE_OK &&
-        sqlite3_step(st) == SQLITE_ROW) {
-      n = sqlite3_column_int64(st, 0);
-    }
-    sqlite3_finalize(st);
-  }
-  sqlite3_close(db);
-  return n;
 }
 
 struct Report {
@@ -129,7 +114,7 @@ TEST(HandoffE2ETest, HookRunsOnceAfterTheRunWithItsOutcomeAndNoSecrets) {
   EXPECT_EQ(env["SLUICE_CHUNKS_STORED"], std::to_string(stored));
   EXPECT_EQ(env["SLUICE_CHUNKS_PRODUCED"], std::to_string(report.Uint("/chunks_produced")));
   EXPECT_EQ(env["SLUICE_CHUNKS_DEAD_LETTERED"], "0");
-  EXPECT_EQ(static_cast<uint64_t>(CountRows(dir / "s.db")), stored);
+  EXPECT_EQ(static_cast<uint64_t>(testing::StoredChunkCount(dir / "s.db")), stored);
 
   // The report was rewritten with the hook's outcome.
   EXPECT_TRUE(report.Bool("/handoff/command/ok"));
@@ -180,7 +165,8 @@ TEST(HandoffE2ETest, AFailingHookIsReportedAndTheDataAndExitStatusStayTheIngests
   EXPECT_EQ(report.Int("/handoff/command/exit_status"), 3);
   EXPECT_EQ(report.String("/handoff/command/output_tail"), "the hook failed\n");
   EXPECT_TRUE(report.Bool("/reconciled"));
-  EXPECT_EQ(static_cast<uint64_t>(CountRows(dir / "s.db")), report.Uint("/chunks_stored"));
+  EXPECT_EQ(static_cast<uint64_t>(testing::StoredChunkCount(dir / "s.db")),
+            report.Uint("/chunks_stored"));
   EXPECT_EQ(report.Uint("/chunks_stored"), report.Uint("/chunks_produced"));
 }
 
@@ -195,7 +181,8 @@ TEST(HandoffE2ETest, AHangingHookIsKilledAtItsTimeout) {
   EXPECT_TRUE(report.Bool("/handoff/command/timed_out"));
   EXPECT_FALSE(report.Bool("/handoff/command/ok"));
   EXPECT_EQ(report.String("/handoff/command/output_tail"), "waiting\n");
-  EXPECT_EQ(static_cast<uint64_t>(CountRows(dir / "s.db")), report.Uint("/chunks_stored"));
+  EXPECT_EQ(static_cast<uint64_t>(testing::StoredChunkCount(dir / "s.db")),
+            report.Uint("/chunks_stored"));
 }
 
 TEST(HandoffE2ETest, ShellHookSeesTheVariables) {

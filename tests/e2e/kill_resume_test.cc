@@ -28,6 +28,7 @@
 #include "store/postgres/pg_test_util.h"
 #include "testing/sqlite_dump.h"
 #include "testing/test_util.h"
+#include "testing/wait.h"
 
 extern char** environ;
 
@@ -124,14 +125,16 @@ std::vector<std::string> Args(const TempDir& dir, const std::string& url, const 
   return args;
 }
 
-pid_t Spawn(std::vector<std::string> args) {
+// `stderr_path`: where the child's stderr goes (default: nowhere).
+pid_t Spawn(std::vector<std::string> args, const std::string& stderr_path = "/dev/null") {
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, 2, stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                   0644);
   pid_t pid = -1;
   posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
@@ -384,9 +387,7 @@ TEST_P(KillResumeTest, SigintGivesCleanReportAndResumableStore) {
   // Signal once a file is committed (not after a guessed delay: on a loaded
   // machine a third of the reference time may pass before any file is done,
   // and the resumed run below must find completed files to skip).
-  for (int i = 0; i < 60000 && CompletedFiles(store_) == 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));  // polling a condition, bounded
-  }
+  ASSERT_TRUE(sluice::testing::WaitUntil([&] { return CompletedFiles(store_) > 0; }));
   ::kill(pid, SIGINT);
   EXPECT_EQ(Wait(pid), 130);
   const std::string report = ReadFile(dir_ / "out-report.json");
@@ -402,12 +403,20 @@ TEST_P(KillResumeTest, SigintGivesCleanReportAndResumableStore) {
 }
 
 TEST_P(KillResumeTest, SecondSignalExitsAtOnceAndIsStillResumable) {
-  const pid_t pid = Spawn(Args(dir_, server_->BaseUrl(), store_, "out"));
-  std::this_thread::sleep_for(std::chrono::milliseconds(std::max<int64_t>(50, reference_ms_ / 3)));
+  const std::string err = dir_ / "stderr.txt";
+  const pid_t pid = Spawn(Args(dir_, server_->BaseUrl(), store_, "out"), err);
+  // Mid-run, not after a guessed delay: before its signal handling is set up
+  // a SIGINT kills sluice with the same 130, and a run that already ended
+  // would exit 0.
+  ASSERT_TRUE(sluice::testing::WaitUntil([&] { return CompletedFiles(store_) > 0; }));
   ::kill(pid, SIGINT);
-  std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  // The second only once the first was taken: two pending SIGINTs merge
+  // into one, which would test the graceful stop twice.
+  ASSERT_TRUE(sluice::testing::WaitUntil([&] {
+    return ReadFile(err).find("stopping gracefully") != std::string::npos;
+  })) << ReadFile(err);
   ::kill(pid, SIGINT);
-  EXPECT_EQ(Wait(pid), 130);
+  EXPECT_EQ(Wait(pid), 130) << ReadFile(err);
   ASSERT_EQ(Wait(Spawn(Args(dir_, server_->BaseUrl(), store_, "out"))), 0);
   ExpectSameAsReference();
 }

@@ -7,34 +7,31 @@
 // 429, a marker file exists, the store holds rows), never after a sleep.
 // Also issue 14, defect 10: `dead-letter retry` removes entries stored as
 // pieces, and a run that never started does not print "(DOES NOT RECONCILE)".
-#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sqlite3.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
 #include <chrono>
 #include <filesystem>
-#include <functional>
 #include <optional>
 #include <thread>
 
 #include "sluice/mock_api.h"
+#include "testing/child_process.h"
+#include "testing/sqlite_query.h"
 #include "testing/test_util.h"
-
-extern char** environ;
 
 namespace sluice {
 namespace {
 
 using std::chrono::milliseconds;
 using std::chrono::seconds;
+using testing::ChildProcess;
 using testing::ReadFile;
 using testing::RunCommand;
 using testing::TempDir;
+using testing::WaitUntil;
 using testing::WriteFile;
 
 const std::string kSluice = SLUICE_BINARY;
@@ -44,99 +41,30 @@ constexpr auto kStopBound = seconds(5);
 // 2-core machine running an ASan build is slow; the condition is certain).
 constexpr auto kSetUpBound = seconds(60);
 
-// Polls `condition` every few milliseconds until it holds or `bound` passes.
-bool WaitFor(const std::function<bool()>& condition, std::chrono::steady_clock::duration bound) {
-  const auto deadline = std::chrono::steady_clock::now() + bound;
-  while (!condition()) {
-    if (std::chrono::steady_clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(milliseconds(5));
-  }
-  return true;
-}
-
 // `sluice` in a child process: stdout to /dev/null, stderr to a file the
 // test can read, stdin optionally a pipe the test writes (and holds open).
 class SluiceProcess {
  public:
-  SluiceProcess(std::vector<std::string> args, const std::string& stderr_path, bool stdin_pipe) {
-    int fds[2] = {-1, -1};
-    if (stdin_pipe) {
-      EXPECT_EQ(::pipe2(fds, O_CLOEXEC), 0);
-      stdin_write_ = fds[1];
-    }
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    if (stdin_pipe) {
-      posix_spawn_file_actions_adddup2(&actions, fds[0], 0);
-    } else {
-      posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-    }
-    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
-    posix_spawn_file_actions_addopen(&actions, 2, stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
-                                     0644);
-    EXPECT_EQ(posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ), 0);
-    posix_spawn_file_actions_destroy(&actions);
-    if (stdin_pipe) ::close(fds[0]);
+  SluiceProcess(std::vector<std::string> args, const std::string& stderr_path, bool stdin_pipe)
+      : child_(std::move(args), {.in = stdin_pipe ? ChildProcess::Pipe() : ChildProcess::Null(),
+                                 .out = ChildProcess::Null(),
+                                 .err = ChildProcess::File(stderr_path)}) {
+    EXPECT_TRUE(child_.started());
   }
-  ~SluiceProcess() {
-    CloseStdin();
-    if (!exit_code_) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-  }
-  SluiceProcess(const SluiceProcess&) = delete;
-  SluiceProcess& operator=(const SluiceProcess&) = delete;
 
   void WriteStdin(const std::string& bytes) {
-    ASSERT_EQ(::write(stdin_write_, bytes.data(), bytes.size()),
+    ASSERT_EQ(::write(child_.stdin_fd(), bytes.data(), bytes.size()),
               static_cast<ssize_t>(bytes.size()));
   }
-  void CloseStdin() {
-    if (stdin_write_ >= 0) ::close(stdin_write_);
-    stdin_write_ = -1;
-  }
-  void Signal(int sig) { ::kill(pid_, sig); }
-  bool Exited() {
-    if (exit_code_) return true;
-    int status = 0;
-    if (::waitpid(pid_, &status, WNOHANG) != pid_) return false;
-    exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    return true;
-  }
+  void Signal(int sig) { child_.Signal(sig); }
   // The exit status once exited within `bound`, else nullopt.
   std::optional<int> WaitExit(std::chrono::steady_clock::duration bound) {
-    if (!WaitFor([this] { return Exited(); }, bound)) return std::nullopt;
-    return exit_code_;
+    return child_.WaitExit(bound);
   }
 
  private:
-  pid_t pid_ = -1;
-  int stdin_write_ = -1;
-  std::optional<int> exit_code_;
+  ChildProcess child_;
 };
-
-// Rows in the chunks table of a SQLite store; -1 while it cannot be read
-// (not created yet, or locked by the writer for longer than a second).
-int64_t StoredChunks(const std::string& db) {
-  if (!std::filesystem::exists(db)) return -1;
-  sqlite3* h = nullptr;
-  int64_t count = -1;
-  if (sqlite3_open_v2(db.c_str(), &h, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK) {
-    sqlite3_busy_timeout(h, 1000);
-    sqlite3_stmt* st = nullptr;
-    if (sqlite3_prepare_v2(h, "SELECT count(*) FROM chunks", -1, &st, nullptr) == SQLITE_OK &&
-        sqlite3_step(st) == SQLITE_ROW) {
-      count = sqlite3_column_int64(st, 0);
-    }
-    sqlite3_finalize(st);
-  }
-  sqlite3_close(h);
-  return count;
-}
 
 class StopTest : public ::testing::Test {
  protected:
@@ -195,7 +123,7 @@ TEST_F(StopTest, SigintDuringALongRetryAfterExitsPromptlyAndTheRerunCompletes) {
                                           "--chunk-overlap",
                                           "0"};
   SluiceProcess run(Ingest(flags), stderr_path(), /*stdin_pipe=*/false);
-  ASSERT_TRUE(WaitFor([&] { return (*server)->Stats().rate_limited >= 1; }, kSetUpBound))
+  ASSERT_TRUE(WaitUntil([&] { return (*server)->Stats().rate_limited >= 1; }, kSetUpBound))
       << ReadFile(stderr_path());
   run.Signal(SIGINT);
   const auto signalled = std::chrono::steady_clock::now();
@@ -232,7 +160,7 @@ TEST_F(StopTest, SigintEndsASilentParserCommandAndAbandonsItsSource) {
                              marker + "' && exec sleep 600";
   SluiceProcess run(Ingest({dir_ / "corpus", "--parser-cmd", silent}), stderr_path(),
                     /*stdin_pipe=*/false);
-  ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(marker); }, kSetUpBound))
+  ASSERT_TRUE(WaitUntil([&] { return std::filesystem::exists(marker); }, kSetUpBound))
       << ReadFile(stderr_path());
   const pid_t child = std::stoi(ReadFile(marker));
   run.Signal(SIGINT);
@@ -253,7 +181,7 @@ TEST_F(StopTest, SigintEndsASilentParserCommandAndAbandonsItsSource) {
   const std::optional<int> rerun_code = rerun.WaitExit(kSetUpBound);
   ASSERT_TRUE(rerun_code.has_value());
   EXPECT_EQ(*rerun_code, 0) << ReadFile(stderr_path());
-  EXPECT_EQ(StoredChunks(db()), 1);
+  EXPECT_EQ(testing::StoredChunkCount(db()), 1);
 }
 
 TEST_F(StopTest, StdinRecordsAreStoredAsTheyArriveAndAStalledWriterDoesNotHoldTheStop) {
@@ -266,8 +194,8 @@ TEST_F(StopTest, StdinRecordsAreStoredAsTheyArriveAndAStalledWriterDoesNotHoldTh
   run.WriteStdin(lines);
   // The pipe stays open (the writer stalls): the records are stored anyway,
   // not held back until 1 MiB has arrived.
-  ASSERT_TRUE(WaitFor([&] { return StoredChunks(db()) == 3; }, kSetUpBound))
-      << "stored: " << StoredChunks(db()) << "\n"
+  ASSERT_TRUE(WaitUntil([&] { return testing::StoredChunkCount(db()) == 3; }, kSetUpBound))
+      << "stored: " << testing::StoredChunkCount(db()) << "\n"
       << ReadFile(stderr_path());
   run.Signal(SIGINT);
   const std::optional<int> code = run.WaitExit(kStopBound);
@@ -296,7 +224,7 @@ TEST_F(StopTest, SigintStopsAParseHeldBackByASlowApi) {
               "--concurrency", "1", "--batch-size", "4", "--max-chunks-in-flight", "4",
               "--queue-capacity", "4", "--store-batch", "4", "--readers", "1"}),
       stderr_path(), /*stdin_pipe=*/false);
-  ASSERT_TRUE(WaitFor([&] { return StoredChunks(db()) > 0; }, kSetUpBound))
+  ASSERT_TRUE(WaitUntil([&] { return testing::StoredChunkCount(db()) > 0; }, kSetUpBound))
       << ReadFile(stderr_path());
   run.Signal(SIGINT);
   const std::optional<int> code = run.WaitExit(kStopBound);

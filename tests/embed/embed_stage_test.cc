@@ -16,11 +16,13 @@
 #include <thread>
 
 #include "common/hashing.h"
+#include "testing/wait.h"
 
 namespace sluice {
 namespace {
 
 using std::chrono::milliseconds;
+using testing::WaitUntil;
 
 constexpr int kDims = 4;
 
@@ -269,6 +271,34 @@ TEST(EmbedStageTest, RetriesAfterRateLimit) {
   EXPECT_FALSE(h.events[0].retry);
   EXPECT_TRUE(h.events[1].retry);
   EXPECT_EQ(h.events[1].outcome, RequestOutcome::kSuccess);
+}
+
+// The stage waits out a Retry-After on its clock, not on the wall: a
+// ManualClock steps over the minute at once (and the wait is still a minute
+// of the stage's time).
+TEST(EmbedStageTest, WaitsOutARetryAfterOnItsClock) {
+  Harness h([](const EmbedRequest& r, int call) {
+    if (call == 0) {
+      EmbedResponse e = Fail(Status::RateLimited("HTTP 429: slow down"), 429);
+      e.rate.retry_after = std::chrono::seconds(60);
+      return e;
+    }
+    return Ok(r);
+  });
+  h.options.retry.max_backoff = std::chrono::minutes(5);
+  const TimePoint start = TimePoint{} + std::chrono::hours(1);
+  ManualClock clock(start);
+  h.clock = &clock;
+  const auto wall_start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(h.RunAll(Chunks(3)).ok());
+  h.ExpectExactlyOnce(3);
+  EXPECT_EQ(h.embedded.size(), 3u);
+  EXPECT_EQ(Get(h.metrics.requests), 2u);
+  EXPECT_EQ(Get(h.metrics.rate_limited), 1u);
+  EXPECT_GE(clock.Now() - start, std::chrono::seconds(60));  // the whole Retry-After
+  EXPECT_GT(clock.sleeps(), 0);
+  // Not slept on the wall clock (that would take the minute).
+  EXPECT_LT(std::chrono::steady_clock::now() - wall_start, std::chrono::seconds(30));
 }
 
 // A 429 says nothing about the input: more 429s than retry.max_attempts (3
@@ -557,15 +587,17 @@ TEST(EmbedStageTest, RequestStopFinishesInFlightAndCancelsUnsent) {
   for (Chunk& c : Chunks(20)) ASSERT_TRUE(h.in.Push(std::move(c)));  // input stays open
   EmbedStage stage(h.options, h.transport, *h.limiter, *h.pacer, SystemClock::Instance(), h.metrics,
                    h.sink);
+  std::atomic<bool> noticed{false};
+  stage.SetStopNotice([&](const std::string&) { noticed = true; });
   Status result = Status::Internal("not run");
   std::thread runner([&] { result = stage.Run(h.in, h.out); });
   // Wait until two requests are in flight (the limit).
-  for (int i = 0; i < 2000 && h.transport.InFlight() < 2; ++i) {
-    std::this_thread::sleep_for(milliseconds(1));
-  }
+  ASSERT_TRUE(WaitUntil([&] { return h.transport.InFlight() >= 2; }));
   ASSERT_EQ(h.transport.InFlight(), 2u);
   stage.RequestStop();
-  std::this_thread::sleep_for(milliseconds(20));
+  // Answer the two only once the stage has seen the stop: answered before,
+  // they would free slots for more requests.
+  ASSERT_TRUE(WaitUntil([&] { return noticed.load(); }));
   h.transport.Hold(false);
   runner.join();
   EXPECT_TRUE(result.ok()) << result.ToString();
@@ -586,7 +618,9 @@ TEST(EmbedStageTest, RequestStopWakesAnIdleStage) {
                    h.sink);
   Status result = Status::Internal("not run");
   std::thread runner([&] { result = stage.Run(h.in, h.out); });
-  std::this_thread::sleep_for(milliseconds(10));
+  // The stage is running (it publishes its gauges as it starts) and has no
+  // input: the stop reaches it idle, not before it began.
+  ASSERT_TRUE(WaitUntil([&] { return h.metrics.concurrency_limit.load() == 4; }));
   stage.RequestStop();
   runner.join();
   EXPECT_TRUE(result.ok());
@@ -612,9 +646,7 @@ TEST(EmbedStageTest, RequestStopAbandonsABatchWaitingOnALongRetryAfter) {
   stage.SetStopNotice([&](const std::string& line) { notice += line; });
   Status result = Status::Internal("not run");
   std::thread runner([&] { result = stage.Run(h.in, h.out); });
-  for (int i = 0; i < 5000 && Get(h.metrics.rate_limited) == 0; ++i) {
-    std::this_thread::sleep_for(milliseconds(1));
-  }
+  ASSERT_TRUE(WaitUntil([&] { return Get(h.metrics.rate_limited) > 0; }));
   ASSERT_EQ(Get(h.metrics.rate_limited), 1u);
   const auto stop = std::chrono::steady_clock::now();
   stage.RequestStop();
@@ -671,16 +703,12 @@ TEST(EmbedStageTest, NoInputBeyondTheBacklogBoundWhileNothingIsInFlight) {
                    h.sink);
   Status result = Status::Internal("not run");
   std::thread runner([&] { result = stage.Run(h.in, h.out); });
-  for (int i = 0; i < 5000 && Get(h.metrics.rate_limited) == 0; ++i) {
-    std::this_thread::sleep_for(milliseconds(1));
-  }
+  ASSERT_TRUE(WaitUntil([&] { return Get(h.metrics.rate_limited) > 0; }));
   ASSERT_EQ(Get(h.metrics.rate_limited), 1u);
   // Some hundred turns of the loop during the cooldown (a turn took one
   // chunk before the fix).
   const uint64_t from = limiter.calls.load();
-  for (int i = 0; i < 20000 && limiter.calls.load() < from + 600; ++i) {
-    std::this_thread::sleep_for(milliseconds(1));
-  }
+  ASSERT_TRUE(WaitUntil([&] { return limiter.calls.load() >= from + 600; }));
   ASSERT_GE(limiter.calls.load(), from + 600);
   // The batch waiting for its retry (4) plus the backlog bound: batch size
   // 4 x (1 free slot + 1 batch ahead).
@@ -707,14 +735,11 @@ TEST(EmbedStageTest, RequestStopCancelsRequestsStillInFlightAfterTheGrace) {
   });
   Status result = Status::Internal("not run");
   std::thread runner([&] { result = stage.Run(h.in, h.out); });
-  for (int i = 0; i < 5000 && h.transport.InFlight() < 1; ++i) {
-    std::this_thread::sleep_for(milliseconds(1));
-  }
+  ASSERT_TRUE(WaitUntil([&] { return h.transport.InFlight() >= 1; }));
   ASSERT_EQ(h.transport.InFlight(), 1u);
   stage.RequestStop();
   // The grace is measured on the stage's clock from when it saw the stop.
-  for (int i = 0; i < 5000 && !noticed; ++i) std::this_thread::sleep_for(milliseconds(1));
-  ASSERT_TRUE(noticed);
+  ASSERT_TRUE(WaitUntil([&] { return noticed.load(); }));
   clock.Advance(std::chrono::seconds(2));
   runner.join();
   EXPECT_TRUE(result.ok()) << result.ToString();

@@ -15,6 +15,7 @@
 #include "sluice/mock_api.h"
 #include "store/sqlite/sqlite_store.h"
 #include "testing/test_util.h"
+#include "testing/wait.h"
 
 namespace sluice {
 namespace {
@@ -252,9 +253,9 @@ TEST(PipelineTest, RequestStopEndsPromptlyAndReconciles) {
   std::atomic<bool> run_returned{false};
   std::thread stopper([&] {
     // Stop once the run is provably under way: a chunk has been stored.
-    while (Get(pipeline.metrics().chunks_stored) == 0 && !run_returned.load()) {
-      std::this_thread::yield();
-    }
+    // (Polled, not spun: a spinning thread takes a core from the run.)
+    testing::WaitUntil(
+        [&] { return Get(pipeline.metrics().chunks_stored) > 0 || run_returned.load(); });
     pipeline.RequestStop();
   });
   IngestReport report = pipeline.Run();

@@ -6,8 +6,6 @@
 // share the one mutex.
 #include "serve/job_manager.h"
 
-#include <sqlite3.h>
-
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -15,6 +13,7 @@
 #include <functional>
 
 #include "sluice/mock_api.h"
+#include "testing/sqlite_query.h"
 #include "testing/test_util.h"
 
 namespace sluice::serve {
@@ -27,22 +26,6 @@ using std::chrono::milliseconds;
 using std::chrono::seconds;
 
 constexpr auto kBound = seconds(120);
-
-int64_t StoredChunks(const std::string& db) {
-  sqlite3* h = nullptr;
-  int64_t count = -1;
-  if (sqlite3_open_v2(db.c_str(), &h, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK) {
-    sqlite3_busy_timeout(h, 5000);
-    sqlite3_stmt* st = nullptr;
-    if (sqlite3_prepare_v2(h, "SELECT count(*) FROM chunks", -1, &st, nullptr) == SQLITE_OK &&
-        sqlite3_step(st) == SQLITE_ROW) {
-      count = sqlite3_column_int64(st, 0);
-    }
-    sqlite3_finalize(st);
-  }
-  sqlite3_close(h);
-  return count;
-}
 
 class JobManagerTest : public ::testing::Test {
  protected:
@@ -117,8 +100,8 @@ TEST_F(JobManagerTest, QueuedJobsRunAndFinish) {
   EXPECT_EQ(a_done.state, JobState::kSucceeded) << a_done.error;
   EXPECT_EQ(b_done.state, JobState::kSucceeded) << b_done.error;
   EXPECT_EQ(a_done.progress.chunks_stored, 6u);
-  EXPECT_EQ(StoredChunks(state() + "/a.db"), 6);
-  EXPECT_EQ(StoredChunks(state() + "/b.db"), 4);
+  EXPECT_EQ(testing::StoredChunkCount(state() + "/a.db"), 6);
+  EXPECT_EQ(testing::StoredChunkCount(state() + "/b.db"), 4);
   EXPECT_NE(a_done.report_json.find("\"reconciled\":true"), std::string::npos);
   EXPECT_EQ((*m)->List().size(), 2u);
   EXPECT_EQ((*m)->Cancel(a->id).status().code(), StatusCode::kBusy);
@@ -146,7 +129,7 @@ TEST_F(JobManagerTest, AShutdownMidRunRequeuesAndTheReopenResumes) {
     // A submission after the stop is refused.
     EXPECT_EQ((*m)->Submit(Body(1, store)).status().code(), StatusCode::kUnavailable);
   }
-  const int64_t before = StoredChunks(store);
+  const int64_t before = testing::StoredChunkCount(store);
   EXPECT_GT(before, 0);
   EXPECT_LT(before, 30);
   auto m = Open(1);
@@ -154,7 +137,7 @@ TEST_F(JobManagerTest, AShutdownMidRunRequeuesAndTheReopenResumes) {
   JobView done = WaitUntil(**m, id, Finished);
   EXPECT_EQ(done.state, JobState::kSucceeded) << done.error;
   EXPECT_EQ(done.attempts, 2);
-  EXPECT_EQ(StoredChunks(store), 30);
+  EXPECT_EQ(testing::StoredChunkCount(store), 30);
 }
 
 TEST_F(JobManagerTest, JobsOnOneStoreNeverRunAtOnce) {
@@ -170,7 +153,7 @@ TEST_F(JobManagerTest, JobsOnOneStoreNeverRunAtOnce) {
   JobView a_done = WaitUntil(**m, a->id, Finished);
   EXPECT_EQ(a_done.state, JobState::kSucceeded) << a_done.error;
   EXPECT_EQ(b_done.state, JobState::kSucceeded) << b_done.error;
-  EXPECT_EQ(StoredChunks(store), 8);  // the same ids: the second run's are upserts
+  EXPECT_EQ(testing::StoredChunkCount(store), 8);  // the same ids: the second run's are upserts
 }
 
 TEST_F(JobManagerTest, ACancelledQueuedJobNeverRunsAndADamagedFileIsSkipped) {

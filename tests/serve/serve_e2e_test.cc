@@ -3,14 +3,10 @@
 // mock-api` with latency, so a job is observably mid-run). Every step waits
 // on something it can see (an event, an exit, a line on stdout), never on a
 // sleep.
-#include <fcntl.h>
 #include <httplib.h>
 #include <poll.h>
 #include <signal.h>
 #include <simdjson.h>
-#include <spawn.h>
-#include <sqlite3.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -21,14 +17,13 @@
 #include <optional>
 #include <thread>
 
+#include "testing/child_process.h"
+#include "testing/sqlite_query.h"
 #include "testing/test_util.h"
-
-extern char** environ;
 
 namespace sluice {
 namespace {
 
-using std::chrono::milliseconds;
 using std::chrono::seconds;
 using testing::ReadFile;
 using testing::RunCommand;
@@ -44,32 +39,13 @@ constexpr auto kStepBound = seconds(120);
 // stderr goes to a file.
 class Child {
  public:
-  Child(std::vector<std::string> args, const std::string& stderr_path) {
-    int fds[2];
-    EXPECT_EQ(::pipe2(fds, O_CLOEXEC), 0);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_adddup2(&actions, fds[1], 1);
-    posix_spawn_file_actions_addopen(&actions, 2, stderr_path.c_str(),
-                                     O_WRONLY | O_CREAT | O_APPEND, 0644);
-    EXPECT_EQ(posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ), 0);
-    posix_spawn_file_actions_destroy(&actions);
-    ::close(fds[1]);
-    stdout_ = fds[0];
+  Child(std::vector<std::string> args, const std::string& stderr_path)
+      : process_(std::move(args), {.in = testing::ChildProcess::Null(),
+                                   .out = testing::ChildProcess::Pipe(),
+                                   .err = testing::ChildProcess::File(stderr_path,
+                                                                      /*append=*/true)}) {
+    EXPECT_TRUE(process_.started());
   }
-  ~Child() {
-    if (!exit_code_) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-    ::close(stdout_);
-  }
-  Child(const Child&) = delete;
-  Child& operator=(const Child&) = delete;
 
   // The first stdout line containing `marker`, within kStepBound; empty if
   // the process exits or the bound passes first.
@@ -81,34 +57,21 @@ class Child {
         buffered_.erase(0, nl + 1);
         if (line.find(marker) != std::string::npos) return line;
       }
-      pollfd p{stdout_, POLLIN, 0};
+      pollfd p{process_.stdout_fd(), POLLIN, 0};
       if (::poll(&p, 1, 1000) <= 0) continue;
       char buf[4096];
-      const ssize_t n = ::read(stdout_, buf, sizeof buf);
+      const ssize_t n = ::read(process_.stdout_fd(), buf, sizeof buf);
       if (n <= 0) return {};
       buffered_.append(buf, static_cast<size_t>(n));
     }
     return {};
   }
-  void Signal(int sig) { ::kill(pid_, sig); }
-  std::optional<int> WaitExit() {
-    const auto deadline = std::chrono::steady_clock::now() + kStepBound;
-    while (std::chrono::steady_clock::now() < deadline) {
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        return exit_code_;
-      }
-      std::this_thread::sleep_for(milliseconds(10));  // polling the exit, bounded
-    }
-    return std::nullopt;
-  }
+  void Signal(int sig) { process_.Signal(sig); }
+  std::optional<int> WaitExit() { return process_.WaitExit(kStepBound); }
 
  private:
-  pid_t pid_ = -1;
-  int stdout_ = -1;
+  testing::ChildProcess process_;
   std::string buffered_;
-  std::optional<int> exit_code_;
 };
 
 // "http://127.0.0.1:PORT" (or ".../v1") from a "listening on URL" line.
@@ -197,22 +160,6 @@ std::string WatchEvents(
     return true;
   });
   return last;
-}
-
-int64_t StoredChunks(const std::string& db) {
-  sqlite3* h = nullptr;
-  int64_t count = -1;
-  if (sqlite3_open_v2(db.c_str(), &h, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK) {
-    sqlite3_busy_timeout(h, 5000);
-    sqlite3_stmt* st = nullptr;
-    if (sqlite3_prepare_v2(h, "SELECT count(*) FROM chunks", -1, &st, nullptr) == SQLITE_OK &&
-        sqlite3_step(st) == SQLITE_ROW) {
-      count = sqlite3_column_int64(st, 0);
-    }
-    sqlite3_finalize(st);
-  }
-  sqlite3_close(h);
-  return count;
 }
 
 std::string JsonString(const std::string& s) {
@@ -337,7 +284,7 @@ TEST_F(ServeTest, TwoJobsOneCancelledMidRunTheOtherSurvivesARestart) {
               a_done.Int("/report/chunks_produced"))
         << final_a;
     // The report's count is the store's.
-    EXPECT_EQ(StoredChunks(store_a), a_stored);
+    EXPECT_EQ(testing::StoredChunkCount(store_a), a_stored);
 
     // B runs next; stop the server once B has stored something.
     bool b_started = false;
@@ -351,7 +298,7 @@ TEST_F(ServeTest, TwoJobsOneCancelledMidRunTheOtherSurvivesARestart) {
   }
   const std::string saved = ReadFile(state() + "/jobs/" + id_b + "/job.json");
   EXPECT_NE(saved.find("\"state\":\"queued\""), std::string::npos) << saved;
-  const int64_t b_before_restart = StoredChunks(store_b);
+  const int64_t b_before_restart = testing::StoredChunkCount(store_b);
   EXPECT_GT(b_before_restart, 0);
   EXPECT_LT(b_before_restart, kFilesB) << "B finished before the server was stopped";
 
@@ -371,14 +318,14 @@ TEST_F(ServeTest, TwoJobsOneCancelledMidRunTheOtherSurvivesARestart) {
   const int64_t unchanged = b_done.Int("/report/sources_unchanged");
   EXPECT_GT(unchanged, 0) << final_b;
   EXPECT_EQ(unchanged + b_done.Int("/report/sources_completed"), kFilesB) << final_b;
-  EXPECT_EQ(StoredChunks(store_b), kFilesB);
+  EXPECT_EQ(testing::StoredChunkCount(store_b), kFilesB);
   EXPECT_EQ(b_done.Int("/report/chunks_stored") + unchanged, kFilesB) << final_b;
 
   EXPECT_FALSE(std::filesystem::exists(root() + "/c.db"));  // the cancelled C never ran
   auto a = client.Get("/v1/jobs/" + id_a);
   ASSERT_EQ(a->status, 200);
   EXPECT_EQ(Json(a->body).Str("/state"), "cancelled");
-  EXPECT_EQ(StoredChunks(store_a), Json(a->body).Int("/report/chunks_stored"));
+  EXPECT_EQ(testing::StoredChunkCount(store_a), Json(a->body).Int("/report/chunks_stored"));
 }
 
 TEST_F(ServeTest, ABadOptionIsRefusedWith400NamingIt) {
@@ -596,7 +543,7 @@ TEST_F(ServeTest, OnCompleteRunsAfterEveryJobWithItsIdAndCounts) {
     EXPECT_EQ(env.find("sk-hook-secret"), std::string::npos);
     EXPECT_EQ(env.find("pw-in-dsn"), std::string::npos);
   }
-  EXPECT_EQ(StoredChunks((state() + "/ok.db")), 5);
+  EXPECT_EQ(testing::StoredChunkCount((state() + "/ok.db")), 5);
   // The job's report carries the hand-off's outcome.
   Json job(client.Get("/v1/jobs/" + jobs[0].id)->body);
   ASSERT_TRUE(job.ok);

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <latch>
 #include <set>
 #include <thread>
 
@@ -518,22 +519,39 @@ TEST(PostgresStoreTest, ServerRestartMidIngestLosesAndDuplicatesNothing) {
 
   constexpr int kBatches = 40;
   constexpr int kRows = 100;
-  std::atomic<int> written{0};
   std::vector<Status> failures;
+  // The writer pauses after batch 5 until the server is down and after
+  // batch 20 until it has restarted, so batches 6 and 21 meet the outage
+  // and the broken connection however fast or slow the writer runs (it
+  // could otherwise finish all 40 before the first stop).
+  std::latch at_5{1}, at_20{1}, server_down{1}, server_restarted{1};
   std::thread writer([&] {
     for (int b = 0; b < kBatches; ++b) {
       WriteResult w = store->Write(TestChunks(b * kRows, kRows, kDims));
       if (!w.status.ok() || !w.rejected.empty()) failures.push_back(w.status);
-      ++written;
+      if (b + 1 == 5) {
+        at_5.count_down();
+        server_down.wait();
+      } else if (b + 1 == 20) {
+        at_20.count_down();
+        server_restarted.wait();
+      }
     }
   });
-  while (written.load() < 5) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  ASSERT_TRUE(cluster.Ctl("stop", &why)) << why;
-  std::this_thread::sleep_for(std::chrono::milliseconds(800));
-  ASSERT_TRUE(cluster.Ctl("start", &why)) << why;
-  while (written.load() < 20) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  ASSERT_TRUE(cluster.Ctl("restart", &why)) << why;  // a second, immediate one
+  at_5.wait();
+  const bool stopped = cluster.Ctl("stop", &why);
+  server_down.count_down();
+  if (stopped) {
+    // The outage's length (not a synchronisation): the writer retries
+    // meanwhile, within its 60 s reconnect_timeout_s.
+    std::this_thread::sleep_for(std::chrono::milliseconds(800));
+  }
+  const bool started = stopped && cluster.Ctl("start", &why);
+  at_20.wait();
+  const bool restarted = started && cluster.Ctl("restart", &why);  // a second, immediate one
+  server_restarted.count_down();
   writer.join();
+  ASSERT_TRUE(stopped && started && restarted) << why;
   for (const auto& f : failures) ADD_FAILURE() << f.ToString();
   EXPECT_EQ(failures.size(), 0u);
   RawPg pg(cluster.Dsn());
