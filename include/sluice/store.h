@@ -17,6 +17,7 @@
 #include <string_view>
 #include <vector>
 
+#include "sluice/clock.h"
 #include "sluice/status.h"
 #include "sluice/types.h"
 
@@ -32,6 +33,9 @@ struct StoreOptions {
   // PostgreSQL: how long a batch keeps reconnecting and replaying after the
   // connection drops (server restart) before Write returns Unavailable.
   double reconnect_timeout_s = 60;
+  // What the store's retries wait on (PostgreSQL's replays after a lost
+  // connection); null: the system clock. Must outlive the store.
+  const Clock* clock = nullptr;
   // The embedding cache's namespace (the embedder's model and requested
   // dimensions, e.g. "text-embedding-3-small:256"). Non-empty: Write also
   // records every accepted row's vector under (namespace, text) in the same

@@ -29,31 +29,20 @@ namespace {
 // Ingest flags a job does not record: the store (recorded without its
 // password on its own), where each process writes its own files, and what
 // only makes sense for one process.
-const std::set<std::string> kNotRecorded = {"config",
-                                            "store",
-                                            "store-env",
-                                            "on-complete",
-                                            "on-complete-shell",
-                                            "on-complete-timeout",
-                                            "on-complete-url",
-                                            "metrics-listen",
-                                            "metrics-allow-remote",
-                                            "report",
-                                            "html-report",
-                                            "trace",
-                                            "dead-letter",
-                                            "help",
-                                            "redis",
-                                            "redis-env",
-                                            "job",
-                                            "log-level",
-                                            "log-format"};
+const std::set<std::string> kNotRecorded = {
+    "config", "store", "store-env", "on-complete", "on-complete-shell", "on-complete-timeout",
+    "on-complete-url", "metrics-listen", "metrics-allow-remote", "report", "html-report", "trace",
+    "dead-letter", "help", "redis", "redis-env",
+    // Each worker shares the budget through its own
+    // --redis; a URL here could hold a password.
+    "budget-redis", "budget-redis-env", "job", "log-level", "log-format"};
 
 bool IsLoopback(std::string_view host) {
   return host == "localhost" || host == "::1" || host == "[::1]" || host.starts_with("127.");
 }
 
-Result<RedisEndpoint> ResolveRedis(const DistributedArgs& args) {
+// The Redis URL of --redis or --redis-env (with its password, if any).
+Result<std::string> RedisUrl(const DistributedArgs& args) {
   std::string url = args.redis_url;
   if (!args.redis_env.empty()) {
     const char* v = std::getenv(args.redis_env.c_str());
@@ -64,7 +53,13 @@ Result<RedisEndpoint> ResolveRedis(const DistributedArgs& args) {
     url = v;
   }
   if (url.empty()) return Status::InvalidArgument("give --redis URL or --redis-env VAR");
-  return ParseRedisUrl(url);
+  return url;
+}
+
+Result<RedisEndpoint> ResolveRedis(const DistributedArgs& args) {
+  Result<std::string> url = RedisUrl(args);
+  if (!url.ok()) return url.status();
+  return ParseRedisUrl(*url);
 }
 
 // The URI with any password removed (not replaced: the workers must be able
@@ -335,6 +330,14 @@ int RunWorker(const DistributedArgs& args) {
     }
   }
   if (Status s = CheckStoreReachable(options.store_uri, *endpoint); !s.ok()) return Fail(s, 2);
+  // Every worker paces against one rate budget in the job's Redis
+  // (docs/SHARED_BUDGET.md), named after the endpoint and model unless the
+  // job set --budget-name: N workers on one API key stay within its limits.
+  if (options.shared_budget.redis_url.empty()) {
+    Result<std::string> url = RedisUrl(args);
+    if (!url.ok()) return Fail(url.status(), 2);
+    options.shared_budget.redis_url = *url;
+  }
 
   const std::string host = HostName();
   const int64_t pid = static_cast<int64_t>(::getpid());

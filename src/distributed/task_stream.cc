@@ -238,7 +238,30 @@ Result<std::vector<ClaimedTask>> TaskStream::ReclaimStale(const std::string& con
                              std::to_string(std::max(1, count))});
   if (!r.ok()) return r.status();
   if (r->elements.size() < 2) return std::vector<ClaimedTask>();
-  return EntriesOf(r->elements[1]);
+  // A task can pass the visibility timeout between the XPENDING above and the
+  // XAUTOCLAIM: then the claim just made is one delivery too many. Each claimed
+  // entry's count is read back and such a task buried, so no task is ever
+  // handed out more than max_deliveries times, however the calls interleave.
+  std::vector<ClaimedTask> claimed;
+  for (ClaimedTask& task : EntriesOf(r->elements[1])) {
+    auto one = client_->Command({"XPENDING", TasksKey(), kGroup, task.id, task.id, "1"});
+    if (!one.ok()) return one.status();
+    long long deliveries = 0;
+    if (!one->elements.empty() && one->elements[0].elements.size() >= 4) {
+      deliveries = one->elements[0].elements[3].AsInteger();
+    }
+    if (deliveries <= options_.max_deliveries) {
+      claimed.push_back(std::move(task));
+      continue;
+    }
+    // The last claim was ours, not a worker's: the task was delivered
+    // deliveries - 1 times.
+    auto buried = Bury(task.id, "delivered " + std::to_string(deliveries - 1) +
+                                    " times and never acknowledged (its workers died, "
+                                    "stopped or timed out on it)");
+    if (!buried.ok()) return buried.status();
+  }
+  return claimed;
 }
 
 Status TaskStream::Extend(const std::string& consumer, const std::vector<std::string>& ids) {

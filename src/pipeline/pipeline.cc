@@ -200,7 +200,7 @@ IngestReport Pipeline::Impl::Run() {
   IngestReport report;
   const TimePoint start = SteadyClock::now();
   if (Status s = Validate(options); !s.ok()) return Finish(report, s, start, nullptr);
-  auto opened = OpenRunResources(options, run.run_id(), metrics, report);
+  auto opened = OpenRunResources(options, run.run_id(), run.clock(), metrics, report);
   if (!opened.ok()) return Finish(report, opened.status(), start, nullptr);
   RunResources& res = **opened;
   if (options.source_feed != nullptr && !res.resume) {

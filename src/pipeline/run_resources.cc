@@ -43,8 +43,8 @@ Status OpenTransport(const IngestOptions& options, RunResources& run, IngestRepo
   return Status::OK();
 }
 
-Status OpenStoreAndFingerprints(const IngestOptions& options, uint64_t run_id, RunResources& run,
-                                IngestReport& report) {
+Status OpenStoreAndFingerprints(const IngestOptions& options, uint64_t run_id, const Clock& clock,
+                                RunResources& run, IngestReport& report) {
   // The cache key names what produced a vector: the model and the requested
   // dimensions (0: the model's default). Vectors of another model never match.
   if (options.embedding_cache) {
@@ -66,6 +66,7 @@ Status OpenStoreAndFingerprints(const IngestOptions& options, uint64_t run_id, R
   }
   store_options.exclusive_run = true;
   store_options.read_only = false;
+  if (store_options.clock == nullptr) store_options.clock = &clock;
   auto store = OpenStore(options.store_uri, store_options);
   if (!store.ok()) return store.status();
   run.store = std::move(*store);
@@ -133,8 +134,8 @@ Status OpenAggregate(const IngestOptions& options, RunResources& run) {
 }  // namespace
 
 Result<std::unique_ptr<RunResources>> OpenRunResources(const IngestOptions& options,
-                                                       uint64_t run_id, Metrics& metrics,
-                                                       IngestReport& report) {
+                                                       uint64_t run_id, const Clock& clock,
+                                                       Metrics& metrics, IngestReport& report) {
   auto run = std::make_unique<RunResources>();
   auto dead = DeadLetterFile::Open(DeadLetterPathFor(options), metrics);
   if (!dead.ok()) return dead.status();
@@ -156,7 +157,7 @@ Result<std::unique_ptr<RunResources>> OpenRunResources(const IngestOptions& opti
   run->enumerator = std::move(*enumerator);
 
   if (Status s = OpenTransport(options, *run, report); !s.ok()) return s;
-  if (Status s = OpenStoreAndFingerprints(options, run_id, *run, report); !s.ok()) return s;
+  if (Status s = OpenStoreAndFingerprints(options, run_id, clock, *run, report); !s.ok()) return s;
   if (Status s = OpenAggregate(options, *run); !s.ok()) return s;
   return run;
 }

@@ -50,9 +50,10 @@ struct RunResources {
 };
 
 // Opens everything in order; fills the report's embedder and store
-// descriptions and resume_supported. `run_id`: this run's (StoreOptions::run_id).
+// descriptions and resume_supported. `run_id`: this run's (StoreOptions::run_id);
+// `clock`: the run's, which the store's retries wait on (must outlive the run).
 Result<std::unique_ptr<RunResources>> OpenRunResources(const IngestOptions& options,
-                                                       uint64_t run_id, Metrics& metrics,
-                                                       IngestReport& report);
+                                                       uint64_t run_id, const Clock& clock,
+                                                       Metrics& metrics, IngestReport& report);
 
 }  // namespace sluice

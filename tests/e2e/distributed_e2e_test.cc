@@ -154,6 +154,9 @@ TEST_F(DistributedE2eTest, ThreeWorkersOneKilledStoreEveryChunkOnceAndBuryThePoi
   mock.dimensions = 24;
   mock.base_latency = std::chrono::milliseconds(40);
   mock.jitter = std::chrono::milliseconds(10);
+  // A limit far above what the run sends: the responses carry x-ratelimit
+  // headers, from which the workers' shared budget learns it.
+  mock.rpm = 600000;
   auto server = MockApiServer::Start(mock);
   ASSERT_TRUE(server.ok()) << server.status().ToString();
   server_ = std::move(*server);
@@ -173,7 +176,7 @@ TEST_F(DistributedE2eTest, ThreeWorkersOneKilledStoreEveryChunkOnceAndBuryThePoi
   // The job.
   const std::string job = redistest::UniqueName("e2e");
   std::string enqueue = kSluice + " enqueue " + Quote(dir / "corpus") + " --redis " +
-                        Quote(redis_url) + " --job " + Quote(job);
+                        Quote(redis_url) + " --job " + Quote(job) + " --budget-name " + Quote(job);
   for (const std::string& s : Settings(job_table)) enqueue += " " + Quote(s);
   auto enqueued = RunCommand(enqueue);
   ASSERT_EQ(enqueued.exit_code, 0) << enqueued.output;
@@ -243,8 +246,16 @@ TEST_F(DistributedE2eTest, ThreeWorkersOneKilledStoreEveryChunkOnceAndBuryThePoi
   // and the recorded options are the flags given.
   auto record = (*redis)->Command({"HGET", prefix, "store"});
   EXPECT_EQ(record->str, dsn);
+
+  // The workers paced against one budget in the job's Redis, under the
+  // job's --budget-name: the limit they learned is there.
+  const std::string budget = "sluice:budget:{" + job + "}";
+  auto learned = (*redis)->Command({"EXISTS", budget + ":limits"});
+  ASSERT_TRUE(learned.ok());
+  EXPECT_EQ(learned->integer, 1) << "the workers shared no budget";
   (*redis)->Command({"DEL", prefix, prefix + ":tasks", prefix + ":dead", prefix + ":errors",
-                     prefix + ":workers"});
+                     prefix + ":workers", budget + ":limits", budget + ":requests",
+                     budget + ":tokens", budget + ":unpaced"});
 }
 
 TEST_F(DistributedE2eTest, SigtermStopsAWorkerGracefullyAndAnotherFinishesItsTasks) {
@@ -375,7 +386,7 @@ TEST(DistributedCliTest, StoreUriIsRecordedWithoutItsPassword) {
   auto r = RunCommand(kSluice + " enqueue " + Quote(dir / "corpus") + " --redis " +
                       Quote(redis_url) + " --job " + Quote(job) +
                       " --store 'postgres://ingest:s3cret-pw@db.example:5432/docs'" +
-                      " --embedder hash");
+                      " --budget-redis 'redis://:budget-pw@127.0.0.1:1/0' --embedder hash");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(r.output.find("s3cret-pw"), std::string::npos) << r.output;
   auto endpoint = ParseRedisUrl(redis_url);
@@ -387,6 +398,9 @@ TEST(DistributedCliTest, StoreUriIsRecordedWithoutItsPassword) {
   std::string text;
   for (const RedisReply& e : all->elements) text += e.str + "\n";
   EXPECT_EQ(text.find("s3cret-pw"), std::string::npos) << text;
+  // A budget URL is the worker's own (its --redis): never recorded, it could hold a password.
+  EXPECT_EQ(text.find("budget-pw"), std::string::npos) << text;
+  EXPECT_EQ(text.find("budget-redis"), std::string::npos) << text;
   EXPECT_NE(text.find("postgres://ingest@db.example:5432/docs"), std::string::npos) << text;
   EXPECT_NE(text.find("\"embedder\":[\"hash\"]"), std::string::npos) << text;
   auto status =

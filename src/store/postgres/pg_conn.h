@@ -21,11 +21,11 @@
 #include <string_view>
 #include <thread>
 
+#include "sluice/clock.h"
+#include "sluice/retry_policy.h"
 #include "sluice/status.h"
 
 namespace sluice::pg {
-
-using Clock = std::chrono::steady_clock;
 
 struct PgResultDeleter {
   void operator()(PGresult* r) const { PQclear(r); }
@@ -57,26 +57,25 @@ struct PgError {
 // The Fault of a failed statement (`res` may be null: a libpq-side failure).
 PgError Classify(PGconn* conn, const PGresult* res);
 
-// Capped exponential backoff with jitter (half to full of the current step,
-// 100 ms doubling to 5 s) for replaying work after a lost connection or a
-// transient error, until a deadline.
+// The waits between replays of work after a lost connection or a transient
+// error, until a deadline: the one RetryPolicy (capped exponential, full
+// jitter: 100 ms doubling to 5 s) on the store's Clock, so a test with a
+// ManualClock runs any number of replays without waiting.
 class ReplayBackoff {
  public:
-  ReplayBackoff(double timeout_s, uint64_t seed)
-      : timeout_s_(std::max(0.0, timeout_s)),
-        deadline_(Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                     std::chrono::duration<double>(timeout_s_))),
+  ReplayBackoff(const Clock& clock, double timeout_s, uint64_t seed)
+      : clock_(clock),
+        timeout_s_(std::max(0.0, timeout_s)),
+        deadline_(clock.Now() +
+                  std::chrono::duration_cast<Duration>(std::chrono::duration<double>(timeout_s_))),
         rng_(seed) {}
-  // Sleeps before the next attempt; false (at once) when the deadline passed.
+  // Waits before the next attempt; false (at once) when the deadline passed.
   bool Wait() {
-    const auto now = Clock::now();
+    const TimePoint now = clock_.Now();
     if (now >= deadline_) return false;
-    std::uniform_int_distribution<int64_t> jitter(step_.count() / 2, step_.count());
-    auto sleep = std::min(std::chrono::milliseconds(jitter(rng_)),
-                          std::chrono::duration_cast<std::chrono::milliseconds>(
-                              deadline_ - now + std::chrono::milliseconds(1)));
-    if (sleep.count() > 0) std::this_thread::sleep_for(sleep);
-    step_ = std::min(step_ * 2, std::chrono::milliseconds(5000));
+    const Duration wait = std::min(policy_.Backoff(++attempt_, std::nullopt, rng_),
+                                   deadline_ - now + std::chrono::milliseconds(1));
+    if (wait > Duration(0)) clock_.SleepFor(wait);
     return true;
   }
   Status GaveUp(const Status& last) const {
@@ -85,10 +84,17 @@ class ReplayBackoff {
   }
 
  private:
+  static constexpr RetryPolicyOptions kPolicy{
+      .max_attempts = 0,  // unused: the deadline bounds the replays
+      .initial_backoff = std::chrono::milliseconds(100),
+      .max_backoff = std::chrono::seconds(5),
+      .multiplier = 2.0};
+  const Clock& clock_;
   double timeout_s_;
-  Clock::time_point deadline_;
+  TimePoint deadline_;
   std::mt19937_64 rng_;
-  std::chrono::milliseconds step_{100};
+  RetryPolicy policy_{kPolicy};
+  int attempt_ = 0;
 };
 
 // One pooled connection and its per-session state.

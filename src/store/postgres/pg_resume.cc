@@ -41,7 +41,8 @@ Status PostgresStore::Retrying(const std::string& what, Attempt&& attempt) {
   auto checked_out = Checkout();
   if (!checked_out.ok()) return checked_out.status();
   std::unique_ptr<PgConn> conn = std::move(*checked_out);
-  ReplayBackoff backoff(options_.reconnect_timeout_s, conn->serial * 0x9E3779B97F4A7C15ull + 7);
+  ReplayBackoff backoff(RetryClock(), options_.reconnect_timeout_s,
+                        conn->serial * 0x9E3779B97F4A7C15ull + 7);
   Status result;
   for (;;) {
     PgError e;

@@ -116,6 +116,10 @@ class PostgresStore final : public Store {
   // The same inside a Retrying attempt: a probe that fails is a connection
   // fault, so the attempt is replayed on a new connection.
   PgError ProbeChunksTable(PgConn& conn, bool& exists);
+  // What replays wait on: StoreOptions::clock, or the system clock.
+  const Clock& RetryClock() const {
+    return options_.clock != nullptr ? *options_.clock : SystemClock::Instance();
+  }
   // Runs `attempt` on a pooled connection; a lost connection or a transient
   // error reconnects and runs it again (see ReplayBackoff). `attempt` must be
   // idempotent; when it fails, its open transaction is rolled back here.

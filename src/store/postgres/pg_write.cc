@@ -410,7 +410,7 @@ WriteResult PostgresStore::WriteTransaction(std::span<const EmbeddedChunk> batch
   auto checked_out = Checkout();
   if (!checked_out.ok()) return {checked_out.status(), {}};
   std::unique_ptr<PgConn> conn = std::move(*checked_out);
-  ReplayBackoff backoff(options_.reconnect_timeout_s,
+  ReplayBackoff backoff(RetryClock(), options_.reconnect_timeout_s,
                         conn->serial * 0x9E3779B97F4A7C15ull + rows.size());
   bool row_by_row = false;
   Status last;

@@ -1,7 +1,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "sluice/embed_stage.h"
+#include "sluice/retry_policy.h"
 
 namespace sluice {
 
