@@ -17,6 +17,8 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "sluice/metrics.h"
 #include "sluice/status.h"
@@ -25,6 +27,25 @@ namespace sluice {
 
 // The run's metrics in the Prometheus text exposition format.
 std::string PrometheusText(const Metrics& metrics);
+
+// One of several runs exported together (`sluice serve`'s running jobs).
+struct LabelledRun {
+  std::string label_value;  // e.g. a job id: never configuration
+  const Metrics* metrics = nullptr;
+};
+
+// A gauge whose series differ by one label (e.g. jobs by state).
+struct LabelledGauge {
+  std::string name, help, label;
+  std::vector<std::pair<std::string, double>> values;
+};
+
+// Several runs' metrics in one exposition: every series of a run carries
+// `label`="its label_value" besides its own labels, and a metric name appears
+// once (one HELP/TYPE) with the series of all runs under it. `gauges` come
+// first. With no run, only the gauges: a scraper sees an empty, valid page.
+std::string PrometheusText(const std::vector<LabelledRun>& runs, const std::string& label,
+                           const std::vector<LabelledGauge>& gauges);
 
 // A parsed `--metrics-listen` value.
 struct ListenAddress {

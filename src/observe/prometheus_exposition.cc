@@ -210,4 +210,37 @@ std::string PrometheusText(const Metrics& metrics) {
   return prometheus::TextSerializer().Serialize(CollectFamilies(metrics));
 }
 
+std::string PrometheusText(const std::vector<LabelledRun>& runs, const std::string& label,
+                           const std::vector<LabelledGauge>& gauges) {
+  std::vector<MetricFamily> families;
+  for (const LabelledGauge& gauge : gauges) {
+    MetricFamily family{gauge.name, gauge.help, MetricType::Gauge, {}};
+    for (const auto& [label_value, value] : gauge.values) {
+      family.metric.push_back(Value(MetricType::Gauge, value, {{gauge.label, label_value}}));
+    }
+    families.push_back(std::move(family));
+  }
+  // Every run yields the same families in the same order (CollectFamilies
+  // does not depend on the values), so the first run's order is kept and the
+  // others' series are appended by name.
+  std::map<std::string, size_t> index_of;
+  for (const LabelledRun& run : runs) {
+    if (run.metrics == nullptr) continue;
+    for (MetricFamily& family : CollectFamilies(*run.metrics)) {
+      for (ClientMetric& metric : family.metric) {
+        metric.label.insert(metric.label.begin(), ClientMetric::Label{label, run.label_value});
+      }
+      auto [it, added] = index_of.emplace(family.name, families.size());
+      if (added) {
+        families.push_back(std::move(family));
+      } else {
+        auto& into = families[it->second].metric;
+        into.insert(into.end(), std::make_move_iterator(family.metric.begin()),
+                    std::make_move_iterator(family.metric.end()));
+      }
+    }
+  }
+  return prometheus::TextSerializer().Serialize(families);
+}
+
 }  // namespace sluice

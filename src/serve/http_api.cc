@@ -178,6 +178,14 @@ void ApiServer::Route() {
     Reply(res, 200, R"({"status":"ok"})");
   });
 
+  // Behind the token like the jobs (unlike /healthz): the counts say what
+  // the server is doing. A Prometheus scrape config passes the token with
+  // `authorization: {credentials_file: ...}`.
+  http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    res.status = 200;
+    res.set_content(jobs_.PrometheusText(), "text/plain; version=0.0.4; charset=utf-8");
+  });
+
   http.Post("/v1/jobs", [this](const httplib::Request& req, httplib::Response& res) {
     // A browser page cannot send application/json to another origin without
     // a preflight this server never answers: no cross-site job submission.

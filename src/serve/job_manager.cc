@@ -17,6 +17,7 @@
 #include "pipeline/progress.h"
 #include "sluice/embed.h"
 #include "sluice/html_report.h"
+#include "sluice/metrics_server.h"
 
 namespace sluice::serve {
 
@@ -508,6 +509,26 @@ void JobManager::RunJob(Job& job, std::unique_lock<std::mutex>& lock) {
   Persist(job);
   Touch(job);
   spdlog::info("serve: job {} {}", job.id, JobStateName(job.state));
+}
+
+std::string JobManager::PrometheusText() const {
+  std::lock_guard lock(mu_);
+  // Rendered under the lock: a running job's pipeline is reset under it, so
+  // every Metrics read here outlives the rendering.
+  constexpr JobState kStates[] = {JobState::kQueued, JobState::kRunning, JobState::kSucceeded,
+                                  JobState::kFailed, JobState::kCancelled};
+  LabelledGauge jobs{"sluice_serve_jobs", "Jobs the server knows, by state.", "state", {}};
+  for (JobState state : kStates) jobs.values.emplace_back(JobStateName(state), 0.0);
+  std::vector<LabelledRun> runs;
+  for (const auto& [id, job] : jobs_) {
+    for (auto& [name, count] : jobs.values) {
+      if (name == JobStateName(job->state)) count += 1;
+    }
+    if (job->state == JobState::kRunning && job->pipeline) {
+      runs.push_back({id, &job->pipeline->metrics()});
+    }
+  }
+  return sluice::PrometheusText(runs, "sluice_job", {jobs});
 }
 
 void JobManager::SamplerLoop() {

@@ -124,6 +124,14 @@ class JobManager {
   Result<JobView> WaitForChange(const std::string& id, uint64_t seen_version,
                                 Duration timeout) const;
 
+  // The server's metrics in the Prometheus text format (GET /metrics):
+  // `sluice_serve_jobs{state}` for every state, and each running job's run
+  // metrics (those of `sluice ingest --metrics-listen`) labelled
+  // `sluice_job="<id>"` (not `job`: Prometheus sets that label to the scrape
+  // job's name). A finished job's series leave with its run: its counts are
+  // in its report.
+  std::string PrometheusText() const;
+
   // Starts nothing more, asks running jobs to stop, waits for them and
   // writes their state (queued, for the next start). Idempotent.
   void Shutdown();

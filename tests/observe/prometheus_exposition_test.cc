@@ -180,5 +180,43 @@ TEST(ExpositionParserTest, RejectsMalformedText) {
   EXPECT_EQ(ok.Value("x", {{"a", "q\"\\\n"}}), 2);
 }
 
+TEST(PrometheusExpositionTest, SeveralRunsShareOneFamilyPerNameEachSeriesLabelled) {
+  Metrics first, second;
+  Add(first.chunks_stored, 10);
+  Add(second.chunks_stored, 25);
+  Add(second.rate_limited, 4);
+  const LabelledGauge jobs{
+      "sluice_serve_jobs", "Jobs by state.", "state", {{"running", 2}, {"queued", 1}}};
+  const std::string text = PrometheusText({{"j1", &first}, {"j2", &second}}, "sluice_job", {jobs});
+  const Exposition e = ParseExposition(text);
+  ASSERT_EQ(e.error, "") << text;
+  // One HELP and TYPE per name, whatever the number of runs.
+  size_t helps = 0;
+  for (size_t at = text.find("# HELP sluice_chunks_stored_total "); at != std::string::npos;
+       at = text.find("# HELP sluice_chunks_stored_total ", at + 1)) {
+    ++helps;
+  }
+  EXPECT_EQ(helps, 1u);
+  EXPECT_EQ(e.Value("sluice_chunks_stored_total", {{"sluice_job", "j1"}}), 10);
+  EXPECT_EQ(e.Value("sluice_chunks_stored_total", {{"sluice_job", "j2"}}), 25);
+  EXPECT_EQ(e.Value("sluice_embed_request_errors_total",
+                    {{"sluice_job", "j2"}, {"kind", "rate_limited"}}),
+            4);
+  EXPECT_EQ(e.Value("sluice_serve_jobs", {{"state", "running"}}), 2);
+  EXPECT_EQ(e.Value("sluice_serve_jobs", {{"state", "queued"}}), 1);
+  // Every run's series carries its label: none is left unlabelled.
+  for (const auto& [name, family] : e.families) {
+    if (name == "sluice_serve_jobs") continue;
+    for (const auto& sample : family.samples) {
+      EXPECT_EQ(sample.labels.count("sluice_job"), 1u) << sample.name;
+    }
+  }
+
+  // No run: the gauges alone, still a valid page.
+  const Exposition idle = ParseExposition(PrometheusText({}, "sluice_job", {jobs}));
+  EXPECT_EQ(idle.error, "");
+  EXPECT_EQ(idle.families.size(), 1u);
+}
+
 }  // namespace
 }  // namespace sluice

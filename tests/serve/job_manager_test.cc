@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <functional>
 
+#include "observe/exposition_parser.h"
 #include "sluice/mock_api.h"
 #include "testing/sqlite_query.h"
 #include "testing/test_util.h"
@@ -172,6 +173,36 @@ TEST_F(JobManagerTest, ACancelledQueuedJobNeverRunsAndADamagedFileIsSkipped) {
   EXPECT_FALSE(std::filesystem::exists(state() + "/b.db"));
   EXPECT_NE(ReadFile(state() + "/jobs/" + b->id + "/job.json").find("\"cancelled\""),
             std::string::npos);
+}
+
+TEST_F(JobManagerTest, MetricsCountJobsByStateAndLabelEachRunningJobsCounters) {
+  auto m = Open(1);
+  ASSERT_TRUE(m.ok());
+  // 200 records, two per 100 ms request, one at a time: ten seconds of work,
+  // so the job is still running when its first commit is seen.
+  auto job = (*m)->Submit(Body(200, state() + "/m.db"));
+  ASSERT_TRUE(job.ok());
+  JobView v = WaitUntil(**m, job->id, [](const JobView& v) {
+    return v.progress.chunks_stored > 0 || IsFinished(v.state);
+  });
+  ASSERT_EQ(v.state, JobState::kRunning);
+  const std::string text = (*m)->PrometheusText();
+  auto e = sluice::testing::ParseExposition(text);
+  ASSERT_EQ(e.error, "") << text;
+  EXPECT_EQ(e.Value("sluice_serve_jobs", {{"state", "running"}}), 1);
+  EXPECT_EQ(e.Value("sluice_serve_jobs", {{"state", "succeeded"}}), 0);
+  auto stored = e.Value("sluice_chunks_stored_total", {{"sluice_job", job->id}});
+  ASSERT_TRUE(stored.has_value()) << text;
+  EXPECT_GE(*stored, static_cast<double>(v.progress.chunks_stored));
+  EXPECT_TRUE(e.Value("sluice_embed_requests_total", {{"sluice_job", job->id}}).has_value());
+
+  // Stopped (back to queued for the next start): its run's series are gone.
+  (*m)->Shutdown();
+  e = sluice::testing::ParseExposition((*m)->PrometheusText());
+  ASSERT_EQ(e.error, "");
+  EXPECT_EQ(e.Value("sluice_serve_jobs", {{"state", "queued"}}), 1);
+  EXPECT_EQ(e.Value("sluice_serve_jobs", {{"state", "running"}}), 0);
+  EXPECT_EQ(e.families.count("sluice_chunks_stored_total"), 0u);
 }
 
 }  // namespace

@@ -414,6 +414,14 @@ TEST_F(ServeTest, ATokenGuardsEveryRouteButHealthz) {
   EXPECT_EQ(client.Get("/v1/jobs")->status, 401);
   client.set_bearer_token_auth("s3cret-t0ken");
   EXPECT_EQ(client.Get("/v1/jobs")->status, 200);
+  // The metrics too: the token guards them.
+  auto metrics = client.Get("/metrics");
+  EXPECT_EQ(metrics->status, 200);
+  EXPECT_NE(metrics->body.find("sluice_serve_jobs{state=\"running\"} 0"), std::string::npos)
+      << metrics->body;
+  EXPECT_EQ(metrics->get_header_value("Content-Type").rfind("text/plain; version=0.0.4", 0), 0u);
+  client.set_bearer_token_auth("wrong");
+  EXPECT_EQ(client.Get("/metrics")->status, 401);
   EXPECT_EQ(ReadFile(log()).find("s3cret"), std::string::npos);
 }
 
