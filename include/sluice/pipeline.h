@@ -145,13 +145,16 @@ struct IngestOptions {
   SourceFeed* source_feed = nullptr;
   // Called exactly once per source read from the feed (or the walk) whose
   // outcome is final, with its source id (relative_path, or path when that
-  // is empty); `why` is the error of kDeadLettered. A source dropped by a
+  // is empty); `why` is the error of kDeadLettered; `chunks_stored` the
+  // chunks of it this run stored (kCommitted from the store writer; 0 for
+  // the other outcomes and for untracked sources). A source dropped by a
   // stop or a fatal error gets no call: it was not done. (Without
   // fingerprints, which a feed refuses, kCommitted comes once it is parsed.)
   // Thread context: a
   // reader thread (unchanged, skipped, dead-lettered) or the store writer
   // (committed), possibly concurrently: the callback must be thread-safe.
-  std::function<void(const std::string& source_id, SourceOutcome outcome, const Status& why)>
+  std::function<void(const std::string& source_id, SourceOutcome outcome, const Status& why,
+                     uint64_t chunks_stored)>
       on_source_done;
 
   CleanupMode cleanup = CleanupMode::kIncremental;

@@ -133,6 +133,9 @@ struct SourceManifest {
   // true: only the file facts (size, mtime, hash) changed, its content did
   // not; the recorded chunk_count is kept and nothing is deleted.
   bool facts_only = false;
+  // Of this run's chunks of the file, those stored (chunk_count less the
+  // dead-lettered ones); what a distributed worker adds to its job's count.
+  uint64_t chunks_stored = 0;
 };
 
 // One finding of Store::Verify.

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
@@ -11,14 +12,17 @@
 #include <set>
 #include <thread>
 
+#include <fmt/format.h>
 #include <simdjson.h>
 #include <spdlog/spdlog.h>
 
 #include "cli/commands.h"
 #include "common/json_canonical.h"
 #include "common/json_writer.h"
+#include "distributed/shared_budget.h"
 #include "distributed/task_feed.h"
 #include "distributed/task_stream.h"
+#include "pipeline/rebuild_aggregates.h"
 #include "pipeline/source_enumerator.h"
 #include "sluice/store.h"
 
@@ -348,8 +352,10 @@ int RunWorker(const DistributedArgs& args) {
   TaskFeed& tasks = **feed;
   options.inputs.clear();
   options.source_feed = &tasks;
-  options.on_source_done = [&tasks](const std::string& id, SourceOutcome outcome,
-                                    const Status& why) { tasks.OnSourceDone(id, outcome, why); };
+  options.on_source_done = [&tasks](const std::string& id, SourceOutcome outcome, const Status& why,
+                                    uint64_t chunks_stored) {
+    tasks.OnSourceDone(id, outcome, why, chunks_stored);
+  };
   // Aggregates are per machine: a worker writes none (docs/DISTRIBUTED.md).
   options.aggregate_enabled = false;
   options.progress = false;
@@ -383,21 +389,86 @@ int RunWorker(const DistributedArgs& args) {
   return ExitStatusFor(report, pipeline.metrics(), signal_number);
 }
 
-int RunStatus(const DistributedArgs& args) {
-  auto endpoint = ResolveRedis(args);
-  if (!endpoint.ok()) return Fail(endpoint.status(), 2);
-  auto stream = TaskStream::Open(*endpoint, TaskStreamOptions{args.job});
-  if (!stream.ok()) return Fail(stream.status(), 2);
-  auto s = (*stream)->Summary();
-  if (!s.ok()) return Fail(s.status());
+// Set by SIGINT/SIGTERM while `status --watch` or `--wait` waits.
+volatile std::sig_atomic_t g_status_signal = 0;
+extern "C" void OnStatusSignal(int signal_number) { g_status_signal = signal_number; }
+
+// How fast a job goes: from its first claim to its last ack once drained
+// (so the rate of a finished job stays what it was), else to now.
+struct JobRates {
+  bool known = false;  // a task was settled after the first claim
+  double chunks_per_s = 0;
+  double tasks_per_s = 0;  // done and dead
+  double eta_s = 0;        // the tasks left at tasks_per_s; valid when known
+};
+
+JobRates RatesOf(const JobStatus& s) {
+  JobRates r;
+  const uint64_t settled = s.done + s.dead;
+  if (s.started_ms <= 0 || settled == 0) return r;
+  const int64_t end_ms = s.Drained() && s.last_done_ms > 0 ? s.last_done_ms : s.now_ms;
+  const double elapsed_s = static_cast<double>(end_ms - s.started_ms) / 1000.0;
+  if (elapsed_s <= 0) return r;
+  r.known = true;
+  r.chunks_per_s = static_cast<double>(s.chunks_stored) / elapsed_s;
+  r.tasks_per_s = static_cast<double>(settled) / elapsed_s;
+  r.eta_s = static_cast<double>(s.pending + s.in_flight) / r.tasks_per_s;
+  return r;
+}
+
+// The shared budget the job's workers pace against, as control_wiring names
+// it (docs/SHARED_BUDGET.md); empty when they embed without HTTP.
+std::string JobBudgetName(const IngestOptions& o) {
+  if (o.embedder == EmbedderKind::kHash || o.http.endpoint.empty()) return {};
+  if (!o.shared_budget.name.empty()) return o.shared_budget.name;
+  return DefaultBudgetName(o.http.endpoint, o.http.model);
+}
+
+std::string Seconds(double s) {
+  if (s < 120) return fmt::format("{:.0f} s", s);
+  if (s < 7200) return fmt::format("{:.0f} min", s / 60);
+  return fmt::format("{:.1f} h", s / 3600);
+}
+
+std::string Limit(double v) { return v > 0 ? fmt::format("{:.0f}", v) : "unknown"; }
+
+void PrintStatus(const DistributedArgs& args, const RedisEndpoint& endpoint, const JobStatus& s,
+                 const std::string& budget_name, const Result<SharedBudgetState>& budget) {
+  const JobRates rates = RatesOf(s);
   if (args.json) {
     std::string out;
     JsonWriter w(out);
-    w.BeginObject().Key("job").String(args.job).Key("redis").String(endpoint->Redacted());
-    w.Key("total").Uint(s->total).Key("pending").Uint(s->pending);
-    w.Key("in_flight").Uint(s->in_flight).Key("done").Uint(s->done).Key("dead").Uint(s->dead);
+    w.BeginObject().Key("job").String(args.job).Key("redis").String(endpoint.Redacted());
+    w.Key("total").Uint(s.total).Key("pending").Uint(s.pending);
+    w.Key("in_flight").Uint(s.in_flight).Key("done").Uint(s.done).Key("dead").Uint(s.dead);
+    w.Key("drained").Bool(s.Drained()).Key("chunks_stored").Uint(s.chunks_stored);
+    w.Key("chunks_per_s");
+    rates.known ? w.Double(rates.chunks_per_s) : w.Null();
+    w.Key("tasks_per_s");
+    rates.known ? w.Double(rates.tasks_per_s) : w.Null();
+    w.Key("eta_s");
+    if (s.Drained()) {
+      w.Double(0);
+    } else {
+      rates.known ? w.Double(rates.eta_s) : w.Null();
+    }
+    w.Key("budget");
+    if (budget_name.empty()) {
+      w.Null();
+    } else {
+      w.BeginObject().Key("name").String(budget_name);
+      if (budget.ok()) {
+        w.Key("found").Bool(budget->found).Key("rpm").Double(budget->rpm);
+        w.Key("tpm").Double(budget->tpm);
+        w.Key("cooldown_s").Double(static_cast<double>(budget->cooldown_left_ms) / 1000.0);
+        w.Key("leases").Int(budget->leases);
+      } else {
+        w.Key("error").String(budget.status().message());
+      }
+      w.EndObject();
+    }
     w.Key("workers").BeginArray();
-    for (const WorkerStatus& ws : s->workers) {
+    for (const WorkerStatus& ws : s.workers) {
       w.BeginObject().Key("consumer").String(ws.consumer).Key("host").String(ws.host);
       w.Key("pid").Int(ws.pid).Key("tasks").Uint(ws.tasks_done);
       w.Key("heartbeat_age_s").Double(static_cast<double>(ws.heartbeat_age_ms) / 1000.0);
@@ -405,22 +476,152 @@ int RunStatus(const DistributedArgs& args) {
     }
     w.EndArray().EndObject();
     std::printf("%s\n", out.c_str());
-    return 0;
+    std::fflush(stdout);
+    return;
   }
-  std::printf("job '%s' at %s\n", args.job.c_str(), endpoint->Redacted().c_str());
+  std::printf("job '%s' at %s\n", args.job.c_str(), endpoint.Redacted().c_str());
   std::printf("  tasks     %llu total: %llu pending, %llu in flight, %llu done, %llu dead\n",
-              static_cast<unsigned long long>(s->total),
-              static_cast<unsigned long long>(s->pending),
-              static_cast<unsigned long long>(s->in_flight),
-              static_cast<unsigned long long>(s->done), static_cast<unsigned long long>(s->dead));
-  std::printf("  workers   %zu alive\n", s->workers.size());
-  for (const WorkerStatus& ws : s->workers) {
+              static_cast<unsigned long long>(s.total), static_cast<unsigned long long>(s.pending),
+              static_cast<unsigned long long>(s.in_flight), static_cast<unsigned long long>(s.done),
+              static_cast<unsigned long long>(s.dead));
+  std::printf("  chunks    %llu stored, %s\n", static_cast<unsigned long long>(s.chunks_stored),
+              rates.known ? fmt::format("{:.1f}/s", rates.chunks_per_s).c_str()
+                          : "rate unknown (no task done yet)");
+  if (s.Drained()) {
+    std::printf("  eta       drained%s\n",
+                s.dead > 0 ? " (with dead tasks: sluice dead-letter list)" : "");
+  } else if (rates.known) {
+    std::printf("  eta       %s (%.2f tasks/s)\n", Seconds(rates.eta_s).c_str(), rates.tasks_per_s);
+  } else {
+    std::printf("  eta       unknown (no task done yet)\n");
+  }
+  if (budget_name.empty()) {
+    std::printf("  budget    none (the job does not embed over HTTP)\n");
+  } else if (!budget.ok()) {
+    std::printf("  budget    %s: %s\n", budget_name.c_str(), budget.status().message().c_str());
+  } else if (!budget->found) {
+    std::printf("  budget    %s: no keys (nothing paced against it lately)\n", budget_name.c_str());
+  } else {
+    std::printf("  budget    %s: rpm %s, tpm %s, %s, %lld leases in flight\n", budget_name.c_str(),
+                Limit(budget->rpm).c_str(), Limit(budget->tpm).c_str(),
+                budget->cooldown_left_ms > 0
+                    ? ("cooldown " + Seconds(budget->cooldown_left_ms / 1000.0) + " left").c_str()
+                    : "no cooldown",
+                static_cast<long long>(budget->leases));
+  }
+  std::printf("  workers   %zu alive\n", s.workers.size());
+  for (const WorkerStatus& ws : s.workers) {
     std::printf("    %-32s host %s pid %lld, %llu tasks, last heartbeat %.1f s ago\n",
                 ws.consumer.c_str(), ws.host.c_str(), static_cast<long long>(ws.pid),
                 static_cast<unsigned long long>(ws.tasks_done),
                 static_cast<double>(ws.heartbeat_age_ms) / 1000.0);
   }
+  std::fflush(stdout);
+}
+
+// Sleeps up to `seconds`, less when a stop signal comes.
+void SleepUnlessSignalled(double seconds) {
+  const auto until = std::chrono::steady_clock::now() +
+                     std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
+  while (g_status_signal == 0 && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+// `status --wait --out DIR`: the aggregate files from the job's store, as
+// `sluice aggregate --store URI --out DIR` writes them.
+int WriteJobAggregates(const DistributedArgs& args, const JobRecord& job) {
+  IngestFlagExtras extras;
+  extras.log_level = args.log_level;
+  auto options = WorkerIngestOptions(job, extras);
+  if (!options.ok()) return Fail(options.status());
+  std::string store_uri = job.store_uri;
+  if (!args.store_uri.empty()) store_uri = args.store_uri;
+  if (!args.store_env.empty()) {
+    if (Status s = StoreUriFromEnvironment(args.store_env, store_uri); !s.ok()) return Fail(s, 2);
+  }
+  StoreOptions store_options = options->store;
+  store_options.read_only = true;  // a missing store is an error, never a new empty one
+  auto store = OpenStore(store_uri, store_options);
+  if (!store.ok()) return Fail(store.status());
+  AggregatorOptions aggregate = options->aggregate;
+  aggregate.out_dir = args.out_dir;
+  Result<RebuildStats> stats = RebuildAggregates(**store, aggregate);
+  if (!stats.ok()) {
+    return Fail(
+        stats.status().WithContext("aggregate " + (*store)->Describe() + " -> " + args.out_dir));
+  }
+  std::printf("aggregate %s -> %s: %llu chunks of %llu files in %llu group files\n",
+              (*store)->Describe().c_str(), args.out_dir.c_str(),
+              static_cast<unsigned long long>(stats->chunks),
+              static_cast<unsigned long long>(stats->files),
+              static_cast<unsigned long long>(stats->files_written));
+  std::fflush(stdout);
   return 0;
+}
+
+int RunStatus(const DistributedArgs& args) {
+  auto endpoint = ResolveRedis(args);
+  if (!endpoint.ok()) return Fail(endpoint.status(), 2);
+  if (!args.out_dir.empty() && !args.wait) {
+    return Fail(Status::InvalidArgument("--out needs --wait (the files are written once the "
+                                        "job is drained)"),
+                2);
+  }
+  auto stream = TaskStream::Open(*endpoint, TaskStreamOptions{args.job});
+  if (!stream.ok()) return Fail(stream.status(), 2);
+  auto job = (*stream)->LoadJob();
+  if (!job.ok()) return Fail(job.status());
+  std::string budget_name;
+  {
+    IngestFlagExtras extras;
+    extras.log_level = args.log_level;
+    if (auto options = WorkerIngestOptions(*job, extras); options.ok()) {
+      budget_name = JobBudgetName(*options);
+    }
+  }
+  auto budget_client = RedisClient::Connect(*endpoint);
+  if (!budget_client.ok()) return Fail(budget_client.status());
+
+  const bool repeat = args.watch_s > 0 || args.wait;
+  if (repeat) {
+    struct sigaction action {};
+    action.sa_handler = OnStatusSignal;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGINT, &action, nullptr);
+    sigaction(SIGTERM, &action, nullptr);
+  }
+  const double interval_s = args.watch_s > 0 ? args.watch_s : 1.0;
+  constexpr int kMaxConsecutiveFailures = 20;
+  int failures = 0;
+  while (true) {
+    auto s = (*stream)->Summary();
+    if (!s.ok()) {
+      // Waiting out a Redis restart is part of waiting for the job.
+      if (!repeat || ++failures >= kMaxConsecutiveFailures) return Fail(s.status());
+      spdlog::warn("status: {} (retrying)", s.status().message());
+      SleepUnlessSignalled(std::min(5.0, 0.25 * failures));
+      if (g_status_signal != 0) return 128 + g_status_signal;
+      continue;
+    }
+    failures = 0;
+    const bool drained = s->Drained();
+    if (!args.wait || args.watch_s > 0 || drained) {
+      Result<SharedBudgetState> budget = Status::NotFound("no budget");
+      if (!budget_name.empty()) budget = ReadSharedBudgetState(**budget_client, budget_name);
+      PrintStatus(args, *endpoint, *s, budget_name, budget);
+    }
+    if (!repeat) return 0;
+    if (drained) {
+      if (!args.wait) return 0;
+      if (!args.out_dir.empty()) {
+        if (int code = WriteJobAggregates(args, *job); code != 0) return code;
+      }
+      return s->dead > 0 ? 3 : 0;
+    }
+    SleepUnlessSignalled(interval_s);
+    if (g_status_signal != 0) return 128 + g_status_signal;
+  }
 }
 
 void AddRedisFlags(CLI::App& app, DistributedArgs& a) {
@@ -479,9 +680,30 @@ void AddDistributedCommands(CLI::App& app, DistributedCommands& c) {
       ->check(CLI::IsMember({"error", "warn", "info", "debug"}));
 
   c.status = app.add_subcommand(
-      "status", "Show a job's tasks (total, pending, in flight, done, dead) and its workers.");
+      "status",
+      "Show a job's tasks (total, pending, in flight, done, dead), the chunks its workers "
+      "stored and how fast, an ETA, the state of its shared rate budget and its live workers. "
+      "Exit status with --wait: 0 when the job drained with no dead task, 3 when some task "
+      "is dead (sluice dead-letter list), 1 on an error, 130/143 on SIGINT/SIGTERM.");
   AddRedisFlags(*c.status, c.status_args);
-  c.status->add_flag("--json", c.status_args.json, "print one JSON object");
+  DistributedArgs& st = c.status_args;
+  c.status->add_flag("--json", st.json, "print one JSON object (one per line with --watch)");
+  c.status
+      ->add_option("--watch", st.watch_s,
+                   "reprint every SECONDS (default 2) until the job is drained or SIGINT")
+      ->expected(0, 1)
+      ->default_str("2")
+      ->check(CLI::PositiveNumber);
+  c.status->add_flag("--wait", st.wait,
+                     "block until the job is drained (no task pending or in flight), print its "
+                     "status, and exit 0, or 3 when some task is dead");
+  c.status->add_option("--out", st.out_dir,
+                       "with --wait: then write the aggregate files from the job's store into "
+                       "DIR, as `sluice aggregate --store URI --out DIR` does");
+  c.status->add_option("--store", st.store_uri,
+                       "with --out: the store, instead of the job's (which is recorded without "
+                       "a password: give it here, in --store-env, or PGPASSWORD / ~/.pgpass)");
+  c.status->add_option("--store-env", st.store_env, kStoreEnvHelp);
 }
 
 std::optional<int> RunDistributedCommand(DistributedCommands& c) {

@@ -2,7 +2,8 @@
 //   sluice enqueue PATHS... --redis URL --job NAME [ingest options]
 //   sluice worker --redis URL --job NAME [--exit-when-idle] [--visibility-timeout S]
 //                 [--max-deliveries N]
-//   sluice status --redis URL --job NAME [--json]
+//   sluice status --redis URL --job NAME [--json] [--watch [SECONDS]]
+//                 [--wait [--out DIR] [--store URI | --store-env VAR]]
 //   sluice dead-letter list|retry --redis URL --job NAME
 // The Redis URL may hold a password: --redis-env VAR keeps it out of the
 // process list, and it is never printed (RedisEndpoint::Redacted()).
@@ -33,6 +34,9 @@ struct DistributedArgs {
   std::string log_level = "info";
   // status
   bool json = false;
+  double watch_s = 0;   // --watch: reprint every this many seconds; 0: print once
+  bool wait = false;    // --wait: block until the job is drained
+  std::string out_dir;  // --out with --wait: the aggregate files, from the job's store
 };
 
 struct DistributedCommands {

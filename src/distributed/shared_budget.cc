@@ -376,4 +376,35 @@ Result<int64_t> SharedBudget::LeaseCount(std::optional<int64_t> now_ms) {
   return static_cast<int64_t>(reply->AsInteger());
 }
 
+Result<SharedBudgetState> ReadSharedBudgetState(RedisClient& client, const std::string& name) {
+  const std::string prefix = "sluice:budget:{" + name + "}:";
+  auto time = client.Command({"TIME"});
+  if (!time.ok()) return time.status();
+  if (time->elements.size() != 2) return Status::Corrupt("redis: TIME gave no time");
+  const int64_t now_ms =
+      time->elements[0].AsInteger() * 1000 + time->elements[1].AsInteger() / 1000;
+  SharedBudgetState state;
+  auto exists = client.Command({"EXISTS", prefix + "limits", prefix + "requests", prefix + "tokens",
+                                prefix + "cooldown", prefix + "leases"});
+  if (!exists.ok()) return exists.status();
+  state.found = exists->AsInteger() > 0;
+  if (!state.found) return state;
+  auto limits = client.Command({"HMGET", prefix + "limits", "rpm", "tpm"});
+  if (!limits.ok()) return limits.status();
+  if (limits->elements.size() == 2) {
+    state.rpm = std::atof(limits->elements[0].str.c_str());
+    state.tpm = std::atof(limits->elements[1].str.c_str());
+  }
+  auto cooldown = client.Command({"GET", prefix + "cooldown"});
+  if (!cooldown.ok()) return cooldown.status();
+  if (!cooldown->IsNil()) {
+    const int64_t until = static_cast<int64_t>(std::atof(cooldown->str.c_str()));
+    state.cooldown_left_ms = until > now_ms ? until - now_ms : 0;
+  }
+  auto leases = client.Command({"ZCOUNT", prefix + "leases", "(" + std::to_string(now_ms), "+inf"});
+  if (!leases.ok()) return leases.status();
+  state.leases = static_cast<int64_t>(leases->AsInteger());
+  return state;
+}
+
 }  // namespace sluice

@@ -45,6 +45,19 @@ struct BudgetTake {
   int64_t cooldown_ms = 0;  // left of the shared cooldown
 };
 
+// What `sluice status` shows of a budget (docs/SHARED_BUDGET.md, "Keys").
+struct SharedBudgetState {
+  bool found = false;  // any of its keys exists (a run paced against it lately)
+  double rpm = 0;      // the learned limits in force (0: none known)
+  double tpm = 0;
+  int64_t cooldown_left_ms = 0;  // of a shared cooldown (a 429's Retry-After); 0: none
+  int64_t leases = 0;            // unexpired leases: requests in flight under the cap
+};
+
+// Reads the state of the budget `name` over `client`, changing nothing (an
+// expired lease is not counted, but not removed either).
+Result<SharedBudgetState> ReadSharedBudgetState(RedisClient& client, const std::string& name);
+
 class SharedBudget {
  public:
   // Never fails for an unreachable Redis (the budget starts down and

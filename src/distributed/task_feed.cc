@@ -110,8 +110,8 @@ bool TaskFeed::Next(SourceFile& file, const std::atomic<bool>& stopping) {
   return false;
 }
 
-void TaskFeed::OnSourceDone(const std::string& source_id, SourceOutcome outcome,
-                            const Status& why) {
+void TaskFeed::OnSourceDone(const std::string& source_id, SourceOutcome outcome, const Status& why,
+                            uint64_t chunks_stored) {
   Handed handed;
   {
     std::lock_guard lock(mu_);
@@ -139,7 +139,7 @@ void TaskFeed::OnSourceDone(const std::string& source_id, SourceOutcome outcome,
     auto buried = ack_->Bury(entry, error);
     if (!buried.ok()) spdlog::warn("task {}: {}", entry, buried.status().ToString());
   } else {
-    auto acked = ack_->Ack(entry);
+    auto acked = ack_->Ack(entry, chunks_stored);
     if (!acked.ok()) spdlog::warn("task {}: {}", entry, acked.status().ToString());
   }
   tasks_done_.fetch_add(1, std::memory_order_relaxed);

@@ -49,11 +49,13 @@ class TaskFeed final : public SourceFeed {
   TaskFeed& operator=(const TaskFeed&) = delete;
 
   bool Next(SourceFile& file, const std::atomic<bool>& stopping) override;
-  // IngestOptions::on_source_done: acks the task. A dead-lettered source is
+  // IngestOptions::on_source_done: acks the task, adding `chunks_stored` to
+  // the job's chunk count (once, with the done count). A dead-lettered source is
   // moved to the job's dead stream with `why`, and so is a skipped one whose
   // file this worker cannot see: more likely a missing mount on this host
   // than a file deleted since the enqueue, and never to be acked as done.
-  void OnSourceDone(const std::string& source_id, SourceOutcome outcome, const Status& why);
+  void OnSourceDone(const std::string& source_id, SourceOutcome outcome, const Status& why,
+                    uint64_t chunks_stored = 0);
 
   // Starts / stops the heartbeat thread.
   void Start();

@@ -23,17 +23,33 @@ return n
 )lua",
                                  {}};
 
-// Ack: KEYS tasks, job, errors; ARGV id. Only the first ack of a task counts.
+// Ack: KEYS tasks, job, errors; ARGV id, chunks stored. Only the first ack
+// of a task counts, its chunks with it.
 const RedisScript kAckScript{R"lua(
 local n = redis.call('XACK', KEYS[1], 'workers', ARGV[1])
 if n == 1 then
   redis.call('XDEL', KEYS[1], ARGV[1])
   redis.call('HDEL', KEYS[3], ARGV[1])
   redis.call('HINCRBY', KEYS[2], 'done', 1)
+  redis.call('HINCRBY', KEYS[2], 'chunks', ARGV[2])
+  local t = redis.call('TIME')
+  local ms = t[1] .. string.format('%03d', math.floor(t[2] / 1000))
+  redis.call('HSET', KEYS[2], 'last_done_ms', ms)
 end
 return n
 )lua",
                              {}};
+
+// Started: KEYS job. The Redis time of the job's first claim, once.
+const RedisScript kStartedScript{R"lua(
+if redis.call('HEXISTS', KEYS[1], 'started_ms') == 0 then
+  local t = redis.call('TIME')
+  local ms = t[1] .. string.format('%03d', math.floor(t[2] / 1000))
+  redis.call('HSET', KEYS[1], 'started_ms', ms)
+end
+return 1
+)lua",
+                                 {}};
 
 // Bury: KEYS tasks, dead, job, errors; ARGV id, error. Moves a pending task
 // to the dead stream with its fields, the error (and the last one a worker
@@ -55,6 +71,9 @@ redis.call('XADD', KEYS[2], '*', 'task', ARGV[1], 'error', err, 'deliveries', de
 redis.call('XDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[4], ARGV[1])
 redis.call('HINCRBY', KEYS[3], 'dead', 1)
+local t = redis.call('TIME')
+local ms = t[1] .. string.format('%03d', math.floor(t[2] / 1000))
+redis.call('HSET', KEYS[3], 'last_done_ms', ms)
 return 1
 )lua",
                               {}};
@@ -199,11 +218,26 @@ Result<std::vector<ClaimedTask>> TaskStream::Claim(const std::string& consumer, 
   if (r->IsNil() || r->elements.empty() || r->elements[0].elements.size() < 2) {
     return std::vector<ClaimedTask>();
   }
-  return EntriesOf(r->elements[0].elements[1]);
+  std::vector<ClaimedTask> claimed = EntriesOf(r->elements[0].elements[1]);
+  if (!claimed.empty()) {
+    // Only the rate in `sluice status` needs it: a failure here is no reason
+    // to drop the claim (the tasks are in this consumer's PEL already).
+    (void)MarkStarted();
+  }
+  return claimed;
 }
 
-Result<bool> TaskStream::Ack(const std::string& id) {
-  auto r = client_->Eval(kAckScript, {TasksKey(), prefix_, prefix_ + ":errors"}, {id});
+Status TaskStream::MarkStarted() {
+  if (started_marked_) return Status::OK();
+  auto r = client_->Eval(kStartedScript, {prefix_}, {});
+  if (!r.ok()) return r.status();
+  started_marked_ = true;
+  return Status::OK();
+}
+
+Result<bool> TaskStream::Ack(const std::string& id, uint64_t chunks_stored) {
+  auto r = client_->Eval(kAckScript, {TasksKey(), prefix_, prefix_ + ":errors"},
+                         {id, std::to_string(chunks_stored)});
   if (!r.ok()) return r.status();
   return r->AsInteger() == 1;
 }
@@ -310,14 +344,18 @@ Result<uint64_t> TaskStream::PendingCount() {
 
 Result<JobStatus> TaskStream::Summary() {
   JobStatus s;
-  auto counts = client_->Command({"HMGET", prefix_, "total", "done", "dead", "options"});
+  auto counts = client_->Command({"HMGET", prefix_, "total", "done", "dead", "options", "chunks",
+                                  "started_ms", "last_done_ms"});
   if (!counts.ok()) return counts.status();
-  if (counts->elements.size() != 4 || counts->elements[3].IsNil()) {
+  if (counts->elements.size() != 7 || counts->elements[3].IsNil()) {
     return Status::NotFound("no job '" + options_.job + "' in " + client_->endpoint().Redacted());
   }
   s.total = ToU64(counts->elements[0].str);
   s.done = ToU64(counts->elements[1].str);
   s.dead = ToU64(counts->elements[2].str);
+  s.chunks_stored = ToU64(counts->elements[4].str);
+  s.started_ms = ToI64(counts->elements[5].str);
+  s.last_done_ms = ToI64(counts->elements[6].str);
   auto in_flight = PendingCount();
   if (!in_flight.ok()) return in_flight.status();
   s.in_flight = *in_flight;
@@ -329,6 +367,7 @@ Result<JobStatus> TaskStream::Summary() {
   const int64_t now_ms = now->elements.size() == 2 ? ToI64(now->elements[0].str) * 1000 +
                                                          ToI64(now->elements[1].str) / 1000
                                                    : 0;
+  s.now_ms = now_ms;
   auto names = client_->Command({"SMEMBERS", prefix_ + ":workers"});
   if (!names.ok()) return names.status();
   for (const RedisReply& name : names->elements) {

@@ -3,8 +3,10 @@
 // consumer group "workers".
 //
 //   sluice:job:{NAME}          hash: options (canonical JSON), store (URI, no
-//                              password), created, and the counters total,
-//                              done, dead
+//                              password), created, the counters total, done,
+//                              dead, chunks (stored by done tasks), and
+//                              started_ms (first claim), last_done_ms (Redis
+//                              TIME of the last ack or burial)
 //   sluice:job:{NAME}:tasks    stream: one entry per source (path, rel, root,
 //                              size, mtime); group "workers"
 //   sluice:job:{NAME}:dead     stream: tasks given up on, with their error
@@ -79,7 +81,14 @@ struct JobStatus {
   uint64_t in_flight = 0;  // delivered, not yet acked (the PEL)
   uint64_t done = 0;
   uint64_t dead = 0;
+  uint64_t chunks_stored = 0;         // added by each task's ack, once per task
+  int64_t started_ms = 0;             // Redis time of the first claim; 0: none yet
+  int64_t last_done_ms = 0;           // Redis time of the last ack or burial; 0: none yet
+  int64_t now_ms = 0;                 // Redis time of this summary
   std::vector<WorkerStatus> workers;  // those whose heartbeat has not expired
+
+  // No task waiting and none in flight (done and dead account for them all).
+  bool Drained() const { return pending == 0 && in_flight == 0; }
 };
 
 struct TaskStreamOptions {
@@ -113,8 +122,9 @@ class TaskStream {
   // first; empty when none came.
   Result<std::vector<ClaimedTask>> Claim(const std::string& consumer, int count,
                                          std::chrono::milliseconds block);
-  // Done: XACK, and count it as done once (false: it was acked before).
-  Result<bool> Ack(const std::string& id);
+  // Done: XACK, and count it as done, with its `chunks_stored` added to the
+  // job's chunks, once (false: it was acked before; nothing counted).
+  Result<bool> Ack(const std::string& id, uint64_t chunks_stored = 0);
   // Given up on (a source that cannot be parsed): acked and moved to the dead
   // stream with `error`. False: it was acked before.
   Result<bool> Bury(const std::string& id, const std::string& error);
@@ -144,10 +154,13 @@ class TaskStream {
  private:
   TaskStream(std::unique_ptr<RedisClient> client, TaskStreamOptions options);
   Result<uint64_t> PendingCount();
+  // Records started_ms unless a claim already did (once per TaskStream).
+  Status MarkStarted();
 
   std::unique_ptr<RedisClient> client_;
   TaskStreamOptions options_;
   std::string prefix_;  // sluice:job:{NAME}
+  bool started_marked_ = false;
 };
 
 }  // namespace sluice

@@ -281,7 +281,7 @@ void ReadStage::ReadFiles(BoundedQueue<SourceFile>& files, BoundedQueue<Chunk>& 
 }
 
 void ReadStage::Done(const std::string& file_id, SourceOutcome outcome, const Status& why) {
-  if (run_.options().on_source_done) run_.options().on_source_done(file_id, outcome, why);
+  if (run_.options().on_source_done) run_.options().on_source_done(file_id, outcome, why, 0);
 }
 
 bool ReadStage::HashUnchanged(const SourceFile& file, const std::string& file_id,

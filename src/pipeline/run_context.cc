@@ -76,7 +76,7 @@ void RunDeadLetters::ChunkFailed(const Chunk& chunk, const Status& why) {
     return;
   }
   file_.ChunkFailed(chunk, why);
-  run_.tracker().Resolved(chunk, /*abandoned=*/false);
+  run_.tracker().DeadLettered(chunk);
   for (const Chunk& copy : run_.inflight().Release(chunk.id)) ChunkFailed(copy, why);
 }
 

@@ -76,8 +76,20 @@ void SourceTracker::ResolvedId(const std::string& chunk_id, bool abandoned) {
 
 void SourceTracker::Resolved(const Chunk& chunk, bool abandoned) {
   MutexLock lock(mu_);
+  ResolveLocked(chunk, abandoned, /*dead_lettered=*/false);
+}
+
+void SourceTracker::DeadLettered(const Chunk& chunk) {
+  MutexLock lock(mu_);
+  ResolveLocked(chunk, /*abandoned=*/false, /*dead_lettered=*/true);
+}
+
+void SourceTracker::ResolveLocked(const Chunk& chunk, bool abandoned, bool dead_lettered) {
   auto it = chunks_.find(chunk.id);
   if (it != chunks_.end()) {
+    if (dead_lettered) {
+      if (auto f = files_.find(it->second.token); f != files_.end()) ++f->second.dead_lettered;
+    }
     ResolveOriginalLocked(it, abandoned);
     return;
   }
@@ -96,6 +108,7 @@ void SourceTracker::Resolved(const Chunk& chunk, bool abandoned) {
     f->second.manifest.fingerprint.chunk_count += parts - 1;
   }
   if (abandoned) f->second.failed = true;
+  if (dead_lettered) ++f->second.dead_lettered;
   if (++split->second.resolved >= split->second.parts) {
     f->second.splits.erase(split);
     ResolveOriginalLocked(original, abandoned);
@@ -121,7 +134,11 @@ void SourceTracker::MaybeCompleteLocked(Token token) {
   auto it = files_.find(token);
   File& f = it->second;
   if (!f.parse_done || f.outstanding > 0) return;
-  if (!f.failed) completed_.push_back(std::move(f.manifest));
+  if (!f.failed) {
+    const uint64_t produced = f.manifest.fingerprint.chunk_count;
+    f.manifest.chunks_stored = produced > f.dead_lettered ? produced - f.dead_lettered : 0;
+    completed_.push_back(std::move(f.manifest));
+  }
   files_.erase(it);
 }
 

@@ -47,6 +47,9 @@ class SourceTracker {
   // redone by a rerun. Chunks no tracked file produced (stdin records,
   // dead-letter replays) are ignored.
   void Resolved(const Chunk& chunk, bool abandoned);
+  // A chunk (or piece) given up on and written to the dead-letter file: it
+  // resolves like a stored one but is not counted in the file's chunks_stored.
+  void DeadLettered(const Chunk& chunk);
   // The same for a chunk known only by id: one that never reached the embed
   // stage, so it cannot have been split.
   void ResolvedId(const std::string& chunk_id, bool abandoned);
@@ -64,6 +67,7 @@ class SourceTracker {
   struct File {
     SourceManifest manifest;  // fingerprint.chunk_count counts what it produced
     uint64_t outstanding = 0;
+    uint64_t dead_lettered = 0;  // chunks (pieces) resolved by DeadLettered
     bool parse_done = false;
     bool failed = false;
     std::unordered_map<std::string, Split> splits;  // original id -> its pieces, while in flight
@@ -73,6 +77,7 @@ class SourceTracker {
     std::string slot_key;  // its entry in slots_, forgotten when it resolves
   };
   using ChunkMap = std::unordered_multimap<std::string, InFlight>;
+  void ResolveLocked(const Chunk& chunk, bool abandoned, bool dead_lettered) SLUICE_REQUIRES(mu_);
   void ResolveOriginalLocked(ChunkMap::iterator it, bool abandoned) SLUICE_REQUIRES(mu_);
   void MaybeCompleteLocked(Token token) SLUICE_REQUIRES(mu_);
 

@@ -49,8 +49,10 @@ bool StoreStage::CommitCompleted() {
       if (const auto& on_done = run_.options().on_source_done) {
         for (const SourceManifest& m : done) {
           // A touched file's facts: the reader already reported it unchanged.
-          if (!m.facts_only)
-            on_done(m.fingerprint.file_id, SourceOutcome::kCommitted, Status::OK());
+          if (!m.facts_only) {
+            on_done(m.fingerprint.file_id, SourceOutcome::kCommitted, Status::OK(),
+                    m.chunks_stored);
+          }
         }
       }
       return true;

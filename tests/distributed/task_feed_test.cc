@@ -82,7 +82,7 @@ TEST(TaskFeedTest, EverySourceIsHandedOutOnceAndAckedFromManyThreads) {
     }
     finishers.emplace_back([&f, id = file.relative_path, n = finishers.size()] {
       f.OnSourceDone(id, n == 7 ? SourceOutcome::kDeadLettered : SourceOutcome::kCommitted,
-                     n == 7 ? Status::Corrupt("not a PDF") : Status::OK());
+                     n == 7 ? Status::Corrupt("not a PDF") : Status::OK(), n == 7 ? 0 : 3);
     });
     if (finishers.size() % 4 == 0) {
       for (std::thread& t : finishers) {
@@ -103,6 +103,11 @@ TEST(TaskFeedTest, EverySourceIsHandedOutOnceAndAckedFromManyThreads) {
   const JobStatus s = Summary(job);
   EXPECT_EQ(s.done, 39u);
   EXPECT_EQ(s.dead, 1u);
+  // Each done task's chunks, counted with it once; the clock of the rate set.
+  EXPECT_EQ(s.chunks_stored, 39u * 3);
+  EXPECT_GT(s.started_ms, 0);
+  EXPECT_GE(s.last_done_ms, s.started_ms);
+  EXPECT_TRUE(s.Drained());
   EXPECT_EQ(s.pending, 0u);
   EXPECT_EQ(s.in_flight, 0u);
   ASSERT_EQ(s.workers.size(), 1u);  // its last heartbeat

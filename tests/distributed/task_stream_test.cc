@@ -125,10 +125,12 @@ TEST(TaskStreamTest, TaskNeverAckedIsReclaimedByAnotherWorkerAfterTheVisibilityT
   ASSERT_EQ(reclaimed.size(), 1u);
   EXPECT_EQ(reclaimed[0].id, (*claimed)[0].id);
   EXPECT_EQ(reclaimed[0].task.path, "/corpus/doc0.md");
-  EXPECT_TRUE(*stream->Ack(reclaimed[0].id));
-  EXPECT_FALSE(*stream->Ack((*claimed)[0].id));  // the dead worker's late ack counts nothing
+  EXPECT_TRUE(*stream->Ack(reclaimed[0].id, 7));
+  // The dead worker's late ack counts nothing, neither the task nor its chunks.
+  EXPECT_FALSE(*stream->Ack((*claimed)[0].id, 7));
   auto status = stream->Summary();
   EXPECT_EQ(status->done, 1u);
+  EXPECT_EQ(status->chunks_stored, 7u);
   EXPECT_EQ(status->in_flight, 0u);
   Cleanup(url, job);
 }

@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <thread>
 
 #include "distributed/redis_client.h"
@@ -256,6 +257,100 @@ TEST_F(DistributedE2eTest, ThreeWorkersOneKilledStoreEveryChunkOnceAndBuryThePoi
   (*redis)->Command({"DEL", prefix, prefix + ":tasks", prefix + ":dead", prefix + ":errors",
                      prefix + ":workers", budget + ":limits", budget + ":requests",
                      budget + ":tokens", budget + ":unpaced"});
+}
+
+// Every regular file under `root` (hidden ones, such as the report, left
+// out), by relative path, with its bytes.
+std::map<std::string, std::string> FilesUnder(const std::filesystem::path& root) {
+  std::map<std::string, std::string> files;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(root)) {
+    if (!e.is_regular_file() || e.path().filename().string().starts_with(".")) continue;
+    files[std::filesystem::relative(e.path(), root).string()] = ReadFile(e.path());
+  }
+  return files;
+}
+
+uint64_t JsonNumber(const std::string& json, const std::string& key) {
+  const size_t at = json.find("\"" + key + "\":");
+  if (at == std::string::npos) return 0;
+  return std::stoull(json.substr(at + key.size() + 3));
+}
+
+// `sluice status --wait --out DIR` blocks while two workers take the job,
+// then reports the chunks the store holds and writes the aggregate files
+// byte for byte as a single-process `sluice ingest` of the corpus does.
+TEST_F(DistributedE2eTest, StatusWaitCountsTheStoredChunksAndWritesTheSingleProcessAggregate) {
+  SLUICE_REQUIRE_DSN(dsn, "SLUICE_TEST_PG_DSN");
+  SLUICE_REQUIRE_REDIS(redis_url);
+  dsn_ = dsn;
+  TempDir dir;
+  MakeCorpus(dir);
+  std::filesystem::remove(dir / "corpus/plans/broken.pdf");
+  MockApiOptions mock;
+  mock.dimensions = 24;
+  mock.base_latency = std::chrono::milliseconds(5);
+  auto server = MockApiServer::Start(mock);
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  server_ = std::move(*server);
+  const std::string ref_table = pgtest::UniqueTable("dist_wref");
+  const std::string job_table = pgtest::UniqueTable("dist_wjob");
+  tables_ = {ref_table, job_table};
+
+  std::string ingest =
+      kSluice + " ingest " + Quote(dir / "corpus") + " --no-progress --out " + Quote(dir / "ref");
+  for (const std::string& s : Settings(ref_table)) ingest += " " + Quote(s);
+  auto ref = RunCommand(ingest);
+  ASSERT_EQ(ref.exit_code, 0) << ref.output;
+
+  const std::string job = redistest::UniqueName("e2e-wait");
+  const std::string redis = " --redis " + Quote(redis_url) + " --job " + Quote(job);
+  std::string enqueue = kSluice + " enqueue " + Quote(dir / "corpus") + redis;
+  for (const std::string& s : Settings(job_table)) enqueue += " " + Quote(s);
+  auto enqueued = RunCommand(enqueue);
+  ASSERT_EQ(enqueued.exit_code, 0) << enqueued.output;
+  std::vector<pid_t> workers;
+  for (int i = 0; i < 2; ++i) {
+    workers.push_back(Spawn({kSluice, "worker", "--redis", redis_url, "--job", job,
+                             "--exit-when-idle", "--max-in-flight", "4"},
+                            dir / ("worker" + std::to_string(i) + ".log")));
+    ASSERT_GT(workers.back(), 0);
+  }
+  auto waited =
+      RunCommand(kSluice + " status --wait --json" + redis + " --out " + Quote(dir / "job-out"));
+  for (size_t i = 0; i < workers.size(); ++i) {
+    EXPECT_EQ(Wait(workers[i]), 0) << ReadFile(dir / ("worker" + std::to_string(i) + ".log"));
+  }
+  ASSERT_EQ(waited.exit_code, 0) << waited.output;
+  EXPECT_NE(waited.output.find("\"pending\":0,\"in_flight\":0,\"done\":48,\"dead\":0"),
+            std::string::npos)
+      << waited.output;
+  EXPECT_NE(waited.output.find("\"drained\":true"), std::string::npos) << waited.output;
+
+  // The job's chunk count is the store's.
+  pgtest::RawPg pg(dsn);
+  ASSERT_TRUE(pg.ok());
+  PGresult* r = PQexec(pg.get(), ("SELECT count(*) FROM \"" + job_table + "\"").c_str());
+  ASSERT_EQ(PQresultStatus(r), PGRES_TUPLES_OK) << PQresultErrorMessage(r);
+  const uint64_t stored = std::stoull(PQgetvalue(r, 0, 0));
+  PQclear(r);
+  EXPECT_GT(stored, 100u);
+  EXPECT_EQ(JsonNumber(waited.output, "chunks_stored"), stored) << waited.output;
+  auto text = RunCommand(kSluice + " status" + redis);
+  EXPECT_NE(text.output.find("chunks    " + std::to_string(stored) + " stored"), std::string::npos)
+      << text.output;
+  EXPECT_NE(text.output.find("eta       drained"), std::string::npos) << text.output;
+
+  // The aggregate files: those of the single-process run, byte for byte.
+  const auto expected = FilesUnder(dir / "ref");
+  ASSERT_FALSE(expected.empty());
+  EXPECT_TRUE(FilesUnder(dir / "job-out") == expected) << waited.output;
+
+  auto endpoint = ParseRedisUrl(redis_url);
+  auto client = RedisClient::Connect(*endpoint);
+  ASSERT_TRUE(client.ok());
+  const std::string prefix = "sluice:job:{" + job + "}";
+  (*client)->Command({"DEL", prefix, prefix + ":tasks", prefix + ":dead", prefix + ":errors",
+                      prefix + ":workers"});
 }
 
 TEST_F(DistributedE2eTest, SigtermStopsAWorkerGracefullyAndAnotherFinishesItsTasks) {

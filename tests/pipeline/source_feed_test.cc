@@ -97,9 +97,8 @@ SourceFile Fed(const TempDir& dir, const std::string& rel) {
 IngestOptions FeedOptions(const TempDir& dir, SourceFeed& feed, Outcomes& outcomes) {
   IngestOptions o;
   o.source_feed = &feed;
-  o.on_source_done = [&outcomes](const std::string& id, SourceOutcome outcome, const Status& why) {
-    outcomes.Record(id, outcome, why);
-  };
+  o.on_source_done = [&outcomes](const std::string& id, SourceOutcome outcome, const Status& why,
+                                 uint64_t) { outcomes.Record(id, outcome, why); };
   o.embedder = EmbedderKind::kHash;
   o.hash.dimensions = 64;
   o.store_uri = "sqlite:" + (dir / "store.db");
@@ -193,7 +192,8 @@ TEST(SourceFeedTest, AStoppedRunReportsNoOutcomeForWhatItDidNotFinish) {
   FakeFeed feed(files, /*wait_for_stop=*/true);
   IngestOptions o = FeedOptions(dir, feed, outcomes);
   Pipeline* running = nullptr;
-  o.on_source_done = [&](const std::string& id, SourceOutcome outcome, const Status& why) {
+  o.on_source_done = [&](const std::string& id, SourceOutcome outcome, const Status& why,
+                         uint64_t) {
     outcomes.Record(id, outcome, why);
     if (outcomes.total() == 3) running->RequestStop();
   };
