@@ -1,5 +1,6 @@
 #include "distributed/task_feed.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -102,6 +103,16 @@ bool TaskFeed::Next(SourceFile& file, const std::atomic<bool>& stopping) {
     file.root_name = task.task.root_name;
     file.size_bytes = task.task.size_bytes;
     file.mtime_ns = task.task.mtime_ns;
+    // The file as it is now, as the walk of `sluice ingest` would see it: one
+    // changed since the enqueue is then compared with the store's fingerprint
+    // by its new size and mtime (and re-read), and what is read is recorded
+    // with the facts it was read with. One that is gone keeps the enqueued
+    // facts; reading it fails and OnSourceDone buries the task.
+    struct stat st;
+    if (::stat(file.path.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+      file.size_bytes = static_cast<uint64_t>(st.st_size);
+      file.mtime_ns = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+    }
     std::lock_guard lock(mu_);
     in_flight_[SourceIdOf(task.task)].push_back(Handed{task.id, task.task.path});
     ++in_flight_count_;

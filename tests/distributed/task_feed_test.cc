@@ -5,6 +5,7 @@
 #include "distributed/task_feed.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <mutex>
 #include <set>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "distributed/redis_test_util.h"
+#include "testing/test_util.h"
 
 namespace sluice {
 namespace {
@@ -136,6 +138,40 @@ TEST(TaskFeedTest, AStopEndsNextAndLeavesUnfinishedTasksPending) {
   EXPECT_EQ(s.done, 1u);
   EXPECT_EQ(s.in_flight, 1u);  // b: redelivered once the visibility timeout passes
   EXPECT_EQ(s.pending, 1u);    // never claimed
+}
+
+TEST(TaskFeedTest, ASourceChangedSinceTheEnqueueIsHandedOutAsItIsNow) {
+  SLUICE_REQUIRE_REDIS(url);
+  Job job{url, redistest::UniqueName("feed-changed"), *ParseRedisUrl(url)};
+  testing::TempDir dir;
+  const std::string path = dir / "a.md";
+  testing::WriteFile(path, "first");
+  struct stat before;
+  ASSERT_EQ(::stat(path.c_str(), &before), 0);
+  {
+    auto stream = TaskStream::Open(job.endpoint, TaskStreamOptions{job.name});
+    ASSERT_TRUE(stream.ok()) << stream.status().ToString();
+    ASSERT_TRUE((*stream)->CreateJob(JobRecord{"{}", "sqlite:/x.db", "now"}).ok());
+    const int64_t mtime_ns =
+        static_cast<int64_t>(before.st_mtim.tv_sec) * 1000000000 + before.st_mtim.tv_nsec;
+    ASSERT_TRUE((*stream)
+                    ->Enqueue({SourceTask{path, "a.md", "r", static_cast<uint64_t>(before.st_size),
+                                          mtime_ns}})
+                    .ok());
+  }
+  // Rewritten after the enqueue: the worker must not take it for the old file
+  // (its fingerprint would say "unchanged" and the new text never be read).
+  testing::WriteFile(path, "the second, longer version");
+  auto feed = TaskFeed::Open(FeedOptions(job, /*exit_when_idle=*/false, /*max_in_flight=*/1));
+  ASSERT_TRUE(feed.ok()) << feed.status().ToString();
+  std::atomic<bool> stopping{false};
+  SourceFile file;
+  ASSERT_TRUE((*feed)->Next(file, stopping));
+  EXPECT_EQ(file.path, path);
+  EXPECT_EQ(file.size_bytes, std::string("the second, longer version").size());
+  (*feed)->OnSourceDone(file.relative_path, SourceOutcome::kCommitted, Status::OK(), 1);
+  (*feed)->Stop();
+  EXPECT_EQ(Summary(job).done, 1u);
 }
 
 }  // namespace
