@@ -11,6 +11,8 @@
 #include <filesystem>
 #include <set>
 #include <thread>
+#include <unordered_map>
+#include <utility>
 
 #include <fmt/format.h>
 #include <simdjson.h>
@@ -228,6 +230,34 @@ int Fail(const Status& s, int code = 1) {
   return code;
 }
 
+// file id -> (size, mtime) of the files the job's store holds fingerprints of.
+using StoredFiles = std::unordered_map<std::string, std::pair<uint64_t, int64_t>>;
+
+// The store's fingerprints, read without a lock or a write. A store that does
+// not exist yet, keeps no fingerprints or cannot be read gives none: then
+// every file is enqueued and the workers still skip the unchanged ones.
+StoredFiles StoredFilesOf(const IngestOptions& o) {
+  StoredFiles files;
+  StoreOptions read_only = o.store;
+  read_only.read_only = true;
+  read_only.exclusive_run = false;
+  read_only.reembed = false;
+  auto store = OpenStore(o.store_uri, read_only);
+  if (!store.ok()) {
+    spdlog::debug("enqueue: no fingerprints to compare with: {}", store.status().ToString());
+    return files;
+  }
+  auto loaded = (*store)->LoadFingerprints();
+  if (!loaded.ok()) {
+    spdlog::debug("enqueue: no fingerprints to compare with: {}", loaded.status().ToString());
+    return files;
+  }
+  for (const SourceFingerprint& f : *loaded) {
+    files.emplace(f.file_id, std::make_pair(f.size_bytes, f.mtime_ns));
+  }
+  return files;
+}
+
 int RunEnqueue(DistributedCommands& c) {
   IngestOptions& o = c.enqueue_options;
   auto endpoint = ResolveRedis(c.enqueue_args);
@@ -271,6 +301,7 @@ int RunEnqueue(DistributedCommands& c) {
   }
   if (Status s = (*stream)->CreateJob(record); !s.ok()) return Fail(s);
 
+  const StoredFiles stored = o.skip_unchanged ? StoredFilesOf(o) : StoredFiles{};
   auto enumerator = SourceEnumerator::Open(o);
   if (!enumerator.ok()) return Fail(enumerator.status(), 2);
   BoundedQueue<SourceFile> files(1000);
@@ -282,7 +313,8 @@ int RunEnqueue(DistributedCommands& c) {
     });
     files.Close();
   });
-  uint64_t enqueued = 0;
+  uint64_t enqueued = 0, unchanged = 0;
+  std::set<std::string> seen_ids;
   Status failed;
   std::vector<SourceTask> batch;
   const auto flush = [&] {
@@ -292,6 +324,18 @@ int RunEnqueue(DistributedCommands& c) {
     batch.clear();
   };
   while (auto file = files.Pop()) {
+    // As the read stage of `sluice ingest` decides: a file the store holds
+    // with the same size and mtime is not read again. Only a relative path's
+    // first file is fingerprinted (two roots may hold the same one).
+    const std::string file_id = file->relative_path.empty() ? file->path : file->relative_path;
+    if (seen_ids.insert(file_id).second) {
+      auto it = stored.find(file_id);
+      if (it != stored.end() && it->second.first == file->size_bytes &&
+          it->second.second == file->mtime_ns) {
+        ++unchanged;
+        continue;
+      }
+    }
     std::error_code ec;
     const std::string absolute = std::filesystem::absolute(file->path, ec).string();
     batch.push_back(SourceTask{ec ? file->path : absolute, file->relative_path, file->root_name,
@@ -306,9 +350,12 @@ int RunEnqueue(DistributedCommands& c) {
   walker.join();
   if (!failed.ok()) return Fail(failed);
   if (!walked.ok()) return Fail(walked);
-  std::printf("enqueued %llu tasks to job '%s' at %s (store %s)\n",
-              static_cast<unsigned long long>(enqueued), c.enqueue_args.job.c_str(),
-              endpoint->Redacted().c_str(), RedactUri(record.store_uri).c_str());
+  std::printf(
+      "enqueued %llu tasks to job '%s' at %s (store %s); %llu files unchanged in the "
+      "store, not enqueued\n",
+      static_cast<unsigned long long>(enqueued), c.enqueue_args.job.c_str(),
+      endpoint->Redacted().c_str(), RedactUri(record.store_uri).c_str(),
+      static_cast<unsigned long long>(unchanged));
   return 0;
 }
 

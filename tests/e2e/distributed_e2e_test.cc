@@ -353,6 +353,60 @@ TEST_F(DistributedE2eTest, StatusWaitCountsTheStoredChunksAndWritesTheSingleProc
                       prefix + ":workers"});
 }
 
+TEST_F(DistributedE2eTest, EnqueueLeavesOutFilesTheStoreHoldsUnchanged) {
+  SLUICE_REQUIRE_DSN(dsn, "SLUICE_TEST_PG_DSN");
+  SLUICE_REQUIRE_REDIS(redis_url);
+  dsn_ = dsn;
+  TempDir dir;
+  MakeCorpus(dir);
+  std::filesystem::remove(dir / "corpus/plans/broken.pdf");
+  MockApiOptions mock;
+  mock.dimensions = 24;
+  mock.base_latency = std::chrono::milliseconds(5);
+  auto server = MockApiServer::Start(mock);
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  server_ = std::move(*server);
+  const std::string table = pgtest::UniqueTable("dist_skip");
+  tables_ = {table};
+  std::string settings;
+  for (const std::string& s : Settings(table)) settings += " " + Quote(s);
+
+  // Into a store that does not exist yet: every file.
+  const std::string first = redistest::UniqueName("e2e-skip-a");
+  auto all = RunCommand(kSluice + " enqueue " + Quote(dir / "corpus") + " --redis " +
+                        Quote(redis_url) + " --job " + first + settings);
+  ASSERT_EQ(all.exit_code, 0) << all.output;
+  EXPECT_NE(all.output.find("enqueued 48 tasks"), std::string::npos) << all.output;
+  EXPECT_NE(all.output.find("; 0 files unchanged"), std::string::npos) << all.output;
+  auto worked = RunCommand(kSluice + " worker --exit-when-idle --redis " + Quote(redis_url) +
+                           " --job " + first);
+  ASSERT_EQ(worked.exit_code, 0) << worked.output;
+
+  // Again once the store holds them, one file changed since: only that one.
+  WriteFile(dir / "corpus/ops/doc4.md", "# Doc 4, rewritten\n\n" + Paragraphs(3, "changed"));
+  const std::string second = redistest::UniqueName("e2e-skip-b");
+  auto again = RunCommand(kSluice + " enqueue " + Quote(dir / "corpus") + " --redis " +
+                          Quote(redis_url) + " --job " + second + settings);
+  ASSERT_EQ(again.exit_code, 0) << again.output;
+  EXPECT_NE(again.output.find("enqueued 1 tasks"), std::string::npos) << again.output;
+  EXPECT_NE(again.output.find("; 47 files unchanged"), std::string::npos) << again.output;
+  // --reprocess-all (re-read everything) enqueues everything.
+  const std::string third = redistest::UniqueName("e2e-skip-c");
+  auto forced = RunCommand(kSluice + " enqueue " + Quote(dir / "corpus") + " --redis " +
+                           Quote(redis_url) + " --job " + third + settings + " --reprocess-all");
+  ASSERT_EQ(forced.exit_code, 0) << forced.output;
+  EXPECT_NE(forced.output.find("enqueued 48 tasks"), std::string::npos) << forced.output;
+
+  auto endpoint = ParseRedisUrl(redis_url);
+  auto client = RedisClient::Connect(*endpoint);
+  ASSERT_TRUE(client.ok());
+  for (const std::string& job : {first, second, third}) {
+    const std::string prefix = "sluice:job:{" + job + "}";
+    (*client)->Command({"DEL", prefix, prefix + ":tasks", prefix + ":dead", prefix + ":errors",
+                        prefix + ":workers"});
+  }
+}
+
 TEST_F(DistributedE2eTest, SigtermStopsAWorkerGracefullyAndAnotherFinishesItsTasks) {
   SLUICE_REQUIRE_DSN(dsn, "SLUICE_TEST_PG_DSN");
   SLUICE_REQUIRE_REDIS(redis_url);
