@@ -48,6 +48,8 @@ int Main(int argc, char** argv) {
   CLI::App* ingest = app.add_subcommand(
       "ingest", "Parse, chunk, embed and store files, folders or JSONL records (stdin: '-').");
   AddIngestFlags(*ingest, ingest_options, ingest_extras);
+  DistributedArgs ingest_redis;  // ingest --redis URL: enqueue + one local worker
+  AddIngestRedisFlags(*ingest, ingest_redis);
 
   SearchArgs search_args;
   IngestFlagExtras search_extras;
@@ -200,6 +202,13 @@ int Main(int argc, char** argv) {
     if (Status s = FinishIngestOptions(ingest_options, ingest_extras); !s.ok()) {
       spdlog::error("{}", s.message());
       return 2;
+    }
+    if (!WantsRedis(ingest_redis) && !ingest_redis.job.empty()) {
+      spdlog::error("--job names a distributed job: it needs --redis or --redis-env");
+      return 2;
+    }
+    if (WantsRedis(ingest_redis)) {
+      return RunIngestThroughRedis(*ingest, ingest_options, ingest_extras, ingest_redis);
     }
     auto handoff = HandoffOptionsFromFlags(ingest_options, ingest_extras);
     if (!handoff.ok()) {

@@ -19,6 +19,7 @@
 #include <spdlog/spdlog.h>
 
 #include "cli/commands.h"
+#include "common/hashing.h"
 #include "common/json_canonical.h"
 #include "common/json_writer.h"
 #include "distributed/shared_budget.h"
@@ -258,9 +259,8 @@ StoredFiles StoredFilesOf(const IngestOptions& o) {
   return files;
 }
 
-int RunEnqueue(DistributedCommands& c) {
-  IngestOptions& o = c.enqueue_options;
-  auto endpoint = ResolveRedis(c.enqueue_args);
+int RunEnqueue(const CLI::App& app, IngestOptions& o, const DistributedArgs& args) {
+  auto endpoint = ResolveRedis(args);
   if (!endpoint.ok()) return Fail(endpoint.status(), 2);
   for (const std::string& input : o.inputs) {
     if (input == kStdinPath) {
@@ -278,9 +278,9 @@ int RunEnqueue(DistributedCommands& c) {
                 2);
   }
   if (Status s = CheckStoreReachable(o.store_uri, *endpoint); !s.ok()) return Fail(s, 2);
-  auto options_json = JobOptionsJson(*c.enqueue, o);
+  auto options_json = JobOptionsJson(app, o);
   if (!options_json.ok()) return Fail(options_json.status());
-  auto stream = TaskStream::Open(*endpoint, TaskStreamOptions{c.enqueue_args.job});
+  auto stream = TaskStream::Open(*endpoint, TaskStreamOptions{args.job});
   if (!stream.ok()) return Fail(stream.status());
   std::string store_uri = StripPassword(o.store_uri);
   if (store_uri.starts_with("sqlite:") && !store_uri.starts_with("sqlite:/")) {
@@ -292,7 +292,7 @@ int RunEnqueue(DistributedCommands& c) {
   if (auto existing = (*stream)->LoadJob(); existing.ok()) {
     if (existing->options_json != record.options_json || existing->store_uri != record.store_uri) {
       return Fail(Status::InvalidArgument(
-                      "job '" + c.enqueue_args.job +
+                      "job '" + args.job +
                       "' exists with other options or another store: choose another --job"),
                   2);
     }
@@ -353,9 +353,8 @@ int RunEnqueue(DistributedCommands& c) {
   std::printf(
       "enqueued %llu tasks to job '%s' at %s (store %s); %llu files unchanged in the "
       "store, not enqueued\n",
-      static_cast<unsigned long long>(enqueued), c.enqueue_args.job.c_str(),
-      endpoint->Redacted().c_str(), RedactUri(record.store_uri).c_str(),
-      static_cast<unsigned long long>(unchanged));
+      static_cast<unsigned long long>(enqueued), args.job.c_str(), endpoint->Redacted().c_str(),
+      RedactUri(record.store_uri).c_str(), static_cast<unsigned long long>(unchanged));
   return 0;
 }
 
@@ -753,12 +752,74 @@ void AddDistributedCommands(CLI::App& app, DistributedCommands& c) {
   c.status->add_option("--store-env", st.store_env, kStoreEnvHelp);
 }
 
+void AddIngestRedisFlags(CLI::App& ingest, DistributedArgs& args) {
+  args.job.clear();  // empty: named after the job's options (below)
+  ingest
+      .add_option("--redis", args.redis_url,
+                  "enqueue the inputs to a job in this Redis and work it with one local worker "
+                  "until it is drained (docs/DISTRIBUTED.md); more workers may join it: sluice "
+                  "worker --redis URL --job NAME")
+      ->group("Distributed");
+  ingest
+      .add_option("--redis-env", args.redis_env,
+                  "environment variable holding the --redis URL (keeps a password out of the "
+                  "process list)")
+      ->group("Distributed");
+  ingest
+      .add_option("--job", args.job,
+                  "with --redis: the job's name (default: ingest- and a hash of the inputs, "
+                  "store and options, so the same command reuses its job)")
+      ->group("Distributed");
+}
+
+bool WantsRedis(const DistributedArgs& args) {
+  return !args.redis_url.empty() || !args.redis_env.empty();
+}
+
+int RunIngestThroughRedis(const CLI::App& ingest, IngestOptions& options,
+                          const IngestFlagExtras& extras, DistributedArgs args) {
+  if (args.job.empty()) {
+    auto options_json = JobOptionsJson(ingest, options);
+    if (!options_json.ok()) return Fail(options_json.status(), 2);
+    std::string identity = *options_json + '\n' + StripPassword(options.store_uri);
+    for (const std::string& input : options.inputs) {
+      std::error_code ec;
+      identity += '\n' + std::filesystem::absolute(input, ec).string();
+    }
+    args.job = "ingest-" + Hex64(Hash64(identity)).substr(0, 12);
+  }
+  if (Status s = ValidateJobName(args.job); !s.ok()) return Fail(s, 2);
+  // What one process writes about its own run has no meaning for a job that
+  // other workers may share: refused rather than silently dropped.
+  for (const auto& [given, flag] : std::initializer_list<std::pair<bool, const char*>>{
+           {!options.report_path.empty(), "--report"},
+           {!options.html_report_path.empty(), "--html-report"},
+           {!options.trace_path.empty(), "--trace"},
+           {!extras.metrics_listen.empty(), "--metrics-listen"},
+           {!extras.on_complete.empty() || !extras.on_complete_url.empty(), "--on-complete"}}) {
+    if (given) {
+      return Fail(Status::InvalidArgument(
+                      std::string(flag) +
+                      " is not available with --redis (a job's workers report on their own; "
+                      "see sluice status --redis URL --job NAME)"),
+                  2);
+    }
+  }
+  if (int status = RunEnqueue(ingest, options, args); status != 0) return status;
+  // The local worker: the job's options as recorded, the store as given here
+  // (with its password, never recorded), until no task is left.
+  args.exit_when_idle = true;
+  args.store_uri = options.store_uri;
+  args.log_level = extras.log_level;
+  return RunWorker(args);
+}
+
 std::optional<int> RunDistributedCommand(DistributedCommands& c) {
   if (c.enqueue != nullptr && *c.enqueue) {
     if (Status s = FinishIngestOptions(c.enqueue_options, c.enqueue_extras); !s.ok()) {
       return Fail(s, 2);
     }
-    return RunEnqueue(c);
+    return RunEnqueue(*c.enqueue, c.enqueue_options, c.enqueue_args);
   }
   if (c.worker != nullptr && *c.worker) return RunWorker(c.worker_args);
   if (c.status != nullptr && *c.status) return RunStatus(c.status_args);

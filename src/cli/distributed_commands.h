@@ -5,6 +5,7 @@
 //   sluice status --redis URL --job NAME [--json] [--watch [SECONDS]]
 //                 [--wait [--out DIR] [--store URI | --store-env VAR]]
 //   sluice dead-letter list|retry --redis URL --job NAME
+//   sluice ingest PATHS... --redis URL [--job NAME] [ingest options]
 // The Redis URL may hold a password: --redis-env VAR keeps it out of the
 // process list, and it is never printed (RedisEndpoint::Redacted()).
 //
@@ -51,6 +52,15 @@ struct DistributedCommands {
 void AddDistributedCommands(CLI::App& app, DistributedCommands& commands);
 // Runs the distributed subcommand that was parsed; nullopt when none was.
 std::optional<int> RunDistributedCommand(DistributedCommands& commands);
+
+// `sluice ingest --redis URL [--job NAME]`: the flags (on the ingest
+// command), whether they were given, and the run: enqueue the inputs as
+// `sluice enqueue` would, then work the job with one worker in this process
+// until it is drained (its exit status). REQUIRES: FinishIngestOptions done.
+void AddIngestRedisFlags(CLI::App& ingest, DistributedArgs& args);
+bool WantsRedis(const DistributedArgs& args);
+int RunIngestThroughRedis(const CLI::App& ingest, IngestOptions& options,
+                          const IngestFlagExtras& extras, DistributedArgs args);
 
 // `sluice dead-letter list|retry --redis URL --job NAME`: the flags, and the
 // command (list prints each dead task with its error; retry re-adds them).

@@ -407,6 +407,64 @@ TEST_F(DistributedE2eTest, EnqueueLeavesOutFilesTheStoreHoldsUnchanged) {
   }
 }
 
+TEST_F(DistributedE2eTest, IngestWithRedisEnqueuesAndWorksTheWholeJobInOneCommand) {
+  SLUICE_REQUIRE_DSN(dsn, "SLUICE_TEST_PG_DSN");
+  SLUICE_REQUIRE_REDIS(redis_url);
+  dsn_ = dsn;
+  TempDir dir;
+  MakeCorpus(dir);
+  std::filesystem::remove(dir / "corpus/plans/broken.pdf");
+  MockApiOptions mock;
+  mock.dimensions = 24;
+  mock.base_latency = std::chrono::milliseconds(5);
+  auto server = MockApiServer::Start(mock);
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  server_ = std::move(*server);
+  const std::string ref_table = pgtest::UniqueTable("dist_iref");
+  const std::string job_table = pgtest::UniqueTable("dist_ijob");
+  tables_ = {ref_table, job_table};
+  std::string ref_settings, job_settings;
+  for (const std::string& s : Settings(ref_table)) ref_settings += " " + Quote(s);
+  for (const std::string& s : Settings(job_table)) job_settings += " " + Quote(s);
+  auto ref = RunCommand(kSluice + " ingest " + Quote(dir / "corpus") + " --no-progress --out " +
+                        Quote(dir / "ref") + ref_settings);
+  ASSERT_EQ(ref.exit_code, 0) << ref.output;
+
+  const std::string ingest =
+      kSluice + " ingest " + Quote(dir / "corpus") + " --redis " + Quote(redis_url) + job_settings;
+  auto first = RunCommand(ingest);
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  EXPECT_NE(first.output.find("enqueued 48 tasks to job 'ingest-"), std::string::npos)
+      << first.output;
+  // Every chunk, as the single-process run stored it.
+  EXPECT_EQ(Dump(dsn, job_table), Dump(dsn, ref_table));
+  // The same command again: the same job, nothing left to do.
+  auto second = RunCommand(ingest);
+  ASSERT_EQ(second.exit_code, 0) << second.output;
+  EXPECT_NE(second.output.find("enqueued 0 tasks"), std::string::npos) << second.output;
+  const size_t named = first.output.find("job '");
+  ASSERT_NE(named, std::string::npos);
+  const std::string job =
+      first.output.substr(named + 5, first.output.find('\'', named + 5) - named - 5);
+  EXPECT_NE(second.output.find("job '" + job + "'"), std::string::npos) << second.output;
+
+  // A per-process output is refused, not silently dropped; --job alone too.
+  auto report = RunCommand(ingest + " --report " + Quote(dir / "r.json"));
+  EXPECT_EQ(report.exit_code, 2) << report.output;
+  EXPECT_NE(report.output.find("--report is not available with --redis"), std::string::npos)
+      << report.output;
+  auto job_alone =
+      RunCommand(kSluice + " ingest " + Quote(dir / "corpus") + " --job x" + job_settings);
+  EXPECT_EQ(job_alone.exit_code, 2) << job_alone.output;
+
+  auto endpoint = ParseRedisUrl(redis_url);
+  auto client = RedisClient::Connect(*endpoint);
+  ASSERT_TRUE(client.ok());
+  const std::string prefix = "sluice:job:{" + job + "}";
+  (*client)->Command({"DEL", prefix, prefix + ":tasks", prefix + ":dead", prefix + ":errors",
+                      prefix + ":workers"});
+}
+
 TEST_F(DistributedE2eTest, SigtermStopsAWorkerGracefullyAndAnotherFinishesItsTasks) {
   SLUICE_REQUIRE_DSN(dsn, "SLUICE_TEST_PG_DSN");
   SLUICE_REQUIRE_REDIS(redis_url);
