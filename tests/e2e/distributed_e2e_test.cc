@@ -26,6 +26,7 @@
 #include "distributed/redis_client.h"
 #include "distributed/redis_test_util.h"
 #include "sluice/mock_api.h"
+#include "store/postgres/pg_table_dump.h"
 #include "store/postgres/pg_test_util.h"
 #include "testing/test_util.h"
 
@@ -34,6 +35,7 @@ extern char** environ;
 namespace sluice {
 namespace {
 
+using pgtest::Dump;
 using testing::ReadFile;
 using testing::RunCommand;
 using testing::TempDir;
@@ -83,35 +85,6 @@ int Wait(pid_t pid) {
 }
 
 // Chunks and fingerprints of a store table, sorted, in one comparable form.
-std::vector<std::string> Dump(const std::string& dsn, const std::string& table) {
-  pgtest::RawPg pg(dsn);
-  EXPECT_TRUE(pg.ok()) << PQerrorMessage(pg.get());
-  const std::string queries[] = {
-      "SELECT 'c', id, source_id, file_id, ordinal, text, domain, category, metadata::text, "
-      "embedding::text, model, dims FROM \"" +
-          table + "\"",
-      "SELECT 'f', file_id, chunk_count, size_bytes, mtime_ns, content_hash FROM \"" + table +
-          "_files\""};
-  std::vector<std::string> rows;
-  for (const std::string& sql : queries) {
-    PGresult* r = PQexec(pg.get(), sql.c_str());
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-      ADD_FAILURE() << sql << ": " << PQresultErrorMessage(r);
-    } else {
-      for (int i = 0; i < PQntuples(r); ++i) {
-        std::string row;
-        for (int j = 0; j < PQnfields(r); ++j) {
-          row += PQgetisnull(r, i, j) ? "NULL" : PQgetvalue(r, i, j);
-          row += '|';
-        }
-        rows.push_back(std::move(row));
-      }
-    }
-    PQclear(r);
-  }
-  std::sort(rows.begin(), rows.end());
-  return rows;
-}
 
 class DistributedE2eTest : public ::testing::Test {
  protected:
@@ -140,10 +113,33 @@ class DistributedE2eTest : public ::testing::Test {
             "--log-level",     "error"};
   }
 
+  // The simulated API at `latency`, 24-d vectors, into server_.
+  void StartMock(std::chrono::milliseconds latency) {
+    MockApiOptions mock;
+    mock.dimensions = 24;
+    mock.base_latency = latency;
+    auto server = MockApiServer::Start(mock);
+    ASSERT_TRUE(server.ok()) << server.status().ToString();
+    server_ = std::move(*server);
+  }
+
   std::string dsn_;
   std::vector<std::string> tables_;
   std::unique_ptr<MockApiServer> server_;
 };
+
+// Removes a job's keys from the test Redis.
+void ForgetJobs(const std::string& redis_url, const std::vector<std::string>& jobs) {
+  auto endpoint = ParseRedisUrl(redis_url);
+  ASSERT_TRUE(endpoint.ok());
+  auto client = RedisClient::Connect(*endpoint);
+  ASSERT_TRUE(client.ok());
+  for (const std::string& job : jobs) {
+    const std::string prefix = "sluice:job:{" + job + "}";
+    (*client)->Command({"DEL", prefix, prefix + ":tasks", prefix + ":dead", prefix + ":errors",
+                        prefix + ":workers"});
+  }
+}
 
 TEST_F(DistributedE2eTest, ThreeWorkersOneKilledStoreEveryChunkOnceAndBuryThePoisonTask) {
   SLUICE_REQUIRE_DSN(dsn, "SLUICE_TEST_PG_DSN");
@@ -286,12 +282,8 @@ TEST_F(DistributedE2eTest, StatusWaitCountsTheStoredChunksAndWritesTheSingleProc
   TempDir dir;
   MakeCorpus(dir);
   std::filesystem::remove(dir / "corpus/plans/broken.pdf");
-  MockApiOptions mock;
-  mock.dimensions = 24;
-  mock.base_latency = std::chrono::milliseconds(5);
-  auto server = MockApiServer::Start(mock);
-  ASSERT_TRUE(server.ok()) << server.status().ToString();
-  server_ = std::move(*server);
+  StartMock(std::chrono::milliseconds(5));
+  if (HasFatalFailure()) return;
   const std::string ref_table = pgtest::UniqueTable("dist_wref");
   const std::string job_table = pgtest::UniqueTable("dist_wjob");
   tables_ = {ref_table, job_table};
@@ -345,12 +337,7 @@ TEST_F(DistributedE2eTest, StatusWaitCountsTheStoredChunksAndWritesTheSingleProc
   ASSERT_FALSE(expected.empty());
   EXPECT_TRUE(FilesUnder(dir / "job-out") == expected) << waited.output;
 
-  auto endpoint = ParseRedisUrl(redis_url);
-  auto client = RedisClient::Connect(*endpoint);
-  ASSERT_TRUE(client.ok());
-  const std::string prefix = "sluice:job:{" + job + "}";
-  (*client)->Command({"DEL", prefix, prefix + ":tasks", prefix + ":dead", prefix + ":errors",
-                      prefix + ":workers"});
+  ForgetJobs(redis_url, {job});
 }
 
 TEST_F(DistributedE2eTest, EnqueueLeavesOutFilesTheStoreHoldsUnchanged) {
@@ -360,12 +347,8 @@ TEST_F(DistributedE2eTest, EnqueueLeavesOutFilesTheStoreHoldsUnchanged) {
   TempDir dir;
   MakeCorpus(dir);
   std::filesystem::remove(dir / "corpus/plans/broken.pdf");
-  MockApiOptions mock;
-  mock.dimensions = 24;
-  mock.base_latency = std::chrono::milliseconds(5);
-  auto server = MockApiServer::Start(mock);
-  ASSERT_TRUE(server.ok()) << server.status().ToString();
-  server_ = std::move(*server);
+  StartMock(std::chrono::milliseconds(5));
+  if (HasFatalFailure()) return;
   const std::string table = pgtest::UniqueTable("dist_skip");
   tables_ = {table};
   std::string settings;
@@ -397,14 +380,7 @@ TEST_F(DistributedE2eTest, EnqueueLeavesOutFilesTheStoreHoldsUnchanged) {
   ASSERT_EQ(forced.exit_code, 0) << forced.output;
   EXPECT_NE(forced.output.find("enqueued 48 tasks"), std::string::npos) << forced.output;
 
-  auto endpoint = ParseRedisUrl(redis_url);
-  auto client = RedisClient::Connect(*endpoint);
-  ASSERT_TRUE(client.ok());
-  for (const std::string& job : {first, second, third}) {
-    const std::string prefix = "sluice:job:{" + job + "}";
-    (*client)->Command({"DEL", prefix, prefix + ":tasks", prefix + ":dead", prefix + ":errors",
-                        prefix + ":workers"});
-  }
+  ForgetJobs(redis_url, {first, second, third});
 }
 
 TEST_F(DistributedE2eTest, IngestWithRedisEnqueuesAndWorksTheWholeJobInOneCommand) {
@@ -414,12 +390,8 @@ TEST_F(DistributedE2eTest, IngestWithRedisEnqueuesAndWorksTheWholeJobInOneComman
   TempDir dir;
   MakeCorpus(dir);
   std::filesystem::remove(dir / "corpus/plans/broken.pdf");
-  MockApiOptions mock;
-  mock.dimensions = 24;
-  mock.base_latency = std::chrono::milliseconds(5);
-  auto server = MockApiServer::Start(mock);
-  ASSERT_TRUE(server.ok()) << server.status().ToString();
-  server_ = std::move(*server);
+  StartMock(std::chrono::milliseconds(5));
+  if (HasFatalFailure()) return;
   const std::string ref_table = pgtest::UniqueTable("dist_iref");
   const std::string job_table = pgtest::UniqueTable("dist_ijob");
   tables_ = {ref_table, job_table};
@@ -457,12 +429,7 @@ TEST_F(DistributedE2eTest, IngestWithRedisEnqueuesAndWorksTheWholeJobInOneComman
       RunCommand(kSluice + " ingest " + Quote(dir / "corpus") + " --job x" + job_settings);
   EXPECT_EQ(job_alone.exit_code, 2) << job_alone.output;
 
-  auto endpoint = ParseRedisUrl(redis_url);
-  auto client = RedisClient::Connect(*endpoint);
-  ASSERT_TRUE(client.ok());
-  const std::string prefix = "sluice:job:{" + job + "}";
-  (*client)->Command({"DEL", prefix, prefix + ":tasks", prefix + ":dead", prefix + ":errors",
-                      prefix + ":workers"});
+  ForgetJobs(redis_url, {job});
 }
 
 TEST_F(DistributedE2eTest, SigtermStopsAWorkerGracefullyAndAnotherFinishesItsTasks) {
@@ -471,12 +438,8 @@ TEST_F(DistributedE2eTest, SigtermStopsAWorkerGracefullyAndAnotherFinishesItsTas
   dsn_ = dsn;
   TempDir dir;
   MakeCorpus(dir);
-  MockApiOptions mock;
-  mock.dimensions = 24;
-  mock.base_latency = std::chrono::milliseconds(40);
-  auto server = MockApiServer::Start(mock);
-  ASSERT_TRUE(server.ok()) << server.status().ToString();
-  server_ = std::move(*server);
+  StartMock(std::chrono::milliseconds(40));
+  if (HasFatalFailure()) return;
   const std::string ref_table = pgtest::UniqueTable("dist_term_ref");
   const std::string job_table = pgtest::UniqueTable("dist_term");
   tables_ = {ref_table, job_table};

@@ -34,6 +34,7 @@
 #include "distributed/redis_client.h"
 #include "distributed/redis_test_util.h"
 #include "sluice/mock_api.h"
+#include "store/postgres/pg_table_dump.h"
 #include "store/postgres/pg_test_util.h"
 #include "testing/child_process.h"
 #include "testing/test_util.h"
@@ -42,6 +43,7 @@
 namespace sluice {
 namespace {
 
+using pgtest::Dump;
 using testing::ChildProcess;
 using testing::ReadFile;
 using testing::RunCommand;
@@ -100,37 +102,6 @@ std::string Paragraphs(int n, const std::string& word) {
     s += "\n\n";
   }
   return s;
-}
-
-// Chunks and fingerprints of a store table, sorted, in one comparable form.
-std::vector<std::string> Dump(const std::string& dsn, const std::string& table) {
-  pgtest::RawPg pg(dsn);
-  EXPECT_TRUE(pg.ok()) << PQerrorMessage(pg.get());
-  const std::string queries[] = {
-      "SELECT 'c', id, source_id, file_id, ordinal, text, domain, category, metadata::text, "
-      "embedding::text, model, dims FROM \"" +
-          table + "\"",
-      "SELECT 'f', file_id, chunk_count, size_bytes, mtime_ns, content_hash FROM \"" + table +
-          "_files\""};
-  std::vector<std::string> rows;
-  for (const std::string& sql : queries) {
-    PGresult* r = PQexec(pg.get(), sql.c_str());
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-      ADD_FAILURE() << sql << ": " << PQresultErrorMessage(r);
-    } else {
-      for (int i = 0; i < PQntuples(r); ++i) {
-        std::string row;
-        for (int j = 0; j < PQnfields(r); ++j) {
-          row += PQgetisnull(r, i, j) ? "NULL" : PQgetvalue(r, i, j);
-          row += '|';
-        }
-        rows.push_back(std::move(row));
-      }
-    }
-    PQclear(r);
-  }
-  std::sort(rows.begin(), rows.end());
-  return rows;
 }
 
 long long ChunkRows(const std::string& dsn, const std::string& table) {
