@@ -108,11 +108,15 @@ RedisClient::~RedisClient() {
   if (context_ != nullptr) redisFree(context_);
 }
 
-Status RedisClient::Reconnect() {
+void RedisClient::Drop() {
   if (context_ != nullptr) {
     redisFree(context_);
     context_ = nullptr;
   }
+}
+
+Status RedisClient::Reconnect() {
+  Drop();
   const timeval tv{static_cast<time_t>(timeout_.count() / 1000),
                    static_cast<suseconds_t>((timeout_.count() % 1000) * 1000)};
   context_ = redisConnectWithTimeout(endpoint_.host.c_str(), endpoint_.port, tv);
@@ -129,13 +133,20 @@ Status RedisClient::Reconnect() {
     if (!endpoint_.username.empty()) auth.push_back(endpoint_.username);
     auth.push_back(endpoint_.password);
     if (auto r = Send(auth); !r.ok()) {
+      // Not kept: the next command would reconnect-free run on a connection
+      // that is not logged in as the configured user (as `default`, where
+      // that user is enabled).
+      Drop();
       // Never echo the AUTH arguments: the error says only that it failed.
       return Status::PermissionDenied(
           fmt::format("Redis at {} refused the credentials", endpoint_.Redacted()));
     }
   }
   if (endpoint_.db != 0) {
-    if (auto r = Send({"SELECT", std::to_string(endpoint_.db)}); !r.ok()) return r.status();
+    if (auto r = Send({"SELECT", std::to_string(endpoint_.db)}); !r.ok()) {
+      Drop();  // not kept: it would serve commands on db 0
+      return r.status();
+    }
   }
   return Status::OK();
 }

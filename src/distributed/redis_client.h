@@ -72,6 +72,8 @@ class RedisClient {
   RedisClient(RedisEndpoint endpoint, std::chrono::milliseconds timeout)
       : endpoint_(std::move(endpoint)), timeout_(timeout) {}
   Status Reconnect();
+  // Closes the connection; the next command connects again.
+  void Drop();
   Result<RedisReply> Send(const std::vector<std::string>& argv);
 
   RedisEndpoint endpoint_;

@@ -70,5 +70,35 @@ TEST(RedisClientTest, NobodyListeningIsUnavailableAndNamesTheServerWithoutThePas
   EXPECT_EQ(client.status().message().find("hunter2"), std::string::npos);
 }
 
+// A user whose credentials stop working (deleted, password changed) gets
+// errors, never a connection that is not logged in as it: with the default
+// user enabled, that connection would run every command as `default`.
+TEST(RedisClientTest, RefusedCredentialsLeaveNoConnectionLoggedInAsAnotherUser) {
+  SLUICE_REQUIRE_REDIS(url);
+  auto admin_endpoint = ParseRedisUrl(url);
+  ASSERT_TRUE(admin_endpoint.ok());
+  auto admin = RedisClient::Connect(*admin_endpoint);
+  ASSERT_TRUE(admin.ok()) << admin.status().ToString();
+  const std::string user = redistest::UniqueName("client-user");
+  ASSERT_TRUE((*admin)->Command({"ACL", "SETUSER", user, "on", ">secret-pw", "+@all", "~*"}).ok());
+  RedisEndpoint endpoint = *admin_endpoint;
+  endpoint.username = user;
+  endpoint.password = "secret-pw";
+  auto client = RedisClient::Connect(endpoint);
+  ASSERT_TRUE(client.ok()) << client.status().ToString();
+  auto whoami = (*client)->Command({"ACL", "WHOAMI"});
+  ASSERT_TRUE(whoami.ok()) << whoami.status().ToString();
+  EXPECT_EQ(whoami->str, user);
+
+  // Deleting the user closes its connections; every later command reconnects
+  // and is refused, however often it is tried.
+  ASSERT_TRUE((*admin)->Command({"ACL", "DELUSER", user}).ok());
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    auto r = (*client)->Command({"ACL", "WHOAMI"});
+    ASSERT_FALSE(r.ok()) << "attempt " << attempt << " ran as " << r->str;
+    EXPECT_EQ(r.status().message().find("secret-pw"), std::string::npos);
+  }
+}
+
 }  // namespace
 }  // namespace sluice
