@@ -57,7 +57,7 @@ return 1
 const RedisScript kBuryScript{R"lua(
 local p = redis.call('XPENDING', KEYS[1], 'workers', ARGV[1], ARGV[1], 1)
 local deliveries = 0
-if #p > 0 then deliveries = p[1][4] end
+if #p > 0 then deliveries = p[1][4] - (tonumber(ARGV[3]) or 0) end
 local n = redis.call('XACK', KEYS[1], 'workers', ARGV[1])
 if n == 0 then return 0 end
 local fields = {}
@@ -242,9 +242,10 @@ Result<bool> TaskStream::Ack(const std::string& id, uint64_t chunks_stored) {
   return r->AsInteger() == 1;
 }
 
-Result<bool> TaskStream::Bury(const std::string& id, const std::string& error) {
+Result<bool> TaskStream::Bury(const std::string& id, const std::string& error,
+                              int claims_not_delivered) {
   auto r = client_->Eval(kBuryScript, {TasksKey(), DeadKey(), prefix_, prefix_ + ":errors"},
-                         {id, error});
+                         {id, error, std::to_string(claims_not_delivered)});
   if (!r.ok()) return r.status();
   return r->AsInteger() == 1;
 }
@@ -290,9 +291,11 @@ Result<std::vector<ClaimedTask>> TaskStream::ReclaimStale(const std::string& con
     }
     // The last claim was ours, not a worker's: the task was delivered
     // deliveries - 1 times.
-    auto buried = Bury(task.id, "delivered " + std::to_string(deliveries - 1) +
-                                    " times and never acknowledged (its workers died, "
-                                    "stopped or timed out on it)");
+    auto buried = Bury(task.id,
+                       "delivered " + std::to_string(deliveries - 1) +
+                           " times and never acknowledged (its workers died, "
+                           "stopped or timed out on it)",
+                       /*claims_not_delivered=*/1);
     if (!buried.ok()) return buried.status();
   }
   return claimed;
@@ -342,7 +345,7 @@ Result<uint64_t> TaskStream::PendingCount() {
   return static_cast<uint64_t>(std::max(0LL, r->elements[0].AsInteger()));
 }
 
-Result<JobStatus> TaskStream::Summary() {
+Result<JobStatus> TaskStream::Counts() {
   JobStatus s;
   auto counts = client_->Command({"HMGET", prefix_, "total", "done", "dead", "options", "chunks",
                                   "started_ms", "last_done_ms"});
@@ -361,7 +364,13 @@ Result<JobStatus> TaskStream::Summary() {
   s.in_flight = *in_flight;
   const uint64_t settled = s.done + s.dead + s.in_flight;
   s.pending = s.total > settled ? s.total - settled : 0;
+  return s;
+}
 
+Result<JobStatus> TaskStream::Summary() {
+  auto counted = Counts();
+  if (!counted.ok()) return counted.status();
+  JobStatus& s = *counted;
   auto now = client_->Command({"TIME"});
   if (!now.ok()) return now.status();
   const int64_t now_ms = now->elements.size() == 2 ? ToI64(now->elements[0].str) * 1000 +
@@ -387,11 +396,13 @@ Result<JobStatus> TaskStream::Summary() {
   }
   std::sort(s.workers.begin(), s.workers.end(),
             [](const WorkerStatus& a, const WorkerStatus& b) { return a.consumer < b.consumer; });
-  return s;
+  return counted;
 }
 
 Result<bool> TaskStream::Idle() {
-  auto s = Summary();
+  // Two round trips, not the whole summary (the workers' records grow with
+  // their number): every waiting worker asks this each claim_block.
+  auto s = Counts();
   if (!s.ok()) return s.status();
   return s->pending == 0 && s->in_flight == 0;
 }

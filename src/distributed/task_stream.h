@@ -126,8 +126,10 @@ class TaskStream {
   // job's chunks, once (false: it was acked before; nothing counted).
   Result<bool> Ack(const std::string& id, uint64_t chunks_stored = 0);
   // Given up on (a source that cannot be parsed): acked and moved to the dead
-  // stream with `error`. False: it was acked before.
-  Result<bool> Bury(const std::string& id, const std::string& error);
+  // stream with `error`. False: it was acked before. The dead entry's
+  // `deliveries` is the group's count less `claims_not_delivered` (claims made
+  // only to bury it, never handed to a worker).
+  Result<bool> Bury(const std::string& id, const std::string& error, int claims_not_delivered = 0);
   // Remembers the last error seen on a task, for the dead stream should it die.
   Status NoteError(const std::string& id, const std::string& error);
   // Tasks idle past the visibility timeout: those delivered max_deliveries
@@ -142,6 +144,9 @@ class TaskStream {
   Status Heartbeat(const WorkerStatus& worker, std::chrono::milliseconds ttl);
   // True when no task is waiting and none is pending in the group.
   Result<bool> Idle();
+  // The job's counters: tasks, chunks, the rate's clock (no workers, no now_ms).
+  Result<JobStatus> Counts();
+  // Counts() plus Redis's time and every live worker's record.
   Result<JobStatus> Summary();
   Result<std::vector<DeadTask>> ListDead();
   // Re-adds every dead task to the tasks stream; returns how many.
