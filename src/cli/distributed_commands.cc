@@ -63,6 +63,13 @@ Result<std::string> RedisUrl(const DistributedArgs& args) {
   return url;
 }
 
+RedisOutageOptions OutageOptions(const DistributedArgs& args) {
+  RedisOutageOptions outage;
+  outage.give_up_after = std::chrono::duration_cast<Duration>(
+      std::chrono::duration<double>(args.redis_outage_timeout_s));
+  return outage;
+}
+
 Result<RedisEndpoint> ResolveRedis(const DistributedArgs& args) {
   Result<std::string> url = RedisUrl(args);
   if (!url.ok()) return url.status();
@@ -392,8 +399,16 @@ int RunWorker(const DistributedArgs& args) {
   const std::string host = HostName();
   const int64_t pid = static_cast<int64_t>(::getpid());
   const std::string consumer = host + "-" + std::to_string(pid);
-  auto feed = TaskFeed::Open(TaskFeedOptions{*endpoint, stream_options, consumer, host, pid,
-                                             args.exit_when_idle, args.max_in_flight});
+  TaskFeedOptions feed_options;
+  feed_options.endpoint = *endpoint;
+  feed_options.stream = stream_options;
+  feed_options.consumer = consumer;
+  feed_options.host = host;
+  feed_options.pid = pid;
+  feed_options.exit_when_idle = args.exit_when_idle;
+  feed_options.max_in_flight = args.max_in_flight;
+  feed_options.outage = OutageOptions(args);
+  auto feed = TaskFeed::Open(std::move(feed_options));
   if (!feed.ok()) return Fail(feed.status());
   TaskFeed& tasks = **feed;
   options.inputs.clear();
@@ -638,19 +653,23 @@ int RunStatus(const DistributedArgs& args) {
     sigaction(SIGTERM, &action, nullptr);
   }
   const double interval_s = args.watch_s > 0 ? args.watch_s : 1.0;
-  constexpr int kMaxConsecutiveFailures = 20;
-  int failures = 0;
+  RedisOutage outage(OutageOptions(args), SystemClock::Instance());
   while (true) {
     auto s = (*stream)->Summary();
     if (!s.ok()) {
       // Waiting out a Redis restart is part of waiting for the job.
-      if (!repeat || ++failures >= kMaxConsecutiveFailures) return Fail(s.status());
-      spdlog::warn("status: {} (retrying)", s.status().message());
-      SleepUnlessSignalled(std::min(5.0, 0.25 * failures));
+      const bool first = !outage.ongoing();
+      const std::optional<Duration> wait = repeat ? outage.Failed() : std::nullopt;
+      if (!wait) return Fail(s.status());
+      if (first) {
+        spdlog::warn("status: {} (retrying for up to {:g} s)", s.status().message(),
+                     args.redis_outage_timeout_s);
+      }
+      SleepUnlessSignalled(std::chrono::duration<double>(*wait).count());
       if (g_status_signal != 0) return 128 + g_status_signal;
       continue;
     }
-    failures = 0;
+    outage.Succeeded();
     const bool drained = s->Drained();
     if (!args.wait || args.watch_s > 0 || drained) {
       Result<SharedBudgetState> budget = Status::NotFound("no budget");
@@ -679,6 +698,15 @@ void AddRedisFlags(CLI::App& app, DistributedArgs& a) {
       ->group("Distributed");
   app.add_option("--job", a.job, "the job's name (letters, digits, . _ -)")
       ->capture_default_str()
+      ->group("Distributed");
+}
+
+void AddRedisOutageFlag(CLI::App& app, DistributedArgs& a) {
+  app.add_option("--redis-outage-timeout", a.redis_outage_timeout_s,
+                 "seconds to keep retrying (with backoff) a Redis that stopped answering (a "
+                 "restart, a failover) before giving up with exit status 1")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber)
       ->group("Distributed");
 }
 
@@ -717,6 +745,7 @@ void AddDistributedCommands(CLI::App& app, DistributedCommands& c) {
                    "tasks this worker holds at once (claimed, not yet done)")
       ->capture_default_str()
       ->check(CLI::Range(1, 100000));
+  AddRedisOutageFlag(*c.worker, w);
   c.worker->add_option("--store", w.store_uri,
                        "the store, instead of the job's (the job records it without a password: "
                        "give it here, in --store-env, or PGPASSWORD / ~/.pgpass)");
@@ -750,6 +779,7 @@ void AddDistributedCommands(CLI::App& app, DistributedCommands& c) {
                        "with --out: the store, instead of the job's (which is recorded without "
                        "a password: give it here, in --store-env, or PGPASSWORD / ~/.pgpass)");
   c.status->add_option("--store-env", st.store_env, kStoreEnvHelp);
+  AddRedisOutageFlag(*c.status, st);
 }
 
 void AddIngestRedisFlags(CLI::App& ingest, DistributedArgs& args) {

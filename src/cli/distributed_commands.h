@@ -33,6 +33,8 @@ struct DistributedArgs {
   std::string store_uri;  // overrides the job's store (e.g. the same URI with its password)
   std::string store_env;
   std::string log_level = "info";
+  // worker and status --wait: how long a Redis outage is waited out
+  double redis_outage_timeout_s = 300;
   // status
   bool json = false;
   double watch_s = 0;   // --watch: reprint every this many seconds; 0: print once

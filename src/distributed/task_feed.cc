@@ -5,16 +5,15 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <functional>
 #include <vector>
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 namespace sluice {
 
 namespace {
-
-// Redis calls that fail this many times in a row end the feed.
-constexpr int kMaxConsecutiveFailures = 20;
 
 std::string SourceIdOf(const SourceTask& t) {
   return t.relative_path.empty() ? t.path : t.relative_path;
@@ -38,6 +37,7 @@ TaskFeed::TaskFeed(TaskFeedOptions options, std::unique_ptr<TaskStream> claim,
     : options_(std::move(options)),
       claim_(std::move(claim)),
       beat_(std::move(beat)),
+      claim_outage_(options_.outage, *options_.clock, std::hash<std::string>{}(options_.consumer)),
       ack_(std::move(ack)) {}
 
 TaskFeed::~TaskFeed() { Stop(); }
@@ -47,25 +47,41 @@ Status TaskFeed::error() const {
   return error_;
 }
 
-void TaskFeed::Pause(std::chrono::milliseconds d, const std::atomic<bool>& stopping) {
-  std::unique_lock lock(mu_);
-  const auto until = std::chrono::steady_clock::now() + d;
-  while (!stopping && std::chrono::steady_clock::now() < until) {
-    room_.wait_for(lock, std::min<std::chrono::milliseconds>(d, std::chrono::milliseconds(100)));
+void TaskFeed::Pause(Duration d, const std::atomic<bool>& stopping) {
+  const Clock& clock = *options_.clock;
+  const TimePoint until = clock.Now() + d;
+  // In slices, so a stop is seen within a tenth of a second.
+  for (TimePoint now = clock.Now(); !stopping && now < until; now = clock.Now()) {
+    clock.SleepFor(std::min<Duration>(until - now, std::chrono::milliseconds(100)));
   }
 }
 
 bool TaskFeed::Next(SourceFile& file, const std::atomic<bool>& stopping) {
-  int failures = 0;
+  // True when the outage has lasted too long: the feed ends with `s`.
   const auto failed = [&](const Status& s) {
-    spdlog::warn("task stream: {}", s.ToString());
-    if (++failures < kMaxConsecutiveFailures) {
-      Pause(std::chrono::milliseconds(250 * std::min(failures, 8)), stopping);
-      return false;
+    // One warning when an outage starts, then one every 60 tries, not one per try.
+    const bool first = !claim_outage_.ongoing();
+    const std::optional<Duration> wait = claim_outage_.Failed();
+    if (!wait) {
+      std::lock_guard lock(mu_);
+      error_ = s.WithContext(fmt::format(
+          "task stream: Redis unreachable for more than {} s",
+          std::chrono::duration_cast<std::chrono::seconds>(options_.outage.give_up_after).count()));
+      return true;
     }
-    std::lock_guard lock(mu_);
-    error_ = s.WithContext("task stream");
-    return true;
+    if (first || claim_outage_.failures() % 60 == 0) {
+      spdlog::warn(
+          "task stream: {} (retrying for up to {} s)", s.ToString(),
+          std::chrono::duration_cast<std::chrono::seconds>(options_.outage.give_up_after).count());
+    }
+    Pause(*wait, stopping);
+    return false;
+  };
+  const auto succeeded = [&] {
+    if (auto lasted = claim_outage_.Succeeded()) {
+      spdlog::info("task stream: Redis answers again after {:.1f} s",
+                   std::chrono::duration<double>(*lasted).count());
+    }
   };
   while (!stopping) {
     {
@@ -85,7 +101,7 @@ bool TaskFeed::Next(SourceFile& file, const std::atomic<bool>& stopping) {
       if (failed(claimed.status())) return false;
       continue;
     }
-    failures = 0;
+    succeeded();
     if (claimed->empty()) {
       if (!options_.exit_when_idle) continue;
       auto idle = claim_->Idle();
@@ -146,13 +162,18 @@ void TaskFeed::OnSourceDone(const std::string& source_id, SourceOutcome outcome,
     error = "not found: " + handed.path + " does not exist on " + options_.host +
             " (deleted since the enqueue, or not mounted there)";
   }
-  if (!error.empty()) {
-    auto buried = ack_->Bury(entry, error);
-    if (!buried.ok()) spdlog::warn("task {}: {}", entry, buried.status().ToString());
-  } else {
-    auto acked = ack_->Ack(entry, chunks_stored);
-    if (!acked.ok()) spdlog::warn("task {}: {}", entry, acked.status().ToString());
+  // Both scripts are safe to run twice (the second finds nothing to ack and
+  // counts nothing), so a failure is tried again: at once (a connection that
+  // Redis closed while it was idle, e.g. across a restart, fails its first
+  // command and reconnects on the next), then once more after a short pause.
+  Status last;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    if (attempt == 2) options_.clock->SleepFor(std::chrono::milliseconds(200));
+    last = !error.empty() ? ack_->Bury(entry, error).status()
+                          : ack_->Ack(entry, chunks_stored).status();
+    if (last.ok()) break;
   }
+  if (!last.ok()) spdlog::warn("task {}: {} (left pending for redelivery)", entry, last.ToString());
   tasks_done_.fetch_add(1, std::memory_order_relaxed);
 }
 
@@ -176,6 +197,7 @@ void TaskFeed::HeartbeatLoop() {
   const milliseconds interval = std::clamp<milliseconds>(options_.stream.visibility_timeout / 4,
                                                          milliseconds(10), milliseconds(5000));
   const milliseconds ttl = std::max(interval * 3, options_.stream.visibility_timeout);
+  bool failing = false;  // one warning per outage, not one per beat
   while (true) {
     std::vector<std::string> ids;
     {
@@ -190,7 +212,8 @@ void TaskFeed::HeartbeatLoop() {
       s = beat_->Heartbeat(
           WorkerStatus{options_.consumer, options_.host, options_.pid, tasks_done(), 0}, ttl);
     }
-    if (!s.ok()) spdlog::warn("heartbeat: {}", s.ToString());
+    if (!s.ok() && !failing) spdlog::warn("heartbeat: {} (retrying)", s.ToString());
+    failing = !s.ok();
     std::unique_lock lock(mu_);
     heartbeat_wake_.wait_for(lock, interval, [this] { return stop_heartbeat_; });
     if (stop_heartbeat_) break;

@@ -24,7 +24,9 @@
 #include <thread>
 #include <unordered_map>
 
+#include "distributed/redis_outage.h"
 #include "distributed/task_stream.h"
+#include "sluice/clock.h"
 #include "sluice/pipeline.h"
 
 namespace sluice {
@@ -39,6 +41,10 @@ struct TaskFeedOptions {
   bool exit_when_idle = false;
   size_t max_in_flight = 16;
   std::chrono::milliseconds claim_block{500};  // how long one XREADGROUP waits
+  // A Redis that stops answering is retried (with backoff) this long before
+  // the feed ends with its error; a restart or failover is ridden out.
+  RedisOutageOptions outage;
+  const Clock* clock = &SystemClock::Instance();  // the outage's waits
 };
 
 class TaskFeed final : public SourceFeed {
@@ -69,12 +75,13 @@ class TaskFeed final : public SourceFeed {
   TaskFeed(TaskFeedOptions options, std::unique_ptr<TaskStream> claim,
            std::unique_ptr<TaskStream> ack, std::unique_ptr<TaskStream> beat);
   void HeartbeatLoop();
-  // Waits up to `d`, less if the run stops.
-  void Pause(std::chrono::milliseconds d, const std::atomic<bool>& stopping);
+  // Waits `d` on the clock, less if the run stops.
+  void Pause(Duration d, const std::atomic<bool>& stopping);
 
   const TaskFeedOptions options_;
   std::unique_ptr<TaskStream> claim_;  // the walker thread's connection
   std::unique_ptr<TaskStream> beat_;   // the heartbeat thread's connection
+  RedisOutage claim_outage_;           // the walker thread's failed claims
 
   std::mutex ack_mu_;
   std::unique_ptr<TaskStream> ack_;  // GUARDED_BY(ack_mu_)

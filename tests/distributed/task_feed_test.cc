@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <functional>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -170,6 +171,110 @@ TEST(TaskFeedTest, ASourceChangedSinceTheEnqueueIsHandedOutAsItIsNow) {
   EXPECT_EQ(file.path, path);
   EXPECT_EQ(file.size_bytes, std::string("the second, longer version").size());
   (*feed)->OnSourceDone(file.relative_path, SourceOutcome::kCommitted, Status::OK(), 1);
+  (*feed)->Stop();
+  EXPECT_EQ(Summary(job).done, 1u);
+}
+
+// A Redis user of the test's own that can be taken away and given back:
+// while it is gone (ACL DELUSER also closes its connections) every command
+// of a client logged in as it fails, as against a Redis that is down,
+// without touching the Redis the other tests share.
+class RevocableUser {
+ public:
+  RevocableUser(const std::string& url) : admin_endpoint_(*ParseRedisUrl(url)) {
+    name_ = redistest::UniqueName("feed-outage");
+    endpoint_ = admin_endpoint_;
+    endpoint_.username = name_;
+    endpoint_.password = "pw-" + name_;
+    Grant();
+  }
+  ~RevocableUser() { Revoke(); }
+  const RedisEndpoint& endpoint() const { return endpoint_; }
+  void Grant() {
+    Admin({"ACL", "SETUSER", name_, "on", ">" + endpoint_.password, "~*", "&*", "+@all"});
+  }
+  void Revoke() { Admin({"ACL", "DELUSER", name_}); }
+
+ private:
+  void Admin(const std::vector<std::string>& argv) {
+    auto client = RedisClient::Connect(admin_endpoint_);
+    ASSERT_TRUE(client.ok()) << client.status().ToString();
+    auto reply = (*client)->Command(argv);
+    ASSERT_TRUE(reply.ok()) << reply.status().ToString();
+  }
+  RedisEndpoint admin_endpoint_, endpoint_;
+  std::string name_;
+};
+
+// A ManualClock that runs `on_sleep` with the count at every wait, so a test
+// can end an outage after a given number of the feed's waits.
+class HookedClock final : public Clock {
+ public:
+  TimePoint Now() const override { return clock_.Now(); }
+  void SleepFor(Duration d) const override {
+    clock_.SleepFor(d);
+    if (on_sleep) on_sleep(clock_.sleeps());
+  }
+  int64_t sleeps() const { return clock_.sleeps(); }
+  std::function<void(int64_t)> on_sleep;
+
+ private:
+  ManualClock clock_;
+};
+
+TEST(TaskFeedTest, AnOutageLongerThanTheTimeoutEndsTheFeedWithItsError) {
+  SLUICE_REQUIRE_REDIS(url);
+  Job job{url, redistest::UniqueName("feed-outage"), *ParseRedisUrl(url)};
+  Enqueue(job, 1);
+  RevocableUser user(url);
+  HookedClock clock;
+  TaskFeedOptions options = FeedOptions(job, /*exit_when_idle=*/true, 1);
+  options.endpoint = user.endpoint();
+  options.outage.give_up_after = std::chrono::seconds(30);
+  options.clock = &clock;
+  auto feed = TaskFeed::Open(options);
+  ASSERT_TRUE(feed.ok()) << feed.status().ToString();
+  user.Revoke();
+  std::atomic<bool> stopping{false};
+  SourceFile file;
+  EXPECT_FALSE((*feed)->Next(file, stopping));
+  // It gave up on the clock's time, waiting with backoff (not at once, not
+  // after a count of tries), and says why.
+  EXPECT_GT(clock.Now() - TimePoint{}, std::chrono::seconds(30));
+  EXPECT_LT(clock.Now() - TimePoint{}, std::chrono::seconds(36));
+  EXPECT_GT(clock.sleeps(), 6);
+  EXPECT_NE((*feed)->error().ToString().find("Redis unreachable for more than 30 s"),
+            std::string::npos)
+      << (*feed)->error().ToString();
+  EXPECT_EQ((*feed)->error().ToString().find(user.endpoint().password), std::string::npos);
+  EXPECT_EQ(Summary(job).pending, 1u);  // the task is still there for a worker
+}
+
+TEST(TaskFeedTest, AnOutageShorterThanTheTimeoutIsRiddenOut) {
+  SLUICE_REQUIRE_REDIS(url);
+  Job job{url, redistest::UniqueName("feed-blip"), *ParseRedisUrl(url)};
+  Enqueue(job, 1);
+  RevocableUser user(url);
+  HookedClock clock;
+  TaskFeedOptions options = FeedOptions(job, /*exit_when_idle=*/true, 1);
+  options.endpoint = user.endpoint();
+  options.outage.give_up_after = std::chrono::seconds(30);
+  options.clock = &clock;
+  auto feed = TaskFeed::Open(options);
+  ASSERT_TRUE(feed.ok()) << feed.status().ToString();
+  user.Revoke();
+  // Redis "comes back" during the feed's fifth wait.
+  clock.on_sleep = [&](int64_t sleeps) {
+    if (sleeps == 5) user.Grant();
+  };
+  std::atomic<bool> stopping{false};
+  SourceFile file;
+  ASSERT_TRUE((*feed)->Next(file, stopping)) << (*feed)->error().ToString();
+  EXPECT_EQ(file.relative_path, "t0");
+  EXPECT_TRUE((*feed)->error().ok());
+  EXPECT_GE(clock.sleeps(), 5);
+  EXPECT_LT(clock.Now() - TimePoint{}, std::chrono::seconds(30));
+  (*feed)->OnSourceDone(file.relative_path, SourceOutcome::kCommitted, Status::OK(), 2);
   (*feed)->Stop();
   EXPECT_EQ(Summary(job).done, 1u);
 }
