@@ -126,6 +126,13 @@ void AddIngestFlags(CLI::App& app, IngestOptions& o, IngestFlagExtras& x) {
                       "requests in flight across every process sharing the budget; 0: no cap"))
       ->check(CLI::NonNegativeNumber)
       ->group("Embedder");
+  Last(app.add_option_function<double>(
+           "--budget-lease-seconds",
+           [&o](double seconds) { o.shared_budget.lease_duration = FromSeconds(seconds); },
+           "with --budget-max-in-flight: a slot a process holds lapses this long after its "
+           "last renewal, so a killed process's slots come back (default 30)"))
+      ->check(CLI::Range(1.0, 3600.0))
+      ->group("Embedder");
   Last(app.add_option("--max-chunks-in-flight", o.embed.in_flight_chunk_budget,
                       "chunks the embed stage keeps in requests at once: adaptive batches are "
                       "cut to this over the concurrency limit (bounds memory; throughput is at "

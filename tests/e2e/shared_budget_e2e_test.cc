@@ -10,13 +10,16 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <csignal>
 #include <string>
 #include <vector>
 
+#include "distributed/redis_client.h"
 #include "distributed/redis_test_util.h"
 #include "sluice/mock_api.h"
 #include "testing/sqlite_dump.h"
 #include "testing/test_util.h"
+#include "testing/wait.h"
 
 extern char** environ;
 
@@ -76,6 +79,40 @@ class SharedBudgetE2eTest : public ::testing::Test {
     for (int p = 0; p < kProcesses; ++p) MakeCorpus(dir_, "corpus" + std::to_string(p), 10);
   }
 
+  // One ingest of `corpus` into its own SQLite store, report and log named by `id`.
+  std::vector<std::string> IngestArgs(const std::string& id, const std::string& corpus,
+                                      const std::string& endpoint,
+                                      const std::vector<std::string>& budget_flags) const {
+    std::vector<std::string> args = {kSluice,
+                                     "ingest",
+                                     dir_ / corpus,
+                                     "--endpoint",
+                                     endpoint,
+                                     "--model",
+                                     "mock-model",
+                                     "--store",
+                                     "sqlite:" + (dir_ / (id + ".db")),
+                                     "--out",
+                                     dir_ / (id + "-out"),
+                                     "--report",
+                                     dir_ / (id + "-report.json"),
+                                     "--no-progress",
+                                     "--concurrency",
+                                     "4",
+                                     "--batch-size",
+                                     "2",
+                                     "--chunk-tokens",
+                                     "32",
+                                     "--chunk-overlap",
+                                     "0",
+                                     "--max-attempts",
+                                     "50",
+                                     "--log-level",
+                                     "warn"};
+    args.insert(args.end(), budget_flags.begin(), budget_flags.end());
+    return args;
+  }
+
   // Runs kProcesses ingests at once against a fresh mock; `budget_flags`
   // appended to each. Every process must exit 0 and store every chunk.
   FleetResult RunFleet(const std::string& run, const std::vector<std::string>& budget_flags,
@@ -93,34 +130,9 @@ class SharedBudgetE2eTest : public ::testing::Test {
     std::vector<pid_t> pids;
     for (int p = 0; p < kProcesses; ++p) {
       const std::string id = run + std::to_string(p);
-      std::vector<std::string> args = {kSluice,
-                                       "ingest",
-                                       dir_ / ("corpus" + std::to_string(p)),
-                                       "--endpoint",
-                                       (*server)->BaseUrl(),
-                                       "--model",
-                                       "mock-model",
-                                       "--store",
-                                       "sqlite:" + (dir_ / (id + ".db")),
-                                       "--out",
-                                       dir_ / (id + "-out"),
-                                       "--report",
-                                       dir_ / (id + "-report.json"),
-                                       "--no-progress",
-                                       "--concurrency",
-                                       "4",
-                                       "--batch-size",
-                                       "2",
-                                       "--chunk-tokens",
-                                       "32",
-                                       "--chunk-overlap",
-                                       "0",
-                                       "--max-attempts",
-                                       "50",
-                                       "--log-level",
-                                       "warn"};
-      args.insert(args.end(), budget_flags.begin(), budget_flags.end());
-      pids.push_back(Spawn(args, dir_ / (id + ".log")));
+      pids.push_back(
+          Spawn(IngestArgs(id, "corpus" + std::to_string(p), (*server)->BaseUrl(), budget_flags),
+                dir_ / (id + ".log")));
     }
     for (int p = 0; p < kProcesses; ++p) {
       const std::string id = run + std::to_string(p);
@@ -202,6 +214,69 @@ TEST_F(SharedBudgetE2eTest, AnUnreachableRedisOnlyMeansPacingAlone) {
     EXPECT_EQ(warnings, 2u) << log;
     EXPECT_EQ(log.find("hunter2"), std::string::npos) << log;
   }
+}
+
+// A process killed while it holds the only slot of a capped budget: the slot
+// comes back when its lease lapses (--budget-lease-seconds after its last
+// renewal), and another process then runs to the end. Without the lapse the
+// second process would never get a slot and the test would time out.
+TEST_F(SharedBudgetE2eTest, AKilledProcessesSlotComesBackWhenItsLeaseLapses) {
+  SLUICE_REQUIRE_REDIS(redis);
+  const std::string name = redistest::UniqueName("e2e-lease");
+  const std::vector<std::string> budget = {
+      "--budget-redis",         redis, "--budget-name",          name,
+      "--budget-max-in-flight", "1",   "--budget-lease-seconds", "2"};
+  MockApiOptions stuck_options;  // answers after the test is over
+  stuck_options.dimensions = 16;
+  stuck_options.base_latency = std::chrono::minutes(10);
+  auto stuck = MockApiServer::Start(stuck_options);
+  ASSERT_TRUE(stuck.ok()) << stuck.status().ToString();
+  MockApiOptions fast_options;
+  fast_options.dimensions = 16;
+  auto fast = MockApiServer::Start(fast_options);
+  ASSERT_TRUE(fast.ok()) << fast.status().ToString();
+
+  auto redis_endpoint = ParseRedisUrl(redis);
+  ASSERT_TRUE(redis_endpoint.ok());
+  auto client = RedisClient::Connect(*redis_endpoint);
+  ASSERT_TRUE(client.ok()) << client.status().ToString();
+  const std::string leases = "sluice:budget:{" + name + "}:leases";
+
+  // The victim: its first request hangs at the stuck service, holding the slot.
+  const pid_t victim =
+      Spawn(IngestArgs("victim", "corpus0", (*stuck)->BaseUrl(), budget), dir_ / "victim.log");
+  ASSERT_GT(victim, 0);
+  const bool holding = testing::WaitUntil(
+      [&] {
+        auto held = (*client)->Command({"ZCARD", leases});
+        return (*stuck)->Stats().requests >= 1 && held.ok() && held->integer == 1;
+      },
+      std::chrono::seconds(120));
+  ASSERT_TRUE(holding) << testing::ReadFile(dir_ / "victim.log");
+  auto held = (*client)->Command({"ZRANGE", leases, "0", "-1"});
+  ASSERT_TRUE(held.ok());
+  ASSERT_EQ(held->elements.size(), 1u);
+  const std::string victims_lease = held->elements[0].str;
+  EXPECT_NE(victims_lease.find(":" + std::to_string(victim) + ":"), std::string::npos)
+      << victims_lease;
+  ASSERT_EQ(::kill(victim, SIGKILL), 0);
+  EXPECT_EQ(Wait(victim), 128 + SIGKILL);
+
+  // The survivor can only start a request once the dead process's lease lapsed.
+  const pid_t survivor =
+      Spawn(IngestArgs("survivor", "corpus1", (*fast)->BaseUrl(), budget), dir_ / "survivor.log");
+  ASSERT_GT(survivor, 0);
+  EXPECT_EQ(Wait(survivor), 0) << testing::ReadFile(dir_ / "survivor.log");
+  const std::string report = testing::ReadFile(dir_ / "survivor-report.json");
+  const uint64_t produced = ReportCount(report, "chunks_produced");
+  EXPECT_GT(produced, 30u) << report;
+  EXPECT_EQ(ReportCount(report, "chunks_stored"), produced) << report;
+  EXPECT_LE((*fast)->Stats().peak_in_service, 1u);
+  auto score = (*client)->Command({"ZSCORE", leases, victims_lease});
+  ASSERT_TRUE(score.ok());
+  EXPECT_TRUE(score->IsNil()) << "the dead process's lease is still held";
+  (*client)->Command({"DEL", leases});
+  (*stuck)->Stop();
 }
 
 }  // namespace
