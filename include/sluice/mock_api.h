@@ -82,6 +82,9 @@ struct MockApiStats {
   uint64_t faults_wrong_count = 0;
   uint64_t peak_in_service = 0;
   uint64_t peak_queued = 0;
+  // Seconds from the first request received to the last answer sent (any
+  // counted outcome): the span a throughput-over-ceiling ratio is taken over.
+  double busy_span_s = 0;
 };
 
 class MockApiServer {

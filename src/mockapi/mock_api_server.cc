@@ -162,6 +162,10 @@ class MockApiServerImpl final : public MockApiServer {
       rate_limited_{0}, over_capacity_{0}, bad_requests_{0}, unauthorized_{0}, faults_500_{0},
       faults_reset_{0}, faults_malformed_{0}, faults_wrong_dims_{0}, faults_wrong_count_{0},
       peak_in_service_{0}, peak_queued_{0};
+  // The span the service was used, for "achieved / ceiling" from the first
+  // request to the last answer: ns since started_, -1 before the first.
+  const TimePoint started_ = SteadyClock::now();
+  std::atomic<int64_t> first_request_ns_{-1}, last_answer_ns_{-1};
 };
 
 Status MockApiServerImpl::Init() {
@@ -319,6 +323,7 @@ MHD_Result MockApiServerImpl::Handle(MHD_Connection* connection, RequestContext*
 MHD_Result MockApiServerImpl::HandleEmbeddings(MHD_Connection* connection,
                                                RequestContext* request) {
   const uint64_t nth_request = requests_.fetch_add(1, std::memory_order_relaxed) + 1;
+  if (nth_request == 1) first_request_ns_.store((SteadyClock::now() - started_).count());
   // Stop waits for handlers in flight: one may be about to suspend.
   active_handlers_.fetch_add(1);
   struct Leave {
@@ -623,6 +628,12 @@ MHD_Result MockApiServerImpl::Send(MHD_Connection* connection, Reply& reply) {
 
 void MockApiServerImpl::Count(const Reply& reply) {
   constexpr auto relaxed = std::memory_order_relaxed;
+  if (reply.outcome != Outcome::kUncounted) {
+    const int64_t now_ns = (SteadyClock::now() - started_).count();
+    int64_t last = last_answer_ns_.load(relaxed);
+    while (now_ns > last && !last_answer_ns_.compare_exchange_weak(last, now_ns, relaxed)) {
+    }
+  }
   switch (reply.outcome) {
     case Outcome::kOk:
       inputs_embedded_.fetch_add(static_cast<uint64_t>(reply.inputs), relaxed);
@@ -678,6 +689,8 @@ MockApiStats MockApiServerImpl::Stats() const {
   s.faults_wrong_count = faults_wrong_count_.load();
   s.peak_in_service = peak_in_service_.load();
   s.peak_queued = peak_queued_.load();
+  const int64_t first = first_request_ns_.load(), last = last_answer_ns_.load();
+  if (first >= 0 && last >= first) s.busy_span_s = static_cast<double>(last - first) / 1e9;
   return s;
 }
 
@@ -701,6 +714,7 @@ std::string MockApiServerImpl::StatsJson() const {
   w.Key("faults_wrong_count").Uint(s.faults_wrong_count);
   w.Key("peak_in_service").Uint(s.peak_in_service);
   w.Key("peak_queued").Uint(s.peak_queued);
+  w.Key("busy_span_s").Double(s.busy_span_s);
   w.EndObject();
   return out;
 }

@@ -700,6 +700,22 @@ TEST_F(MockApiTest, StatsAndHealthEndpoints) {
   EXPECT_EQ(server_->Stats().requests, 2u);  // GETs are not embedding requests
 }
 
+// busy_span_s runs from the first request received to the last answer sent:
+// at least the latency the one request was held for, at most what the client
+// saw from before its request to after the answer.
+TEST_F(MockApiTest, BusySpanRunsFromTheFirstRequestToTheLastAnswer) {
+  MockApiOptions options;
+  options.base_latency = std::chrono::milliseconds(200);
+  StartServer(options);
+  EXPECT_EQ(server_->Stats().busy_span_s, 0.0);  // nothing yet
+  const auto before = SteadyClock::now();
+  EXPECT_EQ(client_.Post(url_, Json({"a", "b"})).status, 200);
+  const double client_s = ToSeconds(SteadyClock::now() - before);
+  const double span = server_->Stats().busy_span_s;
+  EXPECT_GE(span, 0.2);
+  EXPECT_LE(span, client_s);
+}
+
 TEST_F(MockApiTest, StopAnswersSuspendedRequests) {
   MockApiOptions options;
   options.base_latency = std::chrono::seconds(30);
