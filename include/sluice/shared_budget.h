@@ -34,6 +34,14 @@ struct SharedBudgetOptions {
   // An in-flight lease lapses this long after its last renewal (a dead
   // process's slots come back).
   Duration lease_duration = std::chrono::seconds(30);
+  // While no process knows a limit (no answer yet), one request goes first
+  // and the others wait (asking again every probe_poll) for its answer: its
+  // headers seed the buckets before anyone else spends the service's burst.
+  // A probe whose answer never comes (its process died) lapses after
+  // probe_duration; 0 turns the gate off. An answer without limit headers
+  // opens the budget for limit_window (renewed by later such answers).
+  Duration probe_duration = std::chrono::seconds(10);
+  Duration probe_poll = std::chrono::milliseconds(50);
   // Redis unreachable: pace locally, try again after this long.
   Duration reconnect_after = std::chrono::seconds(5);
   Duration redis_timeout = std::chrono::milliseconds(500);

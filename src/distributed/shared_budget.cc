@@ -20,11 +20,14 @@ if now == nil then
 end
 )lua";
 
-// KEYS: limits, requests, tokens, cooldown, unpaced.
+// KEYS: limits, requests, tokens, cooldown, unpaced, probe, open.
 // ARGV: now, requests, tokens, force (0/1), safety, burst seconds, ttl ms,
-// unpaced window ms. A take while a limit is unknown is counted in
-// `unpaced` (for a window from the first one), so the bucket learn starts
-// can subtract what went out before anyone knew the limit.
+// unpaced window ms, probe ms (0: no probe gate), probe poll ms. A take while
+// a limit is unknown is counted in `unpaced` (for a window from the first
+// one), so the bucket learn starts can subtract what went out before anyone
+// knew the limit. While no limit is known and the budget is not `open` (a
+// service that announces none), an unforced take is granted only to the
+// first asker (`probe`, until its answer or probe ms); the others wait.
 // Returns {granted, wait_ms, rpm, tpm, requests_level, tokens_level, cooldown_ms}.
 constexpr const char* kTakeBody = R"lua(
 local want_requests = tonumber(ARGV[2])
@@ -66,6 +69,13 @@ local r = bucket(KEYS[2], rpm, want_requests)
 local k = bucket(KEYS[3], tpm, want_tokens)
 if r and r[3] > wait then wait = r[3] end
 if k and k[3] > wait then wait = k[3] end
+local probe_ms = tonumber(ARGV[9]) or 0
+if rpm <= 0 and tpm <= 0 and not force and wait == 0 and probe_ms > 0
+   and redis.call('EXISTS', KEYS[7]) == 0 then
+  if not redis.call('SET', KEYS[6], '1', 'NX', 'PX', probe_ms) then
+    wait = tonumber(ARGV[10]) or 50
+  end
+end
 local granted = 0
 if wait == 0 or force then
   granted = 1
@@ -91,13 +101,14 @@ return {granted, wait, tostring(rpm), tostring(tpm), tostring(r and r[1] or 0),
         tostring(k and k[1] or 0), cooldown}
 )lua";
 
-// KEYS: limits, requests, tokens, unpaced. ARGV: now, rpm, tpm, window ms,
+// KEYS: limits, requests, tokens, unpaced, probe. ARGV: now, rpm, tpm, window ms,
 // ttl ms, remaining requests, remaining tokens (-1: not announced). A value
 // replaces the stored one when it is as tight or tighter, or the stored one
 // was not confirmed within the window. A bucket that does not exist yet
 // starts with what the service said is left (not full: the requests that
 // taught the limit may have spent it), less what was taken unpaced besides
-// the answered request (its own tokens are not known: all are subtracted).
+// the answered request (ARGV[8]: its own tokens as taken; 0 when unknown,
+// and then all are subtracted).
 // Returns {rpm, tpm} in force.
 constexpr const char* kLearnBody = R"lua(
 local window = tonumber(ARGV[4])
@@ -123,10 +134,23 @@ end
 learn('rpm', tonumber(ARGV[2]))
 learn('tpm', tonumber(ARGV[3]))
 local v = redis.call('HMGET', KEYS[1], 'rpm', 'tpm')
-if v[1] or v[2] then redis.call('PEXPIRE', KEYS[1], ttl) end
+if v[1] or v[2] then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('DEL', KEYS[5])  -- the probe was answered: the buckets pace from here
+end
 seed(KEYS[2], tonumber(v[1]) or 0, tonumber(ARGV[6]), 'requests', 1)
-seed(KEYS[3], tonumber(v[2]) or 0, tonumber(ARGV[7]), 'tokens', 0)
+seed(KEYS[3], tonumber(v[2]) or 0, tonumber(ARGV[7]), 'tokens', tonumber(ARGV[8]) or 0)
 return {v[1] or '0', v[2] or '0'}
+)lua";
+
+// KEYS: probe, open. ARGV: now, open (0/1), window ms. An answer without
+// limit headers: the probe gate is released (another request may probe);
+// with open = 1 (a success announcing no limit) the service is taken to have
+// none, and takes stay free for the window.
+constexpr const char* kProbeAnsweredBody = R"lua(
+redis.call('DEL', KEYS[1])
+if ARGV[2] == '1' then redis.call('SET', KEYS[2], tostring(now), 'PX', tonumber(ARGV[3])) end
+return 1
 )lua";
 
 // KEYS: cooldown. ARGV: now, retry-after ms, ttl ms. Returns the cooldown's end.
@@ -206,6 +230,7 @@ struct SharedBudget::Scripts {
   RedisScript take = MakeScript(kTakeBody);
   RedisScript learn = MakeScript(kLearnBody);
   RedisScript cooldown = MakeScript(kCooldownBody);
+  RedisScript probe_answered = MakeScript(kProbeAnsweredBody);
   RedisScript acquire = MakeScript(kAcquireBody);
   RedisScript renew = MakeScript(kRenewBody);
   RedisScript count = MakeScript(kCountBody);
@@ -284,12 +309,15 @@ Result<RedisReply> SharedBudget::Run(const RedisScript& script,
 
 Result<BudgetTake> SharedBudget::Take(double requests, double tokens, bool force,
                                       std::optional<int64_t> now_ms) {
-  auto reply = Run(
-      scripts_->take,
-      {Key("limits"), Key("requests"), Key("tokens"), Key("cooldown"), Key("unpaced")},
-      {NowArg(now_ms), fmt::format("{}", requests), fmt::format("{}", tokens), force ? "1" : "0",
-       fmt::format("{}", options_.safety), fmt::format("{}", options_.burst_seconds),
-       std::to_string(Millis(options_.key_ttl)), std::to_string(Millis(kUnpacedWindow))});
+  auto reply =
+      Run(scripts_->take,
+          {Key("limits"), Key("requests"), Key("tokens"), Key("cooldown"), Key("unpaced"),
+           Key("probe"), Key("open")},
+          {NowArg(now_ms), fmt::format("{}", requests), fmt::format("{}", tokens),
+           force ? "1" : "0", fmt::format("{}", options_.safety),
+           fmt::format("{}", options_.burst_seconds), std::to_string(Millis(options_.key_ttl)),
+           std::to_string(Millis(kUnpacedWindow)), std::to_string(Millis(options_.probe_duration)),
+           std::to_string(Millis(options_.probe_poll))});
   if (!reply.ok()) return reply.status();
   const auto& e = reply->elements;
   if (e.size() != 7) return Status::Corrupt("shared budget: unexpected reply to take");
@@ -307,15 +335,23 @@ Result<BudgetTake> SharedBudget::Take(double requests, double tokens, bool force
 Result<std::pair<double, double>> SharedBudget::Learn(double rpm, double tpm,
                                                       std::optional<int64_t> now_ms,
                                                       double remaining_requests,
-                                                      double remaining_tokens) {
-  auto reply =
-      Run(scripts_->learn, {Key("limits"), Key("requests"), Key("tokens"), Key("unpaced")},
-          {NowArg(now_ms), fmt::format("{}", rpm), fmt::format("{}", tpm),
-           std::to_string(Millis(options_.limit_window)), std::to_string(Millis(options_.key_ttl)),
-           fmt::format("{}", remaining_requests), fmt::format("{}", remaining_tokens)});
+                                                      double remaining_tokens, double own_tokens) {
+  auto reply = Run(scripts_->learn,
+                   {Key("limits"), Key("requests"), Key("tokens"), Key("unpaced"), Key("probe")},
+                   {NowArg(now_ms), fmt::format("{}", rpm), fmt::format("{}", tpm),
+                    std::to_string(Millis(options_.limit_window)),
+                    std::to_string(Millis(options_.key_ttl)), fmt::format("{}", remaining_requests),
+                    fmt::format("{}", remaining_tokens), fmt::format("{}", own_tokens)});
   if (!reply.ok()) return reply.status();
   if (reply->elements.size() != 2) return Status::Corrupt("shared budget: unexpected reply");
   return std::make_pair(ToDouble(reply->elements[0]), ToDouble(reply->elements[1]));
+}
+
+Status SharedBudget::ProbeAnswered(bool no_limits, std::optional<int64_t> now_ms) {
+  auto reply =
+      Run(scripts_->probe_answered, {Key("probe"), Key("open")},
+          {NowArg(now_ms), no_limits ? "1" : "0", std::to_string(Millis(options_.limit_window))});
+  return reply.ok() ? Status::OK() : reply.status();
 }
 
 Result<int64_t> SharedBudget::Cooldown(int64_t retry_after_ms, std::optional<int64_t> now_ms) {

@@ -76,11 +76,17 @@ class SharedBudget {
                           std::optional<int64_t> now_ms = std::nullopt);
   // Reports the limits a response announced (0: not announced) and what it
   // said is left (< 0: not announced; only starts a bucket that does not
-  // exist yet). Returns the limits in force afterwards (rpm, tpm).
+  // exist yet, less what other requests took before any limit was known:
+  // `own_tokens` is what the answered request itself took, 0 if unknown).
+  // Returns the limits in force afterwards (rpm, tpm).
   Result<std::pair<double, double>> Learn(double rpm, double tpm,
                                           std::optional<int64_t> now_ms = std::nullopt,
                                           double remaining_requests = -1,
-                                          double remaining_tokens = -1);
+                                          double remaining_tokens = -1, double own_tokens = 0);
+  // An answer that announced no limit: releases the first-request gate (see
+  // SharedBudgetOptions::probe_duration); `no_limits` (a success without
+  // limit headers) opens the budget for limit_window: the service has none.
+  Status ProbeAnswered(bool no_limits, std::optional<int64_t> now_ms = std::nullopt);
   // Nothing may start before now + retry_after_ms (a later cooldown already
   // set stays). Returns the cooldown's end (ms).
   Result<int64_t> Cooldown(int64_t retry_after_ms, std::optional<int64_t> now_ms = std::nullopt);

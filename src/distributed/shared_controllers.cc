@@ -30,6 +30,10 @@ double Tightest(double a, double b) {
 // process for hours.
 constexpr Duration kMaxSharedCooldown = std::chrono::minutes(5);
 
+// Starts remembered while no limit is known (a few at most: the first
+// request goes alone until its answer).
+constexpr size_t kMaxUnpacedStarts = 1024;
+
 // While the cap is full, how often a process asks for a slot again.
 constexpr Duration kLeasePoll = std::chrono::milliseconds(10);
 
@@ -50,7 +54,7 @@ SharedRatePacer::SharedRatePacer(std::unique_ptr<RatePacer> local,
       user_rpm_(user_rpm),
       user_tpm_(user_tpm) {
   if (user_rpm_ > 0 || user_tpm_ > 0) {
-    Share(SteadyClock::now(), RateLimitInfo{}, 0);
+    Share(SteadyClock::now(), RateLimitInfo{}, 0, 0);
   }
 }
 
@@ -77,30 +81,48 @@ Duration SharedRatePacer::DelayFor(TimePoint now, uint32_t tokens) const {
 
 void SharedRatePacer::OnStart(TimePoint now, uint32_t estimated_tokens) {
   local_->OnStart(now, estimated_tokens);
+  double taken = estimated_tokens;
   if (reserved_) {
     reserved_ = false;
     const double extra = estimated_tokens - reserved_tokens_;
     if (extra > 0) (void)budget_->Take(0, extra, /*force=*/true);
-    return;
+    taken = std::max<double>(estimated_tokens, reserved_tokens_);
+  } else if (budget_->up() && budget_->Take(1, estimated_tokens, /*force=*/true).ok()) {
+    // Started without a reservation (the shared budget was not asked, e.g.
+    // while Redis was unreachable): counted anyway.
+    ++shared_takes_;
   }
-  // Started without a reservation (the shared budget was not asked, e.g.
-  // while Redis was unreachable): count it anyway.
-  if (budget_->up() && budget_->Take(1, estimated_tokens, /*force=*/true).ok()) ++shared_takes_;
+  // While no limit is known, what each start took: the answer that teaches
+  // the limit seeds the buckets with what it says is left, less what the
+  // *other* starts took (docs/SHARED_BUDGET.md).
+  if (shared_rpm_ <= 0 && shared_tpm_ <= 0) {
+    if (unpaced_starts_.size() >= kMaxUnpacedStarts) unpaced_starts_.pop_front();
+    unpaced_starts_.emplace_back(now, taken);
+  }
 }
 
 void SharedRatePacer::OnResponse(TimePoint now, const RateLimitInfo& rate, int http_status,
                                  uint64_t input_bytes, int64_t prompt_tokens) {
   local_->OnResponse(now, rate, http_status, input_bytes, prompt_tokens);
-  Share(now, rate, http_status);
+  Share(now, rate, http_status, /*own_tokens=*/0);
 }
 
 void SharedRatePacer::OnResponseTo(TimePoint started, TimePoint now, const RateLimitInfo& rate,
                                    int http_status, uint64_t input_bytes, int64_t prompt_tokens) {
   local_->OnResponseTo(started, now, rate, http_status, input_bytes, prompt_tokens);
-  Share(now, rate, http_status);
+  double own_tokens = 0;
+  for (auto it = unpaced_starts_.begin(); it != unpaced_starts_.end(); ++it) {
+    if (it->first == started) {
+      own_tokens = it->second;
+      unpaced_starts_.erase(it);
+      break;
+    }
+  }
+  Share(now, rate, http_status, own_tokens);
 }
 
-void SharedRatePacer::Share(TimePoint now, const RateLimitInfo& rate, int http_status) {
+void SharedRatePacer::Share(TimePoint now, const RateLimitInfo& rate, int http_status,
+                            double own_tokens) {
   if ((http_status == 429 || http_status == 503) && rate.retry_after &&
       *rate.retry_after > Duration(0)) {
     // Every process stops until the service's cooldown has passed.
@@ -113,17 +135,20 @@ void SharedRatePacer::Share(TimePoint now, const RateLimitInfo& rate, int http_s
       Tightest(user_rpm_, rate.limit_requests ? static_cast<double>(*rate.limit_requests) : 0);
   const double tpm =
       Tightest(user_tpm_, rate.limit_tokens ? static_cast<double>(*rate.limit_tokens) : 0);
-  if (rpm <= 0 && tpm <= 0) return;
+  if (rpm <= 0 && tpm <= 0) {
+    ReportNoLimits(now, http_status);
+    return;
+  }
   // Report a change at once, the same limits a few times per window (a
   // limit not confirmed within the window may be replaced by a higher one).
   const Duration refresh = budget_->options().limit_window / 4;
   if (reported_ && rpm == reported_rpm_ && tpm == reported_tpm_ && now - reported_at_ < refresh) {
     return;
   }
-  auto learned =
-      budget_->Learn(rpm, tpm, std::nullopt,
-                     rate.remaining_requests ? static_cast<double>(*rate.remaining_requests) : -1,
-                     rate.remaining_tokens ? static_cast<double>(*rate.remaining_tokens) : -1);
+  auto learned = budget_->Learn(
+      rpm, tpm, std::nullopt,
+      rate.remaining_requests ? static_cast<double>(*rate.remaining_requests) : -1,
+      rate.remaining_tokens ? static_cast<double>(*rate.remaining_tokens) : -1, own_tokens);
   if (!learned.ok()) return;
   reported_ = true;
   reported_rpm_ = rpm;
@@ -131,6 +156,22 @@ void SharedRatePacer::Share(TimePoint now, const RateLimitInfo& rate, int http_s
   reported_at_ = now;
   shared_rpm_ = learned->first;
   shared_tpm_ = learned->second;
+  if (shared_rpm_ > 0 || shared_tpm_ > 0) unpaced_starts_.clear();
+}
+
+void SharedRatePacer::ReportNoLimits(TimePoint now, int http_status) {
+  // Only while the budget knows no limit: then the first request is gated
+  // (SharedBudgetOptions::probe_duration) and this answer releases the gate.
+  if (shared_rpm_ > 0 || shared_tpm_ > 0) return;
+  const bool success = http_status >= 200 && http_status < 300;
+  // A success without limit headers: the service announces none and the
+  // budget stays open; said again a few times per window, not per response.
+  if (success && opened_ && now - opened_at_ < budget_->options().limit_window / 4) return;
+  if (!budget_->ProbeAnswered(success).ok()) return;
+  if (success) {
+    opened_ = true;
+    opened_at_ = now;
+  }
 }
 
 RateBudget SharedRatePacer::Budget(TimePoint now) const {

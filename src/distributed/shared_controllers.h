@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -48,7 +49,12 @@ class SharedRatePacer final : public RatePacer {
   uint64_t shared_takes() const { return shared_takes_; }
 
  private:
-  void Share(TimePoint now, const RateLimitInfo& rate, int http_status);
+  // `own_tokens`: what the answered request took from the budget, if it
+  // started while no limit was known (0 otherwise).
+  void Share(TimePoint now, const RateLimitInfo& rate, int http_status, double own_tokens);
+  // An answer with no limit headers, while no limit is known: releases the
+  // budget's first-request gate; a success opens the budget.
+  void ReportNoLimits(TimePoint now, int http_status);
 
   std::unique_ptr<RatePacer> local_;
   std::unique_ptr<SharedBudget> budget_;
@@ -65,6 +71,9 @@ class SharedRatePacer final : public RatePacer {
   double reported_tpm_ = 0;
   TimePoint reported_at_{};
   bool reported_ = false;
+  std::deque<std::pair<TimePoint, double>> unpaced_starts_;  // (start, tokens taken)
+  bool opened_ = false;  // told the budget the service announces no limits, and when
+  TimePoint opened_at_{};
 };
 
 class SharedConcurrencyLimiter final : public ConcurrencyLimiter {

@@ -51,6 +51,7 @@ std::unique_ptr<RatePacer> MakePacer(const IngestOptions& options) {
   RatePacerOptions pacer;
   pacer.rpm = options.rpm;
   pacer.tpm = options.tpm;
+  pacer.probe_first = true;
   std::unique_ptr<RatePacer> local = MakeRatePacer(pacer);
   std::unique_ptr<SharedBudget> budget = OpenSharedBudget(options);
   if (!budget) return local;

@@ -7,6 +7,7 @@
 #include "distributed/redis_test_util.h"
 #include "distributed/shared_controllers.h"
 #include "sluice/control.h"
+#include "testing/wait.h"
 
 namespace sluice {
 namespace {
@@ -27,7 +28,8 @@ class SharedBudgetTest : public ::testing::Test {
   void TearDown() override {
     if (url_.empty()) return;
     auto client = Client();
-    for (const char* part : {"limits", "requests", "tokens", "cooldown", "leases", "unpaced"}) {
+    for (const char* part :
+         {"limits", "requests", "tokens", "cooldown", "leases", "unpaced", "probe", "open"}) {
       (void)client->Command({"DEL", Key(part)});
     }
   }
@@ -53,6 +55,7 @@ class SharedBudgetTest : public ::testing::Test {
 };
 
 TEST_F(SharedBudgetTest, WithoutAKnownLimitEveryTakeIsGranted) {
+  options_.probe_duration = Duration(0);  // no first-request gate (tested below)
   auto budget = Open();
   for (int i = 0; i < 100; ++i) {
     auto take = budget->Take(1, 1000, false, 1000);
@@ -60,6 +63,56 @@ TEST_F(SharedBudgetTest, WithoutAKnownLimitEveryTakeIsGranted) {
     EXPECT_TRUE(take->granted);
     EXPECT_EQ(take->wait_ms, 0);
   }
+}
+
+TEST_F(SharedBudgetTest, TheFirstTakeGoesAloneAndItsAnswerSeedsTheBuckets) {
+  auto budget = Open();
+  auto other = Open();  // another process on the same budget
+  EXPECT_TRUE(budget->Take(1, 1900, false, 0)->granted);
+  // Nobody knows the limit yet: the others wait for the first answer.
+  auto refused = other->Take(1, 1900, false, 0);
+  EXPECT_FALSE(refused->granted);
+  EXPECT_EQ(refused->wait_ms, 50);
+  EXPECT_FALSE(budget->Take(1, 1900, false, 0)->granted);
+  // A forced start (one that began without asking) still counts.
+  EXPECT_TRUE(other->Take(1, 10, true, 0)->granted);
+  // The answer: 120k TPM, 100 tokens left. The bucket starts there (less
+  // the forced start), so the next request waits for a refill, not a 429.
+  ASSERT_TRUE(budget->Learn(0, 120000, 0, -1, 100, /*own_tokens=*/1900).ok());
+  auto paced = other->Take(1, 1900, false, 0);
+  EXPECT_FALSE(paced->granted);
+  EXPECT_GT(paced->wait_ms, 800);  // ~1800 tokens at 1960/s
+  EXPECT_TRUE(other->Take(1, 1900, false, 1000)->granted);
+}
+
+TEST_F(SharedBudgetTest, AnAnswerWithoutLimitsOpensTheBudgetForEveryone) {
+  auto budget = Open();
+  auto other = Open();
+  EXPECT_TRUE(budget->Take(1, 100, false, 0)->granted);
+  EXPECT_FALSE(other->Take(1, 100, false, 0)->granted);
+  // A success without rate-limit headers (a self-hosted server): no limit
+  // to wait for, every take is granted from now on.
+  ASSERT_TRUE(budget->ProbeAnswered(/*no_limits=*/true).ok());
+  for (int i = 0; i < 50; ++i) EXPECT_TRUE(other->Take(1, 100, false, 0)->granted) << i;
+  EXPECT_GT(Ttl("open"), 0);
+  EXPECT_LE(Ttl("open"), 60000);
+}
+
+TEST_F(SharedBudgetTest, AFailedProbeReleasesTheGateAndALostOneLapses) {
+  // Long enough that no stall of a loaded machine outlasts it between two calls.
+  options_.probe_duration = std::chrono::seconds(2);
+  auto budget = Open();
+  auto other = Open();
+  EXPECT_TRUE(budget->Take(1, 100, false, 0)->granted);
+  // Its answer was an error without headers: the gate is released and
+  // the next take probes again (the budget is not opened).
+  ASSERT_TRUE(budget->ProbeAnswered(/*no_limits=*/false).ok());
+  const auto probed = std::chrono::steady_clock::now();
+  EXPECT_TRUE(other->Take(1, 100, false, 0)->granted);
+  EXPECT_FALSE(budget->Take(1, 100, false, 0)->granted);
+  // That probe's process dies: its gate lapses probe_duration after it was set.
+  EXPECT_TRUE(testing::WaitUntil([&] { return budget->Take(1, 100, false, 0)->granted; }));
+  EXPECT_GE(std::chrono::steady_clock::now() - probed, std::chrono::milliseconds(1990));
 }
 
 TEST_F(SharedBudgetTest, RequestBucketStartsFullRefillsAndSaysHowLongToWait) {
@@ -92,6 +145,7 @@ TEST_F(SharedBudgetTest, ANewBucketStartsWithWhatTheServiceSaidIsLeft) {
 }
 
 TEST_F(SharedBudgetTest, TakesBeforeAnyLimitWasKnownCountAgainstTheFirstBucket) {
+  options_.probe_duration = Duration(0);  // five takes before the first answer
   auto budget = Open();
   // Five requests went out before any limit was known; the answer to one of
   // them says 15 requests and 900 tokens are left.
@@ -276,6 +330,27 @@ TEST_F(SharedBudgetTest, PacerReservesAStartAndWaitsForTheSharedBucket) {
   a.OnResponseTo(t0, t0, rate, 429, 10, 0);
   SharedRatePacer c(MakeCooldownOnlyPacer(), Open());
   EXPECT_GT(c.DelayFor(t0, 1), std::chrono::seconds(29));
+}
+
+// The decorators: one process's first request goes alone, and its answer
+// (less its own tokens, which the service already counted) seeds the bucket
+// the other process is paced by.
+TEST_F(SharedBudgetTest, PacersOnOneBudgetSendTheFirstRequestAloneAndPaceByItsAnswer) {
+  SharedRatePacer a(MakeCooldownOnlyPacer(), Open());
+  SharedRatePacer b(MakeCooldownOnlyPacer(), Open());
+  const TimePoint t0{};
+  EXPECT_EQ(a.DelayFor(t0, 1900), Duration(0));
+  a.OnStart(t0, 1900);
+  EXPECT_EQ(b.DelayFor(t0, 1900), std::chrono::milliseconds(50));  // waits for a's answer
+  RateLimitInfo rate;
+  rate.limit_tokens = 120000;
+  rate.remaining_tokens = 100;
+  a.OnResponseTo(t0, t0 + std::chrono::milliseconds(20), rate, 200, 7600, 1900);
+  // b asks again after its poll: about (1900 - 100) / 1960 s. Had a's own
+  // 1900 tokens been subtracted again, nearly twice that.
+  const Duration wait = b.DelayFor(t0 + std::chrono::milliseconds(50), 1900);
+  EXPECT_LT(wait, std::chrono::milliseconds(1000));
+  EXPECT_EQ(b.Budget(t0).tokens_per_minute, 120000);
 }
 
 TEST_F(SharedBudgetTest, LimiterHoldsNoMoreLeasesThanTheCapAcrossProcesses) {

@@ -93,6 +93,9 @@ HeaderRatePacer::HeaderRatePacer(RatePacerOptions options) : options_(options) {
   if (options_.rpm > 0)
     requests_.SetLimit(options_.rpm, options_.safety, options_.burst_seconds, {});
   if (options_.tpm > 0) tokens_.SetLimit(options_.tpm, options_.safety, options_.burst_seconds, {});
+  // The first request goes alone and its answer opens the pacer, as a
+  // half-open probe after a 429 does.
+  if (options_.probe_first && options_.rpm <= 0 && options_.tpm <= 0) half_open_ = true;
 }
 
 RateBudget HeaderRatePacer::Budget(TimePoint now) const {

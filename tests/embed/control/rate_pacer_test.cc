@@ -21,6 +21,49 @@ TEST(RatePacerTest, NoLimitsKnownMeansNoDelay) {
   EXPECT_EQ(MakeRatePacer(RatePacerOptions{})->DelayFor(kT0, 1), Duration(0));
 }
 
+TEST(RatePacerTest, ProbeFirstSendsTheFirstRequestAloneAndPacesTheRestByItsAnswer) {
+  RatePacerOptions o;
+  o.probe_first = true;
+  HeaderRatePacer pacer(o);
+  EXPECT_TRUE(pacer.half_open());
+  EXPECT_EQ(pacer.DelayFor(kT0, 1900), Duration(0));
+  pacer.OnStart(kT0, 1900);
+  // The others wait for its answer.
+  EXPECT_EQ(pacer.DelayFor(kT0, 1900), o.half_open_poll);
+  // It announces 120k TPM with 100 tokens left: the next request waits for
+  // the bucket instead of being refused.
+  RateLimitInfo h;
+  h.limit_tokens = 120000;
+  h.remaining_tokens = 100;
+  const TimePoint answered = kT0 + milliseconds(20);
+  pacer.OnResponseTo(kT0, answered, h, 200, 7600, 1900);
+  EXPECT_FALSE(pacer.half_open());
+  EXPECT_EQ(pacer.effective_tpm(), 120000);
+  const Duration wait = pacer.DelayFor(answered, 1900);
+  EXPECT_GT(wait, milliseconds(800));  // ~1800 tokens at 1960/s
+  EXPECT_LT(wait, milliseconds(1000));
+}
+
+TEST(RatePacerTest, ProbeFirstStaysOffWhenTheUserGaveALimit) {
+  RatePacerOptions o;
+  o.probe_first = true;
+  o.tpm = 120000;
+  HeaderRatePacer pacer(o);
+  EXPECT_FALSE(pacer.half_open());
+  pacer.OnStart(kT0, 100);
+  EXPECT_EQ(pacer.DelayFor(kT0, 100), Duration(0));
+}
+
+TEST(RatePacerTest, ProbeFirstReopensWhenTheFirstRequestFailsWithoutAnAnswer) {
+  RatePacerOptions o;
+  o.probe_first = true;
+  HeaderRatePacer pacer(o);
+  pacer.OnStart(kT0, 10);
+  pacer.OnResponse(kT0 + seconds(30), RateLimitInfo{}, 0, 40, 0);  // a transport error
+  EXPECT_FALSE(pacer.half_open());
+  EXPECT_EQ(pacer.DelayFor(kT0 + seconds(30), 10), Duration(0));
+}
+
 TEST(RatePacerTest, BudgetReportsTheLimitsAndWhatTheBucketsHold) {
   EXPECT_EQ(HeaderRatePacer(RatePacerOptions{}).Budget(kT0).requests_per_minute, 0);
   RatePacerOptions o;
