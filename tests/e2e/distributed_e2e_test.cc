@@ -713,6 +713,86 @@ TEST_F(DistributedE2eTest, SplitJsonlChangedSinceTheEnqueueIsDeadLetteredNotMixe
   ForgetSplitJob(redis_url, job);
 }
 
+// A worker SIGKILLed while it holds range tasks: another reclaims them after
+// the visibility timeout and redoes them; chunks the dead one had stored are
+// upserts by id, so the store still equals one `sluice ingest`, and the job
+// counts every chunk once (only acked ranges count theirs).
+TEST_F(DistributedE2eTest, SplitJsonlRangeOfAKilledWorkerIsRedoneAndStoredOnce) {
+  SLUICE_REQUIRE_DSN(dsn, "SLUICE_TEST_PG_DSN");
+  SLUICE_REQUIRE_REDIS(redis_url);
+  dsn_ = dsn;
+  TempDir dir;
+  MakeSplitCorpus(dir, JsonlExport(400));
+  std::filesystem::remove_all(dir / "corpus/docs");
+  StartMock(std::chrono::milliseconds(30));
+  if (HasFatalFailure()) return;
+  const std::string ref_table = pgtest::UniqueTable("dist_kill_ref");
+  const std::string job_table = pgtest::UniqueTable("dist_kill");
+  tables_ = {ref_table, job_table};
+  std::string ref_settings, job_settings;
+  for (const std::string& s : Settings(ref_table)) ref_settings += " " + Quote(s);
+  for (const std::string& s : Settings(job_table)) job_settings += " " + Quote(s);
+  auto ref = RunCommand(kSluice + " ingest " + Quote(dir / "corpus") +
+                        " --no-progress --no-aggregate --out " + Quote(dir / "ref") + ref_settings);
+  ASSERT_EQ(ref.exit_code, 0) << ref.output;
+
+  const std::string job = redistest::UniqueName("e2e-split-kill");
+  auto enqueued =
+      RunCommand(kSluice + " enqueue " + Quote(dir / "corpus") + " --redis " + Quote(redis_url) +
+                 " --job " + job + " --split-bytes 16384" + job_settings);
+  ASSERT_EQ(enqueued.exit_code, 0) << enqueued.output;
+  const uint64_t ranges = RangesSplit(enqueued.output);
+  ASSERT_GE(ranges, 4u) << enqueued.output;
+
+  std::vector<pid_t> workers;
+  for (int i = 0; i < 2; ++i) {
+    workers.push_back(
+        Spawn({kSluice, "worker", "--redis", redis_url, "--job", job, "--exit-when-idle",
+               "--visibility-timeout", "1", "--max-in-flight", "1"},
+              dir / ("k" + std::to_string(i) + ".log")));
+    ASSERT_GT(workers.back(), 0);
+  }
+  // Kill worker 0 once it has finished a range (its heartbeat counts them)
+  // and so holds the next one, while ranges are left.
+  auto endpoint = ParseRedisUrl(redis_url);
+  ASSERT_TRUE(endpoint.ok());
+  auto redis = RedisClient::Connect(*endpoint);
+  ASSERT_TRUE(redis.ok()) << redis.status().ToString();
+  char host[256] = {};
+  ::gethostname(host, sizeof(host) - 1);
+  const std::string prefix = "sluice:job:{" + job + "}";
+  const std::string victim_key = prefix + ":worker:" + host + "-" + std::to_string(workers[0]);
+  bool victim_did_work = false;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (!victim_did_work && std::chrono::steady_clock::now() < deadline) {
+    auto tasks = (*redis)->Command({"HGET", victim_key, "tasks"});
+    ASSERT_TRUE(tasks.ok()) << tasks.status().ToString();
+    victim_did_work = tasks->AsInteger() >= 1;
+    // The poll's pace, not a synchronisation: the condition above is.
+    if (!victim_did_work) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(victim_did_work) << ReadFile(dir / "k0.log");
+  auto done_at_kill = (*redis)->Command({"HGET", prefix, "done"});
+  ASSERT_EQ(::kill(workers[0], SIGKILL), 0);
+  EXPECT_EQ(Wait(workers[0]), 128 + SIGKILL);
+  EXPECT_LT(static_cast<uint64_t>(done_at_kill->AsInteger()), ranges)
+      << "the ranges were all done before the kill: a weaker test";
+  EXPECT_EQ(Wait(workers[1]), 0) << ReadFile(dir / "k1.log");
+
+  auto status =
+      RunCommand(kSluice + " status --json --redis " + Quote(redis_url) + " --job " + Quote(job));
+  const std::string total = std::to_string(ranges + 1);
+  EXPECT_NE(status.output.find("\"total\":" + total +
+                               ",\"pending\":0,\"in_flight\":0,\"done\":" + total + ",\"dead\":0"),
+            std::string::npos)
+      << status.output;
+  EXPECT_TRUE(Dump(dsn, job_table) == Dump(dsn, ref_table));
+  EXPECT_EQ(JsonNumber(status.output, "chunks_stored"),
+            StoredRows(dsn, job_table) - 1)  // less the file's fingerprint row
+      << status.output;
+  ForgetSplitJob(redis_url, job);
+}
+
 TEST_F(DistributedE2eTest, SigtermStopsAWorkerGracefullyAndAnotherFinishesItsTasks) {
   SLUICE_REQUIRE_DSN(dsn, "SLUICE_TEST_PG_DSN");
   SLUICE_REQUIRE_REDIS(redis_url);
