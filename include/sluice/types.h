@@ -53,11 +53,6 @@ struct Chunk {
   // file's records share it); empty for stdin records. Stores keep it so a
   // file's chunks can be found (and its stale ones deleted) without a list.
   std::string file_id;
-  // False: the store records no run record for it (StoreOptions::run_id). A
-  // byte range's chunks (a distributed range task) are written so: their
-  // file is committed by a later whole-file pass, whose own records alone
-  // must say which of the file's stored chunks are current.
-  bool record_run = true;
   uint32_t ordinal = 0;     // 0-based position within its source
   uint64_t byte_begin = 0;  // offsets into the source's extracted text
   uint64_t byte_end = 0;
@@ -68,6 +63,12 @@ struct Chunk {
   // "page_end", "title", "author" where known.
   std::string metadata_json = "{}";
   uint32_t token_estimate = 0;
+  // False: the store records no run record for it (StoreOptions::run_id). A
+  // byte range's chunks (a distributed range task) are written so: their
+  // file is committed by a later whole-file pass, whose own records alone
+  // must say which of the file's stored chunks are current.
+  // Last: positional initialisers of the fields above stay valid.
+  bool record_run = true;
 };
 
 struct EmbeddedChunk {
