@@ -61,7 +61,28 @@ struct SourceFile {
   // the document's own metadata, e.g. Markdown front matter or JSONL fields).
   std::string domain;
   std::string category;
+  // A byte range of a JSONL file (a distributed range task,
+  // docs/DISTRIBUTED.md): [range_begin, range_end) of the file, cut just
+  // after a '\n', whose first line is line `first_line` of the file (so
+  // record errors name the file's own line numbers). range_end 0: the whole
+  // file. Only the "jsonl" parser reads ranges; the file is fingerprinted by
+  // a later whole-file pass, never by a range.
+  uint64_t range_begin = 0;
+  uint64_t range_end = 0;
+  uint64_t first_line = 1;
+  bool IsRange() const { return range_end > 0; }
 };
+
+// The id IngestOptions::on_source_done names a source by: its relative path
+// (or path), and for a byte range "<that>@<range_begin>-<range_end>", so two
+// ranges of one file in flight at once are told apart.
+inline std::string SourceDoneId(const SourceFile& file) {
+  std::string id = file.relative_path.empty() ? file.path : file.relative_path;
+  if (file.IsRange()) {
+    id += "@" + std::to_string(file.range_begin) + "-" + std::to_string(file.range_end);
+  }
+  return id;
+}
 
 // Receives per-record failures that do not stop the whole input (a malformed
 // JSONL line). Implemented by the pipeline's dead-letter writer.

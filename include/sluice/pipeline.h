@@ -144,8 +144,10 @@ struct IngestOptions {
   // fingerprints, and refuses --cleanup full.
   SourceFeed* source_feed = nullptr;
   // Called exactly once per source read from the feed (or the walk) whose
-  // outcome is final, with its source id (relative_path, or path when that
-  // is empty); `why` is the error of kDeadLettered; `chunks_stored` the
+  // outcome is final, with its source id (SourceDoneId: relative_path, or
+  // path when that is empty, plus "@BEGIN-END" for a byte range; a range's
+  // kCommitted means its chunks are stored, its file is not committed);
+  // `why` is the error of kDeadLettered; `chunks_stored` the
   // chunks of it this run stored (kCommitted from the store writer; 0 for
   // the other outcomes and for untracked sources). A source dropped by a
   // stop or a fatal error gets no call: it was not done. (Without

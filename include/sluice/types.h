@@ -63,6 +63,12 @@ struct Chunk {
   // "page_end", "title", "author" where known.
   std::string metadata_json = "{}";
   uint32_t token_estimate = 0;
+  // False: the store records no run record for it (StoreOptions::run_id). A
+  // byte range's chunks (a distributed range task) are written so: their
+  // file is committed by a later whole-file pass, whose own records alone
+  // must say which of the file's stored chunks are current.
+  // Last: positional initialisers of the fields above stay valid.
+  bool record_run = true;
 };
 
 struct EmbeddedChunk {

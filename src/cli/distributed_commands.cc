@@ -2,8 +2,10 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -28,6 +30,7 @@
 #include "pipeline/rebuild_aggregates.h"
 #include "pipeline/source_enumerator.h"
 #include "sluice/store.h"
+#include "sources/jsonl_ranges.h"
 
 namespace sluice::cli {
 
@@ -42,7 +45,9 @@ const std::set<std::string> kNotRecorded = {
     "dead-letter", "help", "redis", "redis-env",
     // Each worker shares the budget through its own
     // --redis; a URL here could hold a password.
-    "budget-redis", "budget-redis-env", "job", "log-level", "log-format"};
+    "budget-redis", "budget-redis-env", "job", "log-level", "log-format",
+    // How the enqueue cuts files into tasks, not what a worker does with one.
+    "split-bytes"};
 
 bool IsLoopback(std::string_view host) {
   return host == "localhost" || host == "::1" || host == "[::1]" || host.starts_with("127.");
@@ -266,6 +271,68 @@ StoredFiles StoredFilesOf(const IngestOptions& o) {
   return files;
 }
 
+// Whether `file` may be cut into byte ranges (docs/DISTRIBUTED.md): only a
+// JSONL file (by its extension, as the parser registry picks it; not with
+// --parser-cmd), since its records are independent lines; a document of
+// another format (PDF, HTML, Markdown) is chunked as a whole (headings,
+// pages, paragraphs that span any cut), so it stays one task at any size. And
+// only with the embedding cache: the split file's whole-file pass re-reads
+// it, and takes its vectors from the cache the ranges filled instead of
+// embedding the file a second time.
+bool MaySplit(const IngestOptions& o, const DistributedArgs& args, const SourceFile& file) {
+  if (args.split_bytes == 0 || file.size_bytes <= args.split_bytes) return false;
+  if (!o.parser_cmd.empty() || !o.embedding_cache) return false;
+  std::string ext = std::filesystem::path(file.path).extension().string();
+  for (char& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return ext == ".jsonl" || ext == ".ndjson";
+}
+
+// The file's size and mtime now (false: it cannot be stat'ed).
+bool StatFile(const std::string& path, uint64_t& size, int64_t& mtime_ns) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return false;
+  size = static_cast<uint64_t>(st.st_size);
+  mtime_ns = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+  return true;
+}
+
+// The ranges `task`'s file is to be cut into, or none (then it is one task):
+// it is not to be split, has no place to cut, repeats an id (then only one
+// reader can refuse the repeat as `sluice ingest` does; `repeated_id` names
+// it), or changed while it was read.
+std::vector<SourceTask> RangesOf(const IngestOptions& o, const DistributedArgs& args,
+                                 const SourceFile& file, const SourceTask& task,
+                                 std::string& repeated_id) {
+  std::vector<SourceTask> ranges;
+  if (!MaySplit(o, args, file)) return ranges;
+  Result<JsonlRangePlan> plan = PlanJsonlRangesOfFile(task.path, args.split_bytes);
+  if (!plan.ok()) {
+    spdlog::warn("{}: not split: {}", task.path, plan.status().message());
+    return ranges;
+  }
+  if (plan->repeated_id) {
+    repeated_id = plan->repeated_example.empty() ? "(one)" : "\"" + plan->repeated_example + "\"";
+    return ranges;
+  }
+  uint64_t size = 0;
+  int64_t mtime_ns = 0;
+  if (!StatFile(task.path, size, mtime_ns) || size != task.size_bytes ||
+      mtime_ns != task.mtime_ns) {
+    spdlog::warn("{}: not split: it changed while its cut points were looked for", task.path);
+    return ranges;
+  }
+  if (plan->ranges.size() < 2) return ranges;
+  for (const JsonlRange& r : plan->ranges) {
+    SourceTask range = task;
+    range.split = "planned";  // named by EnqueueSplit
+    range.range_begin = r.begin;
+    range.range_end = r.end;
+    range.first_line = r.first_line;
+    ranges.push_back(std::move(range));
+  }
+  return ranges;
+}
+
 int RunEnqueue(const CLI::App& app, IngestOptions& o, const DistributedArgs& args) {
   auto endpoint = ResolveRedis(args);
   if (!endpoint.ok()) return Fail(endpoint.status(), 2);
@@ -320,7 +387,8 @@ int RunEnqueue(const CLI::App& app, IngestOptions& o, const DistributedArgs& arg
     });
     files.Close();
   });
-  uint64_t enqueued = 0, unchanged = 0;
+  uint64_t enqueued = 0, unchanged = 0, split_files = 0, ranges_enqueued = 0, kept_whole = 0;
+  std::string kept_whole_example;  // "<rel path>: id <id>" of the first one
   std::set<std::string> seen_ids;
   Status failed;
   std::vector<SourceTask> batch;
@@ -345,8 +413,28 @@ int RunEnqueue(const CLI::App& app, IngestOptions& o, const DistributedArgs& arg
     }
     std::error_code ec;
     const std::string absolute = std::filesystem::absolute(file->path, ec).string();
-    batch.push_back(SourceTask{ec ? file->path : absolute, file->relative_path, file->root_name,
-                               file->size_bytes, file->mtime_ns});
+    SourceTask task;
+    task.path = ec ? file->path : absolute;
+    task.relative_path = file->relative_path;
+    task.root_name = file->root_name;
+    task.size_bytes = file->size_bytes;
+    task.mtime_ns = file->mtime_ns;
+    std::string repeated_id;
+    std::vector<SourceTask> ranges = RangesOf(o, args, *file, task, repeated_id);
+    if (!repeated_id.empty() && kept_whole++ == 0) {
+      kept_whole_example = task.relative_path + ": id " + repeated_id;
+    }
+    if (!ranges.empty()) {
+      flush();  // tasks stay in the walk's order
+      if (failed.ok()) failed = (*stream)->EnqueueSplit(task, ranges);
+      if (failed.ok()) {
+        ++split_files;
+        ranges_enqueued += ranges.size();
+        enqueued += ranges.size();
+      }
+    } else {
+      batch.push_back(std::move(task));
+    }
     if (batch.size() >= 500) flush();
     if (!failed.ok()) {
       files.Cancel();
@@ -362,6 +450,23 @@ int RunEnqueue(const CLI::App& app, IngestOptions& o, const DistributedArgs& arg
       "store, not enqueued\n",
       static_cast<unsigned long long>(enqueued), args.job.c_str(), endpoint->Redacted().c_str(),
       RedactUri(record.store_uri).c_str(), static_cast<unsigned long long>(unchanged));
+  if (split_files > 0) {
+    std::printf(
+        "split %llu JSONL files larger than %llu bytes into %llu range tasks (each file then "
+        "gets one whole-file pass that commits it)\n",
+        static_cast<unsigned long long>(split_files),
+        static_cast<unsigned long long>(args.split_bytes),
+        static_cast<unsigned long long>(ranges_enqueued));
+  }
+  if (kept_whole > 0) {
+    // Two ranges would each store a record under the repeated id; one reader
+    // refuses the repeat, as sluice ingest does.
+    std::printf(
+        "kept %llu JSONL files larger than %llu bytes whole (one task each): an id is on more "
+        "than one line (%s); the repeat is refused as sluice ingest refuses it\n",
+        static_cast<unsigned long long>(kept_whole),
+        static_cast<unsigned long long>(args.split_bytes), kept_whole_example.c_str());
+  }
   return 0;
 }
 
@@ -689,6 +794,18 @@ int RunStatus(const DistributedArgs& args) {
   }
 }
 
+// Not an ingest option (not recorded with the job): it decides how the
+// enqueue cuts the files, not what a worker does with a task, so enqueueing
+// more files to a job with another value is allowed.
+void AddSplitFlag(CLI::App& app, DistributedArgs& a) {
+  app.add_option("--split-bytes", a.split_bytes,
+                 "a JSONL file larger than this many bytes becomes byte-range tasks of about "
+                 "this size, cut after a newline, so one huge export is worked by several "
+                 "workers; 0: never split (docs/DISTRIBUTED.md)")
+      ->capture_default_str()
+      ->group("Distributed");
+}
+
 void AddRedisFlags(CLI::App& app, DistributedArgs& a) {
   app.add_option("--redis", a.redis_url, "Redis URL: redis://[[user]:password@]host[:port][/db]")
       ->group("Distributed");
@@ -719,6 +836,7 @@ void AddDistributedCommands(CLI::App& app, DistributedCommands& c) {
       "with the job's ingest options; `sluice worker`s take them (docs/DISTRIBUTED.md).");
   AddIngestFlags(*c.enqueue, c.enqueue_options, c.enqueue_extras);
   AddRedisFlags(*c.enqueue, c.enqueue_args);
+  AddSplitFlag(*c.enqueue, c.enqueue_args);
 
   c.worker = app.add_subcommand(
       "worker",
@@ -800,6 +918,7 @@ void AddIngestRedisFlags(CLI::App& ingest, DistributedArgs& args) {
                   "with --redis: the job's name (default: ingest- and a hash of the inputs, "
                   "store and options, so the same command reuses its job)")
       ->group("Distributed");
+  AddSplitFlag(ingest, args);
 }
 
 bool WantsRedis(const DistributedArgs& args) {
@@ -881,7 +1000,10 @@ int RunDeadLetterRedisCommand(const DistributedArgs& args, bool retry) {
   }
   std::printf("%zu dead tasks in job '%s'\n", dead->size(), args.job.c_str());
   for (const DeadTask& d : *dead) {
-    std::printf("  %s  (%lld deliveries)  %s\n", d.task.path.c_str(),
+    const std::string range = d.task.IsRange() ? " bytes " + std::to_string(d.task.range_begin) +
+                                                     "-" + std::to_string(d.task.range_end)
+                                               : std::string();
+    std::printf("  %s%s  (%lld deliveries)  %s\n", d.task.path.c_str(), range.c_str(),
                 static_cast<long long>(d.deliveries), d.error.c_str());
   }
   std::printf("retry with: sluice dead-letter retry --redis URL --job %s\n", args.job.c_str());

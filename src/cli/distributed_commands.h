@@ -25,6 +25,9 @@ struct DistributedArgs {
   std::string redis_url;
   std::string redis_env;  // environment variable holding the Redis URL
   std::string job = "default";
+  // enqueue (and ingest --redis): a JSONL file larger than this becomes
+  // byte-range tasks of about this size; 0: never split.
+  uint64_t split_bytes = uint64_t{64} << 20;
   // worker
   bool exit_when_idle = false;
   double visibility_timeout_s = 60;

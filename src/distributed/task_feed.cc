@@ -13,13 +13,7 @@
 
 namespace sluice {
 
-namespace {
-
-std::string SourceIdOf(const SourceTask& t) {
-  return t.relative_path.empty() ? t.path : t.relative_path;
-}
-
-}  // namespace
+namespace {}  // namespace
 
 Result<std::unique_ptr<TaskFeed>> TaskFeed::Open(TaskFeedOptions options) {
   auto claim = TaskStream::Open(options.endpoint, options.stream);
@@ -128,9 +122,30 @@ bool TaskFeed::Next(SourceFile& file, const std::atomic<bool>& stopping) {
     if (::stat(file.path.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
       file.size_bytes = static_cast<uint64_t>(st.st_size);
       file.mtime_ns = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+      if (task.task.IsRange() &&
+          (file.size_bytes != task.task.size_bytes || file.mtime_ns != task.task.mtime_ns)) {
+        // Its cut points and line numbers are the enqueued file's: reading
+        // them in another version would mix two versions of the file.
+        const std::string why = "changed since the enqueue: " + file.path + " has size " +
+                                std::to_string(file.size_bytes) + " and mtime " +
+                                std::to_string(file.mtime_ns) + " ns, the range of bytes " +
+                                std::to_string(task.task.range_begin) + "-" +
+                                std::to_string(task.task.range_end) + " was cut in size " +
+                                std::to_string(task.task.size_bytes) + ", mtime " +
+                                std::to_string(task.task.mtime_ns) + " ns; enqueue the file again";
+        auto buried = claim_->Bury(task.id, why);
+        if (!buried.ok()) spdlog::warn("task {}: {}", task.id, buried.status().ToString());
+        continue;
+      }
+    }
+    if (task.task.IsRange()) {
+      file.range_begin = task.task.range_begin;
+      file.range_end = task.task.range_end;
+      file.first_line = task.task.first_line;
     }
     std::lock_guard lock(mu_);
-    in_flight_[SourceIdOf(task.task)].push_back(Handed{task.id, task.task.path});
+    in_flight_[SourceDoneId(file)].push_back(
+        Handed{task.id, task.task.path, task.task.split, task.task.whole_file_pass});
     ++in_flight_count_;
     return true;
   }
@@ -166,11 +181,14 @@ void TaskFeed::OnSourceDone(const std::string& source_id, SourceOutcome outcome,
   // counts nothing), so a failure is tried again: at once (a connection that
   // Redis closed while it was idle, e.g. across a restart, fails its first
   // command and reconnects on the next), then once more after a short pause.
+  // A whole-file pass rewrites the chunks its ranges stored and counted.
   Status last;
   for (int attempt = 0; attempt < 3; ++attempt) {
     if (attempt == 2) options_.clock->SleepFor(std::chrono::milliseconds(200));
-    last = !error.empty() ? ack_->Bury(entry, error).status()
-                          : ack_->Ack(entry, chunks_stored).status();
+    last =
+        !error.empty()
+            ? ack_->Bury(entry, error).status()
+            : ack_->Ack(entry, handed.whole_file_pass ? 0 : chunks_stored, handed.split).status();
     if (last.ok()) break;
   }
   if (!last.ok()) spdlog::warn("task {}: {} (left pending for redelivery)", entry, last.ToString());

@@ -9,6 +9,11 @@
 // A task whose source was dropped by a stop is never acked: it stays pending
 // and another worker claims it after the visibility timeout.
 //
+// A byte range of a split file is only handed on if the file still has the
+// size and mtime it had at the enqueue; otherwise its ranges would mix two
+// versions of the file, so the range is buried ("changed since the
+// enqueue") and its split never completes: the user enqueues the file again.
+//
 // Thread safety: Next() on the pipeline's walker thread; OnSourceDone() from
 // any thread; Start()/Stop() from the thread that owns the feed. Each thread
 // talks to Redis over its own connection.
@@ -91,6 +96,8 @@ class TaskFeed final : public SourceFeed {
   struct Handed {
     std::string entry;  // the task's id in the stream
     std::string path;
+    std::string split;             // a range's split (empty: not a range)
+    bool whole_file_pass = false;  // its chunks were counted by its ranges
   };
   // Source id -> the tasks handed to the pipeline for it, oldest first.
   std::unordered_map<std::string, std::deque<Handed>> in_flight_;  // GUARDED_BY(mu_)

@@ -23,8 +23,10 @@ return n
 )lua",
                                  {}};
 
-// Ack: KEYS tasks, job, errors; ARGV id, chunks stored. Only the first ack
-// of a task counts, its chunks with it.
+// Ack: KEYS tasks, job, errors, split (the range's split record, or any
+// key of the job when not a range); ARGV id, chunks stored, "1" for a range.
+// Only the first ack of a task counts, its chunks with it; the first ack of
+// a split's last range adds the split file's whole-file pass, once.
 const RedisScript kAckScript{R"lua(
 local n = redis.call('XACK', KEYS[1], 'workers', ARGV[1])
 if n == 1 then
@@ -35,10 +37,37 @@ if n == 1 then
   local t = redis.call('TIME')
   local ms = t[1] .. string.format('%03d', math.floor(t[2] / 1000))
   redis.call('HSET', KEYS[2], 'last_done_ms', ms)
+  if ARGV[3] == '1' and redis.call('EXISTS', KEYS[4]) == 1 then
+    local done = redis.call('HINCRBY', KEYS[4], 'done', 1)
+    local f = redis.call('HMGET', KEYS[4], 'ranges', 'path', 'rel', 'root', 'size', 'mtime')
+    if done >= tonumber(f[1]) then
+      redis.call('XADD', KEYS[1], '*', 'path', f[2], 'rel', f[3], 'root', f[4], 'size', f[5],
+                 'mtime', f[6], 'final', '1')
+      redis.call('HINCRBY', KEYS[2], 'total', 1)
+      redis.call('DEL', KEYS[4])
+    end
+  end
 end
 return n
 )lua",
                              {}};
+
+// Split: KEYS tasks, job, split; ARGV split name, path, rel, root, size,
+// mtime, then begin, end, line per range.
+const RedisScript kSplitScript{R"lua(
+local n = 0
+for i = 7, #ARGV, 3 do
+  redis.call('XADD', KEYS[1], '*', 'path', ARGV[2], 'rel', ARGV[3], 'root', ARGV[4],
+             'size', ARGV[5], 'mtime', ARGV[6], 'split', ARGV[1], 'begin', ARGV[i],
+             'end', ARGV[i + 1], 'line', ARGV[i + 2])
+  n = n + 1
+end
+redis.call('HSET', KEYS[3], 'ranges', n, 'done', 0, 'path', ARGV[2], 'rel', ARGV[3],
+           'root', ARGV[4], 'size', ARGV[5], 'mtime', ARGV[6])
+redis.call('HINCRBY', KEYS[2], 'total', n)
+return n
+)lua",
+                               {}};
 
 // Started: KEYS job. The Redis time of the job's first claim, once.
 const RedisScript kStartedScript{R"lua(
@@ -128,6 +157,13 @@ SourceTask TaskOf(const RedisReply& fields) {
   t.root_name = Field(fields, "root");
   t.size_bytes = ToU64(Field(fields, "size"));
   t.mtime_ns = ToI64(Field(fields, "mtime"));
+  t.split = Field(fields, "split");
+  if (t.IsRange()) {
+    t.range_begin = ToU64(Field(fields, "begin"));
+    t.range_end = ToU64(Field(fields, "end"));
+    t.first_line = std::max<uint64_t>(1, ToU64(Field(fields, "line")));
+  }
+  t.whole_file_pass = Field(fields, "final") == "1";
   return t;
 }
 
@@ -209,6 +245,25 @@ Status TaskStream::Enqueue(const std::vector<SourceTask>& tasks) {
   return Status::OK();
 }
 
+Status TaskStream::EnqueueSplit(const SourceTask& whole, const std::vector<SourceTask>& ranges) {
+  if (ranges.empty()) return Status::InvalidArgument("a split needs at least one range");
+  auto id = client_->Command({"INCR", prefix_ + ":splits"});
+  if (!id.ok()) return id.status();
+  const std::string split = std::to_string(id->AsInteger());
+  std::vector<std::string> args = {split,
+                                   whole.path,
+                                   whole.relative_path,
+                                   whole.root_name,
+                                   std::to_string(whole.size_bytes),
+                                   std::to_string(whole.mtime_ns)};
+  for (const SourceTask& r : ranges) {
+    args.insert(args.end(), {std::to_string(r.range_begin), std::to_string(r.range_end),
+                             std::to_string(r.first_line)});
+  }
+  auto r = client_->Eval(kSplitScript, {TasksKey(), prefix_, prefix_ + ":split:" + split}, args);
+  return r.ok() ? Status::OK() : r.status();
+}
+
 Result<std::vector<ClaimedTask>> TaskStream::Claim(const std::string& consumer, int count,
                                                    std::chrono::milliseconds block) {
   auto r = client_->Command({"XREADGROUP", "GROUP", kGroup, consumer, "COUNT",
@@ -235,9 +290,12 @@ Status TaskStream::MarkStarted() {
   return Status::OK();
 }
 
-Result<bool> TaskStream::Ack(const std::string& id, uint64_t chunks_stored) {
-  auto r = client_->Eval(kAckScript, {TasksKey(), prefix_, prefix_ + ":errors"},
-                         {id, std::to_string(chunks_stored)});
+Result<bool> TaskStream::Ack(const std::string& id, uint64_t chunks_stored,
+                             const std::string& split) {
+  // Not a range: the fourth key is only named (the script leaves it alone).
+  const std::string split_key = prefix_ + ":split:" + (split.empty() ? "none" : split);
+  auto r = client_->Eval(kAckScript, {TasksKey(), prefix_, prefix_ + ":errors", split_key},
+                         {id, std::to_string(chunks_stored), split.empty() ? "0" : "1"});
   if (!r.ok()) return r.status();
   return r->AsInteger() == 1;
 }

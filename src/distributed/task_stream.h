@@ -8,7 +8,15 @@
 //                              started_ms (first claim), last_done_ms (Redis
 //                              TIME of the last ack or burial)
 //   sluice:job:{NAME}:tasks    stream: one entry per source (path, rel, root,
-//                              size, mtime); group "workers"
+//                              size, mtime), or per byte range of a split
+//                              JSONL file (plus begin, end, line, split), or
+//                              a split file's whole-file pass (plus
+//                              final=1); group "workers"
+//   sluice:job:{NAME}:splits   counter naming each split file
+//   sluice:job:{NAME}:split:N  hash: ranges (how many), done (acked so
+//                              far), and the whole file's path, rel, root,
+//                              size, mtime; deleted when the last range's
+//                              ack adds the whole-file pass
 //   sluice:job:{NAME}:dead     stream: tasks given up on, with their error
 //   sluice:job:{NAME}:errors   hash: task id -> the last error a worker saw
 //   sluice:job:{NAME}:workers  set of consumer names; each has a key
@@ -31,6 +39,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "distributed/redis_client.h"
@@ -40,11 +49,33 @@ namespace sluice {
 
 // One source file to ingest: what the walker of `sluice enqueue` found.
 struct SourceTask {
+  SourceTask() = default;
+  // A whole file (the range fields are set one by one, for the few that are ranges).
+  SourceTask(std::string path_, std::string relative_path_, std::string root_name_,
+             uint64_t size_bytes_, int64_t mtime_ns_)
+      : path(std::move(path_)),
+        relative_path(std::move(relative_path_)),
+        root_name(std::move(root_name_)),
+        size_bytes(size_bytes_),
+        mtime_ns(mtime_ns_) {}
+
   std::string path;           // absolute, as the workers open it
   std::string relative_path;  // the source id a single-process ingest gives it
   std::string root_name;
   uint64_t size_bytes = 0;
   int64_t mtime_ns = 0;
+  // A byte range of a split JSONL file (SourceFile::range_*): `split` names
+  // the split (empty: not a range), [range_begin, range_end) its bytes,
+  // first_line the number of its first line.
+  std::string split;
+  uint64_t range_begin = 0;
+  uint64_t range_end = 0;
+  uint64_t first_line = 1;
+  // The whole-file pass of a split file, added by its last range's ack: it
+  // commits the file (fingerprint, stale chunks); its chunks were counted by
+  // the ranges, so its ack adds none.
+  bool whole_file_pass = false;
+  bool IsRange() const { return !split.empty(); }
 };
 
 struct ClaimedTask {
@@ -117,14 +148,22 @@ class TaskStream {
   Result<JobRecord> LoadJob();
   // Appends one entry per task (in batches, each atomic with the total).
   Status Enqueue(const std::vector<SourceTask>& tasks);
+  // Appends the byte ranges of one file as range tasks of a new split
+  // (atomically with the total and the split's record). When the last of
+  // them is acked, that ack adds the file's whole-file pass (`whole`, with
+  // whole_file_pass set). REQUIRES: ranges not empty, range fields set.
+  Status EnqueueSplit(const SourceTask& whole, const std::vector<SourceTask>& ranges);
 
   // Up to `count` new tasks for `consumer`, waiting up to `block` for the
   // first; empty when none came.
   Result<std::vector<ClaimedTask>> Claim(const std::string& consumer, int count,
                                          std::chrono::milliseconds block);
   // Done: XACK, and count it as done, with its `chunks_stored` added to the
-  // job's chunks, once (false: it was acked before; nothing counted).
-  Result<bool> Ack(const std::string& id, uint64_t chunks_stored = 0);
+  // job's chunks, once (false: it was acked before; nothing counted). The
+  // first ack of a range (`split`: its task's) counts it in its split, and
+  // the split's last one adds its file's whole-file pass.
+  Result<bool> Ack(const std::string& id, uint64_t chunks_stored = 0,
+                   const std::string& split = "");
   // Given up on (a source that cannot be parsed): acked and moved to the dead
   // stream with `error`. False: it was acked before. The dead entry's
   // `deliveries` is the group's count less `claims_not_delivered` (claims made

@@ -268,6 +268,7 @@ void EmbedStage::Impl::FitToInputLimit(Chunk&& chunk, TimePoint now) {
     Chunk piece;
     piece.source_id = chunk.source_id;
     piece.file_id = chunk.file_id;
+    piece.record_run = chunk.record_run;
     piece.ordinal = chunk.ordinal;
     piece.byte_begin = chunk.byte_begin + pieces[i].first;
     piece.byte_end = piece.byte_begin + pieces[i].second;

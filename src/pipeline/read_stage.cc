@@ -154,10 +154,12 @@ void ReadStage::ReadFiles(BoundedQueue<SourceFile>& files, BoundedQueue<Chunk>& 
   SourceTracker& tracker = run_.tracker();
   SourceTracker::Token token = 0;  // the file being parsed; 0: untracked (stdin)
   std::string token_file_id;       // its file id
+  bool token_is_range = false;     // a byte range: its chunks get no run records
   Chunker chunker(run_.options().chunker, [&](Chunk&& chunk) -> Status {
     if (token != 0) {
       // The store records this run's chunks per file (docs/RESUME.md).
       chunk.file_id = token_file_id;
+      chunk.record_run = !token_is_range;
       tracker.ChunkProduced(token, chunk);
     }
     const std::string id = token != 0 ? chunk.id : std::string();
@@ -179,10 +181,18 @@ void ReadStage::ReadFiles(BoundedQueue<SourceFile>& files, BoundedQueue<Chunk>& 
     Add(metrics.sources_seen);
     Add(metrics.reader.items_in);
     token = 0;
+    token_is_range = false;
     bool tracked = options_.resume && file->path != kStdinPath;
     bool tracked_by_store = false;  // its outcome comes from the store writer's commit
     const std::string file_id = file->relative_path.empty() ? file->path : file->relative_path;
-    if (tracked && options_.track_once_per_path) {
+    // What on_source_done calls it: the file id, or for a byte range the
+    // file id and the range (several ranges of a file may be in flight).
+    const std::string done_id = SourceDoneId(*file);
+    // Ranges come from a source feed only, and a pipeline refuses a feed
+    // without fingerprints (pipeline.cc): a range is always tracked, so it is
+    // acked once its chunks are stored.
+    const bool range = file->IsRange();
+    if (tracked && !range && options_.track_once_per_path) {
       MutexLock lock(seen_mu_);
       if (!seen_files_.insert(file_id).second) {
         // Two roots hold the same relative path: their chunks share source
@@ -201,15 +211,18 @@ void ReadStage::ReadFiles(BoundedQueue<SourceFile>& files, BoundedQueue<Chunk>& 
       if (known != nullptr && options_.skip_unchanged && known->size_bytes == file->size_bytes &&
           known->mtime_ns == file->mtime_ns) {
         // Unchanged by size and mtime: not even opened.
+        // A range of it: its file was committed whole as it is now (by an
+        // earlier job, or this one's whole-file pass); nothing to redo.
         sources_unchanged_.fetch_add(1, std::memory_order_relaxed);
         bytes_unchanged_.fetch_add(file->size_bytes, std::memory_order_relaxed);
-        if (on_unchanged_) on_unchanged_(file_id);
-        Done(file_id, SourceOutcome::kUnchanged);
+        if (on_unchanged_ && !range) on_unchanged_(file_id);
+        Done(done_id, SourceOutcome::kUnchanged);
         continue;
       }
     }
-    Add(metrics.bytes_read, file->size_bytes);
-    Add(metrics.reader.bytes, file->size_bytes);
+    const uint64_t bytes = range ? file->range_end - file->range_begin : file->size_bytes;
+    Add(metrics.bytes_read, bytes);
+    Add(metrics.reader.bytes, bytes);
     const Parser* parser = forced_parser_;
     if (parser == nullptr && file->path == kStdinPath) parser = registry_.FindByName("jsonl");
     if (parser == nullptr) {
@@ -220,12 +233,29 @@ void ReadStage::ReadFiles(BoundedQueue<SourceFile>& files, BoundedQueue<Chunk>& 
         run_.Skip(dot == std::string::npos
                       ? "unsupported format (no extension)"
                       : "unsupported format (" + file->relative_path.substr(dot) + ")");
-        Done(file_id, SourceOutcome::kSkipped);
+        Done(done_id, SourceOutcome::kSkipped);
         continue;
       }
     }
+    if (range && parser->Name() != "jsonl") {
+      // Only JSONL records can be read a range at a time (enqueue splits no
+      // other format); another parser would read the whole file per range.
+      Status why = Status::InvalidArgument("a byte range of " + file->path +
+                                           " cannot be parsed as " + std::string(parser->Name()) +
+                                           ": only JSONL files are split into ranges");
+      Add(metrics.reader.errors);
+      dead_.SourceFailed(file_id, file->path, why);
+      Done(done_id, SourceOutcome::kDeadLettered, why);
+      continue;
+    }
     std::string content_hash;
-    if (tracked) {
+    if (range) {
+      // No hash and no fingerprint: the file's whole-file pass commits it.
+      tracked_by_store = true;
+      token = tracker.BeginRange(done_id);
+      token_file_id = file_id;
+      token_is_range = true;
+    } else if (tracked) {
       bool failed = false;
       if (HashUnchanged(*file, file_id, known, content_hash, failed) || failed) continue;
       tracked_by_store = true;
@@ -262,11 +292,11 @@ void ReadStage::ReadFiles(BoundedQueue<SourceFile>& files, BoundedQueue<Chunk>& 
       if (s.code() == StatusCode::kInvalidArgument &&
           s.message().find("binary") != std::string::npos) {
         run_.Skip("binary file");
-        Done(file_id, SourceOutcome::kSkipped);
+        Done(done_id, SourceOutcome::kSkipped);
       } else {
         Add(metrics.reader.errors);
         dead_.SourceFailed(file->relative_path, file->path, s);
-        Done(file_id, SourceOutcome::kDeadLettered, s);
+        Done(done_id, SourceOutcome::kDeadLettered, s);
       }
       continue;
     }
@@ -276,7 +306,7 @@ void ReadStage::ReadFiles(BoundedQueue<SourceFile>& files, BoundedQueue<Chunk>& 
       Add(metrics.sources_ok);
     }
     // Untracked (stdin, no fingerprints): nothing later would say so.
-    if (!tracked_by_store) Done(file_id, SourceOutcome::kCommitted);
+    if (!tracked_by_store) Done(done_id, SourceOutcome::kCommitted);
   }
 }
 

@@ -39,6 +39,15 @@ SourceTracker::Token SourceTracker::Begin(SourceFingerprint fingerprint, bool de
   return token;
 }
 
+SourceTracker::Token SourceTracker::BeginRange(std::string done_id) {
+  MutexLock lock(mu_);
+  const Token token = next_++;
+  File& f = files_[token];
+  f.range = true;
+  f.done_id = std::move(done_id);
+  return token;
+}
+
 void SourceTracker::ChunkProduced(Token token, const Chunk& chunk) {
   MutexLock lock(mu_);
   auto it = files_.find(token);
@@ -137,7 +146,11 @@ void SourceTracker::MaybeCompleteLocked(Token token) {
   if (!f.failed) {
     const uint64_t produced = f.manifest.fingerprint.chunk_count;
     f.manifest.chunks_stored = produced > f.dead_lettered ? produced - f.dead_lettered : 0;
-    completed_.push_back(std::move(f.manifest));
+    if (f.range) {
+      completed_ranges_.push_back(CompletedRange{std::move(f.done_id), f.manifest.chunks_stored});
+    } else {
+      completed_.push_back(std::move(f.manifest));
+    }
   }
   files_.erase(it);
 }
@@ -146,6 +159,13 @@ std::vector<SourceManifest> SourceTracker::TakeCompleted() {
   MutexLock lock(mu_);
   std::vector<SourceManifest> out;
   out.swap(completed_);
+  return out;
+}
+
+std::vector<SourceTracker::CompletedRange> SourceTracker::TakeCompletedRanges() {
+  MutexLock lock(mu_);
+  std::vector<CompletedRange> out;
+  out.swap(completed_ranges_);
   return out;
 }
 

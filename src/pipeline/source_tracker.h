@@ -37,6 +37,11 @@ class SourceTracker {
   // A reader starts parsing a file.
   // `run_id`: the run whose store records name the file's current chunks.
   Token Begin(SourceFingerprint fingerprint, bool delete_stale, uint64_t run_id);
+  // A reader starts parsing a byte range of a file (a distributed range
+  // task, docs/DISTRIBUTED.md): followed like a file, but once complete it is
+  // only reported (TakeCompletedRanges), never committed: the file's
+  // fingerprint and stale chunks are a later whole-file pass's.
+  Token BeginRange(std::string done_id);
   // Before the chunk is pushed downstream (so its outcome can never come first).
   void ChunkProduced(Token token, const Chunk& chunk);
   // The parse ended; `ok` false (failed or cancelled) means no fingerprint.
@@ -55,6 +60,12 @@ class SourceTracker {
   void ResolvedId(const std::string& chunk_id, bool abandoned);
   // The manifests of files that completed since the last call.
   std::vector<SourceManifest> TakeCompleted();
+  struct CompletedRange {
+    std::string done_id;         // SourceDoneId of the range
+    uint64_t chunks_stored = 0;  // its chunks stored (dead-lettered ones not counted)
+  };
+  // The ranges that completed since the last call.
+  std::vector<CompletedRange> TakeCompletedRanges();
   size_t FilesInFlight() const;
   // Chunks produced and not yet resolved (what the tracker holds per chunk).
   size_t ChunksInFlight() const;
@@ -70,6 +81,8 @@ class SourceTracker {
     uint64_t dead_lettered = 0;  // chunks (pieces) resolved by DeadLettered
     bool parse_done = false;
     bool failed = false;
+    bool range = false;                             // BeginRange: reported, not committed
+    std::string done_id;                            // of a range
     std::unordered_map<std::string, Split> splits;  // original id -> its pieces, while in flight
   };
   struct InFlight {
@@ -89,6 +102,7 @@ class SourceTracker {
   // flight have an entry.
   std::unordered_map<std::string, std::string> slots_ SLUICE_GUARDED_BY(mu_);
   std::vector<SourceManifest> completed_ SLUICE_GUARDED_BY(mu_);
+  std::vector<CompletedRange> completed_ranges_ SLUICE_GUARDED_BY(mu_);
 };
 
 }  // namespace sluice

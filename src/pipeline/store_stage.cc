@@ -28,6 +28,15 @@ void StoreStage::AbandonBatch() {
 
 bool StoreStage::CommitCompleted() {
   if (!options_.resume) return true;
+  // Byte ranges whose every chunk is now stored or dead-lettered: nothing to
+  // commit (their file's whole-file pass commits it), only to report, so a
+  // worker acks the range task now and never before.
+  const std::vector<SourceTracker::CompletedRange> ranges = run_.tracker().TakeCompletedRanges();
+  if (const auto& on_done = run_.options().on_source_done) {
+    for (const SourceTracker::CompletedRange& r : ranges) {
+      on_done(r.done_id, SourceOutcome::kCommitted, Status::OK(), r.chunks_stored);
+    }
+  }
   std::vector<SourceManifest> done = run_.tracker().TakeCompleted();
   if (done.empty()) return true;
   for (int attempt = 1;; ++attempt) {

@@ -3,7 +3,9 @@
 // dead-lettered and skipped without being held in memory.
 #include <simdjson.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstring>
 #include <string>
 
@@ -212,12 +214,27 @@ class JsonlParser final : public Parser {
     // stdin is a stream: each read hands on the lines that have arrived
     // (not a 1 MiB block later), and a stalled writer does not hold a stop.
     const bool stream = file.path == "-";
+    // A byte range (a distributed range task): its bytes only, numbered as
+    // the file's own lines. The range was cut just after a '\n', so its
+    // first byte starts a line and its last line ends at range_end.
+    uint64_t left = UINT64_MAX;
+    if (file.IsRange()) {
+      if (stream || file.range_end < file.range_begin) {
+        return Status::InvalidArgument("a byte range of " + LineSource(file) +
+                                       " cannot be read (not a file, or an empty range)");
+      }
+      s = in->Seek(file.range_begin);
+      if (!s.ok()) return s;
+      left = file.range_end - file.range_begin;
+      lines.StartAtLine(file.first_line);
+    }
     std::string block;
     for (;;) {
       if (sink.StopRequested()) {
         return Status::Cancelled("stopping: " + LineSource(file) + " not read to its end");
       }
       block.clear();
+      if (left == 0) break;
       if (stream) {
         Result<InputFile::Available> got =
             in->ReadAvailable(block, kReadBlockBytes, kStreamPollSlice);
@@ -225,9 +242,10 @@ class JsonlParser final : public Parser {
         if (got->ended) break;
         if (got->bytes == 0) continue;
       } else {
-        Result<size_t> got = in->Read(block, kReadBlockBytes);
+        Result<size_t> got = in->Read(block, std::min<uint64_t>(kReadBlockBytes, left));
         if (!got.ok()) return got.status();
         if (*got == 0) break;
+        if (left != UINT64_MAX) left -= *got;
       }
       s = lines.Feed(block);
       if (!s.ok()) return s;

@@ -63,6 +63,13 @@ Result<size_t> InputFile::Read(std::string& out, size_t max_bytes) {
   return got;
 }
 
+Status InputFile::Seek(uint64_t offset) {
+  if (lseek(fd_, static_cast<off_t>(offset), SEEK_SET) < 0) {
+    return Status::IOError("seek " + path_ + ": " + std::strerror(errno));
+  }
+  return Status::OK();
+}
+
 Result<InputFile::Available> InputFile::ReadAvailable(std::string& out, size_t max_bytes,
                                                       std::chrono::milliseconds wait) {
   Available result;

@@ -33,6 +33,8 @@ class InputFile {
   // Appends up to `max_bytes` to `out`; returns the count, 0 at end of input.
   // Blocks until `max_bytes` came or the input ended.
   Result<size_t> Read(std::string& out, size_t max_bytes);
+  // Moves the read position to byte `offset` of a file (not a stream).
+  Status Seek(uint64_t offset);
 
   struct Available {
     size_t bytes = 0;  // appended to `out`; 0 and !ended: nothing came within the wait
@@ -105,6 +107,9 @@ class LineSplitter {
   using LineFn = std::function<Status(std::string_view line, uint64_t line_number, bool too_long)>;
   LineSplitter(size_t max_line, Overflow overflow, LineFn fn, size_t tail_padding = 0)
       : max_line_(max_line), overflow_(overflow), fn_(std::move(fn)), tail_padding_(tail_padding) {}
+  // The first line fed is line `first_line` (a byte range of a file that
+  // starts after first_line - 1 newlines). REQUIRES: before any Feed.
+  void StartAtLine(uint64_t first_line) { line_number_ = first_line > 0 ? first_line - 1 : 0; }
   Status Feed(std::string_view bytes);
   // Hands out a last line without '\n', if any.
   Status Finish();

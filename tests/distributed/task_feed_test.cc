@@ -28,7 +28,7 @@ struct Job {
     if (!client.ok()) return;
     const std::string p = "sluice:job:{" + name + "}";
     (*client)->Command({"DEL", p, p + ":tasks", p + ":dead", p + ":errors", p + ":workers",
-                        p + ":worker:feed-test"});
+                        p + ":worker:feed-test", p + ":splits", p + ":split:1"});
   }
 };
 
@@ -173,6 +173,100 @@ TEST(TaskFeedTest, ASourceChangedSinceTheEnqueueIsHandedOutAsItIsNow) {
   (*feed)->OnSourceDone(file.relative_path, SourceOutcome::kCommitted, Status::OK(), 1);
   (*feed)->Stop();
   EXPECT_EQ(Summary(job).done, 1u);
+}
+
+// `path` as enqueue records it, cut into `n` ranges of 10 bytes.
+void EnqueueSplitOf(const Job& job, const std::string& path, int n) {
+  struct stat st;
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  const SourceTask whole{path, "big.jsonl", "r", static_cast<uint64_t>(st.st_size),
+                         static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec};
+  std::vector<SourceTask> ranges;
+  for (int i = 0; i < n; ++i) {
+    SourceTask r = whole;
+    r.split = "planned";
+    r.range_begin = static_cast<uint64_t>(i) * 10;
+    r.range_end = static_cast<uint64_t>(i + 1) * 10;
+    r.first_line = static_cast<uint64_t>(i) + 1;
+    ranges.push_back(r);
+  }
+  auto stream = TaskStream::Open(job.endpoint, TaskStreamOptions{job.name});
+  ASSERT_TRUE(stream.ok()) << stream.status().ToString();
+  ASSERT_TRUE((*stream)->CreateJob(JobRecord{"{}", "sqlite:/x.db", "now"}).ok());
+  ASSERT_TRUE((*stream)->EnqueueSplit(whole, ranges).ok());
+}
+
+// Ranges of one file are in flight together and finish in any order: each is
+// handed out with its bytes and line, acked under its own id, and the last
+// one's ack brings the whole-file pass, whose chunks are not counted again.
+TEST(TaskFeedTest, RangesAreHandedOutWithTheirBytesAndAckedUnderTheirOwnIds) {
+  SLUICE_REQUIRE_REDIS(url);
+  Job job{url, redistest::UniqueName("feed-ranges"), *ParseRedisUrl(url)};
+  testing::TempDir dir;
+  const std::string path = dir / "big.jsonl";
+  testing::WriteFile(path, "{\"id\":1}\n\n{\"id\":2}\n\n{\"id\":3}\n\n");
+  EnqueueSplitOf(job, path, 3);
+  auto feed = TaskFeed::Open(FeedOptions(job, /*exit_when_idle=*/true, /*max_in_flight=*/3));
+  ASSERT_TRUE(feed.ok()) << feed.status().ToString();
+  std::atomic<bool> stopping{false};
+  std::vector<SourceFile> ranges(3);
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE((*feed)->Next(ranges[static_cast<size_t>(i)], stopping));
+    const SourceFile& r = ranges[static_cast<size_t>(i)];
+    EXPECT_TRUE(r.IsRange());
+    EXPECT_EQ(r.relative_path, "big.jsonl");
+    EXPECT_EQ(r.range_begin, static_cast<uint64_t>(i) * 10);
+    EXPECT_EQ(r.range_end, static_cast<uint64_t>(i + 1) * 10);
+    EXPECT_EQ(r.first_line, static_cast<uint64_t>(i) + 1);
+  }
+  EXPECT_EQ(SourceDoneId(ranges[1]), "big.jsonl@10-20");
+  (*feed)->OnSourceDone(SourceDoneId(ranges[2]), SourceOutcome::kCommitted, Status::OK(), 3);
+  (*feed)->OnSourceDone(SourceDoneId(ranges[0]), SourceOutcome::kUnchanged, Status::OK(), 0);
+  EXPECT_EQ(Summary(job).total, 3u);  // no pass while a range is left
+  (*feed)->OnSourceDone(SourceDoneId(ranges[1]), SourceOutcome::kCommitted, Status::OK(), 4);
+  SourceFile pass;
+  ASSERT_TRUE((*feed)->Next(pass, stopping));
+  EXPECT_FALSE(pass.IsRange());
+  EXPECT_EQ(pass.path, path);
+  EXPECT_EQ(SourceDoneId(pass), "big.jsonl");
+  (*feed)->OnSourceDone(SourceDoneId(pass), SourceOutcome::kCommitted, Status::OK(), 7);
+  SourceFile none;
+  EXPECT_FALSE((*feed)->Next(none, stopping));
+  (*feed)->Stop();
+  const JobStatus s = Summary(job);
+  EXPECT_EQ(s.total, 4u);
+  EXPECT_EQ(s.done, 4u);
+  EXPECT_EQ(s.chunks_stored, 7u);  // the ranges' 3 + 4; the pass rewrote them
+}
+
+// A range whose file changed since the enqueue would read other bytes at the
+// old cut points: it is buried with the reason, never handed out.
+TEST(TaskFeedTest, ARangeOfAFileChangedSinceTheEnqueueIsBuriedNotHandedOut) {
+  SLUICE_REQUIRE_REDIS(url);
+  Job job{url, redistest::UniqueName("feed-range-chg"), *ParseRedisUrl(url)};
+  testing::TempDir dir;
+  const std::string path = dir / "big.jsonl";
+  testing::WriteFile(path, "{\"id\":1}\n\n{\"id\":2}\n\n");
+  EnqueueSplitOf(job, path, 2);
+  testing::WriteFile(path, "{\"id\":0}\n{\"id\":1}\n\n{\"id\":2}\n\n");
+  auto feed = TaskFeed::Open(FeedOptions(job, /*exit_when_idle=*/true, /*max_in_flight=*/2));
+  ASSERT_TRUE(feed.ok()) << feed.status().ToString();
+  std::atomic<bool> stopping{false};
+  SourceFile file;
+  EXPECT_FALSE((*feed)->Next(file, stopping));
+  (*feed)->Stop();
+  const JobStatus s = Summary(job);
+  EXPECT_EQ(s.dead, 2u);
+  EXPECT_EQ(s.done, 0u);
+  EXPECT_TRUE(s.Drained());
+  auto stream = TaskStream::Open(job.endpoint, TaskStreamOptions{job.name});
+  ASSERT_TRUE(stream.ok());
+  auto dead = (*stream)->ListDead();
+  ASSERT_TRUE(dead.ok());
+  ASSERT_EQ(dead->size(), 2u);
+  EXPECT_NE((*dead)[0].error.find("changed since the enqueue"), std::string::npos)
+      << (*dead)[0].error;
+  EXPECT_TRUE((*dead)[0].task.IsRange());
 }
 
 // A Redis user of the test's own that can be taken away and given back:

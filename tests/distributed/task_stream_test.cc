@@ -43,7 +43,22 @@ void Cleanup(const std::string& url, const std::string& job) {
   auto client = RedisClient::Connect(*endpoint);
   if (!client.ok()) return;
   const std::string p = "sluice:job:{" + job + "}";
-  (*client)->Command({"DEL", p, p + ":tasks", p + ":dead", p + ":errors", p + ":workers"});
+  (*client)->Command({"DEL", p, p + ":tasks", p + ":dead", p + ":errors", p + ":workers",
+                      p + ":splits", p + ":split:1", p + ":split:2"});
+}
+
+// A JSONL file cut into `n` ranges of 100 bytes (what sluice enqueue plans).
+std::vector<SourceTask> Ranges(const SourceTask& whole, int n) {
+  std::vector<SourceTask> ranges;
+  for (int i = 0; i < n; ++i) {
+    SourceTask r = whole;
+    r.split = "planned";
+    r.range_begin = static_cast<uint64_t>(i) * 100;
+    r.range_end = static_cast<uint64_t>(i + 1) * 100;
+    r.first_line = static_cast<uint64_t>(i) * 10 + 1;
+    ranges.push_back(r);
+  }
+  return ranges;
 }
 
 TEST(TaskStreamTest, RefusesJobNamesThatWouldEscapeTheirKeys) {
@@ -249,6 +264,107 @@ TEST(TaskStreamTest, HeartbeatsListLiveWorkers) {
   auto client = RedisClient::Connect(*endpoint);
   const std::string p = "sluice:job:{" + job + "}";
   (*client)->Command({"DEL", p + ":worker:host-1", p + ":worker:host-2"});
+}
+
+TEST(TaskStreamTest, TheLastRangesAckAddsTheWholeFilePassOnce) {
+  SLUICE_REQUIRE_REDIS(url);
+  const std::string job = redistest::UniqueName("ts-split");
+  auto stream = OpenJob(url, job);
+  ASSERT_NE(stream, nullptr);
+  ASSERT_TRUE(stream->CreateJob(JobRecord{"{}", "postgres://h/db", "now"}).ok());
+  const SourceTask whole{"/corpus/big.jsonl", "big.jsonl", "corpus", 300, 1700000000000000007LL};
+  ASSERT_TRUE(stream->EnqueueSplit(whole, Ranges(whole, 3)).ok());
+  auto status = stream->Summary();
+  ASSERT_TRUE(status.ok());
+  EXPECT_EQ(status->total, 3u);
+
+  auto claimed = stream->Claim("a", 10, milliseconds(10));
+  ASSERT_TRUE(claimed.ok());
+  ASSERT_EQ(claimed->size(), 3u);
+  for (int i = 0; i < 3; ++i) {
+    const SourceTask& t = (*claimed)[static_cast<size_t>(i)].task;
+    EXPECT_TRUE(t.IsRange());
+    EXPECT_FALSE(t.whole_file_pass);
+    EXPECT_EQ(t.path, whole.path);
+    EXPECT_EQ(t.relative_path, whole.relative_path);
+    EXPECT_EQ(t.size_bytes, 300u);
+    EXPECT_EQ(t.mtime_ns, whole.mtime_ns);
+    EXPECT_EQ(t.range_begin, static_cast<uint64_t>(i) * 100);
+    EXPECT_EQ(t.range_end, static_cast<uint64_t>(i + 1) * 100);
+    EXPECT_EQ(t.first_line, static_cast<uint64_t>(i) * 10 + 1);
+  }
+  const std::string split = (*claimed)[0].task.split;
+  // Two of three acked (one twice): no whole-file pass yet.
+  ASSERT_TRUE(*stream->Ack((*claimed)[2].id, 5, split));
+  ASSERT_FALSE(*stream->Ack((*claimed)[2].id, 5, split));
+  ASSERT_TRUE(*stream->Ack((*claimed)[0].id, 7, split));
+  auto none = stream->Claim("b", 10, milliseconds(10));
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->empty());
+  // The last one: the pass is added, counted as a task.
+  ASSERT_TRUE(*stream->Ack((*claimed)[1].id, 6, split));
+  ASSERT_FALSE(*stream->Ack((*claimed)[1].id, 6, split));
+  auto pass = stream->Claim("b", 10, milliseconds(10));
+  ASSERT_TRUE(pass.ok());
+  ASSERT_EQ(pass->size(), 1u);
+  const SourceTask& p = (*pass)[0].task;
+  EXPECT_TRUE(p.whole_file_pass);
+  EXPECT_FALSE(p.IsRange());
+  EXPECT_EQ(p.path, whole.path);
+  EXPECT_EQ(p.relative_path, whole.relative_path);
+  EXPECT_EQ(p.root_name, whole.root_name);
+  EXPECT_EQ(p.size_bytes, whole.size_bytes);
+  EXPECT_EQ(p.mtime_ns, whole.mtime_ns);
+  status = stream->Summary();
+  ASSERT_TRUE(status.ok());
+  EXPECT_EQ(status->total, 4u);
+  EXPECT_EQ(status->done, 3u);
+  EXPECT_EQ(status->chunks_stored, 18u);
+  ASSERT_TRUE(*stream->Ack((*pass)[0].id, 0));
+  status = stream->Summary();
+  ASSERT_TRUE(status.ok());
+  EXPECT_TRUE(status->Drained());
+  EXPECT_EQ(status->done, 4u);
+  Cleanup(url, job);
+}
+
+TEST(TaskStreamTest, ABuriedRangeHoldsTheWholeFilePassUntilItIsRetriedAndDone) {
+  SLUICE_REQUIRE_REDIS(url);
+  const std::string job = redistest::UniqueName("ts-split-dead");
+  auto stream = OpenJob(url, job);
+  ASSERT_NE(stream, nullptr);
+  ASSERT_TRUE(stream->CreateJob(JobRecord{"{}", "postgres://h/db", "now"}).ok());
+  const SourceTask whole{"/corpus/big.jsonl", "big.jsonl", "corpus", 200, 1700000000000000007LL};
+  ASSERT_TRUE(stream->EnqueueSplit(whole, Ranges(whole, 2)).ok());
+  auto claimed = stream->Claim("a", 10, milliseconds(10));
+  ASSERT_TRUE(claimed.ok());
+  ASSERT_EQ(claimed->size(), 2u);
+  const std::string split = (*claimed)[0].task.split;
+  ASSERT_TRUE(*stream->Bury((*claimed)[0].id, "changed since the enqueue"));
+  ASSERT_TRUE(*stream->Ack((*claimed)[1].id, 4, split));
+  auto status = stream->Summary();
+  ASSERT_TRUE(status.ok());
+  EXPECT_TRUE(status->Drained());  // no pass: the file is never committed from mixed ranges
+  EXPECT_EQ(status->total, 2u);
+  EXPECT_EQ(status->dead, 1u);
+  auto dead = stream->ListDead();
+  ASSERT_TRUE(dead.ok());
+  ASSERT_EQ(dead->size(), 1u);
+  EXPECT_TRUE((*dead)[0].task.IsRange());
+  EXPECT_EQ((*dead)[0].task.range_end, 100u);
+  // Retried (the cause fixed) and done: now the pass comes.
+  ASSERT_EQ(*stream->RetryDead(), 1u);
+  auto again = stream->Claim("a", 10, milliseconds(10));
+  ASSERT_TRUE(again.ok());
+  ASSERT_EQ(again->size(), 1u);
+  EXPECT_EQ((*again)[0].task.split, split);
+  EXPECT_EQ((*again)[0].task.range_begin, 0u);
+  ASSERT_TRUE(*stream->Ack((*again)[0].id, 3, split));
+  auto pass = stream->Claim("a", 10, milliseconds(10));
+  ASSERT_TRUE(pass.ok());
+  ASSERT_EQ(pass->size(), 1u);
+  EXPECT_TRUE((*pass)[0].task.whole_file_pass);
+  Cleanup(url, job);
 }
 
 TEST(TaskStreamTest, MissingJobIsNotFound) {

@@ -12,6 +12,7 @@
 #include <libpq-fe.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -20,11 +21,13 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <thread>
 
 #include "distributed/redis_client.h"
 #include "distributed/redis_test_util.h"
+#include "distributed/task_stream.h"
 #include "sluice/mock_api.h"
 #include "store/postgres/pg_table_dump.h"
 #include "store/postgres/pg_test_util.h"
@@ -430,6 +433,364 @@ TEST_F(DistributedE2eTest, IngestWithRedisEnqueuesAndWorksTheWholeJobInOneComman
   EXPECT_EQ(job_alone.exit_code, 2) << job_alone.output;
 
   ForgetJobs(redis_url, {job});
+}
+
+// A JSONL export of `records` records (ids r0..), each of a few paragraphs;
+// `skip(i)`: leave record i out.
+std::string JsonlExport(int records, const std::function<bool(int)>& skip = nullptr) {
+  std::string out;
+  for (int i = 0; i < records; ++i) {
+    if (skip && skip(i)) continue;
+    std::string text = "Record " + std::to_string(i) + " about pumps.";
+    for (int j = 0; j < 30; ++j) text += " v" + std::to_string(i * 31 + j);
+    text += "\\n\\nSecond paragraph of record " + std::to_string(i) + ".";
+    out += "{\"id\":\"r" + std::to_string(i) + "\",\"text\":\"" + text +
+           "\",\"metadata\":{\"n\":" + std::to_string(i) + "}}\n";
+  }
+  return out;
+}
+
+// A small corpus around one JSONL file much larger than --split-bytes.
+void MakeSplitCorpus(const TempDir& dir, const std::string& jsonl) {
+  for (int i = 0; i < 4; ++i) {
+    WriteFile(dir / ("corpus/docs/doc" + std::to_string(i) + ".md"),
+              "# Doc " + std::to_string(i) + "\n\n" + Paragraphs(4, "w" + std::to_string(i)));
+  }
+  WriteFile(dir / "corpus/exports/big.jsonl", jsonl);
+}
+
+// Runs `n` workers of `job` until it is drained; their exit codes.
+std::vector<int> RunWorkers(const TempDir& dir, const std::string& redis_url,
+                            const std::string& job, int n, const std::string& tag) {
+  std::vector<pid_t> workers;
+  for (int i = 0; i < n; ++i) {
+    workers.push_back(Spawn({kSluice, "worker", "--redis", redis_url, "--job", job,
+                             "--exit-when-idle", "--max-in-flight", "2"},
+                            dir / (tag + std::to_string(i) + ".log")));
+  }
+  std::vector<int> codes;
+  for (pid_t pid : workers) codes.push_back(pid > 0 ? Wait(pid) : -1);
+  return codes;
+}
+
+std::string WorkerLogs(const TempDir& dir, const std::string& tag, int n) {
+  std::string logs;
+  for (int i = 0; i < n; ++i) logs += ReadFile(dir / (tag + std::to_string(i) + ".log"));
+  return logs;
+}
+
+// Chunks and fingerprints in a store table (0 when no run created it yet).
+uint64_t StoredRows(const std::string& dsn, const std::string& table) {
+  pgtest::RawPg pg(dsn);
+  EXPECT_TRUE(pg.ok());
+  if (pg.Scalar("SELECT to_regclass('\"" + table + "\"') IS NULL") == "t") return 0;
+  return std::stoull(pg.Scalar("SELECT (SELECT count(*) FROM \"" + table +
+                               "\") + (SELECT count(*) FROM \"" + table + "_files\")"));
+}
+
+// The range tasks `sluice enqueue --split-bytes 16384` says it made of one file (0: none).
+uint64_t RangesSplit(const std::string& output) {
+  const std::string said = "split 1 JSONL files larger than 16384 bytes into ";
+  const size_t at = output.find(said);
+  return at == std::string::npos ? 0 : std::stoull(output.substr(at + said.size()));
+}
+
+void ForgetSplitJob(const std::string& redis_url, const std::string& job) {
+  ForgetJobs(redis_url, {job});
+  auto endpoint = ParseRedisUrl(redis_url);
+  ASSERT_TRUE(endpoint.ok());
+  auto client = RedisClient::Connect(*endpoint);
+  ASSERT_TRUE(client.ok());
+  const std::string prefix = "sluice:job:{" + job + "}";
+  std::vector<std::string> del = {"DEL", prefix + ":splits"};
+  for (int i = 1; i <= 4; ++i) del.push_back(prefix + ":split:" + std::to_string(i));
+  (*client)->Command(del);
+}
+
+// A JSONL file above --split-bytes is cut into range tasks that two workers
+// share; the store then holds exactly what one `sluice ingest` stores (ids,
+// texts, vectors; the file's fingerprint with its whole chunk_count), the
+// job counts every chunk once, and a rerun after records were removed from
+// the file leaves none of their chunks behind.
+TEST_F(DistributedE2eTest, SplitJsonlRangesStoreWhatOneProcessStoresAndARerunLeavesNoStaleChunk) {
+  SLUICE_REQUIRE_DSN(dsn, "SLUICE_TEST_PG_DSN");
+  SLUICE_REQUIRE_REDIS(redis_url);
+  dsn_ = dsn;
+  TempDir dir;
+  const std::string jsonl = JsonlExport(400);
+  ASSERT_GT(jsonl.size(), 5u * 16384);
+  MakeSplitCorpus(dir, jsonl);
+  StartMock(std::chrono::milliseconds(2));
+  if (HasFatalFailure()) return;
+  const std::string ref_table = pgtest::UniqueTable("dist_split_ref");
+  const std::string job_table = pgtest::UniqueTable("dist_split");
+  tables_ = {ref_table, job_table};
+  std::string ref_settings, job_settings;
+  for (const std::string& s : Settings(ref_table)) ref_settings += " " + Quote(s);
+  for (const std::string& s : Settings(job_table)) job_settings += " " + Quote(s);
+  const std::string ingest = kSluice + " ingest " + Quote(dir / "corpus") +
+                             " --no-progress --no-aggregate --out " + Quote(dir / "ref") +
+                             ref_settings;
+
+  for (int round = 0; round < 2; ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    if (round == 1) {
+      // Every third record removed, one added: the removed ones' chunks are stale.
+      WriteFile(dir / "corpus/exports/big.jsonl",
+                JsonlExport(400, [](int i) { return i % 3 == 1; }) +
+                    "{\"id\":\"extra\",\"text\":\"a record added in round two\"}\n");
+    }
+    auto ref = RunCommand(ingest);
+    ASSERT_EQ(ref.exit_code, 0) << ref.output;
+    const std::vector<std::string> reference = Dump(dsn, ref_table);
+    ASSERT_GT(reference.size(), 400u);
+
+    const std::string job = redistest::UniqueName("e2e-split");
+    auto enqueued =
+        RunCommand(kSluice + " enqueue " + Quote(dir / "corpus") + " --redis " + Quote(redis_url) +
+                   " --job " + job + " --split-bytes 16384" + job_settings);
+    ASSERT_EQ(enqueued.exit_code, 0) << enqueued.output;
+    const uint64_t ranges = RangesSplit(enqueued.output);
+    EXPECT_GE(ranges, 4u) << enqueued.output;
+    // The markdown files changed in neither round: the second enqueue leaves them out.
+    const uint64_t others = round == 0 ? 4 : 0;
+    EXPECT_NE(enqueued.output.find("enqueued " + std::to_string(others + ranges) + " tasks"),
+              std::string::npos)
+        << enqueued.output;
+
+    const std::vector<int> codes = RunWorkers(dir, redis_url, job, 2, "w" + std::to_string(round));
+    for (int code : codes) EXPECT_EQ(code, 0) << WorkerLogs(dir, "w" + std::to_string(round), 2);
+
+    // Every range and the one whole-file pass are tasks, all done.
+    auto status =
+        RunCommand(kSluice + " status --json --redis " + Quote(redis_url) + " --job " + Quote(job));
+    ASSERT_EQ(status.exit_code, 0) << status.output;
+    const uint64_t total = others + ranges + 1;
+    EXPECT_NE(status.output.find("\"total\":" + std::to_string(total) +
+                                 ",\"pending\":0,\"in_flight\":0,\"done\":" +
+                                 std::to_string(total) + ",\"dead\":0"),
+              std::string::npos)
+        << status.output;
+
+    const std::vector<std::string> got = Dump(dsn, job_table);
+    EXPECT_EQ(got.size(), reference.size());
+    EXPECT_TRUE(got == reference) << "the distributed store differs from the single-process one";
+    if (round == 0) {
+      // Each chunk counted once: by its range, not again by the whole-file pass.
+      pgtest::RawPg pg(dsn);
+      ASSERT_TRUE(pg.ok());
+      PGresult* r = PQexec(pg.get(), ("SELECT count(*) FROM \"" + job_table + "\"").c_str());
+      ASSERT_EQ(PQresultStatus(r), PGRES_TUPLES_OK) << PQresultErrorMessage(r);
+      const uint64_t stored = std::stoull(PQgetvalue(r, 0, 0));
+      PQclear(r);
+      EXPECT_EQ(JsonNumber(status.output, "chunks_stored"), stored) << status.output;
+    }
+    ForgetSplitJob(redis_url, job);
+  }
+}
+
+// A file that repeats an id is not split, even above --split-bytes: two
+// ranges would each store a record under that source id; as one task the
+// reader refuses the repeat exactly as `sluice ingest` does.
+TEST_F(DistributedE2eTest, SplitJsonlWithARepeatedIdStaysOneTask) {
+  SLUICE_REQUIRE_DSN(dsn, "SLUICE_TEST_PG_DSN");
+  SLUICE_REQUIRE_REDIS(redis_url);
+  dsn_ = dsn;
+  TempDir dir;
+  // Record r5 again at the very end: far from its first line, in another range.
+  std::string jsonl = JsonlExport(300);
+  jsonl += "{\"id\":\"r5\",\"text\":\"a second record r5\"}\n";
+  MakeSplitCorpus(dir, jsonl);
+  StartMock(std::chrono::milliseconds(2));
+  if (HasFatalFailure()) return;
+  const std::string ref_table = pgtest::UniqueTable("dist_dup_ref");
+  const std::string job_table = pgtest::UniqueTable("dist_dup");
+  tables_ = {ref_table, job_table};
+  std::string ref_settings, job_settings;
+  for (const std::string& s : Settings(ref_table)) ref_settings += " " + Quote(s);
+  for (const std::string& s : Settings(job_table)) job_settings += " " + Quote(s);
+  auto ref = RunCommand(kSluice + " ingest " + Quote(dir / "corpus") +
+                        " --no-progress --no-aggregate --out " + Quote(dir / "ref") + ref_settings);
+  ASSERT_EQ(ref.exit_code, 3) << ref.output;  // the repeat is dead-lettered
+
+  const std::string job = redistest::UniqueName("e2e-split-dup");
+  auto enqueued =
+      RunCommand(kSluice + " enqueue " + Quote(dir / "corpus") + " --redis " + Quote(redis_url) +
+                 " --job " + job + " --split-bytes 16384" + job_settings);
+  ASSERT_EQ(enqueued.exit_code, 0) << enqueued.output;
+  EXPECT_NE(enqueued.output.find("enqueued 5 tasks"), std::string::npos) << enqueued.output;
+  EXPECT_EQ(enqueued.output.find("split "), std::string::npos) << enqueued.output;
+  EXPECT_NE(enqueued.output.find("kept 1 JSONL files larger than 16384 bytes whole (one task "
+                                 "each): an id is on more than one line (exports/big.jsonl: id "
+                                 "\"r5\")"),
+            std::string::npos)
+      << enqueued.output;
+  const std::vector<int> codes = RunWorkers(dir, redis_url, job, 2, "w");
+  // Exit 3 from the worker that refused the repeat (a dead-lettered record).
+  EXPECT_EQ(codes[0] + codes[1], 3) << WorkerLogs(dir, "w", 2);
+  auto status =
+      RunCommand(kSluice + " status --json --redis " + Quote(redis_url) + " --job " + Quote(job));
+  EXPECT_NE(status.output.find("\"total\":5,\"pending\":0,\"in_flight\":0,\"done\":5,\"dead\":0"),
+            std::string::npos)
+      << status.output;
+  // The first r5 stored, the repeat not: as the single-process run did.
+  EXPECT_TRUE(Dump(dsn, job_table) == Dump(dsn, ref_table));
+  ForgetSplitJob(redis_url, job);
+}
+
+// A file changed between the enqueue and the claim of its ranges: each range
+// is buried with the reason instead of reading the new bytes at the old cut
+// points, and the file is never committed from mixed ranges.
+TEST_F(DistributedE2eTest, SplitJsonlChangedSinceTheEnqueueIsDeadLetteredNotMixed) {
+  SLUICE_REQUIRE_DSN(dsn, "SLUICE_TEST_PG_DSN");
+  SLUICE_REQUIRE_REDIS(redis_url);
+  dsn_ = dsn;
+  TempDir dir;
+  const std::string jsonl = JsonlExport(300);
+  MakeSplitCorpus(dir, jsonl);
+  std::filesystem::remove_all(dir / "corpus/docs");
+  StartMock(std::chrono::milliseconds(2));
+  if (HasFatalFailure()) return;
+  const std::string job_table = pgtest::UniqueTable("dist_chg");
+  tables_ = {job_table};
+  std::string job_settings;
+  for (const std::string& s : Settings(job_table)) job_settings += " " + Quote(s);
+  const std::string job = redistest::UniqueName("e2e-split-chg");
+  auto enqueued =
+      RunCommand(kSluice + " enqueue " + Quote(dir / "corpus") + " --redis " + Quote(redis_url) +
+                 " --job " + job + " --split-bytes 16384" + job_settings);
+  ASSERT_EQ(enqueued.exit_code, 0) << enqueued.output;
+  const uint64_t ranges = RangesSplit(enqueued.output);
+  ASSERT_GE(ranges, 2u);
+
+  // Records inserted at the front: every old cut point now falls elsewhere.
+  WriteFile(dir / "corpus/exports/big.jsonl",
+            "{\"id\":\"new\",\"text\":\"inserted after the enqueue\"}\n" + jsonl);
+  const std::vector<int> codes = RunWorkers(dir, redis_url, job, 1, "w");
+  EXPECT_EQ(codes[0], 0) << WorkerLogs(dir, "w", 1);
+
+  auto status =
+      RunCommand(kSluice + " status --json --redis " + Quote(redis_url) + " --job " + Quote(job));
+  EXPECT_NE(status.output.find(
+                "\"total\":" + std::to_string(ranges) +
+                ",\"pending\":0,\"in_flight\":0,\"done\":0,\"dead\":" + std::to_string(ranges)),
+            std::string::npos)
+      << status.output;
+  auto dead = RunCommand(kSluice + " dead-letter list --redis " + Quote(redis_url) + " --job " +
+                         Quote(job));
+  ASSERT_EQ(dead.exit_code, 0) << dead.output;
+  EXPECT_NE(dead.output.find(std::to_string(ranges) + " dead tasks"), std::string::npos)
+      << dead.output;
+  EXPECT_NE(dead.output.find("exports/big.jsonl bytes 0-"), std::string::npos) << dead.output;
+  EXPECT_NE(dead.output.find("changed since the enqueue"), std::string::npos) << dead.output;
+  // Nothing of it stored, no fingerprint: enqueueing it again redoes it whole.
+  EXPECT_EQ(StoredRows(dsn, job_table), 0u);
+
+  // A range of a file no JSONL parser reads (enqueue never makes one; a
+  // hand-made task) is dead-lettered, not parsed whole once per range.
+  const std::string md = dir / "corpus/docs/a.md";
+  WriteFile(md, "# A\n\n" + Paragraphs(3, "md"));
+  struct stat st;
+  ASSERT_EQ(::stat(md.c_str(), &st), 0);
+  {
+    auto endpoint = ParseRedisUrl(redis_url);
+    ASSERT_TRUE(endpoint.ok());
+    auto stream = TaskStream::Open(*endpoint, TaskStreamOptions{job});
+    ASSERT_TRUE(stream.ok()) << stream.status().ToString();
+    SourceTask whole{md, "docs/a.md", "corpus", static_cast<uint64_t>(st.st_size),
+                     static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec};
+    SourceTask range = whole;
+    range.split = "planned";
+    range.range_end = whole.size_bytes;
+    ASSERT_TRUE((*stream)->EnqueueSplit(whole, {range}).ok());
+  }
+  EXPECT_EQ(RunWorkers(dir, redis_url, job, 1, "md")[0], 3) << WorkerLogs(dir, "md", 1);
+  dead = RunCommand(kSluice + " dead-letter list --redis " + Quote(redis_url) + " --job " +
+                    Quote(job));
+  EXPECT_NE(dead.output.find("only JSONL files are split into ranges"), std::string::npos)
+      << dead.output;
+  EXPECT_EQ(StoredRows(dsn, job_table), 0u);
+  ForgetSplitJob(redis_url, job);
+}
+
+// A worker SIGKILLed while it holds range tasks: another reclaims them after
+// the visibility timeout and redoes them; chunks the dead one had stored are
+// upserts by id, so the store still equals one `sluice ingest`, and the job
+// counts every chunk once (only acked ranges count theirs).
+TEST_F(DistributedE2eTest, SplitJsonlRangeOfAKilledWorkerIsRedoneAndStoredOnce) {
+  SLUICE_REQUIRE_DSN(dsn, "SLUICE_TEST_PG_DSN");
+  SLUICE_REQUIRE_REDIS(redis_url);
+  dsn_ = dsn;
+  TempDir dir;
+  MakeSplitCorpus(dir, JsonlExport(400));
+  std::filesystem::remove_all(dir / "corpus/docs");
+  StartMock(std::chrono::milliseconds(30));
+  if (HasFatalFailure()) return;
+  const std::string ref_table = pgtest::UniqueTable("dist_kill_ref");
+  const std::string job_table = pgtest::UniqueTable("dist_kill");
+  tables_ = {ref_table, job_table};
+  std::string ref_settings, job_settings;
+  for (const std::string& s : Settings(ref_table)) ref_settings += " " + Quote(s);
+  for (const std::string& s : Settings(job_table)) job_settings += " " + Quote(s);
+  auto ref = RunCommand(kSluice + " ingest " + Quote(dir / "corpus") +
+                        " --no-progress --no-aggregate --out " + Quote(dir / "ref") + ref_settings);
+  ASSERT_EQ(ref.exit_code, 0) << ref.output;
+
+  const std::string job = redistest::UniqueName("e2e-split-kill");
+  auto enqueued =
+      RunCommand(kSluice + " enqueue " + Quote(dir / "corpus") + " --redis " + Quote(redis_url) +
+                 " --job " + job + " --split-bytes 16384" + job_settings);
+  ASSERT_EQ(enqueued.exit_code, 0) << enqueued.output;
+  const uint64_t ranges = RangesSplit(enqueued.output);
+  ASSERT_GE(ranges, 4u) << enqueued.output;
+
+  std::vector<pid_t> workers;
+  for (int i = 0; i < 2; ++i) {
+    workers.push_back(
+        Spawn({kSluice, "worker", "--redis", redis_url, "--job", job, "--exit-when-idle",
+               "--visibility-timeout", "1", "--max-in-flight", "1"},
+              dir / ("k" + std::to_string(i) + ".log")));
+    ASSERT_GT(workers.back(), 0);
+  }
+  // Kill worker 0 once it has finished a range (its heartbeat counts them)
+  // and so holds the next one, while ranges are left.
+  auto endpoint = ParseRedisUrl(redis_url);
+  ASSERT_TRUE(endpoint.ok());
+  auto redis = RedisClient::Connect(*endpoint);
+  ASSERT_TRUE(redis.ok()) << redis.status().ToString();
+  char host[256] = {};
+  ::gethostname(host, sizeof(host) - 1);
+  const std::string prefix = "sluice:job:{" + job + "}";
+  const std::string victim_key = prefix + ":worker:" + host + "-" + std::to_string(workers[0]);
+  bool victim_did_work = false;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (!victim_did_work && std::chrono::steady_clock::now() < deadline) {
+    auto tasks = (*redis)->Command({"HGET", victim_key, "tasks"});
+    ASSERT_TRUE(tasks.ok()) << tasks.status().ToString();
+    victim_did_work = tasks->AsInteger() >= 1;
+    // The poll's pace, not a synchronisation: the condition above is.
+    if (!victim_did_work) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(victim_did_work) << ReadFile(dir / "k0.log");
+  auto done_at_kill = (*redis)->Command({"HGET", prefix, "done"});
+  ASSERT_EQ(::kill(workers[0], SIGKILL), 0);
+  EXPECT_EQ(Wait(workers[0]), 128 + SIGKILL);
+  EXPECT_LT(static_cast<uint64_t>(done_at_kill->AsInteger()), ranges)
+      << "the ranges were all done before the kill: a weaker test";
+  EXPECT_EQ(Wait(workers[1]), 0) << ReadFile(dir / "k1.log");
+
+  auto status =
+      RunCommand(kSluice + " status --json --redis " + Quote(redis_url) + " --job " + Quote(job));
+  const std::string total = std::to_string(ranges + 1);
+  EXPECT_NE(status.output.find("\"total\":" + total +
+                               ",\"pending\":0,\"in_flight\":0,\"done\":" + total + ",\"dead\":0"),
+            std::string::npos)
+      << status.output;
+  EXPECT_TRUE(Dump(dsn, job_table) == Dump(dsn, ref_table));
+  EXPECT_EQ(JsonNumber(status.output, "chunks_stored"),
+            StoredRows(dsn, job_table) - 1)  // less the file's fingerprint row
+      << status.output;
+  ForgetSplitJob(redis_url, job);
 }
 
 TEST_F(DistributedE2eTest, SigtermStopsAWorkerGracefullyAndAnotherFinishesItsTasks) {

@@ -587,7 +587,7 @@ PgError PostgresStore::PutRunRecords(PgConn& c, std::span<const EmbeddedChunk> b
   keyed.reserve(rows.size());
   for (size_t i : rows) {
     const Chunk& ch = batch[i].chunk;
-    if (!ch.file_id.empty()) keyed.emplace_back(ch.file_id, ch.id);
+    if (!ch.file_id.empty() && ch.record_run) keyed.emplace_back(ch.file_id, ch.id);
   }
   if (keyed.empty()) return {};
   std::sort(keyed.begin(), keyed.end());

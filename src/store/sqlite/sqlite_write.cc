@@ -100,7 +100,7 @@ WriteResult SqliteStore::Write(std::span<const EmbeddedChunk> batch) {
     const int rc = sqlite3_step(st);
     sqlite3_reset(st);
     if (rc != SQLITE_DONE) return fail(ErrorStatus(rc, "write chunk " + c.id));
-    if (options_.store.run_id != 0 && !c.file_id.empty()) {
+    if (options_.store.run_id != 0 && !c.file_id.empty() && c.record_run) {
       sqlite3_stmt* rs = put_run_;
       sqlite3_bind_text(rs, 1, c.file_id.data(), static_cast<int>(c.file_id.size()), SQLITE_STATIC);
       sqlite3_bind_int64(rs, 2, static_cast<int64_t>(options_.store.run_id));
