@@ -22,6 +22,7 @@
 #include "common/hashing.h"
 #include "common/json_canonical.h"
 #include "common/json_writer.h"
+#include "distributed/job_rates.h"
 #include "distributed/shared_budget.h"
 #include "distributed/task_feed.h"
 #include "distributed/task_stream.h"
@@ -262,99 +263,19 @@ StoredFiles StoredFilesOf(const IngestOptions& o) {
 int RunEnqueue(const CLI::App& app, IngestOptions& o, const DistributedArgs& args) {
   auto endpoint = ResolveRedis(args);
   if (!endpoint.ok()) return Fail(endpoint.status(), 2);
-  for (const std::string& input : o.inputs) {
-    if (input == kStdinPath) {
-      return Fail(Status::InvalidArgument("'-' (stdin) cannot be enqueued: workers read files"), 2);
-    }
-  }
-  if (o.store.reembed) {
-    return Fail(Status::InvalidArgument(
-                    "--reembed empties the store: run it once with sluice ingest, not per worker"),
-                2);
-  }
-  if (o.cleanup == CleanupMode::kFull) {
-    return Fail(Status::InvalidArgument("--cleanup full needs one run over all the inputs: use "
-                                        "sluice ingest for it, not a distributed job"),
-                2);
-  }
-  if (Status s = CheckStoreReachable(o.store_uri, *endpoint); !s.ok()) return Fail(s, 2);
   auto options_json = JobOptionsJson(app, o);
   if (!options_json.ok()) return Fail(options_json.status());
-  auto stream = TaskStream::Open(*endpoint, TaskStreamOptions{args.job});
-  if (!stream.ok()) return Fail(stream.status());
-  std::string store_uri = StripPassword(o.store_uri);
-  if (store_uri.starts_with("sqlite:") && !store_uri.starts_with("sqlite:/")) {
-    // Workers run in folders of their own: the same file for all of them.
-    std::error_code ec;
-    store_uri = "sqlite:" + std::filesystem::absolute(store_uri.substr(7), ec).string();
+  auto enqueued = EnqueueIngestJob(*endpoint, args.job, *options_json, o, /*must_be_new=*/false);
+  if (!enqueued.ok()) {
+    return Fail(enqueued.status(),
+                enqueued.status().code() == StatusCode::kInvalidArgument ? 2 : 1);
   }
-  const JobRecord record{*options_json, store_uri, JobCreatedTime()};
-  if (auto existing = (*stream)->LoadJob(); existing.ok()) {
-    if (existing->options_json != record.options_json || existing->store_uri != record.store_uri) {
-      return Fail(Status::InvalidArgument(
-                      "job '" + args.job +
-                      "' exists with other options or another store: choose another --job"),
-                  2);
-    }
-  } else if (existing.status().code() != StatusCode::kNotFound) {
-    return Fail(existing.status());
-  }
-  if (Status s = (*stream)->CreateJob(record); !s.ok()) return Fail(s);
-
-  const StoredFiles stored = o.skip_unchanged ? StoredFilesOf(o) : StoredFiles{};
-  auto enumerator = SourceEnumerator::Open(o);
-  if (!enumerator.ok()) return Fail(enumerator.status(), 2);
-  BoundedQueue<SourceFile> files(1000);
-  std::atomic<bool> stopping{false};
-  Status walked;
-  std::thread walker([&] {
-    walked = (*enumerator)->Run(files, stopping, [](const std::string& path, const Status& why) {
-      spdlog::warn("not enqueued: {}: {}", path, why.message());
-    });
-    files.Close();
-  });
-  uint64_t enqueued = 0, unchanged = 0;
-  std::set<std::string> seen_ids;
-  Status failed;
-  std::vector<SourceTask> batch;
-  const auto flush = [&] {
-    if (batch.empty() || !failed.ok()) return;
-    failed = (*stream)->Enqueue(batch);
-    if (failed.ok()) enqueued += batch.size();
-    batch.clear();
-  };
-  while (auto file = files.Pop()) {
-    // As the read stage of `sluice ingest` decides: a file the store holds
-    // with the same size and mtime is not read again. Only a relative path's
-    // first file is fingerprinted (two roots may hold the same one).
-    const std::string file_id = file->relative_path.empty() ? file->path : file->relative_path;
-    if (seen_ids.insert(file_id).second) {
-      auto it = stored.find(file_id);
-      if (it != stored.end() && it->second.first == file->size_bytes &&
-          it->second.second == file->mtime_ns) {
-        ++unchanged;
-        continue;
-      }
-    }
-    std::error_code ec;
-    const std::string absolute = std::filesystem::absolute(file->path, ec).string();
-    batch.push_back(SourceTask{ec ? file->path : absolute, file->relative_path, file->root_name,
-                               file->size_bytes, file->mtime_ns});
-    if (batch.size() >= 500) flush();
-    if (!failed.ok()) {
-      files.Cancel();
-      break;
-    }
-  }
-  flush();
-  walker.join();
-  if (!failed.ok()) return Fail(failed);
-  if (!walked.ok()) return Fail(walked);
   std::printf(
       "enqueued %llu tasks to job '%s' at %s (store %s); %llu files unchanged in the "
       "store, not enqueued\n",
-      static_cast<unsigned long long>(enqueued), args.job.c_str(), endpoint->Redacted().c_str(),
-      RedactUri(record.store_uri).c_str(), static_cast<unsigned long long>(unchanged));
+      static_cast<unsigned long long>(enqueued->enqueued), args.job.c_str(),
+      endpoint->Redacted().c_str(), RedactUri(enqueued->store_uri).c_str(),
+      static_cast<unsigned long long>(enqueued->unchanged));
   return 0;
 }
 
@@ -438,29 +359,6 @@ int RunWorker(const DistributedArgs& args) {
 // Set by SIGINT/SIGTERM while `status --watch` or `--wait` waits.
 volatile std::sig_atomic_t g_status_signal = 0;
 extern "C" void OnStatusSignal(int signal_number) { g_status_signal = signal_number; }
-
-// How fast a job goes: from its first claim to its last ack once drained
-// (so the rate of a finished job stays what it was), else to now.
-struct JobRates {
-  bool known = false;  // a task was settled after the first claim
-  double chunks_per_s = 0;
-  double tasks_per_s = 0;  // done and dead
-  double eta_s = 0;        // the tasks left at tasks_per_s; valid when known
-};
-
-JobRates RatesOf(const JobStatus& s) {
-  JobRates r;
-  const uint64_t settled = s.done + s.dead;
-  if (s.started_ms <= 0 || settled == 0) return r;
-  const int64_t end_ms = s.Drained() && s.last_done_ms > 0 ? s.last_done_ms : s.now_ms;
-  const double elapsed_s = static_cast<double>(end_ms - s.started_ms) / 1000.0;
-  if (elapsed_s <= 0) return r;
-  r.known = true;
-  r.chunks_per_s = static_cast<double>(s.chunks_stored) / elapsed_s;
-  r.tasks_per_s = static_cast<double>(settled) / elapsed_s;
-  r.eta_s = static_cast<double>(s.pending + s.in_flight) / r.tasks_per_s;
-  return r;
-}
 
 // The shared budget the job's workers pace against, as control_wiring names
 // it (docs/SHARED_BUDGET.md); empty when they embed without HTTP.
@@ -856,6 +754,123 @@ int RunDeadLetterRedisCommand(const DistributedArgs& args, bool retry) {
   }
   std::printf("retry with: sluice dead-letter retry --redis URL --job %s\n", args.job.c_str());
   return 0;
+}
+
+Result<std::string> RedisUrlOf(const DistributedArgs& args) { return RedisUrl(args); }
+
+Status CheckEnqueueable(const IngestOptions& o, const RedisEndpoint& redis) {
+  for (const std::string& input : o.inputs) {
+    if (input == kStdinPath) {
+      return Status::InvalidArgument("'-' (stdin) cannot be enqueued: workers read files");
+    }
+  }
+  if (o.store.reembed) {
+    return Status::InvalidArgument(
+        "--reembed empties the store: run it once with sluice ingest, not per worker");
+  }
+  if (o.cleanup == CleanupMode::kFull) {
+    return Status::InvalidArgument(
+        "--cleanup full needs one run over all the inputs: use sluice ingest for it, not a "
+        "distributed job");
+  }
+  return CheckStoreReachable(o.store_uri, redis);
+}
+
+Result<std::string> RecordedJobOptions(const std::vector<std::string>& config_args,
+                                       const std::vector<RouteRule>& routes) {
+  IngestOptions options;
+  options.routes = routes;
+  IngestFlagExtras extras;
+  CLI::App table{"sluice enqueue"};
+  AddIngestFlags(table, options, extras);
+  std::vector<std::string> reversed(config_args.rbegin(), config_args.rend());
+  try {
+    table.parse(reversed);
+  } catch (const CLI::ParseError& e) {
+    return Status::InvalidArgument(e.what());
+  }
+  return JobOptionsJson(table, options);
+}
+
+Result<EnqueueOutcome> EnqueueIngestJob(const RedisEndpoint& endpoint, const std::string& job,
+                                        const std::string& options_json, const IngestOptions& o,
+                                        bool must_be_new) {
+  if (Status s = CheckEnqueueable(o, endpoint); !s.ok()) return s;
+  auto stream = TaskStream::Open(endpoint, TaskStreamOptions{job});
+  if (!stream.ok()) return stream.status();
+  std::string store_uri = StripPassword(o.store_uri);
+  if (store_uri.starts_with("sqlite:") && !store_uri.starts_with("sqlite:/")) {
+    // Workers run in folders of their own: the same file for all of them.
+    std::error_code ec;
+    store_uri = "sqlite:" + std::filesystem::absolute(store_uri.substr(7), ec).string();
+  }
+  const JobRecord record{options_json, store_uri, JobCreatedTime()};
+  if (auto existing = (*stream)->LoadJob(); existing.ok()) {
+    if (must_be_new) {
+      return Status::Busy("a job '" + job + "' exists already in " + endpoint.Redacted() +
+                          " (another server or client using the same name?)");
+    }
+    if (existing->options_json != record.options_json || existing->store_uri != record.store_uri) {
+      return Status::InvalidArgument("job '" + job +
+                                     "' exists with other options or another store: choose "
+                                     "another --job");
+    }
+  } else if (existing.status().code() != StatusCode::kNotFound) {
+    return existing.status();
+  }
+  if (Status s = (*stream)->CreateJob(record); !s.ok()) return s;
+
+  const StoredFiles stored = o.skip_unchanged ? StoredFilesOf(o) : StoredFiles{};
+  auto enumerator = SourceEnumerator::Open(o);
+  if (!enumerator.ok()) return enumerator.status();
+  BoundedQueue<SourceFile> files(1000);
+  std::atomic<bool> stopping{false};
+  Status walked;
+  std::thread walker([&] {
+    walked = (*enumerator)->Run(files, stopping, [](const std::string& path, const Status& why) {
+      spdlog::warn("not enqueued: {}: {}", path, why.message());
+    });
+    files.Close();
+  });
+  EnqueueOutcome outcome;
+  outcome.store_uri = store_uri;
+  std::set<std::string> seen_ids;
+  Status failed;
+  std::vector<SourceTask> batch;
+  const auto flush = [&] {
+    if (batch.empty() || !failed.ok()) return;
+    failed = (*stream)->Enqueue(batch);
+    if (failed.ok()) outcome.enqueued += batch.size();
+    batch.clear();
+  };
+  while (auto file = files.Pop()) {
+    // As the read stage of `sluice ingest` decides: a file the store holds
+    // with the same size and mtime is not read again. Only a relative path's
+    // first file is fingerprinted (two roots may hold the same one).
+    const std::string file_id = file->relative_path.empty() ? file->path : file->relative_path;
+    if (seen_ids.insert(file_id).second) {
+      auto it = stored.find(file_id);
+      if (it != stored.end() && it->second.first == file->size_bytes &&
+          it->second.second == file->mtime_ns) {
+        ++outcome.unchanged;
+        continue;
+      }
+    }
+    std::error_code ec;
+    const std::string absolute = std::filesystem::absolute(file->path, ec).string();
+    batch.push_back(SourceTask{ec ? file->path : absolute, file->relative_path, file->root_name,
+                               file->size_bytes, file->mtime_ns});
+    if (batch.size() >= 500) flush();
+    if (!failed.ok()) {
+      files.Cancel();
+      break;
+    }
+  }
+  flush();
+  walker.join();
+  if (!failed.ok()) return failed;
+  if (!walked.ok()) return walked;
+  return outcome;
 }
 
 }  // namespace sluice::cli

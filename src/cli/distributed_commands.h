@@ -18,6 +18,7 @@
 #include <CLI/CLI.hpp>
 
 #include "cli/ingest_flags.h"
+#include "distributed/redis_client.h"
 
 namespace sluice::cli {
 
@@ -66,5 +67,36 @@ int RunIngestThroughRedis(const CLI::App& ingest, IngestOptions& options,
 // command (list prints each dead task with its error; retry re-adds them).
 void AddDeadLetterRedisFlags(CLI::App& command, DistributedArgs& args);
 int RunDeadLetterRedisCommand(const DistributedArgs& args, bool retry);
+
+// The Redis URL of --redis or --redis-env (it may hold a password: never
+// print it; RedisEndpoint::Redacted() is what may be shown).
+Result<std::string> RedisUrlOf(const DistributedArgs& args);
+
+// What a distributed job cannot do, as `sluice enqueue` refuses it
+// (InvalidArgument): read stdin, --reembed, --cleanup full, and a SQLite
+// store with a Redis that other machines reach.
+Status CheckEnqueueable(const IngestOptions& options, const RedisEndpoint& redis);
+
+// The options a job records in Redis (config keys -> values, canonical
+// JSON, as `sluice enqueue` records its flags; the store and per-process
+// outputs left out) from config settings as ConfigSettingArg gives them.
+Result<std::string> RecordedJobOptions(const std::vector<std::string>& config_args,
+                                       const std::vector<RouteRule>& routes);
+
+struct EnqueueOutcome {
+  uint64_t enqueued = 0;   // tasks added
+  uint64_t unchanged = 0;  // files the store holds unchanged: not enqueued
+  std::string store_uri;   // as recorded: no password, a SQLite path absolute
+};
+
+// `sluice enqueue`'s work: records job `job` (its `options_json`, the store
+// of `options` without a password) and adds one task per source file of
+// options.inputs, leaving out those the store holds unchanged. Refuses what
+// CheckEnqueueable refuses, and a job of that name recorded with other
+// options (InvalidArgument); with `must_be_new`, any job of that name
+// (Busy). REQUIRES: FinishIngestOptions done on `options`.
+Result<EnqueueOutcome> EnqueueIngestJob(const RedisEndpoint& endpoint, const std::string& job,
+                                        const std::string& options_json,
+                                        const IngestOptions& options, bool must_be_new);
 
 }  // namespace sluice::cli
