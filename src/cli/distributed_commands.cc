@@ -783,6 +783,7 @@ Result<std::string> RecordedJobOptions(const std::vector<std::string>& config_ar
   IngestFlagExtras extras;
   CLI::App table{"sluice enqueue"};
   AddIngestFlags(table, options, extras);
+  table.remove_option(table.get_option("inputs"));  // the settings only: inputs are the tasks
   std::vector<std::string> reversed(config_args.rbegin(), config_args.rend());
   try {
     table.parse(reversed);
