@@ -454,8 +454,8 @@ void JobManager::RunJob(Job& job, std::unique_lock<std::mutex>& lock) {
 
 std::string JobManager::PrometheusText() const {
   std::lock_guard lock(mu_);
-  // Rendered under the lock: a running job's pipeline is reset under it, so
-  // every Metrics read here outlives the rendering.
+  // Rendered under the lock: a running job's run (and its Metrics) is reset
+  // under it, so every Metrics read here outlives the rendering.
   constexpr JobState kStates[] = {JobState::kQueued, JobState::kRunning, JobState::kSucceeded,
                                   JobState::kFailed, JobState::kCancelled};
   LabelledGauge jobs{"sluice_serve_jobs", "Jobs the server knows, by state.", "state", {}};

@@ -245,6 +245,10 @@ TEST_F(ServeRedisTest, TwoWorkersDrainAServedJobAndItsCountsAreTheStores) {
   ExpectNoPasswordIn("serve log", serve_log);
   EXPECT_NE(serve_log.find("redis://" + user_ + ":***@"), std::string::npos) << serve_log;
   ExpectNoPasswordIn("job file", ReadFile(state() + "/jobs/" + id + "/job.json"));
+  for (const char* worker_log :
+       {"worker-a.log", "worker-a.log.err", "worker-b.log", "worker-b.log.err"}) {
+    ExpectNoPasswordIn(worker_log, ReadFile(dir_ / worker_log));
+  }
 }
 
 TEST_F(ServeRedisTest, ACancelRemovesTheUnclaimedTasksAndTheJobStaysCancelled) {
