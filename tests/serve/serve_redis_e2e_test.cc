@@ -363,7 +363,7 @@ TEST_F(ServeRedisTest, ARestartedServerWatchesItsRunningJobAgainWithoutEnqueuein
   ExpectNoPasswordIn("responses", responses_);
 }
 
-TEST_F(ServeRedisTest, DeadTasksATakenNameAndABadUrlFailClearlyWithoutThePassword) {
+TEST_F(ServeRedisTest, DeadTasksATakenNameAGoneJobAndABadUrlFailClearlyWithoutThePassword) {
   // A bad Redis URL: the server does not start (2), and says why.
   ::setenv("SLUICE_SERVE_REDIS_TEST_BAD_URL",
            ("http://" + user_ + ":" + kPassword + "@127.0.0.1:1").c_str(), 1);
@@ -412,6 +412,23 @@ TEST_F(ServeRedisTest, DeadTasksATakenNameAndABadUrlFailClearlyWithoutThePasswor
   EXPECT_NE(refused.Str("/error").find("exists already"), std::string::npos)
       << refused.Str("/error");
   EXPECT_EQ(other->Summary()->total, 0u);
+
+  // A running job whose Redis keys are deleted under it fails, saying so.
+  const std::string gone = Submit(client, CorpusJob("sqlite:" + root() + "/gone.db"));
+  ASSERT_FALSE(gone.empty());
+  Json watched(
+      EventUntil(client, gone, [](Json& j) { return j.Int("/progress/tasks/total") == 2; }));
+  ASSERT_EQ(watched.Str("/state"), "running") << ReadFile(log());
+  {
+    auto endpoint = ParseRedisUrl(secret_url_);
+    auto admin = RedisClient::Connect(*endpoint);
+    ASSERT_TRUE(admin.ok());
+    const std::string p = "sluice:job:{" + prefix_ + gone + "}";
+    ASSERT_TRUE((*admin)->Command({"DEL", p, p + ":tasks"}).ok());
+  }
+  Json vanished(FinalEvent(client, gone));
+  EXPECT_EQ(vanished.Str("/state"), "failed") << ReadFile(log());
+  EXPECT_NE(vanished.Str("/error").find("is gone"), std::string::npos) << vanished.Str("/error");
   ExpectNoPasswordIn("responses", responses_);
   ExpectNoPasswordIn("serve log", ReadFile(log()));
 }
