@@ -24,6 +24,7 @@
 #include "common/hashing.h"
 #include "common/json_canonical.h"
 #include "common/json_writer.h"
+#include "distributed/job_rates.h"
 #include "distributed/shared_budget.h"
 #include "distributed/task_feed.h"
 #include "distributed/task_stream.h"
@@ -279,8 +280,8 @@ StoredFiles StoredFilesOf(const IngestOptions& o) {
 // only with the embedding cache: the split file's whole-file pass re-reads
 // it, and takes its vectors from the cache the ranges filled instead of
 // embedding the file a second time.
-bool MaySplit(const IngestOptions& o, const DistributedArgs& args, const SourceFile& file) {
-  if (args.split_bytes == 0 || file.size_bytes <= args.split_bytes) return false;
+bool MaySplit(const IngestOptions& o, uint64_t split_bytes, const SourceFile& file) {
+  if (split_bytes == 0 || file.size_bytes <= split_bytes) return false;
   if (!o.parser_cmd.empty() || !o.embedding_cache) return false;
   std::string ext = std::filesystem::path(file.path).extension().string();
   for (char& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -300,12 +301,12 @@ bool StatFile(const std::string& path, uint64_t& size, int64_t& mtime_ns) {
 // it is not to be split, has no place to cut, repeats an id (then only one
 // reader can refuse the repeat as `sluice ingest` does; `repeated_id` names
 // it), or changed while it was read.
-std::vector<SourceTask> RangesOf(const IngestOptions& o, const DistributedArgs& args,
+std::vector<SourceTask> RangesOf(const IngestOptions& o, uint64_t split_bytes,
                                  const SourceFile& file, const SourceTask& task,
                                  std::string& repeated_id) {
   std::vector<SourceTask> ranges;
-  if (!MaySplit(o, args, file)) return ranges;
-  Result<JsonlRangePlan> plan = PlanJsonlRangesOfFile(task.path, args.split_bytes);
+  if (!MaySplit(o, split_bytes, file)) return ranges;
+  Result<JsonlRangePlan> plan = PlanJsonlRangesOfFile(task.path, split_bytes);
   if (!plan.ok()) {
     spdlog::warn("{}: not split: {}", task.path, plan.status().message());
     return ranges;
@@ -336,136 +337,36 @@ std::vector<SourceTask> RangesOf(const IngestOptions& o, const DistributedArgs& 
 int RunEnqueue(const CLI::App& app, IngestOptions& o, const DistributedArgs& args) {
   auto endpoint = ResolveRedis(args);
   if (!endpoint.ok()) return Fail(endpoint.status(), 2);
-  for (const std::string& input : o.inputs) {
-    if (input == kStdinPath) {
-      return Fail(Status::InvalidArgument("'-' (stdin) cannot be enqueued: workers read files"), 2);
-    }
-  }
-  if (o.store.reembed) {
-    return Fail(Status::InvalidArgument(
-                    "--reembed empties the store: run it once with sluice ingest, not per worker"),
-                2);
-  }
-  if (o.cleanup == CleanupMode::kFull) {
-    return Fail(Status::InvalidArgument("--cleanup full needs one run over all the inputs: use "
-                                        "sluice ingest for it, not a distributed job"),
-                2);
-  }
-  if (Status s = CheckStoreReachable(o.store_uri, *endpoint); !s.ok()) return Fail(s, 2);
   auto options_json = JobOptionsJson(app, o);
   if (!options_json.ok()) return Fail(options_json.status());
-  auto stream = TaskStream::Open(*endpoint, TaskStreamOptions{args.job});
-  if (!stream.ok()) return Fail(stream.status());
-  std::string store_uri = StripPassword(o.store_uri);
-  if (store_uri.starts_with("sqlite:") && !store_uri.starts_with("sqlite:/")) {
-    // Workers run in folders of their own: the same file for all of them.
-    std::error_code ec;
-    store_uri = "sqlite:" + std::filesystem::absolute(store_uri.substr(7), ec).string();
+  auto enqueued = EnqueueIngestJob(*endpoint, args.job, *options_json, o, /*must_be_new=*/false,
+                                   args.split_bytes);
+  if (!enqueued.ok()) {
+    return Fail(enqueued.status(),
+                enqueued.status().code() == StatusCode::kInvalidArgument ? 2 : 1);
   }
-  const JobRecord record{*options_json, store_uri, JobCreatedTime()};
-  if (auto existing = (*stream)->LoadJob(); existing.ok()) {
-    if (existing->options_json != record.options_json || existing->store_uri != record.store_uri) {
-      return Fail(Status::InvalidArgument(
-                      "job '" + args.job +
-                      "' exists with other options or another store: choose another --job"),
-                  2);
-    }
-  } else if (existing.status().code() != StatusCode::kNotFound) {
-    return Fail(existing.status());
-  }
-  if (Status s = (*stream)->CreateJob(record); !s.ok()) return Fail(s);
-
-  const StoredFiles stored = o.skip_unchanged ? StoredFilesOf(o) : StoredFiles{};
-  auto enumerator = SourceEnumerator::Open(o);
-  if (!enumerator.ok()) return Fail(enumerator.status(), 2);
-  BoundedQueue<SourceFile> files(1000);
-  std::atomic<bool> stopping{false};
-  Status walked;
-  std::thread walker([&] {
-    walked = (*enumerator)->Run(files, stopping, [](const std::string& path, const Status& why) {
-      spdlog::warn("not enqueued: {}: {}", path, why.message());
-    });
-    files.Close();
-  });
-  uint64_t enqueued = 0, unchanged = 0, split_files = 0, ranges_enqueued = 0, kept_whole = 0;
-  std::string kept_whole_example;  // "<rel path>: id <id>" of the first one
-  std::set<std::string> seen_ids;
-  Status failed;
-  std::vector<SourceTask> batch;
-  const auto flush = [&] {
-    if (batch.empty() || !failed.ok()) return;
-    failed = (*stream)->Enqueue(batch);
-    if (failed.ok()) enqueued += batch.size();
-    batch.clear();
-  };
-  while (auto file = files.Pop()) {
-    // As the read stage of `sluice ingest` decides: a file the store holds
-    // with the same size and mtime is not read again. Only a relative path's
-    // first file is fingerprinted (two roots may hold the same one).
-    const std::string file_id = file->relative_path.empty() ? file->path : file->relative_path;
-    if (seen_ids.insert(file_id).second) {
-      auto it = stored.find(file_id);
-      if (it != stored.end() && it->second.first == file->size_bytes &&
-          it->second.second == file->mtime_ns) {
-        ++unchanged;
-        continue;
-      }
-    }
-    std::error_code ec;
-    const std::string absolute = std::filesystem::absolute(file->path, ec).string();
-    SourceTask task;
-    task.path = ec ? file->path : absolute;
-    task.relative_path = file->relative_path;
-    task.root_name = file->root_name;
-    task.size_bytes = file->size_bytes;
-    task.mtime_ns = file->mtime_ns;
-    std::string repeated_id;
-    std::vector<SourceTask> ranges = RangesOf(o, args, *file, task, repeated_id);
-    if (!repeated_id.empty() && kept_whole++ == 0) {
-      kept_whole_example = task.relative_path + ": id " + repeated_id;
-    }
-    if (!ranges.empty()) {
-      flush();  // tasks stay in the walk's order
-      if (failed.ok()) failed = (*stream)->EnqueueSplit(task, ranges);
-      if (failed.ok()) {
-        ++split_files;
-        ranges_enqueued += ranges.size();
-        enqueued += ranges.size();
-      }
-    } else {
-      batch.push_back(std::move(task));
-    }
-    if (batch.size() >= 500) flush();
-    if (!failed.ok()) {
-      files.Cancel();
-      break;
-    }
-  }
-  flush();
-  walker.join();
-  if (!failed.ok()) return Fail(failed);
-  if (!walked.ok()) return Fail(walked);
   std::printf(
       "enqueued %llu tasks to job '%s' at %s (store %s); %llu files unchanged in the "
       "store, not enqueued\n",
-      static_cast<unsigned long long>(enqueued), args.job.c_str(), endpoint->Redacted().c_str(),
-      RedactUri(record.store_uri).c_str(), static_cast<unsigned long long>(unchanged));
-  if (split_files > 0) {
+      static_cast<unsigned long long>(enqueued->enqueued), args.job.c_str(),
+      endpoint->Redacted().c_str(), RedactUri(enqueued->store_uri).c_str(),
+      static_cast<unsigned long long>(enqueued->unchanged));
+  if (enqueued->split_files > 0) {
     std::printf(
         "split %llu JSONL files larger than %llu bytes into %llu range tasks (each file then "
         "gets one whole-file pass that commits it)\n",
-        static_cast<unsigned long long>(split_files),
+        static_cast<unsigned long long>(enqueued->split_files),
         static_cast<unsigned long long>(args.split_bytes),
-        static_cast<unsigned long long>(ranges_enqueued));
+        static_cast<unsigned long long>(enqueued->ranges_enqueued));
   }
-  if (kept_whole > 0) {
+  if (enqueued->kept_whole > 0) {
     // Two ranges would each store a record under the repeated id; one reader
     // refuses the repeat, as sluice ingest does.
     std::printf(
         "kept %llu JSONL files larger than %llu bytes whole (one task each): an id is on more "
         "than one line (%s); the repeat is refused as sluice ingest refuses it\n",
-        static_cast<unsigned long long>(kept_whole),
-        static_cast<unsigned long long>(args.split_bytes), kept_whole_example.c_str());
+        static_cast<unsigned long long>(enqueued->kept_whole),
+        static_cast<unsigned long long>(args.split_bytes), enqueued->kept_whole_example.c_str());
   }
   return 0;
 }
@@ -558,29 +459,6 @@ int RunWorker(const DistributedArgs& args) {
 // Set by SIGINT/SIGTERM while `status --watch` or `--wait` waits.
 volatile std::sig_atomic_t g_status_signal = 0;
 extern "C" void OnStatusSignal(int signal_number) { g_status_signal = signal_number; }
-
-// How fast a job goes: from its first claim to its last ack once drained
-// (so the rate of a finished job stays what it was), else to now.
-struct JobRates {
-  bool known = false;  // a task was settled after the first claim
-  double chunks_per_s = 0;
-  double tasks_per_s = 0;  // done and dead
-  double eta_s = 0;        // the tasks left at tasks_per_s; valid when known
-};
-
-JobRates RatesOf(const JobStatus& s) {
-  JobRates r;
-  const uint64_t settled = s.done + s.dead;
-  if (s.started_ms <= 0 || settled == 0) return r;
-  const int64_t end_ms = s.Drained() && s.last_done_ms > 0 ? s.last_done_ms : s.now_ms;
-  const double elapsed_s = static_cast<double>(end_ms - s.started_ms) / 1000.0;
-  if (elapsed_s <= 0) return r;
-  r.known = true;
-  r.chunks_per_s = static_cast<double>(s.chunks_stored) / elapsed_s;
-  r.tasks_per_s = static_cast<double>(settled) / elapsed_s;
-  r.eta_s = static_cast<double>(s.pending + s.in_flight) / r.tasks_per_s;
-  return r;
-}
 
 // The shared budget the job's workers pace against, as control_wiring names
 // it (docs/SHARED_BUDGET.md); empty when they embed without HTTP.
@@ -1008,6 +886,144 @@ int RunDeadLetterRedisCommand(const DistributedArgs& args, bool retry) {
   }
   std::printf("retry with: sluice dead-letter retry --redis URL --job %s\n", args.job.c_str());
   return 0;
+}
+
+Result<std::string> RedisUrlOf(const DistributedArgs& args) { return RedisUrl(args); }
+
+Status CheckEnqueueable(const IngestOptions& o, const RedisEndpoint& redis) {
+  for (const std::string& input : o.inputs) {
+    if (input == kStdinPath) {
+      return Status::InvalidArgument("'-' (stdin) cannot be enqueued: workers read files");
+    }
+  }
+  if (o.store.reembed) {
+    return Status::InvalidArgument(
+        "--reembed empties the store: run it once with sluice ingest, not per worker");
+  }
+  if (o.cleanup == CleanupMode::kFull) {
+    return Status::InvalidArgument(
+        "--cleanup full needs one run over all the inputs: use sluice ingest for it, not a "
+        "distributed job");
+  }
+  return CheckStoreReachable(o.store_uri, redis);
+}
+
+Result<std::string> RecordedJobOptions(const std::vector<std::string>& config_args,
+                                       const std::vector<RouteRule>& routes) {
+  IngestOptions options;
+  options.routes = routes;
+  IngestFlagExtras extras;
+  CLI::App table{"sluice enqueue"};
+  AddIngestFlags(table, options, extras);
+  table.remove_option(table.get_option("inputs"));  // the settings only: inputs are the tasks
+  std::vector<std::string> reversed(config_args.rbegin(), config_args.rend());
+  try {
+    table.parse(reversed);
+  } catch (const CLI::ParseError& e) {
+    return Status::InvalidArgument(e.what());
+  }
+  return JobOptionsJson(table, options);
+}
+
+Result<EnqueueOutcome> EnqueueIngestJob(const RedisEndpoint& endpoint, const std::string& job,
+                                        const std::string& options_json, const IngestOptions& o,
+                                        bool must_be_new, uint64_t split_bytes) {
+  if (Status s = CheckEnqueueable(o, endpoint); !s.ok()) return s;
+  auto stream = TaskStream::Open(endpoint, TaskStreamOptions{job});
+  if (!stream.ok()) return stream.status();
+  std::string store_uri = StripPassword(o.store_uri);
+  if (store_uri.starts_with("sqlite:") && !store_uri.starts_with("sqlite:/")) {
+    // Workers run in folders of their own: the same file for all of them.
+    std::error_code ec;
+    store_uri = "sqlite:" + std::filesystem::absolute(store_uri.substr(7), ec).string();
+  }
+  const JobRecord record{options_json, store_uri, JobCreatedTime()};
+  if (auto existing = (*stream)->LoadJob(); existing.ok()) {
+    if (must_be_new) {
+      return Status::Busy("a job '" + job + "' exists already in " + endpoint.Redacted() +
+                          " (another server or client using the same name?)");
+    }
+    if (existing->options_json != record.options_json || existing->store_uri != record.store_uri) {
+      return Status::InvalidArgument("job '" + job +
+                                     "' exists with other options or another store: choose "
+                                     "another --job");
+    }
+  } else if (existing.status().code() != StatusCode::kNotFound) {
+    return existing.status();
+  }
+  if (Status s = (*stream)->CreateJob(record); !s.ok()) return s;
+
+  const StoredFiles stored = o.skip_unchanged ? StoredFilesOf(o) : StoredFiles{};
+  auto enumerator = SourceEnumerator::Open(o);
+  if (!enumerator.ok()) return enumerator.status();
+  BoundedQueue<SourceFile> files(1000);
+  std::atomic<bool> stopping{false};
+  Status walked;
+  std::thread walker([&] {
+    walked = (*enumerator)->Run(files, stopping, [](const std::string& path, const Status& why) {
+      spdlog::warn("not enqueued: {}: {}", path, why.message());
+    });
+    files.Close();
+  });
+  EnqueueOutcome outcome;
+  outcome.store_uri = store_uri;
+  std::set<std::string> seen_ids;
+  Status failed;
+  std::vector<SourceTask> batch;
+  const auto flush = [&] {
+    if (batch.empty() || !failed.ok()) return;
+    failed = (*stream)->Enqueue(batch);
+    if (failed.ok()) outcome.enqueued += batch.size();
+    batch.clear();
+  };
+  while (auto file = files.Pop()) {
+    // As the read stage of `sluice ingest` decides: a file the store holds
+    // with the same size and mtime is not read again. Only a relative path's
+    // first file is fingerprinted (two roots may hold the same one).
+    const std::string file_id = file->relative_path.empty() ? file->path : file->relative_path;
+    if (seen_ids.insert(file_id).second) {
+      auto it = stored.find(file_id);
+      if (it != stored.end() && it->second.first == file->size_bytes &&
+          it->second.second == file->mtime_ns) {
+        ++outcome.unchanged;
+        continue;
+      }
+    }
+    std::error_code ec;
+    const std::string absolute = std::filesystem::absolute(file->path, ec).string();
+    SourceTask task;
+    task.path = ec ? file->path : absolute;
+    task.relative_path = file->relative_path;
+    task.root_name = file->root_name;
+    task.size_bytes = file->size_bytes;
+    task.mtime_ns = file->mtime_ns;
+    std::string repeated_id;
+    std::vector<SourceTask> ranges = RangesOf(o, split_bytes, *file, task, repeated_id);
+    if (!repeated_id.empty() && outcome.kept_whole++ == 0) {
+      outcome.kept_whole_example = task.relative_path + ": id " + repeated_id;
+    }
+    if (!ranges.empty()) {
+      flush();  // tasks stay in the walk's order
+      if (failed.ok()) failed = (*stream)->EnqueueSplit(task, ranges);
+      if (failed.ok()) {
+        ++outcome.split_files;
+        outcome.ranges_enqueued += ranges.size();
+        outcome.enqueued += ranges.size();
+      }
+    } else {
+      batch.push_back(std::move(task));
+    }
+    if (batch.size() >= 500) flush();
+    if (!failed.ok()) {
+      files.Cancel();
+      break;
+    }
+  }
+  flush();
+  walker.join();
+  if (!failed.ok()) return failed;
+  if (!walked.ok()) return walked;
+  return outcome;
 }
 
 }  // namespace sluice::cli

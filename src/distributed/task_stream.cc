@@ -127,6 +127,33 @@ return 1
 )lua",
                                {}};
 
+// RemoveUnclaimed: KEYS tasks, job. The entries after the group's
+// last-delivered-id are the ones XREADGROUP '>' would hand out next.
+const RedisScript kRemoveUnclaimedScript{R"lua(
+local last = '0-0'
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local name, id
+  for i = 1, #g, 2 do
+    if g[i] == 'name' then name = g[i + 1] end
+    if g[i] == 'last-delivered-id' then id = g[i + 1] end
+  end
+  if name == 'workers' and id then last = id end
+end
+local removed = 0
+while true do
+  local entries = redis.call('XRANGE', KEYS[1], '(' .. last, '+', 'COUNT', 500)
+  if #entries == 0 then break end
+  for _, e in ipairs(entries) do
+    redis.call('XDEL', KEYS[1], e[1])
+    last = e[1]
+    removed = removed + 1
+  end
+end
+if removed > 0 then redis.call('HINCRBY', KEYS[2], 'cancelled', removed) end
+return removed
+)lua",
+                                         {}};
+
 uint64_t ToU64(const std::string& s) {
   try {
     return s.empty() ? 0 : std::stoull(s);
@@ -406,9 +433,9 @@ Result<uint64_t> TaskStream::PendingCount() {
 Result<JobStatus> TaskStream::Counts() {
   JobStatus s;
   auto counts = client_->Command({"HMGET", prefix_, "total", "done", "dead", "options", "chunks",
-                                  "started_ms", "last_done_ms"});
+                                  "started_ms", "last_done_ms", "cancelled"});
   if (!counts.ok()) return counts.status();
-  if (counts->elements.size() != 7 || counts->elements[3].IsNil()) {
+  if (counts->elements.size() != 8 || counts->elements[3].IsNil()) {
     return Status::NotFound("no job '" + options_.job + "' in " + client_->endpoint().Redacted());
   }
   s.total = ToU64(counts->elements[0].str);
@@ -417,10 +444,11 @@ Result<JobStatus> TaskStream::Counts() {
   s.chunks_stored = ToU64(counts->elements[4].str);
   s.started_ms = ToI64(counts->elements[5].str);
   s.last_done_ms = ToI64(counts->elements[6].str);
+  s.cancelled = ToU64(counts->elements[7].str);
   auto in_flight = PendingCount();
   if (!in_flight.ok()) return in_flight.status();
   s.in_flight = *in_flight;
-  const uint64_t settled = s.done + s.dead + s.in_flight;
+  const uint64_t settled = s.done + s.dead + s.in_flight + s.cancelled;
   s.pending = s.total > settled ? s.total - settled : 0;
   return s;
 }
@@ -492,6 +520,12 @@ Result<uint64_t> TaskStream::RetryDead() {
     retried += static_cast<uint64_t>(r->AsInteger());
   }
   return retried;
+}
+
+Result<uint64_t> TaskStream::RemoveUnclaimed() {
+  auto r = client_->Eval(kRemoveUnclaimedScript, {TasksKey(), prefix_}, {});
+  if (!r.ok()) return r.status();
+  return static_cast<uint64_t>(std::max(0LL, r->AsInteger()));
 }
 
 }  // namespace sluice

@@ -4,9 +4,11 @@
 //
 //   sluice:job:{NAME}          hash: options (canonical JSON), store (URI, no
 //                              password), created, the counters total, done,
-//                              dead, chunks (stored by done tasks), and
-//                              started_ms (first claim), last_done_ms (Redis
-//                              TIME of the last ack or burial)
+//                              dead, chunks (stored by done tasks),
+//                              cancelled (tasks removed unclaimed by
+//                              RemoveUnclaimed), and started_ms (first
+//                              claim), last_done_ms (Redis TIME of the last
+//                              ack or burial)
 //   sluice:job:{NAME}:tasks    stream: one entry per source (path, rel, root,
 //                              size, mtime), or per byte range of a split
 //                              JSONL file (plus begin, end, line, split), or
@@ -112,13 +114,15 @@ struct JobStatus {
   uint64_t in_flight = 0;  // delivered, not yet acked (the PEL)
   uint64_t done = 0;
   uint64_t dead = 0;
+  uint64_t cancelled = 0;             // removed before any worker claimed them (RemoveUnclaimed)
   uint64_t chunks_stored = 0;         // added by each task's ack, once per task
   int64_t started_ms = 0;             // Redis time of the first claim; 0: none yet
   int64_t last_done_ms = 0;           // Redis time of the last ack or burial; 0: none yet
   int64_t now_ms = 0;                 // Redis time of this summary
   std::vector<WorkerStatus> workers;  // those whose heartbeat has not expired
 
-  // No task waiting and none in flight (done and dead account for them all).
+  // No task waiting and none in flight (done, dead and cancelled account for
+  // them all).
   bool Drained() const { return pending == 0 && in_flight == 0; }
 };
 
@@ -190,6 +194,11 @@ class TaskStream {
   Result<std::vector<DeadTask>> ListDead();
   // Re-adds every dead task to the tasks stream; returns how many.
   Result<uint64_t> RetryDead();
+  // Cancels what no worker has claimed yet: the tasks past the group's last
+  // delivered entry leave the stream (atomically: no claim can interleave)
+  // and count as cancelled; tasks workers hold stay theirs to finish and
+  // ack. Returns how many were removed.
+  Result<uint64_t> RemoveUnclaimed();
 
   const TaskStreamOptions& options() const { return options_; }
   std::string TasksKey() const { return prefix_ + ":tasks"; }

@@ -1,7 +1,5 @@
 #include "serve/job_manager.h"
 
-#include "cli/commands.h"
-
 #include <fmt/format.h>
 #include <simdjson.h>
 #include <spdlog/spdlog.h>
@@ -14,9 +12,7 @@
 
 #include "common/json_writer.h"
 #include "common/private_file.h"
-#include "pipeline/progress.h"
-#include "sluice/embed.h"
-#include "sluice/html_report.h"
+#include "serve/pipeline_job_runner.h"
 #include "sluice/metrics_server.h"
 
 namespace sluice::serve {
@@ -34,12 +30,6 @@ std::optional<JobState> ParseState(std::string_view name) {
   return std::nullopt;
 }
 
-// The report as one line: it is embedded in responses and in event data lines.
-std::string OneLine(std::string json) {
-  while (!json.empty() && (json.back() == '\n' || json.back() == ' ')) json.pop_back();
-  return json;
-}
-
 std::string UtcNow() {
   const std::time_t now = std::time(nullptr);
   std::tm utc{};
@@ -47,29 +37,6 @@ std::string UtcNow() {
   char buf[32];
   std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &utc);
   return buf;
-}
-
-// Bytes under the job's inputs, for the ETA; nullopt when they cannot be
-// counted cheaply (more than kMaxScan entries, or an unreadable input).
-std::optional<uint64_t> InputBytes(const std::vector<std::string>& inputs) {
-  constexpr size_t kMaxScan = 100000;
-  uint64_t bytes = 0;
-  size_t seen = 0;
-  for (const std::string& input : inputs) {
-    std::error_code ec;
-    if (fs::is_regular_file(input, ec)) {
-      bytes += fs::file_size(input, ec);
-      if (ec) return std::nullopt;
-      continue;
-    }
-    fs::recursive_directory_iterator it(input, fs::directory_options::skip_permission_denied, ec);
-    if (ec) return std::nullopt;
-    for (; it != fs::recursive_directory_iterator(); it.increment(ec)) {
-      if (ec || ++seen > kMaxScan) return std::nullopt;
-      if (it->is_regular_file(ec)) bytes += it->file_size(ec);
-    }
-  }
-  return bytes;
 }
 
 void WriteProgress(JsonWriter& w, const JobProgress& p) {
@@ -96,6 +63,14 @@ void WriteProgress(JsonWriter& w, const JobProgress& p) {
   } else {
     w.Null();
   }
+  if (p.tasks) {
+    const TaskCounts& t = *p.tasks;
+    w.Key("tasks").BeginObject();
+    w.Key("total").Uint(t.total).Key("pending").Uint(t.pending);
+    w.Key("in_flight").Uint(t.in_flight).Key("done").Uint(t.done);
+    w.Key("dead").Uint(t.dead).Key("cancelled").Uint(t.cancelled);
+    w.EndObject();
+  }
   w.EndObject();
 }
 
@@ -120,6 +95,7 @@ std::string JobViewJson(const JobView& v, bool with_report) {
   w.Key("attempts").Int(v.attempts);
   w.Key("cancel_requested").Bool(v.cancel_requested);
   w.Key("request").Raw(v.request_json);
+  if (!v.redis_job.empty()) w.Key("redis_job").String(v.redis_job);
   if (!v.error.empty()) w.Key("error").String(v.error);
   w.Key("progress");
   WriteProgress(w, v.progress);
@@ -147,27 +123,29 @@ struct JobManager::Job {
   JobProgress progress;
   std::string report_json;
   std::string target_store;  // the store its options name (empty: unknown), to keep runs apart
-  // While running: the run's store (no two runs share one), its pipeline
-  // (read by the sampler, stopped by Cancel/Shutdown) and the rate state.
+  // While running: the run's store (no two runs share one) and the run
+  // (sampled by the sampler, stopped by Cancel/Shutdown; null while it starts).
   std::string store_uri;
-  std::unique_ptr<Pipeline> pipeline;
-  std::optional<uint64_t> bytes_total;
-  SteadyClock::time_point run_started{};
-  ProgressSnapshot last_snapshot;
+  std::unique_ptr<JobRun> run;
 };
 
-JobManager::JobManager(JobManagerOptions options, JobOptionsBuilder builder)
-    : options_(std::move(options)), builder_(std::move(builder)) {}
+JobManager::JobManager(JobManagerOptions options, JobOptionsBuilder builder,
+                       std::unique_ptr<JobRunner> runner)
+    : options_(std::move(options)),
+      builder_(std::move(builder)),
+      runner_(runner ? std::move(runner) : std::make_unique<PipelineJobRunner>(options_.handoff)) {}
 
 Result<std::unique_ptr<JobManager>> JobManager::Open(JobManagerOptions options,
-                                                     JobOptionsBuilder builder) {
+                                                     JobOptionsBuilder builder,
+                                                     std::unique_ptr<JobRunner> runner) {
   if (options.max_jobs < 1) return Status::InvalidArgument("--max-jobs must be at least 1");
   std::error_code ec;
   if (!CreatePrivateDirectories(options.state_dir + "/jobs", ec)) {
     return Status::IOError("cannot create the state folder " + options.state_dir + ": " +
                            ec.message());
   }
-  std::unique_ptr<JobManager> manager(new JobManager(std::move(options), std::move(builder)));
+  std::unique_ptr<JobManager> manager(
+      new JobManager(std::move(options), std::move(builder), std::move(runner)));
   if (Status s = manager->Load(); !s.ok()) return s;
   for (int i = 0; i < manager->options_.max_jobs; ++i) {
     manager->workers_.emplace_back([m = manager.get()] { m->WorkerLoop(); });
@@ -286,6 +264,7 @@ JobView JobManager::ViewOf(const Job& job) const {
   v.error = job.error;
   v.progress = job.progress;
   v.report_json = job.report_json;
+  v.redis_job = runner_->ExternalName(job.id);
   return v;
 }
 
@@ -315,6 +294,7 @@ Result<JobView> JobManager::Submit(ParsedJobBody body) {
   }
   auto options = builder_(body.request, dir);
   if (!options.ok()) return fail(options.status());
+  if (Status s = runner_->Check(body.request, *options); !s.ok()) return fail(s);
   auto job = std::make_unique<Job>();
   job->id = id;
   job->target_store = options->store_uri;
@@ -358,9 +338,9 @@ Result<JobView> JobManager::Cancel(const std::string& id) {
     job.state = JobState::kCancelled;
     job.finished_at = UtcNow();
     Persist(job);
-  } else if (job.pipeline) {
-    job.pipeline->RequestStop();
-  }
+  } else if (job.run) {
+    job.run->RequestStop(StopReason::kCancel);
+  }  // else: it is starting; RunJob stops it once started
   Touch(job);
   return ViewOf(job);
 }
@@ -409,102 +389,63 @@ void JobManager::WorkerLoop() {
 void JobManager::RunJob(Job& job, std::unique_lock<std::mutex>& lock) {
   auto options = builder_(job.request, JobDir(job.id));
   job.started_at = UtcNow();
+  // A queued job started before was stopped by a shutdown while it ran.
+  const bool resumed = job.attempts > 0;
   ++job.attempts;
-  if (!options.ok()) {
+  auto fail = [&](const std::string& error) {
     job.state = JobState::kFailed;
-    job.error = options.status().message();
+    job.error = error;
     job.finished_at = UtcNow();
+    job.store_uri.clear();
     Persist(job);
     Touch(job);
-    return;
-  }
+    spdlog::info("serve: job {} failed to start: {}", job.id, error);
+  };
+  if (!options.ok()) return fail(options.status().message());
   job.state = JobState::kRunning;
   job.error.clear();
   job.store_uri = options->store_uri;
   job.progress = JobProgress{};
-  job.last_snapshot = ProgressSnapshot{};
-  job.run_started = SteadyClock::now();
-  job.pipeline = std::make_unique<Pipeline>(*options);
-  Pipeline& pipeline = *job.pipeline;
   Persist(job);
   Touch(job);
   spdlog::info("serve: job {} started (attempt {})", job.id, job.attempts);
+  RunStart start{job.id, JobDir(job.id), job.request, std::move(*options), resumed};
   lock.unlock();
-  const std::optional<uint64_t> bytes_total = InputBytes(options->inputs);
+  // Starting may take a while (a Redis job's enqueue walks its inputs).
+  auto started = runner_->Start(std::move(start));
   lock.lock();
-  job.bytes_total = bytes_total;
+  if (!started.ok()) return fail(started.status().message());
+  job.run = std::move(*started);
+  if (job.cancel_requested) {
+    job.run->RequestStop(StopReason::kCancel);
+  } else if (shutting_down_) {
+    job.run->RequestStop(StopReason::kShutdown);
+  }
+  JobRun& run = *job.run;
   lock.unlock();
-  IngestReport report = pipeline.Run();
-  std::string report_json = OneLine(FormatReportJson(report, pipeline.metrics()));
-  const std::string& api_key = options->http.api_key;
-  if (!api_key.empty()) report_json = RedactSecret(std::move(report_json), api_key);
-  // The client's own report files, as `sluice ingest --report/--html-report` writes them.
-  std::string output_error;
-  if (!options->report_path.empty()) {
-    if (Status s = WriteFileAtomically(options->report_path, report_json); !s.ok()) {
-      output_error = "cannot write the report: " + s.message();
-    }
-  }
-  if (!options->html_report_path.empty()) {
-    HtmlReportOptions html;
-    html.inputs = options->inputs;
-    html.generated_at = UtcNow();
-    if (Status s = WriteHtmlReport(options->html_report_path, report, pipeline.metrics(), html);
-        !s.ok()) {
-      output_error = "cannot write the HTML report: " + s.message();
-    }
-  }
-  if (HandsOff(options_.handoff)) {
-    lock.lock();
-    const bool resumes_later =
-        report.status.code() == StatusCode::kCancelled && !job.cancel_requested && shutting_down_;
-    lock.unlock();
-    if (!resumes_later) {
-      HandoffOptions handoff = options_.handoff;
-      handoff.job_id = job.id;
-      if (!api_key.empty()) handoff.secret_env_values.push_back(api_key);
-      // What `sluice ingest` would have exited with (SLUICE_EXIT_STATUS).
-      const int exit_status = cli::ExitStatusFor(report, pipeline.metrics(), 0);
-      std::string with_handoff;
-      HandOffIngest(report, pipeline.metrics(), *options, handoff, exit_status, &with_handoff);
-      report_json = OneLine(std::move(with_handoff));
-    }
-  }
+  RunOutcome outcome = run.Wait();
   lock.lock();
-  // The final counters, then the pipeline goes (the sampler reads it only
-  // under the lock, while it is set).
-  {
-    const Metrics& m = pipeline.metrics();
-    job.progress.elapsed_s = report.elapsed_s;
-    job.progress.sources_done = sluice::Get(m.sources_seen);
-    job.progress.bytes_read = sluice::Get(m.bytes_read);
-    job.progress.chunks_produced = sluice::Get(m.chunks_produced);
-    job.progress.chunks_embedded = sluice::Get(m.chunks_embedded);
-    job.progress.chunks_stored = sluice::Get(m.chunks_stored);
-    job.progress.chunks_dead_lettered = sluice::Get(m.chunks_dead_lettered);
-    job.progress.tokens = sluice::Get(m.prompt_tokens);
-    job.progress.in_flight = 0;
-    job.progress.chunks_per_s =
-        report.elapsed_s > 0 ? static_cast<double>(job.progress.chunks_stored) / report.elapsed_s
-                             : 0;
-    job.progress.eta_s.reset();
-    job.progress.cost_usd = report.estimated_cost_usd;
-  }
-  job.pipeline.reset();
+  // The run goes under the lock: the sampler and PrometheusText read it
+  // only under the lock, while it is set.
+  job.run.reset();
   job.store_uri.clear();
-  const bool stopped = report.status.code() == StatusCode::kCancelled;
-  if (report.status.ok() && output_error.empty()) {
-    job.state = JobState::kSucceeded;
-  } else if (stopped && job.cancel_requested) {
-    job.state = JobState::kCancelled;
-  } else if (stopped && shutting_down_) {
-    job.state = JobState::kQueued;  // the next start resumes it
-  } else {
-    job.state = JobState::kFailed;
-    job.error = !report.status.ok() ? report.status.message() : output_error;
-    if (!api_key.empty()) job.error = RedactSecret(job.error, api_key);
+  job.progress = std::move(outcome.progress);
+  switch (outcome.end) {
+    case RunEnd::kSucceeded:
+      job.state = JobState::kSucceeded;
+      break;
+    case RunEnd::kCancelled:
+      job.state = JobState::kCancelled;
+      break;
+    case RunEnd::kStopped:
+      job.state = JobState::kQueued;  // the next start resumes it
+      break;
+    case RunEnd::kFailed:
+      job.state = JobState::kFailed;
+      job.error = std::move(outcome.error);
+      break;
   }
-  job.report_json = std::move(report_json);
+  job.report_json = std::move(outcome.report_json);
   if (IsFinished(job.state)) job.finished_at = UtcNow();
   Persist(job);
   Touch(job);
@@ -513,8 +454,8 @@ void JobManager::RunJob(Job& job, std::unique_lock<std::mutex>& lock) {
 
 std::string JobManager::PrometheusText() const {
   std::lock_guard lock(mu_);
-  // Rendered under the lock: a running job's pipeline is reset under it, so
-  // every Metrics read here outlives the rendering.
+  // Rendered under the lock: a running job's run (and its Metrics) is reset
+  // under it, so every Metrics read here outlives the rendering.
   constexpr JobState kStates[] = {JobState::kQueued, JobState::kRunning, JobState::kSucceeded,
                                   JobState::kFailed, JobState::kCancelled};
   LabelledGauge jobs{"sluice_serve_jobs", "Jobs the server knows, by state.", "state", {}};
@@ -524,8 +465,8 @@ std::string JobManager::PrometheusText() const {
     for (auto& [name, count] : jobs.values) {
       if (name == JobStateName(job->state)) count += 1;
     }
-    if (job->state == JobState::kRunning && job->pipeline) {
-      runs.push_back({id, &job->pipeline->metrics()});
+    if (job->state == JobState::kRunning && job->run && job->run->metrics() != nullptr) {
+      runs.push_back({id, job->run->metrics()});
     }
   }
   return sluice::PrometheusText(runs, "sluice_job", {jobs});
@@ -537,44 +478,10 @@ void JobManager::SamplerLoop() {
     changed_.wait_for(lock, options_.sample_period);
     if (shutting_down_) break;
     for (auto& [id, job] : jobs_) {
-      if (job->state != JobState::kRunning || !job->pipeline) continue;
-      const Metrics& m = job->pipeline->metrics();
-      ProgressSnapshot s;
-      s.elapsed_s = ToSeconds(SteadyClock::now() - job->run_started);
-      s.sources_done = sluice::Get(m.sources_seen);
-      s.bytes_done = sluice::Get(m.bytes_read);
-      if (job->bytes_total) {
-        s.bytes_total = *job->bytes_total;
-        s.totals_known = true;
-      }
-      s.chunks_produced = sluice::Get(m.chunks_produced);
-      s.chunks_stored = sluice::Get(m.chunks_stored);
-      s.chunks_dead_lettered = sluice::Get(m.chunks_dead_lettered);
-      s.tokens = sluice::Get(m.prompt_tokens);
-      s.in_flight = m.in_flight.load();
-      UpdateRates(job->last_snapshot, s);
-      const uint64_t embedded = sluice::Get(m.chunks_embedded);
-      if (s.chunks_stored == job->progress.chunks_stored &&
-          embedded == job->progress.chunks_embedded &&
-          s.chunks_produced == job->progress.chunks_produced &&
-          s.sources_done == job->progress.sources_done && s.tokens == job->progress.tokens) {
-        continue;  // nothing moved: no event
-      }
-      job->last_snapshot = s;
-      JobProgress& p = job->progress;
-      p.elapsed_s = s.elapsed_s;
-      p.sources_done = s.sources_done;
-      p.bytes_read = s.bytes_done;
-      p.chunks_produced = s.chunks_produced;
-      p.chunks_embedded = embedded;
-      p.chunks_stored = s.chunks_stored;
-      p.chunks_dead_lettered = s.chunks_dead_lettered;
-      p.tokens = s.tokens;
-      p.in_flight = s.in_flight;
-      p.chunks_per_s = s.chunks_per_s;
-      p.eta_s = EtaSeconds(s);
-      const double price = m.price_per_mtok_usd.load();
-      if (price >= 0) p.cost_usd = static_cast<double>(s.tokens) * price / 1e6;
+      if (job->state != JobState::kRunning || !job->run) continue;
+      std::optional<JobProgress> progress = job->run->Sample();
+      if (!progress) continue;  // nothing moved: no event
+      job->progress = std::move(*progress);
       Touch(*job);
     }
   }
@@ -586,7 +493,7 @@ void JobManager::Shutdown() {
     if (shutting_down_ && workers_.empty()) return;
     shutting_down_ = true;
     for (auto& [id, job] : jobs_) {
-      if (job->pipeline) job->pipeline->RequestStop();
+      if (job->run) job->run->RequestStop(StopReason::kShutdown);
     }
     changed_.notify_all();
   }

@@ -1,13 +1,16 @@
 // The jobs of `sluice serve`: a queue, at most `max_jobs` runs at once, each
-// through the same Pipeline as `sluice ingest`, and every job's spec and
-// state on disk so that a restarted server picks up where it stopped.
+// carried out by the server's JobRunner (job_runner.h: the same Pipeline as
+// `sluice ingest` in this process, or, with `serve --redis`, the distributed
+// workers), and every job's spec and state on disk so that a restarted server
+// picks up where it stopped.
 //
 // On disk, under the state folder: jobs/<id>/job.json (the request with its
 // secrets, the state, the last progress and the report; written atomically,
 // mode 0600 in a 0700 folder), jobs/<id>/input.jsonl for inline records, and
 // jobs/<id>/out for the job's default outputs. Opening a state folder queues
 // again every job it left queued or running; their rerun skips what the
-// store's fingerprints say was committed (docs/RESUME.md).
+// store's fingerprints say was committed (docs/RESUME.md); a Redis job is
+// watched again, not enqueued again.
 //
 // States: queued -> running -> succeeded | failed | cancelled. A job the
 // server stops while it runs (Shutdown) goes back to queued, not cancelled:
@@ -15,10 +18,11 @@
 // at once (the second waits in the queue rather than failing on the store's
 // lock).
 //
-// Threading: `max_jobs` worker threads (each runs one Pipeline at a time; the
-// pipeline's own threads below it), one sampler thread that reads each
-// running pipeline's counters every `sample_period` into its job's progress
-// and wakes the watchers (WaitForChange). One mutex guards every job; file
+// Threading: `max_jobs` worker threads (each waits on one JobRun at a time:
+// a Pipeline, its own threads below it, or a Redis job it polls), one sampler
+// thread that reads each running job's counters (JobRun::Sample) every
+// `sample_period` into its job's progress and wakes the watchers
+// (WaitForChange). One mutex guards every job; file
 // writes happen under it (a job file is small).
 //
 // Thread safety: every public method is thread-safe.
@@ -35,7 +39,9 @@
 #include <thread>
 #include <vector>
 
+#include "serve/job_progress.h"
 #include "serve/job_request.h"
+#include "serve/job_runner.h"
 #include "sluice/clock.h"
 #include "sluice/handoff.h"
 #include "sluice/pipeline.h"
@@ -47,25 +53,6 @@ enum class JobState { kQueued, kRunning, kSucceeded, kFailed, kCancelled };
 
 const char* JobStateName(JobState state);
 bool IsFinished(JobState state);
-
-// A running job's counters (its current run's; a resumed job's earlier runs
-// are in its attempts).
-struct JobProgress {
-  double elapsed_s = 0;
-  uint64_t sources_done = 0;
-  uint64_t bytes_read = 0;
-  uint64_t chunks_produced = 0;
-  uint64_t chunks_embedded = 0;  // vectors back from the embedder (or the cache)
-  // Committed to the store: moves in steps of the store's transaction size
-  // (SQLite: 200 rows unless the job sets "store-batch").
-  uint64_t chunks_stored = 0;
-  uint64_t chunks_dead_lettered = 0;
-  uint64_t tokens = 0;
-  int64_t in_flight = 0;
-  double chunks_per_s = 0;
-  std::optional<double> eta_s;     // while it can be estimated
-  std::optional<double> cost_usd;  // when the model's price is known
-};
 
 // One consistent copy of a job, for a response.
 struct JobView {
@@ -79,6 +66,7 @@ struct JobView {
   std::string error;         // why it failed
   JobProgress progress;
   std::string report_json;  // the run's JSON report once finished; empty before
+  std::string redis_job;    // with `serve --redis`: the Redis job's name; else empty
 };
 
 // The JSON of a view; `with_report` false leaves the report out (progress events).
@@ -90,6 +78,7 @@ struct JobManagerOptions {
   Duration sample_period = std::chrono::milliseconds(250);
   // Run after every job that ends (not one the shutdown stops: it resumes),
   // on that job's worker thread; its outcome goes into the job's report.
+  // The default runner's (Open without a runner); another runner has its own.
   HandoffOptions handoff;
 };
 
@@ -102,22 +91,25 @@ using JobOptionsBuilder =
 class JobManager {
  public:
   // Creates the state folder if needed, loads its jobs (queued and running
-  // ones queued again) and starts the workers.
+  // ones queued again) and starts the workers. `runner` carries the jobs
+  // out; null: a PipelineJobRunner with options.handoff (in process).
   static Result<std::unique_ptr<JobManager>> Open(JobManagerOptions options,
-                                                  JobOptionsBuilder builder);
+                                                  JobOptionsBuilder builder,
+                                                  std::unique_ptr<JobRunner> runner = nullptr);
   ~JobManager();  // Shutdown()
   JobManager(const JobManager&) = delete;
   JobManager& operator=(const JobManager&) = delete;
 
-  // Checks the job (the builder's InvalidArgument or PermissionDenied),
-  // writes it to disk and queues it.
+  // Checks the job (the builder's InvalidArgument or PermissionDenied, then
+  // the runner's Check), writes it to disk and queues it.
   Result<JobView> Submit(ParsedJobBody body);
   std::vector<JobView> List() const;
   // NotFound for an unknown id.
   Result<JobView> Get(const std::string& id) const;
   // A queued job is cancelled at once; a running one is asked to stop
-  // (Pipeline::RequestStop: in-flight work committed, the rest abandoned for
-  // a rerun) and is cancelled when its run returns. Busy for a finished job.
+  // (JobRun::RequestStop; in process: in-flight work committed, the rest
+  // abandoned for a rerun; a Redis job: its unclaimed tasks removed) and is
+  // cancelled when its run returns. Busy for a finished job.
   Result<JobView> Cancel(const std::string& id);
   // The job once its version is above `seen_version`, or as it is after
   // `timeout`, or at once while shutting down (see shutting_down()).
@@ -129,7 +121,8 @@ class JobManager {
   // metrics (those of `sluice ingest --metrics-listen`) labelled
   // `sluice_job="<id>"` (not `job`: Prometheus sets that label to the scrape
   // job's name). A finished job's series leave with its run: its counts are
-  // in its report.
+  // in its report. A Redis job has no run series here (its workers run the
+  // pipelines).
   std::string PrometheusText() const;
 
   // Starts nothing more, asks running jobs to stop, waits for them and
@@ -139,7 +132,8 @@ class JobManager {
 
  private:
   struct Job;
-  JobManager(JobManagerOptions options, JobOptionsBuilder builder);
+  JobManager(JobManagerOptions options, JobOptionsBuilder builder,
+             std::unique_ptr<JobRunner> runner);
   Status Load();
   std::string JobDir(const std::string& id) const;
   Status Persist(const Job& job) const;  // REQUIRES: mu_ held
@@ -151,6 +145,7 @@ class JobManager {
 
   const JobManagerOptions options_;
   const JobOptionsBuilder builder_;
+  const std::unique_ptr<JobRunner> runner_;
 
   mutable std::mutex mu_;
   mutable std::condition_variable changed_;           // any job changed, or shutdown

@@ -10,10 +10,13 @@
 
 #include <spdlog/spdlog.h>
 
+#include "cli/distributed_commands.h"
 #include "common/private_file.h"
+#include "distributed/task_stream.h"
 #include "serve/http_api.h"
 #include "serve/job_manager.h"
 #include "serve/path_policy.h"
+#include "serve/redis_job_runner.h"
 #include "sluice/handoff.h"
 
 namespace sluice::serve {
@@ -66,7 +69,54 @@ void AddServeFlags(CLI::App& app, ServeArgs& a) {
   app.add_option("--on-complete-url", a.on_complete_url,
                  "POST every finished job's JSON report to this http(s) URL (retried)")
       ->group("Hand-off");
+  app.add_option("--redis", a.redis_url,
+                 "enqueue each job to a job in this Redis (redis://[[user]:password@]host"
+                 "[:port][/db]) for `sluice worker`s to take, instead of running it in this "
+                 "process; the API is the same (docs/DISTRIBUTED.md)")
+      ->group("Distributed");
+  app.add_option("--redis-env", a.redis_env,
+                 "environment variable holding the --redis URL (keeps a password out of the "
+                 "process list)")
+      ->group("Distributed");
+  app.add_option("--redis-job-prefix", a.redis_job_prefix,
+                 "with --redis: a job's Redis name is this and its id (sluice worker --job "
+                 "NAME); servers sharing one Redis need different prefixes")
+      ->capture_default_str()
+      ->group("Distributed");
 }
+
+namespace {
+
+// The runner the jobs go to: null (the manager's in-process default) without
+// a Redis URL; InvalidArgument for a bad URL (never naming its password).
+Result<std::unique_ptr<JobRunner>> MakeRunner(const ServeArgs& args,
+                                              const HandoffOptions& handoff) {
+  if (args.redis_url.empty() && args.redis_env.empty()) return std::unique_ptr<JobRunner>();
+  cli::DistributedArgs flags;
+  flags.redis_url = args.redis_url;
+  flags.redis_env = args.redis_env;
+  auto url = cli::RedisUrlOf(flags);
+  if (!url.ok()) return url.status();
+  auto endpoint = ParseRedisUrl(*url);
+  if (!endpoint.ok()) return endpoint.status();
+  RedisJobRunnerOptions options;
+  options.endpoint = std::move(*endpoint);
+  options.job_prefix = args.redis_job_prefix;
+  options.handoff = handoff;
+  // The hook sees the jobs' outcomes, not the Redis password.
+  if (!options.endpoint.password.empty()) {
+    options.handoff.secret_env_values.push_back(options.endpoint.password);
+  }
+  if (!args.redis_env.empty()) options.handoff.secret_env_names.push_back(args.redis_env);
+  if (Status s = ValidateJobName(args.redis_job_prefix + "j000000"); !s.ok()) {
+    return Status::InvalidArgument("--redis-job-prefix: " + s.message());
+  }
+  spdlog::info("serve: jobs go to Redis at {} for sluice workers (job names {}<id>)",
+               options.endpoint.Redacted(), args.redis_job_prefix);
+  return std::unique_ptr<JobRunner>(new RedisJobRunner(std::move(options)));
+}
+
+}  // namespace
 
 int RunServeCommand(const ServeArgs& args) {
   // Signals are taken by sigwait below: block them before any thread starts.
@@ -144,11 +194,17 @@ int RunServeCommand(const ServeArgs& args) {
   manager_options.handoff.secret_env_names = {args.api_key_env, "OPENAI_API_KEY"};
   if (!args.token_env.empty()) manager_options.handoff.secret_env_names.push_back(args.token_env);
   if (!api.token.empty()) manager_options.handoff.secret_env_values.push_back(api.token);
+  auto runner = MakeRunner(args, manager_options.handoff);
+  if (!runner.ok()) {
+    spdlog::error("{}", runner.status().message());
+    return 2;
+  }
   auto manager = JobManager::Open(
       manager_options,
       [defaults, policy = *policy](const JobRequest& request, const std::string& job_dir) {
         return BuildIngestOptions(request, job_dir, defaults, policy);
-      });
+      },
+      std::move(*runner));
   if (!manager.ok()) {
     spdlog::error("{}", manager.status().message());
     return 1;

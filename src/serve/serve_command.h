@@ -28,6 +28,12 @@ struct ServeArgs {
   bool on_complete_shell = false;
   double on_complete_timeout_s = 300;
   std::string on_complete_url;
+  // With a Redis URL (--redis, or --redis-env naming a variable holding it):
+  // jobs are enqueued for `sluice worker`s (redis_job_runner.h) instead of
+  // run in this process, each as the Redis job <redis_job_prefix><job id>.
+  std::string redis_url;
+  std::string redis_env;
+  std::string redis_job_prefix = "serve-";
 };
 
 void AddServeFlags(CLI::App& app, ServeArgs& args);

@@ -376,3 +376,36 @@ TEST(TaskStreamTest, MissingJobIsNotFound) {
 
 }  // namespace
 }  // namespace sluice
+
+namespace sluice {
+namespace {
+
+TEST(TaskStreamTest, RemoveUnclaimedDropsOnlyWhatNoWorkerHolds) {
+  SLUICE_REQUIRE_REDIS(url);
+  const std::string job = redistest::UniqueName("ts-cancel");
+  auto stream = OpenJob(url, job);
+  ASSERT_NE(stream, nullptr);
+  ASSERT_TRUE(stream->CreateJob(JobRecord{"{}", "sqlite:/tmp/x.db", "now"}).ok());
+  ASSERT_TRUE(stream->Enqueue(Tasks(6)).ok());
+  auto held = stream->Claim("a", 2, milliseconds(10));
+  ASSERT_TRUE(held.ok() && held->size() == 2u);
+  ASSERT_TRUE(*stream->Ack((*held)[0].id));
+
+  auto removed = stream->RemoveUnclaimed();
+  ASSERT_TRUE(removed.ok()) << removed.status().ToString();
+  EXPECT_EQ(*removed, 4u);
+  auto status = stream->Summary();
+  ASSERT_TRUE(status.ok());
+  EXPECT_EQ(status->total, 6u);
+  EXPECT_EQ(status->cancelled, 4u);
+  EXPECT_EQ(status->pending, 0u);
+  EXPECT_EQ(status->in_flight, 1u);  // the worker still holds it, to finish and ack
+  EXPECT_TRUE(stream->Claim("b", 10, milliseconds(10))->empty());
+  ASSERT_TRUE(*stream->Ack((*held)[1].id));
+  EXPECT_TRUE(*stream->Idle());
+  EXPECT_EQ(*stream->RemoveUnclaimed(), 0u);  // nothing left: idempotent
+  Cleanup(url, job);
+}
+
+}  // namespace
+}  // namespace sluice
