@@ -29,7 +29,7 @@
 #                 with taskset; the mock, Redis and PostgreSQL are not pinned
 #                 and share the cores with the workers.
 #
-# Environment: TPM (120000), FILES_LIMITED (100), FILES_FAST (600),
+# Environment: PHASES ("limited fast"), TPM (120000), FILES_LIMITED (100), FILES_FAST (600),
 # FAST_LATENCY_MS (5), REPEATS (2), SLUICE_TEST_REDIS_URL and
 # SLUICE_TEST_PG_DSN (set by test-services.sh).
 set -euo pipefail
@@ -41,6 +41,7 @@ files_limited=${FILES_LIMITED:-100}
 files_fast=${FILES_FAST:-600}
 fast_latency=${FAST_LATENCY_MS:-5}
 repeats=${REPEATS:-2}
+phases=${PHASES:-limited fast}  # either or both
 cores=$(nproc)
 redis_host=${redis#redis://}
 redis_port=${redis_host##*:}
@@ -175,6 +176,7 @@ PY
 
 echo "## $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load: $(uptime | sed 's/.*load average: //')"
 echo
+if [[ " $phases " == *" limited "* ]]; then
 echo "### Rate-limited: TPM $tpm, burst 1 s, 20 ms per request, $files_limited files (one task each)"
 echo
 echo "| workers | tasks | chunks stored | requests | 200s | 429s (share) | tokens embedded | wall time | ratio over the wall time | first request to last answer | ratio over that span | Redis round trips per task | top round trips per task |"
@@ -202,6 +204,8 @@ print(f"| {n} | {tasks} | {stored} | {s['requests']} | {s['ok']} | {s['rate_limi
       f"{tokens} | {secs:.1f} s | {tokens / ceiling:.3f} | {busy:.1f} s | {tokens / busy_ceiling:.3f} | {calls} |")
 PY
 done
+fi
+if [[ " $phases " == *" fast "* ]]; then
 echo
 echo "### Fast: no limit, $fast_latency ms per request, $files_fast files (one task each), worker i on core i mod $cores, mock/Redis/PostgreSQL unpinned"
 echo
@@ -244,3 +248,4 @@ for n in 1 2; do
   requests=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['requests'])" "$stats")
   echo "| $n | $tasks | $requests | $calls |"
 done
+fi
