@@ -18,12 +18,10 @@
 #include <CLI/CLI.hpp>
 
 #include "cli/ingest_flags.h"
+#include "cli/job_enqueue.h"
 #include "distributed/redis_client.h"
 
 namespace sluice::cli {
-
-// A JSONL file larger than this is enqueued as byte-range tasks.
-inline constexpr uint64_t kDefaultSplitBytes = uint64_t{64} << 20;
 
 struct DistributedArgs {
   std::string redis_url;
@@ -79,39 +77,5 @@ int RunDeadLetterRedisCommand(const DistributedArgs& args, bool retry);
 // The Redis URL of --redis or --redis-env (it may hold a password: never
 // print it; RedisEndpoint::Redacted() is what may be shown).
 Result<std::string> RedisUrlOf(const DistributedArgs& args);
-
-// What a distributed job cannot do, as `sluice enqueue` refuses it
-// (InvalidArgument): read stdin, --reembed, --cleanup full, and a SQLite
-// store with a Redis that other machines reach.
-Status CheckEnqueueable(const IngestOptions& options, const RedisEndpoint& redis);
-
-// The options a job records in Redis (config keys -> values, canonical
-// JSON, as `sluice enqueue` records its flags; the store and per-process
-// outputs left out) from config settings as ConfigSettingArg gives them.
-Result<std::string> RecordedJobOptions(const std::vector<std::string>& config_args,
-                                       const std::vector<RouteRule>& routes);
-
-struct EnqueueOutcome {
-  uint64_t enqueued = 0;   // tasks added (ranges included)
-  uint64_t unchanged = 0;  // files the store holds unchanged: not enqueued
-  std::string store_uri;   // as recorded: no password, a SQLite path absolute
-  uint64_t split_files = 0, ranges_enqueued = 0;  // JSONL files cut into range tasks
-  // Files above the split size kept whole because an id repeats (one reader
-  // refuses the repeat, as sluice ingest does), and the first such "path: id".
-  uint64_t kept_whole = 0;
-  std::string kept_whole_example;
-};
-
-// `sluice enqueue`'s work: records job `job` (its `options_json`, the store
-// of `options` without a password) and adds one task per source file of
-// options.inputs, leaving out those the store holds unchanged. Refuses what
-// CheckEnqueueable refuses, and a job of that name recorded with other
-// options (InvalidArgument); with `must_be_new`, any job of that name
-// (Busy). A JSONL file larger than `split_bytes` (0: none) becomes range
-// tasks (docs/DISTRIBUTED.md). REQUIRES: FinishIngestOptions done on `options`.
-Result<EnqueueOutcome> EnqueueIngestJob(const RedisEndpoint& endpoint, const std::string& job,
-                                        const std::string& options_json,
-                                        const IngestOptions& options, bool must_be_new,
-                                        uint64_t split_bytes = kDefaultSplitBytes);
 
 }  // namespace sluice::cli
