@@ -15,6 +15,7 @@
 
 #include "cli/commands.h"
 #include "cli/ingest_flags.h"
+#include "common/json_canonical.h"
 #include "common/json_writer.h"
 #include "distributed/task_stream.h"
 #include "pipeline/source_enumerator.h"
