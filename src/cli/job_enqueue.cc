@@ -17,6 +17,7 @@
 #include "cli/ingest_flags.h"
 #include "common/json_canonical.h"
 #include "common/json_writer.h"
+#include "common/utc_time.h"
 #include "distributed/task_stream.h"
 #include "pipeline/source_enumerator.h"
 #include "sluice/queue.h"
@@ -42,15 +43,6 @@ const std::set<std::string> kNotRecorded = {
 
 bool IsLoopback(std::string_view host) {
   return host == "localhost" || host == "::1" || host == "[::1]" || host.starts_with("127.");
-}
-
-std::string JobCreatedTime() {
-  const std::time_t now = std::time(nullptr);
-  std::tm utc{};
-  gmtime_r(&now, &utc);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &utc);
-  return buf;
 }
 
 // file id -> (size, mtime) of the files the job's store holds fingerprints of.
@@ -270,7 +262,7 @@ Result<EnqueueOutcome> EnqueueIngestJob(const RedisEndpoint& endpoint, const std
     std::error_code ec;
     store_uri = "sqlite:" + std::filesystem::absolute(store_uri.substr(7), ec).string();
   }
-  const JobRecord record{options_json, store_uri, JobCreatedTime()};
+  const JobRecord record{options_json, store_uri, UtcNowIso8601()};
   if (auto existing = (*stream)->LoadJob(); existing.ok()) {
     if (must_be_new) {
       return Status::Busy("a job '" + job + "' exists already in " + endpoint.Redacted() +

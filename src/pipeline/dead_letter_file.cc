@@ -14,21 +14,9 @@
 
 #include "common/json_writer.h"
 #include "common/private_file.h"
+#include "common/utc_time.h"
 
 namespace sluice {
-
-namespace {
-
-std::string UtcNow() {
-  const std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
-}  // namespace
 
 void AppendChunkJson(const Chunk& c, std::string& out) {
   JsonWriter w(out);
@@ -122,7 +110,7 @@ void DeadLetterFile::ChunkFailed(const Chunk& chunk, const Status& why) {
   w.Key("reason").String(StatusCodeName(why.code()));
   w.Key("message").String(why.message());
   w.Key("source_id").String(chunk.source_id);
-  w.Key("time").String(UtcNow());
+  w.Key("time").String(UtcNowIso8601());
   w.Key("chunk");
   AppendChunkJson(chunk, line);
   w.EndObject();
@@ -141,7 +129,7 @@ void DeadLetterFile::SourceFailed(const std::string& source_id, const std::strin
   w.Key("message").String(why.message());
   w.Key("source_id").String(source_id);
   w.Key("path").String(path);
-  w.Key("time").String(UtcNow());
+  w.Key("time").String(UtcNowIso8601());
   w.EndObject();
   line.push_back('\n');
   Add(metrics_.sources_failed);

@@ -12,6 +12,7 @@
 
 #include "common/json_writer.h"
 #include "common/private_file.h"
+#include "common/utc_time.h"
 #include "serve/pipeline_job_runner.h"
 #include "sluice/metrics_server.h"
 
@@ -28,15 +29,6 @@ std::optional<JobState> ParseState(std::string_view name) {
     if (name == kStateNames[i]) return static_cast<JobState>(i);
   }
   return std::nullopt;
-}
-
-std::string UtcNow() {
-  const std::time_t now = std::time(nullptr);
-  std::tm utc{};
-  gmtime_r(&now, &utc);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &utc);
-  return buf;
 }
 
 void WriteProgress(JsonWriter& w, const JobProgress& p) {
@@ -299,7 +291,7 @@ Result<JobView> JobManager::Submit(ParsedJobBody body) {
   job->id = id;
   job->target_store = options->store_uri;
   job->request = std::move(body.request);
-  job->created_at = UtcNow();
+  job->created_at = UtcNowIso8601();
   lock.lock();
   if (Status s = Persist(*job); !s.ok()) {
     lock.unlock();
@@ -336,7 +328,7 @@ Result<JobView> JobManager::Cancel(const std::string& id) {
   job.cancel_requested = true;
   if (job.state == JobState::kQueued) {
     job.state = JobState::kCancelled;
-    job.finished_at = UtcNow();
+    job.finished_at = UtcNowIso8601();
     Persist(job);
   } else if (job.run) {
     job.run->RequestStop(StopReason::kCancel);
@@ -388,14 +380,14 @@ void JobManager::WorkerLoop() {
 
 void JobManager::RunJob(Job& job, std::unique_lock<std::mutex>& lock) {
   auto options = builder_(job.request, JobDir(job.id));
-  job.started_at = UtcNow();
+  job.started_at = UtcNowIso8601();
   // A queued job started before was stopped by a shutdown while it ran.
   const bool resumed = job.attempts > 0;
   ++job.attempts;
   auto fail = [&](const std::string& error) {
     job.state = JobState::kFailed;
     job.error = error;
-    job.finished_at = UtcNow();
+    job.finished_at = UtcNowIso8601();
     job.store_uri.clear();
     Persist(job);
     Touch(job);
@@ -446,7 +438,7 @@ void JobManager::RunJob(Job& job, std::unique_lock<std::mutex>& lock) {
       break;
   }
   job.report_json = std::move(outcome.report_json);
-  if (IsFinished(job.state)) job.finished_at = UtcNow();
+  if (IsFinished(job.state)) job.finished_at = UtcNowIso8601();
   Persist(job);
   Touch(job);
   spdlog::info("serve: job {} {}", job.id, JobStateName(job.state));

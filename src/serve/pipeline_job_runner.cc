@@ -8,6 +8,7 @@
 
 #include "cli/commands.h"
 #include "common/private_file.h"
+#include "common/utc_time.h"
 #include "pipeline/progress.h"
 #include "sluice/clock.h"
 #include "sluice/embed.h"
@@ -24,15 +25,6 @@ namespace {
 std::string OneLine(std::string json) {
   while (!json.empty() && (json.back() == '\n' || json.back() == ' ')) json.pop_back();
   return json;
-}
-
-std::string ReportTimeUtc() {
-  const std::time_t now = std::time(nullptr);
-  std::tm utc{};
-  gmtime_r(&now, &utc);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &utc);
-  return buf;
 }
 
 // Bytes under the job's inputs, for the ETA; nullopt when they cannot be
@@ -155,7 +147,7 @@ RunOutcome PipelineJobRun::Wait() {
   if (!options.html_report_path.empty()) {
     HtmlReportOptions html;
     html.inputs = options.inputs;
-    html.generated_at = ReportTimeUtc();
+    html.generated_at = UtcNowIso8601();
     if (Status s = WriteHtmlReport(options.html_report_path, report, m, html); !s.ok()) {
       output_error = "cannot write the HTML report: " + s.message();
     }
