@@ -46,6 +46,8 @@ struct MockApiOptions {
   // 250 ms) as if another client on the same key had spent the request budget.
   // Deterministic, unlike racing a real competitor for the bucket.
   uint64_t fault_429_first = 0;
+  // The Retry-After those 429s carry (a test of a long cooldown sets minutes).
+  Duration fault_429_retry_after = std::chrono::milliseconds(250);
   // The first N admitted requests are answered 200 with vectors one component
   // too long (as --fail-wrong-dims, but deterministic).
   uint64_t fault_wrong_dims_first = 0;

@@ -69,9 +69,14 @@ void AddMockApiFlags(CLI::App& app, MockApiOptions& options) {
   AddRateFlag(app, "--fail-wrong-dims", options.fault_wrong_dims_rate,
               "Fraction of requests answered 200 with vectors one component too long");
   app.add_option("--fail-429-first", options.fault_429_first,
-                 "Answer the first N requests 429 (Retry-After 250 ms), as if another client had "
-                 "spent the key's request budget")
+                 "Answer the first N requests 429 (Retry-After: --fail-429-retry-after-ms), as "
+                 "if another client had spent the key's request budget")
       ->capture_default_str();
+  app.add_option_function<int64_t>(
+         "--fail-429-retry-after-ms",
+         [&options](int64_t ms) { options.fault_429_retry_after = std::chrono::milliseconds(ms); },
+         "The Retry-After of the --fail-429-first answers, in ms (default 250)")
+      ->check(CLI::Range(int64_t{0}, int64_t{3600000}));
   app.add_option("--fail-wrong-dims-first", options.fault_wrong_dims_first,
                  "Answer the first N admitted requests with vectors one component too long")
       ->capture_default_str();

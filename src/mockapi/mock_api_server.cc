@@ -382,7 +382,7 @@ MHD_Result MockApiServerImpl::HandleEmbeddings(MHD_Connection* connection,
     if (forced_429_left_ > 0 && decision.verdict == RateLimitVerdict::kAdmitted) {
       --forced_429_left_;  // another client on the key spent the request budget
       decision.verdict = RateLimitVerdict::kRequestsExhausted;
-      decision.retry_after = std::chrono::milliseconds(250);
+      decision.retry_after = options_.fault_429_retry_after;
       decision.snapshot.remaining_requests = 0;
     }
     if (decision.verdict == RateLimitVerdict::kAdmitted) {

@@ -97,11 +97,15 @@ class StopTest : public ::testing::Test {
 std::string Paragraphs(int n, const std::string& word) { return testing::Paragraphs(n, word); }
 
 TEST_F(StopTest, SigintDuringALongRetryAfterExitsPromptlyAndTheRerunCompletes) {
-  // One request a minute: of the two requests sent at once, one is answered
-  // 429 with a Retry-After of about 60 s.
+  // The run's first request is answered 429 with a Retry-After of 60 s, as
+  // if another client had spent the key's budget (caused, not raced for: the
+  // first request goes alone, and a one-per-minute limit alone would only
+  // make the pacer wait, never draw a 429).
   MockApiOptions mock;
   mock.dimensions = 16;
   mock.rpm = 1;
+  mock.fault_429_first = 1;
+  mock.fault_429_retry_after = std::chrono::seconds(60);
   mock.base_latency = milliseconds(100);
   auto server = MockApiServer::Start(mock);
   ASSERT_TRUE(server.ok()) << server.status().ToString();
