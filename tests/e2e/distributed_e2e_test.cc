@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -144,6 +145,9 @@ void ForgetJobs(const std::string& redis_url, const std::vector<std::string>& jo
   }
 }
 
+// Requests per minute of the simulated API in the three-worker test.
+constexpr double kJobRpm = 1200;
+
 TEST_F(DistributedE2eTest, ThreeWorkersOneKilledStoreEveryChunkOnceAndBuryThePoisonTask) {
   SLUICE_REQUIRE_DSN(dsn, "SLUICE_TEST_PG_DSN");
   SLUICE_REQUIRE_REDIS(redis_url);
@@ -154,9 +158,11 @@ TEST_F(DistributedE2eTest, ThreeWorkersOneKilledStoreEveryChunkOnceAndBuryThePoi
   mock.dimensions = 24;
   mock.base_latency = std::chrono::milliseconds(40);
   mock.jitter = std::chrono::milliseconds(10);
-  // A limit far above what the run sends: the responses carry x-ratelimit
-  // headers, from which the workers' shared budget learns it.
-  mock.rpm = 600000;
+  // A limit that binds: 20 requests a second, a burst of one second's worth.
+  // The workers learn it from the x-ratelimit headers into their shared
+  // budget and together stay within it (checked on the mock's own counters).
+  mock.rpm = kJobRpm;
+  mock.burst_seconds = 1;
   auto server = MockApiServer::Start(mock);
   ASSERT_TRUE(server.ok()) << server.status().ToString();
   server_ = std::move(*server);
@@ -182,6 +188,8 @@ TEST_F(DistributedE2eTest, ThreeWorkersOneKilledStoreEveryChunkOnceAndBuryThePoi
   ASSERT_EQ(enqueued.exit_code, 0) << enqueued.output;
   EXPECT_NE(enqueued.output.find("enqueued 49 tasks"), std::string::npos) << enqueued.output;
 
+  const MockApiStats before_job = server_->Stats();
+  const auto job_started = std::chrono::steady_clock::now();
   std::vector<pid_t> workers;
   for (int i = 0; i < 3; ++i) {
     workers.push_back(
@@ -222,6 +230,23 @@ TEST_F(DistributedE2eTest, ThreeWorkersOneKilledStoreEveryChunkOnceAndBuryThePoi
     EXPECT_TRUE(code == 0 || code == 3) << "worker " << i << " exited " << code << ":\n"
                                         << ReadFile(dir / ("worker" + std::to_string(i) + ".log"));
   }
+  // Together within the API's limit, judged by the API: what it admitted
+  // during the job fits its burst plus its rate over the job's time, and it
+  // refused at most 1% of the workers' requests.
+  const double job_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - job_started).count();
+  const MockApiStats after_job = server_->Stats();
+  const uint64_t job_requests = after_job.requests - before_job.requests;
+  const uint64_t job_admitted = after_job.ok - before_job.ok;
+  const uint64_t job_429s = after_job.rate_limited - before_job.rate_limited;
+  std::fprintf(stderr, "job: %llu requests, %llu admitted, %llu 429s in %.1f s (limit %.0f/min)\n",
+               static_cast<unsigned long long>(job_requests),
+               static_cast<unsigned long long>(job_admitted),
+               static_cast<unsigned long long>(job_429s), job_seconds, kJobRpm);
+  EXPECT_GT(job_requests, 10u);
+  EXPECT_LE(static_cast<double>(job_admitted), kJobRpm / 60 * (1 + job_seconds) + 1)
+      << job_admitted << " admitted in " << job_seconds << " s";
+  EXPECT_LE(job_429s * 100, job_requests) << job_429s << " 429s of " << job_requests;
 
   auto status =
       RunCommand(kSluice + " status --json --redis " + Quote(redis_url) + " --job " + Quote(job));
