@@ -3,8 +3,6 @@
 #include <sys/stat.h>
 
 #include <atomic>
-#include <cctype>
-#include <ctime>
 #include <filesystem>
 #include <set>
 #include <thread>
@@ -20,6 +18,7 @@
 #include "common/utc_time.h"
 #include "distributed/task_stream.h"
 #include "pipeline/source_enumerator.h"
+#include "sluice/parser.h"
 #include "sluice/queue.h"
 #include "sluice/store.h"
 #include "sources/jsonl_ranges.h"
@@ -84,9 +83,15 @@ StoredFiles StoredFilesOf(const IngestOptions& o) {
 bool MaySplit(const IngestOptions& o, uint64_t split_bytes, const SourceFile& file) {
   if (split_bytes == 0 || file.size_bytes <= split_bytes) return false;
   if (!o.parser_cmd.empty() || !o.embedding_cache) return false;
-  std::string ext = std::filesystem::path(file.path).extension().string();
-  for (char& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return ext == ".jsonl" || ext == ".ndjson";
+  // The parser the read stage picks by the file's name (the registry's own
+  // extension table, not a copy of it).
+  static const ParserRegistry registry = [] {
+    ParserRegistry r;
+    RegisterTextParsers(r);
+    return r;
+  }();
+  const Parser* parser = registry.Find(file.path, std::string_view());
+  return parser != nullptr && parser->Name() == "jsonl";
 }
 
 // The file's size and mtime now (false: it cannot be stat'ed).

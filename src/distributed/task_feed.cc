@@ -13,8 +13,6 @@
 
 namespace sluice {
 
-namespace {}  // namespace
-
 Result<std::unique_ptr<TaskFeed>> TaskFeed::Open(TaskFeedOptions options) {
   auto claim = TaskStream::Open(options.endpoint, options.stream);
   if (!claim.ok()) return claim.status();

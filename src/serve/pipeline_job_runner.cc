@@ -3,7 +3,6 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
-#include <ctime>
 #include <filesystem>
 
 #include "cli/commands.h"
