@@ -141,6 +141,10 @@ HandoffOutcome RunHandoff(const HandoffOptions& options, const HandoffRun& run,
 // included (it may carry a token).
 std::string HandoffResultJson(const HandoffOutcome& outcome);
 
+// `json` with every value of options.secret_env_values replaced by
+// "[redacted]": what a hand-off may POST, pass on or return.
+std::string RedactHandoffSecrets(std::string json, const HandoffOptions& options);
+
 // The hand-off of a finished ingest, as `sluice ingest` and each `sluice
 // serve` job run it: the HandoffRun from the run's report, metrics and
 // options; the command, then the POST of the report (with the command's

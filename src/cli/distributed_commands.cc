@@ -49,8 +49,7 @@ Result<std::string> RedisUrl(const DistributedArgs& args) {
 
 RedisOutageOptions OutageOptions(const DistributedArgs& args) {
   RedisOutageOptions outage;
-  outage.give_up_after = std::chrono::duration_cast<Duration>(
-      std::chrono::duration<double>(args.redis_outage_timeout_s));
+  outage.give_up_after = FromSeconds(args.redis_outage_timeout_s);
   return outage;
 }
 

@@ -2,6 +2,7 @@
 #include <string>
 
 #include "common/json_writer.h"
+#include "sluice/embed.h"
 #include "sluice/handoff.h"
 
 namespace sluice {
@@ -19,6 +20,13 @@ HandoffOutcome RunHandoff(const HandoffOptions& options, const HandoffRun& run,
     outcome.webhook = PostReport(options, run);
   }
   return outcome;
+}
+
+std::string RedactHandoffSecrets(std::string json, const HandoffOptions& options) {
+  for (const std::string& secret : options.secret_env_values) {
+    if (!secret.empty()) json = RedactSecret(std::move(json), secret);
+  }
+  return json;
 }
 
 std::string HandoffResultJson(const HandoffOutcome& outcome) {

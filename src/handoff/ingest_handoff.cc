@@ -13,17 +13,6 @@
 
 namespace sluice {
 
-namespace {
-
-std::string Redacted(std::string json, const HandoffOptions& options) {
-  for (const std::string& secret : options.secret_env_values) {
-    if (!secret.empty()) json = RedactSecret(std::move(json), secret);
-  }
-  return json;
-}
-
-}  // namespace
-
 HandoffOutcome HandOffIngest(const IngestReport& report, const Metrics& metrics,
                              const IngestOptions& ingest, const HandoffOptions& options,
                              int exit_status, std::string* report_json) {
@@ -32,7 +21,7 @@ HandoffOutcome HandOffIngest(const IngestReport& report, const Metrics& metrics,
   if (!ingest.report_path.empty() && std::filesystem::exists(ingest.report_path, ec)) {
     run.report_path = std::filesystem::absolute(ingest.report_path, ec).string();
   }
-  run.report_json = Redacted(FormatReportJson(report, metrics), options);
+  run.report_json = RedactHandoffSecrets(FormatReportJson(report, metrics), options);
   run.aggregate_dir = std::filesystem::absolute(ingest.aggregate.out_dir, ec).string();
   run.dead_letter_path = std::filesystem::absolute(DeadLetterPathFor(ingest), ec).string();
   run.exit_status = exit_status;
@@ -49,7 +38,7 @@ HandoffOutcome HandOffIngest(const IngestReport& report, const Metrics& metrics,
   IngestReport with_handoff = report;
   const HandoffOutcome outcome = RunHandoff(options, run, [&](const CommandOutcome& command) {
     with_handoff.handoff_json = HandoffResultJson({.command = command, .webhook = {}});
-    return Redacted(FormatReportJson(with_handoff, metrics), options);
+    return RedactHandoffSecrets(FormatReportJson(with_handoff, metrics), options);
   });
   if (outcome.command.ran) {
     if (outcome.command.ok()) {
@@ -67,7 +56,8 @@ HandoffOutcome HandOffIngest(const IngestReport& report, const Metrics& metrics,
     }
   }
   with_handoff.handoff_json = HandoffResultJson(outcome);
-  const std::string final_json = Redacted(FormatReportJson(with_handoff, metrics), options);
+  const std::string final_json =
+      RedactHandoffSecrets(FormatReportJson(with_handoff, metrics), options);
   if (!run.report_path.empty()) {
     if (Status s = WriteFileAtomically(run.report_path, final_json); !s.ok()) {
       spdlog::error("cannot write the hand-off's outcome into the report: {}", s.message());

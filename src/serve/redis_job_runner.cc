@@ -146,7 +146,7 @@ RunOutcome RedisJobRun::Finish(RunOutcome outcome, const JobStatus& status) {
   HandoffOptions handoff = options_.handoff;
   handoff.job_id = start_.job_id;
   HandoffRun run;
-  run.report_json = outcome.report_json;
+  run.report_json = RedactHandoffSecrets(outcome.report_json, handoff);
   run.job_id = start_.job_id;
   // What `sluice status --wait` exits with: 0 drained clean, 3 with dead
   // tasks; a cancelled job as a run stopped by SIGINT.
@@ -160,12 +160,10 @@ RunOutcome RedisJobRun::Finish(RunOutcome outcome, const JobStatus& status) {
   run.sources_failed = status.dead;
   run.chunks_stored = status.chunks_stored;
   HandoffOutcome handed = RunHandoff(handoff, run, [&](const CommandOutcome& command) {
-    return WithHandoff(outcome.report_json, HandoffOutcome{command, {}});
+    return RedactHandoffSecrets(WithHandoff(outcome.report_json, HandoffOutcome{command, {}}),
+                                handoff);
   });
-  outcome.report_json = WithHandoff(outcome.report_json, handed);
-  for (const std::string& secret : handoff.secret_env_values) {
-    if (!secret.empty()) outcome.report_json = RedactSecret(outcome.report_json, secret);
-  }
+  outcome.report_json = RedactHandoffSecrets(WithHandoff(outcome.report_json, handed), handoff);
   return outcome;
 }
 
