@@ -5,6 +5,7 @@
 #include <cmath>
 #include <random>
 
+#include "common/hashing.h"
 #include "embed/rate_limit_headers.h"
 #include "sluice/embed.h"
 #include "sluice/embed_stage.h"
@@ -188,6 +189,22 @@ TEST(HashEmbedderTest, DeterministicAndNormalised) {
   EXPECT_NE(HashEmbed("pump seal", 64), HashEmbed("seal pump", 64));  // bigrams
   const auto empty = HashEmbed("  ...  ", 16);
   EXPECT_EQ(empty, std::vector<float>(16, 0.0f));
+}
+
+// The vectors must never change: stores and embedding caches hold them under
+// the model name "hash". Pinned by a checksum of every byte 1..255 in words,
+// computed before the embedder's ASCII fast path replaced isalnum/tolower.
+TEST(HashEmbedderTest, OutputIsPinnedAcrossVersions) {
+  std::string text =
+      "The Pump SEAL, model X-200 (rev 3b): replace every 2000 hours; \xc3\x84\xc3\x96\xc3\xbc "
+      "na\xc3\xafve caf\xc3\xa9 \xe2\x80\x94 ok?";
+  for (int c = 1; c < 256; ++c) {
+    text.push_back(static_cast<char>(c));
+    if (c % 7 == 0) text += " Word";
+  }
+  const std::vector<float> v = HashEmbed(text, 384);
+  const std::string_view bytes(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float));
+  EXPECT_EQ(Hash64(bytes, 0), 0x9d2480a282313231ull);
 }
 
 TEST(HashEmbedderTest, SimilarTextsAreCloserThanUnrelated) {
