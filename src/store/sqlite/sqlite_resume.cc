@@ -212,11 +212,18 @@ Result<uint64_t> SqliteStore::CommitSources(std::span<const SourceManifest> comp
   for (const SourceManifest& m : completed) {
     const SourceFingerprint& f = m.fingerprint;
     uint64_t chunk_count = f.chunk_count;
-    if (!m.facts_only && m.delete_stale) {
+    // Every stored chunk of a fresh file is this run's (NeedsRunRecords): none
+    // is stale, none counts as kept from before.
+    const auto fresh_it = fresh_files_.find(f.file_id);
+    const bool fresh =
+        m.run_id == options_.store.run_id && fresh_it != fresh_files_.end() && fresh_it->second;
+    if (fresh || m.facts_only) {
+      // nothing to delete or to count
+    } else if (m.delete_stale) {
       if (Status s = DeleteFileChunksInTxn(stale, f.file_id, m.run_id, deleted); !s.ok()) {
         return fail(s);
       }
-    } else if (!m.facts_only) {
+    } else {
       // --cleanup none: the earlier chunks stay and are counted.
       sqlite3_stmt* st = bind_file(count_stale.get(), m);
       const int rc = sqlite3_step(st);
@@ -252,6 +259,7 @@ Result<uint64_t> SqliteStore::CommitSources(std::span<const SourceManifest> comp
     if (Status s = RecountTouchedSourcesInTxn(); !s.ok()) return fail(s);
   }
   if (Status s = txn.Commit(); !s.ok()) return fail(s);
+  for (const SourceManifest& m : completed) fresh_files_.erase(m.fingerprint.file_id);
   return deleted;
 }
 

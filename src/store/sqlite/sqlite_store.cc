@@ -278,6 +278,16 @@ Status SqliteStore::Init() {
     return s;
   }
   s = Exec("PRAGMA synchronous=NORMAL");
+  // A 32 MiB page cache by default (SQLite's own is 2 MiB). The chunk-id and cache-key
+  // indexes take random keys, so once they outgrow the cache every insert
+  // re-reads a leaf with pread; on 132k chunks this cut the store's system
+  // time by a third and the offline run's CPU by ~15% (docs/PERFORMANCE.md).
+  // Pages are allocated as they are touched: a small store costs no more.
+  if (s.ok()) {
+    s = Exec(
+        fmt::format("PRAGMA cache_size=-{}", std::max<size_t>(options_.page_cache_bytes / 1024, 64))
+            .c_str());
+  }
   // No foreign keys: chunks and sources are linked by source_id only, so a
   // chunk may be written before its source row (same transaction anyway).
   if (s.ok()) s = CreateSchema();
@@ -344,6 +354,14 @@ Status SqliteStore::Init() {
         fmt::format("INSERT OR IGNORE INTO {} (file_id, run_id, chunk_id) VALUES (?1, ?2, ?3)",
                     Quote(run_table_)),
         &put_run_);
+  }
+  if (s.ok()) {
+    // The two sets DeleteFileChunksInTxn deletes from (sqlite_resume.cc).
+    s = Prepare(fmt::format("SELECT EXISTS (SELECT 1 FROM {0} WHERE file_id = ?1) OR EXISTS "
+                            "(SELECT 1 FROM {0} WHERE source_id = ?1 AND "
+                            "(file_id IS NULL OR file_id = ''))",
+                            Quote(chunks_table_)),
+                &file_has_chunks_);
   }
   // Per connection (temp schema, no lock on the file): the sources whose
   // chunks CommitSources/DeleteSources deleted, recounted once per call.
@@ -539,11 +557,12 @@ Status SqliteStore::Close() {
     return Status::OK();
   }
   Rollback();
-  for (sqlite3_stmt** st :
-       {&upsert_chunk_, &upsert_source_counts_, &put_meta_, &put_cache_, &put_run_}) {
+  for (sqlite3_stmt** st : {&upsert_chunk_, &upsert_source_counts_, &put_meta_, &put_cache_,
+                            &put_run_, &file_has_chunks_}) {
     sqlite3_finalize(*st);
     *st = nullptr;
   }
+  fresh_files_.clear();
   const int rc = sqlite3_close(db_);
   Status s = rc == SQLITE_OK ? Status::OK() : ErrorStatus(rc, "close");
   if (rc != SQLITE_OK) sqlite3_close_v2(db_);  // closes once the last statement is gone

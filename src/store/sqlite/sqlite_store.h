@@ -22,6 +22,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "sluice/status.h"
@@ -45,6 +46,9 @@ struct SqliteStoreOptions {
   // How long a statement waits for another connection's lock before the
   // operation fails with a retryable Status::Unavailable. Default: 5000.
   int busy_timeout_ms = 5000;
+  // SQLite's page cache per connection (PRAGMA cache_size), allocated as
+  // pages are touched. Default: 32 MiB (sqlite_store.cc says why).
+  size_t page_cache_bytes = 32 * 1024 * 1024;
   // Wall-clock source for updated_at (milliseconds since the Unix epoch).
   // Default (empty): the system clock. Tests inject a fixed counter.
   std::function<int64_t()> now_unix_ms;
@@ -196,6 +200,18 @@ class SqliteStore final : public Store {
   sqlite3_stmt* put_meta_ = nullptr;
   sqlite3_stmt* put_cache_ = nullptr;
   sqlite3_stmt* put_run_ = nullptr;
+  sqlite3_stmt* file_has_chunks_ = nullptr;
+  // Files this store's run is writing and not yet committed, and whether the
+  // store held none of their chunks when the run first wrote one ("fresh").
+  // While this store holds the writer lock no other run writes, so every
+  // chunk of a fresh file is this run's: its commit has nothing stale to
+  // delete, and its chunks need no run records (three B-tree operations per
+  // chunk saved: the record, its lookup at commit, its deletion). Only used
+  // with the writer lock; a file not listed takes the recorded path.
+  std::unordered_map<std::string, bool> fresh_files_;
+  // Whether `file_id`'s chunks need run records, deciding it on first sight
+  // (inside the caller's write transaction).
+  Result<bool> NeedsRunRecords(const std::string& file_id);
   int dims_ = 0;
   std::string model_;
   bool meta_persisted_ = false;

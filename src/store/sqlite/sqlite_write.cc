@@ -73,6 +73,14 @@ WriteResult SqliteStore::Write(std::span<const EmbeddedChunk> batch) {
     }
     if (!any_accepted) first_model = row.model;
     any_accepted = true;
+    // Decided before the row is written: the question is whether the file
+    // had chunks before this run wrote any.
+    bool record_run = options_.store.run_id != 0 && !c.file_id.empty() && c.record_run;
+    if (record_run) {
+      Result<bool> needs = NeedsRunRecords(c.file_id);
+      if (!needs.ok()) return fail(needs.status());
+      record_run = *needs;
+    }
     sqlite3_stmt* st = upsert_chunk_;
     sqlite3_bind_text(st, 1, c.id.data(), static_cast<int>(c.id.size()), SQLITE_STATIC);
     sqlite3_bind_text(st, 2, c.source_id.data(), static_cast<int>(c.source_id.size()),
@@ -100,7 +108,7 @@ WriteResult SqliteStore::Write(std::span<const EmbeddedChunk> batch) {
     const int rc = sqlite3_step(st);
     sqlite3_reset(st);
     if (rc != SQLITE_DONE) return fail(ErrorStatus(rc, "write chunk " + c.id));
-    if (options_.store.run_id != 0 && !c.file_id.empty() && c.record_run) {
+    if (record_run) {
       sqlite3_stmt* rs = put_run_;
       sqlite3_bind_text(rs, 1, c.file_id.data(), static_cast<int>(c.file_id.size()), SQLITE_STATIC);
       sqlite3_bind_int64(rs, 2, static_cast<int64_t>(options_.store.run_id));
@@ -164,6 +172,20 @@ WriteResult SqliteStore::Write(std::span<const EmbeddedChunk> batch) {
   if (any_accepted) dims_ = dims;
   return result;
 }
+
+Result<bool> SqliteStore::NeedsRunRecords(const std::string& file_id) {
+  if (writer_lock_fd_ < 0) return true;
+  if (auto it = fresh_files_.find(file_id); it != fresh_files_.end()) return !it->second;
+  sqlite3_stmt* st = file_has_chunks_;
+  sqlite3_bind_text(st, 1, file_id.data(), static_cast<int>(file_id.size()), SQLITE_STATIC);
+  const int rc = sqlite3_step(st);
+  const bool has_chunks = rc == SQLITE_ROW && sqlite3_column_int(st, 0) != 0;
+  sqlite3_reset(st);
+  if (rc != SQLITE_ROW) return ErrorStatus(rc, "look up chunks of " + file_id);
+  fresh_files_.emplace(file_id, !has_chunks);
+  return has_chunks;
+}
+
 Status SqliteStore::UpsertSource(const SourceRecord& source) {
   if (db_ == nullptr) return Status::InvalidArgument("sqlite store is closed");
   ScopedStmt stmt;

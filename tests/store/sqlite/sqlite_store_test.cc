@@ -832,6 +832,70 @@ TEST_F(SqliteRunTest, CleanupNoneKeepsStaleChunksAndCountsThem) {
   EXPECT_TRUE(Problems(*run2).empty());
 }
 
+// Under the writer lock a file with no stored chunk is written without run
+// records (every chunk of it is this run's); a file that had chunks, also a
+// crashed run's, keeps the recorded path, so its stale chunks still go.
+TEST_F(SqliteRunTest, AFreshFileUnderTheWriterLockNeedsNoRunRecordsAndLosesNothing) {
+  const auto locked = [this](uint64_t run_id) {
+    SqliteStoreOptions o = RunOptions(run_id);
+    o.store.exclusive_run = true;
+    return MustOpen(o);
+  };
+  std::vector<EmbeddedChunk> v1 = {FileChunk(0, "doc.md"), FileChunk(1, "doc.md"),
+                                   FileChunk(2, "doc.md")};
+  {
+    auto run1 = locked(1);
+    ASSERT_NE(run1, nullptr);
+    ASSERT_TRUE(run1->Write({v1.data(), 2}).status.ok());
+    ASSERT_TRUE(run1->Write({v1.data() + 2, 1}).status.ok());
+    EXPECT_EQ(RunRecords(*run1), 0);
+    auto deleted = run1->CommitSources(std::vector<SourceManifest>{Manifest("doc.md", 1, 3)});
+    ASSERT_TRUE(deleted.ok()) << deleted.status().ToString();
+    EXPECT_EQ(*deleted, 0u);
+    EXPECT_EQ(*run1->FileChunkIds("doc.md"), Ids(v1));
+    EXPECT_EQ(Fingerprint(*run1, "doc.md")->chunk_count, 3u);
+    EXPECT_EQ(run1->ReadSource("doc.md")->chunk_count, 3u);
+    // --cleanup none on a fresh file counts only what the run produced.
+    std::vector<EmbeddedChunk> added = {FileChunk(0, "new.md"), FileChunk(1, "new.md")};
+    ASSERT_TRUE(run1->Write(added).status.ok());
+    SourceManifest keep = Manifest("new.md", 1, 2);
+    keep.delete_stale = false;
+    ASSERT_TRUE(run1->CommitSources(std::vector<SourceManifest>{keep}).ok());
+    EXPECT_EQ(Fingerprint(*run1, "new.md")->chunk_count, 2u);
+    EXPECT_TRUE(Problems(*run1).empty());
+  }
+  {
+    // Run 2 re-chunks doc.md (chunks 0 and 7): the file had chunks, so they
+    // are recorded and 1 and 2 deleted as stale.
+    auto run2 = locked(2);
+    ASSERT_NE(run2, nullptr);
+    std::vector<EmbeddedChunk> v2 = {FileChunk(0, "doc.md"), FileChunk(7, "doc.md")};
+    ASSERT_TRUE(run2->Write(v2).status.ok());
+    EXPECT_EQ(RunRecords(*run2, "file_id = 'doc.md' AND run_id = 2"), 2);
+    auto deleted = run2->CommitSources(std::vector<SourceManifest>{Manifest("doc.md", 2, 2)});
+    ASSERT_TRUE(deleted.ok()) << deleted.status().ToString();
+    EXPECT_EQ(*deleted, 2u);
+    EXPECT_EQ(*run2->FileChunkIds("doc.md"), Ids(v2));
+    // Run 2 also starts crash.md (fresh: no records) and dies before its commit.
+    std::vector<EmbeddedChunk> crashed = {FileChunk(0, "crash.md"), FileChunk(1, "crash.md")};
+    ASSERT_TRUE(run2->Write(crashed).status.ok());
+    EXPECT_EQ(RunRecords(*run2, "file_id = 'crash.md'"), 0);
+  }
+  // Run 3 finds crash.md changed (only chunk 0 now): the dead run's unrecorded
+  // rows make the file not fresh, so chunk 1 is stale and goes.
+  auto run3 = locked(3);
+  ASSERT_NE(run3, nullptr);
+  std::vector<EmbeddedChunk> v3 = {FileChunk(0, "crash.md")};
+  ASSERT_TRUE(run3->Write(v3).status.ok());
+  EXPECT_EQ(RunRecords(*run3, "file_id = 'crash.md' AND run_id = 3"), 1);
+  auto deleted = run3->CommitSources(std::vector<SourceManifest>{Manifest("crash.md", 3, 1)});
+  ASSERT_TRUE(deleted.ok()) << deleted.status().ToString();
+  EXPECT_EQ(*deleted, 1u);
+  EXPECT_EQ(*run3->FileChunkIds("crash.md"), Ids(v3));
+  EXPECT_EQ(RunRecords(*run3), 0);
+  EXPECT_TRUE(Problems(*run3).empty());
+}
+
 TEST_F(SqliteRunTest, FactsOnlyChangesOnlyTheFileFacts) {
   {
     auto run1 = MustOpen(RunOptions(1));
@@ -1106,7 +1170,11 @@ TEST_F(SqliteRunTest, AHugeSingleFileCommitsInFlatMemory) {
         store->CommitSources(std::vector<SourceManifest>{Manifest("big.txt", 1, kChunks)}).ok());
   }
   write_run(2, kChunks / 2);
-  auto store = MustOpen(Options());
+  // A 2 MiB page cache (SQLite's default), so that what a held list of ids
+  // would cost stands out from the cache filling up.
+  SqliteStoreOptions small_cache = Options();
+  small_cache.page_cache_bytes = 2 * 1024 * 1024;
+  auto store = MustOpen(small_cache);
   EXPECT_EQ(RunRecords(*store), kChunks / 2);
   const int64_t rss_before = PeakRssKb(true);
   sqlite3_int64 sqlite_before = sqlite3_memory_highwater(1);  // reset the high-water mark
