@@ -57,6 +57,8 @@ struct SqliteStore::FileChunkDelete {
   // Per branch of kFileBranches: the next window (row count, last rowid),
   // the sources of its rows to delete, and their deletion.
   ScopedStmt window[2], touch[2], del[2];
+  // Their vectors kept in the cache table first (version 4; null before).
+  ScopedStmt keep[2];
 };
 
 Result<std::vector<SourceFingerprint>> SqliteStore::LoadFingerprints() {
@@ -117,6 +119,16 @@ Status SqliteStore::PrepareFileChunkDelete(bool keep_run, FileChunkDelete& d) {
                                         stmt->out(), nullptr);
       if (rc != SQLITE_OK) return ErrorStatus(rc, "prepare chunk deletion");
     }
+    if (has_text_key_) {
+      // A deleted chunk's vector stays findable by its text (RESUME.md).
+      const std::string keep = fmt::format(
+          "INSERT OR IGNORE INTO {} (key, model, embedding) SELECT c.text_key, c.model, "
+          "c.embedding FROM {} c WHERE {} AND c.text_key IS NOT NULL AND c.embedding IS NOT NULL",
+          Quote(cache_table_), c, in_window);
+      if (Status s = Prepare(keep, d.keep[b].out()); !s.ok()) {
+        return s.WithContext("prepare chunk deletion");
+      }
+    }
   }
   return Status::OK();
 }
@@ -150,6 +162,11 @@ Status SqliteStore::DeleteFileChunksInTxn(FileChunkDelete& d, const std::string&
       sqlite3_stmt* touch = bind(d.touch[b].get(), after, last);
       if (Status s = step(touch, SQLITE_DONE); !s.ok()) return s;
       sqlite3_reset(touch);
+      if (d.keep[b].get() != nullptr) {
+        sqlite3_stmt* keep = bind(d.keep[b].get(), after, last);
+        if (Status s = step(keep, SQLITE_DONE); !s.ok()) return s;
+        sqlite3_reset(keep);
+      }
       sqlite3_stmt* del = bind(d.del[b].get(), after, last);
       if (Status s = step(del, SQLITE_DONE); !s.ok()) return s;
       deleted += static_cast<uint64_t>(sqlite3_changes64(db_));
@@ -212,7 +229,7 @@ Result<uint64_t> SqliteStore::CommitSources(std::span<const SourceManifest> comp
   for (const SourceManifest& m : completed) {
     const SourceFingerprint& f = m.fingerprint;
     uint64_t chunk_count = f.chunk_count;
-    // Every stored chunk of a fresh file is this run's (NeedsRunRecords): none
+    // Every stored chunk of a fresh file is this run's (IsFreshFile): none
     // is stale, none counts as kept from before.
     const auto fresh_it = fresh_files_.find(f.file_id);
     const bool fresh =
@@ -323,33 +340,52 @@ Status SqliteStore::LookupEmbeddings(std::string_view cache_namespace,
                                      std::vector<CachedEmbedding>& out) {
   if (db_ == nullptr) return Status::InvalidArgument("sqlite store is closed");
   out.assign(texts.size(), CachedEmbedding{});
-  ScopedStmt stmt;
-  int rc = sqlite3_prepare_v2(
-      db_,
-      fmt::format("SELECT model, embedding FROM {} WHERE key = ?1", Quote(cache_table_)).c_str(),
-      -1, stmt.out(), nullptr);
-  if (rc != SQLITE_OK) return ErrorStatus(rc, "embedding cache lookup");
+  // A stored chunk with the text answers first (version 4: its row is the
+  // cache entry); the cache table holds the vectors of chunks since deleted,
+  // and every vector of a store written before version 4.
+  ScopedStmt from_chunks, from_cache;
+  if (has_text_key_) {
+    if (Status s = Prepare(fmt::format("SELECT model, embedding FROM {} WHERE text_key = ?1 AND "
+                                       "embedding IS NOT NULL LIMIT 1",
+                                       Quote(chunks_table_)),
+                           from_chunks.out());
+        !s.ok()) {
+      return s.WithContext("embedding cache lookup");
+    }
+  }
+  if (Status s = Prepare(
+          fmt::format("SELECT model, embedding FROM {} WHERE key = ?1", Quote(cache_table_)),
+          from_cache.out());
+      !s.ok()) {
+    return s.WithContext("embedding cache lookup");
+  }
   // One read transaction for the whole batch: a consistent snapshot, one lock.
   Transaction txn(*this);
   if (Status s = txn.Begin("BEGIN"); !s.ok()) return s;
   for (size_t i = 0; i < texts.size(); ++i) {
     const std::string key = EmbeddingCacheKey(cache_namespace, texts[i]);
-    sqlite3_reset(stmt.get());
-    sqlite3_bind_text(stmt.get(), 1, key.c_str(), static_cast<int>(key.size()), SQLITE_STATIC);
-    rc = sqlite3_step(stmt.get());
-    if (rc == SQLITE_ROW) {
-      out[i].model = ColumnText(stmt.get(), 0);
-      const auto* blob = static_cast<const uint8_t*>(sqlite3_column_blob(stmt.get(), 1));
-      const size_t bytes = static_cast<size_t>(sqlite3_column_bytes(stmt.get(), 1));
-      if (blob != nullptr) {
-        out[i].embedding.resize(bytes / 4);
-        for (size_t d = 0; d < out[i].embedding.size(); ++d) out[i].embedding[d] = FloatAt(blob, d);
+    for (sqlite3_stmt* st : {from_chunks.get(), from_cache.get()}) {
+      if (st == nullptr) continue;
+      sqlite3_reset(st);
+      sqlite3_bind_text(st, 1, key.c_str(), static_cast<int>(key.size()), SQLITE_STATIC);
+      const int rc = sqlite3_step(st);
+      if (rc == SQLITE_ROW) {
+        out[i].model = ColumnText(st, 0);
+        const auto* blob = static_cast<const uint8_t*>(sqlite3_column_blob(st, 1));
+        const size_t bytes = static_cast<size_t>(sqlite3_column_bytes(st, 1));
+        if (blob != nullptr) {
+          out[i].embedding.resize(bytes / 4);
+          for (size_t d = 0; d < out[i].embedding.size(); ++d) {
+            out[i].embedding[d] = FloatAt(blob, d);
+          }
+        }
+        sqlite3_reset(st);
+        break;
       }
-    } else if (rc != SQLITE_DONE) {
-      return ErrorStatus(rc, "embedding cache lookup");
+      sqlite3_reset(st);
+      if (rc != SQLITE_DONE) return ErrorStatus(rc, "embedding cache lookup");
     }
   }
-  sqlite3_reset(stmt.get());
   return txn.Commit();
 }
 

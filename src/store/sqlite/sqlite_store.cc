@@ -291,9 +291,17 @@ Status SqliteStore::Init() {
   // No foreign keys: chunks and sources are linked by source_id only, so a
   // chunk may be written before its source row (same transaction anyway).
   if (s.ok()) s = CreateSchema();
+  if (s.ok()) {
+    Result<bool> has = HasColumn(chunks_table_, "text_key");
+    if (has.ok()) {
+      has_text_key_ = *has;
+    } else {
+      s = has.status();
+    }
+  }
   if (s.ok()) s = LoadMeta();
   if (s.ok()) {
-    const std::string cols =
+    std::string cols =
         "id, source_id, ordinal, byte_begin, byte_end, text, domain, category, metadata, model, "
         "dims, embedding, token_estimate, updated_at, file_id";
     const std::string t = Quote(chunks_table_);
@@ -314,9 +322,27 @@ Status SqliteStore::Init() {
       if (!sets.empty()) sets += ", ";
       sets += fmt::format("{} = excluded.{}", c, c);
     }
+    std::string text_key_value;
+    if (has_text_key_) {
+      // (Without the column: a store opened read-only that could not be
+      // upgraded; it never writes.) Written without a cache namespace
+      // (--no-cache), an unchanged row keeps its text key: same text, same
+      // vector, so the key still answers for it. (SET reads the old row.)
+      cols += ", text_key";
+      text_key_value = ", ?16";
+      differs += fmt::format(
+          " OR (excluded.text_key IS NOT NULL AND {0}.text_key IS NOT "
+          "excluded.text_key)",
+          t);
+      sets += fmt::format(
+          ", text_key = CASE WHEN excluded.text_key IS NULL AND {0}.text IS excluded.text AND "
+          "{0}.embedding IS excluded.embedding THEN {0}.text_key ELSE excluded.text_key END",
+          t);
+    }
     s = Prepare(fmt::format("INSERT INTO {} ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, "
-                            "?11, ?12, ?13, ?14, ?15) ON CONFLICT(id) DO UPDATE SET {} WHERE {}",
-                            t, cols, sets, differs),
+                            "?11, ?12, ?13, ?14, ?15{}) ON CONFLICT(id) DO UPDATE SET {} "
+                            "WHERE {}",
+                            t, cols, text_key_value, sets, differs),
                 &upsert_chunk_);
   }
   if (s.ok()) {
@@ -345,15 +371,19 @@ Status SqliteStore::Init() {
                 &put_meta_);
   }
   if (s.ok()) {
-    s = Prepare(fmt::format("INSERT OR IGNORE INTO {} (key, model, embedding) VALUES (?1, ?2, ?3)",
-                            Quote(cache_table_)),
-                &put_cache_);
-  }
-  if (s.ok()) {
     s = Prepare(
         fmt::format("INSERT OR IGNORE INTO {} (file_id, run_id, chunk_id) VALUES (?1, ?2, ?3)",
                     Quote(run_table_)),
         &put_run_);
+  }
+  if (s.ok() && has_text_key_) {
+    // ?2: the new row's text key (NULL without a cache namespace), ?3 its text.
+    s = Prepare(fmt::format("INSERT OR IGNORE INTO {1} (key, model, embedding) SELECT text_key, "
+                            "model, embedding FROM {0} WHERE id = ?1 AND text_key IS NOT NULL AND "
+                            "embedding IS NOT NULL AND CASE WHEN ?2 IS NULL THEN text IS NOT ?3 "
+                            "ELSE text_key IS NOT ?2 END",
+                            Quote(chunks_table_), Quote(cache_table_)),
+                &keep_replaced_vector_);
   }
   if (s.ok()) {
     // The two sets DeleteFileChunksInTxn deletes from (sqlite_resume.cc).
@@ -393,8 +423,8 @@ Status SqliteStore::CreateSchema() {
     ScopedStmt stmt;
     int rc = sqlite3_prepare_v2(
         db_,
-        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN (?1, ?2, ?3, ?4, ?5, "
-        "?6)",
+        "SELECT (SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN (?1, ?2, ?3, "
+        "?4, ?5, ?6)) + (SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = ?7)",
         -1, stmt.out(), nullptr);
     if (rc == SQLITE_OK) {
       sqlite3_bind_text(stmt.get(), 1, chunks_table_.c_str(), -1, SQLITE_TRANSIENT);
@@ -403,6 +433,8 @@ Status SqliteStore::CreateSchema() {
       sqlite3_bind_text(stmt.get(), 4, files_table_.c_str(), -1, SQLITE_TRANSIENT);
       sqlite3_bind_text(stmt.get(), 5, cache_table_.c_str(), -1, SQLITE_TRANSIENT);
       sqlite3_bind_text(stmt.get(), 6, run_table_.c_str(), -1, SQLITE_TRANSIENT);
+      const std::string text_key_index = chunks_table_ + "_text_key_idx";
+      sqlite3_bind_text(stmt.get(), 7, text_key_index.c_str(), -1, SQLITE_TRANSIENT);
       rc = sqlite3_step(stmt.get());
     }
     if (rc != SQLITE_ROW) return ErrorStatus(rc, "read schema");
@@ -410,9 +442,9 @@ Status SqliteStore::CreateSchema() {
   }
   // Opening an up-to-date database takes no write lock, so readers and a
   // second store can open while a writer is busy.
-  // (The run records table is created last, with the version 3 columns, so
-  // its presence means this store's tables are current.)
-  if (version == kSqliteSchemaVersion && existing == 6) return Status::OK();
+  // (The text_key index is created last, after the version 4 column, so its
+  // presence means this store's tables are current.)
+  if (version == kSqliteSchemaVersion && existing == 7) return Status::OK();
 
   Transaction txn(*this);
   Status s = txn.Begin();
@@ -454,6 +486,21 @@ Status SqliteStore::CreateSchema() {
         kSqliteSchemaVersion);
     s = Exec(v3.c_str());
   }
+  if (s.ok()) {
+    // Version 4: each chunk carries its embedding-cache key (text_key,
+    // added by UpgradeTables), so a stored chunk is the cache entry for its
+    // text and its vector is written once; the cache table receives a
+    // vector only when its chunk is deleted or its text replaced
+    // (DeleteFileChunksInTxn, Write), so identical text is still never
+    // embedded twice. Writing every vector twice was ~35% of the store's
+    // time (issue 15). (Not triggers: a statement that may fire one gets a
+    // statement journal, and with 16 KiB pages those spilled to disk: 8x
+    // the write calls, measured.)
+    const std::string v4 =
+        fmt::format("CREATE INDEX IF NOT EXISTS {1} ON {0} (text_key);", Quote(chunks_table_),
+                    Quote(chunks_table_ + "_text_key_idx"));
+    s = Exec(v4.c_str());
+  }
   if (s.ok()) s = txn.Commit();
   return s;
 }
@@ -481,6 +528,13 @@ Status SqliteStore::UpgradeTables() {
   if (!*has_file_id) {
     const std::string add =
         fmt::format("ALTER TABLE {} ADD COLUMN file_id TEXT", Quote(chunks_table_));
+    if (Status s = Exec(add.c_str()); !s.ok()) return s;
+  }
+  Result<bool> has_text_key = HasColumn(chunks_table_, "text_key");
+  if (!has_text_key.ok()) return has_text_key.status();
+  if (!*has_text_key) {
+    const std::string add =
+        fmt::format("ALTER TABLE {} ADD COLUMN text_key TEXT", Quote(chunks_table_));
     if (Status s = Exec(add.c_str()); !s.ok()) return s;
   }
   Result<bool> has_lists = HasColumn(files_table_, "chunk_ids");
@@ -557,8 +611,8 @@ Status SqliteStore::Close() {
     return Status::OK();
   }
   Rollback();
-  for (sqlite3_stmt** st : {&upsert_chunk_, &upsert_source_counts_, &put_meta_, &put_cache_,
-                            &put_run_, &file_has_chunks_}) {
+  for (sqlite3_stmt** st : {&upsert_chunk_, &upsert_source_counts_, &put_meta_, &put_run_,
+                            &file_has_chunks_, &keep_replaced_vector_}) {
     sqlite3_finalize(*st);
     *st = nullptr;
   }

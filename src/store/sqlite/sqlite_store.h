@@ -39,7 +39,7 @@ namespace sluice {
 // files table's chunk_ids lists (their ids became the chunks' file_id). A
 // version 1 or 2 database is upgraded in place, in one transaction, when
 // opened.
-inline constexpr int kSqliteSchemaVersion = 3;
+inline constexpr int kSqliteSchemaVersion = 4;
 
 struct SqliteStoreOptions {
   StoreOptions store;
@@ -198,7 +198,6 @@ class SqliteStore final : public Store {
   sqlite3_stmt* upsert_chunk_ = nullptr;
   sqlite3_stmt* upsert_source_counts_ = nullptr;
   sqlite3_stmt* put_meta_ = nullptr;
-  sqlite3_stmt* put_cache_ = nullptr;
   sqlite3_stmt* put_run_ = nullptr;
   sqlite3_stmt* file_has_chunks_ = nullptr;
   // Files this store's run is writing and not yet committed, and whether the
@@ -209,9 +208,18 @@ class SqliteStore final : public Store {
   // chunk saved: the record, its lookup at commit, its deletion). Only used
   // with the writer lock; a file not listed takes the recorded path.
   std::unordered_map<std::string, bool> fresh_files_;
-  // Whether `file_id`'s chunks need run records, deciding it on first sight
-  // (inside the caller's write transaction).
-  Result<bool> NeedsRunRecords(const std::string& file_id);
+  // Whether `file_id` is fresh (see fresh_files_), deciding it on first
+  // sight, inside the caller's write transaction. `ranged`: the chunk comes
+  // from a byte range of the file (Chunk::record_run false), whose rows a
+  // later whole-file pass must be able to find stale: such a file is never
+  // fresh.
+  Result<bool> IsFreshFile(const std::string& file_id, bool ranged);
+  // Copies the vector of chunk `id`'s stored row into the cache table when
+  // the upsert about to run replaces its text (sqlite_write.cc).
+  sqlite3_stmt* keep_replaced_vector_ = nullptr;
+  // Whether the chunks table has the version 4 text_key column (an older
+  // store opened where it could not be upgraded has not).
+  bool has_text_key_ = false;
   int dims_ = 0;
   std::string model_;
   bool meta_persisted_ = false;

@@ -1,6 +1,6 @@
 // The SQLite store's write path: one IMMEDIATE transaction per batch that
-// upserts chunks, source counts, the model metadata, cache rows and run
-// records (sqlite_store.h).
+// upserts chunks (each with its embedding-cache key), source counts, the
+// model metadata and run records (sqlite_store.h).
 #include "store/sqlite/sqlite_store.h"
 
 #include <sqlite3.h>
@@ -43,7 +43,6 @@ WriteResult SqliteStore::Write(std::span<const EmbeddedChunk> batch) {
     sqlite3_reset(upsert_chunk_);
     sqlite3_reset(upsert_source_counts_);
     sqlite3_reset(put_meta_);
-    sqlite3_reset(put_cache_);
     sqlite3_reset(put_run_);
     // `txn` rolls back as the caller returns this.
     result.status = std::move(s);
@@ -53,6 +52,7 @@ WriteResult SqliteStore::Write(std::span<const EmbeddedChunk> batch) {
 
   const int64_t now = NowMs();
   std::vector<uint8_t> scratch;
+  std::string text_key;
   std::string first_model;
   bool any_accepted = false;
   // source_id -> last accepted row of that source in this batch.
@@ -74,13 +74,37 @@ WriteResult SqliteStore::Write(std::span<const EmbeddedChunk> batch) {
     if (!any_accepted) first_model = row.model;
     any_accepted = true;
     // Decided before the row is written: the question is whether the file
-    // had chunks before this run wrote any.
-    bool record_run = options_.store.run_id != 0 && !c.file_id.empty() && c.record_run;
-    if (record_run) {
-      Result<bool> needs = NeedsRunRecords(c.file_id);
-      if (!needs.ok()) return fail(needs.status());
-      record_run = *needs;
+    // had chunks before this run wrote any. A fresh file's chunk has no
+    // stored row to replace and needs no run record.
+    bool fresh = false;
+    if (!c.file_id.empty()) {
+      Result<bool> is_fresh = IsFreshFile(c.file_id, /*ranged=*/!c.record_run);
+      if (!is_fresh.ok()) return fail(is_fresh.status());
+      fresh = *is_fresh;
     }
+    if (has_text_key_) {
+      text_key.clear();
+      if (!options_.store.embedding_cache_namespace.empty()) {
+        text_key = EmbeddingCacheKey(options_.store.embedding_cache_namespace, c.text);
+      }
+    }
+    if (has_text_key_ && !fresh) {
+      // The row this upsert may replace keeps its vector in the cache table
+      // if its text goes (version 4: the row was the text's cache entry).
+      sqlite3_stmt* ks = keep_replaced_vector_;
+      sqlite3_bind_text(ks, 1, c.id.data(), static_cast<int>(c.id.size()), SQLITE_STATIC);
+      if (text_key.empty()) {
+        sqlite3_bind_null(ks, 2);
+      } else {
+        sqlite3_bind_text(ks, 2, text_key.data(), static_cast<int>(text_key.size()), SQLITE_STATIC);
+      }
+      sqlite3_bind_text(ks, 3, c.text.data(), static_cast<int>(c.text.size()), SQLITE_STATIC);
+      const int krc = sqlite3_step(ks);
+      sqlite3_reset(ks);
+      if (krc != SQLITE_DONE) return fail(ErrorStatus(krc, "keep the cached vector of " + c.id));
+    }
+    const bool record_run =
+        options_.store.run_id != 0 && !c.file_id.empty() && c.record_run && !fresh;
     sqlite3_stmt* st = upsert_chunk_;
     sqlite3_bind_text(st, 1, c.id.data(), static_cast<int>(c.id.size()), SQLITE_STATIC);
     sqlite3_bind_text(st, 2, c.source_id.data(), static_cast<int>(c.source_id.size()),
@@ -105,6 +129,15 @@ WriteResult SqliteStore::Write(std::span<const EmbeddedChunk> batch) {
       sqlite3_bind_text(st, 15, c.file_id.data(), static_cast<int>(c.file_id.size()),
                         SQLITE_STATIC);
     }
+    // The chunk row is the embedding cache's entry for its text (version 4).
+    if (has_text_key_) {
+      if (text_key.empty()) {
+        sqlite3_bind_null(st, 16);
+      } else {
+        sqlite3_bind_text(st, 16, text_key.data(), static_cast<int>(text_key.size()),
+                          SQLITE_STATIC);
+      }
+    }
     const int rc = sqlite3_step(st);
     sqlite3_reset(st);
     if (rc != SQLITE_DONE) return fail(ErrorStatus(rc, "write chunk " + c.id));
@@ -116,16 +149,6 @@ WriteResult SqliteStore::Write(std::span<const EmbeddedChunk> batch) {
       const int rrc = sqlite3_step(rs);
       sqlite3_reset(rs);
       if (rrc != SQLITE_DONE) return fail(ErrorStatus(rrc, "record run chunk " + c.id));
-    }
-    if (!options_.store.embedding_cache_namespace.empty()) {
-      const std::string key = EmbeddingCacheKey(options_.store.embedding_cache_namespace, c.text);
-      sqlite3_stmt* cs = put_cache_;
-      sqlite3_bind_text(cs, 1, key.data(), static_cast<int>(key.size()), SQLITE_STATIC);
-      sqlite3_bind_text(cs, 2, row.model.data(), static_cast<int>(row.model.size()), SQLITE_STATIC);
-      sqlite3_bind_blob(cs, 3, EmbeddingBytes(row.embedding, scratch), dims * 4, SQLITE_STATIC);
-      const int crc = sqlite3_step(cs);
-      sqlite3_reset(cs);
-      if (crc != SQLITE_DONE) return fail(ErrorStatus(crc, "write embedding cache"));
     }
     auto [it, inserted] = sources.try_emplace(c.source_id, i);
     if (inserted) {
@@ -173,9 +196,14 @@ WriteResult SqliteStore::Write(std::span<const EmbeddedChunk> batch) {
   return result;
 }
 
-Result<bool> SqliteStore::NeedsRunRecords(const std::string& file_id) {
-  if (writer_lock_fd_ < 0) return true;
-  if (auto it = fresh_files_.find(file_id); it != fresh_files_.end()) return !it->second;
+Result<bool> SqliteStore::IsFreshFile(const std::string& file_id, bool ranged) {
+  if (writer_lock_fd_ < 0) return false;
+  if (ranged) {
+    // (An entry already there stays: flipping a fresh file whose unrecorded
+    // rows this run wrote would make its commit delete them.)
+    return fresh_files_.try_emplace(file_id, false).first->second;
+  }
+  if (auto it = fresh_files_.find(file_id); it != fresh_files_.end()) return it->second;
   sqlite3_stmt* st = file_has_chunks_;
   sqlite3_bind_text(st, 1, file_id.data(), static_cast<int>(file_id.size()), SQLITE_STATIC);
   const int rc = sqlite3_step(st);
@@ -183,7 +211,7 @@ Result<bool> SqliteStore::NeedsRunRecords(const std::string& file_id) {
   sqlite3_reset(st);
   if (rc != SQLITE_ROW) return ErrorStatus(rc, "look up chunks of " + file_id);
   fresh_files_.emplace(file_id, !has_chunks);
-  return has_chunks;
+  return !has_chunks;
 }
 
 Status SqliteStore::UpsertSource(const SourceRecord& source) {

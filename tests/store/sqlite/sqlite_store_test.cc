@@ -655,7 +655,7 @@ TEST_F(SqliteRunTest, FreshSchemaHasRunRecordsAndFileIndex) {
   auto store = MustOpen(Options());
   ASSERT_NE(store, nullptr);
   sqlite3* db = store->handle();
-  EXPECT_EQ(QueryInt(db, "PRAGMA user_version"), 3);
+  EXPECT_EQ(QueryInt(db, "PRAGMA user_version"), kSqliteSchemaVersion);
   EXPECT_EQ(QueryInt(db,
                      "SELECT count(*) FROM sqlite_master WHERE type='table' AND name IN "
                      "('chunks','sources','meta','files','embedding_cache','run_chunks')"),
@@ -1235,6 +1235,103 @@ TEST_F(SqliteStoreTest, EmbeddingCacheIsKeyedByNamespaceAndTextAcrossConnections
   EXPECT_TRUE(out[0].embedding.empty());
 }
 
+// Version 4: a stored chunk is the cache entry for its text (no second copy
+// of the vector is written); the cache table receives a vector only when
+// its chunk is deleted or its text is rewritten, so nothing embedded is lost.
+TEST_F(SqliteStoreTest, TheChunkRowIsTheCacheEntryAndAVectorOutlivesItsChunk) {
+  SqliteStoreOptions o = Options();
+  o.store.embedding_cache_namespace = "model-a:0";
+  auto writer = MustOpen(o);
+  std::vector<EmbeddedChunk> rows = {MakeChunk(0, 4), MakeChunk(1, 4)};
+  ASSERT_TRUE(writer->Write(rows).status.ok());
+  EXPECT_EQ(QueryInt(writer->handle(), "SELECT count(*) FROM embedding_cache"), 0);
+  EXPECT_EQ(QueryInt(writer->handle(), "SELECT count(*) FROM chunks WHERE text_key IS NOT NULL"),
+            2);
+  auto reader = MustOpen(Options());
+  std::vector<CachedEmbedding> out;
+  const std::string old_text = rows[0].chunk.text;
+  std::vector<std::string_view> texts = {old_text};
+  ASSERT_TRUE(reader->LookupEmbeddings("model-a:0", texts, out).ok());
+  EXPECT_EQ(out[0].embedding, rows[0].embedding);
+
+  // The same rows written again without a namespace (--no-cache) change
+  // nothing, and the text still answers.
+  auto plain = MustOpen(Options());
+  const int64_t changes = sqlite3_total_changes64(plain->handle());
+  ASSERT_TRUE(plain->Write(rows).status.ok());
+  EXPECT_EQ(sqlite3_total_changes64(plain->handle()), changes);
+  ASSERT_TRUE(reader->LookupEmbeddings("model-a:0", texts, out).ok());
+  EXPECT_EQ(out[0].embedding, rows[0].embedding);
+
+  // Chunk 0 gets another text and vector: the old text's vector moves into
+  // the cache table; the new text answers from the row.
+  std::vector<EmbeddedChunk> changed = {MakeChunk(0, 4)};
+  changed[0].chunk.text = "a rewritten paragraph";
+  changed[0].embedding = {0.5f, 0.25f, -0.5f, 1.0f};
+  ASSERT_TRUE(writer->Write(changed).status.ok());
+  EXPECT_EQ(QueryInt(writer->handle(), "SELECT count(*) FROM embedding_cache"), 1);
+  std::vector<std::string_view> both = {old_text, changed[0].chunk.text};
+  ASSERT_TRUE(reader->LookupEmbeddings("model-a:0", both, out).ok());
+  EXPECT_EQ(out[0].embedding, rows[0].embedding);
+  EXPECT_EQ(out[1].embedding, changed[0].embedding);
+
+  // Stale chunks deleted at a commit keep their vectors too.
+  SqliteStoreOptions run = o;
+  run.store.run_id = 9;
+  auto committer = MustOpen(run);
+  std::vector<EmbeddedChunk> kept = {MakeChunk(1, 4)};
+  kept[0].chunk.file_id = "doc.md";
+  ASSERT_TRUE(committer->Write(kept).status.ok());
+  SourceManifest m;
+  m.fingerprint.file_id = "doc.md";
+  m.fingerprint.path = "/corpus/doc.md";
+  m.fingerprint.chunk_count = 1;
+  m.run_id = 9;
+  auto deleted = committer->CommitSources({&m, 1});
+  ASSERT_TRUE(deleted.ok()) << deleted.status().ToString();
+  EXPECT_EQ(*deleted, 1u);  // chunk 0 (legacy rule: source doc.md, no file id)
+  EXPECT_EQ(committer->Stats()->chunks, 1u);
+  ASSERT_TRUE(reader->LookupEmbeddings("model-a:0", both, out).ok());
+  EXPECT_EQ(out[0].embedding, rows[0].embedding);
+  EXPECT_EQ(out[1].embedding, changed[0].embedding);
+}
+
+// A version 3 store kept every vector in the cache table and none in a
+// text_key: opened by this version it gains the column, and its cache table
+// still answers for every text.
+TEST_F(SqliteStoreTest, AVersionThreeCacheStillAnswersAfterTheUpgrade) {
+  SqliteStoreOptions o = Options();
+  o.store.embedding_cache_namespace = "model-a:0";
+  std::vector<EmbeddedChunk> rows = {MakeChunk(0, 4), MakeChunk(1, 4)};
+  {
+    auto store = MustOpen(o);
+    ASSERT_TRUE(store->Write(rows).status.ok());
+    sqlite3* db = store->handle();
+    // Back to version 3's shape: the vectors in the cache table, no text_key.
+    ASSERT_EQ(sqlite3_exec(db,
+                           "INSERT INTO embedding_cache (key, model, embedding) "
+                           "SELECT text_key, model, embedding FROM chunks;"
+                           "DROP INDEX chunks_text_key_idx;"
+                           "ALTER TABLE chunks DROP COLUMN text_key;"
+                           "PRAGMA user_version = 3;",
+                           nullptr, nullptr, nullptr),
+              SQLITE_OK)
+        << sqlite3_errmsg(db);
+  }
+  auto store = MustOpen(o);
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(QueryInt(store->handle(), "PRAGMA user_version"), kSqliteSchemaVersion);
+  EXPECT_EQ(QueryInt(store->handle(), "SELECT count(*) FROM chunks WHERE text_key IS NULL"), 2);
+  std::vector<std::string_view> texts = {rows[0].chunk.text, rows[1].chunk.text};
+  std::vector<CachedEmbedding> out;
+  ASSERT_TRUE(store->LookupEmbeddings("model-a:0", texts, out).ok());
+  EXPECT_EQ(out[0].embedding, rows[0].embedding);
+  EXPECT_EQ(out[1].embedding, rows[1].embedding);
+  // Written again, the rows take their keys.
+  ASSERT_TRUE(store->Write(rows).status.ok());
+  EXPECT_EQ(QueryInt(store->handle(), "SELECT count(*) FROM chunks WHERE text_key IS NULL"), 0);
+}
+
 // The schema of versions 1 and 2 exactly as those versions created it (a
 // fixture: these statements must not follow the current code).
 constexpr const char* kVersion1Ddl =
@@ -1330,7 +1427,7 @@ TEST_F(SqliteUpgradeTest, VersionTwoDatabaseIsUpgradedInPlace) {
     auto store = MustOpen(Options());
     ASSERT_NE(store, nullptr);
     sqlite3* db = store->handle();
-    EXPECT_EQ(QueryInt(db, "PRAGMA user_version"), 3);
+    EXPECT_EQ(QueryInt(db, "PRAGMA user_version"), kSqliteSchemaVersion);
     EXPECT_EQ(store->Stats()->chunks, 6u);  // every chunk kept
     for (const auto& id : doc) EXPECT_EQ(FileIdOf(*store, id), "doc.md");
     for (const auto& id : data) EXPECT_EQ(FileIdOf(*store, id), "data.jsonl");
@@ -1407,7 +1504,7 @@ TEST_F(SqliteUpgradeTest, EachTablePrefixIsUpgradedWhenItsStoreOpens) {
   {
     sqlite3* db = nullptr;
     ASSERT_EQ(sqlite3_open(db_path_.c_str(), &db), SQLITE_OK);
-    EXPECT_EQ(QueryInt(db, "PRAGMA user_version"), 3);
+    EXPECT_EQ(QueryInt(db, "PRAGMA user_version"), kSqliteSchemaVersion);
     EXPECT_EQ(QueryInt(db, "SELECT count(*) FROM pragma_table_info('chunks') WHERE name='file_id'"),
               0);
     sqlite3_close(db);
