@@ -362,9 +362,23 @@ Status SqliteStore::LookupEmbeddings(std::string_view cache_namespace,
   // One read transaction for the whole batch: a consistent snapshot, one lock.
   Transaction txn(*this);
   if (Status s = txn.Begin("BEGIN"); !s.ok()) return s;
+  // The cache table of a version 4 store is empty until a chunk is deleted
+  // or rewritten: then one probe per text is enough.
+  sqlite3_stmt* cache_probe = from_cache.get();
+  {
+    ScopedStmt any;
+    if (Status s = Prepare(fmt::format("SELECT EXISTS (SELECT 1 FROM {})", Quote(cache_table_)),
+                           any.out());
+        !s.ok()) {
+      return s.WithContext("embedding cache lookup");
+    }
+    const int rc = sqlite3_step(any.get());
+    if (rc != SQLITE_ROW) return ErrorStatus(rc, "embedding cache lookup");
+    if (sqlite3_column_int(any.get(), 0) == 0) cache_probe = nullptr;
+  }
   for (size_t i = 0; i < texts.size(); ++i) {
     const std::string key = EmbeddingCacheKey(cache_namespace, texts[i]);
-    for (sqlite3_stmt* st : {from_chunks.get(), from_cache.get()}) {
+    for (sqlite3_stmt* st : {from_chunks.get(), cache_probe}) {
       if (st == nullptr) continue;
       sqlite3_reset(st);
       sqlite3_bind_text(st, 1, key.c_str(), static_cast<int>(key.size()), SQLITE_STATIC);
