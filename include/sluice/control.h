@@ -180,6 +180,15 @@ struct RatePacerOptions {
   // Fraction of the limit held back from an announced budget: covers token
   // estimates that are still being learned and other clients of the key.
   double burst_margin = 0.05;
+  // What the margin shrinks to as bytes per token is learned: the margin is
+  // steady_margin + (burst_margin - steady_margin) x the weight the initial
+  // guess still has in the bytes-per-token EWMA (1 at the start, x(1 - w)
+  // per answer of weight w; ~0.03 after 16 full-weight answers). A 429 puts
+  // it back to burst_margin (a surprise the estimates did not cover). What
+  // is held back at the service is never spent: over a whole run at the
+  // ceiling the 5% margin alone cost 0.05 / (1 + T / 60 s) of it (2.1% of
+  // an 80 s run). Clamped to at most burst_margin.
+  double steady_margin = 0.01;
   // How far back starts are remembered to correct remaining-* counts
   // (older answers fall back to subtracting everything in flight).
   Duration start_log_horizon = std::chrono::minutes(5);
@@ -324,6 +333,9 @@ class HeaderRatePacer final : public RatePacer {
   double started_requests_ = 0;     // running totals over every start
   double started_tokens_ = 0;
   double bytes_per_token_;
+  // The initial guess's remaining weight in bytes_per_token_ (1: nothing
+  // learned yet); 1 again after a 429. Scales the margin (see steady_margin).
+  double margin_weight_ = 1.0;
 };
 
 std::unique_ptr<RatePacer> MakeRatePacer(const RatePacerOptions& options);

@@ -1,6 +1,8 @@
 // HeaderRatePacer with explicit times and headers.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "sluice/control.h"
 
 namespace sluice {
@@ -444,8 +446,15 @@ TEST(RatePacerTest, AnnouncedBudgetIsNotRefilledLocally) {
   EXPECT_DOUBLE_EQ(pacer.request_budget(kT0 + seconds(10)), 94.0);
 }
 
+// The margin held at 5% whatever is learned: for tests of the counts.
+RatePacerOptions FixedMargin() {
+  RatePacerOptions o;
+  o.steady_margin = o.burst_margin;
+  return o;
+}
+
 TEST(RatePacerTest, RemainingIsCorrectedByExactlyTheRequestsStartedAfterTheAnsweredOne) {
-  HeaderRatePacer pacer(RatePacerOptions{});
+  HeaderRatePacer pacer(FixedMargin());
   const TimePoint a = kT0, b = kT0 + milliseconds(10), c = kT0 + milliseconds(20);
   pacer.OnStart(a, 1000);
   pacer.OnStart(b, 1000);
@@ -478,7 +487,7 @@ TEST(RatePacerTest, RemainingIsCorrectedByExactlyTheRequestsStartedAfterTheAnswe
 }
 
 TEST(RatePacerTest, AnExactCountUndoesADebtDownToTheMargin) {
-  HeaderRatePacer pacer(RatePacerOptions{});
+  HeaderRatePacer pacer(FixedMargin());
   // Ten requests started at one instant; the first answer cannot tell which
   // of the nine others the service counted before it: all are subtracted.
   for (int i = 0; i < 10; ++i) pacer.OnStart(kT0, 10000);
@@ -522,6 +531,52 @@ TEST(RatePacerTest, RequestsStartedAtOneInstantAreCorrectedAsAGroup) {
   EXPECT_DOUBLE_EQ(pacer.token_budget(t), 600.0);
 }
 
+TEST(RatePacerTest, MarginShrinksAsBytesPerTokenIsLearned) {
+  // 5% of the limit is held back while nothing is learned; each full-weight
+  // answer (1000 prompt tokens: weight 0.2) leaves the initial guess 0.8 of
+  // its weight, and the margin 1% + 4% x that weight.
+  HeaderRatePacer pacer(RatePacerOptions{});
+  TimePoint t = kT0;
+  double weight = 1.0;
+  for (int i = 0; i < 20; ++i) {
+    pacer.OnStart(t, 1000);
+    pacer.OnResponseTo(t, t, Announced(99, 99000), 200, 4000, 1000);
+    // The count was applied before this answer's sample was learned.
+    EXPECT_NEAR(pacer.token_budget(t), 99000.0 - (1000 + 4000 * weight), 1e-6) << i;
+    weight *= 0.8;
+    t += seconds(1);
+  }
+  // 20 answers: 1% + 4% x 0.8^20 (0.046%) held back.
+  pacer.OnStart(t, 1000);
+  pacer.OnResponseTo(t, t, Announced(99, 99000), 200, 4000, 1000);
+  EXPECT_NEAR(pacer.token_budget(t), 99000.0 - 1000 - 4000 * std::pow(0.8, 20), 1e-6);
+}
+
+TEST(RatePacerTest, A429PutsTheFullMarginBack) {
+  HeaderRatePacer pacer(RatePacerOptions{});
+  TimePoint t = kT0;
+  for (int i = 0; i < 30; ++i) {
+    pacer.OnStart(t, 1000);
+    pacer.OnResponseTo(t, t, Announced(99, 99000), 200, 4000, 1000);
+    t += seconds(1);
+  }
+  // Someone else spent the budget: a 429 (Retry-After 100 ms).
+  pacer.OnStart(t, 1000);
+  RateLimitInfo refused = Announced(0, 0);
+  refused.retry_after = milliseconds(100);
+  pacer.OnResponseTo(t, t, refused, 429, 4000, 0);
+  // The probe after the cooldown reopens; the next answer raises the budget
+  // with the full 5% margin again (no usage learned since the 429).
+  t += seconds(1);
+  pacer.OnStart(t, 1000);
+  pacer.OnResponseTo(t, t, Announced(90, 90000), 200, 4000, 0);
+  ASSERT_FALSE(pacer.half_open());
+  t += seconds(1);
+  pacer.OnStart(t, 1000);
+  pacer.OnResponseTo(t, t, Announced(90, 90000), 200, 4000, 0);
+  EXPECT_NEAR(pacer.token_budget(t), 90000.0 - 5000, 1e-6);
+}
+
 TEST(RatePacerTest, NoAnnouncedBudgetWhenItCannotBeTrusted) {
   const double token_capacity = 100000 * 0.98 / 60;  // one second of the paced rate
   {
@@ -553,7 +608,7 @@ TEST(RatePacerTest, NoAnnouncedBudgetWhenItCannotBeTrusted) {
   {
     // After a 429, answers to requests sent before it do not reopen the
     // budget: the restart is paced until the probe is answered.
-    HeaderRatePacer pacer(RatePacerOptions{});
+    HeaderRatePacer pacer(FixedMargin());
     for (int i = 0; i < 3; ++i) pacer.OnStart(kT0, 10);
     RateLimitInfo refused = Announced(0, 0);
     refused.retry_after = milliseconds(100);
