@@ -312,7 +312,8 @@ class HeaderRatePacer final : public RatePacer {
   // Successes per second over the inference window: (second, count).
   double RecentSuccessRate(TimePoint now) const;
   void RecordSuccess(TimePoint now);
-  void InferRequestLimit(TimePoint now);
+  // `cooling_down`: the 429 arrived during an earlier 429's cooldown.
+  void InferRequestLimit(TimePoint now, bool cooling_down);
 
   RatePacerOptions options_;
   std::deque<std::pair<int64_t, uint32_t>> success_seconds_;  // bounded by the window

@@ -288,13 +288,14 @@ void HeaderRatePacer::Respond(std::optional<TimePoint> started, TimePoint now,
     }
     return;
   }
+  const bool cooling_down = now < cooldown_until_;
   if (http_status == 429 || (http_status == 503 && rate.retry_after)) {
     Duration cooldown = rate.retry_after ? *rate.retry_after : options_.default_cooldown;
     cooldown = std::clamp(cooldown, Duration(0), options_.max_cooldown);
     cooldown_until_ = std::max(cooldown_until_, now + cooldown);
   }
   if (http_status == 429) {
-    InferRequestLimit(now);
+    InferRequestLimit(now, cooling_down);
     margin_weight_ = 1.0;  // the full margin again until the estimates are confirmed
     success_since_429_ = false;
     // Half-open: after the cooldown one request goes first; the rest wait
@@ -370,7 +371,7 @@ double HeaderRatePacer::RecentSuccessRate(TimePoint now) const {
   return static_cast<double>(count) / span;
 }
 
-void HeaderRatePacer::InferRequestLimit(TimePoint now) {
+void HeaderRatePacer::InferRequestLimit(TimePoint now, bool cooling_down) {
   if (!options_.infer_limit_from_429) return;
   if (requests_.active() && !rpm_inferred_) return;  // a real limit is known
   const double measured_per_minute = RecentSuccessRate(now) * 60.0;
@@ -380,6 +381,11 @@ void HeaderRatePacer::InferRequestLimit(TimePoint now) {
     // Only a 429 after some successes says the rate is too high; a run of
     // 429s with nothing in between is an outage the cooldown already covers.
     if (!success_since_429_) return;
+    // A 429 during the cooldown of another answers a request sent before
+    // the pacer knew: one cut per cooldown, as the limiter cuts once per
+    // window. (Answers to requests already in service when a storm began
+    // are successes between its 429s; each used to cut the limit again.)
+    if (cooling_down) return;
     next = std::min(next, requests_.per_minute * options_.inferred_decrease);
   }
   requests_.SetLimit(std::max(1.0, next), options_.safety, options_.burst_seconds, now);

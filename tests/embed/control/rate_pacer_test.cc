@@ -388,6 +388,35 @@ TEST(RatePacerTest, InfersARequestLimitFrom429sWhenNothingElseTellsIt) {
   EXPECT_EQ(pacer.effective_rpm(), 3000);
 }
 
+TEST(RatePacerTest, InferredLimitIsCutOncePerCooldown) {
+  // A storm begins: the first 429 infers the limit; requests already in
+  // service when it began still succeed, and their successes used to make
+  // every later 429 of the storm another x0.9 cut (simulated: 4 of 10 seeds
+  // of storm_recovery below 0.95 of the ceiling after the storm).
+  HeaderRatePacer pacer(RatePacerOptions{});
+  TimePoint now = kT0;
+  for (int i = 0; i < 20; ++i) {
+    pacer.OnResponse(now, RateLimitInfo{}, 200, 40, 10);
+    now += milliseconds(100);
+  }
+  RateLimitInfo h;
+  h.retry_after = seconds(1);
+  pacer.OnResponse(now, h, 429, 40, 0);
+  ASSERT_TRUE(pacer.rpm_inferred());
+  const double inferred = pacer.effective_rpm();
+  // Within its cooldown: a success (sent before the storm), then a 429.
+  pacer.OnResponse(now + milliseconds(50), RateLimitInfo{}, 200, 40, 10);
+  const double grown = pacer.effective_rpm();
+  EXPECT_GE(grown, inferred);
+  pacer.OnResponse(now + milliseconds(60), h, 429, 40, 0);
+  EXPECT_EQ(pacer.effective_rpm(), grown);
+  // After the cooldown, a success then a 429 is a rate too high: cut.
+  pacer.OnResponse(now + milliseconds(1200), RateLimitInfo{}, 200, 40, 10);
+  const double before_cut = pacer.effective_rpm();
+  pacer.OnResponse(now + milliseconds(1300), h, 429, 40, 0);
+  EXPECT_LE(pacer.effective_rpm(), before_cut * 0.9 + 1e-9);
+}
+
 TEST(RatePacerTest, NoInferenceWhenTheUserGaveTheLimitOrItIsDisabled) {
   RatePacerOptions o;
   o.rpm = 1200;
