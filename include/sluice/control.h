@@ -140,6 +140,9 @@ class AdaptiveLimiter final : public ConcurrencyLimiter {
   size_t in_flight_ = 0;
   double base_rtt_s_ = 0;  // 0: unknown
   double base_stderr_s_ = 0;
+  // The service's own RTT spread: the widest window at (or confirming) the
+  // baseline. This window's noise is judged at it (see CloseWindow).
+  double base_stddev_s_ = 0;
   TimePoint base_confirmed_at_{};
   TimePoint window_start_ = TimePoint::min();
   Window window_;
