@@ -190,8 +190,12 @@ struct RatePacerOptions {
   // it back to burst_margin (a surprise the estimates did not cover). What
   // is held back at the service is never spent: over a whole run at the
   // ceiling the 5% margin alone cost 0.05 / (1 + T / 60 s) of it (2.1% of
-  // an 80 s run). Clamped to at most burst_margin.
-  double steady_margin = 0.01;
+  // an 80 s run). Not below 2/60 (3.5%): when the limit halves, the
+  // service's bucket keeps its fraction, and half the margin must still
+  // admit the next request, a second of the old limit (TokensPerRequestCap).
+  // At 1% that request was refused (bench_regimes c: one 429 at the halving,
+  // recovery 2.5 -> 4.5 s). Clamped to at most burst_margin.
+  double steady_margin = 0.035;
   // How far back starts are remembered to correct remaining-* counts
   // (older answers fall back to subtracting everything in flight).
   Duration start_log_horizon = std::chrono::minutes(5);

@@ -18,7 +18,7 @@
 // A count below the local level lowers it. A count above it raises it, less
 // a margin (use_announced_budget): a service holding a minute's budget is
 // used at line speed until the budget is spent, then at the paced rate. The
-// margin (5% of the limit) shrinks to 1% as bytes per token is learned.
+// margin (5% of the limit) shrinks to 3.5% as bytes per token is learned.
 // Above its capacity a bucket does not refill locally: only the service's
 // count can put it there.
 //

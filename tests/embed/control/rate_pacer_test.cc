@@ -563,7 +563,7 @@ TEST(RatePacerTest, RequestsStartedAtOneInstantAreCorrectedAsAGroup) {
 TEST(RatePacerTest, MarginShrinksAsBytesPerTokenIsLearned) {
   // 5% of the limit is held back while nothing is learned; each full-weight
   // answer (1000 prompt tokens: weight 0.2) leaves the initial guess 0.8 of
-  // its weight, and the margin 1% + 4% x that weight.
+  // its weight, and the margin 3.5% + 1.5% x that weight.
   HeaderRatePacer pacer(RatePacerOptions{});
   TimePoint t = kT0;
   double weight = 1.0;
@@ -571,14 +571,14 @@ TEST(RatePacerTest, MarginShrinksAsBytesPerTokenIsLearned) {
     pacer.OnStart(t, 1000);
     pacer.OnResponseTo(t, t, Announced(99, 99000), 200, 4000, 1000);
     // The count was applied before this answer's sample was learned.
-    EXPECT_NEAR(pacer.token_budget(t), 99000.0 - (1000 + 4000 * weight), 1e-6) << i;
+    EXPECT_NEAR(pacer.token_budget(t), 99000.0 - (3500 + 1500 * weight), 1e-6) << i;
     weight *= 0.8;
     t += seconds(1);
   }
-  // 20 answers: 1% + 4% x 0.8^20 (0.046%) held back.
+  // 20 answers: 3.5% + 1.5% x 0.8^20 (0.017%) held back.
   pacer.OnStart(t, 1000);
   pacer.OnResponseTo(t, t, Announced(99, 99000), 200, 4000, 1000);
-  EXPECT_NEAR(pacer.token_budget(t), 99000.0 - 1000 - 4000 * std::pow(0.8, 20), 1e-6);
+  EXPECT_NEAR(pacer.token_budget(t), 99000.0 - 3500 - 1500 * std::pow(0.8, 20), 1e-6);
 }
 
 TEST(RatePacerTest, A429PutsTheFullMarginBack) {
