@@ -4,7 +4,7 @@
 // and requests. Ratios are measured within one run; absolute numbers depend on
 // the (shared) machine.
 //
-//   bench_regimes [a|b|c|d|all] [--scale F] [--keep]
+//   bench_regimes [a|b|c|d|e|f|g|h|all] [--scale F] [--keep]
 //
 // Work files go to $TMPDIR/sluice-bench-regimes-<pid> (one per run, so two
 // engineers' runs on a shared machine do not collide); --keep leaves them,
@@ -23,6 +23,13 @@
 //     the 3-second mean rate is within 0.9 of the new ceiling, after each change.
 // (d) fast service (5 ms, no limits): the pipeline is the limit. Ceiling = the
 //     same corpus against an instant service (0 ms, no limits), same run.
+// (e), (f) rate-limited whole runs (~150 s at 600 RPM / 1M TPM, ~80 s at
+//     400 RPM / 700k TPM): tokens embedded / (full bucket + refill over the
+//     mock's busy span), and 429s / requests.
+// (g) queueing service: 200 ms, capacity 8, excess queued: ratio to the
+//     ceiling and p50 latency against the unloaded 200 ms.
+// (h) capacity 24, 1 s + 10 ms/input, 503 beyond: busy share and 503 share.
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdio>
@@ -86,7 +93,8 @@ std::string g_pg_dsn;
 int g_pg_tables = 0;
 
 RunResult RunOnce(const std::string& work, const std::string& corpus, MockApiServer* server,
-                  const std::function<void(double, MockApiServer&)>& at_second = {}) {
+                  const std::function<void(double, MockApiServer&)>& at_second = {},
+                  const std::function<void(IngestOptions&)>& configure = {}) {
   RunResult result;
   std::filesystem::create_directories(work);  // a store's folder must exist
   IngestOptions o;
@@ -108,6 +116,7 @@ RunResult RunOnce(const std::string& work, const std::string& corpus, MockApiSer
   o.dead_letter_path = work + "/out/dead.jsonl";
   o.trace_path = work + "/trace.csv";
   o.progress = false;
+  if (configure) configure(o);
   Pipeline pipeline(o);
   std::atomic<bool> done{false};
   const auto start = std::chrono::steady_clock::now();
@@ -358,6 +367,213 @@ void RegimeD(double scale, const std::string& root) {
   PrintCommon(http, **server);
 }
 
+// (e), (f) a rate-limited run from start to finish (issue 15, item 6). The
+// mock's buckets hold a minute of budget and start full, so over any span T
+// the most it can admit is the full bucket plus its refill:
+//   ceiling(T) = tpm * burst_seconds / 60 + tpm / 60 * T   (tokens)
+// (OpenAI's model; the mock's default burst_seconds is 60, so tpm + tpm/60 T).
+// T is the mock's busy span (first request received to last answer sent);
+// achieved = tokens the mock embedded (200s, counted as the mock counts them:
+// ceil(bytes / 4) per input). The span ends with the last answer, one
+// latency after the last admission, so the ceiling is slightly generous.
+void RegimeWholeRun(const char* letter, double rpm, double tpm, int files,
+                    const std::string& root) {
+  std::printf(
+      "\n(%s) rate-limited, whole run: RPM %.0f, TPM %.0f, latency 150 ms + 0.5 ms/input, "
+      "first request to last answer\n",
+      letter, rpm, tpm);
+  const std::string work = root + "/" + letter;
+  const std::string corpus = MakeCorpus(work + "/corpus", files, 12);
+  MockApiOptions m = RegimeAMock();
+  m.rpm = rpm;
+  m.tpm = tpm;
+  auto server = MockApiServer::Start(m);
+  if (!server.ok())
+    return (void)std::printf("  cannot start mock: %s\n", server.status().ToString().c_str());
+  RunResult r = RunOnce(work, corpus, server->get());
+  const MockApiStats s = (*server)->Stats();
+  const double burst_s = m.burst_seconds;
+  const double span = s.busy_span_s;
+  const double token_ceiling = tpm * burst_s / 60 + tpm / 60 * span;
+  const double request_ceiling = rpm * burst_s / 60 + rpm / 60 * span;
+  const double ratio = static_cast<double>(s.tokens_embedded) / token_ceiling;
+  std::printf(
+      "  busy span %.1f s (first request to last answer; run %.1f s); tokens embedded %llu, "
+      "ceiling %.0f = %.0f (full bucket) + %.1f/s x %.1f s; ratio %.3f\n",
+      span, r.elapsed_s, (unsigned long long)s.tokens_embedded, token_ceiling, tpm * burst_s / 60,
+      tpm / 60, span, ratio);
+  std::printf(
+      "  requests: %llu at the mock (%llu ok), %llu answered 429 (%.2f%%); request ceiling %.0f "
+      "(%.2f used); %.1f inputs per request\n",
+      (unsigned long long)s.requests, (unsigned long long)s.ok, (unsigned long long)s.rate_limited,
+      s.requests ? 100.0 * static_cast<double>(s.rate_limited) / static_cast<double>(s.requests)
+                 : 0.0,
+      request_ceiling, static_cast<double>(s.requests) / request_ceiling,
+      static_cast<double>(s.inputs_embedded) / std::max<uint64_t>(1, s.ok));
+  std::printf("  target: ratio >= 0.97, <= 1%% of requests 429: %s\n",
+              ratio >= 0.97 && s.rate_limited * 100 <= s.requests ? "met" : "MISSED");
+  PrintCommon(r, **server);
+}
+
+// Requests-weighted median of the per-second p50 latencies of the trace rows
+// in [from_s, to_s): the client's view of latency (the recorder keeps no
+// per-request samples beyond the current second).
+double WeightedMedianP50(const std::vector<TraceRow>& rows, double from_s, double to_s) {
+  std::vector<std::pair<double, uint32_t>> v;
+  uint64_t total = 0;
+  for (const TraceRow& row : rows) {
+    const double t = static_cast<double>(row.second);
+    if (t < from_s || t >= to_s || row.requests == 0 || row.p50_latency_ms <= 0) continue;
+    v.emplace_back(row.p50_latency_ms, row.requests);
+    total += row.requests;
+  }
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  uint64_t seen = 0;
+  for (const auto& [p50, n] : v) {
+    seen += n;
+    if (2 * seen >= total) return p50;
+  }
+  return v.back().first;
+}
+
+struct RowMeans {
+  double limit = 0, in_flight = 0;
+};
+RowMeans MeansOver(const std::vector<TraceRow>& rows, double from_s, double to_s) {
+  RowMeans m;
+  int n = 0;
+  for (const TraceRow& row : rows) {
+    const double t = static_cast<double>(row.second);
+    if (t < from_s || t >= to_s) continue;
+    m.limit += row.limit;
+    m.in_flight += row.in_flight;
+    ++n;
+  }
+  if (n > 0) {
+    m.limit /= n;
+    m.in_flight /= n;
+  }
+  return m;
+}
+
+// (g) a small queueing service (issue 15, item 5): 200 ms, 8 requests in
+// service, the excess queued FIFO. Fixed 16-input batches, so the service
+// (8 / 0.2 s x 16 = 640 chunks/s) and not the pipeline (~4,000 chunks/s
+// here) is the limit and the limiter has a knee to find; with adaptive
+// batches the in-flight budget grows batches until the pipeline binds and
+// no queue forms. Ceiling = min(8 / 0.2 s x inputs per request, the
+// pipeline's own rate against an instant service). Latency: the client's,
+// a requests-weighted median of the trace's per-second p50s (unloaded: 200 ms).
+void RegimeG(double scale, const std::string& root) {
+  std::printf(
+      "\n(g) queueing service: 200 ms, 8 requests in service, excess queued, 16-input "
+      "batches\n");
+  const std::string work = root + "/g";
+  const std::string corpus = MakeCorpus(work + "/corpus", static_cast<int>(2000 * scale), 12);
+  auto fixed_batch = [](IngestOptions& o) {
+    o.embed.adaptive_batch = false;
+    o.embed.batch_size = 16;
+  };
+  double pipeline_rate = 0;
+  {
+    MockApiOptions instant;
+    instant.dimensions = 256;
+    auto server = MockApiServer::Start(instant);
+    if (!server.ok()) return;
+    RunResult ir = RunOnce(work + "/instant", corpus, server->get(), {}, fixed_batch);
+    pipeline_rate = ir.stored / ir.elapsed_s;
+  }
+  MockApiOptions m;
+  m.dimensions = 256;
+  m.base_latency = std::chrono::milliseconds(200);
+  m.capacity = 8;
+  m.over_capacity = OverCapacityPolicy::kQueue;
+  auto server = MockApiServer::Start(m);
+  if (!server.ok()) return;
+  RunResult r = RunOnce(work + "/http", corpus, server->get(), {}, fixed_batch);
+  size_t from = 0;
+  while (from < r.samples.size() && r.samples[from].t < 5) ++from;
+  const size_t to = r.samples.size() >= 3 ? r.samples.size() - 2 : 0;
+  if (from + 3 < to) {
+    const Rate rate = RateBetween(r.samples[from], r.samples[to]);
+    const double per_request = rate.inputs_per_s / std::max(1e-9, rate.requests_per_s);
+    const double service_ceiling = 8 / 0.2 * per_request;
+    const double ceiling = std::min(service_ceiling, pipeline_rate);
+    const double p50 = WeightedMedianP50(r.report.trace_rows, r.samples[from].t, r.samples[to].t);
+    const RowMeans means = MeansOver(r.report.trace_rows, r.samples[from].t, r.samples[to].t);
+    const double ratio = rate.inputs_per_s / ceiling;
+    std::printf("  steady state %.0f..%.0f s: %.1f chunks/s, %.1f requests/s of %.1f inputs\n",
+                r.samples[from].t, r.samples[to].t, rate.inputs_per_s, rate.requests_per_s,
+                per_request);
+    std::printf(
+        "  ceiling %.1f chunks/s = min(service: 8 / 0.2 s x %.1f inputs = %.1f, pipeline "
+        "against an instant service: %.1f); ratio %.3f\n",
+        ceiling, per_request, service_ceiling, pipeline_rate, ratio);
+    std::printf(
+        "  p50 latency %.0f ms (%.2fx the unloaded 200 ms); limit %.1f, in flight %.1f (means)\n",
+        p50, p50 / 200, means.limit, means.in_flight);
+    std::printf("  target: ratio >= 0.95, p50 <= 300 ms: %s\n",
+                ratio >= 0.95 && p50 <= 300 ? "met" : "MISSED");
+  } else {
+    std::printf("  run too short for a steady state (raise --scale)\n");
+  }
+  std::printf("  mock: peak in service %llu, peak queued %llu\n",
+              (unsigned long long)(*server)->Stats().peak_in_service,
+              (unsigned long long)(*server)->Stats().peak_queued);
+  PrintCommon(r, **server);
+}
+
+// (h) a service that refuses work beyond its capacity (issue 15, item 5):
+// 24 requests in service, 1 s + 10 ms/input, 503 at once beyond, default
+// (adaptive) batches. Busy = service time of the admitted requests /
+// (24 x the window), from the mock's counters: (ok x 1 s + inputs x 10 ms) /
+// (24 x dt). 503s share = over_capacity / requests over the whole run.
+void RegimeH(double scale, const std::string& root) {
+  std::printf("\n(h) capacity 24, 1 s + 10 ms/input, 503 beyond capacity, adaptive batches\n");
+  const std::string work = root + "/h";
+  const std::string corpus = MakeCorpus(work + "/corpus", static_cast<int>(3000 * scale), 12);
+  MockApiOptions m;
+  m.dimensions = 256;
+  m.base_latency = std::chrono::seconds(1);
+  m.per_input_latency = std::chrono::milliseconds(10);
+  m.capacity = 24;
+  m.over_capacity = OverCapacityPolicy::kReject503;
+  auto server = MockApiServer::Start(m);
+  if (!server.ok()) return;
+  RunResult r = RunOnce(work, corpus, server->get());
+  size_t from = 0;
+  while (from < r.samples.size() && r.samples[from].t < 10) ++from;
+  const size_t to = r.samples.size() >= 4 ? r.samples.size() - 3 : 0;
+  const MockApiStats s = (*server)->Stats();
+  if (from + 3 < to) {
+    const auto& a = r.samples[from].stats;
+    const auto& b = r.samples[to].stats;
+    const double dt = r.samples[to].t - r.samples[from].t;
+    const double busy = (static_cast<double>(b.ok - a.ok) * 1.0 +
+                         static_cast<double>(b.inputs_embedded - a.inputs_embedded) * 0.010) /
+                        (24 * dt);
+    const uint64_t req = b.requests - a.requests, rej = b.over_capacity - a.over_capacity;
+    std::printf(
+        "  steady state %.0f..%.0f s: busy %.3f (service time of admitted requests / 24 slots); "
+        "%llu of %llu requests 503 (%.2f%%); %.1f inputs per request\n",
+        r.samples[from].t, r.samples[to].t, busy, (unsigned long long)rej, (unsigned long long)req,
+        req ? 100.0 * static_cast<double>(rej) / req : 0.0,
+        static_cast<double>(b.inputs_embedded - a.inputs_embedded) /
+            std::max<double>(1, static_cast<double>(b.ok - a.ok)));
+    const RowMeans means = MeansOver(r.report.trace_rows, r.samples[from].t, r.samples[to].t);
+    std::printf("  limit %.1f, in flight %.1f (means)\n", means.limit, means.in_flight);
+    std::printf("  whole run: %llu of %llu requests 503 (%.2f%%)\n",
+                (unsigned long long)s.over_capacity, (unsigned long long)s.requests,
+                s.requests ? 100.0 * static_cast<double>(s.over_capacity) / s.requests : 0.0);
+    std::printf("  target: busy >= 0.95, <= 5%% of requests 503: %s\n",
+                busy >= 0.95 && rej * 20 <= req ? "met" : "MISSED");
+  } else {
+    std::printf("  run too short for a steady state (raise --scale)\n");
+  }
+  PrintCommon(r, **server);
+}
+
 }  // namespace
 }  // namespace sluice
 
@@ -374,7 +590,8 @@ int main(int argc, char** argv) {
     } else if (arg == "--store-pg" && i + 1 < argc) {
       sluice::g_pg_dsn = argv[++i];
     } else if (arg == "-h" || arg == "--help") {
-      std::printf("usage: bench_regimes [a|b|c|d|all] [--scale F] [--keep] [--store-pg DSN]\n");
+      std::printf(
+          "usage: bench_regimes [a|b|c|d|e|f|g|h|all] [--scale F] [--keep] [--store-pg DSN]\n");
       return 0;
     } else {
       which = arg;
@@ -388,6 +605,13 @@ int main(int argc, char** argv) {
   if (which == "b" || which == "all") sluice::RegimeB(scale, root);
   if (which == "c" || which == "all") sluice::RegimeC(scale, root);
   if (which == "d" || which == "all") sluice::RegimeD(scale, root);
+  // ~150 s and ~80 s runs: 3.5M and 1.63M tokens of ~3,600 per file.
+  if (which == "e" || which == "all")
+    sluice::RegimeWholeRun("e", 600, 1000000, static_cast<int>(960 * scale), root);
+  if (which == "f" || which == "all")
+    sluice::RegimeWholeRun("f", 400, 700000, static_cast<int>(450 * scale), root);
+  if (which == "g" || which == "all") sluice::RegimeG(scale, root);
+  if (which == "h" || which == "all") sluice::RegimeH(scale, root);
   if (keep) {
     std::printf("\nwork files and traces kept in %s\n", root.c_str());
   } else {

@@ -140,6 +140,9 @@ class AdaptiveLimiter final : public ConcurrencyLimiter {
   size_t in_flight_ = 0;
   double base_rtt_s_ = 0;  // 0: unknown
   double base_stderr_s_ = 0;
+  // The service's own RTT spread: the widest window at (or confirming) the
+  // baseline. This window's noise is judged at it (see CloseWindow).
+  double base_stddev_s_ = 0;
   TimePoint base_confirmed_at_{};
   TimePoint window_start_ = TimePoint::min();
   Window window_;
@@ -180,6 +183,19 @@ struct RatePacerOptions {
   // Fraction of the limit held back from an announced budget: covers token
   // estimates that are still being learned and other clients of the key.
   double burst_margin = 0.05;
+  // What the margin shrinks to as bytes per token is learned: the margin is
+  // steady_margin + (burst_margin - steady_margin) x the weight the initial
+  // guess still has in the bytes-per-token EWMA (1 at the start, x(1 - w)
+  // per answer of weight w; ~0.03 after 16 full-weight answers). A 429 puts
+  // it back to burst_margin (a surprise the estimates did not cover). What
+  // is held back at the service is never spent: over a whole run at the
+  // ceiling the 5% margin alone cost 0.05 / (1 + T / 60 s) of it (2.1% of
+  // an 80 s run). Not below 2/60 (3.5%): when the limit halves, the
+  // service's bucket keeps its fraction, and half the margin must still
+  // admit the next request, a second of the old limit (TokensPerRequestCap).
+  // At 1% that request was refused (bench_regimes c: one 429 at the halving,
+  // recovery 2.5 -> 4.5 s). Clamped to at most burst_margin.
+  double steady_margin = 0.035;
   // How far back starts are remembered to correct remaining-* counts
   // (older answers fall back to subtracting everything in flight).
   Duration start_log_horizon = std::chrono::minutes(5);
@@ -303,7 +319,8 @@ class HeaderRatePacer final : public RatePacer {
   // Successes per second over the inference window: (second, count).
   double RecentSuccessRate(TimePoint now) const;
   void RecordSuccess(TimePoint now);
-  void InferRequestLimit(TimePoint now);
+  // `cooling_down`: the 429 arrived during an earlier 429's cooldown.
+  void InferRequestLimit(TimePoint now, bool cooling_down);
 
   RatePacerOptions options_;
   std::deque<std::pair<int64_t, uint32_t>> success_seconds_;  // bounded by the window
@@ -324,6 +341,9 @@ class HeaderRatePacer final : public RatePacer {
   double started_requests_ = 0;     // running totals over every start
   double started_tokens_ = 0;
   double bytes_per_token_;
+  // The initial guess's remaining weight in bytes_per_token_ (1: nothing
+  // learned yet); 1 again after a 429. Scales the margin (see steady_margin).
+  double margin_weight_ = 1.0;
 };
 
 std::unique_ptr<RatePacer> MakeRatePacer(const RatePacerOptions& options);

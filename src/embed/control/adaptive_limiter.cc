@@ -69,12 +69,14 @@ void AdaptiveLimiter::SetLimit(double value) {
 void AdaptiveLimiter::ResetBaseline() {
   base_rtt_s_ = 0;
   base_stderr_s_ = 0;
+  base_stddev_s_ = 0;
 }
 
 void AdaptiveLimiter::OnBatchSizeChanged(TimePoint now, double latency_ratio) {
   if (latency_ratio > 0 && base_rtt_s_ > 0) {
     base_rtt_s_ *= latency_ratio;
     base_stderr_s_ *= latency_ratio;
+    base_stddev_s_ *= latency_ratio;
   } else {
     ResetBaseline();
     StartWindow(now);
@@ -161,12 +163,17 @@ void AdaptiveLimiter::CloseWindow(TimePoint now) {
   // Standard error of this window's mean: the jitter we must not mistake
   // for queueing.
   const double variance = std::max(0.0, window_.sum_sq_rtt_s / n - avg * avg);
+  const double stddev_s = n > 1 ? std::sqrt(variance * n / (n - 1)) : 0.0;
   const double stderr_s = n > 1 ? std::sqrt(variance / (n - 1)) : 0.0;
   if (base_rtt_s_ <= 0 || avg < base_rtt_s_) {
     base_rtt_s_ = avg;
     base_stderr_s_ = stderr_s;
+    base_stddev_s_ = std::max(base_stddev_s_, stddev_s);
     base_confirmed_at_ = now;
   } else if (avg <= base_rtt_s_ * (1 + options_.confirm_tolerance)) {
+    // The service's spread: the widest of the windows near the baseline
+    // (one small window can show too little of it).
+    base_stddev_s_ = std::max(base_stddev_s_, stddev_s);
     // Confirms the baseline (no re-probe needed yet) but does not move it.
     // It used to be relaxed 10% toward every confirming window, so that a
     // lucky low window would not pin it: but then a queue growing by one
@@ -178,8 +185,16 @@ void AdaptiveLimiter::CloseWindow(TimePoint now) {
   }
 
   // RTT above the baseline by more than the noise of both means is queueing.
-  const double noise =
-      options_.noise_sigmas * std::sqrt(stderr_s * stderr_s + base_stderr_s_ * base_stderr_s_);
+  // This window's noise is taken at the baseline's spread (the service's own
+  // jitter), not at its own: a FIFO queue makes RTTs spread too (on a
+  // service of fixed latency, capacity 8 and a queue of 5, five of every
+  // eight requests wait a whole service time: RTTs of 200 and 400 ms), and
+  // counting that spread as noise hid the queue it came from (the limit held
+  // 13 on 8 workers, p50 400 ms). The window's own spread still counts when
+  // it is smaller.
+  const double window_stderr_s = std::min(stderr_s, base_stddev_s_ / std::sqrt(std::max(1.0, n)));
+  const double noise = options_.noise_sigmas * std::sqrt(window_stderr_s * window_stderr_s +
+                                                         base_stderr_s_ * base_stderr_s_);
   const double base = base_rtt_s_ + noise;
   const double queue = in_flight * std::max(0.0, 1.0 - base / avg);
   const double alpha = Alpha();

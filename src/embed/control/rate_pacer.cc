@@ -17,7 +17,8 @@
 // the result is conservative: the service also refilled during the round trip.
 // A count below the local level lowers it. A count above it raises it, less
 // a margin (use_announced_budget): a service holding a minute's budget is
-// used at line speed until the budget is spent, then at the paced rate.
+// used at line speed until the budget is spent, then at the paced rate. The
+// margin (5% of the limit) shrinks to 3.5% as bytes per token is learned.
 // Above its capacity a bucket does not refill locally: only the service's
 // count can put it there.
 //
@@ -86,6 +87,8 @@ HeaderRatePacer::HeaderRatePacer(RatePacerOptions options) : options_(options) {
   options_.max_bytes_per_token =
       std::max(options_.min_bytes_per_token, options_.max_bytes_per_token);
   options_.full_weight_tokens = std::max<int64_t>(1, options_.full_weight_tokens);
+  options_.burst_margin = std::clamp(options_.burst_margin, 0.0, 1.0);
+  options_.steady_margin = std::clamp(options_.steady_margin, 0.0, options_.burst_margin);
   bytes_per_token_ = std::clamp(options_.initial_bytes_per_token, options_.min_bytes_per_token,
                                 options_.max_bytes_per_token);
   // The buckets start full at the first use; TimePoint{} is fine for a
@@ -198,9 +201,12 @@ void HeaderRatePacer::ApplyRemaining(Bucket& bucket, double known, bool may_rais
   // What the service has beyond the margin: a minute's budget at the start
   // (the announced burst), later whatever the local pacing at `safety` left
   // unused. The margin stays at the service as a cushion for surprises (a
-  // halved limit, another client, token estimates still being learned).
-  const double spendable =
-      std::min(bucket.per_minute, known - options_.burst_margin * bucket.per_minute);
+  // halved limit, another client, token estimates still being learned); it
+  // shrinks as the estimates are learned, since what it holds back at the
+  // end of a run is never spent.
+  const double margin =
+      options_.steady_margin + (options_.burst_margin - options_.steady_margin) * margin_weight_;
+  const double spendable = std::min(bucket.per_minute, known - margin * bucket.per_minute);
   if (spendable > bucket.level) bucket.level = spendable;
 }
 
@@ -282,13 +288,15 @@ void HeaderRatePacer::Respond(std::optional<TimePoint> started, TimePoint now,
     }
     return;
   }
+  const bool cooling_down = now < cooldown_until_;
   if (http_status == 429 || (http_status == 503 && rate.retry_after)) {
     Duration cooldown = rate.retry_after ? *rate.retry_after : options_.default_cooldown;
     cooldown = std::clamp(cooldown, Duration(0), options_.max_cooldown);
     cooldown_until_ = std::max(cooldown_until_, now + cooldown);
   }
   if (http_status == 429) {
-    InferRequestLimit(now);
+    InferRequestLimit(now, cooling_down);
+    margin_weight_ = 1.0;  // the full margin again until the estimates are confirmed
     success_since_429_ = false;
     // Half-open: after the cooldown one request goes first; the rest wait
     // for its answer, so a service still refusing costs one 429, not one
@@ -324,6 +332,7 @@ void HeaderRatePacer::Respond(std::optional<TimePoint> started, TimePoint now,
                           std::min(1.0, static_cast<double>(prompt_tokens) /
                                             static_cast<double>(options_.full_weight_tokens));
     bytes_per_token_ += weight * (sample - bytes_per_token_);
+    margin_weight_ *= 1.0 - weight;
   }
 }
 
@@ -362,7 +371,7 @@ double HeaderRatePacer::RecentSuccessRate(TimePoint now) const {
   return static_cast<double>(count) / span;
 }
 
-void HeaderRatePacer::InferRequestLimit(TimePoint now) {
+void HeaderRatePacer::InferRequestLimit(TimePoint now, bool cooling_down) {
   if (!options_.infer_limit_from_429) return;
   if (requests_.active() && !rpm_inferred_) return;  // a real limit is known
   const double measured_per_minute = RecentSuccessRate(now) * 60.0;
@@ -372,6 +381,11 @@ void HeaderRatePacer::InferRequestLimit(TimePoint now) {
     // Only a 429 after some successes says the rate is too high; a run of
     // 429s with nothing in between is an outage the cooldown already covers.
     if (!success_since_429_) return;
+    // A 429 during the cooldown of another answers a request sent before
+    // the pacer knew: one cut per cooldown, as the limiter cuts once per
+    // window. (Answers to requests already in service when a storm began
+    // are successes between its 429s; each used to cut the limit again.)
+    if (cooling_down) return;
     next = std::min(next, requests_.per_minute * options_.inferred_decrease);
   }
   requests_.SetLimit(std::max(1.0, next), options_.safety, options_.burst_seconds, now);

@@ -268,6 +268,8 @@ Result Run(const ServiceOptions& service_options, const ClientOptions& client,
   std::deque<Batch> retries;  // kept sorted by ready time
   Result result;
   uint64_t next_id = 1;
+  uint64_t issued_inputs = 0;    // inputs put into fresh batches (finite corpus)
+  uint64_t finished_inputs = 0;  // embedded or given up
   TimePoint next_sample = start;
   std::vector<Response> responses;
   std::vector<double> inputs_per_second;  // successful inputs / successful requests
@@ -287,6 +289,11 @@ Result Run(const ServiceOptions& service_options, const ClientOptions& client,
           b.inputs, static_cast<size_t>(cap / std::max(1.0, client.tokens_per_input)));
     }
     b.inputs = std::max<size_t>(1, b.inputs);
+    if (client.total_inputs > 0) {
+      b.inputs =
+          static_cast<size_t>(std::min<uint64_t>(b.inputs, client.total_inputs - issued_inputs));
+      issued_inputs += b.inputs;
+    }
     double variation = 1;
     if (client.token_variation > 0) {
       variation = std::uniform_real_distribution<double>(1 - client.token_variation,
@@ -298,10 +305,16 @@ Result Run(const ServiceOptions& service_options, const ClientOptions& client,
     return b;
   };
   std::optional<Batch> fresh;
+  std::optional<TimePoint> first_start;
+  TimePoint last_answer{};
 
   while (true) {
     const TimePoint now = clock.Now();
     if (now >= end) break;
+    if (client.total_inputs > 0 && finished_inputs >= client.total_inputs) {
+      result.corpus_done = true;
+      break;
+    }
 
     // 1. Completions due now.
     responses.clear();
@@ -311,6 +324,7 @@ Result Run(const ServiceOptions& service_options, const ClientOptions& client,
       if (it == in_flight.end()) continue;
       InFlight f = it->second;
       in_flight.erase(it);
+      last_answer = now;
       const Duration rtt = now - f.started;
       RequestOutcome outcome = RequestOutcome::kSuccess;
       if (r.http_status == 429 || r.http_status == 503) outcome = RequestOutcome::kBackpressure;
@@ -346,10 +360,13 @@ Result Run(const ServiceOptions& service_options, const ClientOptions& client,
           if (after != before) limiter.OnBatchSizeChanged(now, sizer->LatencyRatio(before, after));
         }
         if (after_warmup) latencies_after_warmup_ms.push_back(ToSeconds(rtt) * 1000.0);
+        result.tokens_ok += static_cast<double>(r.prompt_tokens);
+        finished_inputs += f.batch.inputs;
         inputs_per_second[second] += static_cast<double>(f.batch.inputs);
         ok_requests_per_second[second] += 1;
       } else if (outcome == RequestOutcome::kPermanent) {
         ++result.permanent_errors;
+        finished_inputs += f.batch.inputs;
       } else {
         if (r.http_status == 429) {
           ++result.http_429;
@@ -360,6 +377,7 @@ Result Run(const ServiceOptions& service_options, const ClientOptions& client,
         Batch retry = f.batch;
         if (retry.attempts >= client.max_attempts) {
           ++result.exhausted;
+          finished_inputs += retry.inputs;
         } else {
           Duration wait = std::chrono::seconds(1);
           if (r.rate.retry_after) {
@@ -385,6 +403,7 @@ Result Run(const ServiceOptions& service_options, const ClientOptions& client,
       if (from_retry) {
         next = &retries.front();
       } else {
+        if (!fresh && client.total_inputs > 0 && issued_inputs >= client.total_inputs) break;
         if (!fresh) fresh = new_batch();
         next = &*fresh;
       }
@@ -405,6 +424,7 @@ Result Run(const ServiceOptions& service_options, const ClientOptions& client,
       } else {
         fresh.reset();
       }
+      if (!first_start) first_start = now;
       limiter.OnStart(now);
       pacer.OnStart(now, estimated);
       const uint64_t id = next_id++;
@@ -461,6 +481,14 @@ Result Run(const ServiceOptions& service_options, const ClientOptions& client,
     }
   }
   result.throughput_ratio = ceiling > 0 ? achieved / ceiling : 0;
+  if (first_start && last_answer > *first_start) {
+    result.busy_span_s = ToSeconds(last_answer - *first_start);
+    if (service_options.tpm > 0 && service_options.changes.empty()) {
+      const double token_ceiling =
+          service_options.tpm + service_options.tpm / 60.0 * result.busy_span_s;
+      result.whole_run_ratio = result.tokens_ok / token_ceiling;
+    }
+  }
   result.limit_mean = limit_rows > 0 ? limit_sum / static_cast<double>(limit_rows) : 0;
   if (limit_rows == 0) result.limit_min = 0;
   if (!latencies_after_warmup_ms.empty()) {

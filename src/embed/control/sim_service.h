@@ -68,6 +68,9 @@ struct ClientOptions {
   Duration warmup = std::chrono::seconds(10);
   int max_attempts = 8;
   uint64_t seed = 2;
+  // A finite corpus: the run ends when this many inputs are embedded (or
+  // given up), or at `duration`, whichever comes first. 0: unlimited supply.
+  uint64_t total_inputs = 0;
 };
 
 struct Result {
@@ -84,6 +87,14 @@ struct Result {
   // Median latency of the successful requests finished after warmup.
   double p50_latency_ms_after_warmup = 0;
   double final_bytes_per_token = 0;
+  // The whole run, as the mock API's busy_span_s measures it: from the first
+  // request to the last answer. Tokens of successful requests over the
+  // service's token ceiling for that span, tpm + tpm / 60 x span (its bucket
+  // holds a minute and starts full); 0 without a token limit.
+  double busy_span_s = 0;
+  double tokens_ok = 0;
+  double whole_run_ratio = 0;
+  bool corpus_done = false;  // total_inputs were all embedded before `duration`
 };
 
 // The ceiling in chunks/s at time `t` for batches of `inputs` inputs.

@@ -1,6 +1,8 @@
 // HeaderRatePacer with explicit times and headers.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "sluice/control.h"
 
 namespace sluice {
@@ -386,6 +388,35 @@ TEST(RatePacerTest, InfersARequestLimitFrom429sWhenNothingElseTellsIt) {
   EXPECT_EQ(pacer.effective_rpm(), 3000);
 }
 
+TEST(RatePacerTest, InferredLimitIsCutOncePerCooldown) {
+  // A storm begins: the first 429 infers the limit; requests already in
+  // service when it began still succeed, and their successes used to make
+  // every later 429 of the storm another x0.9 cut (simulated: 4 of 10 seeds
+  // of storm_recovery below 0.95 of the ceiling after the storm).
+  HeaderRatePacer pacer(RatePacerOptions{});
+  TimePoint now = kT0;
+  for (int i = 0; i < 20; ++i) {
+    pacer.OnResponse(now, RateLimitInfo{}, 200, 40, 10);
+    now += milliseconds(100);
+  }
+  RateLimitInfo h;
+  h.retry_after = seconds(1);
+  pacer.OnResponse(now, h, 429, 40, 0);
+  ASSERT_TRUE(pacer.rpm_inferred());
+  const double inferred = pacer.effective_rpm();
+  // Within its cooldown: a success (sent before the storm), then a 429.
+  pacer.OnResponse(now + milliseconds(50), RateLimitInfo{}, 200, 40, 10);
+  const double grown = pacer.effective_rpm();
+  EXPECT_GE(grown, inferred);
+  pacer.OnResponse(now + milliseconds(60), h, 429, 40, 0);
+  EXPECT_EQ(pacer.effective_rpm(), grown);
+  // After the cooldown, a success then a 429 is a rate too high: cut.
+  pacer.OnResponse(now + milliseconds(1200), RateLimitInfo{}, 200, 40, 10);
+  const double before_cut = pacer.effective_rpm();
+  pacer.OnResponse(now + milliseconds(1300), h, 429, 40, 0);
+  EXPECT_LE(pacer.effective_rpm(), before_cut * 0.9 + 1e-9);
+}
+
 TEST(RatePacerTest, NoInferenceWhenTheUserGaveTheLimitOrItIsDisabled) {
   RatePacerOptions o;
   o.rpm = 1200;
@@ -444,8 +475,15 @@ TEST(RatePacerTest, AnnouncedBudgetIsNotRefilledLocally) {
   EXPECT_DOUBLE_EQ(pacer.request_budget(kT0 + seconds(10)), 94.0);
 }
 
+// The margin held at 5% whatever is learned: for tests of the counts.
+RatePacerOptions FixedMargin() {
+  RatePacerOptions o;
+  o.steady_margin = o.burst_margin;
+  return o;
+}
+
 TEST(RatePacerTest, RemainingIsCorrectedByExactlyTheRequestsStartedAfterTheAnsweredOne) {
-  HeaderRatePacer pacer(RatePacerOptions{});
+  HeaderRatePacer pacer(FixedMargin());
   const TimePoint a = kT0, b = kT0 + milliseconds(10), c = kT0 + milliseconds(20);
   pacer.OnStart(a, 1000);
   pacer.OnStart(b, 1000);
@@ -478,7 +516,7 @@ TEST(RatePacerTest, RemainingIsCorrectedByExactlyTheRequestsStartedAfterTheAnswe
 }
 
 TEST(RatePacerTest, AnExactCountUndoesADebtDownToTheMargin) {
-  HeaderRatePacer pacer(RatePacerOptions{});
+  HeaderRatePacer pacer(FixedMargin());
   // Ten requests started at one instant; the first answer cannot tell which
   // of the nine others the service counted before it: all are subtracted.
   for (int i = 0; i < 10; ++i) pacer.OnStart(kT0, 10000);
@@ -522,6 +560,52 @@ TEST(RatePacerTest, RequestsStartedAtOneInstantAreCorrectedAsAGroup) {
   EXPECT_DOUBLE_EQ(pacer.token_budget(t), 600.0);
 }
 
+TEST(RatePacerTest, MarginShrinksAsBytesPerTokenIsLearned) {
+  // 5% of the limit is held back while nothing is learned; each full-weight
+  // answer (1000 prompt tokens: weight 0.2) leaves the initial guess 0.8 of
+  // its weight, and the margin 3.5% + 1.5% x that weight.
+  HeaderRatePacer pacer(RatePacerOptions{});
+  TimePoint t = kT0;
+  double weight = 1.0;
+  for (int i = 0; i < 20; ++i) {
+    pacer.OnStart(t, 1000);
+    pacer.OnResponseTo(t, t, Announced(99, 99000), 200, 4000, 1000);
+    // The count was applied before this answer's sample was learned.
+    EXPECT_NEAR(pacer.token_budget(t), 99000.0 - (3500 + 1500 * weight), 1e-6) << i;
+    weight *= 0.8;
+    t += seconds(1);
+  }
+  // 20 answers: 3.5% + 1.5% x 0.8^20 (0.017%) held back.
+  pacer.OnStart(t, 1000);
+  pacer.OnResponseTo(t, t, Announced(99, 99000), 200, 4000, 1000);
+  EXPECT_NEAR(pacer.token_budget(t), 99000.0 - 3500 - 1500 * std::pow(0.8, 20), 1e-6);
+}
+
+TEST(RatePacerTest, A429PutsTheFullMarginBack) {
+  HeaderRatePacer pacer(RatePacerOptions{});
+  TimePoint t = kT0;
+  for (int i = 0; i < 30; ++i) {
+    pacer.OnStart(t, 1000);
+    pacer.OnResponseTo(t, t, Announced(99, 99000), 200, 4000, 1000);
+    t += seconds(1);
+  }
+  // Someone else spent the budget: a 429 (Retry-After 100 ms).
+  pacer.OnStart(t, 1000);
+  RateLimitInfo refused = Announced(0, 0);
+  refused.retry_after = milliseconds(100);
+  pacer.OnResponseTo(t, t, refused, 429, 4000, 0);
+  // The probe after the cooldown reopens; the next answer raises the budget
+  // with the full 5% margin again (no usage learned since the 429).
+  t += seconds(1);
+  pacer.OnStart(t, 1000);
+  pacer.OnResponseTo(t, t, Announced(90, 90000), 200, 4000, 0);
+  ASSERT_FALSE(pacer.half_open());
+  t += seconds(1);
+  pacer.OnStart(t, 1000);
+  pacer.OnResponseTo(t, t, Announced(90, 90000), 200, 4000, 0);
+  EXPECT_NEAR(pacer.token_budget(t), 90000.0 - 5000, 1e-6);
+}
+
 TEST(RatePacerTest, NoAnnouncedBudgetWhenItCannotBeTrusted) {
   const double token_capacity = 100000 * 0.98 / 60;  // one second of the paced rate
   {
@@ -553,7 +637,7 @@ TEST(RatePacerTest, NoAnnouncedBudgetWhenItCannotBeTrusted) {
   {
     // After a 429, answers to requests sent before it do not reopen the
     // budget: the restart is paced until the probe is answered.
-    HeaderRatePacer pacer(RatePacerOptions{});
+    HeaderRatePacer pacer(FixedMargin());
     for (int i = 0; i < 3; ++i) pacer.OnStart(kT0, 10);
     RateLimitInfo refused = Announced(0, 0);
     refused.retry_after = milliseconds(100);

@@ -52,6 +52,10 @@ struct Scenario {
   sim::ClientOptions client;
   RatePacerOptions pacer;
   AdaptiveLimiterOptions limiter;
+  // Tokens over the token ceiling from the first request to the last answer
+  // (a finite corpus: client.total_inputs).
+  Range whole_run_ratio;
+  double max_429_fraction = -1;  // of all requests, the start included
   Range throughput_ratio, limit_range, limit_mean, window_range, bytes_per_token;
   // Successful inputs per request after warmup (the batch size in use).
   Range inputs_per_request;
@@ -115,9 +119,14 @@ Scenario Load(const fs::path& path) {
   s.pacer.rpm = cl["rpm"].value_or(0.0);
   s.pacer.tpm = cl["tpm"].value_or(0.0);
   s.pacer.use_announced_budget = cl["announced_budget"].value_or(true);
+  // As the pipeline (control_wiring.cc) sets it.
+  s.pacer.probe_first = cl["probe_first"].value_or(false);
+  s.client.total_inputs = static_cast<uint64_t>(cl["total_inputs"].value_or(int64_t{0}));
 
   const auto ex = t["expect"];
   s.throughput_ratio = ReadRange(ex["throughput_ratio"]);
+  s.whole_run_ratio = ReadRange(ex["whole_run_ratio"]);
+  s.max_429_fraction = ex["max_429_fraction"].value_or(-1.0);
   s.limit_range = ReadRange(ex["limit_range"]);
   s.limit_mean = ReadRange(ex["limit_mean"]);
   s.bytes_per_token = ReadRange(ex["bytes_per_token"]);
@@ -198,6 +207,20 @@ void ExpectRanges(const Scenario& s, const sim::Result& r) {
     }
   }
   ASSERT_GT(r.requests, 0u);
+  if (s.client.total_inputs > 0) {
+    std::printf("[scenario %s] whole run: %.1f s busy, %.0f tokens, ratio %.4f, corpus %s\n",
+                s.name.c_str(), r.busy_span_s, r.tokens_ok, r.whole_run_ratio,
+                r.corpus_done ? "done" : "NOT done");
+    EXPECT_TRUE(r.corpus_done) << "the corpus was not embedded within duration_s";
+  }
+  if (s.whole_run_ratio.set) {
+    EXPECT_GE(r.whole_run_ratio, s.whole_run_ratio.lo);
+    EXPECT_LE(r.whole_run_ratio, s.whole_run_ratio.hi);
+  }
+  if (s.max_429_fraction >= 0) {
+    EXPECT_LE(static_cast<double>(r.http_429) / static_cast<double>(r.requests),
+              s.max_429_fraction);
+  }
   if (s.throughput_ratio.set) {
     EXPECT_GE(r.throughput_ratio, s.throughput_ratio.lo);
     EXPECT_LE(r.throughput_ratio, s.throughput_ratio.hi);
