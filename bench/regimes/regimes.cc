@@ -196,6 +196,45 @@ void PrintCommon(const RunResult& r, const MockApiServer& server) {
   std::printf("  controller: %s\n", r.report.trace_summary.c_str());
 }
 
+// The steady state of a run against a service of `capacity` slots of 200 ms:
+// from `skip_s` to 2 s before the end. ceiling = min(capacity / 0.2 s x
+// inputs per request, the pipeline's own rate); printed with the ratio.
+struct CapacitySteadyState {
+  bool ok = false;
+  size_t from = 0, to = 0;
+  double ratio = 0;
+};
+CapacitySteadyState PrintCapacitySteadyState(const RunResult& r, int capacity, double skip_s,
+                                             double pipeline_rate) {
+  CapacitySteadyState st;
+  while (st.from < r.samples.size() && r.samples[st.from].t < skip_s) ++st.from;
+  st.to = r.samples.size() >= 3 ? r.samples.size() - 2 : 0;
+  if (st.from + 3 >= st.to) {
+    std::printf("  run too short for a steady state (raise --scale)\n");
+    return st;
+  }
+  st.ok = true;
+  const Rate rate = RateBetween(r.samples[st.from], r.samples[st.to]);
+  const double per_request = rate.inputs_per_s / std::max(1e-9, rate.requests_per_s);
+  const double service_ceiling = capacity / 0.2 * per_request;
+  const double ceiling = std::min(service_ceiling, pipeline_rate);
+  st.ratio = rate.inputs_per_s / ceiling;
+  std::printf("  steady state %.0f..%.0f s: %.1f chunks/s, %.1f requests/s of %.1f inputs\n",
+              r.samples[st.from].t, r.samples[st.to].t, rate.inputs_per_s, rate.requests_per_s,
+              per_request);
+  std::printf(
+      "  ceiling %.1f chunks/s = min(service: %d / 0.2 s x %.1f inputs = %.1f, "
+      "pipeline against an instant service: %.1f); ratio %.3f\n",
+      ceiling, capacity, per_request, service_ceiling, pipeline_rate, st.ratio);
+  return st;
+}
+
+void PrintMockPeaks(const MockApiServer& server) {
+  std::printf("  mock: peak in service %llu, peak queued %llu\n",
+              (unsigned long long)server.Stats().peak_in_service,
+              (unsigned long long)server.Stats().peak_queued);
+}
+
 MockApiOptions RegimeAMock() {
   MockApiOptions m;
   m.dimensions = 256;
@@ -281,27 +320,8 @@ void RegimeB(double scale, const std::string& root) {
   if (!server.ok()) return;
   RunResult r = RunOnce(work + "/http", corpus, server->get());
   // Steady state: skip the first 3 s (slow start) and the last 2 s (drain).
-  size_t from = 0;
-  while (from < r.samples.size() && r.samples[from].t < 3) ++from;
-  const size_t to = r.samples.size() >= 3 ? r.samples.size() - 2 : 0;
-  if (from + 3 < to) {
-    const Rate rate = RateBetween(r.samples[from], r.samples[to]);
-    const double per_request = rate.inputs_per_s / std::max(1e-9, rate.requests_per_s);
-    const double service_ceiling = 32 / 0.2 * per_request;
-    const double ceiling = std::min(service_ceiling, pipeline_rate);
-    std::printf("  steady state %.0f..%.0f s: %.1f chunks/s, %.1f requests/s of %.1f inputs\n",
-                r.samples[from].t, r.samples[to].t, rate.inputs_per_s, rate.requests_per_s,
-                per_request);
-    std::printf(
-        "  ceiling %.1f chunks/s = min(service: 32 / 0.2 s x %.1f inputs = %.1f, "
-        "pipeline against an instant service: %.1f); ratio %.3f\n",
-        ceiling, per_request, service_ceiling, pipeline_rate, rate.inputs_per_s / ceiling);
-  } else {
-    std::printf("  run too short for a steady state (raise --scale)\n");
-  }
-  std::printf("  mock: peak in service %llu, peak queued %llu\n",
-              (unsigned long long)(*server)->Stats().peak_in_service,
-              (unsigned long long)(*server)->Stats().peak_queued);
+  PrintCapacitySteadyState(r, 32, 3, pipeline_rate);
+  PrintMockPeaks(**server);
   PrintCommon(r, **server);
 }
 
@@ -492,35 +512,18 @@ void RegimeG(double scale, const std::string& root) {
   auto server = MockApiServer::Start(m);
   if (!server.ok()) return;
   RunResult r = RunOnce(work + "/http", corpus, server->get(), {}, fixed_batch);
-  size_t from = 0;
-  while (from < r.samples.size() && r.samples[from].t < 5) ++from;
-  const size_t to = r.samples.size() >= 3 ? r.samples.size() - 2 : 0;
-  if (from + 3 < to) {
-    const Rate rate = RateBetween(r.samples[from], r.samples[to]);
-    const double per_request = rate.inputs_per_s / std::max(1e-9, rate.requests_per_s);
-    const double service_ceiling = 8 / 0.2 * per_request;
-    const double ceiling = std::min(service_ceiling, pipeline_rate);
-    const double p50 = WeightedMedianP50(r.report.trace_rows, r.samples[from].t, r.samples[to].t);
-    const RowMeans means = MeansOver(r.report.trace_rows, r.samples[from].t, r.samples[to].t);
-    const double ratio = rate.inputs_per_s / ceiling;
-    std::printf("  steady state %.0f..%.0f s: %.1f chunks/s, %.1f requests/s of %.1f inputs\n",
-                r.samples[from].t, r.samples[to].t, rate.inputs_per_s, rate.requests_per_s,
-                per_request);
-    std::printf(
-        "  ceiling %.1f chunks/s = min(service: 8 / 0.2 s x %.1f inputs = %.1f, pipeline "
-        "against an instant service: %.1f); ratio %.3f\n",
-        ceiling, per_request, service_ceiling, pipeline_rate, ratio);
+  const CapacitySteadyState st = PrintCapacitySteadyState(r, 8, 5, pipeline_rate);
+  if (st.ok) {
+    const double from_s = r.samples[st.from].t, to_s = r.samples[st.to].t;
+    const double p50 = WeightedMedianP50(r.report.trace_rows, from_s, to_s);
+    const RowMeans means = MeansOver(r.report.trace_rows, from_s, to_s);
     std::printf(
         "  p50 latency %.0f ms (%.2fx the unloaded 200 ms); limit %.1f, in flight %.1f (means)\n",
         p50, p50 / 200, means.limit, means.in_flight);
     std::printf("  target: ratio >= 0.95, p50 <= 300 ms: %s\n",
-                ratio >= 0.95 && p50 <= 300 ? "met" : "MISSED");
-  } else {
-    std::printf("  run too short for a steady state (raise --scale)\n");
+                st.ratio >= 0.95 && p50 <= 300 ? "met" : "MISSED");
   }
-  std::printf("  mock: peak in service %llu, peak queued %llu\n",
-              (unsigned long long)(*server)->Stats().peak_in_service,
-              (unsigned long long)(*server)->Stats().peak_queued);
+  PrintMockPeaks(**server);
   PrintCommon(r, **server);
 }
 

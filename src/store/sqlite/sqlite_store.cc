@@ -523,18 +523,13 @@ Status SqliteStore::UpgradeTables() {
   // waited for the lock finds the work done. (Versions are per file, tables
   // per store prefix: another prefix's tables may be older than the file's
   // user_version says.)
-  Result<bool> has_file_id = HasColumn(chunks_table_, "file_id");
-  if (!has_file_id.ok()) return has_file_id.status();
-  if (!*has_file_id) {
+  // Version 3's file_id and version 4's text_key.
+  for (const char* column : {"file_id", "text_key"}) {
+    Result<bool> has = HasColumn(chunks_table_, column);
+    if (!has.ok()) return has.status();
+    if (*has) continue;
     const std::string add =
-        fmt::format("ALTER TABLE {} ADD COLUMN file_id TEXT", Quote(chunks_table_));
-    if (Status s = Exec(add.c_str()); !s.ok()) return s;
-  }
-  Result<bool> has_text_key = HasColumn(chunks_table_, "text_key");
-  if (!has_text_key.ok()) return has_text_key.status();
-  if (!*has_text_key) {
-    const std::string add =
-        fmt::format("ALTER TABLE {} ADD COLUMN text_key TEXT", Quote(chunks_table_));
+        fmt::format("ALTER TABLE {} ADD COLUMN {} TEXT", Quote(chunks_table_), column);
     if (Status s = Exec(add.c_str()); !s.ok()) return s;
   }
   Result<bool> has_lists = HasColumn(files_table_, "chunk_ids");
