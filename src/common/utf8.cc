@@ -1,5 +1,7 @@
 #include "common/utf8.h"
 
+#include <simdjson.h>
+
 namespace sluice {
 
 size_t Utf8SequenceLength(std::string_view s, size_t i) {
@@ -28,15 +30,18 @@ size_t Utf8SequenceLength(std::string_view s, size_t i) {
 }
 
 bool IsValidUtf8(std::string_view s) {
-  for (size_t i = 0; i < s.size();) {
-    const size_t len = Utf8SequenceLength(s, i);
-    if (len == 0) return false;
-    i += len;
-  }
-  return true;
+  // simdjson's validator (SIMD, the same definition as Utf8SequenceLength:
+  // no overlong forms, no surrogates, nothing above U+10FFFF).
+  return simdjson::validate_utf8(s.data(), s.size());
 }
 
 uint64_t AppendRepairedUtf8(std::string_view in, std::string& out) {
+  // Almost all text is valid: one SIMD pass, then one copy. (Byte by byte
+  // this was 3.5% of a whole run's CPU.)
+  if (IsValidUtf8(in)) {
+    out.append(in);
+    return 0;
+  }
   uint64_t replaced = 0;
   size_t run_start = 0;
   size_t i = 0;
@@ -72,9 +77,12 @@ size_t Utf8IncompleteTail(std::string_view s) {
     const unsigned char c = static_cast<unsigned char>(s[n - back]);
     if ((c & 0xC0) == 0x80) continue;  // continuation: keep looking for the lead
     size_t need = 0;
-    if (c >= 0xC2 && c <= 0xDF) need = 2;
-    else if (c >= 0xE0 && c <= 0xEF) need = 3;
-    else if (c >= 0xF0 && c <= 0xF4) need = 4;
+    if (c >= 0xC2 && c <= 0xDF)
+      need = 2;
+    else if (c >= 0xE0 && c <= 0xEF)
+      need = 3;
+    else if (c >= 0xF0 && c <= 0xF4)
+      need = 4;
     return (need > back) ? back : 0;
   }
   return 0;
