@@ -343,42 +343,48 @@ Status SqliteStore::LookupEmbeddings(std::string_view cache_namespace,
   // A stored chunk with the text answers first (version 4: its row is the
   // cache entry); the cache table holds the vectors of chunks since deleted,
   // and every vector of a store written before version 4.
-  ScopedStmt from_chunks, from_cache;
-  if (has_text_key_) {
-    if (Status s = Prepare(fmt::format("SELECT model, embedding FROM {} WHERE text_key = ?1 AND "
-                                       "embedding IS NOT NULL LIMIT 1",
-                                       Quote(chunks_table_)),
-                           from_chunks.out());
+  if (lookup_in_cache_ == nullptr) {
+    for (sqlite3_stmt** st : {&lookup_by_text_key_, &cache_has_rows_}) {  // after a failed call
+      sqlite3_finalize(*st);
+      *st = nullptr;
+    }
+    if (has_text_key_) {
+      if (Status s = Prepare(fmt::format("SELECT model, embedding FROM {} WHERE text_key = ?1 AND "
+                                         "embedding IS NOT NULL LIMIT 1",
+                                         Quote(chunks_table_)),
+                             &lookup_by_text_key_);
+          !s.ok()) {
+        return s.WithContext("embedding cache lookup");
+      }
+    }
+    if (Status s = Prepare(fmt::format("SELECT EXISTS (SELECT 1 FROM {})", Quote(cache_table_)),
+                           &cache_has_rows_);
         !s.ok()) {
       return s.WithContext("embedding cache lookup");
     }
-  }
-  if (Status s = Prepare(
-          fmt::format("SELECT model, embedding FROM {} WHERE key = ?1", Quote(cache_table_)),
-          from_cache.out());
-      !s.ok()) {
-    return s.WithContext("embedding cache lookup");
+    if (Status s = Prepare(
+            fmt::format("SELECT model, embedding FROM {} WHERE key = ?1", Quote(cache_table_)),
+            &lookup_in_cache_);
+        !s.ok()) {
+      return s.WithContext("embedding cache lookup");
+    }
   }
   // One read transaction for the whole batch: a consistent snapshot, one lock.
   Transaction txn(*this);
   if (Status s = txn.Begin("BEGIN"); !s.ok()) return s;
   // The cache table of a version 4 store is empty until a chunk is deleted
   // or rewritten: then one probe per text is enough.
-  sqlite3_stmt* cache_probe = from_cache.get();
+  sqlite3_stmt* cache_probe = lookup_in_cache_;
   {
-    ScopedStmt any;
-    if (Status s = Prepare(fmt::format("SELECT EXISTS (SELECT 1 FROM {})", Quote(cache_table_)),
-                           any.out());
-        !s.ok()) {
-      return s.WithContext("embedding cache lookup");
-    }
-    const int rc = sqlite3_step(any.get());
+    const int rc = sqlite3_step(cache_has_rows_);
+    const bool any = rc == SQLITE_ROW && sqlite3_column_int(cache_has_rows_, 0) != 0;
+    sqlite3_reset(cache_has_rows_);
     if (rc != SQLITE_ROW) return ErrorStatus(rc, "embedding cache lookup");
-    if (sqlite3_column_int(any.get(), 0) == 0) cache_probe = nullptr;
+    if (!any) cache_probe = nullptr;
   }
   for (size_t i = 0; i < texts.size(); ++i) {
     const std::string key = EmbeddingCacheKey(cache_namespace, texts[i]);
-    for (sqlite3_stmt* st : {from_chunks.get(), cache_probe}) {
+    for (sqlite3_stmt* st : {lookup_by_text_key_, cache_probe}) {
       if (st == nullptr) continue;
       sqlite3_reset(st);
       sqlite3_bind_text(st, 1, key.c_str(), static_cast<int>(key.size()), SQLITE_STATIC);

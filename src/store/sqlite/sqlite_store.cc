@@ -606,8 +606,9 @@ Status SqliteStore::Close() {
     return Status::OK();
   }
   Rollback();
-  for (sqlite3_stmt** st : {&upsert_chunk_, &upsert_source_counts_, &put_meta_, &put_run_,
-                            &file_has_chunks_, &keep_replaced_vector_}) {
+  for (sqlite3_stmt** st :
+       {&upsert_chunk_, &upsert_source_counts_, &put_meta_, &put_run_, &file_has_chunks_,
+        &keep_replaced_vector_, &lookup_by_text_key_, &lookup_in_cache_, &cache_has_rows_}) {
     sqlite3_finalize(*st);
     *st = nullptr;
   }

@@ -217,6 +217,11 @@ class SqliteStore final : public Store {
   // Copies the vector of chunk `id`'s stored row into the cache table when
   // the upsert about to run replaces its text (sqlite_write.cc).
   sqlite3_stmt* keep_replaced_vector_ = nullptr;
+  // LookupEmbeddings' statements, prepared on its first call (a lookup of
+  // 64 texts used to prepare three).
+  sqlite3_stmt* lookup_by_text_key_ = nullptr;
+  sqlite3_stmt* lookup_in_cache_ = nullptr;
+  sqlite3_stmt* cache_has_rows_ = nullptr;
   // Whether the chunks table has the version 4 text_key column (an older
   // store opened where it could not be upgraded has not).
   bool has_text_key_ = false;
