@@ -88,6 +88,45 @@ int Wait(pid_t pid) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+// Starts `n` workers of `job` with `flags`, logging to dir/<tag><i>.log
+// (a pid is -1 when the spawn failed).
+std::vector<pid_t> SpawnWorkers(const TempDir& dir, const std::string& redis_url,
+                                const std::string& job, int n, const std::string& tag,
+                                const std::vector<std::string>& flags) {
+  std::vector<pid_t> workers;
+  for (int i = 0; i < n; ++i) {
+    std::vector<std::string> args = {kSluice, "worker", "--redis", redis_url, "--job", job};
+    args.insert(args.end(), flags.begin(), flags.end());
+    workers.push_back(Spawn(std::move(args), dir / (tag + std::to_string(i) + ".log")));
+  }
+  return workers;
+}
+
+// The job's counters hash, and worker `pid`'s heartbeat record
+// (docs/DISTRIBUTED.md).
+std::string JobKey(const std::string& job) { return "sluice:job:{" + job + "}"; }
+std::string WorkerKey(const std::string& job, pid_t pid) {
+  char host[256] = {};
+  ::gethostname(host, sizeof(host) - 1);
+  return JobKey(job) + ":worker:" + host + "-" + std::to_string(pid);
+}
+
+// Waits, at most 120 s, until `field` of hash `key` is at least 1.
+bool WaitUntilAtLeastOne(RedisClient& redis, const std::string& key, const std::string& field) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto value = redis.Command({"HGET", key, field});
+    if (!value.ok()) {
+      ADD_FAILURE() << value.status().ToString();
+      return false;
+    }
+    if (value->AsInteger() >= 1) return true;
+    // The poll's pace, not a synchronisation: the condition above is.
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
+}
+
 // Chunks and fingerprints of a store table, sorted, in one comparable form.
 
 class DistributedE2eTest : public ::testing::Test {
@@ -139,7 +178,7 @@ void ForgetJobs(const std::string& redis_url, const std::vector<std::string>& jo
   auto client = RedisClient::Connect(*endpoint);
   ASSERT_TRUE(client.ok());
   for (const std::string& job : jobs) {
-    const std::string prefix = "sluice:job:{" + job + "}";
+    const std::string prefix = JobKey(job);
     (*client)->Command({"DEL", prefix, prefix + ":tasks", prefix + ":dead", prefix + ":errors",
                         prefix + ":workers"});
   }
@@ -190,14 +229,10 @@ TEST_F(DistributedE2eTest, ThreeWorkersOneKilledStoreEveryChunkOnceAndBuryThePoi
 
   const MockApiStats before_job = server_->Stats();
   const auto job_started = std::chrono::steady_clock::now();
-  std::vector<pid_t> workers;
-  for (int i = 0; i < 3; ++i) {
-    workers.push_back(
-        Spawn({kSluice, "worker", "--redis", redis_url, "--job", job, "--exit-when-idle",
-               "--visibility-timeout", "1", "--max-in-flight", "4"},
-              dir / ("worker" + std::to_string(i) + ".log")));
-    ASSERT_GT(workers.back(), 0);
-  }
+  const std::vector<pid_t> workers =
+      SpawnWorkers(dir, redis_url, job, 3, "worker",
+                   {"--exit-when-idle", "--visibility-timeout", "1", "--max-in-flight", "4"});
+  for (pid_t pid : workers) ASSERT_GT(pid, 0);
 
   // Kill worker 0 once Redis shows it has finished a task (its heartbeat
   // record counts them), while tasks are still left.
@@ -205,20 +240,9 @@ TEST_F(DistributedE2eTest, ThreeWorkersOneKilledStoreEveryChunkOnceAndBuryThePoi
   ASSERT_TRUE(endpoint.ok());
   auto redis = RedisClient::Connect(*endpoint);
   ASSERT_TRUE(redis.ok()) << redis.status().ToString();
-  char host[256] = {};
-  ::gethostname(host, sizeof(host) - 1);
-  const std::string prefix = "sluice:job:{" + job + "}";
-  const std::string victim_key = prefix + ":worker:" + host + "-" + std::to_string(workers[0]);
-  bool victim_did_work = false;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (!victim_did_work && std::chrono::steady_clock::now() < deadline) {
-    auto tasks = (*redis)->Command({"HGET", victim_key, "tasks"});
-    ASSERT_TRUE(tasks.ok()) << tasks.status().ToString();
-    victim_did_work = tasks->AsInteger() >= 1;
-    // The poll's pace, not a synchronisation: the condition above is.
-    if (!victim_did_work) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  ASSERT_TRUE(victim_did_work) << ReadFile(dir / "worker0.log");
+  ASSERT_TRUE(WaitUntilAtLeastOne(**redis, WorkerKey(job, workers[0]), "tasks"))
+      << ReadFile(dir / "worker0.log");
+  const std::string prefix = JobKey(job);
   auto done_at_kill = (*redis)->Command({"HGET", prefix, "done"});
   ASSERT_EQ(::kill(workers[0], SIGKILL), 0);
   EXPECT_EQ(Wait(workers[0]), 128 + SIGKILL);
@@ -328,13 +352,9 @@ TEST_F(DistributedE2eTest, StatusWaitCountsTheStoredChunksAndWritesTheSingleProc
   for (const std::string& s : Settings(job_table)) enqueue += " " + Quote(s);
   auto enqueued = RunCommand(enqueue);
   ASSERT_EQ(enqueued.exit_code, 0) << enqueued.output;
-  std::vector<pid_t> workers;
-  for (int i = 0; i < 2; ++i) {
-    workers.push_back(Spawn({kSluice, "worker", "--redis", redis_url, "--job", job,
-                             "--exit-when-idle", "--max-in-flight", "4"},
-                            dir / ("worker" + std::to_string(i) + ".log")));
-    ASSERT_GT(workers.back(), 0);
-  }
+  const std::vector<pid_t> workers =
+      SpawnWorkers(dir, redis_url, job, 2, "worker", {"--exit-when-idle", "--max-in-flight", "4"});
+  for (pid_t pid : workers) ASSERT_GT(pid, 0);
   auto waited =
       RunCommand(kSluice + " status --wait --json" + redis + " --out " + Quote(dir / "job-out"));
   for (size_t i = 0; i < workers.size(); ++i) {
@@ -487,14 +507,11 @@ void MakeSplitCorpus(const TempDir& dir, const std::string& jsonl) {
 // Runs `n` workers of `job` until it is drained; their exit codes.
 std::vector<int> RunWorkers(const TempDir& dir, const std::string& redis_url,
                             const std::string& job, int n, const std::string& tag) {
-  std::vector<pid_t> workers;
-  for (int i = 0; i < n; ++i) {
-    workers.push_back(Spawn({kSluice, "worker", "--redis", redis_url, "--job", job,
-                             "--exit-when-idle", "--max-in-flight", "2"},
-                            dir / (tag + std::to_string(i) + ".log")));
-  }
   std::vector<int> codes;
-  for (pid_t pid : workers) codes.push_back(pid > 0 ? Wait(pid) : -1);
+  for (pid_t pid :
+       SpawnWorkers(dir, redis_url, job, n, tag, {"--exit-when-idle", "--max-in-flight", "2"})) {
+    codes.push_back(pid > 0 ? Wait(pid) : -1);
+  }
   return codes;
 }
 
@@ -526,7 +543,7 @@ void ForgetSplitJob(const std::string& redis_url, const std::string& job) {
   ASSERT_TRUE(endpoint.ok());
   auto client = RedisClient::Connect(*endpoint);
   ASSERT_TRUE(client.ok());
-  const std::string prefix = "sluice:job:{" + job + "}";
+  const std::string prefix = JobKey(job);
   std::vector<std::string> del = {"DEL", prefix + ":splits"};
   for (int i = 1; i <= 4; ++i) del.push_back(prefix + ":split:" + std::to_string(i));
   (*client)->Command(del);
@@ -769,35 +786,19 @@ TEST_F(DistributedE2eTest, SplitJsonlRangeOfAKilledWorkerIsRedoneAndStoredOnce) 
   const uint64_t ranges = RangesSplit(enqueued.output);
   ASSERT_GE(ranges, 4u) << enqueued.output;
 
-  std::vector<pid_t> workers;
-  for (int i = 0; i < 2; ++i) {
-    workers.push_back(
-        Spawn({kSluice, "worker", "--redis", redis_url, "--job", job, "--exit-when-idle",
-               "--visibility-timeout", "1", "--max-in-flight", "1"},
-              dir / ("k" + std::to_string(i) + ".log")));
-    ASSERT_GT(workers.back(), 0);
-  }
+  const std::vector<pid_t> workers =
+      SpawnWorkers(dir, redis_url, job, 2, "k",
+                   {"--exit-when-idle", "--visibility-timeout", "1", "--max-in-flight", "1"});
+  for (pid_t pid : workers) ASSERT_GT(pid, 0);
   // Kill worker 0 once it has finished a range (its heartbeat counts them)
   // and so holds the next one, while ranges are left.
   auto endpoint = ParseRedisUrl(redis_url);
   ASSERT_TRUE(endpoint.ok());
   auto redis = RedisClient::Connect(*endpoint);
   ASSERT_TRUE(redis.ok()) << redis.status().ToString();
-  char host[256] = {};
-  ::gethostname(host, sizeof(host) - 1);
-  const std::string prefix = "sluice:job:{" + job + "}";
-  const std::string victim_key = prefix + ":worker:" + host + "-" + std::to_string(workers[0]);
-  bool victim_did_work = false;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (!victim_did_work && std::chrono::steady_clock::now() < deadline) {
-    auto tasks = (*redis)->Command({"HGET", victim_key, "tasks"});
-    ASSERT_TRUE(tasks.ok()) << tasks.status().ToString();
-    victim_did_work = tasks->AsInteger() >= 1;
-    // The poll's pace, not a synchronisation: the condition above is.
-    if (!victim_did_work) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  ASSERT_TRUE(victim_did_work) << ReadFile(dir / "k0.log");
-  auto done_at_kill = (*redis)->Command({"HGET", prefix, "done"});
+  ASSERT_TRUE(WaitUntilAtLeastOne(**redis, WorkerKey(job, workers[0]), "tasks"))
+      << ReadFile(dir / "k0.log");
+  auto done_at_kill = (*redis)->Command({"HGET", JobKey(job), "done"});
   ASSERT_EQ(::kill(workers[0], SIGKILL), 0);
   EXPECT_EQ(Wait(workers[0]), 128 + SIGKILL);
   EXPECT_LT(static_cast<uint64_t>(done_at_kill->AsInteger()), ranges)
@@ -851,17 +852,8 @@ TEST_F(DistributedE2eTest, SigtermStopsAWorkerGracefullyAndAnotherFinishesItsTas
   ASSERT_TRUE(endpoint.ok());
   auto redis = RedisClient::Connect(*endpoint);
   ASSERT_TRUE(redis.ok()) << redis.status().ToString();
-  const std::string prefix = "sluice:job:{" + job + "}";
-  bool did_work = false;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (!did_work && std::chrono::steady_clock::now() < deadline) {
-    auto done = (*redis)->Command({"HGET", prefix, "done"});
-    ASSERT_TRUE(done.ok()) << done.status().ToString();
-    did_work = done->AsInteger() >= 1;
-    // The poll's pace, not a synchronisation: the condition above is.
-    if (!did_work) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  ASSERT_TRUE(did_work) << ReadFile(dir / "first.log");
+  const std::string prefix = JobKey(job);
+  ASSERT_TRUE(WaitUntilAtLeastOne(**redis, prefix, "done")) << ReadFile(dir / "first.log");
   ASSERT_EQ(::kill(first, SIGTERM), 0);
   EXPECT_EQ(Wait(first), 128 + SIGTERM);
   const std::string log = ReadFile(dir / "first.log");
@@ -919,7 +911,7 @@ TEST(DistributedCliTest, ATaskWhoseFileThisWorkerCannotSeeIsDeadNotDone) {
   auto endpoint = ParseRedisUrl(redis_url);
   auto client = RedisClient::Connect(*endpoint);
   ASSERT_TRUE(client.ok());
-  const std::string prefix = "sluice:job:{" + job + "}";
+  const std::string prefix = JobKey(job);
   (*client)->Command({"DEL", prefix, prefix + ":tasks", prefix + ":dead", prefix + ":errors"});
 }
 
@@ -948,7 +940,7 @@ TEST(DistributedCliTest, StoreUriIsRecordedWithoutItsPassword) {
   auto endpoint = ParseRedisUrl(redis_url);
   auto redis = RedisClient::Connect(*endpoint);
   ASSERT_TRUE(redis.ok());
-  const std::string prefix = "sluice:job:{" + job + "}";
+  const std::string prefix = JobKey(job);
   auto all = (*redis)->Command({"HGETALL", prefix});
   ASSERT_TRUE(all.ok());
   std::string text;
