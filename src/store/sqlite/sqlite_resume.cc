@@ -27,13 +27,6 @@ namespace {
 // plain file's source id is its file id).
 constexpr const char* kNoFileId = "(c.file_id IS NULL OR c.file_id = '')";
 
-// A file's (?1) stored chunks are two disjoint sets, each found through an
-// index (whose entries end in the rowid): the rows stored with its file id,
-// and the legacy rows under its source id. Kept apart rather than OR-ed: an
-// OR makes SQLite collect every matching rowid to de-duplicate them.
-constexpr const char* kFileBranches[2] = {
-    "c.file_id = ?1", "c.source_id = ?1 AND (c.file_id IS NULL OR c.file_id = '')"};
-
 // Rows one DELETE statement removes at most. SQLite collects a DELETE's
 // rowids before removing the rows, so one statement over a huge file would
 // hold an entry per chunk; windows of rowids keep that bounded.

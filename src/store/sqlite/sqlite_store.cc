@@ -386,11 +386,10 @@ Status SqliteStore::Init() {
                 &keep_replaced_vector_);
   }
   if (s.ok()) {
-    // The two sets DeleteFileChunksInTxn deletes from (sqlite_resume.cc).
-    s = Prepare(fmt::format("SELECT EXISTS (SELECT 1 FROM {0} WHERE file_id = ?1) OR EXISTS "
-                            "(SELECT 1 FROM {0} WHERE source_id = ?1 AND "
-                            "(file_id IS NULL OR file_id = ''))",
-                            Quote(chunks_table_)),
+    // Either of the sets DeleteFileChunksInTxn deletes from.
+    s = Prepare(fmt::format("SELECT EXISTS (SELECT 1 FROM {0} c WHERE {1}) OR EXISTS "
+                            "(SELECT 1 FROM {0} c WHERE {2})",
+                            Quote(chunks_table_), kFileBranches[0], kFileBranches[1]),
                 &file_has_chunks_);
   }
   // Per connection (temp schema, no lock on the file): the sources whose

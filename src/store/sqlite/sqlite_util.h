@@ -31,6 +31,14 @@ class ScopedStmt {
   sqlite3_stmt* stmt_ = nullptr;
 };
 
+// A file's (?1) stored chunks (table alias `c`) are two disjoint sets, each
+// found through an index (whose entries end in the rowid): the rows stored
+// with its file id, and the legacy rows under its source id. Kept apart
+// rather than OR-ed: an OR makes SQLite collect every matching rowid to
+// de-duplicate them.
+inline constexpr const char* kFileBranches[2] = {
+    "c.file_id = ?1", "c.source_id = ?1 AND (c.file_id IS NULL OR c.file_id = '')"};
+
 inline std::string Quote(std::string_view identifier) {
   // Names are validated to [A-Za-z0-9_], so quoting is for keywords only.
   // (Appended piecewise: GCC 12 -O2 warns on "\"" + std::string, PR105329.)
