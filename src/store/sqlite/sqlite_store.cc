@@ -399,8 +399,43 @@ Status SqliteStore::Init() {
         "CREATE TEMP TABLE IF NOT EXISTS sluice_touched_sources (source_id TEXT PRIMARY KEY) "
         "WITHOUT ROWID");
   }
+  if (s.ok()) s = StartCheckpointer();
   if (!s.ok()) Close();
   return s;
+}
+
+Status SqliteStore::StartCheckpointer() {
+  if (options_.store.read_only || path_ == ":memory:" || options_.checkpoint_pages <= 0) {
+    return Status::OK();  // SQLite's own automatic checkpoint, if any
+  }
+  auto started = WalCheckpointer::Start(path_, options_.busy_timeout_ms);
+  if (!started.ok()) return started.status();
+  checkpointer_ = std::move(started).value();
+  // Replaces the automatic checkpoint (sqlite3_wal_autocheckpoint installs
+  // the same hook).
+  sqlite3_wal_hook(db_, &SqliteStore::OnWalCommit, this);
+  return Status::OK();
+}
+
+// Called by SQLite after each commit of this connection, its write lock
+// released, with the pages now in the log.
+int SqliteStore::OnWalCommit(void* self_arg, sqlite3* db, const char* schema, int log_pages) {
+  auto* self = static_cast<SqliteStore*>(self_arg);
+  const int limit = std::max(self->options_.wal_limit_pages, self->options_.checkpoint_pages);
+  if (log_pages >= limit) {
+    // The background checkpoints have not caught up with the end of the log
+    // (the writer kept appending, and SQLite starts the log over only at a
+    // write that finds it wholly copied): copy the rest here, between this
+    // commit and the next, as SQLite's automatic checkpoint does. PASSIVE,
+    // as that one: a reader holding an old snapshot (a long search) must not
+    // stall the writer; the log then grows until it lets go. A failure loses
+    // nothing: the next commit tries again.
+    self->checkpointer_->WaitIdle();
+    (void)sqlite3_wal_checkpoint_v2(db, schema, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+  } else if (log_pages >= self->options_.checkpoint_pages) {
+    self->checkpointer_->Request();
+  }
+  return SQLITE_OK;
 }
 
 Status SqliteStore::CreateSchema() {
@@ -593,6 +628,8 @@ Status SqliteStore::LoadMeta() {
 }
 Status SqliteStore::Flush() {
   if (db_ == nullptr) return Status::InvalidArgument("sqlite store is closed");
+  // Two checkpoints never run at once: SQLite answers the second SQLITE_BUSY.
+  if (checkpointer_ != nullptr) checkpointer_->WaitIdle();
   const int rc =
       sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
   return rc == SQLITE_OK ? Status::OK() : ErrorStatus(rc, "checkpoint");
@@ -612,6 +649,9 @@ Status SqliteStore::Close() {
     *st = nullptr;
   }
   fresh_files_.clear();
+  // First: the last connection to close checkpoints the whole log and
+  // removes it, and that must be this one.
+  checkpointer_.reset();
   const int rc = sqlite3_close(db_);
   Status s = rc == SQLITE_OK ? Status::OK() : ErrorStatus(rc, "close");
   if (rc != SQLITE_OK) sqlite3_close_v2(db_);  // closes once the last statement is gone

@@ -27,6 +27,7 @@
 
 #include "sluice/status.h"
 #include "sluice/store.h"
+#include "store/sqlite/wal_checkpointer.h"
 
 struct sqlite3;
 struct sqlite3_stmt;
@@ -49,6 +50,16 @@ struct SqliteStoreOptions {
   // SQLite's page cache per connection (PRAGMA cache_size), allocated as
   // pages are touched. Default: 32 MiB (sqlite_store.cc says why).
   size_t page_cache_bytes = 32 * 1024 * 1024;
+  // Write-ahead log checkpoints run on a thread of their own (a second
+  // connection) once the log holds this many pages, instead of inside the
+  // commit that crossed SQLite's 1,000-page threshold on the writer's thread
+  // (store/sqlite/wal_checkpointer.h says why). 0: SQLite's automatic
+  // checkpoint in the commit. Default: 1000 (16 MiB of 16 KiB pages).
+  int checkpoint_pages = 1000;
+  // When the log reaches this many pages (the background checkpoints did not
+  // catch up with the writer), the committing writer checkpoints it itself
+  // and starts it over: the log's bound on disk. Default: 8000 (125 MiB).
+  int wal_limit_pages = 8000;
   // Wall-clock source for updated_at (milliseconds since the Unix epoch).
   // Default (empty): the system clock. Tests inject a fixed counter.
   std::function<int64_t()> now_unix_ms;
@@ -146,7 +157,11 @@ class SqliteStore final : public Store {
   // without touching chunk_count; for the incremental re-ingest work.
   Status UpsertSource(const SourceRecord& source);
 
-  int dimensions() const { return dims_; }             // 0 until fixed
+  int dimensions() const { return dims_; }  // 0 until fixed
+  // Checkpoints the background thread completed (0 without one).
+  uint64_t background_checkpoints() const {
+    return checkpointer_ != nullptr ? checkpointer_->completed() : 0;
+  }
   const std::string& model() const { return model_; }  // "" until the first write
   const std::string& chunks_table() const { return chunks_table_; }
   const std::string& sources_table() const { return sources_table_; }
@@ -165,6 +180,8 @@ class SqliteStore final : public Store {
   Status UpgradeTables();
   Result<bool> HasColumn(const std::string& table, const char* column);
   Status LoadMeta();
+  Status StartCheckpointer();
+  static int OnWalCommit(void* self, sqlite3* db, const char* schema, int log_pages);
   // Takes the run's writer lock (flock on "<path>.lock", which records the
   // holder's pid). REQUIRES: exclusive_run, a file path.
   Status AcquireWriterLock();
@@ -195,6 +212,7 @@ class SqliteStore final : public Store {
   std::string chunks_table_, sources_table_, meta_table_, files_table_, cache_table_, run_table_;
   sqlite3* db_ = nullptr;
   int writer_lock_fd_ = -1;  // >= 0 while this store holds the run's writer lock
+  std::unique_ptr<WalCheckpointer> checkpointer_;  // null: read-only, :memory: or turned off
   sqlite3_stmt* upsert_chunk_ = nullptr;
   sqlite3_stmt* upsert_source_counts_ = nullptr;
   sqlite3_stmt* put_meta_ = nullptr;
