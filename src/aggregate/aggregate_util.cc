@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -38,6 +39,55 @@ Status PreadAll(int fd, char* out, size_t length, uint64_t offset) {
     length -= static_cast<size_t>(n);
     offset += static_cast<uint64_t>(n);
   }
+  return Status::OK();
+}
+
+Status SpoolReader::Read(char* out, size_t length, uint64_t offset) {
+  if (length == 0) return Status::OK();
+  if (offset >= block_offset_ && offset - block_offset_ <= block_.size() &&
+      length <= block_.size() - (offset - block_offset_)) {
+    std::memcpy(out, block_.data() + (offset - block_offset_), length);
+    block_used_ += length;
+    return Status::OK();
+  }
+  // A miss: judge the block being replaced by the share of it used.
+  if (!block_.empty()) {
+    if (block_used_ * 2 >= block_.size()) {
+      read_ahead_ = std::min(kMaxReadAhead, std::max(read_ahead_ * 2, kMinReadAhead));
+    } else if (block_used_ * 4 < block_.size()) {
+      read_ahead_ = read_ahead_ / 2 < kMinReadAhead ? 0 : read_ahead_ / 2;
+    }
+  }
+  if (read_ahead_ == 0) {
+    block_.clear();
+    block_used_ = 0;
+    ++reads_;
+    return PreadAll(fd_, out, length, offset);
+  }
+  block_.resize(length + read_ahead_);
+  size_t have = 0;
+  while (have < block_.size()) {
+    const ssize_t n =
+        ::pread(fd_, block_.data() + have, block_.size() - have, static_cast<off_t>(offset + have));
+    ++reads_;
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      block_.clear();
+      return Status::IOError(Errno());
+    }
+    if (n == 0) break;  // the end of the spool: the block is shorter
+    have += static_cast<size_t>(n);
+    if (have >= length) break;  // enough for this line; the rest was a bonus
+  }
+  block_.resize(have);
+  block_offset_ = offset;
+  block_used_ = 0;
+  if (have < length) {
+    block_.clear();
+    return Status::IOError("spool file shorter than its index");
+  }
+  std::memcpy(out, block_.data(), length);
+  block_used_ = length;
   return Status::OK();
 }
 

@@ -108,6 +108,7 @@ Status JsonAggregator::WriteGroup(Group& g) {
     StatementScope scope(chunks_);
     sqlite3_bind_int64(chunks_, 1, g.index_id);
     uint64_t written = 0;
+    SpoolReader spool(spool_fd);
     int rc;
     while ((rc = sqlite3_step(chunks_)) == SQLITE_ROW) {
       const auto offset = static_cast<uint64_t>(sqlite3_column_int64(chunks_, 0));
@@ -115,7 +116,7 @@ Status JsonAggregator::WriteGroup(Group& g) {
       out += written++ == 0 ? "\n" : ",\n";
       const size_t at = out.size();
       out.resize(at + length);
-      s = PreadAll(spool_fd, out.data() + at, length, offset);
+      s = spool.Read(out.data() + at, length, offset);
       if (!s.ok()) return fail(s.message());
       s = flush_out();
       if (!s.ok()) return fail(s.message());
