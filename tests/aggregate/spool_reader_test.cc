@@ -12,11 +12,10 @@
 #include <vector>
 
 #include "aggregate/aggregate_util.h"
+#include "testing/test_util.h"
 
 namespace sluice::aggregate {
 namespace {
-
-namespace fs = std::filesystem;
 
 struct Line {
   uint64_t offset;
@@ -26,9 +25,6 @@ struct Line {
 class SpoolReaderTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    path_ = fs::temp_directory_path() /
-            ("sluice_spool_reader_" + std::to_string(::getpid()) + "_" +
-             ::testing::UnitTest::GetInstance()->current_test_info()->name());
     // `kLines` lines of 1,000-1,999 bytes, each byte a function of its offset.
     std::mt19937_64 rng(42);
     std::string data;
@@ -48,7 +44,6 @@ class SpoolReaderTest : public ::testing::Test {
   }
   void TearDown() override {
     if (fd_ >= 0) ::close(fd_);
-    fs::remove(path_);
   }
 
   // Reads `order` through one reader and checks every byte.
@@ -65,7 +60,8 @@ class SpoolReaderTest : public ::testing::Test {
   }
 
   static constexpr int kLines = 4000;
-  fs::path path_;
+  testing::TempDir dir_;
+  std::string path_ = dir_ / "spool.jsonl";
   std::string data_;
   std::vector<Line> lines_;
   int fd_ = -1;

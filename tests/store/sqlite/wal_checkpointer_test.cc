@@ -3,10 +3,11 @@
 
 #include <gtest/gtest.h>
 #include <sqlite3.h>
-#include <unistd.h>
 
 #include <filesystem>
 #include <string>
+
+#include "testing/test_util.h"
 
 namespace sluice {
 namespace {
@@ -15,17 +16,8 @@ namespace fs = std::filesystem;
 
 class WalCheckpointerTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("sluice_wal_ckpt_test_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-    path_ = (dir_ / "db.sqlite").string();
-  }
   void TearDown() override {
     if (writer_ != nullptr) sqlite3_close(writer_);
-    fs::remove_all(dir_);
   }
 
   // A WAL database whose writer never checkpoints, holding `rows` rows of
@@ -51,8 +43,8 @@ class WalCheckpointerTest : public ::testing::Test {
     return {log, copied};
   }
 
-  fs::path dir_;
-  std::string path_;
+  testing::TempDir dir_;
+  std::string path_ = dir_ / "db.sqlite";
   sqlite3* writer_ = nullptr;
 };
 
@@ -92,7 +84,7 @@ TEST_F(WalCheckpointerTest, NothingAskedNothingRunAndStopIsIdempotent) {
 }
 
 TEST_F(WalCheckpointerTest, AMissingDatabaseIsAnErrorNamingIt) {
-  auto started = WalCheckpointer::Start((dir_ / "missing.db").string(), 1000);
+  auto started = WalCheckpointer::Start(dir_ / "missing.db", 1000);
   ASSERT_FALSE(started.ok());
   EXPECT_NE(started.status().message().find("missing.db"), std::string::npos)
       << started.status().ToString();
