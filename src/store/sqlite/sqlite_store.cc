@@ -651,7 +651,10 @@ Status SqliteStore::Close() {
   fresh_files_.clear();
   // First: the last connection to close checkpoints the whole log and
   // removes it, and that must be this one.
-  checkpointer_.reset();
+  if (checkpointer_ != nullptr) {
+    sqlite3_wal_hook(db_, nullptr, nullptr);
+    checkpointer_.reset();
+  }
   const int rc = sqlite3_close(db_);
   Status s = rc == SQLITE_OK ? Status::OK() : ErrorStatus(rc, "close");
   if (rc != SQLITE_OK) sqlite3_close_v2(db_);  // closes once the last statement is gone
