@@ -99,6 +99,54 @@ TEST(BoundedQueueTest, ManyProducersManyConsumersDeliverEverythingOnce) {
   EXPECT_LE(q.HighWaterItems(), 8u);
 }
 
+// Hysteresis: a producer blocked on a full queue of 8 resumes once a quarter
+// (2 items) has drained.
+TEST(BoundedQueueTest, ABlockedProducerResumesOnceAQuarterHasDrained) {
+  BoundedQueue<int> q(8);
+  for (int i = 0; i < 8; ++i) ASSERT_TRUE(q.Push(int{i}));
+  std::thread producer([&] { EXPECT_TRUE(q.Push(8)); });
+  WaitForBlockedProducers(q, 1);
+  EXPECT_EQ(q.Pop(), 0);
+  EXPECT_EQ(q.Pop(), 1);  // 6 left: the producer is woken
+  producer.join();
+  EXPECT_GE(q.ProducerWakeups(), 1u);
+  for (int i = 2; i <= 8; ++i) EXPECT_EQ(q.Pop(), i);
+}
+
+// One wake-up per quarter of the queue drained, not one per item: from one
+// wake-up to the next a producer must have filled the queue again (>= 25
+// pushes) and the consumer drained it to 75 (>= 25 pops); an emptied queue
+// may add one more. Order and count are kept.
+TEST(BoundedQueueTest, ProducersAreWokenPerQuarterDrainedNotPerItem) {
+  BoundedQueue<int> q(100);
+  constexpr int kItems = 20000;
+  std::thread producer([&] {
+    for (int i = 0; i < kItems; ++i) ASSERT_TRUE(q.Push(int{i}));
+    q.Close();
+  });
+  int expected = 0;
+  while (auto v = q.Pop()) ASSERT_EQ(*v, expected++);
+  producer.join();
+  EXPECT_EQ(expected, kItems);
+  EXPECT_LE(q.ProducerWakeups(), 2u * (kItems / 25) + 2);
+}
+
+// A byte-bound queue: the producer also waits for a quarter of the bytes, and
+// an item that only fits an empty queue is still admitted once it is empty.
+TEST(BoundedQueueTest, ByteBoundHysteresisNeverStrandsAProducer) {
+  BoundedQueue<std::string> q(100, 1000, [](const std::string& s) { return s.size(); });
+  std::thread producer([&] {
+    for (int i = 0; i < 200; ++i) {
+      ASSERT_TRUE(q.Push(std::string(i % 7 == 0 ? 900 : 100, 'x')));
+    }
+    q.Close();
+  });
+  int got = 0;
+  while (auto v = q.Pop()) ++got;
+  producer.join();
+  EXPECT_EQ(got, 200);
+}
+
 TEST(BoundedQueueTest, PopForTimesOut) {
   BoundedQueue<int> q(1);
   auto start = std::chrono::steady_clock::now();
