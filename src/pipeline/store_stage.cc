@@ -149,16 +149,32 @@ void StoreStage::Run(BoundedQueue<EmbeddedChunk>& in, BoundedQueue<EmbeddedChunk
                             static_cast<size_t>(std::max(1, store_.ParallelWrites()));
   batch_.reserve(batch_rows);
   StageMetrics& metrics = run_.metrics().store;
+  TimePoint batch_started{};  // when the batch's first row arrived (run clock)
   while (true) {
-    auto item = batch_.empty() ? in.Pop() : in.PopFor(options_.linger);
+    std::optional<EmbeddedChunk> item;
+    if (batch_.empty()) {
+      item = in.Pop();
+    } else {
+      const Duration age = run_.clock().Now() - batch_started;
+      const Duration wait = age >= options_.max_batch_age
+                                ? Duration::zero()
+                                : std::min(options_.linger, options_.max_batch_age - age);
+      item = wait > Duration::zero() ? in.PopFor(wait) : in.TryPop();
+    }
     if (item) {
+      if (batch_.empty()) batch_started = run_.clock().Now();
       Add(metrics.items_in);
       batch_.push_back(std::move(*item));
-      if (batch_.size() >= batch_rows) Flush(aggregate_out);
+      if (batch_.size() >= batch_rows ||
+          run_.clock().Now() - batch_started >= options_.max_batch_age) {
+        Flush(aggregate_out);
+      }
       continue;
     }
     if (in.Ended()) break;
-    Flush(aggregate_out);  // the queue went quiet: commit what we have so progress is visible
+    // The queue went quiet (or the batch is old): commit what we have so
+    // progress is visible.
+    Flush(aggregate_out);
     if (!failed_ && !CommitCompleted()) failed_ = true;
   }
   Flush(aggregate_out);

@@ -40,6 +40,12 @@ struct StoreStageOptions {
   // How long a partial batch waits for more rows before it is written anyway
   // (so progress shows while the embed stage is slow).
   Duration linger = std::chrono::milliseconds(200);
+  // The oldest row of a batch is written at most this long (on the run's
+  // clock) after it arrived, even while rows keep coming too slowly to fill
+  // the batch: with SQLite's 4,000-row transactions a steady 200 chunks/s
+  // would otherwise hold 20 s of paid embeddings uncommitted (lost to a
+  // crash, invisible to progress and search).
+  Duration max_batch_age = std::chrono::seconds(1);
 };
 
 class StoreStage {

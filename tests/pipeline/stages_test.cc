@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "pipeline/aggregate_stage.h"
@@ -13,6 +14,7 @@
 #include "pipeline/store_stage.h"
 #include "sluice/sources.h"
 #include "testing/test_util.h"
+#include "testing/wait.h"
 
 namespace sluice {
 namespace {
@@ -172,6 +174,33 @@ TEST(StoreStageTest, BatchesFollowTheStoresPreferredRowsPerTransaction) {
   EXPECT_EQ(store.write_calls, 3);
   EXPECT_EQ(Get(f.metrics.store.items_in), 9u);
   EXPECT_EQ(Get(f.metrics.store.items_out), 9u);
+}
+
+// Rows that keep coming, too slowly to fill a batch and too often for the
+// queue to go quiet, are still written once the oldest is max_batch_age old
+// on the run's clock. Each row is pushed, seen taken by the stage, and only
+// then is the clock moved on 400 ms: rows 0-3 span 1.2 s, so they are written
+// before the end; without the rule the one write came at the end.
+TEST(StoreStageTest, ABatchIsWrittenOnceItsOldestRowReachesTheMaximumAge) {
+  StageFixture f;
+  ScriptedStore store;
+  store.rows_per_transaction = 1000;  // never full here
+  StoreStageOptions options;
+  options.linger = std::chrono::hours(1);  // never quiet here
+  options.max_batch_age = std::chrono::seconds(1);
+  StoreStage stage(options, f.run, store, f.dead);
+  BoundedQueue<EmbeddedChunk> in(16);
+  std::thread runner([&] { stage.Run(in, nullptr); });
+  for (uint64_t i = 0; i < 6; ++i) {
+    ASSERT_TRUE(in.Push(Embedded("c" + std::to_string(i))));
+    ASSERT_TRUE(testing::WaitUntil([&] { return Get(f.metrics.store.items_in) == i + 1; }));
+    f.clock.Advance(std::chrono::milliseconds(400));
+  }
+  in.Close();
+  runner.join();
+  EXPECT_EQ(store.stored.size(), 6u);
+  EXPECT_GE(store.write_calls, 2);
+  EXPECT_EQ(Get(f.metrics.chunks_stored), 6u);
 }
 
 Chunk TextChunk(const std::string& id, const std::string& text) {
