@@ -166,7 +166,7 @@ void AddIngestFlags(CLI::App& app, IngestOptions& o, IngestFlagExtras& x) {
       ->group("Store");
   Last(app.add_option("--store-env", x.store_env, kStoreEnvHelp))->group("Store");
   app.add_option("--store-batch", x.store_batch,
-                 "rows per store transaction (default: 1000 for SQLite, 500 for PostgreSQL)")
+                 "rows per store transaction (default: 4000 for SQLite, 500 for PostgreSQL)")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast)
       ->check(CLI::Range(size_t{1}, size_t{100000}))
       ->group("Store");

@@ -128,12 +128,15 @@ class SqliteStore final : public Store {
   Result<std::vector<SearchHit>> Search(std::span<const float> query, int k) override;
   Result<StoreStats> Stats() override;
   std::string Describe() const override { return "sqlite:" + path_; }
-  // One transaction per Write, of whatever size it is given. 1,000 rows by
-  // default: each commit rewrites the touched index leaves (chunk id, cache
-  // key), so 1,000-row commits write ~1.9x the rows/s of 200-row ones
-  // (bench_stages BM_StoreWrite, BENCHMARKS.md "Stage ceilings") for ~3.5 MB
-  // held by the store stage.
-  static constexpr size_t kSqliteRowsPerTransaction = 1000;
+  // One transaction per Write, of whatever size it is given. 4,000 rows by
+  // default: each commit rewrites the touched leaves of the two random-key
+  // indexes (chunk id, text key), and larger commits touch each leaf once
+  // for more rows. 1,000-row commits wrote ~1.9x the rows/s of 200-row ones;
+  // on 132k chunks against a 5 ms API, 4,000-row commits took the store's
+  // Write from ~31 to ~14 ms per 1,000 rows and the run's CPU down 17-30%
+  // (BENCHMARKS.md), for ~14 MB held by the store stage. The store stage
+  // still commits whatever it holds once its queue goes quiet (linger).
+  static constexpr size_t kSqliteRowsPerTransaction = 4000;
   size_t RowsPerTransaction() const override {
     return options_.store.batch_rows > 0 ? options_.store.batch_rows : kSqliteRowsPerTransaction;
   }

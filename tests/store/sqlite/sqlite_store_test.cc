@@ -120,7 +120,7 @@ TEST_F(SqliteStoreTest, SaysItsRowsPerTransactionAndParallelWrites) {
   SqliteStoreOptions o;
   auto store = MustOpen(o);
   ASSERT_TRUE(store);
-  EXPECT_EQ(store->RowsPerTransaction(), 1000u);
+  EXPECT_EQ(store->RowsPerTransaction(), 4000u);
   EXPECT_EQ(store->ParallelWrites(), 1);
   store.reset();
   o.store.batch_rows = 64;
