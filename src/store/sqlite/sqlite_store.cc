@@ -419,7 +419,7 @@ Status SqliteStore::StartCheckpointer() {
 
 // Called by SQLite after each commit of this connection, its write lock
 // released, with the pages now in the log.
-int SqliteStore::OnWalCommit(void* self_arg, sqlite3* db, const char* schema, int log_pages) {
+int SqliteStore::OnWalCommit(void* self_arg, sqlite3*, const char*, int log_pages) {
   auto* self = static_cast<SqliteStore*>(self_arg);
   const int limit = std::max(self->options_.wal_limit_pages, self->options_.checkpoint_pages);
   if (log_pages >= limit) {
@@ -428,10 +428,10 @@ int SqliteStore::OnWalCommit(void* self_arg, sqlite3* db, const char* schema, in
     // write that finds it wholly copied): copy the rest here, between this
     // commit and the next, as SQLite's automatic checkpoint does. PASSIVE,
     // as that one: a reader holding an old snapshot (a long search) must not
-    // stall the writer; the log then grows until it lets go. A failure loses
-    // nothing: the next commit tries again.
-    self->checkpointer_->WaitIdle();
-    (void)sqlite3_wal_checkpoint_v2(db, schema, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+    // stall the writer; the log then grows until it lets go. That is Flush
+    // (which waits for the background one first). A failure loses nothing:
+    // the next commit tries again.
+    (void)self->Flush();
   } else if (log_pages >= self->options_.checkpoint_pages) {
     self->checkpointer_->Request();
   }

@@ -123,7 +123,7 @@ class SqliteStore final : public Store {
   // else the stored one, else the first row's, and is persisted in the meta
   // table with the model name.
   WriteResult Write(std::span<const EmbeddedChunk> batch) override;
-  Status Flush() override;  // PRAGMA wal_checkpoint(PASSIVE)
+  Status Flush() override;  // wal_checkpoint(PASSIVE), after a background one running
   Status Close() override;  // idempotent
   Result<std::vector<SearchHit>> Search(std::span<const float> query, int k) override;
   Result<StoreStats> Stats() override;
