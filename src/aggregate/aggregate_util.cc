@@ -27,18 +27,24 @@ Status WriteAll(int fd, std::string_view data) {
   return Status::OK();
 }
 
-Status PreadAll(int fd, char* out, size_t length, uint64_t offset) {
-  while (length > 0) {
-    const ssize_t n = ::pread(fd, out, length, static_cast<off_t>(offset));
+Result<size_t> PreadUpTo(int fd, char* out, size_t length, uint64_t offset) {
+  size_t have = 0;
+  while (have < length) {
+    const ssize_t n = ::pread(fd, out + have, length - have, static_cast<off_t>(offset + have));
     if (n < 0) {
       if (errno == EINTR) continue;
       return Status::IOError(Errno());
     }
-    if (n == 0) return Status::IOError("spool file shorter than its index");
-    out += n;
-    length -= static_cast<size_t>(n);
-    offset += static_cast<uint64_t>(n);
+    if (n == 0) break;  // the end of the file
+    have += static_cast<size_t>(n);
   }
+  return have;
+}
+
+Status PreadAll(int fd, char* out, size_t length, uint64_t offset) {
+  Result<size_t> got = PreadUpTo(fd, out, length, offset);
+  if (!got.ok()) return got.status();
+  if (*got < length) return Status::IOError("spool file shorter than its index");
   return Status::OK();
 }
 
@@ -65,20 +71,13 @@ Status SpoolReader::Read(char* out, size_t length, uint64_t offset) {
     return PreadAll(fd_, out, length, offset);
   }
   block_.resize(length + read_ahead_);
-  size_t have = 0;
-  while (have < block_.size()) {
-    const ssize_t n =
-        ::pread(fd_, block_.data() + have, block_.size() - have, static_cast<off_t>(offset + have));
-    ++reads_;
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      block_.clear();
-      return Status::IOError(Errno());
-    }
-    if (n == 0) break;  // the end of the spool: the block is shorter
-    have += static_cast<size_t>(n);
-    if (have >= length) break;  // enough for this line; the rest was a bonus
+  ++reads_;
+  Result<size_t> got = PreadUpTo(fd_, block_.data(), block_.size(), offset);
+  if (!got.ok()) {
+    block_.clear();
+    return got.status();
   }
+  const size_t have = *got;  // shorter at the end of the spool
   block_.resize(have);
   block_offset_ = offset;
   block_used_ = 0;

@@ -26,6 +26,9 @@ constexpr size_t kWriteChunkBytes = 1 << 20;
 std::string Errno();
 // Writes all of `data`, retrying on EINTR.
 Status WriteAll(int fd, std::string_view data);
+// Reads `length` bytes at `offset`, fewer only at the end of the file;
+// returns how many, retrying on EINTR.
+Result<size_t> PreadUpTo(int fd, char* out, size_t length, uint64_t offset);
 // Reads exactly `length` bytes at `offset` (IOError when the file is shorter).
 Status PreadAll(int fd, char* out, size_t length, uint64_t offset);
 
@@ -46,7 +49,7 @@ class SpoolReader {
   // Copies exactly `length` bytes at `offset` to `out` (IOError when the
   // file is shorter).
   Status Read(char* out, size_t length, uint64_t offset);
-  uint64_t reads() const { return reads_; }  // pread calls so far
+  uint64_t reads() const { return reads_; }  // reads (a block or a line) so far
   size_t read_ahead() const { return read_ahead_; }
 
  private:
