@@ -162,11 +162,11 @@ void StoreStage::Run(BoundedQueue<EmbeddedChunk>& in, BoundedQueue<EmbeddedChunk
       item = wait > Duration::zero() ? in.PopFor(wait) : in.TryPop();
     }
     if (item) {
-      if (batch_.empty()) batch_started = run_.clock().Now();
+      const TimePoint now = run_.clock().Now();
+      if (batch_.empty()) batch_started = now;
       Add(metrics.items_in);
       batch_.push_back(std::move(*item));
-      if (batch_.size() >= batch_rows ||
-          run_.clock().Now() - batch_started >= options_.max_batch_age) {
+      if (batch_.size() >= batch_rows || now - batch_started >= options_.max_batch_age) {
         Flush(aggregate_out);
       }
       continue;
