@@ -2,6 +2,8 @@
 // pacer, rate-limit header parsing, and the offline hash embedder.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <random>
 
@@ -205,6 +207,66 @@ TEST(HashEmbedderTest, OutputIsPinnedAcrossVersions) {
   const std::vector<float> v = HashEmbed(text, 384);
   const std::string_view bytes(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float));
   EXPECT_EQ(Hash64(bytes, 0), 0x9d2480a282313231ull);
+}
+
+// The formula of hash_embedder.cc written the plain way (words and bigrams
+// as strings, all hashes sorted, terms added in ascending hash order): the
+// embedder's faster path must give the same bits. Few dimensions and a small
+// vocabulary put several features, repeated ones among them, in each bucket,
+// where the order of the floating-point sums shows.
+std::vector<float> HashEmbedByTheFormula(std::string_view text, int dimensions) {
+  std::vector<std::string> words(1);
+  for (char ch : text) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c >= 0x80 || std::isalnum(c)) {
+      words.back().push_back(static_cast<char>(std::tolower(c)));
+    } else if (!words.back().empty()) {
+      words.emplace_back();
+    }
+  }
+  if (words.back().empty()) words.pop_back();
+  std::vector<uint64_t> unigrams, bigrams;
+  for (size_t i = 0; i < words.size(); ++i) {
+    unigrams.push_back(Hash64(words[i], 0x51C30001));
+    if (i > 0) bigrams.push_back(Hash64(words[i - 1] + " " + words[i], 0x51C30002));
+  }
+  std::vector<double> acc(dimensions, 0.0);
+  auto add = [&](std::vector<uint64_t>& features, double weight) {
+    std::sort(features.begin(), features.end());
+    for (size_t i = 0; i < features.size();) {
+      size_t j = i;
+      while (j < features.size() && features[j] == features[i]) ++j;
+      const double sign = (features[i] >> 63) ? -1.0 : 1.0;
+      acc[features[i] % dimensions] += sign * weight * (1.0 + std::log(double(j - i)));
+      i = j;
+    }
+  };
+  add(unigrams, 1.0);
+  add(bigrams, 0.5);
+  double norm = 0;
+  for (double x : acc) norm += x * x;
+  norm = std::sqrt(norm);
+  std::vector<float> v(dimensions, 0.0f);
+  for (int i = 0; norm > 0 && i < dimensions; ++i) v[i] = static_cast<float>(acc[i] / norm);
+  return v;
+}
+
+TEST(HashEmbedderTest, GivesTheFormulasBitsWhenBucketsHoldManyFeatures) {
+  const char* vocabulary[] = {"pump", "Seal", "the", "A",  "of", "x",           "2000",     "THE",
+                              "seal", "b",    ".",   "--", "\n", "caf\xc3\xa9", "pump-seal"};
+  std::mt19937_64 random(7);
+  for (int text_index = 0; text_index < 2000; ++text_index) {
+    std::string text;
+    const int words = static_cast<int>(random() % 400);
+    for (int i = 0; i < words; ++i) {
+      text += vocabulary[random() % std::size(vocabulary)];
+      if (random() % 3 != 0) text += ' ';
+    }
+    for (int dimensions : {1, 7, 16, 384}) {
+      ASSERT_EQ(HashEmbed(text, dimensions), HashEmbedByTheFormula(text, dimensions))
+          << "text " << text_index << ", " << dimensions << " dimensions";
+    }
+  }
 }
 
 TEST(HashEmbedderTest, SimilarTextsAreCloserThanUnrelated) {
