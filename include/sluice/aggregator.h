@@ -14,14 +14,24 @@
 #include <string_view>
 #include <vector>
 
+#include "sluice/clock.h"
 #include "sluice/status.h"
 #include "sluice/types.h"
 
 namespace sluice {
 
 struct AggregatorOptions {
-  std::string out_dir = "out";      // Default: "out". Created when missing.
-  size_t flush_every = 100;         // Default: 100. Chunks between flushes of a group.
+  std::string out_dir = "out";  // Default: "out". Created when missing.
+  size_t flush_every = 100;     // Default: 100. Chunks between flushes of a group.
+  // A group's file due for a rewrite (flush_every, then 2x, 4x, ...) is not
+  // rewritten before its previous write is this old; its first write and
+  // Finish are never held back. Each rewrite streams the whole group, so in a
+  // run of seconds the doubling rewrites add ~1.5x the final file in writes
+  // and fsyncs that stall the stage (docs/AGGREGATE_FORMAT.md); past the
+  // first minutes the doubling alone spaces them further apart than this.
+  // Default: 10 s. 0: the chunk cadence alone.
+  Duration min_flush_interval = std::chrono::seconds(10);
+  const Clock* clock = nullptr;     // for min_flush_interval; nullptr: SystemClock
   bool include_embeddings = false;  // Default: false. Write vectors into the JSON too.
 };
 

@@ -141,6 +141,7 @@ Status JsonAggregator::WriteGroup(Group& g) {
   g.dirty = false;
   if (!g.written) ++files_written_;
   g.written = true;
+  g.last_write = Now();
   ++rewrites_;
   return Status::OK();
 }

@@ -267,15 +267,20 @@ Status JsonAggregator::Add(const EmbeddedChunk& embedded) {
     Status s = SpillAll();
     if (!s.ok()) return s;
   }
-  if (g.added >= g.next_flush) {
-    // Geometric cadence (N, 2N, 4N, ...): each rewrite streams the whole
-    // group, so doubling keeps the total rewrite work linear in its size.
-    g.next_flush = g.next_flush > std::numeric_limits<uint64_t>::max() / 2
-                       ? std::numeric_limits<uint64_t>::max()
-                       : g.next_flush * 2;
-    return WriteGroup(g);
+  if (g.added < g.next_flush) return Status::OK();
+  // Not again before min_flush_interval: a due rewrite waits (and is checked
+  // at each later Add of the group) rather than being dropped.
+  if (g.written && options_.min_flush_interval > Duration::zero() &&
+      Now() - g.last_write < options_.min_flush_interval) {
+    return Status::OK();
   }
-  return Status::OK();
+  // Geometric cadence (N, 2N, 4N, ...): each rewrite streams the whole group,
+  // so doubling keeps the total rewrite work linear in its size. From the
+  // size now: a rewrite the interval held back comes later than its mark.
+  g.next_flush = g.added > std::numeric_limits<uint64_t>::max() / 2
+                     ? std::numeric_limits<uint64_t>::max()
+                     : g.added * 2;
+  return WriteGroup(g);
 }
 
 Status JsonAggregator::Finish() {

@@ -103,6 +103,7 @@ class JsonAggregator final : public Aggregator {
     uint64_t spool_bytes = 0;  // bytes already in the spool file
     uint64_t added = 0;        // Add calls for this group in this run
     uint64_t next_flush = 0;   // rewrite when added reaches this
+    TimePoint last_write{};    // of this group's file by this run (with `written`)
     bool has_imports = false;  // chunks came from an earlier run's file
     bool dirty = false;
     bool written = false;
@@ -111,6 +112,9 @@ class JsonAggregator final : public Aggregator {
   JsonAggregator(AggregatorOptions options, AggregatorLimits limits);
   Status OpenIndex();
   Status IndexError(std::string_view what) const;
+  TimePoint Now() const {
+    return (options_.clock != nullptr ? *options_.clock : SystemClock::Instance()).Now();
+  }
   Result<Group*> GetGroup(const Chunk& chunk);
   Status ImportExisting(Group& g);
   // Imports a file in the layout this aggregator writes (one chunk per line)

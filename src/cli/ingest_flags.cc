@@ -202,6 +202,15 @@ void AddIngestFlags(CLI::App& app, IngestOptions& o, IngestFlagExtras& x) {
                       "chunks between flushes of a domain/category file"))
       ->check(CLI::PositiveNumber)
       ->group("Output");
+  Last(app.add_option_function<double>(
+           "--aggregate-min-interval",
+           [&o](double seconds) { o.aggregate.min_flush_interval = FromSeconds(seconds); },
+           "seconds a domain/category file waits after a flush before the next (its first "
+           "flush and the last are never held back; each flush rewrites the whole file, so "
+           "short runs otherwise write ~1.5x the final files again); 0: --aggregate-every "
+           "alone (default 10)"))
+      ->check(CLI::Range(0.0, 86400.0))
+      ->group("Output");
   app.add_flag("--aggregate-embeddings,!--no-aggregate-embeddings", o.aggregate.include_embeddings,
                "write vectors into the aggregate JSON files too")
       ->group("Output");

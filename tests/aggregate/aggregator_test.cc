@@ -49,6 +49,7 @@ class AggregatorTest : public ::testing::Test {
     AggregatorOptions o;
     o.out_dir = out_;
     o.flush_every = flush_every;
+    o.min_flush_interval = Duration::zero();  // the chunk cadence alone, unless a test sets it
     return o;
   }
 
@@ -271,6 +272,43 @@ TEST_F(AggregatorTest, FlushCadenceDoublesPerGroup) {
   EXPECT_EQ(MustParse(file).chunk_count, 9u);
   EXPECT_EQ(agg->Rewrites(), 4u * 2);
   EXPECT_EQ(agg->FilesWritten(), 2u);
+}
+
+// min_flush_interval holds a due rewrite back until the previous write is
+// that old (the first write is never held back), and the doubling then
+// continues from the group's size at the rewrite.
+TEST_F(AggregatorTest, ARewriteWaitsForTheMinimumIntervalAfterThePreviousOne) {
+  ManualClock clock;
+  AggregatorOptions options = Options(2);
+  options.min_flush_interval = std::chrono::seconds(10);
+  options.clock = &clock;
+  auto agg = MustOpen(options);
+  ASSERT_NE(agg, nullptr);
+  const std::string file = out_ + "/manuals/pumps.json";
+  uint32_t ordinal = 0;
+  auto add = [&] { ASSERT_TRUE(agg->Add(MakeChunk("a.md", ordinal++)).ok()); };
+  add();
+  EXPECT_FALSE(fs::exists(file));
+  add();  // 2 chunks: the first write, at once
+  EXPECT_EQ(MustParse(file).chunk_count, 2u);
+  for (int i = 0; i < 5; ++i) add();  // 7: due at 4, but only 0 s have passed
+  clock.Advance(std::chrono::milliseconds(9999));
+  add();  // 8
+  EXPECT_EQ(MustParse(file).chunk_count, 2u);
+  EXPECT_EQ(agg->Rewrites(), 1u);
+  clock.Advance(std::chrono::milliseconds(1));
+  add();  // 9, 10 s after the first write: the held-back rewrite
+  EXPECT_EQ(MustParse(file).chunk_count, 9u);
+  EXPECT_EQ(agg->Rewrites(), 2u);
+  clock.Advance(std::chrono::seconds(60));
+  for (int i = 0; i < 8; ++i) add();  // 17: next due at 2 x 9 = 18
+  EXPECT_EQ(MustParse(file).chunk_count, 9u);
+  add();  // 18
+  EXPECT_EQ(MustParse(file).chunk_count, 18u);
+  add();  // Finish is never held back
+  ASSERT_TRUE(agg->Finish().ok());
+  EXPECT_EQ(MustParse(file).chunk_count, 19u);
+  EXPECT_EQ(agg->Rewrites(), 4u);
 }
 
 TEST_F(AggregatorTest, FlushIsAtomicReaderAlwaysSeesAWholeFile) {

@@ -118,6 +118,8 @@ std::vector<std::string> Args(const TempDir& dir, const std::string& url, const 
                                    "8",
                                    "--aggregate-every",
                                    "5",
+                                   "--aggregate-min-interval",
+                                   "0",
                                    "--log-level",
                                    "error"};
   const std::vector<std::string> store_flags = store.Flags();
