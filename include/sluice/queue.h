@@ -20,6 +20,7 @@
 #include <functional>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <utility>
 
 #include "sluice/thread_annotations.h"
@@ -45,26 +46,46 @@ class BoundedQueue {
 
   // Blocks while full. Returns false (and drops nothing already queued) when
   // the queue was closed or cancelled; `item` is then left untouched.
-  bool Push(T&& item) {
-    const size_t bytes = ItemBytes(item);
-    MutexLock lock(mu_);
-    if (state_ == QueueState::kOpen && !HasRoom(bytes)) {
-      ++blocked_producers_;
-      lock.Wait(not_full_, [&] {
-        mu_.AssertHeld();
-        if (state_ != QueueState::kOpen || HasRoom(bytes)) return true;
-        producers_woken_ = false;  // waiting (again): the next drain must wake us
-        return false;
-      });
-      --blocked_producers_;
+  bool Push(T&& item) { return PushAll(std::span<T>(&item, 1)) == 1; }
+
+  // Pushes `items` in order, moving each in; blocks while full. Returns how
+  // many were pushed: fewer than items.size() only when the queue was closed
+  // or cancelled, the rest then left untouched. Takes the lock and wakes
+  // consumers once per run of items that fit, not once per item: the
+  // embedder handing on a response's chunks one Push at a time woke the
+  // waiting store thread for nearly every chunk, which took the core from
+  // it at once (12k such switches in a 132k-chunk offline run).
+  size_t PushAll(std::span<T> items) {
+    size_t pushed = 0;
+    while (pushed < items.size()) {
+      MutexLock lock(mu_);
+      size_t bytes = ItemBytes(items[pushed]);
+      if (state_ == QueueState::kOpen && !HasRoom(bytes)) {
+        ++blocked_producers_;
+        lock.Wait(not_full_, [&] {
+          mu_.AssertHeld();
+          if (state_ != QueueState::kOpen || HasRoom(bytes)) return true;
+          producers_woken_ = false;  // waiting (again): the next drain must wake us
+          return false;
+        });
+        --blocked_producers_;
+      }
+      if (state_ != QueueState::kOpen) return pushed;
+      const size_t first = pushed;
+      do {
+        bytes_ += bytes;
+        items_.emplace_back(std::move(items[pushed]), bytes);
+        ++pushed;
+      } while (pushed < items.size() && HasRoom(bytes = ItemBytes(items[pushed])));
+      if (items_.size() > high_water_items_) high_water_items_ = items_.size();
+      lock.Unlock();
+      if (pushed - first == 1) {
+        not_empty_.notify_one();
+      } else {
+        not_empty_.notify_all();  // several items: every waiting consumer may take one
+      }
     }
-    if (state_ != QueueState::kOpen) return false;
-    bytes_ += bytes;
-    items_.emplace_back(std::move(item), bytes);
-    if (items_.size() > high_water_items_) high_water_items_ = items_.size();
-    lock.Unlock();
-    not_empty_.notify_one();
-    return true;
+    return pushed;
   }
 
   // Blocks until an item is available or the stream ends (nullopt).

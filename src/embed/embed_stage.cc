@@ -508,17 +508,23 @@ Status EmbedStage::Impl::HandleResponse(EmbedResponse& response, BoundedQueue<Em
       Add(metrics.prompt_tokens, static_cast<uint64_t>(response.prompt_tokens));
     }
     const std::string model = transport.ModelName();
+    std::vector<EmbeddedChunk> embedded;
+    embedded.reserve(batch.chunks.size());
     for (size_t i = 0; i < batch.chunks.size(); ++i) {
-      EmbeddedChunk embedded{std::move(batch.chunks[i]), std::move(response.vectors[i]), model};
-      if (!out.Push(std::move(embedded))) {
-        // Push leaves `embedded` untouched on failure: hand its chunk back.
-        batch.chunks[i] = std::move(embedded.chunk);
-        Add(metrics.chunks_embedded, i);
-        Add(metrics.embedder.items_out, i);
-        const Status cancelled = Status::Cancelled("embed output queue was cancelled");
-        DeadLetter(batch.chunks, i, cancelled);
-        return cancelled;
+      embedded.push_back({std::move(batch.chunks[i]), std::move(response.vectors[i]), model});
+    }
+    // One hand-off for the whole response (see BoundedQueue::PushAll).
+    const size_t pushed = out.PushAll(embedded);
+    if (pushed < embedded.size()) {
+      // PushAll leaves what it did not push untouched: hand those chunks back.
+      for (size_t i = pushed; i < embedded.size(); ++i) {
+        batch.chunks[i] = std::move(embedded[i].chunk);
       }
+      Add(metrics.chunks_embedded, pushed);
+      Add(metrics.embedder.items_out, pushed);
+      const Status cancelled = Status::Cancelled("embed output queue was cancelled");
+      DeadLetter(batch.chunks, pushed, cancelled);
+      return cancelled;
     }
     Add(metrics.chunks_embedded, batch.chunks.size());
     Add(metrics.embedder.items_out, batch.chunks.size());

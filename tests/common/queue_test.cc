@@ -147,6 +147,49 @@ TEST(BoundedQueueTest, ByteBoundHysteresisNeverStrandsAProducer) {
   EXPECT_EQ(got, 200);
 }
 
+// PushAll: everything in order, blocking while full; with a byte bound each
+// run stops at the first item that does not fit.
+TEST(BoundedQueueTest, PushAllDeliversInOrderThroughAFullQueue) {
+  BoundedQueue<std::string> q(4, 250, [](const std::string& s) { return s.size(); });
+  std::vector<std::string> items;
+  for (int i = 0; i < 40; ++i) items.push_back(std::string(i % 5 == 0 ? 200 : 50, 'a' + i % 26));
+  const std::vector<std::string> sent = items;
+  std::thread producer([&] {
+    EXPECT_EQ(q.PushAll(items), items.size());
+    q.Close();
+  });
+  std::vector<std::string> got;
+  while (auto v = q.Pop()) {
+    EXPECT_LE(q.Bytes(), 250u);
+    got.push_back(std::move(*v));
+  }
+  producer.join();
+  EXPECT_EQ(got, sent);
+  EXPECT_LE(q.HighWaterItems(), 4u);
+}
+
+// Closed while a PushAll waits for room: it returns how many it pushed and
+// leaves the rest as they were (the embedder hands those chunks back).
+TEST(BoundedQueueTest, PushAllIntoAClosedQueueLeavesTheRestUntouched) {
+  BoundedQueue<std::string> q(3);
+  std::vector<std::string> items = {"a", "b", "c", "d", "e"};
+  size_t pushed = 0;
+  std::thread producer([&] { pushed = q.PushAll(items); });
+  WaitForBlockedProducers(q, 1);  // 3 pushed, waiting for room for "d"
+  q.Close();
+  producer.join();
+  EXPECT_EQ(pushed, 3u);
+  EXPECT_EQ(items[3], "d");
+  EXPECT_EQ(items[4], "e");
+  EXPECT_EQ(q.Pop(), "a");
+  EXPECT_EQ(q.Pop(), "b");
+  EXPECT_EQ(q.Pop(), "c");
+  EXPECT_EQ(q.Pop(), std::nullopt);
+  std::vector<std::string> more = {"x"};
+  EXPECT_EQ(q.PushAll(more), 0u);
+  EXPECT_EQ(more[0], "x");
+}
+
 TEST(BoundedQueueTest, PopForTimesOut) {
   BoundedQueue<int> q(1);
   auto start = std::chrono::steady_clock::now();
