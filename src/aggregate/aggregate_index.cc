@@ -27,6 +27,7 @@
 #include "aggregate/aggregate_util.h"
 #include "common/json_writer.h"
 #include "common/private_file.h"
+#include "common/sqlite_process.h"
 
 namespace sluice {
 
@@ -43,6 +44,7 @@ Status JsonAggregator::OpenIndex() {
   // exclusive connection (used by one thread at a time, so no mutex). The
   // page cache is the only part held in RAM.
   ::unlink(index_path_.c_str());
+  ConfigureSqliteForProcess();
   if (sqlite3_open_v2(index_path_.c_str(), &db_,
                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                       nullptr) != SQLITE_OK) {

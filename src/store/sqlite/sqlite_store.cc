@@ -20,6 +20,7 @@
 #include <fmt/format.h>
 
 #include "common/hashing.h"
+#include "common/sqlite_process.h"
 #include "store/sqlite/sqlite_transaction.h"
 #include "store/sqlite/sqlite_util.h"
 
@@ -242,6 +243,7 @@ Status SqliteStore::Init() {
   }
   const int open_flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX |
                          (options_.store.read_only ? 0 : SQLITE_OPEN_CREATE);
+  ConfigureSqliteForProcess();
   const int rc = sqlite3_open_v2(path_.c_str(), &db_, open_flags, nullptr);
   if (rc != SQLITE_OK) {
     Status s = ErrorStatus(rc, "open");
