@@ -87,6 +87,13 @@ struct MockApiStats {
   // Seconds from the first request received to the last answer sent (any
   // counted outcome): the span a throughput-over-ceiling ratio is taken over.
   double busy_span_s = 0;
+  // The time integral of requests in service (holding a capacity slot, or
+  // in their service time when capacity is unlimited): over a span of dt
+  // with capacity C, service_slot_seconds / (C x dt) is the share of the
+  // service's slots that were busy, whatever the service time turned out to
+  // be (a mock sharing a loaded CPU answers late, so requests/s x latency
+  // undercounts it).
+  double service_slot_seconds = 0;
 };
 
 class MockApiServer {

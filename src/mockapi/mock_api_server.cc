@@ -144,7 +144,9 @@ class MockApiServerImpl final : public MockApiServer {
   bool stopped_ = false;                 // GUARDED_BY(mu_)
   RateLimiter limiter_;                  // GUARDED_BY(mu_)
   uint64_t rng_state_;                   // GUARDED_BY(mu_)
-  uint64_t in_service_ = 0;              // GUARDED_BY(mu_)
+  uint64_t in_service_ = 0;              // GUARDED_BY(mu_); see ChangeInServiceLocked
+  TimePoint in_service_since_;           // GUARDED_BY(mu_); in_service_'s last change
+  uint64_t slot_ns_ = 0;                 // GUARDED_BY(mu_); integral of in_service_ until then
   uint64_t forced_429_left_ = 0;         // GUARDED_BY(mu_); options_.fault_429_first at start
   uint64_t forced_wrong_dims_left_ = 0;  // GUARDED_BY(mu_); options_.fault_wrong_dims_first
   uint64_t deadline_seq_ = 0;            // GUARDED_BY(mu_)
@@ -165,6 +167,19 @@ class MockApiServerImpl final : public MockApiServer {
   // The span the service was used, for "achieved / ceiling" from the first
   // request to the last answer: ns since started_, -1 before the first.
   const TimePoint started_ = SteadyClock::now();
+
+  // Every change of in_service_ goes through here: it keeps the peak and the
+  // time integral Stats reports as service_slot_seconds. REQUIRES: mu_ held.
+  void ChangeInServiceLocked(int64_t delta, TimePoint now) {
+    if (now > in_service_since_) {
+      slot_ns_ += in_service_ * static_cast<uint64_t>((now - in_service_since_).count());
+      in_service_since_ = now;
+    }
+    in_service_ = static_cast<uint64_t>(static_cast<int64_t>(in_service_) + delta);
+    if (in_service_ > peak_in_service_.load(std::memory_order_relaxed)) {
+      peak_in_service_.store(in_service_, std::memory_order_relaxed);
+    }
+  }
   std::atomic<int64_t> first_request_ns_{-1}, last_answer_ns_{-1};
 };
 
@@ -394,11 +409,8 @@ MHD_Result MockApiServerImpl::HandleEmbeddings(MHD_Connection* connection,
                                "The server is overloaded or not ready yet.", "server_error");
           return Send(connection, r);
         }
-        ++in_service_;
+        ChangeInServiceLocked(+1, now);
         request->holds_slot = true;
-        if (in_service_ > peak_in_service_.load(std::memory_order_relaxed)) {
-          peak_in_service_.store(in_service_, std::memory_order_relaxed);
-        }
       }
       limiter_.Charge(parsed.total_tokens, now);
       decision.snapshot = limiter_.Snapshot(now);
@@ -519,9 +531,10 @@ MHD_Result MockApiServerImpl::HandleEmbeddings(MHD_Connection* connection,
       std::vector<MHD_Connection*> to_resume;
       {
         std::lock_guard<std::mutex> lock(mu_);
-        --in_service_;
+        const TimePoint done = SteadyClock::now();
+        ChangeInServiceLocked(-1, done);
         request->holds_slot = false;
-        StartQueuedLocked(SteadyClock::now(), to_resume);
+        StartQueuedLocked(done, to_resume);
       }
       for (MHD_Connection* c : to_resume) MHD_resume_connection(c);
     }
@@ -558,12 +571,9 @@ MHD_Result MockApiServerImpl::HandleEmbeddings(MHD_Connection* connection,
 
 void MockApiServerImpl::StartServiceLocked(MHD_Connection* c, RequestContext* r, TimePoint now,
                                            std::vector<MHD_Connection*>& to_resume) {
-  ++in_service_;
-  if (in_service_ > peak_in_service_.load(std::memory_order_relaxed)) {
-    peak_in_service_.store(in_service_, std::memory_order_relaxed);
-  }
+  ChangeInServiceLocked(+1, now);
   if (r->service_time <= Duration(0)) {
-    --in_service_;
+    ChangeInServiceLocked(-1, now);
     to_resume.push_back(c);
     return;
   }
@@ -597,7 +607,7 @@ void MockApiServerImpl::TimerLoop() {
     while (!deadlines_.empty() && deadlines_.top().due <= now) {
       to_resume.push_back(deadlines_.top().connection);
       deadlines_.pop();
-      --in_service_;
+      ChangeInServiceLocked(-1, now);
     }
     StartQueuedLocked(now, to_resume);
     lock.unlock();
@@ -689,6 +699,15 @@ MockApiStats MockApiServerImpl::Stats() const {
   s.faults_wrong_count = faults_wrong_count_.load();
   s.peak_in_service = peak_in_service_.load();
   s.peak_queued = peak_queued_.load();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    const TimePoint now = SteadyClock::now();
+    uint64_t slot_ns = slot_ns_;
+    if (now > in_service_since_) {
+      slot_ns += in_service_ * static_cast<uint64_t>((now - in_service_since_).count());
+    }
+    s.service_slot_seconds = static_cast<double>(slot_ns) / 1e9;
+  }
   const int64_t first = first_request_ns_.load(), last = last_answer_ns_.load();
   if (first >= 0 && last >= first) s.busy_span_s = static_cast<double>(last - first) / 1e9;
   return s;
@@ -715,6 +734,7 @@ std::string MockApiServerImpl::StatsJson() const {
   w.Key("peak_in_service").Uint(s.peak_in_service);
   w.Key("peak_queued").Uint(s.peak_queued);
   w.Key("busy_span_s").Double(s.busy_span_s);
+  w.Key("service_slot_seconds").Double(s.service_slot_seconds);
   w.EndObject();
   return out;
 }
@@ -740,7 +760,7 @@ void MockApiServerImpl::Stop() {
     }
     for (const Waiting& w : waiting_) shut_down(w.connection, w.request);
     waiting_.clear();
-    in_service_ = 0;
+    ChangeInServiceLocked(-static_cast<int64_t>(in_service_), SteadyClock::now());
   }
   timer_cv_.notify_all();
   if (timer_.joinable()) timer_.join();

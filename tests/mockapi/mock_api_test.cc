@@ -494,6 +494,12 @@ TEST_F(MockApiTest, CapacityQueuesFifoAndNeverExceedsCapacity) {
   EXPECT_EQ(stats.over_capacity, 0u);
   // 20 requests, 3 at a time, 30 ms each: at least 7 rounds.
   EXPECT_GE(elapsed, 0.21);
+  // Each request held a slot for at least its 30 ms (a timer never fires
+  // early), and never more than 3 slots were busy over the whole call.
+  EXPECT_GE(stats.service_slot_seconds, 20 * 0.030);
+  EXPECT_LE(stats.service_slot_seconds, 3 * elapsed);
+  // Idle, the integral stops growing.
+  EXPECT_EQ(server_->Stats().service_slot_seconds, stats.service_slot_seconds);
 }
 
 TEST_F(MockApiTest, CapacityRejectsWith503) {
