@@ -43,8 +43,9 @@ char LowerAscii(unsigned char c) { return static_cast<char>(c >= 'A' && c <= 'Z'
 // Kurz, "Faster remainder by direct computation", 2019): with
 // m = floor((2^128 - 1) / divisor) + 1, x mod divisor is the top 64 bits of
 // the 192-bit product (m * x mod 2^128) * divisor, exact for every 64-bit x
-// and divisor (for divisor 1, m wraps to 0 and so does the remainder). One
-// 64-bit division per feature, twice, was a third of this embedder's time.
+// and divisor (for divisor 1, m wraps to 0 and so does the remainder). Two
+// 64-bit divisions per feature cost ~14% of this embedder's time
+// (BM_HashEmbed 50.7k -> 58.8k chunks/s with one multiply instead).
 class RemainderBy {
  public:
   explicit RemainderBy(uint64_t divisor)
