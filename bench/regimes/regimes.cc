@@ -227,11 +227,11 @@ CapacitySteadyState PrintCapacitySteadyState(const RunResult& r, int capacity, d
       "  ceiling %.1f chunks/s = min(service: %d / 0.2 s x %.1f inputs = %.1f, "
       "pipeline against an instant service: %.1f); ratio %.3f\n",
       ceiling, capacity, per_request, service_ceiling, pipeline_rate, st.ratio);
-  // The same against the service as it ran: the mock shares the cores, and
-  // under load its timers fire late, so a slot stays busy longer than the
-  // nominal 200 ms and the nominal ceiling is more than it could serve. Its
-  // own slot-seconds say how long requests really held their slots, and
-  // whether the client kept every slot busy.
+  // The same against the service as it ran, from the mock's own
+  // slot-seconds: how long requests really held their slots (were the
+  // nominal 200 ms kept on a shared, loaded CPU?) and whether the client
+  // kept every slot busy (BENCHMARKS.md: the slots held 198-200 ms, and the
+  // misses were slots left idle).
   const MockApiStats& a = r.samples[st.from].stats;
   const MockApiStats& b = r.samples[st.to].stats;
   const double dt = r.samples[st.to].t - r.samples[st.from].t;

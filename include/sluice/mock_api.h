@@ -90,9 +90,9 @@ struct MockApiStats {
   // The time integral of requests in service (holding a capacity slot, or
   // in their service time when capacity is unlimited): over a span of dt
   // with capacity C, service_slot_seconds / (C x dt) is the share of the
-  // service's slots that were busy, whatever the service time turned out to
-  // be (a mock sharing a loaded CPU answers late, so requests/s x latency
-  // undercounts it).
+  // service's slots that were busy, measured rather than inferred from
+  // requests/s x the configured latency (which assumes every answer came
+  // exactly on time).
   double service_slot_seconds = 0;
 };
 

@@ -4,9 +4,10 @@
 // size function given at construction). Push blocks while the queue is full,
 // so a slow stage holds the earlier ones back (backpressure) and memory stays
 // flat; a blocked Push resumes once a quarter of the queue has drained
-// (ShouldWakeProducers), not at the first free slot. Close() ends the stream: producers' pushes
-// fail, consumers drain what is left and then see end-of-stream. Cancel() also drops what is queued
-// so a fatal error stops every stage promptly.
+// (ShouldWakeProducers), not at the first free slot. Close() ends the
+// stream: producers' pushes fail, consumers drain what is left and then see
+// end-of-stream. Cancel() also drops what is queued so a fatal error stops
+// every stage promptly.
 //
 // Thread safety: fully thread-safe; any number of producers and consumers.
 #pragma once
