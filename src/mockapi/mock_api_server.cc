@@ -171,14 +171,19 @@ class MockApiServerImpl final : public MockApiServer {
   // Every change of in_service_ goes through here: it keeps the peak and the
   // time integral Stats reports as service_slot_seconds. REQUIRES: mu_ held.
   void ChangeInServiceLocked(int64_t delta, TimePoint now) {
-    if (now > in_service_since_) {
-      slot_ns_ += in_service_ * static_cast<uint64_t>((now - in_service_since_).count());
-      in_service_since_ = now;
-    }
+    slot_ns_ = SlotNsLocked(now);
+    in_service_since_ = std::max(in_service_since_, now);
     in_service_ = static_cast<uint64_t>(static_cast<int64_t>(in_service_) + delta);
     if (in_service_ > peak_in_service_.load(std::memory_order_relaxed)) {
       peak_in_service_.store(in_service_, std::memory_order_relaxed);
     }
+  }
+  // The integral of in_service_ up to `now` (a `now` before the last change,
+  // read by another thread before it took the lock, adds nothing).
+  // REQUIRES: mu_ held.
+  uint64_t SlotNsLocked(TimePoint now) const {
+    if (now <= in_service_since_) return slot_ns_;
+    return slot_ns_ + in_service_ * static_cast<uint64_t>((now - in_service_since_).count());
   }
   std::atomic<int64_t> first_request_ns_{-1}, last_answer_ns_{-1};
 };
@@ -701,12 +706,7 @@ MockApiStats MockApiServerImpl::Stats() const {
   s.peak_queued = peak_queued_.load();
   {
     std::lock_guard<std::mutex> lock(mu_);
-    const TimePoint now = SteadyClock::now();
-    uint64_t slot_ns = slot_ns_;
-    if (now > in_service_since_) {
-      slot_ns += in_service_ * static_cast<uint64_t>((now - in_service_since_).count());
-    }
-    s.service_slot_seconds = static_cast<double>(slot_ns) / 1e9;
+    s.service_slot_seconds = static_cast<double>(SlotNsLocked(SteadyClock::now())) / 1e9;
   }
   const int64_t first = first_request_ns_.load(), last = last_answer_ns_.load();
   if (first >= 0 && last >= first) s.busy_span_s = static_cast<double>(last - first) / 1e9;
