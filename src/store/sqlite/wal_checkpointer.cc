@@ -10,24 +10,24 @@ namespace sluice {
 Result<std::unique_ptr<WalCheckpointer>> WalCheckpointer::Start(const std::string& path,
                                                                 int busy_timeout_ms) {
   sqlite3* db = nullptr;
-  // NOMUTEX: only the checkpointer's thread uses this connection.
-  const int rc =
-      sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
-  if (rc != SQLITE_OK) {
-    Status s = Status::IOError(fmt::format("sqlite checkpointer for '{}': cannot open: {}", path,
-                                           db != nullptr ? sqlite3_errmsg(db) : "out of memory"));
+  auto fail = [&](const char* what) {
+    Status s =
+        Status::IOError(fmt::format("sqlite checkpointer for '{}': cannot {}: {}", path, what,
+                                    db != nullptr ? sqlite3_errmsg(db) : "out of memory"));
     sqlite3_close(db);
     return s;
+  };
+  // NOMUTEX: only the checkpointer's thread uses this connection.
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr) !=
+      SQLITE_OK) {
+    return fail("open");
   }
   sqlite3_busy_timeout(db, busy_timeout_ms);
   // A connection opens the log when it first reads the database; until then
   // a checkpoint through it is a successful no-op (SQLite 3.40).
   if (sqlite3_exec(db, "SELECT 1 FROM sqlite_schema LIMIT 1", nullptr, nullptr, nullptr) !=
       SQLITE_OK) {
-    Status s = Status::IOError(
-        fmt::format("sqlite checkpointer for '{}': cannot read: {}", path, sqlite3_errmsg(db)));
-    sqlite3_close(db);
-    return s;
+    return fail("read");
   }
   std::unique_ptr<WalCheckpointer> checkpointer(new WalCheckpointer(db));
   checkpointer->thread_ = std::thread([raw = checkpointer.get()] { raw->Loop(); });
