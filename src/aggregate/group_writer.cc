@@ -33,28 +33,41 @@ namespace sluice {
 namespace fs = std::filesystem;
 using namespace aggregate;  // the folder's shared helpers (aggregate_util.h)
 
-Status JsonAggregator::WriteGroup(Group& g) {
-  Status s = Spill(g);
-  if (!s.ok()) return s;
+JsonAggregator::GroupFileSpec JsonAggregator::SpecOf(const Group& g) {
+  GroupFileSpec spec;
+  spec.index_id = g.index_id;
+  spec.domain = g.domain;
+  spec.category = g.category;
+  spec.file_path = g.file_path;
+  spec.spool_path = g.spool_path;
+  spec.has_spool = g.spool_bytes > 0;
+  return spec;
+}
 
+Status JsonAggregator::RenderGroupFile(const GroupFileSpec& spec, const IndexReader& reader,
+                                       const std::atomic<bool>* cancel) const {
+  const auto index_error = [&](std::string_view what) {
+    return Status::IOError(
+        fmt::format("aggregate index '{}': {}: {}", index_path_, what, sqlite3_errmsg(reader.db)));
+  };
   // The index streams the group in document order; nothing is sorted or
   // collected in memory here.
   uint64_t chunk_count = 0;
   {
-    StatementScope scope(count_);
-    sqlite3_bind_int64(count_, 1, g.index_id);
-    if (sqlite3_step(count_) != SQLITE_ROW) return IndexError("cannot count a group");
-    chunk_count = static_cast<uint64_t>(sqlite3_column_int64(count_, 0));
+    StatementScope scope(reader.count);
+    sqlite3_bind_int64(reader.count, 1, spec.index_id);
+    if (sqlite3_step(reader.count) != SQLITE_ROW) return index_error("cannot count a group");
+    chunk_count = static_cast<uint64_t>(sqlite3_column_int64(reader.count, 0));
   }
 
-  const fs::path final_path(g.file_path);
+  const fs::path final_path(spec.file_path);
   std::error_code ec;
   if (!CreatePrivateDirectories(final_path.parent_path().string(), ec)) {
     return DirError("cannot create aggregate directory", final_path.parent_path(), ec);
   }
   // A private temp file (or the mode of the file it replaces) made with
   // mkstemp beside the group file; the destructor removes it on failure.
-  auto writer_or = AtomicFileWriter::Create(g.file_path);
+  auto writer_or = AtomicFileWriter::Create(spec.file_path);
   if (!writer_or.ok()) return writer_or.status();
   std::unique_ptr<AtomicFileWriter> writer = std::move(*writer_or);
   const int fd = writer->fd();
@@ -65,13 +78,14 @@ Status JsonAggregator::WriteGroup(Group& g) {
   };
   const auto fail = [&](const std::string& why) {
     abandon();
-    return Status::IOError(fmt::format("cannot write aggregate '{}': {}", g.file_path, why));
+    return Status::IOError(fmt::format("cannot write aggregate '{}': {}", spec.file_path, why));
   };
-  if (g.spool_bytes > 0) {
-    spool_fd = ::open(g.spool_path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (spec.has_spool) {
+    spool_fd = ::open(spec.spool_path.c_str(), O_RDONLY | O_CLOEXEC);
     if (spool_fd < 0) return fail("cannot read spool: " + Errno());
   }
 
+  Status s;
   std::string out;
   out.reserve(kWriteChunkBytes + 4096);
   const auto flush_out = [&]() -> Status {
@@ -81,38 +95,42 @@ Status JsonAggregator::WriteGroup(Group& g) {
     return w;
   };
   out += "{\"domain\":";
-  AppendJsonString(g.domain, out);
+  AppendJsonString(spec.domain, out);
   out += ",\"category\":";
-  AppendJsonString(g.category, out);
+  AppendJsonString(spec.category, out);
   out += fmt::format(",\"chunk_count\":{},\"sources\":[", chunk_count);
   {
-    StatementScope scope(sources_);
-    sqlite3_bind_int64(sources_, 1, g.index_id);
+    StatementScope scope(reader.sources);
+    sqlite3_bind_int64(reader.sources, 1, spec.index_id);
     bool first = true;
     int rc;
-    while ((rc = sqlite3_step(sources_)) == SQLITE_ROW) {
+    while ((rc = sqlite3_step(reader.sources)) == SQLITE_ROW) {
       if (!first) out.push_back(',');
       first = false;
-      AppendJsonString(ColumnBytes(sources_, 0), out);
+      AppendJsonString(ColumnBytes(reader.sources, 0), out);
       s = flush_out();
       if (!s.ok()) return fail(s.message());
     }
     if (rc != SQLITE_DONE) {
-      s = IndexError("cannot list sources");
+      s = index_error("cannot list sources");
       abandon();
       return s;
     }
   }
   out += "],\"chunks\":[";
   {
-    StatementScope scope(chunks_);
-    sqlite3_bind_int64(chunks_, 1, g.index_id);
+    StatementScope scope(reader.chunks);
+    sqlite3_bind_int64(reader.chunks, 1, spec.index_id);
     uint64_t written = 0;
     SpoolReader spool(spool_fd);
     int rc;
-    while ((rc = sqlite3_step(chunks_)) == SQLITE_ROW) {
-      const auto offset = static_cast<uint64_t>(sqlite3_column_int64(chunks_, 0));
-      const auto length = static_cast<size_t>(sqlite3_column_int64(chunks_, 1));
+    while ((rc = sqlite3_step(reader.chunks)) == SQLITE_ROW) {
+      if (cancel != nullptr && (written & 1023) == 0 && cancel->load(std::memory_order_relaxed)) {
+        abandon();
+        return Status::Cancelled(fmt::format("rewrite of '{}' cancelled", spec.file_path));
+      }
+      const auto offset = static_cast<uint64_t>(sqlite3_column_int64(reader.chunks, 0));
+      const auto length = static_cast<size_t>(sqlite3_column_int64(reader.chunks, 1));
       out += written++ == 0 ? "\n" : ",\n";
       const size_t at = out.size();
       out.resize(at + length);
@@ -122,7 +140,7 @@ Status JsonAggregator::WriteGroup(Group& g) {
       if (!s.ok()) return fail(s.message());
     }
     if (rc != SQLITE_DONE || written != chunk_count) {
-      s = rc != SQLITE_DONE ? IndexError("cannot list chunks")
+      s = rc != SQLITE_DONE ? index_error("cannot list chunks")
                             : Status::Internal("aggregate index changed during a rewrite");
       abandon();
       return s;
@@ -136,14 +154,81 @@ Status JsonAggregator::WriteGroup(Group& g) {
   s = writer->Commit();  // fsync, rename into place, fsync the folder
   if (!s.ok()) {
     return Status::IOError(
-        fmt::format("cannot write aggregate '{}': {}", g.file_path, s.message()));
+        fmt::format("cannot write aggregate '{}': {}", spec.file_path, s.message()));
   }
-  g.dirty = false;
+  return Status::OK();
+}
+
+void JsonAggregator::NoteWritten(Group& g) {
   if (!g.written) ++files_written_;
   g.written = true;
   g.last_write = Now();
   ++rewrites_;
+}
+
+Status JsonAggregator::WriteGroup(Group& g) {
+  Status s = Spill(g);
+  if (!s.ok()) return s;
+  // The main connection sees its own uncommitted rows: no commit needed.
+  s = RenderGroupFile(SpecOf(g), IndexReader{db_, count_, sources_, chunks_}, nullptr);
+  if (!s.ok()) return s;
+  g.dirty = false;
+  NoteWritten(g);
   return Status::OK();
+}
+
+Status JsonAggregator::StartBackgroundRewrite(Group& g) {
+  Status s = Spill(g);
+  if (!s.ok()) return s;
+  // The snapshot must hold every row whose line is in the spool file, and no
+  // row whose line is not: commit now, and take the snapshot (the read
+  // transaction's first read) here, before Add can commit more.
+  s = CommitBatch();
+  if (!s.ok()) return s;
+  if (snapshot_.db == nullptr) {
+    s = OpenSnapshotReader();
+    if (!s.ok()) return s;
+  }
+  if (sqlite3_exec(snapshot_.db, "BEGIN; SELECT 1 FROM chunk LIMIT 1;", nullptr, nullptr,
+                   nullptr) != SQLITE_OK) {
+    Status why = Status::IOError(fmt::format("aggregate index '{}': cannot take a snapshot: {}",
+                                             index_path_, sqlite3_errmsg(snapshot_.db)));
+    sqlite3_exec(snapshot_.db, "ROLLBACK", nullptr, nullptr, nullptr);
+    return why;
+  }
+  auto job = std::make_unique<BackgroundRewrite>();
+  job->group = &g;
+  BackgroundRewrite* raw = job.get();
+  g.dirty = false;  // what Add brings from now on makes it dirty again
+  ++background_rewrites_;
+  job->thread = std::thread([this, raw, spec = SpecOf(g)] {
+    if (background_hook_) background_hook_();
+    raw->status = RenderGroupFile(spec, snapshot_, &raw->cancel);
+    sqlite3_exec(snapshot_.db, "COMMIT", nullptr, nullptr, nullptr);  // ends the snapshot
+    raw->done.store(true, std::memory_order_release);
+  });
+  background_ = std::move(job);
+  return Status::OK();
+}
+
+Status JsonAggregator::ReapBackgroundRewrite(bool wait) {
+  if (background_ == nullptr) return Status::OK();
+  if (!wait && !background_->done.load(std::memory_order_acquire)) return Status::OK();
+  if (background_->thread.joinable()) background_->thread.join();
+  std::unique_ptr<BackgroundRewrite> job = std::move(background_);
+  if (!job->status.ok()) {
+    job->group->dirty = true;  // what it did not write is still to write
+    return job->status;
+  }
+  NoteWritten(*job->group);
+  return Status::OK();
+}
+
+void JsonAggregator::CancelBackgroundRewrite() {
+  if (background_ == nullptr) return;
+  background_->cancel.store(true, std::memory_order_relaxed);
+  if (background_->thread.joinable()) background_->thread.join();
+  background_.reset();
 }
 
 }  // namespace sluice

@@ -114,7 +114,7 @@ JsonAggregator::JsonAggregator(AggregatorOptions options, AggregatorLimits limit
       limits_(limits),
       parser_(std::make_unique<simdjson::dom::parser>()) {}
 
-JsonAggregator::~JsonAggregator() { RemoveSpool(); }
+JsonAggregator::~JsonAggregator() { RemoveSpool(); }  // stops a background rewrite first
 
 Result<std::unique_ptr<JsonAggregator>> JsonAggregator::Open(const AggregatorOptions& options,
                                                              const AggregatorLimits& limits) {
@@ -227,6 +227,7 @@ Status JsonAggregator::SpillAll() {
 
 Status JsonAggregator::Add(const EmbeddedChunk& embedded) {
   if (finished_) return Status::InvalidArgument("aggregator already finished");
+  if (Status s = ReapBackgroundRewrite(/*wait=*/false); !s.ok()) return s;
   const Chunk& chunk = embedded.chunk;
   if (chunk.id.empty()) return Status::Rejected("chunk without an id cannot be aggregated");
   std::string_view metadata = chunk.metadata_json;
@@ -268,23 +269,27 @@ Status JsonAggregator::Add(const EmbeddedChunk& embedded) {
     if (!s.ok()) return s;
   }
   if (g.added < g.next_flush) return Status::OK();
-  // Not again before min_flush_interval: a due rewrite waits (and is checked
-  // at each later Add of the group) rather than being dropped.
+  // Not again before min_flush_interval, nor while a background rewrite runs
+  // (of this group or another: one at a time): a due rewrite waits (and is
+  // checked at each later Add of the group) rather than being dropped.
   if (g.written && options_.min_flush_interval > Duration::zero() &&
       Now() - g.last_write < options_.min_flush_interval) {
     return Status::OK();
   }
+  const bool large = g.spool_bytes + g.buffer.size() >= limits_.background_rewrite_bytes;
+  if (large && background_ != nullptr) return Status::OK();
   // Geometric cadence (N, 2N, 4N, ...): each rewrite streams the whole group,
   // so doubling keeps the total rewrite work linear in its size. From the
   // size now: a rewrite the interval held back comes later than its mark.
   g.next_flush = g.added > std::numeric_limits<uint64_t>::max() / 2
                      ? std::numeric_limits<uint64_t>::max()
                      : g.added * 2;
-  return WriteGroup(g);
+  return large ? StartBackgroundRewrite(g) : WriteGroup(g);
 }
 
 Status JsonAggregator::Finish() {
   if (finished_) return Status::OK();
+  if (Status s = ReapBackgroundRewrite(/*wait=*/true); !s.ok()) return s;
   for (auto& [key, g] : groups_) {
     if (!g->dirty) continue;
     Status s = WriteGroup(*g);
@@ -341,7 +346,7 @@ Status JsonAggregator::DropMovedSources() {
 void JsonAggregator::RemoveSpool() {
   if (spool_dir_.empty()) return;
   CloseIndex();  // scratch: nothing in it needs committing
-  ::unlink(index_path_.c_str());
+  for (const char* suffix : {"", "-wal", "-shm"}) ::unlink((index_path_ + suffix).c_str());
   std::error_code ec;
   fs::remove_all(spool_dir_, ec);
   fs::remove(fs::path(spool_dir_).parent_path(), ec);  // only when empty

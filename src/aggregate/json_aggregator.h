@@ -7,16 +7,21 @@
 //
 // Exposed beyond include/sluice/aggregator.h for tests and diagnostics.
 //
-// Thread safety: one thread at a time. Two aggregators must not share an
-// out_dir at the same time (each has its own spool, but both would rewrite
-// the same group files).
+// Thread safety: one thread at a time (a cadence rewrite of a large group
+// runs on a thread of its own that reads a snapshot of the index through a
+// second connection; see AggregatorLimits::background_rewrite_bytes). Two aggregators must not
+// share an out_dir at the same time (each has its own spool, but both would rewrite the same group
+// files).
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -47,6 +52,13 @@ struct AggregatorLimits {
   // Index rows per SQLite transaction (one per Add would cost an fsync-free
   // but still expensive commit each). Default: 4096.
   size_t index_batch_rows = 4096;
+  // A cadence rewrite of a group whose spool holds at least this many bytes
+  // runs on a background thread while Add goes on; smaller ones (a few ms)
+  // run in Add. Streaming a large group file stopped the aggregator for up
+  // to a second, long enough to fill every queue before it and leave the
+  // embedding service idle. Finish's rewrites always run in Finish.
+  // Default: 4 MiB.
+  size_t background_rewrite_bytes = 4 * 1024 * 1024;
 };
 
 class JsonAggregator final : public Aggregator {
@@ -88,6 +100,18 @@ class JsonAggregator final : public Aggregator {
   // Independent of the number of chunks.
   size_t HeldBytes() const;
   uint64_t Rewrites() const { return rewrites_; }  // consolidated files written, in total
+  // Rewrites that ran on the background thread, finished or not.
+  uint64_t BackgroundRewrites() const { return background_rewrites_; }
+  // Tests only: called on the background thread before a rewrite starts
+  // streaming, so a test can hold it there while it adds more chunks.
+  void SetBackgroundRewriteHookForTest(std::function<void()> hook) {
+    background_hook_ = std::move(hook);
+  }
+  // Tests only: waits until a running background rewrite has finished; its
+  // outcome is still reported by the next Add or Finish.
+  void WaitForBackgroundRewriteForTest() {
+    if (background_ != nullptr && background_->thread.joinable()) background_->thread.join();
+  }
   const std::string& SpoolDir() const { return spool_dir_; }
   // out_dir/.spool/<pid>-<n>.index: the chunk index (a sibling of SpoolDir).
   const std::string& IndexPath() const { return index_path_; }
@@ -134,7 +158,34 @@ class JsonAggregator final : public Aggregator {
   Status CommitBatch();
   Status Spill(Group& g);
   Status SpillAll();
-  Status WriteGroup(Group& g);
+  // What a rewrite reads: an index connection and its three statements.
+  struct IndexReader {
+    sqlite3* db = nullptr;
+    sqlite3_stmt* count = nullptr;    // chunks a group file will hold
+    sqlite3_stmt* sources = nullptr;  // their distinct sources, ascending
+    sqlite3_stmt* chunks = nullptr;   // their spool spans, in document order
+  };
+  // What a rewrite writes: a copy, so a background rewrite shares nothing
+  // with the Group that Add goes on changing.
+  struct GroupFileSpec {
+    int64_t index_id = 0;
+    std::string domain, category, file_path, spool_path;
+    bool has_spool = false;
+  };
+  static GroupFileSpec SpecOf(const Group& g);
+  // Streams a group file from the index and the spool into place (temp file,
+  // fsync, rename). `cancel` (may be null) stops it between chunks.
+  Status RenderGroupFile(const GroupFileSpec& spec, const IndexReader& reader,
+                         const std::atomic<bool>* cancel) const;
+  Status WriteGroup(Group& g);  // here and now, through the main connection
+  void NoteWritten(Group& g);
+  // Starts g's rewrite on the background thread (REQUIRES: none running).
+  Status StartBackgroundRewrite(Group& g);
+  // Joins a finished background rewrite (or waits for a running one when
+  // `wait`) and reports its outcome; OK when none is running.
+  Status ReapBackgroundRewrite(bool wait);
+  Status OpenSnapshotReader();
+  void CloseSnapshotReader();
   // Retain for one group file; `path` is out_dir/<d>/<c>.json.
   Status RetainFile(const std::string& path, const RetentionPolicy& policy, RetainStats& stats);
   // Drops the not-kept chunks of one kCheckChunks source; adds to `dropped`.
@@ -143,6 +194,7 @@ class JsonAggregator final : public Aggregator {
   Status StepDelete(sqlite3_stmt* stmt, int64_t group, std::string_view key, uint64_t& dropped);
   void RemoveSpool();
   void CloseIndex();
+  void CancelBackgroundRewrite();  // stops and joins one, its outcome dropped
 
   AggregatorOptions options_;
   AggregatorLimits limits_;
@@ -168,6 +220,20 @@ class JsonAggregator final : public Aggregator {
   size_t files_written_ = 0;
   uint64_t rewrites_ = 0;
   bool finished_ = false;
+  // A second, read-only connection to the index for background rewrites:
+  // it reads the snapshot taken when the rewrite started while Add commits
+  // more rows through db_ (the index is in WAL mode for this).
+  IndexReader snapshot_;
+  struct BackgroundRewrite {
+    Group* group = nullptr;
+    std::thread thread;
+    std::atomic<bool> done{false};
+    std::atomic<bool> cancel{false};
+    Status status;  // written by the thread before `done`
+  };
+  std::unique_ptr<BackgroundRewrite> background_;
+  uint64_t background_rewrites_ = 0;
+  std::function<void()> background_hook_;
   std::string last_seen_source_;  // the source MarkSourceSeen recorded last
   bool any_seen_ = false;         // this run added a chunk
   std::string line_;              // scratch

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <set>
 #include <span>
 #include <sstream>
@@ -345,6 +346,137 @@ TEST_F(AggregatorTest, FlushIsAtomicReaderAlwaysSeesAWholeFile) {
   }
   EXPECT_FALSE(fs::exists(agg->SpoolDir()));
   EXPECT_FALSE(fs::exists(out_ + "/.spool"));
+}
+
+// A large group's cadence rewrite runs on a thread of its own (limits set so
+// every rewrite does) and writes the group as it was when the rewrite
+// started, while Add goes on: a later chunk, and a later copy of an id
+// already in the file, wait for the next rewrite.
+TEST_F(AggregatorTest, ABackgroundRewriteWritesTheSnapshotWhileAddsGoOn) {
+  AggregatorLimits limits;
+  limits.background_rewrite_bytes = 1;
+  auto agg = MustOpen(Options(2), limits);
+  ASSERT_NE(agg, nullptr);
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  agg->SetBackgroundRewriteHookForTest([released] { released.wait(); });
+  const std::string file = out_ + "/manuals/pumps.json";
+  ASSERT_TRUE(agg->Add(MakeChunk("a.md", 0)).ok());
+  ASSERT_TRUE(agg->Add(MakeChunk("a.md", 1)).ok());  // due: the rewrite starts and is held
+  EXPECT_EQ(agg->BackgroundRewrites(), 1u);
+  EmbeddedChunk retried = MakeChunk("a.md", 0);
+  retried.chunk.text = "retried";
+  ASSERT_TRUE(agg->Add(retried).ok());
+  for (uint32_t i = 2; i < 9; ++i) ASSERT_TRUE(agg->Add(MakeChunk("a.md", i)).ok());
+  EXPECT_FALSE(fs::exists(file));            // still held
+  EXPECT_EQ(agg->BackgroundRewrites(), 1u);  // due at 4 and 8, one at a time
+  release.set_value();
+  agg->WaitForBackgroundRewriteForTest();
+  Parsed first = MustParse(file);
+  EXPECT_EQ(first.chunk_count, 2u);
+  ASSERT_EQ(first.ids.size(), 2u);
+  EXPECT_EQ(first.texts[0], MakeChunk("a.md", 0).chunk.text);  // the copy of its snapshot
+  ASSERT_TRUE(agg->Add(MakeChunk("a.md", 9)).ok());  // reaps it, then the held-back rewrite
+  EXPECT_EQ(agg->Rewrites(), 1u);
+  EXPECT_EQ(agg->BackgroundRewrites(), 2u);
+  agg->WaitForBackgroundRewriteForTest();
+  Parsed second = MustParse(file);
+  EXPECT_EQ(second.chunk_count, 10u);
+  ASSERT_EQ(second.texts.size(), 10u);
+  EXPECT_EQ(second.texts[0], "retried");
+  ASSERT_TRUE(agg->Add(MakeChunk("a.md", 10)).ok());
+  ASSERT_TRUE(agg->Finish().ok());
+  EXPECT_EQ(MustParse(file).chunk_count, 11u);
+  EXPECT_EQ(agg->Rewrites(), 3u);
+  EXPECT_EQ(agg->FilesWritten(), 1u);
+  EXPECT_FALSE(fs::exists(agg->IndexPath()));
+  EXPECT_FALSE(fs::exists(agg->IndexPath() + "-wal"));
+  EXPECT_FALSE(fs::exists(out_ + "/.spool"));
+}
+
+// A background rewrite that fails fails the next Add; the group stays to be
+// written, so a Finish once the cause is gone writes all of it.
+TEST_F(AggregatorTest, AFailedBackgroundRewriteIsReportedAndItsGroupWrittenLater) {
+  AggregatorLimits limits;
+  limits.background_rewrite_bytes = 1;
+  auto agg = MustOpen(Options(2), limits);
+  ASSERT_NE(agg, nullptr);
+  std::ofstream(out_ + "/manuals") << "a file where the domain folder should be";
+  ASSERT_TRUE(agg->Add(MakeChunk("a.md", 0)).ok());
+  ASSERT_TRUE(agg->Add(MakeChunk("a.md", 1)).ok());  // starts; fails on its thread
+  agg->WaitForBackgroundRewriteForTest();
+  Status s = agg->Add(MakeChunk("a.md", 2));
+  EXPECT_EQ(s.code(), StatusCode::kIOError);
+  EXPECT_NE(s.message().find("cannot create aggregate directory '" + out_ + "/manuals'"),
+            std::string::npos)
+      << s.message();
+  EXPECT_EQ(agg->FilesWritten(), 0u);
+  fs::remove(out_ + "/manuals");
+  ASSERT_TRUE(agg->Add(MakeChunk("a.md", 2)).ok());
+  ASSERT_TRUE(agg->Finish().ok());
+  EXPECT_EQ(MustParse(out_ + "/manuals/pumps.json").chunk_count, 3u);
+}
+
+// Closing the aggregator (a cancelled run) stops a running background
+// rewrite: no temp file, spool or index is left, and the group file, if the
+// rewrite got that far, is whole.
+TEST_F(AggregatorTest, ClosingStopsABackgroundRewriteAndLeavesNothingBehind) {
+  AggregatorLimits limits;
+  limits.background_rewrite_bytes = 1;
+  auto agg = MustOpen(Options(4000), limits);
+  ASSERT_NE(agg, nullptr);
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  agg->SetBackgroundRewriteHookForTest([released] { released.wait(); });
+  for (uint32_t i = 0; i < 4000; ++i) ASSERT_TRUE(agg->Add(MakeChunk("a.md", i)).ok());
+  EXPECT_EQ(agg->BackgroundRewrites(), 1u);
+  const std::string spool = agg->SpoolDir();
+  release.set_value();
+  agg.reset();
+  const std::string file = out_ + "/manuals/pumps.json";
+  if (fs::exists(file)) {
+    EXPECT_EQ(MustParse(file).chunk_count, 4000u);
+  }
+  for (const auto& entry : fs::recursive_directory_iterator(out_)) {
+    EXPECT_EQ(entry.path().filename().string().find(".tmp."), std::string::npos) << entry.path();
+  }
+  EXPECT_FALSE(fs::exists(spool));
+  EXPECT_FALSE(fs::exists(out_ + "/.spool"));
+}
+
+// Readers see whole files while rewrites run on the background thread, and
+// Finish holds every chunk.
+TEST_F(AggregatorTest, BackgroundRewritesKeepEveryFileWhole) {
+  AggregatorLimits limits;
+  limits.background_rewrite_bytes = 1;
+  auto agg = MustOpen(Options(1), limits);
+  ASSERT_NE(agg, nullptr);
+  const std::string file = out_ + "/manuals/pumps.json";
+  std::atomic<bool> done{false};
+  std::atomic<int> broken{0};
+  std::thread reader([&] {
+    while (!done.load()) {
+      std::string json = ReadFile(file);
+      if (json.empty()) continue;  // not created yet
+      Parsed p;
+      if (!Parse(json, p) || p.chunk_count != p.ids.size()) ++broken;
+    }
+  });
+  for (uint32_t i = 0; i < 4096; ++i) {
+    EmbeddedChunk c = MakeChunk("a.md", i);
+    c.chunk.text.assign(1500, static_cast<char>('a' + i % 26));
+    ASSERT_TRUE(agg->Add(c).ok());
+  }
+  ASSERT_TRUE(agg->Finish().ok());
+  done = true;
+  reader.join();
+  EXPECT_EQ(broken.load(), 0);
+  // The first at 1 chunk; how many more depends on how fast each finishes
+  // (one at a time, a due one waits for the next Add).
+  EXPECT_GE(agg->BackgroundRewrites(), 1u);
+  Parsed p = MustParse(file);
+  ASSERT_EQ(p.ordinals.size(), 4096u);
+  for (uint32_t i = 0; i < 4096; ++i) EXPECT_EQ(p.ordinals[i], i);
 }
 
 TEST_F(AggregatorTest, SpoolKeepsMemoryBounded) {
