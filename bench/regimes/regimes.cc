@@ -209,7 +209,15 @@ CapacitySteadyState PrintCapacitySteadyState(const RunResult& r, int capacity, d
                                              double pipeline_rate) {
   CapacitySteadyState st;
   while (st.from < r.samples.size() && r.samples[st.from].t < skip_s) ++st.from;
-  st.to = r.samples.size() >= 3 ? r.samples.size() - 2 : 0;
+  // The last per-second sample at least 2 s before the final one (the end
+  // of the run). Until 2026-12-07 this was simply the second-to-last
+  // sample, at most ~1 s before the end: the window then often took in the
+  // start of the drain, when the corpus is read and the last requests
+  // finish with nothing behind them (slots 0.3-0.5 busy in that second).
+  const double end_t = r.samples.empty() ? 0 : r.samples.back().t;
+  st.to = r.samples.empty() ? 0 : r.samples.size() - 1;
+  while (st.to > 0 && r.samples[st.to].t > end_t - 2) --st.to;
+  const size_t old_to = r.samples.size() >= 3 ? r.samples.size() - 2 : 0;
   if (st.from + 3 >= st.to) {
     std::printf("  run too short for a steady state (raise --scale)\n");
     return st;
@@ -227,6 +235,13 @@ CapacitySteadyState PrintCapacitySteadyState(const RunResult& r, int capacity, d
       "  ceiling %.1f chunks/s = min(service: %d / 0.2 s x %.1f inputs = %.1f, "
       "pipeline against an instant service: %.1f); ratio %.3f\n",
       ceiling, capacity, per_request, service_ceiling, pipeline_rate, st.ratio);
+  if (old_to > st.from && old_to != st.to) {
+    const Rate old_rate = RateBetween(r.samples[st.from], r.samples[old_to]);
+    const double old_per_request = old_rate.inputs_per_s / std::max(1e-9, old_rate.requests_per_s);
+    std::printf("  (the window as measured before 2026-12-07, to %.0f s: ratio %.3f)\n",
+                r.samples[old_to].t,
+                old_rate.inputs_per_s / std::min(capacity / 0.2 * old_per_request, pipeline_rate));
+  }
   // The same against the service as it ran, from the mock's own
   // slot-seconds: how long requests really held their slots (were the
   // nominal 200 ms kept on a shared, loaded CPU?) and whether the client
