@@ -185,10 +185,8 @@ Status JsonAggregator::StartBackgroundRewrite(Group& g) {
   // transaction's first read) here, before Add can commit more.
   s = CommitBatch();
   if (!s.ok()) return s;
-  if (snapshot_.db == nullptr) {
-    s = OpenSnapshotReader();
-    if (!s.ok()) return s;
-  }
+  s = OpenSnapshotReader();
+  if (!s.ok()) return s;
   if (sqlite3_exec(snapshot_.db, "BEGIN; SELECT 1 FROM chunk LIMIT 1;", nullptr, nullptr,
                    nullptr) != SQLITE_OK) {
     Status why = Status::IOError(fmt::format("aggregate index '{}': cannot take a snapshot: {}",
@@ -216,6 +214,7 @@ Status JsonAggregator::ReapBackgroundRewrite(bool wait) {
   if (!wait && !background_->done.load(std::memory_order_acquire)) return Status::OK();
   if (background_->thread.joinable()) background_->thread.join();
   std::unique_ptr<BackgroundRewrite> job = std::move(background_);
+  if (Status s = LeaveWal(); !s.ok()) return s;
   if (!job->status.ok()) {
     job->group->dirty = true;  // what it did not write is still to write
     return job->status;

@@ -184,7 +184,12 @@ class JsonAggregator final : public Aggregator {
   // Joins a finished background rewrite (or waits for a running one when
   // `wait`) and reports its outcome; OK when none is running.
   Status ReapBackgroundRewrite(bool wait);
+  // Switches the index to WAL and opens snapshot_ (REQUIRES: no open
+  // transaction on db_).
   Status OpenSnapshotReader();
+  // Closes snapshot_ and switches the index back to no journal and an
+  // exclusive lock (commits the open batch first).
+  Status LeaveWal();
   void CloseSnapshotReader();
   // Retain for one group file; `path` is out_dir/<d>/<c>.json.
   Status RetainFile(const std::string& path, const RetentionPolicy& policy, RetainStats& stats);
@@ -220,9 +225,9 @@ class JsonAggregator final : public Aggregator {
   size_t files_written_ = 0;
   uint64_t rewrites_ = 0;
   bool finished_ = false;
-  // A second, read-only connection to the index for background rewrites:
-  // it reads the snapshot taken when the rewrite started while Add commits
-  // more rows through db_ (the index is in WAL mode for this).
+  // A second, read-only connection to the index, open while a background
+  // rewrite runs: it reads the snapshot taken when the rewrite started while
+  // Add commits more rows through db_ (the index is in WAL mode meanwhile).
   IndexReader snapshot_;
   struct BackgroundRewrite {
     Group* group = nullptr;
