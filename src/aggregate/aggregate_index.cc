@@ -51,6 +51,19 @@ const std::string kSourcesSql = std::string("SELECT DISTINCT c.src") + kVisible 
 const std::string kChunksSql =
     std::string("SELECT c.off, c.len") + kVisible + " ORDER BY c.src, c.ord, c.id";
 
+// What a run of pragmas answers, each value followed by a space ("" when
+// they fail). A pragma that cannot switch a mode answers the mode still in
+// force rather than failing, so the answers are what to check.
+std::string PragmaAnswers(sqlite3* db, const char* pragmas) {
+  std::string answers;
+  const auto take = [](void* out, int, char** values, char**) {
+    if (values[0] != nullptr) *static_cast<std::string*>(out) += std::string(values[0]) + " ";
+    return 0;
+  };
+  if (sqlite3_exec(db, pragmas, take, &answers, nullptr) != SQLITE_OK) return "";
+  return answers;
+}
+
 }  // namespace
 
 Status JsonAggregator::OpenIndex() {
@@ -115,15 +128,7 @@ Status JsonAggregator::OpenSnapshotReader() {
   // 288k-chunk offline run with WAL kept on after the first background
   // rewrite: +205k pwrite and +103k pread calls, 0.8-1.4 s more wall).
   // REQUIRES: no open transaction on db_.
-  // The pragma answers the mode now in force rather than failing.
-  std::string mode;
-  const auto take_mode = [](void* out, int, char** values, char**) {
-    if (values[0] != nullptr) *static_cast<std::string*>(out) = values[0];
-    return 0;
-  };
-  if (sqlite3_exec(db_, "PRAGMA locking_mode=NORMAL; PRAGMA journal_mode=WAL;", take_mode, &mode,
-                   nullptr) != SQLITE_OK ||
-      mode != "wal") {
+  if (PragmaAnswers(db_, "PRAGMA locking_mode=NORMAL; PRAGMA journal_mode=WAL;") != "normal wal ") {
     return IndexError("cannot switch to WAL");
   }
   const auto fail = [&](std::string_view what) {
@@ -156,14 +161,8 @@ Status JsonAggregator::OpenSnapshotReader() {
 Status JsonAggregator::LeaveWal() {
   CloseSnapshotReader();
   if (Status s = CommitBatch(); !s.ok()) return s;
-  std::string mode;
-  const auto take_mode = [](void* out, int, char** values, char**) {
-    if (values[0] != nullptr) *static_cast<std::string*>(out) = values[0];
-    return 0;
-  };
-  if (sqlite3_exec(db_, "PRAGMA journal_mode=OFF; PRAGMA locking_mode=EXCLUSIVE;", take_mode, &mode,
-                   nullptr) != SQLITE_OK ||
-      mode != "exclusive") {
+  if (PragmaAnswers(db_, "PRAGMA journal_mode=OFF; PRAGMA locking_mode=EXCLUSIVE;") !=
+      "off exclusive ") {
     return IndexError("cannot leave WAL");
   }
   return Status::OK();

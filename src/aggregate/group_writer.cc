@@ -192,6 +192,7 @@ Status JsonAggregator::StartBackgroundRewrite(Group& g) {
     Status why = Status::IOError(fmt::format("aggregate index '{}': cannot take a snapshot: {}",
                                              index_path_, sqlite3_errmsg(snapshot_.db)));
     sqlite3_exec(snapshot_.db, "ROLLBACK", nullptr, nullptr, nullptr);
+    (void)LeaveWal();  // the snapshot's error is the one to report
     return why;
   }
   auto job = std::make_unique<BackgroundRewrite>();
