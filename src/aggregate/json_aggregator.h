@@ -97,7 +97,10 @@ class JsonAggregator final : public Aggregator {
   // buffered lines, the index's heap and the JSON parser's buffers (sized by
   // the largest metadata object or imported line; a whole-file import of an
   // earlier file in another layout gives its parser back when done).
-  // Independent of the number of chunks.
+  // Independent of the number of chunks. Not counted (its connection belongs
+  // to the rewrite's thread meanwhile): while a background rewrite runs, its
+  // reader's page cache, at most index_cache_bytes more, and its 1 MiB
+  // write buffer.
   size_t HeldBytes() const;
   uint64_t Rewrites() const { return rewrites_; }  // consolidated files written, in total
   // Rewrites that ran on the background thread, finished or not.
