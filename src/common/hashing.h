@@ -2,6 +2,7 @@
 // Thread safety: pure functions.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -9,7 +10,18 @@
 namespace sluice {
 
 uint64_t Hash64(std::string_view data, uint64_t seed = 0);
-// Lower-case hex (32 chars) of XXH3-128 over `data`.
+// XXH3-128 over `data`, as a value (a map key needs no hex).
+struct Hash128Value {
+  uint64_t high = 0, low = 0;
+  bool operator==(const Hash128Value&) const = default;
+};
+Hash128Value Hash128(std::string_view data);
+// For unordered containers: the value is a hash already.
+struct Hash128ValueHasher {
+  size_t operator()(const Hash128Value& v) const { return static_cast<size_t>(v.low); }
+};
+// Lower-case hex (32 chars) of XXH3-128 over `data`: Hash128(data), high
+// then low.
 std::string Hash128Hex(std::string_view data);
 // Lower-case hex (16 chars) of a 64-bit value.
 std::string Hex64(uint64_t value);

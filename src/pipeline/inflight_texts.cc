@@ -5,19 +5,19 @@
 namespace sluice {
 
 bool InflightTexts::ParkOrOwn(Chunk& chunk) {
-  std::string key = Hash128Hex(chunk.text);
+  const Hash128Value key = Hash128(chunk.text);
   MutexLock lock(mu_);
   auto it = by_text_.find(key);
   if (it != by_text_.end()) {
     if (parked_ >= max_parked_) return false;
-    it->second.parked.push_back(std::move(chunk));
+    it->second.push_back(std::move(chunk));
     ++parked_;
     return true;
   }
   // A second chunk with the owner's id (same id means same text) is parked
   // above, so by_owner_ never holds two entries for one id.
   by_owner_.emplace(chunk.id, key);
-  by_text_.emplace(std::move(key), Entry{chunk.id, {}});
+  by_text_.emplace(key, std::vector<Chunk>{});
   return false;
 }
 
@@ -28,7 +28,7 @@ std::vector<Chunk> InflightTexts::Release(const std::string& chunk_id) {
   auto it = by_text_.find(owner->second);
   std::vector<Chunk> out;
   if (it != by_text_.end()) {
-    out = std::move(it->second.parked);
+    out = std::move(it->second);
     by_text_.erase(it);
   }
   by_owner_.erase(owner);
@@ -39,8 +39,8 @@ std::vector<Chunk> InflightTexts::Release(const std::string& chunk_id) {
 std::vector<Chunk> InflightTexts::TakeAll() {
   MutexLock lock(mu_);
   std::vector<Chunk> out;
-  for (auto& [key, entry] : by_text_) {
-    for (Chunk& c : entry.parked) out.push_back(std::move(c));
+  for (auto& [key, parked] : by_text_) {
+    for (Chunk& c : parked) out.push_back(std::move(c));
   }
   by_text_.clear();
   by_owner_.clear();

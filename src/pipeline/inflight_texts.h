@@ -15,6 +15,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "common/hashing.h"
 #include "sluice/thread_annotations.h"
 #include "sluice/types.h"
 
@@ -35,15 +36,14 @@ class InflightTexts {
   size_t parked() const;
 
  private:
-  struct Entry {
-    std::string owner_id;
-    std::vector<Chunk> parked;
-  };
+  // Texts are keyed by their XXH3-128 value (not its hex, nor the text: one
+  // lookup per chunk, so no string is built or copied for it).
   mutable Mutex mu_;
   const size_t max_parked_;
   size_t parked_ SLUICE_GUARDED_BY(mu_) = 0;
-  std::unordered_map<std::string, Entry> by_text_ SLUICE_GUARDED_BY(mu_);  // text -> entry
-  std::unordered_map<std::string, std::string> by_owner_
+  std::unordered_map<Hash128Value, std::vector<Chunk>, Hash128ValueHasher> by_text_
+      SLUICE_GUARDED_BY(mu_);  // text -> the copies parked behind its owner
+  std::unordered_map<std::string, Hash128Value> by_owner_
       SLUICE_GUARDED_BY(mu_);  // owner id -> text
 };
 
