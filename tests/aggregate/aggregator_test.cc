@@ -143,6 +143,69 @@ class AggregatorTest : public ::testing::Test {
     return p;
   }
 
+  // A file where the manuals group's folder should be: its writes fail.
+  void BlockTheManualsFolder() {
+    std::ofstream(out_ + "/manuals") << "a file where the domain folder should be";
+  }
+  // `s` is that failure, nothing was written; the folder is unblocked again.
+  void ExpectTheManualsFolderWasBlocked(const Status& s, const JsonAggregator& agg) {
+    EXPECT_EQ(s.code(), StatusCode::kIOError);
+    EXPECT_NE(s.message().find("cannot create aggregate directory '" + out_ + "/manuals'"),
+              std::string::npos)
+        << s.message();
+    EXPECT_EQ(agg.FilesWritten(), 0u);
+    fs::remove(out_ + "/manuals");
+  }
+  // An aggregator whose every cadence rewrite runs on the background thread.
+  std::unique_ptr<JsonAggregator> MustOpenRewritingInBackground(size_t flush_every) {
+    AggregatorLimits limits;
+    limits.background_rewrite_bytes = 1;
+    return MustOpen(Options(flush_every), limits);
+  }
+  // Holds each background rewrite of `agg` before it streams, until the
+  // returned promise is set.
+  static std::promise<void> HoldBackgroundRewrites(JsonAggregator& agg) {
+    std::promise<void> release;
+    std::shared_future<void> released = release.get_future().share();
+    agg.SetBackgroundRewriteHookForTest([released] { released.wait(); });
+    return release;
+  }
+
+  // Adds 4,096 chunks of 1.5 KB to manuals/pumps (one source) and finishes
+  // while another thread reads and parses the group file as fast as it can:
+  // how many reads parsed whole and how many did not.
+  struct ReaderCounts {
+    int whole = 0, broken = 0;
+  };
+  ReaderCounts AddWhileAReaderParses(JsonAggregator& agg) {
+    const std::string file = out_ + "/manuals/pumps.json";
+    std::atomic<bool> done{false};
+    std::atomic<int> whole{0}, broken{0};
+    std::thread reader([&] {
+      while (!done.load()) {
+        std::string json = ReadFile(file);
+        if (json.empty()) continue;  // not created yet
+        Parsed p;
+        if (Parse(json, p) && p.chunk_count == p.ids.size()) {
+          ++whole;
+        } else {
+          ++broken;
+        }
+      }
+    });
+    bool added = true;
+    for (uint32_t i = 0; i < 4096 && added; ++i) {
+      EmbeddedChunk c = MakeChunk("a.md", i);
+      c.chunk.text.assign(1500, static_cast<char>('a' + i % 26));
+      added = agg.Add(c).ok();
+    }
+    EXPECT_TRUE(added);
+    EXPECT_TRUE(agg.Finish().ok());
+    done = true;
+    reader.join();
+    return {whole.load(), broken.load()};
+  }
+
   fs::path dir_;
   std::string out_;
 };
@@ -313,33 +376,14 @@ TEST_F(AggregatorTest, ARewriteWaitsForTheMinimumIntervalAfterThePreviousOne) {
 }
 
 TEST_F(AggregatorTest, FlushIsAtomicReaderAlwaysSeesAWholeFile) {
-  auto agg = MustOpen(Options(1));
+  AggregatorLimits limits;
+  limits.background_rewrite_bytes = SIZE_MAX;  // every rewrite in Add (see the next test)
+  auto agg = MustOpen(Options(1), limits);
   ASSERT_NE(agg, nullptr);
   const std::string file = out_ + "/manuals/pumps.json";
-  std::atomic<bool> done{false};
-  std::atomic<int> parsed{0}, broken{0};
-  std::thread reader([&] {
-    while (!done.load()) {
-      std::string json = ReadFile(file);
-      if (json.empty()) continue;  // not created yet
-      Parsed p;
-      if (Parse(json, p) && p.chunk_count == p.ids.size()) {
-        ++parsed;
-      } else {
-        ++broken;
-      }
-    }
-  });
-  for (uint32_t i = 0; i < 4096; ++i) {
-    EmbeddedChunk c = MakeChunk("a.md", i);
-    c.chunk.text.assign(1500, static_cast<char>('a' + i % 26));
-    ASSERT_TRUE(agg->Add(c).ok());
-  }
-  ASSERT_TRUE(agg->Finish().ok());
-  done = true;
-  reader.join();
-  EXPECT_EQ(broken.load(), 0);
-  EXPECT_GT(parsed.load(), 0);
+  const ReaderCounts counts = AddWhileAReaderParses(*agg);
+  EXPECT_EQ(counts.broken, 0);
+  EXPECT_GT(counts.whole, 0);
   EXPECT_EQ(MustParse(file).chunk_count, 4096u);
   for (const auto& entry : fs::recursive_directory_iterator(out_)) {
     EXPECT_EQ(entry.path().filename().string().find(".tmp."), std::string::npos) << entry.path();
@@ -353,13 +397,9 @@ TEST_F(AggregatorTest, FlushIsAtomicReaderAlwaysSeesAWholeFile) {
 // started, while Add goes on: a later chunk, and a later copy of an id
 // already in the file, wait for the next rewrite.
 TEST_F(AggregatorTest, ABackgroundRewriteWritesTheSnapshotWhileAddsGoOn) {
-  AggregatorLimits limits;
-  limits.background_rewrite_bytes = 1;
-  auto agg = MustOpen(Options(2), limits);
+  auto agg = MustOpenRewritingInBackground(2);
   ASSERT_NE(agg, nullptr);
-  std::promise<void> release;
-  std::shared_future<void> released = release.get_future().share();
-  agg->SetBackgroundRewriteHookForTest([released] { released.wait(); });
+  std::promise<void> release = HoldBackgroundRewrites(*agg);
   const std::string file = out_ + "/manuals/pumps.json";
   ASSERT_TRUE(agg->Add(MakeChunk("a.md", 0)).ok());
   ASSERT_TRUE(agg->Add(MakeChunk("a.md", 1)).ok());  // due: the rewrite starts and is held
@@ -397,21 +437,14 @@ TEST_F(AggregatorTest, ABackgroundRewriteWritesTheSnapshotWhileAddsGoOn) {
 // A background rewrite that fails fails the next Add; the group stays to be
 // written, so a Finish once the cause is gone writes all of it.
 TEST_F(AggregatorTest, AFailedBackgroundRewriteIsReportedAndItsGroupWrittenLater) {
-  AggregatorLimits limits;
-  limits.background_rewrite_bytes = 1;
-  auto agg = MustOpen(Options(2), limits);
+  auto agg = MustOpenRewritingInBackground(2);
   ASSERT_NE(agg, nullptr);
-  std::ofstream(out_ + "/manuals") << "a file where the domain folder should be";
+  BlockTheManualsFolder();
   ASSERT_TRUE(agg->Add(MakeChunk("a.md", 0)).ok());
   ASSERT_TRUE(agg->Add(MakeChunk("a.md", 1)).ok());  // starts; fails on its thread
   agg->WaitForBackgroundRewriteForTest();
   Status s = agg->Add(MakeChunk("a.md", 2));
-  EXPECT_EQ(s.code(), StatusCode::kIOError);
-  EXPECT_NE(s.message().find("cannot create aggregate directory '" + out_ + "/manuals'"),
-            std::string::npos)
-      << s.message();
-  EXPECT_EQ(agg->FilesWritten(), 0u);
-  fs::remove(out_ + "/manuals");
+  ExpectTheManualsFolderWasBlocked(s, *agg);
   ASSERT_TRUE(agg->Add(MakeChunk("a.md", 2)).ok());
   ASSERT_TRUE(agg->Finish().ok());
   EXPECT_EQ(MustParse(out_ + "/manuals/pumps.json").chunk_count, 3u);
@@ -421,13 +454,9 @@ TEST_F(AggregatorTest, AFailedBackgroundRewriteIsReportedAndItsGroupWrittenLater
 // rewrite: no temp file, spool or index is left, and the group file, if the
 // rewrite got that far, is whole.
 TEST_F(AggregatorTest, ClosingStopsABackgroundRewriteAndLeavesNothingBehind) {
-  AggregatorLimits limits;
-  limits.background_rewrite_bytes = 1;
-  auto agg = MustOpen(Options(4000), limits);
+  auto agg = MustOpenRewritingInBackground(4000);
   ASSERT_NE(agg, nullptr);
-  std::promise<void> release;
-  std::shared_future<void> released = release.get_future().share();
-  agg->SetBackgroundRewriteHookForTest([released] { released.wait(); });
+  std::promise<void> release = HoldBackgroundRewrites(*agg);
   for (uint32_t i = 0; i < 4000; ++i) ASSERT_TRUE(agg->Add(MakeChunk("a.md", i)).ok());
   EXPECT_EQ(agg->BackgroundRewrites(), 1u);
   const std::string spool = agg->SpoolDir();
@@ -447,34 +476,13 @@ TEST_F(AggregatorTest, ClosingStopsABackgroundRewriteAndLeavesNothingBehind) {
 // Readers see whole files while rewrites run on the background thread, and
 // Finish holds every chunk.
 TEST_F(AggregatorTest, BackgroundRewritesKeepEveryFileWhole) {
-  AggregatorLimits limits;
-  limits.background_rewrite_bytes = 1;
-  auto agg = MustOpen(Options(1), limits);
+  auto agg = MustOpenRewritingInBackground(1);
   ASSERT_NE(agg, nullptr);
-  const std::string file = out_ + "/manuals/pumps.json";
-  std::atomic<bool> done{false};
-  std::atomic<int> broken{0};
-  std::thread reader([&] {
-    while (!done.load()) {
-      std::string json = ReadFile(file);
-      if (json.empty()) continue;  // not created yet
-      Parsed p;
-      if (!Parse(json, p) || p.chunk_count != p.ids.size()) ++broken;
-    }
-  });
-  for (uint32_t i = 0; i < 4096; ++i) {
-    EmbeddedChunk c = MakeChunk("a.md", i);
-    c.chunk.text.assign(1500, static_cast<char>('a' + i % 26));
-    ASSERT_TRUE(agg->Add(c).ok());
-  }
-  ASSERT_TRUE(agg->Finish().ok());
-  done = true;
-  reader.join();
-  EXPECT_EQ(broken.load(), 0);
+  EXPECT_EQ(AddWhileAReaderParses(*agg).broken, 0);
   // The first at 1 chunk; how many more depends on how fast each finishes
   // (one at a time, a due one waits for the next Add).
   EXPECT_GE(agg->BackgroundRewrites(), 1u);
-  Parsed p = MustParse(file);
+  Parsed p = MustParse(out_ + "/manuals/pumps.json");
   ASSERT_EQ(p.ordinals.size(), 4096u);
   for (uint32_t i = 0; i < 4096; ++i) EXPECT_EQ(p.ordinals[i], i);
 }
@@ -749,14 +757,9 @@ TEST_F(AggregatorTest, SpoolWriteFailureIsIOError) {
 TEST_F(AggregatorTest, GroupFileWriteFailureIsIOError) {
   auto agg = MustOpen(Options(1));
   ASSERT_NE(agg, nullptr);
-  std::ofstream(out_ + "/manuals") << "a file where the domain folder should be";
+  BlockTheManualsFolder();
   Status s = agg->Add(MakeChunk("a.md", 0));
-  EXPECT_EQ(s.code(), StatusCode::kIOError);
-  EXPECT_NE(s.message().find("cannot create aggregate directory '" + out_ + "/manuals'"),
-            std::string::npos)
-      << s.message();
-  EXPECT_EQ(agg->FilesWritten(), 0u);
-  fs::remove(out_ + "/manuals");
+  ExpectTheManualsFolderWasBlocked(s, *agg);
   ASSERT_TRUE(agg->Finish().ok());  // the chunk was kept and is written now
   EXPECT_EQ(MustParse(out_ + "/manuals/pumps.json").chunk_count, 1u);
 }
