@@ -697,12 +697,17 @@ TEST_F(AggregatorTest, StaleSpoolOfADeadProcessIsRemovedAtOpen) {
   fs::create_directories(stale);
   std::ofstream(stale + "/g0.jsonl") << "{}\n";
   std::ofstream(stale + ".index") << "index of a crashed run";
+  // Killed during a background rewrite: the index was in WAL mode.
+  std::ofstream(stale + ".index-wal") << "its log";
+  std::ofstream(stale + ".index-shm") << "its shared memory";
   const std::string live = out_ + "/.spool/" + std::to_string(::getpid()) + "-999";
   fs::create_directories(live);
   auto agg = MustOpen(Options());
   ASSERT_NE(agg, nullptr);
   EXPECT_FALSE(fs::exists(stale));
   EXPECT_FALSE(fs::exists(stale + ".index"));
+  EXPECT_FALSE(fs::exists(stale + ".index-wal"));
+  EXPECT_FALSE(fs::exists(stale + ".index-shm"));
   EXPECT_TRUE(fs::exists(live));  // a running process's spool is left alone
 }
 
