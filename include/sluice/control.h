@@ -46,8 +46,9 @@ struct AdaptiveLimiterOptions {
   size_t initial = 4;  // Default: 4. Limit before anything is measured.
   size_t min = 1;      // Default: 1. Floor; REQUIRES: 1 <= min <= max.
   size_t max = 256;    // Default: 256. Ceiling.
-  // Multiplicative decrease on backpressure (429, 503, timeout, refused),
-  // applied at most once per measurement window. Default: 0.9 (Vector's).
+  // Multiplicative decrease on backpressure (429, timeout), applied at most
+  // once per measurement window. Default: 0.9 (Vector's). A 503 or a refused
+  // connection sets the limit to what fit instead (OverCapacity).
   double backoff_ratio = 0.9;
   // Vegas thresholds on the estimated number of requests queued at the
   // service: grow below alpha, shrink above beta, where
@@ -83,6 +84,9 @@ struct AdaptiveLimiterOptions {
   Duration probe_interval = std::chrono::seconds(10);
   // Double the limit per clean window until the first sign of queueing.
   bool slow_start = true;
+  // After a request is turned away at the door (503, refused), windows to
+  // wait at the level that fit before probing one higher again.
+  size_t over_capacity_hold_windows = 3;
 };
 
 // Thread safety: embed stage thread only.
@@ -95,7 +99,8 @@ class AdaptiveLimiter final : public ConcurrencyLimiter {
   size_t Limit() const override;
   void OnStart(TimePoint now) override;
   // kSuccess feeds the RTT window; kBackpressure cuts the limit (once per
-  // window); kFailure and kPermanent only release the slot.
+  // window); kOverCapacity sets it to what fit (see OverCapacity); kFailure
+  // and kPermanent only release the slot.
   void OnFinish(TimePoint now, Duration rtt, RequestOutcome outcome) override;
 
   // Forget the baseline RTT; the next window sets it again.
@@ -128,6 +133,8 @@ class AdaptiveLimiter final : public ConcurrencyLimiter {
   void StartWindow(TimePoint now);
   void CloseWindow(TimePoint now);
   void Backoff(TimePoint now);
+  // A request turned away at the door (kOverCapacity): see OnFinish.
+  void OverCapacity(TimePoint now, size_t in_flight_before, bool after_cut);
   void NoteCut();
   // Lowers the limit to the queue-free estimate until requests started under
   // it return; their mean RTT becomes the baseline.
@@ -147,6 +154,13 @@ class AdaptiveLimiter final : public ConcurrencyLimiter {
   TimePoint window_start_ = TimePoint::min();
   Window window_;
   bool in_backoff_episode_ = false;
+  // Over-capacity refusals: the requests out when the first of a burst came
+  // back, how many of them were refused since, and when that burst began.
+  size_t refusal_out_ = 0;
+  size_t refused_ = 0;
+  TimePoint refusal_at_{};
+  double refusal_cut_from_ = 0;  // the limit when that burst began
+  size_t hold_windows_ = 0;      // windows left before the next +1 probe
   bool probing_ = false;
   TimePoint probe_start_{};
   size_t probe_limit_ = 0;

@@ -76,9 +76,12 @@ class EmbeddingTransport {
 // How a finished request counts for concurrency control.
 enum class RequestOutcome {
   kSuccess,
-  kBackpressure,  // 429, 503, timeout, connection refused: the service is overloaded
-  kFailure,       // other retryable failure (500, reset, malformed body)
-  kPermanent,     // 400/401/403: says nothing about capacity
+  kBackpressure,  // 429, timeout: the service (or its rate limit) is overloaded
+  // 503, connection refused: turned away at the door for lack of room, which
+  // also says how many requests fit (see AdaptiveLimiter).
+  kOverCapacity,
+  kFailure,    // other retryable failure (500, reset, malformed body)
+  kPermanent,  // 400/401/403: says nothing about capacity
 };
 
 // A finished request, as the embed stage reports it to an observer (the

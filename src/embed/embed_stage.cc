@@ -436,9 +436,9 @@ RequestOutcome Classify(const EmbedResponse& response) {
     case StatusCode::kInvalidArgument:
       return RequestOutcome::kPermanent;
     case StatusCode::kUnavailable:
-      if (response.http_status == 503) return RequestOutcome::kBackpressure;
+      if (response.http_status == 503) return RequestOutcome::kOverCapacity;
       if (response.http_status == 0 && s.message().find("refused") != std::string::npos) {
-        return RequestOutcome::kBackpressure;
+        return RequestOutcome::kOverCapacity;
       }
       return RequestOutcome::kFailure;
     default:

@@ -250,6 +250,22 @@ TEST(EmbedStageTest, BatchesByTokens) {
   EXPECT_EQ(h.transport.RequestSizes(), (std::vector<size_t>{2, 2, 2}));
 }
 
+// A 503 is a refusal at the door (kOverCapacity, which the limiter counts
+// as "this many fit"), a 429 is backpressure; both are retried, neither is a
+// dead letter.
+TEST(EmbedStageTest, A503IsOverCapacityAndRetried) {
+  Harness h([](const EmbedRequest& r, int call) {
+    if (call == 0) return Fail(Status::Unavailable("HTTP 503: over capacity"), 503);
+    return Ok(r);
+  });
+  ASSERT_TRUE(h.RunAll(Chunks(3)).ok());
+  h.ExpectExactlyOnce(3);
+  EXPECT_EQ(Get(h.metrics.retries), 1u);
+  ASSERT_EQ(h.events.size(), 2u);
+  EXPECT_EQ(h.events[0].outcome, RequestOutcome::kOverCapacity);
+  EXPECT_EQ(h.events[1].outcome, RequestOutcome::kSuccess);
+}
+
 TEST(EmbedStageTest, RetriesAfterRateLimit) {
   Harness h([](const EmbedRequest& r, int call) {
     if (call == 0) {

@@ -116,6 +116,44 @@ void AdaptiveLimiter::Backoff(TimePoint now) {
   StartWindow(now);
 }
 
+void AdaptiveLimiter::OverCapacity(TimePoint now, size_t in_flight_before, bool after_cut) {
+  // A server that turns requests away at the door had the others in
+  // service, so it says how many fit: of the requests out when a burst of
+  // refusals began, those not refused. The limit goes there (not x0.9: a
+  // +1 probe refused at 25 on 24 slots left 22.5, floored to 22, a slot
+  // below capacity for a window per probe), and the next +1 probe waits
+  // over_capacity_hold_windows (each probe costs a 503). Slow start past
+  // capacity (16 to 32 on 24 slots) is one burst: 8 refused, limit 24
+  // (it was cut by x0.9 three times, each cut's new requests refused
+  // again: 13 of a 56-s run's 22 503s).
+  if (after_cut) {
+    // A new burst: requests sent since the last one were refused.
+    NoteCut();
+    if (!in_backoff_episode_) {
+      ssthresh_ = std::max(static_cast<double>(options_.min), limit_ * options_.backoff_ratio);
+      in_backoff_episode_ = true;
+    }
+    refusal_out_ = in_flight_before;
+    refused_ = 0;
+    refusal_at_ = now;
+    refusal_cut_from_ = limit_;
+    probing_ = false;
+    StartWindow(now);
+  }
+  ++refused_;
+  const double fit = std::max(static_cast<double>(options_.min),
+                              static_cast<double>(refusal_out_) - static_cast<double>(refused_));
+  if (limit_ > fit) SetLimit(fit);
+  // Where slow start and the fast recovery climb back to: what fit, but not
+  // below half the level the burst began at, so that a burst that refused
+  // everything (a restart behind a load balancer) does not leave +1 per
+  // window as the only way back.
+  const double climb_to = std::max(limit_, refusal_cut_from_ / 2);
+  ssthresh_ = std::min(ssthresh_, climb_to);
+  recovery_target_ = climb_to;
+  hold_windows_ = options_.over_capacity_hold_windows;
+}
+
 void AdaptiveLimiter::OnFinish(TimePoint now, Duration rtt, RequestOutcome outcome) {
   const size_t in_flight_before = in_flight_;
   if (in_flight_ > 0) --in_flight_;
@@ -130,6 +168,9 @@ void AdaptiveLimiter::OnFinish(TimePoint now, Duration rtt, RequestOutcome outco
       // One cut per window: a burst of 429s from requests sent under the
       // old limit is one signal, not many.
       if (started >= window_start_) Backoff(now);
+      return;
+    case RequestOutcome::kOverCapacity:
+      OverCapacity(now, in_flight_before, /*after_cut=*/started >= refusal_at_);
       return;
     case RequestOutcome::kSuccess:
       break;
@@ -210,6 +251,8 @@ void AdaptiveLimiter::CloseWindow(TimePoint now) {
     in_backoff_episode_ = false;
     if (queue >= alpha) {
       ssthresh_ = std::min(ssthresh_, limit_);  // queueing begins here
+    } else if (hold_windows_ > 0) {
+      --hold_windows_;  // at the level that fit, before the next probe
     } else if (window_.reached_limit) {
       if (limit_ < ssthresh_) {
         SetLimit(std::min(limit_ * 2, ssthresh_));

@@ -327,7 +327,8 @@ Result Run(const ServiceOptions& service_options, const ClientOptions& client,
       last_answer = now;
       const Duration rtt = now - f.started;
       RequestOutcome outcome = RequestOutcome::kSuccess;
-      if (r.http_status == 429 || r.http_status == 503) outcome = RequestOutcome::kBackpressure;
+      if (r.http_status == 429) outcome = RequestOutcome::kBackpressure;
+      if (r.http_status == 503) outcome = RequestOutcome::kOverCapacity;
       if (r.http_status == 400) outcome = RequestOutcome::kPermanent;
       limiter.OnFinish(now, rtt, outcome);
       pacer.OnResponseTo(f.started, now, r.rate, r.http_status, f.batch.bytes, r.prompt_tokens);

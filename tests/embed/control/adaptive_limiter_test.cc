@@ -102,6 +102,103 @@ TEST(AdaptiveLimiterTest, BackpressureCutsOncePerWindow) {
   EXPECT_EQ(limiter.in_flight(), 0u);
 }
 
+// A server that turns requests away at the door (503) had the others in
+// service: slow start doubling from 16 to 32 against 24 slots sees 8 of the
+// 32 refused, and the limit goes to the 24 that fit (not x0.9, three times).
+TEST(AdaptiveLimiterTest, ARefusedBurstSetsTheLimitToWhatFit) {
+  AdaptiveLimiterOptions o;
+  o.initial = 32;
+  AdaptiveLimiter limiter(o);  // slow start, nothing cut yet
+  TimePoint now{};
+  for (int i = 0; i < 32; ++i) limiter.OnStart(now);
+  now += milliseconds(5);
+  for (int i = 0; i < 8; ++i) {
+    limiter.OnFinish(now, milliseconds(5), RequestOutcome::kOverCapacity);
+  }
+  EXPECT_EQ(limiter.Limit(), 24u);
+  EXPECT_FALSE(limiter.in_slow_start());
+  // The 24 admitted come back: the limit holds (no doubling past what fit,
+  // no +1 probe during the hold).
+  now += milliseconds(1000);
+  for (int i = 0; i < 24; ++i) limiter.OnFinish(now, milliseconds(1005), RequestOutcome::kSuccess);
+  now = RunRounds(limiter, now, 3, [](size_t) { return milliseconds(1000); });
+  EXPECT_EQ(limiter.Limit(), 24u);
+  // After the hold, one probe higher.
+  now = RunRounds(limiter, now, 1, [](size_t) { return milliseconds(1000); });
+  EXPECT_EQ(limiter.Limit(), 25u);
+}
+
+// A +1 probe refused: back to the level that fit, and the next probe waits
+// over_capacity_hold_windows windows, so a probe (one 503) comes every
+// hold + 1 windows rather than every other one.
+TEST(AdaptiveLimiterTest, ARefusedProbeReturnsToWhatFitAndWaitsBeforeTheNext) {
+  AdaptiveLimiterOptions o;
+  o.initial = 10;
+  o.slow_start = false;
+  o.over_capacity_hold_windows = 2;
+  AdaptiveLimiter limiter(o);
+  const auto flat = [](size_t) { return milliseconds(100); };
+  TimePoint now = RunRounds(limiter, TimePoint{}, 1, flat);
+  ASSERT_EQ(limiter.Limit(), 11u);
+  // 11 out, one refused: 10 fit.
+  for (int i = 0; i < 11; ++i) limiter.OnStart(now);
+  now += milliseconds(2);
+  limiter.OnFinish(now, milliseconds(2), RequestOutcome::kOverCapacity);
+  EXPECT_EQ(limiter.Limit(), 10u);
+  now += milliseconds(100);
+  for (int i = 0; i < 10; ++i) limiter.OnFinish(now, milliseconds(102), RequestOutcome::kSuccess);
+  now = RunRounds(limiter, now, 2, flat);  // the hold
+  EXPECT_EQ(limiter.Limit(), 10u);
+  RunRounds(limiter, now, 1, flat);
+  EXPECT_EQ(limiter.Limit(), 11u);
+}
+
+// Refusals of requests sent after a burst began are a new burst: when the
+// server's room shrinks (another tenant took slots), the limit follows it
+// down to what fits now.
+TEST(AdaptiveLimiterTest, RefusalsAfterTheBurstFollowTheRoomDown) {
+  AdaptiveLimiterOptions o;
+  o.initial = 20;
+  o.slow_start = false;
+  AdaptiveLimiter limiter(o);
+  TimePoint now{};
+  for (int i = 0; i < 20; ++i) limiter.OnStart(now);
+  now += milliseconds(2);
+  limiter.OnFinish(now, milliseconds(2), RequestOutcome::kOverCapacity);
+  EXPECT_EQ(limiter.Limit(), 19u);
+  // Only 12 fit now: of the 19 still out, 7 are refused later, each sent
+  // after the first refusal.
+  now += milliseconds(1);
+  for (int i = 0; i < 7; ++i) {
+    limiter.OnFinish(now, milliseconds(0), RequestOutcome::kOverCapacity);
+  }
+  EXPECT_EQ(limiter.Limit(), 12u);
+  EXPECT_EQ(limiter.in_flight(), 12u);
+}
+
+// Everything refused (a restart behind a load balancer): the limit falls to
+// the floor, but slow start climbs back to half the level the refusals began
+// at once the service answers again, not +1 per window.
+TEST(AdaptiveLimiterTest, AfterEverythingWasRefusedSlowStartClimbsBackToHalf) {
+  AdaptiveLimiterOptions o;
+  o.initial = 32;
+  o.slow_start = false;
+  o.over_capacity_hold_windows = 1;
+  AdaptiveLimiter limiter(o);
+  TimePoint now{};
+  for (int i = 0; i < 32; ++i) limiter.OnStart(now);
+  now += milliseconds(2);
+  for (int i = 0; i < 32; ++i) {
+    limiter.OnFinish(now, milliseconds(2), RequestOutcome::kOverCapacity);
+  }
+  EXPECT_EQ(limiter.Limit(), 1u);
+  const auto flat = [](size_t) { return milliseconds(100); };
+  // A window closes after max(4, in flight) answers: 4 rounds at 1 (the
+  // hold), 4 more to double to 2, then 2, 1 and 1 round to 4, 8 and 16.
+  RunRounds(limiter, now, 12, flat);
+  EXPECT_EQ(limiter.Limit(), 16u);
+}
+
 TEST(AdaptiveLimiterTest, BackpressureNeverGoesBelowTheFloor) {
   AdaptiveLimiterOptions o;
   o.initial = 10;
