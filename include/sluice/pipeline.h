@@ -160,8 +160,13 @@ struct IngestOptions {
       on_source_done;
 
   CleanupMode cleanup = CleanupMode::kIncremental;
-  bool skip_unchanged = true;   // false: re-read every file (fingerprints still recorded)
-  bool embedding_cache = true;  // false: never answer from the store's embedding cache
+  bool skip_unchanged = true;  // false: re-read every file (fingerprints still recorded)
+  // Answer texts already embedded (same model and dimensions) from the
+  // store's embedding cache. Unset: on for an embedding service, off for
+  // the offline hash embedder, which computes a vector in less time than
+  // the cache takes to look one up and store it (an offline run 13-17%
+  // faster without it; docs/PERFORMANCE.md). See EmbeddingCacheOn.
+  std::optional<bool> embedding_cache;
 
   size_t queue_capacity = 1000;  // items per queue
   // Progress: a live line when stderr is a terminal, else a log line every
@@ -197,9 +202,16 @@ struct IngestOptions {
 // folder, so no document can collide with them (docs/AGGREGATE_FORMAT.md).
 std::string DeadLetterPathFor(const IngestOptions& options);
 
+// Whether the run embeds through the HTTP service (else the hash embedder):
+// --embedder http, or auto with an endpoint.
+bool UsesHttpEmbedder(const IngestOptions& options);
+// IngestOptions::embedding_cache with its default resolved.
+bool EmbeddingCacheOn(const IngestOptions& options);
+
 struct IngestReport {
   Status status;  // OK, or the fatal error that stopped the run
   std::string embedder_description;
+  bool embedding_cache = false;  // whether the run used the embedding cache
   std::string store_description;
   double elapsed_s = 0;
   std::map<std::string, uint64_t> skipped_reasons;      // reason -> sources

@@ -77,9 +77,7 @@ bool IsLoopbackHost(std::string_view host) {
 }
 
 Result<std::unique_ptr<EmbeddingTransport>> MakeTransport(const IngestOptions& o) {
-  const bool http = o.embedder == EmbedderKind::kHttp ||
-                    (o.embedder == EmbedderKind::kAuto && !o.http.endpoint.empty());
-  if (http) {
+  if (UsesHttpEmbedder(o)) {
     if (o.http.endpoint.empty()) {
       return Status::InvalidArgument("--embedder http needs --endpoint or OPENAI_BASE_URL");
     }

@@ -187,8 +187,16 @@ void AddIngestFlags(CLI::App& app, IngestOptions& o, IngestFlagExtras& x) {
                "re-embed everything: empty the store (chunks, fingerprints, cache) and give it "
                "this run's model and dimensions; needed to change a store's model")
       ->group("Store");
-  app.add_flag("--cache,!--no-cache", o.embedding_cache,
-               "answer texts already embedded (same model and dimensions) from the store")
+  // A callback, not add_flag(std::optional<bool>&): CLI11 takes an optional
+  // (constructible from an integer) for a counter and sets it to 0 (false)
+  // at registration, which would erase the default. The last of --cache and
+  // --no-cache wins, as for the other flags.
+  app.add_flag_function(
+         "--cache,!--no-cache", [&o](std::int64_t n) { o.embedding_cache = n > 0; },
+         "answer texts already embedded (same model and dimensions) from the store; "
+         "default: on with an embedding service, off with the offline hash embedder "
+         "(it computes a vector faster than the cache looks one up)")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast)
       ->group("Store");
   Last(app.add_option("--create-index", o.store.create_index,
                       "PostgreSQL with pgvector: build an hnsw or ivfflat index after the load"))

@@ -77,12 +77,15 @@ StoredFiles StoredFilesOf(const IngestOptions& o) {
 // --parser-cmd), since its records are independent lines; a document of
 // another format (PDF, HTML, Markdown) is chunked as a whole (headings,
 // pages, paragraphs that span any cut), so it stays one task at any size. And
-// only with the embedding cache: the split file's whole-file pass re-reads
-// it, and takes its vectors from the cache the ranges filled instead of
-// embedding the file a second time.
+// only with the embedding cache when the vectors come from a service: the
+// split file's whole-file pass re-reads it, and takes its vectors from the
+// cache the ranges filled instead of paying for the file a second time (the
+// offline hash embedder computes them again in less time than a lookup).
 bool MaySplit(const IngestOptions& o, uint64_t split_bytes, const SourceFile& file) {
   if (split_bytes == 0 || file.size_bytes <= split_bytes) return false;
-  if (!o.parser_cmd.empty() || !o.embedding_cache) return false;
+  if (!o.parser_cmd.empty() || (UsesHttpEmbedder(o) && !EmbeddingCacheOn(o))) {
+    return false;
+  }
   // The parser the read stage picks by the file's name (the registry's own
   // extension table, not a copy of it).
   static const ParserRegistry registry = [] {

@@ -153,6 +153,15 @@ std::string DeadLetterPathFor(const IngestOptions& options) {
   return (std::filesystem::path(options.aggregate.out_dir) / ".dead-letter.jsonl").string();
 }
 
+bool UsesHttpEmbedder(const IngestOptions& options) {
+  return options.embedder == EmbedderKind::kHttp ||
+         (options.embedder == EmbedderKind::kAuto && !options.http.endpoint.empty());
+}
+
+bool EmbeddingCacheOn(const IngestOptions& options) {
+  return options.embedding_cache.value_or(UsesHttpEmbedder(options));
+}
+
 Result<CleanupMode> ParseCleanupMode(std::string_view text) {
   if (text == "none") return CleanupMode::kNone;
   if (text == "incremental") return CleanupMode::kIncremental;

@@ -62,8 +62,10 @@ std::string FormatReportText(const IngestReport& r, const Metrics& m) {
   if (r.chunks_deleted_stale > 0) {
     line("  deleted", fmt::format("{} stale chunks", r.chunks_deleted_stale));
   }
-  line("embedding cache", fmt::format("{} hits, {} requests and ~{} tokens saved", r.cache_hits,
-                                      r.api_requests_saved, r.api_tokens_saved));
+  line("embedding cache", r.embedding_cache
+                              ? fmt::format("{} hits, {} requests and ~{} tokens saved",
+                                            r.cache_hits, r.api_requests_saved, r.api_tokens_saved)
+                              : std::string("off"));
   for (const auto& [reason, n] : r.dead_letter_reasons) {
     line("  dead-lettered", fmt::format("{} ({})", n, reason));
   }
@@ -139,6 +141,7 @@ std::string FormatReportJson(const IngestReport& r, const Metrics& m) {
   w.Key("sources_touched").Uint(r.sources_touched);
   w.Key("sources_completed").Uint(r.sources_completed);
   w.Key("sources_deleted").Uint(r.sources_deleted);
+  w.Key("embedding_cache").Bool(r.embedding_cache);
   w.Key("cache_hits").Uint(r.cache_hits);
   w.Key("api_requests_saved").Uint(r.api_requests_saved);
   w.Key("api_tokens_saved").Uint(r.api_tokens_saved);

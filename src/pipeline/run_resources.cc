@@ -15,8 +15,7 @@ namespace sluice {
 namespace {
 
 Status OpenTransport(const IngestOptions& options, RunResources& run, IngestReport& report) {
-  run.use_http = options.embedder == EmbedderKind::kHttp ||
-                 (options.embedder == EmbedderKind::kAuto && !options.http.endpoint.empty());
+  run.use_http = UsesHttpEmbedder(options);
   if (!run.use_http) {
     run.transport = MakeHashTransport(options.hash);
     report.embedder_description = "offline hash embedder (lexical, not semantic), " +
@@ -47,7 +46,8 @@ Status OpenStoreAndFingerprints(const IngestOptions& options, uint64_t run_id, c
                                 RunResources& run, IngestReport& report) {
   // The cache key names what produced a vector: the model and the requested
   // dimensions (0: the model's default). Vectors of another model never match.
-  if (options.embedding_cache) {
+  report.embedding_cache = EmbeddingCacheOn(options);
+  if (report.embedding_cache) {
     run.cache_namespace =
         run.transport->ModelName() + ":" +
         std::to_string(run.use_http ? options.http.dimensions : options.hash.dimensions);

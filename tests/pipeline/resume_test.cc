@@ -200,6 +200,9 @@ class ResumeTest : public ::testing::TestWithParam<BackendKind> {
     o.chunker.overlap_tokens = 0;
     o.reader_threads = 2;
     o.embed.batch_size = 4;
+    // These tests exercise the cache through the hash embedder, whose
+    // default is off (EmbeddingCacheOn).
+    o.embedding_cache = true;
     return o;
   }
   std::vector<std::string> Dump(const std::string& db = "store") { return backend_->Dump(db); }
@@ -359,6 +362,46 @@ TEST_P(ResumeTest, NoCacheEmbedsAgain) {
   EXPECT_GT(r.requests, 0u);
   EXPECT_EQ(r.report.cache_hits, 0u);
   EXPECT_EQ(r.report.chunks_deleted_stale, 0u);  // same chunks
+}
+
+TEST_P(ResumeTest, TheHashEmbedderLeavesTheCacheOffUnlessAsked) {
+  MakeCorpus(dir_);
+  IngestOptions o = Options();
+  o.embedding_cache.reset();
+  o.skip_unchanged = false;
+  RunResult first = Ingest(o);
+  ASSERT_TRUE(first.report.status.ok());
+  EXPECT_FALSE(first.report.embedding_cache);
+  RunResult again = Ingest(o);
+  ASSERT_TRUE(again.report.status.ok());
+  EXPECT_FALSE(again.report.embedding_cache);
+  EXPECT_EQ(again.report.cache_hits, 0u);
+  EXPECT_EQ(again.requests, first.requests);  // everything embedded again
+  EXPECT_EQ(again.report.chunks_deleted_stale, 0u);
+  EXPECT_TRUE(VerifyStore().empty());
+  // Asked for, the cache fills on the next run (the runs before wrote no
+  // cache rows) and answers the one after it.
+  o.embedding_cache = true;
+  ASSERT_INGESTS(o);
+  RunResult cached = Ingest(o);
+  ASSERT_TRUE(cached.report.status.ok());
+  EXPECT_TRUE(cached.report.embedding_cache);
+  EXPECT_EQ(cached.requests, 0u);
+  EXPECT_EQ(cached.report.cache_hits, cached.produced);
+}
+
+TEST(EmbeddingCacheDefaultTest, OnWithAServiceOffWithTheHashEmbedderUnlessSet) {
+  IngestOptions o;
+  EXPECT_FALSE(EmbeddingCacheOn(o));  // auto without an endpoint: hash
+  o.http.endpoint = "http://127.0.0.1:1/v1";
+  EXPECT_TRUE(EmbeddingCacheOn(o));  // auto with an endpoint: the service
+  o.embedder = EmbedderKind::kHash;
+  EXPECT_FALSE(EmbeddingCacheOn(o));
+  o.embedding_cache = true;
+  EXPECT_TRUE(EmbeddingCacheOn(o));
+  o.embedder = EmbedderKind::kHttp;
+  o.embedding_cache = false;
+  EXPECT_FALSE(EmbeddingCacheOn(o));
 }
 
 TEST_P(ResumeTest, TouchedButUnchangedFileIsNotReparsed) {

@@ -94,13 +94,25 @@ TEST_F(BuildOptionsTest, SettingsMeanWhatTheyMeanOnTheCommandLine) {
                  R"("],"chunk-tokens":64,"cache":false,"cleanup":"none","embedder":"hash"})");
   ASSERT_TRUE(o.ok()) << o.status().ToString();
   EXPECT_EQ(o->chunker.chunk_tokens, 64u);
-  EXPECT_FALSE(o->embedding_cache);
+  EXPECT_EQ(o->embedding_cache, std::optional<bool>(false));
   EXPECT_EQ(o->cleanup, CleanupMode::kNone);
   EXPECT_EQ(o->embedder, EmbedderKind::kHash);
   EXPECT_EQ(o->store_uri, defaults_.store_uri);
   EXPECT_EQ(o->aggregate.out_dir, dir_ / "state/jobs/j1/out");
   EXPECT_FALSE(o->progress);
   EXPECT_EQ(o->inputs, std::vector<std::string>{dir_ / "root/doc.md"});
+}
+
+TEST_F(BuildOptionsTest, CacheUnsetKeepsItsDefaultAndTrueOrFalseIsTaken) {
+  const std::string doc = R"({"paths":[")" + (dir_ / "root/doc.md") + R"("],"embedder":"hash")";
+  auto unset = Build(doc + "}");
+  ASSERT_TRUE(unset.ok()) << unset.status().ToString();
+  EXPECT_EQ(unset->embedding_cache, std::nullopt);  // resolved per embedder
+  EXPECT_FALSE(EmbeddingCacheOn(*unset));
+  auto on = Build(doc + R"(,"cache":true})");
+  ASSERT_TRUE(on.ok()) << on.status().ToString();
+  EXPECT_EQ(on->embedding_cache, std::optional<bool>(true));
+  EXPECT_TRUE(EmbeddingCacheOn(*on));
 }
 
 TEST_F(BuildOptionsTest, TheServerKeyGoesOnlyToTheServerEndpoint) {
