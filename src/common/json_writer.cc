@@ -7,6 +7,10 @@
 
 #include "common/utf8.h"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace sluice {
 
 namespace {
@@ -37,6 +41,33 @@ void AppendJsonString(std::string_view s, std::string& out) {
   size_t run = 0;  // [run, i) is copied verbatim
   size_t i = 0;
   while (i < n) {
+#if defined(__SSE2__)
+    // 16 bytes per test, and the first special byte found by its mask bit
+    // rather than by stepping (chunk text has a newline every line, each of
+    // which ended the 8-byte runs; this was a fifth of the aggregator
+    // thread). A signed compare with ' ' catches both the control bytes
+    // and the bytes >= 0x80.
+    {
+      const __m128i quote = _mm_set1_epi8('"');
+      const __m128i backslash = _mm_set1_epi8('\\');
+      const __m128i space = _mm_set1_epi8(' ');
+      bool found = false;
+      while (i + 16 <= n) {
+        const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(data + i));
+        const __m128i special =
+            _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
+                         _mm_cmplt_epi8(v, space));
+        const unsigned mask = static_cast<unsigned>(_mm_movemask_epi8(special));
+        if (mask != 0) {
+          i += static_cast<size_t>(__builtin_ctz(mask));
+          found = true;
+          break;
+        }
+        i += 16;
+      }
+      if (!found && i >= n) break;
+    }
+#endif
     if (i + 8 <= n) {
       uint64_t w;
       std::memcpy(&w, data + i, 8);

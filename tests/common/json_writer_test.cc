@@ -75,7 +75,8 @@ std::string ReferenceEscape(std::string_view s) {
 TEST(JsonWriterTest, RunCopiesMatchTheByteAtATimeEscaperOnRandomText) {
   std::mt19937 rng(7);
   // Mostly plain ASCII with the occasional special byte, UTF-8 sequence
-  // (valid or cut short) at every alignment against the 8-byte steps.
+  // (valid or cut short) at every alignment against the 8- and 16-byte
+  // steps.
   const std::string pieces[] = {"a",
                                 "Zq",
                                 " ",
@@ -92,7 +93,9 @@ TEST(JsonWriterTest, RunCopiesMatchTheByteAtATimeEscaperOnRandomText) {
                                 "\xE2\x82",
                                 "\xFF",
                                 "\x80",
-                                "plain ascii words "};
+                                "plain ascii words ",
+                                // Longer than two of the 16-byte steps.
+                                "a line of plain text longer than thirty-two bytes"};
   std::uniform_int_distribution<size_t> pick(0, std::size(pieces) - 1);
   std::uniform_int_distribution<int> length(0, 60);
   for (int round = 0; round < 5000; ++round) {
