@@ -26,6 +26,27 @@ TimePoint RunRounds(AdaptiveLimiter& limiter, TimePoint now, int rounds, RttFn r
   return now;
 }
 
+// Options for a limiter past slow start at `initial`, holding `hold` windows
+// after a refusal.
+AdaptiveLimiterOptions PastSlowStart(size_t initial, size_t hold = 3) {
+  AdaptiveLimiterOptions o;
+  o.initial = initial;
+  o.slow_start = false;
+  o.over_capacity_hold_windows = hold;
+  return o;
+}
+
+// `out` requests start at `now` and the first `refused` of them are turned
+// away at the door (503) 2 ms later. Returns the time of those answers.
+TimePoint StartThenRefuse(AdaptiveLimiter& limiter, TimePoint now, int out, int refused) {
+  for (int i = 0; i < out; ++i) limiter.OnStart(now);
+  now += milliseconds(2);
+  for (int i = 0; i < refused; ++i) {
+    limiter.OnFinish(now, milliseconds(2), RequestOutcome::kOverCapacity);
+  }
+  return now;
+}
+
 TEST(AdaptiveLimiterTest, StartsAtInitialClampedToBounds) {
   AdaptiveLimiterOptions o;
   o.initial = 10;
@@ -109,12 +130,7 @@ TEST(AdaptiveLimiterTest, ARefusedBurstSetsTheLimitToWhatFit) {
   AdaptiveLimiterOptions o;
   o.initial = 32;
   AdaptiveLimiter limiter(o);  // slow start, nothing cut yet
-  TimePoint now{};
-  for (int i = 0; i < 32; ++i) limiter.OnStart(now);
-  now += milliseconds(5);
-  for (int i = 0; i < 8; ++i) {
-    limiter.OnFinish(now, milliseconds(5), RequestOutcome::kOverCapacity);
-  }
+  TimePoint now = StartThenRefuse(limiter, TimePoint{}, 32, 8);
   EXPECT_EQ(limiter.Limit(), 24u);
   EXPECT_FALSE(limiter.in_slow_start());
   // The 24 admitted come back: the limit holds (no doubling past what fit,
@@ -132,18 +148,12 @@ TEST(AdaptiveLimiterTest, ARefusedBurstSetsTheLimitToWhatFit) {
 // over_capacity_hold_windows windows, so a probe (one 503) comes every
 // hold + 1 windows rather than every other one.
 TEST(AdaptiveLimiterTest, ARefusedProbeReturnsToWhatFitAndWaitsBeforeTheNext) {
-  AdaptiveLimiterOptions o;
-  o.initial = 10;
-  o.slow_start = false;
-  o.over_capacity_hold_windows = 2;
-  AdaptiveLimiter limiter(o);
+  AdaptiveLimiter limiter(PastSlowStart(10, /*hold=*/2));
   const auto flat = [](size_t) { return milliseconds(100); };
   TimePoint now = RunRounds(limiter, TimePoint{}, 1, flat);
   ASSERT_EQ(limiter.Limit(), 11u);
   // 11 out, one refused: 10 fit.
-  for (int i = 0; i < 11; ++i) limiter.OnStart(now);
-  now += milliseconds(2);
-  limiter.OnFinish(now, milliseconds(2), RequestOutcome::kOverCapacity);
+  now = StartThenRefuse(limiter, now, 11, 1);
   EXPECT_EQ(limiter.Limit(), 10u);
   now += milliseconds(100);
   for (int i = 0; i < 10; ++i) limiter.OnFinish(now, milliseconds(102), RequestOutcome::kSuccess);
@@ -157,14 +167,8 @@ TEST(AdaptiveLimiterTest, ARefusedProbeReturnsToWhatFitAndWaitsBeforeTheNext) {
 // server's room shrinks (another tenant took slots), the limit follows it
 // down to what fits now.
 TEST(AdaptiveLimiterTest, RefusalsAfterTheBurstFollowTheRoomDown) {
-  AdaptiveLimiterOptions o;
-  o.initial = 20;
-  o.slow_start = false;
-  AdaptiveLimiter limiter(o);
-  TimePoint now{};
-  for (int i = 0; i < 20; ++i) limiter.OnStart(now);
-  now += milliseconds(2);
-  limiter.OnFinish(now, milliseconds(2), RequestOutcome::kOverCapacity);
+  AdaptiveLimiter limiter(PastSlowStart(20));
+  TimePoint now = StartThenRefuse(limiter, TimePoint{}, 20, 1);
   EXPECT_EQ(limiter.Limit(), 19u);
   // Only 12 fit now: of the 19 still out, 7 are refused later, each sent
   // after the first refusal.
@@ -180,17 +184,8 @@ TEST(AdaptiveLimiterTest, RefusalsAfterTheBurstFollowTheRoomDown) {
 // the floor, but slow start climbs back to half the level the refusals began
 // at once the service answers again, not +1 per window.
 TEST(AdaptiveLimiterTest, AfterEverythingWasRefusedSlowStartClimbsBackToHalf) {
-  AdaptiveLimiterOptions o;
-  o.initial = 32;
-  o.slow_start = false;
-  o.over_capacity_hold_windows = 1;
-  AdaptiveLimiter limiter(o);
-  TimePoint now{};
-  for (int i = 0; i < 32; ++i) limiter.OnStart(now);
-  now += milliseconds(2);
-  for (int i = 0; i < 32; ++i) {
-    limiter.OnFinish(now, milliseconds(2), RequestOutcome::kOverCapacity);
-  }
+  AdaptiveLimiter limiter(PastSlowStart(32, /*hold=*/1));
+  const TimePoint now = StartThenRefuse(limiter, TimePoint{}, 32, 32);
   EXPECT_EQ(limiter.Limit(), 1u);
   const auto flat = [](size_t) { return milliseconds(100); };
   // A window closes after max(4, in flight) answers: 4 rounds at 1 (the
