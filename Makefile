@@ -27,12 +27,13 @@ run: configure
 
 # The whole suite, built with ASan+UBSan, against real services (PostgreSQL,
 # pgvector via PGlite, Redis) started on loopback in a temp dir; then the TSan
-# build of the concurrency tests and the fuzz smoke run. One instrumented build
-# instead of two keeps `make test` within 15 minutes on 2 cores.
+# build of the concurrency tests (against the services too: task_feed_test's
+# Redis cases skipped without them) and the fuzz smoke run. One instrumented
+# build instead of two keeps `make test` within 15 minutes on 2 cores.
 test: deps
 	@bash scripts/check-sanitize.sh address build-only
 	@bash scripts/test-services.sh -- ctest --test-dir build-asan --output-on-failure -j $(JOBS) --timeout 300 -LE bench
-	@bash scripts/check-sanitize.sh thread
+	@bash scripts/test-services.sh -- bash scripts/check-sanitize.sh thread
 	@$(MAKE) --no-print-directory fuzz-smoke
 
 # Unit tests only (no services).
@@ -41,7 +42,7 @@ unit: build
 
 # ASan+UBSan over the unit tests, TSan over the queue, pipeline and embed-stage tests.
 check-sanitize: deps
-	@bash scripts/check-sanitize.sh
+	@bash scripts/test-services.sh -- bash scripts/check-sanitize.sh
 
 # Clang's -Wthread-safety over every file (the lock annotations).
 check-thread-safety: deps

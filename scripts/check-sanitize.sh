@@ -5,7 +5,9 @@
 #                              embed stage) and runs them
 #   check-sanitize.sh          both
 # `make test` runs the whole suite (services included) in the ASan build, then
-# the TSan part, so every test runs under a sanitizer in CI.
+# the TSan part (under scripts/test-services.sh too: task_feed_test's Redis
+# cases skip without SLUICE_TEST_REDIS_URL), so every test runs under a
+# sanitizer in CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
