@@ -1,7 +1,14 @@
+#include <grp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
 #include <filesystem>
+#include <fstream>
 
 #include "sluice/sources.h"
 #include "sources/test_util.h"
@@ -161,19 +168,62 @@ TEST(WalkerTest, DanglingSymlinkReportedAndWalkContinues) {
   EXPECT_EQ(w.stats.errors, 1u);
 }
 
+// What the walk of a tree with an unreadable folder and file must give:
+// empty when it does, else what differed.
+std::string UnreadableWalkProblems(const std::string& root) {
+  const Walked w = WalkAll({root});
+  std::string problems;
+  if (w.rel != std::vector<std::string>{"open.txt"}) {
+    problems += "listed " + std::to_string(w.rel.size()) + " files, not just open.txt; ";
+  }
+  if (w.errors.size() != 2) problems += std::to_string(w.errors.size()) + " errors, not 2; ";
+  for (const auto& [path, why] : w.errors) {
+    if (why.code() != StatusCode::kPermissionDenied)
+      problems += path + ": " + why.ToString() + "; ";
+  }
+  return problems;
+}
+
+// Root reads everything, so as root the walk runs in a child process that
+// has become `nobody` (65534), where the permissions apply; CI runs as root.
 TEST(WalkerTest, UnreadableFolderAndFileReported) {
-  if (geteuid() == 0) GTEST_SKIP() << "root reads everything; covered by the dangling-link test";
-  TempDir dir;
-  dir.Write("locked/secret.txt", "x");
-  dir.Write("closed.txt", "x");
-  dir.Write("open.txt", "x");
-  ASSERT_EQ(chmod((dir.path() + "/locked").c_str(), 0), 0);
-  ASSERT_EQ(chmod((dir.path() + "/closed.txt").c_str(), 0), 0);
-  const Walked w = WalkAll({dir.path()});
-  EXPECT_EQ(w.rel, std::vector<std::string>{"open.txt"});
-  ASSERT_EQ(w.errors.size(), 2u);
-  EXPECT_EQ(w.errors[0].second.code(), StatusCode::kPermissionDenied);
-  EXPECT_EQ(w.errors[1].second.code(), StatusCode::kPermissionDenied);
+  const bool root = geteuid() == 0;
+  // As root, under /tmp itself: $TMPDIR may be a folder only root can enter.
+  std::string made = "/tmp/sluice-walk-XXXXXX";
+  TempDir own;
+  const char* made_dir = root ? ::mkdtemp(made.data()) : own.path().c_str();
+  ASSERT_NE(made_dir, nullptr) << std::strerror(errno);
+  const std::string dir = made_dir;
+  struct RemoveAtEnd {  // root's tree under /tmp, whatever the outcome
+    std::string path;
+    ~RemoveAtEnd() {
+      std::error_code ec;
+      if (!path.empty()) std::filesystem::remove_all(path, ec);
+    }
+  } remove_at_end{root ? dir : ""};
+  std::filesystem::create_directories(dir + "/locked");
+  for (const char* rel : {"/locked/secret.txt", "/closed.txt", "/open.txt"}) {
+    std::ofstream(dir + rel) << "x";
+  }
+  ASSERT_EQ(chmod(dir.c_str(), 0755), 0);
+  ASSERT_EQ(chmod((dir + "/open.txt").c_str(), 0644), 0);
+  ASSERT_EQ(chmod((dir + "/locked").c_str(), 0), 0);
+  ASSERT_EQ(chmod((dir + "/closed.txt").c_str(), 0), 0);
+  if (!root) {
+    EXPECT_EQ(UnreadableWalkProblems(dir), "");
+    return;
+  }
+  EXPECT_EXIT(
+      {
+        if (setgroups(0, nullptr) != 0 || setgid(65534) != 0 || setuid(65534) != 0) {
+          std::fprintf(stderr, "cannot become nobody\n");
+          std::_Exit(2);
+        }
+        const std::string problems = UnreadableWalkProblems(dir);
+        std::fprintf(stderr, "%s\n", problems.c_str());
+        std::_Exit(problems.empty() ? 0 : 1);
+      },
+      ::testing::ExitedWithCode(0), "");
 }
 
 TEST(WalkerTest, NonRegularFilesSkipped) {
