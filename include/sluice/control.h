@@ -133,6 +133,9 @@ class AdaptiveLimiter final : public ConcurrencyLimiter {
   void StartWindow(TimePoint now);
   void CloseWindow(TimePoint now);
   void Backoff(TimePoint now);
+  // The first cut of a backoff episode remembers where slow start may climb
+  // back to (ssthresh_); later cuts of the same episode leave it.
+  void BeginBackoffEpisode();
   // A request turned away at the door (kOverCapacity): see OnFinish.
   void OverCapacity(TimePoint now, size_t in_flight_before, bool after_cut);
   void NoteCut();
@@ -154,10 +157,9 @@ class AdaptiveLimiter final : public ConcurrencyLimiter {
   TimePoint window_start_ = TimePoint::min();
   Window window_;
   bool in_backoff_episode_ = false;
-  // Over-capacity refusals: the requests out when the first of a burst came
-  // back, how many of them were refused since, and when that burst began.
-  size_t refusal_out_ = 0;
-  size_t refused_ = 0;
+  // Over-capacity refusals: of the requests out when the first of a burst
+  // came back, those not refused since (what fit), and when that burst began.
+  size_t refusal_room_ = 0;
   TimePoint refusal_at_{};
   double refusal_cut_from_ = 0;  // the limit when that burst began
   size_t hold_windows_ = 0;      // windows left before the next +1 probe

@@ -100,12 +100,15 @@ void AdaptiveLimiter::NoteCut() {
   if (limit_ >= recovery_target_) recovery_target_ = limit_;
 }
 
+void AdaptiveLimiter::BeginBackoffEpisode() {
+  if (in_backoff_episode_) return;
+  // Where slow start may climb back to once the episode is over.
+  ssthresh_ = std::max(static_cast<double>(options_.min), limit_ * options_.backoff_ratio);
+  in_backoff_episode_ = true;
+}
+
 void AdaptiveLimiter::Backoff(TimePoint now) {
-  if (!in_backoff_episode_) {
-    // Where slow start may climb back to once the episode is over.
-    ssthresh_ = std::max(static_cast<double>(options_.min), limit_ * options_.backoff_ratio);
-    in_backoff_episode_ = true;
-  }
+  BeginBackoffEpisode();
   // The level that drew the backpressure is over capacity: recover quickly
   // only to just below it, then probe upward by +1. (Recovering x1.25
   // straight back to it drew a rejection per cycle: 9% of requests 503 on
@@ -127,22 +130,17 @@ void AdaptiveLimiter::OverCapacity(TimePoint now, size_t in_flight_before, bool 
   // (it was cut by x0.9 three times, each cut's new requests refused
   // again: 13 of a 56-s run's 22 503s).
   if (after_cut) {
-    // A new burst: requests sent since the last one were refused.
-    NoteCut();
-    if (!in_backoff_episode_) {
-      ssthresh_ = std::max(static_cast<double>(options_.min), limit_ * options_.backoff_ratio);
-      in_backoff_episode_ = true;
-    }
-    refusal_out_ = in_flight_before;
-    refused_ = 0;
+    // A new burst: requests sent since the last one were refused. (No
+    // NoteCut: recovery_target_ is set below.)
+    BeginBackoffEpisode();
+    refusal_room_ = in_flight_before;
     refusal_at_ = now;
     refusal_cut_from_ = limit_;
     probing_ = false;
     StartWindow(now);
   }
-  ++refused_;
-  const double fit = std::max(static_cast<double>(options_.min),
-                              static_cast<double>(refusal_out_) - static_cast<double>(refused_));
+  if (refusal_room_ > 0) --refusal_room_;
+  const double fit = static_cast<double>(std::max(options_.min, refusal_room_));
   if (limit_ > fit) SetLimit(fit);
   // Where slow start and the fast recovery climb back to: what fit, but not
   // below half the level the burst began at, so that a burst that refused
