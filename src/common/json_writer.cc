@@ -51,7 +51,6 @@ void AppendJsonString(std::string_view s, std::string& out) {
       const __m128i quote = _mm_set1_epi8('"');
       const __m128i backslash = _mm_set1_epi8('\\');
       const __m128i space = _mm_set1_epi8(' ');
-      bool found = false;
       while (i + 16 <= n) {
         const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(data + i));
         const __m128i special =
@@ -59,13 +58,12 @@ void AppendJsonString(std::string_view s, std::string& out) {
                          _mm_cmplt_epi8(v, space));
         const unsigned mask = static_cast<unsigned>(_mm_movemask_epi8(special));
         if (mask != 0) {
-          i += static_cast<size_t>(__builtin_ctz(mask));
-          found = true;
+          i += static_cast<size_t>(__builtin_ctz(mask));  // data[i] needs more than a copy
           break;
         }
         i += 16;
       }
-      if (!found && i >= n) break;
+      if (i >= n) break;  // all copied verbatim (a special byte is always before n)
     }
 #endif
     if (i + 8 <= n) {
