@@ -29,12 +29,11 @@ run: configure
 # pgvector via PGlite, Redis) started on loopback in a temp dir; then the TSan
 # build of the concurrency tests (against the services too: task_feed_test's
 # Redis cases skipped without them) and the fuzz smoke run. One instrumented
-# build instead of two keeps `make test` within 15 minutes on 2 cores.
+# build of everything instead of two, the tests at -O0, lld, and the TSan and
+# fuzz builds compiled at nice 19 while the ASan suite runs keep `make test`
+# within 15 minutes on 2 cores (scripts/test-all.sh).
 test: deps
-	@bash scripts/check-sanitize.sh address build-only
-	@bash scripts/test-services.sh -- ctest --test-dir build-asan --output-on-failure -j $(JOBS) --timeout 300 -LE bench
-	@bash scripts/test-services.sh -- bash scripts/check-sanitize.sh thread
-	@$(MAKE) --no-print-directory fuzz-smoke
+	@bash scripts/test-all.sh
 
 # Unit tests only (no services).
 unit: build
@@ -61,4 +60,4 @@ bench: build
 	@echo "See BENCHMARKS.md for the benchmark commands."
 
 clean:
-	rm -rf $(BUILD) build-asan build-tsan build-fuzz
+	rm -rf $(BUILD) build-asan build-tsan build-fuzz build-background.log build-fuzz.*.log
