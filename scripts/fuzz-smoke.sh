@@ -28,7 +28,11 @@ if ! command -v clang++ >/dev/null; then
 fi
 
 echo "fuzz-smoke: configuring $BUILD (clang, ASan+UBSan, libFuzzer)"
-CC=clang CXX=clang++ cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+# Ninja, as scripts/check-sanitize.sh; a tree made with make is rebuilt.
+if [[ -f $BUILD/CMakeCache.txt ]] && ! grep -q '^CMAKE_GENERATOR:INTERNAL=Ninja$' "$BUILD/CMakeCache.txt"; then
+  rm -rf "$BUILD"
+fi
+CC=clang CXX=clang++ cmake -G Ninja -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DSLUICE_BUILD_FUZZERS=ON -DSLUICE_SANITIZE=address \
   -DCMAKE_C_FLAGS="-fsanitize=fuzzer-no-link" -DCMAKE_CXX_FLAGS="-fsanitize=fuzzer-no-link" \
   -DSLUICE_BUILD_BENCH=OFF -DSLUICE_BUILD_PYTHON=OFF -DCMAKE_EXE_LINKER_FLAGS=-fuse-ld=lld \

@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(
-  build-essential cmake pkg-config git clang clang-format libclang-rt-14-dev lld
+  build-essential cmake ninja-build pkg-config git clang clang-format libclang-rt-14-dev lld
   libcurl4-openssl-dev libsimdjson-dev libfmt-dev libspdlog-dev libcli11-dev
   libtomlplusplus-dev libsqlite3-dev libpq-dev libxxhash-dev libmicrohttpd-dev
   libgumbo-dev libpoppler-cpp-dev libzip-dev libpugixml-dev
