@@ -31,6 +31,19 @@
 
 namespace sluice::pg {
 
+// The transactions a write of `rows` (indexes into `batch`) is split into:
+// parts of about `rows_per_part` rows that hold whole sources. Every
+// transaction takes an advisory lock per source it writes (BeginAndLock), so
+// two parts sharing a source would take turns; cut at fixed row counts, two
+// adjacent parts share the source at their boundary whenever it falls inside
+// a file, and the pool's parallel transactions ran one after the other.
+// A part closes once it holds `rows_per_part` rows or more (so there are no
+// more parts than fixed cuts would give); a source larger than that is one
+// part. Within a part the rows keep the order of `rows`; parts follow the
+// order of their sources' first rows.
+std::vector<std::vector<size_t>> SplitBySource(std::span<const EmbeddedChunk> batch,
+                                               std::span<const size_t> rows, size_t rows_per_part);
+
 class PostgresStore final : public Store {
  public:
   PostgresStore(std::string conninfo, const StoreOptions& options)

@@ -503,26 +503,47 @@ WriteResult PostgresStore::Write(std::span<const EmbeddedChunk> batch) {
   return merged;
 }
 
+std::vector<std::vector<size_t>> SplitBySource(std::span<const EmbeddedChunk> batch,
+                                               std::span<const size_t> rows, size_t rows_per_part) {
+  // Rows per source, the sources in the order of their first rows.
+  std::unordered_map<std::string_view, size_t> source_rows;
+  std::vector<std::string_view> sources;
+  for (size_t i : rows) {
+    const std::string_view source = batch[i].chunk.source_id;
+    if (source_rows[source]++ == 0) sources.push_back(source);
+  }
+  std::unordered_map<std::string_view, size_t> part_of;
+  part_of.reserve(sources.size());
+  size_t part = 0, filled = 0;
+  for (std::string_view source : sources) {
+    if (filled >= std::max<size_t>(rows_per_part, 1)) {
+      ++part;
+      filled = 0;
+    }
+    part_of[source] = part;
+    filled += source_rows[source];
+  }
+  std::vector<std::vector<size_t>> parts(sources.empty() ? 0 : part + 1);
+  for (size_t i : rows) parts[part_of[batch[i].chunk.source_id]].push_back(i);
+  return parts;
+}
+
 WriteResult PostgresStore::WriteParts(std::span<const EmbeddedChunk> batch,
                                       std::span<const size_t> rows) {
   if (rows.empty()) return {};
-  const size_t per_tx = rows_per_tx_;
-  const size_t parts = (rows.size() + per_tx - 1) / per_tx;
-  if (parts <= 1) return WriteTransaction(batch, rows);
+  if (rows.size() <= rows_per_tx_) return WriteTransaction(batch, rows);
+  const std::vector<std::vector<size_t>> parts = SplitBySource(batch, rows, rows_per_tx_);
+  if (parts.size() <= 1) return WriteTransaction(batch, rows);
 
   // Several transactions: write them in parallel on the pool. A retryable
   // failure of one part makes the whole call retryable; replaying the parts
   // that did commit is a no-op (upsert, unchanged rows are skipped).
-  std::vector<WriteResult> results(parts);
+  std::vector<WriteResult> results(parts.size());
   std::atomic<size_t> next{0};
   auto worker = [&] {
-    for (size_t p; (p = next++) < parts;) {
-      const size_t begin = p * per_tx;
-      results[p] = WriteTransaction(batch, std::span<const size_t>(rows).subspan(
-                                               begin, std::min(per_tx, rows.size() - begin)));
-    }
+    for (size_t p; (p = next++) < parts.size();) results[p] = WriteTransaction(batch, parts[p]);
   };
-  const size_t threads = std::min<size_t>(parts, static_cast<size_t>(pool_limit_));
+  const size_t threads = std::min<size_t>(parts.size(), static_cast<size_t>(pool_limit_));
   std::vector<std::thread> pool;
   for (size_t t = 1; t < threads; ++t) {
     try {
