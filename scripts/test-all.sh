@@ -6,10 +6,11 @@
 # The TSan and fuzz builds are compiled while the ASan suite runs, at the
 # lowest CPU priority (nice 19). The suite leaves much of the two cores idle
 # (its tests wait on services, child processes and timeouts: 295 CPU-s in a
-# 250-s run, 118% of 200%), and a nice-19 compiler gets a core only when no
-# test wants it, so the tests see the CPU they saw before. Measured with the
-# builds one after the other, the two took ~6 of the ~19 minutes of a run
-# without a compiler cache.
+# 250-s run, 118% of 200%), and a nice-19 compiler gets a core mostly when
+# no test wants it. One after the other, the two builds took ~6 of the ~19
+# minutes of a run without a compiler cache; this way the whole run takes
+# ~13 (BENCHMARKS.md "make test time"), and the tests' summed time rose from
+# 474 to 589 s (with the -O0 test code, check-sanitize.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
