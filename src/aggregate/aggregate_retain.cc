@@ -126,9 +126,11 @@ Status JsonAggregator::RetainChunksOf(Group& g, std::string_view source_id,
   int64_t after_ordinal = -1;  // below every ordinal
   std::string after_id;
   std::vector<std::string> ids;
+  std::vector<int64_t> ordinals;
   std::vector<bool> keep;
   for (;;) {
     ids.clear();
+    ordinals.clear();
     int64_t last_ordinal = after_ordinal;
     {
       StatementScope scope(page_ids_);
@@ -140,6 +142,7 @@ Status JsonAggregator::RetainChunksOf(Group& g, std::string_view source_id,
       int rc;
       while ((rc = sqlite3_step(page_ids_)) == SQLITE_ROW) {
         last_ordinal = sqlite3_column_int64(page_ids_, 0);
+        ordinals.push_back(last_ordinal);
         ids.emplace_back(ColumnBytes(page_ids_, 1));
       }
       if (rc != SQLITE_DONE) return IndexError("cannot list a source's chunks");
@@ -152,8 +155,13 @@ Status JsonAggregator::RetainChunksOf(Group& g, std::string_view source_id,
     if (!s.ok()) return s;
     for (size_t i = 0; i < ids.size(); ++i) {
       if (i < keep.size() && keep[i]) continue;
-      s = StepDelete(drop_id_, g.index_id, ids[i], dropped);
-      if (!s.ok()) return s;
+      StatementScope scope(drop_chunk_);
+      sqlite3_bind_int64(drop_chunk_, 1, g.index_id);
+      BindBytes(drop_chunk_, 2, source_id);
+      sqlite3_bind_int64(drop_chunk_, 3, ordinals[i]);
+      BindBytes(drop_chunk_, 4, ids[i]);
+      if (sqlite3_step(drop_chunk_) != SQLITE_DONE) return IndexError("cannot drop chunks");
+      dropped += static_cast<uint64_t>(sqlite3_changes(db_));
     }
     if (ids.size() < kRetainBatch) return Status::OK();
   }

@@ -218,7 +218,7 @@ class JsonAggregator final : public Aggregator {
   sqlite3_stmt* clear_chunks_ = nullptr;
   sqlite3_stmt* was_seen_ = nullptr;     // was a source added in this run
   sqlite3_stmt* drop_source_ = nullptr;  // Retain: every row of a source
-  sqlite3_stmt* drop_id_ = nullptr;      // Retain: one chunk
+  sqlite3_stmt* drop_chunk_ = nullptr;   // Retain: one chunk, by its whole key
   sqlite3_stmt* page_ids_ = nullptr;     // Retain: a source's ids after (ord, id), in order
   size_t batch_rows_ = 0;                // rows in the open transaction
   int64_t next_group_id_ = 0;
