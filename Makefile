@@ -29,7 +29,8 @@ run: configure
 # pgvector via PGlite, Redis) started on loopback in a temp dir; then the TSan
 # build of the concurrency tests (against the services too: task_feed_test's
 # Redis cases skipped without them) and the fuzz smoke run. One instrumented
-# build of everything instead of two, the tests at -O0, lld, and the TSan and
+# build of everything instead of two, the tests at -O0 with one precompiled
+# header, lld, and the TSan and
 # fuzz builds compiled at nice 19 while the ASan suite runs keep `make test`
 # within 15 minutes on 2 cores (scripts/test-all.sh).
 test: deps
