@@ -30,9 +30,9 @@ run: configure
 # build of the concurrency tests (against the services too: task_feed_test's
 # Redis cases skipped without them) and the fuzz smoke run. One instrumented
 # build of everything instead of two, the tests at -O0 with one precompiled
-# header, lld, and the TSan and
-# fuzz builds compiled at nice 19 while the ASan suite runs keep `make test`
-# within 15 minutes on 2 cores (scripts/test-all.sh).
+# header, lld, and the TSan and fuzz builds compiled at nice 19 while the ASan
+# suite runs keep `make test` within 15 minutes on 2 cores
+# (scripts/test-all.sh).
 test: deps
 	@bash scripts/test-all.sh
 
