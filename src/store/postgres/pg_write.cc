@@ -505,26 +505,30 @@ WriteResult PostgresStore::Write(std::span<const EmbeddedChunk> batch) {
 
 std::vector<std::vector<size_t>> SplitBySource(std::span<const EmbeddedChunk> batch,
                                                std::span<const size_t> rows, size_t rows_per_part) {
-  // Rows per source, the sources in the order of their first rows.
-  std::unordered_map<std::string_view, size_t> source_rows;
-  std::vector<std::string_view> sources;
+  // Rows per source, the sources in the order of their first rows; then each
+  // source's part.
+  struct SourcePart {
+    size_t rows = 0;
+    size_t part = 0;
+  };
+  std::unordered_map<std::string_view, SourcePart> of_source;
+  std::vector<SourcePart*> in_order;
   for (size_t i : rows) {
-    const std::string_view source = batch[i].chunk.source_id;
-    if (source_rows[source]++ == 0) sources.push_back(source);
+    SourcePart& sp = of_source[batch[i].chunk.source_id];
+    if (sp.rows++ == 0) in_order.push_back(&sp);
   }
-  std::unordered_map<std::string_view, size_t> part_of;
-  part_of.reserve(sources.size());
+  const size_t per_part = std::max<size_t>(rows_per_part, 1);
   size_t part = 0, filled = 0;
-  for (std::string_view source : sources) {
-    if (filled >= std::max<size_t>(rows_per_part, 1)) {
+  for (SourcePart* sp : in_order) {
+    if (filled >= per_part) {
       ++part;
       filled = 0;
     }
-    part_of[source] = part;
-    filled += source_rows[source];
+    sp->part = part;
+    filled += sp->rows;
   }
-  std::vector<std::vector<size_t>> parts(sources.empty() ? 0 : part + 1);
-  for (size_t i : rows) parts[part_of[batch[i].chunk.source_id]].push_back(i);
+  std::vector<std::vector<size_t>> parts(in_order.empty() ? 0 : part + 1);
+  for (size_t i : rows) parts[of_source[batch[i].chunk.source_id].part].push_back(i);
   return parts;
 }
 
