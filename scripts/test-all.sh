@@ -9,8 +9,8 @@
 # 250-s run, 118% of 200%), and a nice-19 compiler gets a core mostly when
 # no test wants it. One after the other, the two builds took ~6 of the ~19
 # minutes of a run without a compiler cache; this way the whole run takes
-# ~13 (BENCHMARKS.md "make test time"), and the tests' summed time rose from
-# 474 to 589 s (with the -O0 test code, check-sanitize.sh).
+# 13-15 (BENCHMARKS.md "make test time"), and the tests' summed time rose from
+# 474 to 589-687 s (with the -O0 test code, check-sanitize.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)

@@ -84,9 +84,9 @@ Status JsonAggregator::OpenIndex() {
   // comes with one (src, ord) and the key is unique per id within a group.
   // There is no (g, id) index: it answered nothing the key does not, and
   // inserting each chunk's random id into it was ~8% of an offline run's CPU
-  // (132k chunks: 4.25 -> 3.85-4.05 s). Only a hand-edited group file that
-  // gives one id two ordinals keeps both rows. Ids and sources are BLOBs:
-  // compared byte-wise, never re-encoded.
+  // (132k chunks: 4.45-4.65 -> 4.05-4.26 s, BENCHMARKS.md). Only a
+  // hand-edited group file that gives one id two ordinals keeps both rows.
+  // Ids and sources are BLOBs: compared byte-wise, never re-encoded.
   const std::string setup = fmt::format(
       "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA locking_mode=EXCLUSIVE;"
       "PRAGMA temp_store=FILE; PRAGMA cache_size=-{};"
