@@ -117,6 +117,14 @@ RunResult RunOnce(const std::string& work, const std::string& corpus, MockApiSer
   o.trace_path = work + "/trace.csv";
   o.progress = false;
   if (configure) configure(o);
+  // Each run starts with nothing of the previous step still being written
+  // back: the corpus (~140 MB in 12,000 files at --scale 4) or the run before
+  // it (~600 MB of store and group files) otherwise reached disk during this
+  // run, and the kernel's writeback took CPU and slowed this run's own
+  // writes (sys time 1.1 -> 1.4-2.1 s, 49-50k -> 38-42k chunks/s for a CLI
+  // run of (d) started right after another). In (d) that penalised the HTTP
+  // run against the instant-service run before it.
+  ::sync();
   Pipeline pipeline(o);
   std::atomic<bool> done{false};
   const auto start = std::chrono::steady_clock::now();
