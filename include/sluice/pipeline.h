@@ -168,7 +168,10 @@ struct IngestOptions {
   // faster without it; docs/PERFORMANCE.md). See EmbeddingCacheOn.
   std::optional<bool> embedding_cache;
 
-  size_t queue_capacity = 1000;  // items per queue
+  // Items per queue; the two on either side of the store stage hold one
+  // store write more (4,000 rows with SQLite, 1,000 with PostgreSQL), so the
+  // stages around it keep working while it writes.
+  size_t queue_capacity = 1000;
   // Progress: a live line when stderr is a terminal, else a log line every
   // progress_interval (src/pipeline/progress.h); false: none (--quiet).
   bool progress = true;

@@ -68,15 +68,22 @@ Status Validate(const IngestOptions& o) {
   return Status::OK();
 }
 
-// The queues between the stages: bounded in items, and in bytes where the
-// items carry text.
+// The queues between the stages, bounded in items. The two on either side
+// of the store stage also hold one store write (`store_rows`) beyond `cap`:
+// the store takes a whole write's rows (4,000 with SQLite) before it writes
+// and hands them all on after, so with `cap` alone the embed stage blocked on
+// a full queue for most of each write, its HTTP loop with it (no request
+// sent, the readers blocked behind it), and the store then waited for the
+// pipeline to refill: sluice used ~1.3 of two cores in regime (d), the store
+// thread busy 1.23 s and waiting on an empty queue 0.76 s of a ~2.9 s run
+// (docs/PERFORMANCE.md). ~3 KB per row: ~25 MB more at most with SQLite.
 struct RunQueues {
-  explicit RunQueues(size_t cap)
+  RunQueues(size_t cap, size_t store_rows)
       : files(cap),
         chunks(cap, 0, ChunkBytes),
         embed(cap, 0, ChunkBytes),
-        vectors(cap, 0, EmbeddedBytes),
-        aggregate(cap, 0, EmbeddedBytes) {}
+        vectors(cap + store_rows, 0, EmbeddedBytes),
+        aggregate(cap + store_rows, 0, EmbeddedBytes) {}
   BoundedQueue<SourceFile> files;
   BoundedQueue<Chunk> chunks;
   BoundedQueue<Chunk> embed;  // cache misses
@@ -222,7 +229,7 @@ IngestReport Pipeline::Impl::Run() {
   if (res.price_per_mtok)
     metrics.price_per_mtok_usd.store(*res.price_per_mtok, std::memory_order_relaxed);
 
-  RunQueues q(options.queue_capacity);
+  RunQueues q(options.queue_capacity, StoreStage::RowsPerWrite(*res.store));
   std::unique_ptr<ConcurrencyLimiter> limiter = MakeLimiter(options);
   std::unique_ptr<RatePacer> pacer = MakePacer(options);
   EmbedStage embed(options.embed, *res.transport, *limiter, *pacer, run.clock(), metrics, dead);

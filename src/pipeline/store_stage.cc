@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <random>
+#include <span>
 
 #include <spdlog/spdlog.h>
 
@@ -105,14 +106,19 @@ void StoreStage::WriteBatch(BoundedQueue<EmbeddedChunk>* aggregate_out) {
           batch_.size() - static_cast<uint64_t>(std::count(rejected.begin(), rejected.end(), true));
       Add(metrics.chunks_stored, stored);
       Add(metrics.store.items_out, stored);
+      size_t kept = 0;  // the stored rows, moved to the front for the aggregator
       for (size_t i = 0; i < batch_.size(); ++i) {
         if (rejected[i]) continue;
         run_.tracker().Resolved(batch_[i].chunk, /*abandoned=*/false);
         for (Chunk& copy : run_.inflight().Release(batch_[i].chunk.id)) {
           carry_.push_back(EmbeddedChunk{std::move(copy), batch_[i].embedding, batch_[i].model});
         }
-        if (aggregate_out != nullptr) aggregate_out->Push(std::move(batch_[i]));
+        if (kept != i) batch_[kept] = std::move(batch_[i]);
+        ++kept;
       }
+      // One hand-off for the batch: the aggregate queue holds a whole batch
+      // beside its capacity (RunQueues), so this rarely waits.
+      if (aggregate_out != nullptr) aggregate_out->PushAll(std::span(batch_.data(), kept));
       batch_.clear();
       if (!CommitCompleted()) failed_ = true;
       return;
@@ -142,11 +148,15 @@ void StoreStage::Flush(BoundedQueue<EmbeddedChunk>* aggregate_out) {
   }
 }
 
+size_t StoreStage::RowsPerWrite(const Store& store) {
+  return std::max<size_t>(1, store.RowsPerTransaction()) *
+         static_cast<size_t>(std::max(1, store.ParallelWrites()));
+}
+
 void StoreStage::Run(BoundedQueue<EmbeddedChunk>& in, BoundedQueue<EmbeddedChunk>* aggregate_out) {
   // As many rows per call as the store writes at once (Store::ParallelWrites
   // transactions of RowsPerTransaction rows).
-  const size_t batch_rows = std::max<size_t>(1, store_.RowsPerTransaction()) *
-                            static_cast<size_t>(std::max(1, store_.ParallelWrites()));
+  const size_t batch_rows = RowsPerWrite(store_);
   batch_.reserve(batch_rows);
   StageMetrics& metrics = run_.metrics().store;
   TimePoint batch_started{};  // when the batch's first row arrived (run clock)

@@ -52,6 +52,10 @@ class StoreStage {
  public:
   StoreStage(StoreStageOptions options, RunContext& run, Store& store, DeadLetterSink& dead);
 
+  // Rows per Store::Write call: what the store writes at once
+  // (RowsPerTransaction x ParallelWrites).
+  static size_t RowsPerWrite(const Store& store);
+
   // Until `in` ends; stored chunks go to `aggregate_out` (may be null). Then
   // flushes the store and closes `aggregate_out`.
   void Run(BoundedQueue<EmbeddedChunk>& in, BoundedQueue<EmbeddedChunk>* aggregate_out);

@@ -174,7 +174,10 @@ TEST(PipelineTest, TinyQueuesStillDrainEverything) {
   IngestReport report = pipeline.Run();
   ASSERT_TRUE(report.status.ok()) << report.status.ToString();
   EXPECT_TRUE(report.reconciled);
-  for (const auto& [queue, high] : report.queue_high_water) EXPECT_LE(high, 1u) << queue;
+  // The queues on either side of the store also hold one store write (3 rows).
+  for (const auto& [queue, high] : report.queue_high_water) {
+    EXPECT_LE(high, queue == "vectors" || queue == "aggregate" ? 1u + 3u : 1u) << queue;
+  }
   EXPECT_EQ(StoredChunks(dir / "store.db"), Get(pipeline.metrics().chunks_produced));
 }
 
