@@ -29,7 +29,12 @@ namespace {
 
 // Watches SIGINT/SIGTERM on a dedicated thread (they are blocked in every
 // other thread): the first asks the pipeline to stop gracefully, a second
-// exits at once (safe: the stores commit batches atomically).
+// exits at once (safe: the stores commit batches atomically). The thread
+// sleeps in sigwaitinfo until a signal comes; the destructor wakes it with a
+// SIGTERM queued to that thread alone and marked as its own (SI_QUEUE from
+// this process, kWake), not a stop. It used to wake every 200 ms to look at a
+// flag, so every command waited up to 200 ms more at exit (~0.1 s on average,
+// 4% of a 2.6 s ingest).
 class SignalWatcher {
  public:
   explicit SignalWatcher(Pipeline& pipeline) {
@@ -38,10 +43,14 @@ class SignalWatcher {
     sigaddset(&set_, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &set_, &old_);
     thread_ = std::thread([this, &pipeline] {
-      timespec tick{0, 200 * 1000 * 1000};
-      while (!done_) {
-        const int sig = sigtimedwait(&set_, nullptr, &tick);
-        if (sig <= 0) continue;
+      while (true) {
+        siginfo_t info{};
+        const int sig = sigwaitinfo(&set_, &info);
+        if (sig <= 0) continue;  // EINTR
+        if (info.si_code == SI_QUEUE && info.si_pid == getpid() &&
+            info.si_value.sival_int == kWake) {
+          return;
+        }
         if (signal_ != 0) {
           std::fprintf(
               stderr,
@@ -58,15 +67,17 @@ class SignalWatcher {
     });
   }
   ~SignalWatcher() {
-    done_ = true;
+    sigval wake{};
+    wake.sival_int = kWake;
+    pthread_sigqueue(thread_.native_handle(), SIGTERM, wake);
     thread_.join();
     pthread_sigmask(SIG_SETMASK, &old_, nullptr);
   }
   int signal() const { return signal_; }
 
  private:
+  static constexpr int kWake = 0x5c1ce;  // the destructor's own SIGTERM
   sigset_t set_{}, old_{};
-  std::atomic<bool> done_{false};
   std::atomic<int> signal_{0};
   std::thread thread_;
 };
