@@ -53,7 +53,8 @@ void JsonlRecordReader::Skip(const std::string& ref, uint64_t line_number, const
   errors_.RecordFailed(ref, Status::Corrupt("line " + std::to_string(line_number) + ": " + why));
 }
 
-Status JsonlRecordReader::HandleLine(std::string_view line, uint64_t line_number, bool too_long) {
+Status JsonlRecordReader::HandleLine(std::string_view line, uint64_t line_number, bool too_long,
+                                     const std::function<void()>& release_line) {
   if (too_long) {
     Skip(LineRef(line_number), line_number,
          "line longer than " + std::to_string(kMaxJsonlLineBytes) + " bytes");
@@ -70,7 +71,19 @@ Status JsonlRecordReader::HandleLine(std::string_view line, uint64_t line_number
     line = std::string_view(repaired_.data(), size);
   }
   const size_t line_bytes = line.size();
-  Status s = HandleRecord(line, line_number);
+  // A huge line's bytes go as soon as simdjson has parsed it (its strings
+  // are in the parser's own buffer): emitting the record waits on the
+  // pipeline's full queues for most of its time, and the line was a third
+  // of the peak memory meanwhile (a 63 MB line: 232-234 -> 168-175 MB peak
+  // RSS, BENCHMARKS.md "Memory").
+  std::function<void()> release;
+  if (line_bytes > kKeepParserBuffersUpTo) {
+    release = [&] {
+      if (release_line) release_line();
+      std::string().swap(repaired_);  // the line itself when it was repaired
+    };
+  }
+  Status s = HandleRecord(line, line_number, release);
   if (line_bytes > kKeepParserBuffersUpTo) {
     json_->parser = simdjson::dom::parser();
     std::string().swap(repaired_);
@@ -78,7 +91,8 @@ Status JsonlRecordReader::HandleLine(std::string_view line, uint64_t line_number
   return s;
 }
 
-Status JsonlRecordReader::HandleRecord(std::string_view line, uint64_t line_number) {
+Status JsonlRecordReader::HandleRecord(std::string_view line, uint64_t line_number,
+                                       const std::function<void()>& release) {
   simdjson::dom::element root;
   // In place: the caller guarantees kJsonlLinePadding bytes after the line.
   if (auto err = json_->parser
@@ -167,6 +181,7 @@ Status JsonlRecordReader::HandleRecord(std::string_view line, uint64_t line_numb
              "); ids must be unique within a file, this record was not ingested");
     return Status::OK();
   }
+  if (release) release();  // `line` is not read from here on
   return EmitRecord(info, text);
 }
 
@@ -205,12 +220,14 @@ class JsonlParser final : public Parser {
     Result<InputFile> in = InputFile::Open(file.path);
     if (!in.ok()) return in.status();
     JsonlRecordReader records(file, sink, errors, stats);
+    LineSplitter* splitter = nullptr;  // the callback frees a huge line through it
     LineSplitter lines(
         kMaxJsonlLineBytes, LineSplitter::Overflow::kDiscard,
-        [&records](std::string_view line, uint64_t n, bool too_long) {
-          return records.HandleLine(line, n, too_long);
+        [&records, &splitter](std::string_view line, uint64_t n, bool too_long) {
+          return records.HandleLine(line, n, too_long, [&splitter] { splitter->ReleaseLine(); });
         },
         kJsonlLinePadding);
+    splitter = &lines;
     // stdin is a stream: each read hands on the lines that have arrived
     // (not a 1 MiB block later), and a stalled writer does not hold a stop.
     const bool stream = file.path == "-";

@@ -30,6 +30,7 @@
 // Thread safety: one reader per thread.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -53,18 +54,24 @@ class JsonlRecordReader {
   JsonlRecordReader& operator=(const JsonlRecordReader&) = delete;
 
   // Handles one line (without '\n'). Blank lines are skipped. Returns non-OK
-  // only when the sink fails (which stops the input).
+  // only when the sink fails (which stops the input). For a line of more
+  // than 4 MiB, `release_line` (when given) is called once the line has been
+  // parsed and before its record is emitted: the line's bytes are not read
+  // after it, so its owner may free them (LineSplitter::ReleaseLine).
   // REQUIRES: unless too_long, line.data() is followed by kJsonlLinePadding
   // readable bytes.
-  Status HandleLine(std::string_view line, uint64_t line_number, bool too_long);
+  Status HandleLine(std::string_view line, uint64_t line_number, bool too_long,
+                    const std::function<void()>& release_line = {});
 
   uint64_t records() const { return records_; }
 
  private:
   void Skip(const std::string& ref, uint64_t line_number, const std::string& why);
   std::string LineRef(uint64_t line_number) const;
-  // Parses one non-blank, valid UTF-8, padded line.
-  Status HandleRecord(std::string_view line, uint64_t line_number);
+  // Parses one non-blank, valid UTF-8, padded line; calls `release` (when
+  // set) after the parse, before the record is emitted.
+  Status HandleRecord(std::string_view line, uint64_t line_number,
+                      const std::function<void()>& release);
   // Emits one record's document; `text` is its unescaped "text".
   Status EmitRecord(const SourceInfo& info, std::string_view text);
 

@@ -418,9 +418,19 @@ Status LineSplitter::EndLine() {
 Status LineSplitter::HandOut(uint64_t line_number) {
   const size_t size = line_.size();
   line_.append(tail_padding_, '\0');
+  released_ = false;
   Status s = fn_(std::string_view(line_.data(), size), line_number, false);
-  line_.resize(size);
+  if (released_) {
+    released_ = false;  // line_ is already empty
+  } else {
+    line_.resize(size);
+  }
   return s;
+}
+
+void LineSplitter::ReleaseLine() {
+  std::string().swap(line_);
+  released_ = true;
 }
 
 Status LineSplitter::Finish() {

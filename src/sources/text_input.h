@@ -113,6 +113,13 @@ class LineSplitter {
   Status Feed(std::string_view bytes);
   // Hands out a last line without '\n', if any.
   Status Finish();
+  // Called from inside the line callback: frees the buffer of the line being
+  // handed out now rather than after the callback returns. The callback's
+  // view is invalid from then on. For a consumer that has copied out what it
+  // needs from a huge line (the JSONL reader once simdjson has parsed it) and
+  // still has long work ahead (emitting the record while the pipeline's
+  // queues are full).
+  void ReleaseLine();
 
  private:
   Status EndLine();
@@ -125,6 +132,7 @@ class LineSplitter {
   std::string line_;
   uint64_t line_number_ = 0;  // of the line being assembled, minus one
   bool discarding_ = false;
+  bool released_ = false;  // ReleaseLine() was called during the current callback
 };
 
 bool IsSpace(char c);
