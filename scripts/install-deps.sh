@@ -7,7 +7,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git clang clang-format libclang-rt-14-dev lld
   libcurl4-openssl-dev libsimdjson-dev libfmt-dev libspdlog-dev libcli11-dev
   libtomlplusplus-dev libsqlite3-dev libpq-dev libxxhash-dev libmicrohttpd-dev
-  libgumbo-dev libpoppler-cpp-dev libzip-dev libpugixml-dev
+  libgumbo-dev libpoppler-cpp-dev libzip-dev libpugixml-dev libjemalloc-dev
   libgtest-dev libgmock-dev libbenchmark-dev prometheus-cpp-dev libcpp-httplib-dev libhiredis-dev
   pybind11-dev python3-pybind11 python3-dev
   postgresql redis-server nodejs npm sqlite3 python3 poppler-utils zip prometheus chromium
