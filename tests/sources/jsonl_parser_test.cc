@@ -11,6 +11,15 @@ using testing::RecordingErrors;
 using testing::RecordingSink;
 using testing::TempDir;
 
+// Parses the file at `path` (relative path `name`) with the registered jsonl
+// parser.
+Status ParseJsonl(const std::string& path, const std::string& name, RecordingSink& sink,
+                  RecordingErrors& errors, ParseStats& stats) {
+  ParserRegistry registry;
+  RegisterTextParsers(registry);
+  return registry.FindByName("jsonl")->Parse(FileFor(path, name), {}, sink, errors, stats);
+}
+
 TEST(JsonlParserTest, GoodRecords) {
   TempDir dir;
   const std::string path = dir.Write(
@@ -187,14 +196,10 @@ TEST(JsonlParserTest, RepeatedIdInOneFileIsRefusedNamingBothLines) {
                                      "{\"id\":\"3\",\"text\":5}\n"                // 5: refused
                                      "{\"id\":\"3\",\"text\":\"valid three\"}\n"  // 6: first valid
                                      "{\"id\":\"1\",\"text\":\"third\"}\n");      // 7
-  ParserRegistry registry;
-  RegisterTextParsers(registry);
   RecordingSink sink;
   RecordingErrors errors;
   ParseStats stats;
-  ASSERT_TRUE(registry.FindByName("jsonl")
-                  ->Parse(FileFor(path, "dup.jsonl"), {}, sink, errors, stats)
-                  .ok());
+  ASSERT_TRUE(ParseJsonl(path, "dup.jsonl", sink, errors, stats).ok());
   ASSERT_EQ(sink.docs.size(), 3u);
   EXPECT_EQ(sink.docs[0].info.source_id, "dup.jsonl#1");
   EXPECT_EQ(sink.docs[0].blocks[0].text, "first");
@@ -242,14 +247,10 @@ TEST(JsonlParserTest, InvalidUtf8IsRepairedNotDeadLettered) {
   const std::string path = dir.Write("bytes.jsonl",
                                      "{\"id\":\"a\",\"text\":\"caf\xE9 ok\"}\n"
                                      "{\"id\":\"b\",\"text\":\"fine\",\"title\":\"t\xFF\"}\n");
-  ParserRegistry registry;
-  RegisterTextParsers(registry);
   RecordingSink sink;
   RecordingErrors errors;
   ParseStats stats;
-  ASSERT_TRUE(registry.FindByName("jsonl")
-                  ->Parse(FileFor(path, "bytes.jsonl"), {}, sink, errors, stats)
-                  .ok());
+  ASSERT_TRUE(ParseJsonl(path, "bytes.jsonl", sink, errors, stats).ok());
   EXPECT_TRUE(errors.calls.empty());
   EXPECT_EQ(stats.records_skipped, 0u);
   EXPECT_EQ(stats.invalid_utf8_replaced, 2u);
@@ -265,14 +266,10 @@ TEST(JsonlParserTest, HugeRecordTextArrivesInBoundedPieces) {
   while (text.size() < 5 * sources_internal::kMaxPieceBytes) text += "word ";
   const std::string path = dir.Write(
       "big.jsonl", "{\"id\":\"big\",\"text\":\"" + text + "\"}\n{\"id\":\"n\",\"text\":\"x\"}\n");
-  ParserRegistry registry;
-  RegisterTextParsers(registry);
   RecordingSink sink;
   RecordingErrors errors;
   ParseStats stats;
-  ASSERT_TRUE(registry.FindByName("jsonl")
-                  ->Parse(FileFor(path, "big.jsonl"), {}, sink, errors, stats)
-                  .ok());
+  ASSERT_TRUE(ParseJsonl(path, "big.jsonl", sink, errors, stats).ok());
   ASSERT_EQ(sink.docs.size(), 2u);
   for (const TextBlock& b : sink.docs[0].blocks) {
     EXPECT_LE(b.text.size(), sources_internal::kMaxPieceBytes);
@@ -294,14 +291,10 @@ TEST(JsonlParserTest, AHugeRecordsLineIsFreedBeforeItsTextIsEmitted) {
       dir.Write("big.jsonl", "{\"id\":\"a\",\"text\":\"one\"}\n{\"id\":\"big\",\"text\":\"" + text +
                                  "\"}\n{\"id\":\"b\",\"text\":\"t\\u00e9l\\u00e9\"}\n"
                                  "{\"id\":\"c\",\"text\":\"last\"}");
-  ParserRegistry registry;
-  RegisterTextParsers(registry);
   RecordingSink sink;
   RecordingErrors errors;
   ParseStats stats;
-  ASSERT_TRUE(registry.FindByName("jsonl")
-                  ->Parse(FileFor(path, "big.jsonl"), {}, sink, errors, stats)
-                  .ok());
+  ASSERT_TRUE(ParseJsonl(path, "big.jsonl", sink, errors, stats).ok());
   EXPECT_TRUE(errors.calls.empty());
   ASSERT_EQ(sink.docs.size(), 4u);
   // Its pieces hold the whole text but the spaces they were cut at.
