@@ -2,19 +2,23 @@
 // each CPU step runs alone on one core, with the pipeline's shapes (~2 KB
 // chunks of ASCII text, 256-dimension vectors, 128 inputs per request):
 // chunking, request encoding, response decoding (base64 and float lists),
-// the offline hash embedder and the simulated API's response building.
+// the offline hash embedder, the simulated API's response building and the
+// simulated API over loopback HTTP.
 //
 //   build-rel/bench/stages/bench_stages --benchmark_filter='Chunk|Request|Response|Hash|Mock'
 #include <benchmark/benchmark.h>
+#include <curl/curl.h>
 
 #include <random>
 #include <string>
 #include <vector>
 
+#include "common/json_writer.h"
 #include "embed/request_codec.h"
 #include "mockapi/embeddings_wire.h"
 #include "sluice/chunker.h"
 #include "sluice/embed.h"
+#include "sluice/mock_api.h"
 
 namespace sluice {
 namespace {
@@ -125,6 +129,56 @@ void BM_MockBuildResponse(benchmark::State& state) {
                                                   benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_MockBuildResponse)->Unit(benchmark::kMicrosecond);
+
+// The simulated API over loopback HTTP (server and a keep-alive libcurl
+// client in this process, one request at a time): requests/s with one input
+// per request, inputs/s with 128 (base64 vectors), so it is known not to be
+// the limit of a run against it.
+void BM_MockApiHttp(benchmark::State& state) {
+  const size_t inputs_per_request = static_cast<size_t>(state.range(0));
+  Result<std::unique_ptr<MockApiServer>> server = MockApiServer::Start(MockApiOptions{});
+  if (!server.ok()) {
+    state.SkipWithError(server.status().ToString().c_str());
+    return;
+  }
+  static const std::vector<std::string> inputs = Inputs();
+  std::string body = R"({"model":"mock","encoding_format":"base64","input":[)";
+  for (size_t i = 0; i < inputs_per_request; ++i) {
+    if (i > 0) body += ',';
+    AppendJsonString(inputs[i % inputs.size()], body);
+  }
+  body += "]}";
+  const std::string url = (*server)->BaseUrl() + "/embeddings";
+  CURL* curl = curl_easy_init();
+  curl_slist* headers = curl_slist_append(nullptr, "Content-Type: application/json");
+  std::string response;
+  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+  curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body.c_str());
+  curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &response);
+  curl_easy_setopt(
+      curl, CURLOPT_WRITEFUNCTION, +[](char* data, size_t size, size_t n, void* into) {
+        static_cast<std::string*>(into)->append(data, size * n);
+        return size * n;
+      });
+  for (auto _ : state) {
+    response.clear();
+    long code = 0;
+    if (curl_easy_perform(curl) != CURLE_OK ||
+        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &code) != CURLE_OK || code != 200) {
+      state.SkipWithError("request failed");
+      break;
+    }
+  }
+  curl_slist_free_all(headers);
+  curl_easy_cleanup(curl);
+  state.counters["requests/s"] =
+      benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+  state.counters["inputs/s"] = benchmark::Counter(
+      static_cast<double>(state.iterations() * inputs_per_request), benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_MockApiHttp)->Arg(1)->Arg(128)->ArgName("inputs")->UseRealTime();
 
 void BM_HashEmbed(benchmark::State& state) {
   const std::vector<std::string> inputs = Inputs();
