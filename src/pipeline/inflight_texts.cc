@@ -36,6 +36,24 @@ std::vector<Chunk> InflightTexts::Release(const std::string& chunk_id) {
   return out;
 }
 
+std::vector<std::pair<size_t, Chunk>> InflightTexts::ReleaseAll(
+    std::span<const Chunk* const> owners) {
+  std::vector<std::pair<size_t, Chunk>> out;
+  MutexLock lock(mu_);
+  if (by_owner_.empty()) return out;
+  for (size_t i = 0; i < owners.size(); ++i) {
+    auto owner = by_owner_.find(owners[i]->id);
+    if (owner == by_owner_.end()) continue;
+    if (auto it = by_text_.find(owner->second); it != by_text_.end()) {
+      parked_ -= it->second.size();
+      for (Chunk& copy : it->second) out.emplace_back(i, std::move(copy));
+      by_text_.erase(it);
+    }
+    by_owner_.erase(owner);
+  }
+  return out;
+}
+
 std::vector<Chunk> InflightTexts::TakeAll() {
   MutexLock lock(mu_);
   std::vector<Chunk> out;

@@ -11,8 +11,10 @@
 
 #include <cstddef>
 #include <mutex>
+#include <span>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "common/hashing.h"
@@ -31,6 +33,9 @@ class InflightTexts {
   bool ParkOrOwn(Chunk& chunk);
   // The owner `chunk_id` reached its outcome: the chunks parked behind it.
   std::vector<Chunk> Release(const std::string& chunk_id);
+  // Release for each owner, under one lock (the store stage's whole write):
+  // the parked copies, each with the index of its owner in `owners`.
+  std::vector<std::pair<size_t, Chunk>> ReleaseAll(std::span<const Chunk* const> owners);
   // Every chunk still parked (end of run; empty when all owners resolved).
   std::vector<Chunk> TakeAll();
   size_t parked() const;

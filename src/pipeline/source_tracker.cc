@@ -88,6 +88,12 @@ void SourceTracker::Resolved(const Chunk& chunk, bool abandoned) {
   ResolveLocked(chunk, abandoned, /*dead_lettered=*/false);
 }
 
+void SourceTracker::StoredAll(std::span<const Chunk* const> chunks) {
+  MutexLock lock(mu_);
+  for (const Chunk* chunk : chunks)
+    ResolveLocked(*chunk, /*abandoned=*/false, /*dead_lettered=*/false);
+}
+
 void SourceTracker::DeadLettered(const Chunk& chunk) {
   MutexLock lock(mu_);
   ResolveLocked(chunk, /*abandoned=*/false, /*dead_lettered=*/true);

@@ -4,6 +4,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <string>
+#include <utility>
+#include <vector>
+
 #include "pipeline/inflight_texts.h"
 
 namespace sluice {
@@ -153,6 +158,62 @@ TEST(InflightTextsTest, CopiesWaitForTheOwnerAndAreReleasedOnce) {
   auto left = inflight.TakeAll();
   ASSERT_EQ(left.size(), 1u);
   EXPECT_EQ(left[0].source_id, "g.md");
+}
+
+// StoredAll resolves a whole write as Resolved(c, false) would one by one,
+// pieces of a split chunk included.
+TEST(SourceTrackerTest, StoredAllResolvesAWriteAsOneByOneWould) {
+  SourceTracker t;
+  const auto a = t.Begin(Fp("a.md"), true, 7);
+  const auto b = t.Begin(Fp("b.md"), true, 7);
+  const Chunk a0 = MakeChunk("a.md", 0, "x"), a1 = MakeChunk("a.md", 1, "y");
+  const Chunk b0 = MakeChunk("b.md", 0, "z");
+  t.ChunkProduced(a, a0);
+  t.ChunkProduced(a, a1);
+  t.ChunkProduced(b, b0);
+  t.ParseFinished(a, true);
+  t.ParseFinished(b, true);
+  // a1 was split in two pieces: both must be stored before a.md completes.
+  Chunk piece0 = MakeChunk("a.md", 1, "y0"), piece1 = MakeChunk("a.md", 1, "y1");
+  piece0.id = "a.md#1/0";
+  piece1.id = "a.md#1/1";
+  piece0.metadata_json = piece1.metadata_json = R"({"split_part":0,"split_parts":2})";
+  const Chunk* first[] = {&a0, &b0, &piece0};
+  t.StoredAll(first);
+  auto done = t.TakeCompleted();
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].fingerprint.file_id, "b.md");
+  const Chunk* second[] = {&piece1};
+  t.StoredAll(second);
+  done = t.TakeCompleted();
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].fingerprint.file_id, "a.md");
+  EXPECT_EQ(done[0].fingerprint.chunk_count, 3u);  // the original counted as its two pieces
+  EXPECT_EQ(t.ChunksInFlight(), 0u);
+  EXPECT_EQ(t.FilesInFlight(), 0u);
+}
+
+// ReleaseAll hands back each owner's parked copies with the owner's index,
+// once, as Release would one owner at a time.
+TEST(InflightTextsTest, ReleaseAllHandsBackEachOwnersCopiesWithItsIndex) {
+  InflightTexts inflight(10);
+  Chunk owner1 = MakeChunk("a.md", 0, "one"), owner2 = MakeChunk("a.md", 1, "two");
+  Chunk lone = MakeChunk("a.md", 2, "three");
+  Chunk copy1 = MakeChunk("b.md", 0, "one"), copy2a = MakeChunk("c.md", 0, "two");
+  Chunk copy2b = MakeChunk("d.md", 0, "two");
+  for (Chunk* c : {&owner1, &owner2, &lone}) EXPECT_FALSE(inflight.ParkOrOwn(*c));
+  for (Chunk* c : {&copy1, &copy2a, &copy2b}) EXPECT_TRUE(inflight.ParkOrOwn(*c));
+  const Chunk* stored[] = {&lone, &owner2, &owner1};
+  auto released = inflight.ReleaseAll(stored);
+  ASSERT_EQ(released.size(), 3u);
+  std::vector<std::pair<size_t, std::string>> got;
+  for (const auto& [owner, c] : released) got.emplace_back(owner, c.source_id);
+  std::sort(got.begin(), got.end());
+  const std::vector<std::pair<size_t, std::string>> want = {{1, "c.md"}, {1, "d.md"}, {2, "b.md"}};
+  EXPECT_EQ(got, want);
+  EXPECT_EQ(inflight.parked(), 0u);
+  EXPECT_TRUE(inflight.ReleaseAll(stored).empty());  // released once
+  EXPECT_TRUE(inflight.TakeAll().empty());
 }
 
 }  // namespace
