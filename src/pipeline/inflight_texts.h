@@ -6,7 +6,8 @@
 // abandoned (so are they). Parking is capped so memory stays bounded: past
 // the cap a copy is simply embedded again.
 //
-// Thread safety: thread-safe (one mutex; once per cache miss and outcome).
+// Thread safety: thread-safe (one mutex; once per cache miss, and once per
+// store write for the stored owners, ReleaseAll).
 #pragma once
 
 #include <cstddef>

@@ -15,8 +15,8 @@
 // Memory: one entry per file being processed and one per chunk still in
 // flight (bounded by the pipeline's queues), whatever the size of a file.
 //
-// Thread safety: thread-safe (one mutex; called once per chunk, which is
-// cheap next to embedding it).
+// Thread safety: thread-safe (one mutex; the readers take it once per chunk
+// produced, the store stage once per write, StoredAll).
 #pragma once
 
 #include <cstdint>
