@@ -124,15 +124,15 @@ void StoreStage::WriteBatch(BoundedQueue<EmbeddedChunk>* aggregate_out) {
         const EmbeddedChunk& row = batch_[stored_rows[owner]];
         carry_.push_back(EmbeddedChunk{std::move(copy), row.embedding, row.model});
       }
-      size_t kept = 0;  // the stored rows, moved to the front for the aggregator
-      for (size_t i = 0; i < batch_.size(); ++i) {
-        if (rejected[i]) continue;
-        if (kept != i) batch_[kept] = std::move(batch_[i]);
-        ++kept;
-      }
-      // One hand-off for the batch: the aggregate queue holds a whole batch
+      // The stored rows, moved to the front (stored_rows[k] >= k), go to the
+      // aggregator in one hand-off: the aggregate queue holds a whole batch
       // beside its capacity (RunQueues), so this rarely waits.
-      if (aggregate_out != nullptr) aggregate_out->PushAll(std::span(batch_.data(), kept));
+      for (size_t k = 0; k < stored_rows.size(); ++k) {
+        if (stored_rows[k] != k) batch_[k] = std::move(batch_[stored_rows[k]]);
+      }
+      if (aggregate_out != nullptr) {
+        aggregate_out->PushAll(std::span(batch_.data(), stored_rows.size()));
+      }
       batch_.clear();
       if (!CommitCompleted()) failed_ = true;
       return;

@@ -154,8 +154,13 @@ TEST(StoreStageTest, RowsTheStoreRefusesOneByOneAreDeadLetteredTheRestStored) {
   ASSERT_TRUE(in.Push(Embedded("bad", "reject me")));
   ASSERT_TRUE(in.Push(Embedded("good2")));
   in.Close();
-  stage.Run(in, nullptr);
+  BoundedQueue<EmbeddedChunk> aggregate(16);
+  stage.Run(in, &aggregate);
   EXPECT_EQ(store.stored, (std::vector<std::string>{"good1", "good2"}));
+  // The aggregator gets the stored rows, in order, and not the refused one.
+  std::vector<std::string> aggregated;
+  while (auto e = aggregate.Pop()) aggregated.push_back(e->chunk.id);
+  EXPECT_EQ(aggregated, (std::vector<std::string>{"good1", "good2"}));
   ASSERT_EQ(f.dead.chunks.size(), 1u);
   EXPECT_EQ(f.dead.chunks[0].first, "bad");
   EXPECT_EQ(Get(f.metrics.store.dead_lettered), 1u);
