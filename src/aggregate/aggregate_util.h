@@ -22,6 +22,9 @@ namespace sluice::aggregate {
 
 // Bytes per write (and read) when a group file is rewritten from the spool.
 constexpr size_t kWriteChunkBytes = 1 << 20;
+// A group file being written is handed to the kernel's writeback every this
+// many bytes (AtomicFileWriter::StartWriteback).
+constexpr size_t kWritebackBytes = 8 << 20;
 
 std::string Errno();
 // Writes all of `data`, retrying on EINTR.

@@ -87,6 +87,14 @@ Status AtomicFileWriter::Append(std::string_view data) {
   return Status::OK();
 }
 
+void AtomicFileWriter::StartWriteback() {
+#ifdef __linux__
+  // Offset 0, length 0: the whole file; pages already being written are
+  // skipped. A failure here is not one for the file: Commit's fsync reports it.
+  if (fd_ >= 0) (void)::sync_file_range(fd_, 0, 0, SYNC_FILE_RANGE_WRITE);
+#endif
+}
+
 Status AtomicFileWriter::Commit() {
   if (fd_ < 0) return Status::Internal("AtomicFileWriter::Commit twice");
   const int fd = fd_;

@@ -52,6 +52,11 @@ class AtomicFileWriter {
   const std::string& temp_path() const { return temp_path_; }
 
   Status Append(std::string_view data);
+  // Asks the kernel to start writing out what the temp file holds so far
+  // (sync_file_range, SYNC_FILE_RANGE_WRITE: it does not wait for the disk),
+  // so that Commit's fsync has only the tail left to wait for. Advisory: a
+  // caller streaming a large file calls it every few MiB.
+  void StartWriteback();
   // fsync, close, rename over the target, fsync the folder. Once only.
   Status Commit();
 

@@ -120,6 +120,24 @@ TEST_F(PrivateFileTest, AbandonedWriterLeavesNoTempAndTheOldFile) {
   EXPECT_EQ(entries, 1u);
 }
 
+// Writeback started part way (and after Commit, a no-op) changes nothing of
+// what the file holds once committed.
+TEST_F(PrivateFileTest, WritebackStartedMidWayKeepsTheContentWhole) {
+  const std::string file = Path("group.json");
+  ASSERT_TRUE(WriteFileAtomically(file, "old").ok());
+  auto writer = AtomicFileWriter::Create(file);
+  ASSERT_TRUE(writer.ok()) << writer.status().ToString();
+  const std::string part(3 << 20, 'x');
+  ASSERT_TRUE((*writer)->Append(part).ok());
+  (*writer)->StartWriteback();
+  EXPECT_EQ(ReadAll(file), "old");  // nothing is visible before Commit
+  ASSERT_TRUE((*writer)->Append("tail").ok());
+  (*writer)->StartWriteback();
+  ASSERT_TRUE((*writer)->Commit().ok());
+  (*writer)->StartWriteback();
+  EXPECT_EQ(ReadAll(file), part + "tail");
+}
+
 TEST_F(PrivateFileTest, MissingFolderIsAnErrorNotANewTree) {
   Status s = WriteFileAtomically(Path("no/such/folder/trace.csv"), "x");
   EXPECT_EQ(s.code(), StatusCode::kIOError) << s.ToString();
