@@ -37,12 +37,12 @@ std::vector<Chunk> InflightTexts::Release(const std::string& chunk_id) {
 }
 
 std::vector<std::pair<size_t, Chunk>> InflightTexts::ReleaseAll(
-    std::span<const Chunk* const> owners) {
+    std::span<const EmbeddedChunk> owners) {
   std::vector<std::pair<size_t, Chunk>> out;
   MutexLock lock(mu_);
   if (by_owner_.empty()) return out;
   for (size_t i = 0; i < owners.size(); ++i) {
-    auto owner = by_owner_.find(owners[i]->id);
+    auto owner = by_owner_.find(owners[i].chunk.id);
     if (owner == by_owner_.end()) continue;
     if (auto it = by_text_.find(owner->second); it != by_text_.end()) {
       parked_ -= it->second.size();

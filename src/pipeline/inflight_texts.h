@@ -36,7 +36,7 @@ class InflightTexts {
   std::vector<Chunk> Release(const std::string& chunk_id);
   // Release for each owner, under one lock (the store stage's whole write):
   // the parked copies, each with the index of its owner in `owners`.
-  std::vector<std::pair<size_t, Chunk>> ReleaseAll(std::span<const Chunk* const> owners);
+  std::vector<std::pair<size_t, Chunk>> ReleaseAll(std::span<const EmbeddedChunk> owners);
   // Every chunk still parked (end of run; empty when all owners resolved).
   std::vector<Chunk> TakeAll();
   size_t parked() const;

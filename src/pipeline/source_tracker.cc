@@ -88,10 +88,11 @@ void SourceTracker::Resolved(const Chunk& chunk, bool abandoned) {
   ResolveLocked(chunk, abandoned, /*dead_lettered=*/false);
 }
 
-void SourceTracker::StoredAll(std::span<const Chunk* const> chunks) {
+void SourceTracker::StoredAll(std::span<const EmbeddedChunk> rows) {
   MutexLock lock(mu_);
-  for (const Chunk* chunk : chunks)
-    ResolveLocked(*chunk, /*abandoned=*/false, /*dead_lettered=*/false);
+  for (const EmbeddedChunk& row : rows) {
+    ResolveLocked(row.chunk, /*abandoned=*/false, /*dead_lettered=*/false);
+  }
 }
 
 void SourceTracker::DeadLettered(const Chunk& chunk) {

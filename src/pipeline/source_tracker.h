@@ -53,10 +53,10 @@ class SourceTracker {
   // redone by a rerun. Chunks no tracked file produced (stdin records,
   // dead-letter replays) are ignored.
   void Resolved(const Chunk& chunk, bool abandoned);
-  // Resolved(*c, false) for each, under one lock: the store stage resolves a
-  // whole write (4,000 rows) at once, instead of taking the lock the readers
-  // take per chunk (ChunkProduced) 4,000 times.
-  void StoredAll(std::span<const Chunk* const> chunks);
+  // Resolved(row.chunk, false) for each, under one lock: the store stage
+  // resolves a whole write (4,000 rows) at once, instead of taking the lock
+  // the readers take per chunk (ChunkProduced) 4,000 times.
+  void StoredAll(std::span<const EmbeddedChunk> rows);
   // A chunk (or piece) given up on and written to the dead-letter file: it
   // resolves like a stored one but is not counted in the file's chunks_stored.
   void DeadLettered(const Chunk& chunk);

@@ -106,33 +106,27 @@ void StoreStage::WriteBatch(BoundedQueue<EmbeddedChunk>* aggregate_out) {
           batch_.size() - static_cast<uint64_t>(std::count(rejected.begin(), rejected.end(), true));
       Add(metrics.chunks_stored, stored);
       Add(metrics.store.items_out, stored);
-      // The stored rows' outcomes, each under one lock for the whole write:
-      // per row, the store thread and the readers (ChunkProduced) took turns
-      // on the tracker's lock (~0.1 s of waits a run, docs/PERFORMANCE.md).
-      std::vector<const Chunk*> stored_chunks;
-      std::vector<size_t> stored_rows;  // their indexes in batch_
-      stored_chunks.reserve(stored);
-      stored_rows.reserve(stored);
+      // The stored rows, moved to the front in order (the refused ones are
+      // dead-lettered above).
+      size_t kept = 0;
       for (size_t i = 0; i < batch_.size(); ++i) {
         if (rejected[i]) continue;
-        stored_chunks.push_back(&batch_[i].chunk);
-        stored_rows.push_back(i);
+        if (kept != i) batch_[kept] = std::move(batch_[i]);
+        ++kept;
       }
-      run_.tracker().StoredAll(stored_chunks);
+      const std::span<const EmbeddedChunk> stored_rows(batch_.data(), kept);
+      // Their outcomes, each under one lock for the whole write: per row, the
+      // store thread and the readers (ChunkProduced) took turns on the
+      // tracker's lock (~0.1 s of waits a run, docs/PERFORMANCE.md).
+      run_.tracker().StoredAll(stored_rows);
       // The copies parked behind a stored row take its vector.
-      for (auto& [owner, copy] : run_.inflight().ReleaseAll(stored_chunks)) {
-        const EmbeddedChunk& row = batch_[stored_rows[owner]];
-        carry_.push_back(EmbeddedChunk{std::move(copy), row.embedding, row.model});
+      for (auto& [owner, copy] : run_.inflight().ReleaseAll(stored_rows)) {
+        carry_.push_back(
+            EmbeddedChunk{std::move(copy), batch_[owner].embedding, batch_[owner].model});
       }
-      // The stored rows, moved to the front (stored_rows[k] >= k), go to the
-      // aggregator in one hand-off: the aggregate queue holds a whole batch
-      // beside its capacity (RunQueues), so this rarely waits.
-      for (size_t k = 0; k < stored_rows.size(); ++k) {
-        if (stored_rows[k] != k) batch_[k] = std::move(batch_[stored_rows[k]]);
-      }
-      if (aggregate_out != nullptr) {
-        aggregate_out->PushAll(std::span(batch_.data(), stored_rows.size()));
-      }
+      // One hand-off to the aggregator: the aggregate queue holds a whole
+      // batch beside its capacity (RunQueues), so this rarely waits.
+      if (aggregate_out != nullptr) aggregate_out->PushAll(std::span(batch_.data(), kept));
       batch_.clear();
       if (!CommitCompleted()) failed_ = true;
       return;
