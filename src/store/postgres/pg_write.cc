@@ -513,9 +513,12 @@ std::vector<std::vector<size_t>> SplitBySource(std::span<const EmbeddedChunk> ba
   };
   std::unordered_map<std::string_view, SourcePart> of_source;
   std::vector<SourcePart*> in_order;
+  std::vector<SourcePart*> of_row;  // rows[k]'s source (the map's nodes stay put)
+  of_row.reserve(rows.size());
   for (size_t i : rows) {
     SourcePart& sp = of_source[batch[i].chunk.source_id];
     if (sp.rows++ == 0) in_order.push_back(&sp);
+    of_row.push_back(&sp);
   }
   const size_t per_part = std::max<size_t>(rows_per_part, 1);
   size_t part = 0, filled = 0;
@@ -528,7 +531,7 @@ std::vector<std::vector<size_t>> SplitBySource(std::span<const EmbeddedChunk> ba
     filled += sp->rows;
   }
   std::vector<std::vector<size_t>> parts(in_order.empty() ? 0 : part + 1);
-  for (size_t i : rows) parts[of_source[batch[i].chunk.source_id].part].push_back(i);
+  for (size_t k = 0; k < rows.size(); ++k) parts[of_row[k]->part].push_back(rows[k]);
   return parts;
 }
 
