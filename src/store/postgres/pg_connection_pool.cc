@@ -62,6 +62,11 @@ Result<std::unique_ptr<PgConn>> PostgresStore::Connect() {
   // Quiet NOTICEs ("relation already exists, skipping") on stderr.
   PQsetNoticeProcessor(
       conn->pg, [](void*, const char*) {}, nullptr);
+  // No JIT: sluice's statements are short, and a cost estimate over
+  // jit_above_cost (a large join before ANALYZE) made the server compile
+  // each one with LLVM, tens of milliseconds per statement (issue 15). A
+  // server without the setting keeps its default.
+  PgResult jit(PQexec(conn->pg, "SET jit = off"));
   return conn;
 }
 

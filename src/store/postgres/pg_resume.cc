@@ -5,8 +5,11 @@
 #include "store/postgres/pg_store.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <map>
 #include <unordered_map>
+
+#include <spdlog/spdlog.h>
 
 #include "common/json_canonical.h"
 #include "store/postgres/pg_transaction.h"
@@ -180,6 +183,33 @@ PgError PostgresStore::DeleteAndCommit(PgConn& c, const std::string& sql,
 // its liveness lock, RunIsDeadSql) go too, here and when a store opens: only
 // their own run would have read them. All CTEs read one snapshot, so the stale set is
 // computed from the run records before they are deleted.
+PgError PostgresStore::RefreshStaleStatistics(PgConn& c) {
+  const uint64_t written = rows_written_.load();
+  uint64_t due = next_statistics_check_.load();
+  if (written < due) return {};
+  // One caller per check; the others go on with the statistics they have.
+  if (!next_statistics_check_.compare_exchange_strong(due, 2 * written)) return {};
+  const std::string params[1] = {q_chunks_};
+  PgResult r =
+      ExecParams(c.pg, "SELECT reltuples FROM pg_class WHERE oid = to_regclass($1)", params, 0);
+  if (!ResultOk(r.get())) return Classify(c.pg, r.get());
+  // -1: never analyzed (0 before PostgreSQL 14).
+  const double estimated =
+      PQntuples(r.get()) == 1 ? std::strtod(PQgetvalue(r.get(), 0, 0), nullptr) : -1;
+  if (estimated >= static_cast<double>(written)) return {};
+  // SKIP_LOCKED: a concurrent ANALYZE (autovacuum's, another worker's) is as good.
+  std::string sql =
+      "ANALYZE (SKIP_LOCKED) " + q_chunks_ + " (id, source_id, file_id), " + q_sources_;
+  if (resume_tables_) sql += ", " + q_files_ + ", " + q_run_;
+  PgResult analyzed(PQexec(c.pg, sql.c_str()));
+  if (!ResultOk(analyzed.get())) {
+    PgError e = Classify(c.pg, analyzed.get());
+    if (e.fault == Fault::kConnection) return e;
+    spdlog::debug("postgres: refreshing the planner's statistics failed: {}", e.message);
+  }
+  return {};
+}
+
 Result<uint64_t> PostgresStore::CommitSources(std::span<const SourceManifest> completed) {
   if (Status s = ResumeSupported(); !s.ok()) return s;
   if (completed.empty()) return uint64_t{0};
@@ -211,6 +241,9 @@ Result<uint64_t> PostgresStore::CommitSources(std::span<const SourceManifest> co
     deleted = 0;
     bool has_chunks = false;
     if (PgError e = ProbeChunksTable(c, has_chunks); e.fault != Fault::kNone) return e;
+    if (has_chunks) {
+      if (PgError e = RefreshStaleStatistics(c); e.fault != Fault::kNone) return e;
+    }
     PgError e = BeginAndLock(c, file_ids, "", nullptr);
     if (e.fault != Fault::kNone) return e;
     std::string sql =

@@ -16,6 +16,7 @@
 // threads; Flush and Close must not race with writes).
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -129,6 +130,16 @@ class PostgresStore final : public Store {
   // The same inside a Retrying attempt: a probe that fails is a connection
   // fault, so the attempt is replayed on a new connection.
   PgError ProbeChunksTable(PgConn& conn, bool& exists);
+  // ANALYZEs the key columns of the chunks table and the files, run and
+  // sources tables when this store has written more rows than the planner's
+  // statistics say the chunks table holds (a table filled from empty by this
+  // run: autovacuum analyzes at most once a minute). Checked at 10,000 rows
+  // written, then at each doubling. Without it, CommitSources joined by
+  // sequential scans of the whole chunks table (the planner's default
+  // selectivity guessed ~0.5% of the rows per file), once per commit:
+  // quadratic in the table's size (docs/PERFORMANCE.md). Only a lost
+  // connection is an error; a refused or skipped ANALYZE is not.
+  PgError RefreshStaleStatistics(PgConn& conn);
   // What replays wait on: StoreOptions::clock, or the system clock.
   const Clock& RetryClock() const {
     return options_.clock != nullptr ? *options_.clock : SystemClock::Instance();
@@ -225,6 +236,9 @@ class PostgresStore final : public Store {
   int open_conns_ = 0;                         // GUARDED_BY(pool_mu_)
   int pool_limit_ = 1;                         // set once by Init
   size_t rows_per_tx_ = options_.batch_rows > 0 ? options_.batch_rows : 500;
+  static constexpr uint64_t kFirstStatisticsCheckRows = 10000;
+  std::atomic<uint64_t> rows_written_{0};  // chunk rows this store wrote
+  std::atomic<uint64_t> next_statistics_check_{kFirstStatisticsCheckRows};
   bool closed_ = false;
 };
 

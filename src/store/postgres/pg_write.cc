@@ -495,6 +495,7 @@ WriteResult PostgresStore::Write(std::span<const EmbeddedChunk> batch) {
     }
   }
   WriteResult merged = WriteParts(batch, rows);
+  if (merged.status.ok()) rows_written_ += rows.size() - merged.rejected.size();
   if (merged.status.ok() && !no_id.empty()) {
     merged.rejected.insert(merged.rejected.end(), no_id.begin(), no_id.end());
     std::sort(merged.rejected.begin(), merged.rejected.end(),

@@ -661,6 +661,55 @@ TEST_P(PostgresOnlyResumeTest, LostConnectionsAreReplayed) {
   EXPECT_TRUE(Verify(*store).empty());
 }
 
+// A table filled from empty by this store: once it holds 10,000 rows the
+// commit refreshes the planner's statistics (without them its joins read the
+// whole chunks table per commit). A role that may write but not ANALYZE
+// the tables (not their owner) still commits: the refresh is skipped.
+TEST_P(PostgresOnlyResumeTest, CommitRefreshesTheStatisticsOfATableFilledFromEmpty) {
+  const std::string reltuples =
+      "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass('" + Q() + "')";
+  const auto write_files = [&](Store& store, int first, int files, uint64_t run) {
+    std::vector<SourceManifest> manifests;
+    for (int f = first; f < first + files; ++f) {
+      const std::string file = "f" + std::to_string(f) + ".md";
+      Write(store, FileChunks(file, static_cast<uint64_t>(f) * 1000, 1000));
+      manifests.push_back(Manifest(file, 1000, run));
+    }
+    auto deleted = Commit(store, manifests);
+    ASSERT_TRUE(deleted.ok()) << deleted.status().ToString();
+    EXPECT_EQ(*deleted, 0u);
+  };
+  {
+    auto owner = Open(1);
+    ASSERT_TRUE(owner);
+    write_files(*owner, 0, 10, 1);
+    // ANALYZE samples every row of a table this small: the estimate is exact.
+    EXPECT_EQ(raw_->Scalar(reltuples), "10000");
+    write_files(*owner, 10, 5, 1);  // below the next check (20,000 written)
+  }
+  const std::string role = "sluice_stats_" + std::to_string(getpid());
+  ASSERT_TRUE(raw_->Command("DROP ROLE IF EXISTS " + role));
+  ASSERT_TRUE(raw_->Command("CREATE ROLE " + role + " LOGIN"));
+  ASSERT_TRUE(raw_->Command("GRANT SELECT, INSERT, UPDATE, DELETE ON " + Q() + ", " +
+                            Q("_sources") + ", " + Q("_files") + ", " + Q("_embedding_cache") +
+                            ", " + Q("_run_chunks") + " TO " + role));
+  const std::string owner_dsn = dsn_;
+  ASSERT_EQ(dsn_.find("postgres@"), std::string("postgres://").size()) << dsn_;
+  dsn_.replace(dsn_.find("postgres@"), std::string("postgres").size(), role);
+  {
+    // Its own 10,000 rows are more than the statistics' 10,000 - 5,000 in
+    // all; the server refuses its ANALYZE with a warning, and it commits.
+    auto writer = Open(2);
+    ASSERT_TRUE(writer);
+    write_files(*writer, 15, 10, 2);
+    EXPECT_EQ(writer->LoadFingerprints()->size(), 25u);
+  }
+  dsn_ = owner_dsn;
+  EXPECT_EQ(raw_->Scalar("SELECT count(*) FROM " + Q()), "25000");
+  raw_->Command("DROP OWNED BY " + role);
+  raw_->Command("DROP ROLE " + role);
+}
+
 // A role that may read and write the tables but not ALTER them: it works
 // once file_id exists; it cannot add it (an error at open); it cannot
 // migrate a chunk_ids files table (the store opens without resume).
