@@ -212,6 +212,11 @@ class Store {
                                   std::vector<CachedEmbedding>& /*out*/) {
     return NotSupported();
   }
+  // Whether LookupEmbeddings could answer any text now. False only when the
+  // store holds no vector its lookups read (a new or emptied store): the
+  // cache stage then looks up only texts this run has already sent to be
+  // embedded (pipeline/seen_texts.h). True when a store cannot tell.
+  virtual Result<bool> MayHoldCachedEmbeddings() { return true; }
   // The ids of the chunks stored for `file_id`, by source id and ordinal
   // (empty when none).
   virtual Result<std::vector<std::string>> FileChunkIds(const std::string& /*file_id*/) {

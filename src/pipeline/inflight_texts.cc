@@ -4,8 +4,7 @@
 
 namespace sluice {
 
-bool InflightTexts::ParkOrOwn(Chunk& chunk) {
-  const Hash128Value key = Hash128(chunk.text);
+bool InflightTexts::ParkOrOwn(Chunk& chunk, const Hash128Value& key) {
   MutexLock lock(mu_);
   auto it = by_text_.find(key);
   if (it != by_text_.end()) {

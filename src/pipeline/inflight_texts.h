@@ -31,7 +31,9 @@ class InflightTexts {
   // True: a chunk with the same text is in flight and `chunk` was moved into
   // the parking lot. False: `chunk` is now the owner of its text (or the lot
   // is full) and must be embedded.
-  bool ParkOrOwn(Chunk& chunk);
+  bool ParkOrOwn(Chunk& chunk) { return ParkOrOwn(chunk, Hash128(chunk.text)); }
+  // The same with the text's Hash128 already computed.
+  bool ParkOrOwn(Chunk& chunk, const Hash128Value& text);
   // The owner `chunk_id` reached its outcome: the chunks parked behind it.
   std::vector<Chunk> Release(const std::string& chunk_id);
   // Release for each owner, under one lock (the store stage's whole write):

@@ -3,6 +3,8 @@
 // ManualClock, so retries and backoffs run instantly and deterministically.
 #include <gtest/gtest.h>
 
+#include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -13,6 +15,7 @@
 #include "pipeline/run_context.h"
 #include "pipeline/store_stage.h"
 #include "sluice/sources.h"
+#include "sluice/store.h"
 #include "testing/test_util.h"
 #include "testing/wait.h"
 
@@ -232,6 +235,112 @@ TEST(CacheStageTest, WithoutACacheEveryChunkGoesToTheEmbedStage) {
   EXPECT_EQ(stage.cache_hits(), 0u);
   EXPECT_EQ(Get(f.metrics.cache.items_in), 5u);
   EXPECT_EQ(Get(f.metrics.cache.items_out), 5u);
+}
+
+// A real SQLite store (the cache stage's second connection) that counts the
+// texts it is asked to look up.
+class CountingLookups final : public Store {
+ public:
+  explicit CountingLookups(std::unique_ptr<Store> inner) : inner_(std::move(inner)) {}
+  Status LookupEmbeddings(std::string_view cache_namespace, std::span<const std::string_view> texts,
+                          std::vector<CachedEmbedding>& out) override {
+    for (std::string_view t : texts) looked_up.emplace_back(t);
+    return inner_->LookupEmbeddings(cache_namespace, texts, out);
+  }
+  Result<bool> MayHoldCachedEmbeddings() override { return inner_->MayHoldCachedEmbeddings(); }
+  WriteResult Write(std::span<const EmbeddedChunk> batch) override { return inner_->Write(batch); }
+  Status Flush() override { return inner_->Flush(); }
+  Status Close() override { return inner_->Close(); }
+  Result<std::vector<SearchHit>> Search(std::span<const float> q, int k) override {
+    return inner_->Search(q, k);
+  }
+  Result<StoreStats> Stats() override { return inner_->Stats(); }
+  std::string Describe() const override { return inner_->Describe(); }
+
+  std::vector<std::string> looked_up;
+
+ private:
+  std::unique_ptr<Store> inner_;
+};
+
+struct CacheFixture {
+  TempDir dir;
+  std::unique_ptr<Store> writer;
+  CountingLookups* counting = nullptr;  // owned by `shared`
+  std::unique_ptr<SharedReadStore> shared;
+
+  CacheFixture() {
+    StoreOptions o;
+    o.embedding_cache_namespace = "m:2";
+    auto w = OpenStore("sqlite:" + (dir / "store.db"), o);
+    EXPECT_TRUE(w.ok()) << w.status().ToString();
+    writer = std::move(*w);
+    auto r = OpenStore("sqlite:" + (dir / "store.db"), StoreOptions{});
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    auto wrapped = std::make_unique<CountingLookups>(std::move(*r));
+    counting = wrapped.get();
+    shared = std::make_unique<SharedReadStore>(std::move(wrapped));
+  }
+  void Put(const std::string& id, const std::string& text, std::vector<float> vector) {
+    EmbeddedChunk e = Embedded(id, text);
+    e.embedding = std::move(vector);
+    std::vector<EmbeddedChunk> rows = {e};
+    WriteResult w = writer->Write(rows);
+    ASSERT_TRUE(w.status.ok()) << w.status.ToString();
+    ASSERT_TRUE(w.rejected.empty());
+  }
+};
+
+TEST(CacheStageTest, AnEmptyStoreIsAskedOnlyForTextsTheRunAlreadySentOn) {
+  StageFixture f;
+  CacheFixture cache;
+  CacheStage stage(CacheStageOptions{.lookup_batch = 4, .cache_namespace = "m:2"}, f.run,
+                   *cache.shared);
+  BoundedQueue<Chunk> in(16), to_embed(16);
+  BoundedQueue<EmbeddedChunk> out(16);
+  std::thread runner([&] { stage.Run(in, to_embed, out); });
+  ASSERT_TRUE(in.Push(TextChunk("c0", "alpha")));
+  ASSERT_TRUE(in.Push(TextChunk("c1", "beta")));
+  std::vector<std::string> sent;
+  for (int i = 0; i < 2; ++i) sent.push_back(to_embed.Pop()->id);
+  // New texts: nothing was looked up. The first one's vector is now stored.
+  EXPECT_TRUE(cache.counting->looked_up.empty());
+  cache.Put("c0", "alpha", {0.5f, 0.25f});
+  ASSERT_TRUE(in.Push(TextChunk("c2", "alpha")));  // seen: looked up, and found
+  ASSERT_TRUE(in.Push(TextChunk("c3", "gamma")));  // new: not looked up
+  in.Close();
+  std::optional<EmbeddedChunk> hit = out.Pop();
+  while (auto c = to_embed.Pop()) sent.push_back(c->id);
+  runner.join();
+  ASSERT_TRUE(hit.has_value());
+  EXPECT_EQ(hit->chunk.id, "c2");
+  EXPECT_EQ(hit->embedding, (std::vector<float>{0.5f, 0.25f}));
+  EXPECT_EQ(sent, (std::vector<std::string>{"c0", "c1", "c3"}));
+  EXPECT_EQ(cache.counting->looked_up, (std::vector<std::string>{"alpha"}));
+  EXPECT_EQ(stage.cache_hits(), 1u);
+}
+
+TEST(CacheStageTest, AStoreHoldingVectorsIsAskedForEveryText) {
+  StageFixture f;
+  CacheFixture cache;
+  cache.Put("old", "alpha", {1.0f, 0.0f});
+  CacheStage stage(CacheStageOptions{.lookup_batch = 4, .cache_namespace = "m:2"}, f.run,
+                   *cache.shared);
+  BoundedQueue<Chunk> in(16), to_embed(16);
+  BoundedQueue<EmbeddedChunk> out(16);
+  ASSERT_TRUE(in.Push(TextChunk("c0", "beta")));
+  ASSERT_TRUE(in.Push(TextChunk("c1", "alpha")));
+  ASSERT_TRUE(in.Push(TextChunk("c2", "beta")));  // parked behind c0
+  in.Close();
+  stage.Run(in, to_embed, out);
+  EXPECT_EQ(cache.counting->looked_up, (std::vector<std::string>{"beta", "alpha", "beta"}));
+  std::optional<EmbeddedChunk> hit = out.Pop();
+  ASSERT_TRUE(hit.has_value());
+  EXPECT_EQ(hit->chunk.id, "c1");
+  EXPECT_EQ(to_embed.Pop()->id, "c0");
+  EXPECT_FALSE(to_embed.Pop().has_value());
+  EXPECT_EQ(stage.cache_hits(), 2u);  // the hit and the parked copy
+  EXPECT_EQ(f.run.inflight().parked(), 1u);
 }
 
 TEST(CacheStageTest, AStopAbandonsWhatItTakesInsteadOfPassingItOn) {

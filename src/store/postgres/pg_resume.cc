@@ -342,6 +342,19 @@ Result<uint64_t> PostgresStore::DeleteSources(std::span<const std::string> file_
   return deleted;
 }
 
+Result<bool> PostgresStore::MayHoldCachedEmbeddings() {
+  if (Status s = ResumeSupported(); !s.ok()) return s;
+  bool any = true;
+  Status s = Retrying("embedding cache probe", [&](PgConn& c) -> PgError {
+    PgResult r = ExecParams(c.pg, "SELECT EXISTS (SELECT 1 FROM " + q_cache_ + ")", {}, 0);
+    if (!ResultOk(r.get())) return Classify(c.pg, r.get());
+    any = PQntuples(r.get()) != 1 || std::string_view(PQgetvalue(r.get(), 0, 0)) != "f";
+    return {};
+  });
+  if (!s.ok()) return s;
+  return any;
+}
+
 Status PostgresStore::LookupEmbeddings(std::string_view cache_namespace,
                                        std::span<const std::string_view> texts,
                                        std::vector<CachedEmbedding>& out) {

@@ -328,6 +328,22 @@ Result<uint64_t> SqliteStore::DeleteSources(std::span<const std::string> file_id
   return deleted;
 }
 
+Result<bool> SqliteStore::MayHoldCachedEmbeddings() {
+  if (db_ == nullptr) return Status::InvalidArgument("sqlite store is closed");
+  // The cache table, and (version 4) the chunks that carry a cache key: the
+  // two places LookupEmbeddings reads. Both probes are one index or table seek.
+  std::string sql = fmt::format("SELECT EXISTS (SELECT 1 FROM {})", Quote(cache_table_));
+  if (has_text_key_) {
+    sql += fmt::format(" OR EXISTS (SELECT 1 FROM {} WHERE text_key IS NOT NULL)",
+                       Quote(chunks_table_));
+  }
+  ScopedStmt stmt;
+  int rc = sqlite3_prepare_v2(db_, sql.c_str(), -1, stmt.out(), nullptr);
+  if (rc == SQLITE_OK) rc = sqlite3_step(stmt.get());
+  if (rc != SQLITE_ROW) return ErrorStatus(rc, "embedding cache probe");
+  return sqlite3_column_int(stmt.get(), 0) != 0;
+}
+
 Status SqliteStore::LookupEmbeddings(std::string_view cache_namespace,
                                      std::span<const std::string_view> texts,
                                      std::vector<CachedEmbedding>& out) {

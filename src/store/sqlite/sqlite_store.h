@@ -146,6 +146,7 @@ class SqliteStore final : public Store {
   Result<uint64_t> DeleteSources(std::span<const std::string> file_ids) override;
   Status LookupEmbeddings(std::string_view cache_namespace, std::span<const std::string_view> texts,
                           std::vector<CachedEmbedding>& out) override;
+  Result<bool> MayHoldCachedEmbeddings() override;
   Result<std::vector<EmbeddedChunk>> ReadChunks(std::span<const std::string> chunk_ids) override;
   Result<std::vector<std::string>> FileChunkIds(const std::string& file_id) override;
   Status Verify(std::vector<VerifyProblem>& problems, size_t limit) override;

@@ -487,6 +487,21 @@ TEST_P(PostgresResumeTest, EmbeddingCacheAnswersBitExactlyPerNamespace) {
   for (const auto& f : found) EXPECT_TRUE(f.embedding.empty());
 }
 
+TEST_P(PostgresResumeTest, MayHoldCachedEmbeddingsOnlyOnceTheCacheHasARow) {
+  auto plain = Open(1);  // no namespace: writes no cache rows
+  ASSERT_TRUE(plain);
+  auto fresh = plain->MayHoldCachedEmbeddings();
+  ASSERT_TRUE(fresh.ok()) << fresh.status().ToString();
+  EXPECT_FALSE(*fresh);
+  Write(*plain, FileChunks("a.md", 0, 2));
+  EXPECT_FALSE(*plain->MayHoldCachedEmbeddings());
+  auto keyed = Open(2, "test-model:8");
+  ASSERT_TRUE(keyed);
+  Write(*keyed, FileChunks("b.md", 10, 1));
+  EXPECT_TRUE(*keyed->MayHoldCachedEmbeddings());
+  EXPECT_TRUE(*plain->MayHoldCachedEmbeddings());
+}
+
 TEST_P(PostgresResumeTest, ReadChunksReturnsEveryFieldInTheAskedOrder) {
   auto store = Open();
   ASSERT_TRUE(store);

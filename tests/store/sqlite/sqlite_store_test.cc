@@ -1235,6 +1235,32 @@ TEST_F(SqliteStoreTest, EmbeddingCacheIsKeyedByNamespaceAndTextAcrossConnections
   EXPECT_TRUE(out[0].embedding.empty());
 }
 
+// Whether a lookup could find anything: false only while neither a chunk row
+// with a cache key nor a cache row exists (the cache stage then skips the
+// lookups of texts it has not sent on itself).
+TEST_F(SqliteStoreTest, MayHoldCachedEmbeddingsOnlyOnceAVectorIsKeyed) {
+  auto plain = MustOpen(Options());
+  EXPECT_FALSE(*plain->MayHoldCachedEmbeddings());
+  std::vector<EmbeddedChunk> unkeyed = {MakeChunk(7, 4, "other.md")};  // no namespace: no key
+  ASSERT_TRUE(plain->Write(unkeyed).status.ok());
+  EXPECT_FALSE(*plain->MayHoldCachedEmbeddings());
+
+  SqliteStoreOptions o = Options();
+  o.store.embedding_cache_namespace = "model-a:0";
+  auto writer = MustOpen(o);
+  std::vector<EmbeddedChunk> rows = {MakeChunk(0, 4)};
+  rows[0].chunk.file_id = "doc.md";
+  ASSERT_TRUE(writer->Write(rows).status.ok());
+  EXPECT_TRUE(*writer->MayHoldCachedEmbeddings());
+  EXPECT_TRUE(*plain->MayHoldCachedEmbeddings());  // another connection sees it
+  // Deleted, the chunk leaves its vector in the cache table: still true.
+  ASSERT_TRUE(writer->DeleteSources(std::vector<std::string>{"doc.md"}).ok());
+  EXPECT_EQ(writer->Stats()->chunks, 1u);  // the unkeyed row only
+  EXPECT_TRUE(*writer->MayHoldCachedEmbeddings());
+  ASSERT_TRUE(writer->Close().ok());
+  EXPECT_FALSE(writer->MayHoldCachedEmbeddings().ok());
+}
+
 // Version 4: a stored chunk is the cache entry for its text (no second copy
 // of the vector is written); the cache table receives a vector only when
 // its chunk is deleted or its text is rewritten, so nothing embedded is lost.
