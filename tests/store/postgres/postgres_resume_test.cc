@@ -113,6 +113,17 @@ class PostgresResumeTest : public ::testing::TestWithParam<const char*> {
     return out;
   }
   std::string Q(const std::string& suffix = "") { return "\"" + table_ + suffix + "\""; }
+  // Creates `role`, which may read and write this test's tables but does not
+  // own them (no ALTER, no ANALYZE), and points dsn_ at it.
+  void ConnectAsWriterRole(const std::string& role) {
+    ASSERT_TRUE(raw_->Command("DROP ROLE IF EXISTS " + role));
+    ASSERT_TRUE(raw_->Command("CREATE ROLE " + role + " LOGIN"));
+    ASSERT_TRUE(raw_->Command("GRANT SELECT, INSERT, UPDATE, DELETE ON " + Q() + ", " +
+                              Q("_sources") + ", " + Q("_files") + ", " + Q("_embedding_cache") +
+                              ", " + Q("_run_chunks") + " TO " + role));
+    ASSERT_EQ(dsn_.find("postgres@"), std::string("postgres://").size()) << dsn_;
+    dsn_.replace(dsn_.find("postgres@"), std::string("postgres").size(), role);
+  }
   std::string RunRecords(const std::string& file_id) {
     return raw_->Scalar("SELECT count(*) FROM " + Q("_run_chunks") + " WHERE file_id = '" +
                         file_id + "'");
@@ -702,15 +713,9 @@ TEST_P(PostgresOnlyResumeTest, CommitRefreshesTheStatisticsOfATableFilledFromEmp
     EXPECT_EQ(raw_->Scalar(reltuples), "10000");
     write_files(*owner, 10, 5, 1);  // below the next check (20,000 written)
   }
-  const std::string role = "sluice_stats_" + std::to_string(getpid());
-  ASSERT_TRUE(raw_->Command("DROP ROLE IF EXISTS " + role));
-  ASSERT_TRUE(raw_->Command("CREATE ROLE " + role + " LOGIN"));
-  ASSERT_TRUE(raw_->Command("GRANT SELECT, INSERT, UPDATE, DELETE ON " + Q() + ", " +
-                            Q("_sources") + ", " + Q("_files") + ", " + Q("_embedding_cache") +
-                            ", " + Q("_run_chunks") + " TO " + role));
   const std::string owner_dsn = dsn_;
-  ASSERT_EQ(dsn_.find("postgres@"), std::string("postgres://").size()) << dsn_;
-  dsn_.replace(dsn_.find("postgres@"), std::string("postgres").size(), role);
+  const std::string role = "sluice_stats_" + std::to_string(getpid());
+  ASSERT_NO_FATAL_FAILURE(ConnectAsWriterRole(role));
   {
     // Its own 10,000 rows are more than the statistics' 10,000 - 5,000 in
     // all; the server refuses its ANALYZE with a warning, and it commits.
@@ -735,15 +740,9 @@ TEST_P(PostgresOnlyResumeTest, RoleWithoutAlterUsesMigratedTablesOnly) {
     Write(*owner, FileChunks("a.md", 0, 3));
     ASSERT_TRUE(Commit(*owner, {Manifest("a.md", 3, 1)}).ok());
   }
-  const std::string role = "sluice_rw_" + std::to_string(getpid());
-  ASSERT_TRUE(raw_->Command("DROP ROLE IF EXISTS " + role));
-  ASSERT_TRUE(raw_->Command("CREATE ROLE " + role + " LOGIN"));
-  ASSERT_TRUE(raw_->Command("GRANT SELECT, INSERT, UPDATE, DELETE ON " + Q() + ", " +
-                            Q("_sources") + ", " + Q("_files") + ", " + Q("_embedding_cache") +
-                            ", " + Q("_run_chunks") + " TO " + role));
   const std::string owner_dsn = dsn_;
-  ASSERT_EQ(dsn_.find("postgres@"), std::string("postgres://").size()) << dsn_;
-  dsn_.replace(dsn_.find("postgres@"), std::string("postgres").size(), role);
+  const std::string role = "sluice_rw_" + std::to_string(getpid());
+  ASSERT_NO_FATAL_FAILURE(ConnectAsWriterRole(role));
 
   {
     auto store = Open(2);
