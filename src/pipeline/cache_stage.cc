@@ -74,7 +74,10 @@ void CacheStage::Run(BoundedQueue<Chunk>& in, BoundedQueue<Chunk>& to_embed,
         spdlog::warn("embedding cache lookup failed, embedding without it: {}", s.ToString());
         Add(metrics.errors);
         found.clear();
-        if (!s.IsRetryable()) cache_ok = false;
+        if (!s.IsRetryable()) {
+          cache_ok = false;
+          seen.reset();  // nothing is looked up any more
+        }
       }
       answers.resize(batch.size());
       for (size_t k = 0; k < found.size() && k < looked_up.size(); ++k) {
@@ -108,7 +111,7 @@ void CacheStage::Run(BoundedQueue<Chunk>& in, BoundedQueue<Chunk>& to_embed,
         continue;
       }
       // From now on the store may hold this text: look it up next time.
-      if (seen && i < hashes.size()) seen->Add(hashes[i]);
+      if (seen) seen->Add(hashes[i]);
       const std::string id = c.id;
       if (to_embed.Push(std::move(c))) {
         Add(metrics.items_out);

@@ -36,8 +36,9 @@ class SeenTexts {
  private:
   static constexpr size_t kWordsPerBlock = 8;  // 512 bits, one cache line
   static constexpr int kBitsPerText = 4;
-  uint64_t* BlockOf(const Hash128Value& text);
-  const uint64_t* BlockOf(const Hash128Value& text) const;
+  // The first word of the text's block, and its i-th bit in that block.
+  size_t BlockStart(const Hash128Value& text) const;
+  static unsigned BitInBlock(const Hash128Value& text, int i);
 
   size_t blocks_;
   std::vector<uint64_t> words_;

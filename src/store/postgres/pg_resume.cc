@@ -168,21 +168,6 @@ PgError PostgresStore::DeleteAndCommit(PgConn& c, const std::string& sql,
   return Exec(c, "COMMIT");
 }
 
-// One statement for all of a call's files (a data-modifying CTE per table):
-// a commit after every store batch stays one round trip however many small
-// files it completes. Modes per file: "replace" (delete its stored chunks
-// that its run did not record), "keep" (--cleanup none: delete nothing,
-// count them), "facts" (only path, size, mtime and hash changed). Every
-// mode forgets the committing run's records of the file and any run's
-// records of the chunks it deleted, and no others: another run ingesting the
-// same file at the same time (distributed workers, two ingests) still needs
-// its records of the chunks it wrote to tell them from stale ones when it
-// commits. (Forgetting every run's records made that run delete every chunk
-// of the file it had written before this commit, leaving the file
-// fingerprinted but short of chunks.) A dead run's records (no session holds
-// its liveness lock, RunIsDeadSql) go too, here and when a store opens: only
-// their own run would have read them. All CTEs read one snapshot, so the stale set is
-// computed from the run records before they are deleted.
 PgError PostgresStore::RefreshStaleStatistics(PgConn& c) {
   const uint64_t written = rows_written_.load();
   uint64_t due = next_statistics_check_.load();
@@ -210,6 +195,21 @@ PgError PostgresStore::RefreshStaleStatistics(PgConn& c) {
   return {};
 }
 
+// One statement for all of a call's files (a data-modifying CTE per table):
+// a commit after every store batch stays one round trip however many small
+// files it completes. Modes per file: "replace" (delete its stored chunks
+// that its run did not record), "keep" (--cleanup none: delete nothing,
+// count them), "facts" (only path, size, mtime and hash changed). Every
+// mode forgets the committing run's records of the file and any run's
+// records of the chunks it deleted, and no others: another run ingesting the
+// same file at the same time (distributed workers, two ingests) still needs
+// its records of the chunks it wrote to tell them from stale ones when it
+// commits. (Forgetting every run's records made that run delete every chunk
+// of the file it had written before this commit, leaving the file
+// fingerprinted but short of chunks.) A dead run's records (no session holds
+// its liveness lock, RunIsDeadSql) go too, here and when a store opens: only
+// their own run would have read them. All CTEs read one snapshot, so the stale set is
+// computed from the run records before they are deleted.
 Result<uint64_t> PostgresStore::CommitSources(std::span<const SourceManifest> completed) {
   if (Status s = ResumeSupported(); !s.ok()) return s;
   if (completed.empty()) return uint64_t{0};
