@@ -11,6 +11,8 @@
 #include <sqlite3.h>
 
 #include <unistd.h>
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -126,6 +128,70 @@ void BM_StoreWrite(benchmark::State& state) {
   });
 }
 BENCHMARK(BM_StoreWrite)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
+
+// The same write path into one store that grows to BENCH_GROWING_ROWS rows
+// (default 400,000): rows/s over the whole load and over its last quarter,
+// which shows what the random-key indexes cost as they outgrow a commit.
+// Rows are the 20,000 above with a new id and a distinct text each pass
+// (made untimed, per call).
+void BM_StoreWriteGrowing(benchmark::State& state) {
+  const char* env = std::getenv("BENCH_GROWING_ROWS");
+  const size_t total = env != nullptr ? std::strtoul(env, nullptr, 10) : 400000;
+  const auto& rows = Rows();
+  std::mt19937_64 rng(7);
+  double last_quarter_seconds = 0;
+  for (auto _ : state) {
+    state.PauseTiming();
+    StoreOptions options;
+    options.embedding_cache_namespace = "text-embedding-3-small:256";
+    options.run_id = 7;
+    options.exclusive_run = true;
+    options.batch_rows = RowsPerTransactionOverride();
+    Result<std::unique_ptr<Store>> store = OpenStore("sqlite:" + FreshPath("growing"), options);
+    if (!store.ok()) {
+      state.SkipWithError(store.status().ToString().c_str());
+      return;
+    }
+    const size_t per_call = (*store)->RowsPerTransaction();
+    std::vector<EmbeddedChunk> batch;
+    auto quarter_started = std::chrono::steady_clock::now();
+    bool in_last_quarter = false;
+    for (size_t written = 0; written < total; written += batch.size()) {
+      batch.clear();
+      for (size_t i = written; i < std::min(total, written + per_call); ++i) {
+        EmbeddedChunk row = rows[i % rows.size()];
+        row.chunk.id = fmt::format("{:016x}{:016x}", rng(), rng());
+        row.chunk.text.replace(0, 0, fmt::format("pass {} ", i / rows.size()));
+        row.chunk.source_id = fmt::format("docs/manual-{:07}.md", i / kChunksPerSource);
+        row.chunk.file_id = row.chunk.source_id;
+        batch.push_back(std::move(row));
+      }
+      if (!in_last_quarter && written >= total - total / 4) {
+        in_last_quarter = true;
+        quarter_started = std::chrono::steady_clock::now();
+      }
+      state.ResumeTiming();
+      WriteResult r = (*store)->Write(batch);
+      state.PauseTiming();
+      if (!r.status.ok() || !r.rejected.empty()) {
+        state.SkipWithError("write failed");
+        return;
+      }
+    }
+    state.ResumeTiming();
+    (*store)->Close();
+    state.PauseTiming();
+    last_quarter_seconds +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - quarter_started).count();
+    state.ResumeTiming();
+  }
+  state.counters["rows/s"] =
+      benchmark::Counter(static_cast<double>(total), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["last_quarter_rows/s"] = static_cast<double>(total / 4) *
+                                          static_cast<double>(state.iterations()) /
+                                          last_quarter_seconds;
+}
+BENCHMARK(BM_StoreWriteGrowing)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
 
 // The PostgreSQL store's own rate (SLUICE_BENCH_PG_DSN=postgres://...; the
 // benchmark is skipped without it), each iteration into a fresh table.

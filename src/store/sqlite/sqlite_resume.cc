@@ -330,10 +330,14 @@ Result<uint64_t> SqliteStore::DeleteSources(std::span<const std::string> file_id
 
 Result<bool> SqliteStore::MayHoldCachedEmbeddings() {
   if (db_ == nullptr) return Status::InvalidArgument("sqlite store is closed");
-  // The cache table, and (version 4) the chunks that carry a cache key: the
-  // two places LookupEmbeddings reads. Both probes are one index or table seek.
+  // The cache table, and the chunks that carry a cache key (version 5: the
+  // key tables; version 4: the text_key column): the places LookupEmbeddings
+  // reads. Each probe is one index or table seek.
   std::string sql = fmt::format("SELECT EXISTS (SELECT 1 FROM {})", Quote(cache_table_));
-  if (has_text_key_) {
+  if (has_key_tables_) {
+    sql += fmt::format(" OR EXISTS (SELECT 1 FROM {}) OR EXISTS (SELECT 1 FROM {})",
+                       Quote(recent_text_keys_table_), Quote(text_keys_table_));
+  } else if (has_text_key_) {
     sql += fmt::format(" OR EXISTS (SELECT 1 FROM {} WHERE text_key IS NOT NULL)",
                        Quote(chunks_table_));
   }
@@ -357,7 +361,19 @@ Status SqliteStore::LookupEmbeddings(std::string_view cache_namespace,
       sqlite3_finalize(*st);
       *st = nullptr;
     }
-    if (has_text_key_) {
+    if (has_key_tables_) {
+      // ?1 the text key, ?2 its prefix (sqlite_store.cc, "Version 5").
+      if (Status s = Prepare(
+              fmt::format("SELECT model, embedding FROM {0} WHERE rowid IN (SELECT chunk_rowid "
+                          "FROM {1} WHERE key = ?2 UNION ALL SELECT chunk_rowid FROM {2} WHERE "
+                          "key = ?2) AND text_key = ?1 AND embedding IS NOT NULL LIMIT 1",
+                          Quote(chunks_table_), Quote(recent_text_keys_table_),
+                          Quote(text_keys_table_)),
+              &lookup_by_text_key_);
+          !s.ok()) {
+        return s.WithContext("embedding cache lookup");
+      }
+    } else if (has_text_key_) {
       if (Status s = Prepare(fmt::format("SELECT model, embedding FROM {} WHERE text_key = ?1 AND "
                                          "embedding IS NOT NULL LIMIT 1",
                                          Quote(chunks_table_)),
@@ -397,6 +413,9 @@ Status SqliteStore::LookupEmbeddings(std::string_view cache_namespace,
       if (st == nullptr) continue;
       sqlite3_reset(st);
       sqlite3_bind_text(st, 1, key.c_str(), static_cast<int>(key.size()), SQLITE_STATIC);
+      if (st == lookup_by_text_key_ && has_key_tables_) {
+        sqlite3_bind_int64(st, 2, TextKeyPrefix(key));
+      }
       const int rc = sqlite3_step(st);
       if (rc == SQLITE_ROW) {
         out[i].model = ColumnText(st, 0);

@@ -63,12 +63,16 @@ SqliteStore::SqliteStore(std::string path, SqliteStoreOptions options)
     files_table_ = "files";
     cache_table_ = "embedding_cache";
     run_table_ = "run_chunks";
+    text_keys_table_ = "text_keys";
+    recent_text_keys_table_ = "text_keys_recent";
   } else {
     sources_table_ = chunks_table_ + "_sources";
     meta_table_ = chunks_table_ + "_meta";
     files_table_ = chunks_table_ + "_files";
     cache_table_ = chunks_table_ + "_embedding_cache";
     run_table_ = chunks_table_ + "_run_chunks";
+    text_keys_table_ = chunks_table_ + "_text_keys";
+    recent_text_keys_table_ = chunks_table_ + "_text_keys_recent";
   }
 }
 
@@ -222,7 +226,11 @@ Status SqliteStore::DeleteEverything() {
   Status s = txn.Begin();
   if (!s.ok()) return s;
   for (const std::string* table :
-       {&chunks_table_, &sources_table_, &files_table_, &cache_table_, &run_table_, &meta_table_}) {
+       {&chunks_table_, &sources_table_, &files_table_, &cache_table_, &run_table_, &meta_table_,
+        &text_keys_table_, &recent_text_keys_table_}) {
+    if (!has_key_tables_ && (table == &text_keys_table_ || table == &recent_text_keys_table_)) {
+      continue;
+    }
     const std::string sql = "DELETE FROM " + Quote(*table);
     s = Exec(sql.c_str());
     if (!s.ok()) break;
@@ -301,6 +309,14 @@ Status SqliteStore::Init() {
       s = has.status();
     }
   }
+  if (s.ok() && has_text_key_) {
+    Result<bool> has = HasTable(recent_text_keys_table_);
+    if (has.ok()) {
+      has_key_tables_ = *has;
+    } else {
+      s = has.status();
+    }
+  }
   if (s.ok()) s = LoadMeta();
   if (s.ok()) {
     std::string cols =
@@ -346,6 +362,31 @@ Status SqliteStore::Init() {
                             "WHERE {}",
                             t, cols, text_key_value, sets, differs),
                 &upsert_chunk_);
+  }
+  if (s.ok() && has_key_tables_) {
+    s = Prepare(fmt::format("INSERT OR IGNORE INTO {} (key, chunk_rowid) VALUES (?1, ?2)",
+                            Quote(recent_text_keys_table_)),
+                &add_recent_text_key_);
+    // The rowid of a chunk the upsert updated (an inserted one's is
+    // sqlite3_last_insert_rowid). Not RETURNING: SQLite runs that as a
+    // trigger, and the statement journal it brings spilled to a temp file
+    // per statement, halving the write rate (measured).
+    if (s.ok()) {
+      s = Prepare(fmt::format("SELECT rowid FROM {} WHERE id = ?1", Quote(chunks_table_)),
+                  &rowid_of_chunk_);
+    }
+    if (s.ok()) {
+      ScopedStmt count;
+      const std::string sql =
+          fmt::format("SELECT count(*) FROM {}", Quote(recent_text_keys_table_));
+      int rc = sqlite3_prepare_v2(db_, sql.c_str(), -1, count.out(), nullptr);
+      if (rc == SQLITE_OK) rc = sqlite3_step(count.get());
+      if (rc == SQLITE_ROW) {
+        recent_text_keys_ = sqlite3_column_int64(count.get(), 0);
+      } else {
+        s = ErrorStatus(rc, "count recent text keys");
+      }
+    }
   }
   if (s.ok()) {
     const std::string st = Quote(sources_table_);
@@ -460,7 +501,8 @@ Status SqliteStore::CreateSchema() {
     int rc = sqlite3_prepare_v2(
         db_,
         "SELECT (SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN (?1, ?2, ?3, "
-        "?4, ?5, ?6)) + (SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = ?7)",
+        "?4, ?5, ?6, ?8, ?9)) - (SELECT count(*) FROM sqlite_master WHERE type = 'index' AND "
+        "name = ?7)",
         -1, stmt.out(), nullptr);
     if (rc == SQLITE_OK) {
       sqlite3_bind_text(stmt.get(), 1, chunks_table_.c_str(), -1, SQLITE_TRANSIENT);
@@ -471,16 +513,18 @@ Status SqliteStore::CreateSchema() {
       sqlite3_bind_text(stmt.get(), 6, run_table_.c_str(), -1, SQLITE_TRANSIENT);
       const std::string text_key_index = chunks_table_ + "_text_key_idx";
       sqlite3_bind_text(stmt.get(), 7, text_key_index.c_str(), -1, SQLITE_TRANSIENT);
+      sqlite3_bind_text(stmt.get(), 8, text_keys_table_.c_str(), -1, SQLITE_TRANSIENT);
+      sqlite3_bind_text(stmt.get(), 9, recent_text_keys_table_.c_str(), -1, SQLITE_TRANSIENT);
       rc = sqlite3_step(stmt.get());
     }
     if (rc != SQLITE_ROW) return ErrorStatus(rc, "read schema");
     existing = sqlite3_column_int(stmt.get(), 0);
   }
   // Opening an up-to-date database takes no write lock, so readers and a
-  // second store can open while a writer is busy.
-  // (The text_key index is created last, after the version 4 column, so its
-  // presence means this store's tables are current.)
-  if (version == kSqliteSchemaVersion && existing == 7) return Status::OK();
+  // second store can open while a writer is busy. (The key tables are
+  // created last, and version 4's text_key index dropped with them, so all
+  // eight tables and no such index mean this store's tables are current.)
+  if (version == kSqliteSchemaVersion && existing == 8) return Status::OK();
 
   Transaction txn(*this);
   Status s = txn.Begin();
@@ -522,23 +566,89 @@ Status SqliteStore::CreateSchema() {
         kSqliteSchemaVersion);
     s = Exec(v3.c_str());
   }
-  if (s.ok()) {
-    // Version 4: each chunk carries its embedding-cache key (text_key,
-    // added by UpgradeTables), so a stored chunk is the cache entry for its
-    // text and its vector is written once; the cache table receives a
-    // vector only when its chunk is deleted or its text replaced
-    // (DeleteFileChunksInTxn, Write), so identical text is still never
-    // embedded twice. Writing every vector twice was ~35% of the store's
-    // time (issue 15). (Not triggers: a statement that may fire one gets a
-    // statement journal, and with 16 KiB pages those spilled to disk: 8x
-    // the write calls, measured.)
-    const std::string v4 =
-        fmt::format("CREATE INDEX IF NOT EXISTS {1} ON {0} (text_key);", Quote(chunks_table_),
-                    Quote(chunks_table_ + "_text_key_idx"));
-    s = Exec(v4.c_str());
-  }
+  // Version 4: each chunk carries its embedding-cache key (text_key, added
+  // by UpgradeTables), so a stored chunk is the cache entry for its text and
+  // its vector is written once; the cache table receives a vector only when
+  // its chunk is deleted or its text replaced (DeleteFileChunksInTxn, Write),
+  // so identical text is still never embedded twice. Writing every vector
+  // twice was ~35% of the store's time (issue 15). (Not triggers: a
+  // statement that may fire one gets a statement journal, and with 16 KiB
+  // pages those spilled to disk: 8x the write calls, measured.)
+  if (s.ok()) s = CreateTextKeyTables();
   if (s.ok()) s = txn.Commit();
   return s;
+}
+
+// Version 5. Version 4 found a text key through an index on chunks.text_key.
+// Text keys are hashes, so each insert lands on a random leaf of that index,
+// and once the index has more leaves than a commit has rows, every row
+// rewrites a whole 16 KiB page into the log (and the checkpoint copies it
+// again). Growing a store to 400,000 rows on disk, the last quarter went in
+// at 23-25k rows/s against 36-39k for the whole load; with the key tables
+// at 33-37k (BM_StoreWriteGrowing, docs/PERFORMANCE.md). (The chunk-id
+// primary key is random too and still costs that way: the upsert needs it.)
+// Now a chunk's key goes into a small "recent" table, (64-bit key prefix,
+// chunk rowid) as a WITHOUT ROWID primary key, whose few leaves every commit
+// rewrites anyway; every recent_text_keys_limit rows they move into the main
+// table in key order, so each of its leaves is rewritten once per move
+// instead of once per row. A lookup probes both tables and checks the whole
+// text key on the chunk row, so a shared prefix, or an entry left by a
+// deleted or rewritten chunk (entries are never deleted one by one), never
+// answers for another text.
+Status SqliteStore::CreateTextKeyTables() {
+  Result<bool> had = HasTable(recent_text_keys_table_);
+  if (!had.ok()) return had.status();
+  if (*had) return Status::OK();
+  const std::string ddl = fmt::format(
+      "CREATE TABLE IF NOT EXISTS {0} (key INTEGER NOT NULL, chunk_rowid INTEGER NOT NULL, "
+      "PRIMARY KEY (key, chunk_rowid)) WITHOUT ROWID;",
+      Quote(text_keys_table_));
+  if (Status s = Exec(ddl.c_str()); !s.ok()) return s;
+  // An older store's keys, in key order (one pass over the chunks).
+  const auto prefix = [](sqlite3_context* ctx, int, sqlite3_value** argv) {
+    const auto* text = reinterpret_cast<const char*>(sqlite3_value_text(argv[0]));
+    const int bytes = sqlite3_value_bytes(argv[0]);
+    if (text == nullptr) {
+      sqlite3_result_null(ctx);
+      return;
+    }
+    sqlite3_result_int64(ctx, TextKeyPrefix(std::string_view(text, static_cast<size_t>(bytes))));
+  };
+  if (sqlite3_create_function_v2(db_, "sluice_text_key_prefix", 1,
+                                 SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS, nullptr,
+                                 prefix, nullptr, nullptr, nullptr) != SQLITE_OK) {
+    return ErrorStatus(sqlite3_errcode(db_), "register sluice_text_key_prefix");
+  }
+  const std::string fill = fmt::format(
+      "INSERT OR IGNORE INTO {1} (key, chunk_rowid) SELECT sluice_text_key_prefix(text_key), "
+      "rowid FROM {0} WHERE text_key IS NOT NULL ORDER BY 1, 2;"
+      "DROP INDEX IF EXISTS {2};"
+      "CREATE TABLE {3} (key INTEGER NOT NULL, chunk_rowid INTEGER NOT NULL, "
+      "PRIMARY KEY (key, chunk_rowid)) WITHOUT ROWID;",
+      Quote(chunks_table_), Quote(text_keys_table_), Quote(chunks_table_ + "_text_key_idx"),
+      Quote(recent_text_keys_table_));
+  return Exec(fill.c_str());
+}
+
+Status SqliteStore::MergeRecentTextKeys() {
+  const std::string sql = fmt::format(
+      "INSERT OR IGNORE INTO {0} (key, chunk_rowid) SELECT key, chunk_rowid FROM {1};"
+      "DELETE FROM {1};",
+      Quote(text_keys_table_), Quote(recent_text_keys_table_));
+  return Exec(sql.c_str());
+}
+
+Result<bool> SqliteStore::HasTable(const std::string& table) {
+  ScopedStmt stmt;
+  int rc = sqlite3_prepare_v2(
+      db_, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1", -1, stmt.out(),
+      nullptr);
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_text(stmt.get(), 1, table.c_str(), -1, SQLITE_STATIC);
+    rc = sqlite3_step(stmt.get());
+  }
+  if (rc != SQLITE_ROW) return ErrorStatus(rc, "read schema");
+  return sqlite3_column_int(stmt.get(), 0) > 0;
 }
 
 Result<bool> SqliteStore::HasColumn(const std::string& table, const char* column) {
@@ -646,7 +756,8 @@ Status SqliteStore::Close() {
   Rollback();
   for (sqlite3_stmt** st :
        {&upsert_chunk_, &upsert_source_counts_, &put_meta_, &put_run_, &file_has_chunks_,
-        &keep_replaced_vector_, &lookup_by_text_key_, &lookup_in_cache_, &cache_has_rows_}) {
+        &keep_replaced_vector_, &lookup_by_text_key_, &lookup_in_cache_, &cache_has_rows_,
+        &add_recent_text_key_, &rowid_of_chunk_}) {
     sqlite3_finalize(*st);
     *st = nullptr;
   }

@@ -40,7 +40,10 @@ namespace sluice {
 // files table's chunk_ids lists (their ids became the chunks' file_id). A
 // version 1 or 2 database is upgraded in place, in one transaction, when
 // opened.
-inline constexpr int kSqliteSchemaVersion = 4;
+// Version 4 added chunks.text_key (each chunk is the cache entry for its
+// text). Version 5 moved the lookup by text key from an index on that column
+// to two key tables (sqlite_store.cc, "Version 5").
+inline constexpr int kSqliteSchemaVersion = 5;
 
 struct SqliteStoreOptions {
   StoreOptions store;
@@ -60,6 +63,10 @@ struct SqliteStoreOptions {
   // catch up with the writer), the committing writer checkpoints it itself
   // and starts it over: the log's bound on disk. Default: 8000 (125 MiB).
   int wal_limit_pages = 8000;
+  // Text keys are first written to the small "recent" key table and moved
+  // into the main one in key order once it holds this many (sqlite_store.cc,
+  // "Version 5", says why). Default: 65,536.
+  int recent_text_keys_limit = 65536;
   // Wall-clock source for updated_at (milliseconds since the Unix epoch).
   // Default (empty): the system clock. Tests inject a fixed counter.
   std::function<int64_t()> now_unix_ms;
@@ -173,6 +180,8 @@ class SqliteStore final : public Store {
   const std::string& files_table() const { return files_table_; }
   const std::string& cache_table() const { return cache_table_; }
   const std::string& run_table() const { return run_table_; }
+  const std::string& text_keys_table() const { return text_keys_table_; }
+  const std::string& recent_text_keys_table() const { return recent_text_keys_table_; }
   // The raw connection, for tests (e.g. holding a write lock) and diagnostics.
   sqlite3* handle() { return db_; }
 
@@ -183,6 +192,14 @@ class SqliteStore final : public Store {
   // Inside CreateSchema's transaction: brings version 1/2 tables to version 3.
   Status UpgradeTables();
   Result<bool> HasColumn(const std::string& table, const char* column);
+  Result<bool> HasTable(const std::string& table);
+  // Inside CreateSchema's transaction: creates the version 5 key tables,
+  // filling them from an older store's text_key column, and drops that
+  // column's version 4 index.
+  Status CreateTextKeyTables();
+  // Inside a write transaction: moves the recent text keys into the main
+  // key table, in key order.
+  Status MergeRecentTextKeys();
   Status LoadMeta();
   Status StartCheckpointer();
   static int OnWalCommit(void* self, sqlite3* db, const char* schema, int log_pages);
@@ -214,6 +231,7 @@ class SqliteStore final : public Store {
   std::string path_;
   SqliteStoreOptions options_;
   std::string chunks_table_, sources_table_, meta_table_, files_table_, cache_table_, run_table_;
+  std::string text_keys_table_, recent_text_keys_table_;
   sqlite3* db_ = nullptr;
   int writer_lock_fd_ = -1;  // >= 0 while this store holds the run's writer lock
   std::unique_ptr<WalCheckpointer> checkpointer_;  // null: read-only, :memory: or turned off
@@ -247,6 +265,14 @@ class SqliteStore final : public Store {
   // Whether the chunks table has the version 4 text_key column (an older
   // store opened where it could not be upgraded has not).
   bool has_text_key_ = false;
+  // Whether the version 5 key tables exist (then lookups go through them).
+  bool has_key_tables_ = false;
+  // Adds (text key prefix, chunk rowid) to the recent key table.
+  sqlite3_stmt* add_recent_text_key_ = nullptr;
+  // The rowid of a chunk by id (sqlite_write.cc).
+  sqlite3_stmt* rowid_of_chunk_ = nullptr;
+  // Rows in the recent key table (counted at open, then kept by Write).
+  int64_t recent_text_keys_ = 0;
   int dims_ = 0;
   std::string model_;
   bool meta_persisted_ = false;

@@ -83,4 +83,22 @@ inline float FloatAt(const uint8_t* bytes, size_t i) {
   return std::bit_cast<float>(bits);
 }
 
+// The key tables' (version 5) 64-bit key for a text key (EmbeddingCacheKey:
+// 32 hex digits): its first 16 digits as a signed integer, so it is stored
+// in 8 bytes. Two texts may share it; a lookup compares the whole text key on
+// the chunk row. Digits that are not hex count as 0 (a text key is always
+// hex; this only keeps a malformed one from failing).
+inline int64_t TextKeyPrefix(std::string_view text_key) {
+  uint64_t v = 0;
+  for (size_t i = 0; i < 16; ++i) {
+    const char ch = i < text_key.size() ? text_key[i] : '0';
+    uint64_t digit = 0;
+    if (ch >= '0' && ch <= '9') digit = static_cast<uint64_t>(ch - '0');
+    if (ch >= 'a' && ch <= 'f') digit = static_cast<uint64_t>(ch - 'a' + 10);
+    if (ch >= 'A' && ch <= 'F') digit = static_cast<uint64_t>(ch - 'A' + 10);
+    v = v << 4 | digit;
+  }
+  return std::bit_cast<int64_t>(v);
+}
+
 }  // namespace sluice::sqlite

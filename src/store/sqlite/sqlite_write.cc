@@ -5,6 +5,7 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -44,6 +45,8 @@ WriteResult SqliteStore::Write(std::span<const EmbeddedChunk> batch) {
     sqlite3_reset(upsert_source_counts_);
     sqlite3_reset(put_meta_);
     sqlite3_reset(put_run_);
+    if (add_recent_text_key_ != nullptr) sqlite3_reset(add_recent_text_key_);
+    if (rowid_of_chunk_ != nullptr) sqlite3_reset(rowid_of_chunk_);
     // `txn` rolls back as the caller returns this.
     result.status = std::move(s);
     result.rejected.clear();
@@ -55,6 +58,7 @@ WriteResult SqliteStore::Write(std::span<const EmbeddedChunk> batch) {
   std::string text_key;
   std::string first_model;
   bool any_accepted = false;
+  int64_t recent_keys_added = 0;
   // source_id -> last accepted row of that source in this batch.
   std::unordered_map<std::string_view, size_t> sources;
   std::vector<std::string_view> source_order;
@@ -138,9 +142,32 @@ WriteResult SqliteStore::Write(std::span<const EmbeddedChunk> batch) {
                           SQLITE_STATIC);
       }
     }
+    // 0 unless this upsert inserts a row (sqlite3_last_insert_rowid is left
+    // alone by an update).
+    if (add_recent_text_key_ != nullptr) sqlite3_set_last_insert_rowid(db_, 0);
     const int rc = sqlite3_step(st);
     sqlite3_reset(st);
     if (rc != SQLITE_DONE) return fail(ErrorStatus(rc, "write chunk " + c.id));
+    // A keyed row inserted or changed gets its text key entry (one already
+    // stored as is has one).
+    if (add_recent_text_key_ != nullptr && !text_key.empty() && sqlite3_changes(db_) > 0) {
+      int64_t rowid = sqlite3_last_insert_rowid(db_);
+      if (rowid == 0) {
+        sqlite3_stmt* rs = rowid_of_chunk_;
+        sqlite3_bind_text(rs, 1, c.id.data(), static_cast<int>(c.id.size()), SQLITE_STATIC);
+        const int rrc = sqlite3_step(rs);
+        if (rrc == SQLITE_ROW) rowid = sqlite3_column_int64(rs, 0);
+        sqlite3_reset(rs);
+        if (rrc != SQLITE_ROW) return fail(ErrorStatus(rrc, "find the row of " + c.id));
+      }
+      sqlite3_stmt* ks = add_recent_text_key_;
+      sqlite3_bind_int64(ks, 1, TextKeyPrefix(text_key));
+      sqlite3_bind_int64(ks, 2, rowid);
+      const int krc = sqlite3_step(ks);
+      sqlite3_reset(ks);
+      if (krc != SQLITE_DONE) return fail(ErrorStatus(krc, "write the text key of " + c.id));
+      ++recent_keys_added;
+    }
     if (record_run) {
       sqlite3_stmt* rs = put_run_;
       sqlite3_bind_text(rs, 1, c.file_id.data(), static_cast<int>(c.file_id.size()), SQLITE_STATIC);
@@ -186,8 +213,15 @@ WriteResult SqliteStore::Write(std::span<const EmbeddedChunk> batch) {
     sqlite3_clear_bindings(put_meta_);
   }
 
+  const bool merge_keys = recent_keys_added > 0 && recent_text_keys_ + recent_keys_added >=
+                                                       std::max(1, options_.recent_text_keys_limit);
+  if (merge_keys) {
+    if (Status s = MergeRecentTextKeys(); !s.ok()) return fail(s.WithContext("move text keys"));
+  }
+
   Status commit = txn.Commit();
   if (!commit.ok()) return fail(std::move(commit));
+  recent_text_keys_ = merge_keys ? 0 : recent_text_keys_ + recent_keys_added;
   if (any_accepted && !meta_persisted_) {
     meta_persisted_ = true;
     model_ = first_model;

@@ -16,7 +16,10 @@
 #include <string>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include "common/hashing.h"
+#include "store/sqlite/sqlite_util.h"
 
 namespace sluice {
 namespace {
@@ -1337,7 +1340,7 @@ TEST_F(SqliteStoreTest, AVersionThreeCacheStillAnswersAfterTheUpgrade) {
     ASSERT_EQ(sqlite3_exec(db,
                            "INSERT INTO embedding_cache (key, model, embedding) "
                            "SELECT text_key, model, embedding FROM chunks;"
-                           "DROP INDEX chunks_text_key_idx;"
+                           "DROP TABLE text_keys; DROP TABLE text_keys_recent;"
                            "ALTER TABLE chunks DROP COLUMN text_key;"
                            "PRAGMA user_version = 3;",
                            nullptr, nullptr, nullptr),
@@ -1356,6 +1359,131 @@ TEST_F(SqliteStoreTest, AVersionThreeCacheStillAnswersAfterTheUpgrade) {
   // Written again, the rows take their keys.
   ASSERT_TRUE(store->Write(rows).status.ok());
   EXPECT_EQ(QueryInt(store->handle(), "SELECT count(*) FROM chunks WHERE text_key IS NULL"), 0);
+}
+
+// Version 5: a chunk's text key goes into the recent key table, and moves
+// into the main one, in key order, once the recent one holds
+// recent_text_keys_limit keys; a text answers wherever its key is.
+TEST_F(SqliteStoreTest, TextKeysMoveToTheMainTableAndEveryTextStillAnswers) {
+  SqliteStoreOptions o = Options();
+  o.store.embedding_cache_namespace = "model-a:0";
+  o.recent_text_keys_limit = 5;
+  auto store = MustOpen(o);
+  ASSERT_NE(store, nullptr);
+  sqlite3* db = store->handle();
+  std::vector<EmbeddedChunk> rows;
+  for (int n = 0; n < 12; ++n) rows.push_back(MakeChunk(n, 4));
+  // Writes of 2 rows: 2, 4 recent; the third write reaches 6 >= 5 and moves
+  // all six; then 2, 4 recent again; the sixth write moves those six.
+  const int64_t expected_recent[] = {2, 4, 0, 2, 4, 0};
+  for (int w = 0; w < 6; ++w) {
+    ASSERT_TRUE(store->Write(std::span(rows).subspan(static_cast<size_t>(w) * 2, 2)).status.ok());
+    EXPECT_EQ(QueryInt(db, "SELECT count(*) FROM text_keys_recent"), expected_recent[w]) << w;
+    EXPECT_EQ(QueryInt(db, "SELECT count(*) FROM text_keys") +
+                  QueryInt(db, "SELECT count(*) FROM text_keys_recent"),
+              2 * (w + 1))
+        << w;
+  }
+  // An unchanged row written again adds no key.
+  ASSERT_TRUE(store->Write(std::span(rows).subspan(0, 2)).status.ok());
+  EXPECT_EQ(QueryInt(db, "SELECT count(*) FROM text_keys_recent"), 0);
+  // Each entry is its chunk's key prefix and rowid.
+  for (const EmbeddedChunk& row : rows) {
+    const std::string key = EmbeddingCacheKey("model-a:0", row.chunk.text);
+    EXPECT_EQ(QueryInt(db,
+                       "SELECT count(*) FROM text_keys k JOIN chunks c ON c.rowid = "
+                       "k.chunk_rowid WHERE k.key = " +
+                           std::to_string(sqlite::TextKeyPrefix(key)) + " AND c.text_key = '" +
+                           key + "'"),
+              1)
+        << row.chunk.id;
+  }
+  // The keys moved so far answer, and so do recent ones; another connection
+  // (its own count of recent keys) sees both.
+  std::vector<EmbeddedChunk> more = {MakeChunk(20, 4)};
+  ASSERT_TRUE(store->Write(more).status.ok());
+  EXPECT_EQ(QueryInt(db, "SELECT count(*) FROM text_keys_recent"), 1);
+  auto reader = MustOpen(Options());
+  std::vector<std::string_view> texts;
+  for (const EmbeddedChunk& row : rows) texts.push_back(row.chunk.text);
+  texts.push_back(more[0].chunk.text);
+  texts.push_back("a text never stored");
+  std::vector<CachedEmbedding> out;
+  ASSERT_TRUE(reader->LookupEmbeddings("model-a:0", texts, out).ok());
+  for (size_t i = 0; i < rows.size(); ++i) EXPECT_EQ(out[i].embedding, rows[i].embedding) << i;
+  EXPECT_EQ(out[rows.size()].embedding, more[0].embedding);
+  EXPECT_TRUE(out.back().embedding.empty());
+  // Reopened, the store counts its recent keys: four more reach the limit.
+  ASSERT_TRUE(store->Close().ok());
+  store = MustOpen(o);
+  std::vector<EmbeddedChunk> last;
+  for (int n = 21; n < 25; ++n) last.push_back(MakeChunk(n, 4));
+  ASSERT_TRUE(store->Write(last).status.ok());
+  EXPECT_EQ(QueryInt(store->handle(), "SELECT count(*) FROM text_keys_recent"), 0);
+  EXPECT_EQ(QueryInt(store->handle(), "SELECT count(*) FROM text_keys"), 17);
+}
+
+// A lookup checks the whole text key on the chunk row: an entry whose prefix
+// is the text's but whose chunk holds another text (two keys sharing 64
+// bits, or a rowid a deleted chunk left and a new one took) answers nothing.
+TEST_F(SqliteStoreTest, AKeyEntryPointingAtAnotherTextNeverAnswersForIt) {
+  SqliteStoreOptions o = Options();
+  o.store.embedding_cache_namespace = "model-a:0";
+  auto store = MustOpen(o);
+  ASSERT_NE(store, nullptr);
+  std::vector<EmbeddedChunk> rows = {MakeChunk(0, 4)};
+  ASSERT_TRUE(store->Write(rows).status.ok());
+  const std::string other = "a text that was never embedded";
+  const int64_t prefix = sqlite::TextKeyPrefix(EmbeddingCacheKey("model-a:0", other));
+  for (const char* table : {"text_keys", "text_keys_recent"}) {
+    const std::string sql = fmt::format(
+        "INSERT INTO {} (key, chunk_rowid) SELECT {}, rowid FROM chunks", table, prefix);
+    ASSERT_EQ(sqlite3_exec(store->handle(), sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK);
+  }
+  std::vector<std::string_view> texts = {other, rows[0].chunk.text};
+  std::vector<CachedEmbedding> out;
+  ASSERT_TRUE(store->LookupEmbeddings("model-a:0", texts, out).ok());
+  EXPECT_TRUE(out[0].embedding.empty());
+  EXPECT_EQ(out[1].embedding, rows[0].embedding);
+}
+
+// A version 4 store found text keys through an index on chunks.text_key:
+// opened by this version its keys move into the key tables, the index goes,
+// and every text still answers.
+TEST_F(SqliteStoreTest, AVersionFourStoreMovesItsKeysIntoTheKeyTables) {
+  SqliteStoreOptions o = Options();
+  o.store.embedding_cache_namespace = "model-a:0";
+  std::vector<EmbeddedChunk> rows;
+  for (int n = 0; n < 30; ++n) rows.push_back(MakeChunk(n, 4));
+  {
+    auto store = MustOpen(o);
+    ASSERT_NE(store, nullptr);
+    ASSERT_TRUE(store->Write(rows).status.ok());
+    ASSERT_EQ(sqlite3_exec(store->handle(),
+                           "DROP TABLE text_keys; DROP TABLE text_keys_recent;"
+                           "CREATE INDEX chunks_text_key_idx ON chunks (text_key);"
+                           "PRAGMA user_version = 4;",
+                           nullptr, nullptr, nullptr),
+              SQLITE_OK);
+  }
+  auto store = MustOpen(o);
+  ASSERT_NE(store, nullptr);
+  sqlite3* db = store->handle();
+  EXPECT_EQ(QueryInt(db, "PRAGMA user_version"), kSqliteSchemaVersion);
+  EXPECT_EQ(QueryInt(db, "SELECT count(*) FROM sqlite_master WHERE name = 'chunks_text_key_idx'"),
+            0);
+  EXPECT_EQ(QueryInt(db, "SELECT count(*) FROM text_keys"), 30);
+  EXPECT_EQ(QueryInt(db, "SELECT count(*) FROM text_keys_recent"), 0);
+  std::vector<std::string_view> texts;
+  for (const EmbeddedChunk& row : rows) texts.push_back(row.chunk.text);
+  std::vector<CachedEmbedding> out;
+  ASSERT_TRUE(store->LookupEmbeddings("model-a:0", texts, out).ok());
+  for (size_t i = 0; i < rows.size(); ++i) EXPECT_EQ(out[i].embedding, rows[i].embedding) << i;
+  // Reopened, the store is current and its keys are not moved again.
+  ASSERT_TRUE(store->Close().ok());
+  auto again = MustOpen(o);
+  ASSERT_NE(again, nullptr);
+  EXPECT_EQ(QueryInt(again->handle(), "SELECT count(*) FROM text_keys"), 30);
 }
 
 // The schema of versions 1 and 2 exactly as those versions created it (a
