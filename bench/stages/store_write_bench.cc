@@ -85,6 +85,15 @@ std::string FreshPath(const char* name) {
   return path;
 }
 
+// What an ingest run opens its store with: the embedding cache and run
+// records on.
+StoreOptions PipelineStoreOptions() {
+  StoreOptions options;
+  options.embedding_cache_namespace = "text-embedding-3-small:256";
+  options.run_id = 7;
+  return options;
+}
+
 // One store write benchmark: each iteration opens a fresh store (`open`,
 // untimed), writes every row in calls of RowsPerTransaction x ParallelWrites
 // rows, as the store stage sends them, and closes it. Reports rows/s and the
@@ -95,10 +104,7 @@ void WriteRows(benchmark::State& state, OpenFn open) {
   size_t per_call = 0;
   for (auto _ : state) {
     state.PauseTiming();
-    StoreOptions options;
-    options.embedding_cache_namespace = "text-embedding-3-small:256";
-    options.run_id = 7;
-    Result<std::unique_ptr<Store>> store = open(options);
+    Result<std::unique_ptr<Store>> store = open(PipelineStoreOptions());
     if (!store.ok()) {
       state.SkipWithError(store.status().ToString().c_str());
       return;
@@ -142,9 +148,7 @@ void BM_StoreWriteGrowing(benchmark::State& state) {
   double last_quarter_seconds = 0;
   for (auto _ : state) {
     state.PauseTiming();
-    StoreOptions options;
-    options.embedding_cache_namespace = "text-embedding-3-small:256";
-    options.run_id = 7;
+    StoreOptions options = PipelineStoreOptions();
     options.exclusive_run = true;
     options.batch_rows = RowsPerTransactionOverride();
     Result<std::unique_ptr<Store>> store = OpenStore("sqlite:" + FreshPath("growing"), options);
