@@ -132,7 +132,8 @@ struct StageMetrics {
   Counter bytes{0};
   Counter errors{0};
   Counter dead_lettered{0};
-  Counter busy_ns{0};
+  Counter busy_ns{0};     // working: not blocked on a full output queue
+  Counter blocked_ns{0};  // blocked handing items on (the next stage's queue was full)
   std::atomic<int64_t> queue_depth{0};  // gauge: items waiting in the stage's input queue
 };
 

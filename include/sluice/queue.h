@@ -47,7 +47,11 @@ class BoundedQueue {
 
   // Blocks while full. Returns false (and drops nothing already queued) when
   // the queue was closed or cancelled; `item` is then left untouched.
-  bool Push(T&& item) { return PushAll(std::span<T>(&item, 1)) == 1; }
+  // `waited`, when given, is increased by the time spent blocked on a full
+  // queue (the clock is read only when the call blocks).
+  bool Push(T&& item, std::chrono::nanoseconds* waited = nullptr) {
+    return PushAll(std::span<T>(&item, 1), waited) == 1;
+  }
 
   // Pushes `items` in order, moving each in; blocks while full. Returns how
   // many were pushed: fewer than items.size() only when the queue was closed
@@ -56,19 +60,23 @@ class BoundedQueue {
   // embedder handing on a response's chunks one Push at a time woke the
   // waiting store thread for nearly every chunk, which took the core from
   // it at once (12k such switches in a 132k-chunk offline run).
-  size_t PushAll(std::span<T> items) {
+  // `waited` as for Push.
+  size_t PushAll(std::span<T> items, std::chrono::nanoseconds* waited = nullptr) {
     size_t pushed = 0;
     while (pushed < items.size()) {
       MutexLock lock(mu_);
       size_t bytes = ItemBytes(items[pushed]);
       if (state_ == QueueState::kOpen && !HasRoom(bytes)) {
         ++blocked_producers_;
+        const auto blocked_at = waited != nullptr ? std::chrono::steady_clock::now()
+                                                  : std::chrono::steady_clock::time_point{};
         lock.Wait(not_full_, [&] {
           mu_.AssertHeld();
           if (state_ != QueueState::kOpen || HasRoom(bytes)) return true;
           producers_woken_ = false;  // waiting (again): the next drain must wake us
           return false;
         });
+        if (waited != nullptr) *waited += std::chrono::steady_clock::now() - blocked_at;
         --blocked_producers_;
       }
       if (state_ != QueueState::kOpen) return pushed;

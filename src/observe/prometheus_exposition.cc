@@ -43,9 +43,14 @@ const std::vector<StageSeries>& StageSeriesTable() {
       {"sluice_stage_dead_lettered_total", "Items the stage wrote to the dead-letter file.",
        MetricType::Counter,
        [](const StageMetrics& s) { return static_cast<double>(Get(s.dead_lettered)); }},
-      {"sluice_stage_busy_seconds_total", "Time the stage's threads spent working.",
+      {"sluice_stage_busy_seconds_total",
+       "Time the stage's threads spent working (not blocked on a full output queue).",
        MetricType::Counter,
        [](const StageMetrics& s) { return static_cast<double>(Get(s.busy_ns)) / 1e9; }},
+      {"sluice_stage_blocked_seconds_total",
+       "Time the stage's threads spent blocked handing items on to a full queue.",
+       MetricType::Counter,
+       [](const StageMetrics& s) { return static_cast<double>(Get(s.blocked_ns)) / 1e9; }},
       {"sluice_stage_queue_depth", "Items waiting in the stage's input queue.", MetricType::Gauge,
        [](const StageMetrics& s) {
          return static_cast<double>(s.queue_depth.load(std::memory_order_relaxed));

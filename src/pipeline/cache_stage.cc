@@ -1,6 +1,7 @@
 #include "pipeline/cache_stage.h"
 
 #include <algorithm>
+#include <chrono>
 #include <optional>
 #include <vector>
 
@@ -49,7 +50,8 @@ void CacheStage::Run(BoundedQueue<Chunk>& in, BoundedQueue<Chunk>& to_embed,
       for (const Chunk& c : batch) run_.Abandon(c);
       continue;
     }
-    BusyTimer busy(run_.clock(), metrics);
+    std::chrono::nanoseconds push_waited{0};
+    BusyTimer busy(run_.clock(), metrics, &push_waited);
     answers.clear();
     hashes.clear();
     if (cache_ok) {
@@ -91,7 +93,7 @@ void CacheStage::Run(BoundedQueue<Chunk>& in, BoundedQueue<Chunk>& to_embed,
         const std::string id = batch[i].id;
         EmbeddedChunk e{std::move(batch[i]), std::move(answers[i].embedding),
                         std::move(answers[i].model)};
-        if (out.Push(std::move(e))) {
+        if (out.Push(std::move(e), &push_waited)) {
           Add(metrics.items_out);
         } else {
           run_.AbandonId(id);
@@ -113,7 +115,7 @@ void CacheStage::Run(BoundedQueue<Chunk>& in, BoundedQueue<Chunk>& to_embed,
       // From now on the store may hold this text: look it up next time.
       if (seen) seen->Add(hashes[i]);
       const std::string id = c.id;
-      if (to_embed.Push(std::move(c))) {
+      if (to_embed.Push(std::move(c), &push_waited)) {
         Add(metrics.items_out);
       } else {
         run_.AbandonId(id);

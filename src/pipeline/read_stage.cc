@@ -8,7 +8,9 @@
 #include <xxhash.h>
 #include <memory>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <fstream>
 #include <thread>
@@ -155,6 +157,8 @@ void ReadStage::ReadFiles(BoundedQueue<SourceFile>& files, BoundedQueue<Chunk>& 
   SourceTracker::Token token = 0;  // the file being parsed; 0: untracked (stdin)
   std::string token_file_id;       // its file id
   bool token_is_range = false;     // a byte range: its chunks get no run records
+  // This thread's time blocked handing chunks on (BusyTimer).
+  std::chrono::nanoseconds push_waited{0};
   Chunker chunker(run_.options().chunker, [&](Chunk&& chunk) -> Status {
     if (token != 0) {
       // The store records this run's chunks per file (docs/RESUME.md).
@@ -163,7 +167,7 @@ void ReadStage::ReadFiles(BoundedQueue<SourceFile>& files, BoundedQueue<Chunk>& 
       tracker.ChunkProduced(token, chunk);
     }
     const std::string id = token != 0 ? chunk.id : std::string();
-    if (!chunks.Push(std::move(chunk))) {
+    if (!chunks.Push(std::move(chunk), &push_waited)) {
       if (token != 0) tracker.ResolvedId(id, /*abandoned=*/true);
       return Status::Cancelled("pipeline stopping");
     }
@@ -177,7 +181,7 @@ void ReadStage::ReadFiles(BoundedQueue<SourceFile>& files, BoundedQueue<Chunk>& 
       files.Cancel();  // unblocks the walker; unread files were never started
       break;
     }
-    BusyTimer busy(run_.clock(), metrics.reader);
+    BusyTimer busy(run_.clock(), metrics.reader, &push_waited);
     Add(metrics.sources_seen);
     Add(metrics.reader.items_in);
     token = 0;
@@ -277,9 +281,13 @@ void ReadStage::ReadFiles(BoundedQueue<SourceFile>& files, BoundedQueue<Chunk>& 
     RecordErrors errors(dead_, file->path);
     ParseStats stats;
     const TimePoint parse_start = run_.clock().Now();
+    const std::chrono::nanoseconds waited_before_parse = push_waited;
     Status s = parser->Parse(*file, limits, sink, errors, stats);
+    // The parse's own time: without the waits to hand its chunks on.
+    const int64_t parse_ns =
+        (run_.clock().Now() - parse_start).count() - (push_waited - waited_before_parse).count();
     metrics.parse_times.Record(std::string(parser->Name()), file->size_bytes,
-                               static_cast<uint64_t>((run_.clock().Now() - parse_start).count()));
+                               static_cast<uint64_t>(std::max<int64_t>(0, parse_ns)));
     Add(metrics.invalid_utf8_replaced, stats.invalid_utf8_replaced);
     if (stats.latin1_fallback) Add(metrics.latin1_fallbacks);
     if (token != 0) tracker.ParseFinished(token, s.ok());

@@ -98,6 +98,16 @@ std::string FormatReportText(const IngestReport& r, const Metrics& m) {
     stages += fmt::format("{} {:.1f}s", s.name, static_cast<double>(Get(s.stage.busy_ns)) / 1e9);
   }
   line("stage busy time", stages);
+  // Time held back by a full queue downstream, where a stage had any: not
+  // counted as busy above.
+  std::string blocked;
+  for (const NamedStageMetrics& s : StagesOf(m)) {
+    if (Get(s.stage.blocked_ns) < 50'000'000) continue;
+    if (!blocked.empty()) blocked += ", ";
+    blocked +=
+        fmt::format("{} {:.1f}s", s.name, static_cast<double>(Get(s.stage.blocked_ns)) / 1e9);
+  }
+  if (!blocked.empty()) line("blocked downstream", blocked);
   if (!r.bottleneck_stage.empty()) line("bottleneck", r.bottleneck_stage + " stage");
   for (const auto& [format, p] : m.parse_times.Snapshot()) {
     const double secs = static_cast<double>(p.busy_ns) / 1e9;
@@ -182,6 +192,7 @@ std::string FormatReportJson(const IngestReport& r, const Metrics& m) {
     w.Key("errors").Uint(Get(s.stage.errors));
     w.Key("dead_lettered").Uint(Get(s.stage.dead_lettered));
     w.Key("busy_s").Double(static_cast<double>(Get(s.stage.busy_ns)) / 1e9);
+    w.Key("blocked_s").Double(static_cast<double>(Get(s.stage.blocked_ns)) / 1e9);
     w.EndObject();
   }
   w.EndObject();

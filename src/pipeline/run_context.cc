@@ -85,4 +85,15 @@ void RunDeadLetters::SourceFailed(const std::string& source_id, const std::strin
   file_.SourceFailed(source_id, path, why);
 }
 
+BusyTimer::~BusyTimer() {
+  const auto elapsed = static_cast<uint64_t>(std::max<int64_t>(0, (clock_.Now() - start_).count()));
+  uint64_t blocked = 0;
+  if (blocked_total_ != nullptr) {
+    blocked = std::min(elapsed, static_cast<uint64_t>(std::max<int64_t>(
+                                    0, (*blocked_total_ - blocked_at_start_).count())));
+  }
+  Add(stage_.busy_ns, elapsed - blocked);
+  if (blocked > 0) Add(stage_.blocked_ns, blocked);
+}
+
 }  // namespace sluice

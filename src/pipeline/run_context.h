@@ -9,7 +9,9 @@
 // reference; the Pipeline owns the context for the length of one Run().
 #pragma once
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -102,9 +104,20 @@ class RunDeadLetters final : public DeadLetterSink {
 // names the bottleneck): construct when work starts, destroy when it ends.
 class BusyTimer {
  public:
-  BusyTimer(const Clock& clock, StageMetrics& stage)
-      : clock_(clock), stage_(stage), start_(clock.Now()) {}
-  ~BusyTimer() { Add(stage_.busy_ns, static_cast<uint64_t>((clock_.Now() - start_).count())); }
+  // `blocked_total`, when given, is where the stage adds the time its pushes
+  // waited on a full queue (BoundedQueue::Push's `waited`); what it grows by
+  // during this scope counts as blocked, not busy. Without that, a stage
+  // held back by a slower one downstream looked like the bottleneck: offline,
+  // the readers were "busy" 6.0 s, 3 s of it waiting to hand chunks on.
+  BusyTimer(const Clock& clock, StageMetrics& stage,
+            const std::chrono::nanoseconds* blocked_total = nullptr)
+      : clock_(clock),
+        stage_(stage),
+        start_(clock.Now()),
+        blocked_total_(blocked_total),
+        blocked_at_start_(blocked_total != nullptr ? *blocked_total
+                                                   : std::chrono::nanoseconds::zero()) {}
+  ~BusyTimer();
   BusyTimer(const BusyTimer&) = delete;
   BusyTimer& operator=(const BusyTimer&) = delete;
 
@@ -112,6 +125,8 @@ class BusyTimer {
   const Clock& clock_;
   StageMetrics& stage_;
   const TimePoint start_;
+  const std::chrono::nanoseconds* blocked_total_;
+  const std::chrono::nanoseconds blocked_at_start_;
 };
 
 }  // namespace sluice

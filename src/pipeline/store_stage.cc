@@ -1,6 +1,7 @@
 #include "pipeline/store_stage.h"
 
 #include <algorithm>
+#include <chrono>
 #include <random>
 #include <span>
 
@@ -87,7 +88,8 @@ void StoreStage::WriteBatch(BoundedQueue<EmbeddedChunk>* aggregate_out) {
     return;
   }
   Metrics& metrics = run_.metrics();
-  BusyTimer busy(run_.clock(), metrics.store);
+  std::chrono::nanoseconds push_waited{0};
+  BusyTimer busy(run_.clock(), metrics.store, &push_waited);
   for (int attempt = 1;; ++attempt) {
     const TimePoint start = run_.clock().Now();
     WriteResult r = store_.Write(batch_);
@@ -126,7 +128,9 @@ void StoreStage::WriteBatch(BoundedQueue<EmbeddedChunk>* aggregate_out) {
       }
       // One hand-off to the aggregator: the aggregate queue holds a whole
       // batch beside its capacity (RunQueues), so this rarely waits.
-      if (aggregate_out != nullptr) aggregate_out->PushAll(std::span(batch_.data(), kept));
+      if (aggregate_out != nullptr) {
+        aggregate_out->PushAll(std::span(batch_.data(), kept), &push_waited);
+      }
       batch_.clear();
       if (!CommitCompleted()) failed_ = true;
       return;

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <numeric>
 #include <string>
 #include <thread>
@@ -45,6 +46,22 @@ TEST(BoundedQueueTest, FullQueueBlocksProducerUntilConsumed) {
   producer.join();
   EXPECT_TRUE(pushed.load());
   EXPECT_EQ(q.Size(), 2u);
+}
+
+// A producer's wait on a full queue is reported to it: nothing when there
+// was room, at least the time the consumer kept it waiting otherwise.
+TEST(BoundedQueueTest, PushReportsTheTimeItWaitedOnAFullQueue) {
+  BoundedQueue<int> q(2);
+  std::chrono::nanoseconds waited{0};
+  ASSERT_TRUE(q.Push(1, &waited));
+  ASSERT_TRUE(q.Push(2, &waited));
+  EXPECT_EQ(waited.count(), 0);
+  std::thread producer([&] { q.Push(3, &waited); });
+  WaitForBlockedProducers(q, 1);
+  EXPECT_EQ(waited.count(), 0);  // counted once the wait is over
+  EXPECT_EQ(q.Pop(), 1);
+  producer.join();
+  EXPECT_GT(waited.count(), 0);
 }
 
 TEST(BoundedQueueTest, ByteBoundBlocksButAdmitsOversizedItemWhenEmpty) {

@@ -3,6 +3,7 @@
 // ManualClock, so retries and backoffs run instantly and deterministically.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
@@ -89,6 +90,37 @@ struct StageFixture {
   RunContext run{options, metrics, clock};
   RecordingDeadLetters dead;
 };
+
+// A stage's busy time leaves out what its pushes waited on a full queue
+// downstream (counted as blocked), so the report's bottleneck is the stage
+// that was working, not one held back.
+TEST(BusyTimerTest, TimeBlockedHandingOnIsNotBusy) {
+  ManualClock clock;
+  StageMetrics stage;
+  std::chrono::nanoseconds waited{std::chrono::seconds(1)};  // before the scope: not this one's
+  {
+    BusyTimer busy(clock, stage, &waited);
+    clock.Advance(std::chrono::seconds(10));
+    waited += std::chrono::seconds(4);
+  }
+  EXPECT_EQ(Get(stage.busy_ns), 6'000'000'000u);
+  EXPECT_EQ(Get(stage.blocked_ns), 4'000'000'000u);
+  {
+    BusyTimer busy(clock, stage);  // a scope that hands nothing on
+    clock.Advance(std::chrono::seconds(2));
+  }
+  EXPECT_EQ(Get(stage.busy_ns), 8'000'000'000u);
+  EXPECT_EQ(Get(stage.blocked_ns), 4'000'000'000u);
+  {
+    // The queue's wait is measured on the steady clock, the scope on the run's
+    // (a ManualClock here): blocked never exceeds the scope.
+    BusyTimer busy(clock, stage, &waited);
+    clock.Advance(std::chrono::seconds(1));
+    waited += std::chrono::seconds(3);
+  }
+  EXPECT_EQ(Get(stage.busy_ns), 8'000'000'000u);
+  EXPECT_EQ(Get(stage.blocked_ns), 5'000'000'000u);
+}
 
 TEST(StoreStageTest, RetriesARetryableWriteOnTheRunClockAndStoresEverything) {
   StageFixture f;
