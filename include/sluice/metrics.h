@@ -134,6 +134,7 @@ struct StageMetrics {
   Counter dead_lettered{0};
   Counter busy_ns{0};     // working: not blocked on a full output queue
   Counter blocked_ns{0};  // blocked handing items on (the next stage's queue was full)
+  Counter cpu_ns{0};      // CPU (user + system) of the stage's threads, added as each ends
   std::atomic<int64_t> queue_depth{0};  // gauge: items waiting in the stage's input queue
 };
 

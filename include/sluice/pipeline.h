@@ -236,9 +236,15 @@ struct IngestReport {
   // price, or IngestOptions::price_per_mtok); unset for an unknown model or
   // the offline embedder: a cost is never guessed.
   std::optional<double> estimated_cost_usd;
-  // The stage whose threads were busy the largest share of the run (read,
-  // cache, embed, store or aggregate; StageMetrics::busy_ns); empty: none measured.
+  // The stage that limited the run (read, cache, embed, store or aggregate):
+  // when the process kept its cores busy (cpu_bound), the stage that used
+  // the most CPU (StageMetrics::cpu_ns); otherwise the one whose threads were
+  // busy the largest share of the run (StageMetrics::busy_ns). Empty: none
+  // measured.
   std::string bottleneck_stage;
+  double process_cpu_s = 0;        // the whole process's CPU (user + system) during the run
+  int cpu_cores = 0;               // the cores it could run on
+  bool cpu_bound = false;          // process_cpu_s >= 75% of cpu_cores x elapsed_s
   std::string trace_summary;       // one line on what the concurrency controller did
   std::string trace_summary_json;  // the same as a JSON object
 

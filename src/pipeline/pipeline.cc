@@ -134,25 +134,6 @@ void Walk(RunContext& run, SourceEnumerator& enumerator, RunQueues& q, DeadLette
   q.files.Close();
 }
 
-// The stage that limited the run: the one whose threads were busy the
-// largest share of the run (the embed stage counts the time it had requests
-// in flight). Empty when nothing was measured.
-std::string BottleneckStage(const Metrics& m, double elapsed_s, int readers) {
-  if (elapsed_s <= 0) return "";
-  std::string busiest;
-  double most = 0;
-  for (const NamedStageMetrics& s : StagesOf(m)) {
-    const int threads = &s.stage == &m.reader ? std::max(1, readers) : 1;
-    const double share =
-        static_cast<double>(Get(s.stage.busy_ns)) / 1e9 / elapsed_s / static_cast<double>(threads);
-    if (share > most) {
-      most = share;
-      busiest = s.name;
-    }
-  }
-  return busiest;
-}
-
 }  // namespace
 
 std::string DeadLetterPathFor(const IngestOptions& options) {
@@ -215,6 +196,7 @@ IngestReport Pipeline::Impl::Finish(IngestReport report, Status status, TimePoin
 IngestReport Pipeline::Impl::Run() {
   IngestReport report;
   const TimePoint start = SteadyClock::now();
+  const double cpu_at_start = ProcessCpuSeconds();
   if (Status s = Validate(options); !s.ok()) return Finish(report, s, start, nullptr);
   auto opened = OpenRunResources(options, run.run_id(), run.clock(), metrics, report);
   if (!opened.ok()) return Finish(report, opened.status(), start, nullptr);
@@ -316,6 +298,7 @@ IngestReport Pipeline::Impl::Run() {
   threads.emplace_back([&] {
     SetThreadName("sluice-cache");
     cache.Run(q.chunks, q.embed, q.vectors);
+    AddThreadCpuTime(metrics.cache);
   });
   threads.emplace_back([&] {
     SetThreadName("sluice-embed");
@@ -324,15 +307,18 @@ IngestReport Pipeline::Impl::Run() {
     // (and unblocking the cache stage) is abandoned, to be redone by a rerun.
     while (auto c = q.embed.Pop()) run.Abandon(*c);
     q.vectors.Close();
+    AddThreadCpuTime(metrics.embedder);
   });
   threads.emplace_back([&] {
     SetThreadName("sluice-store");
     store.Run(q.vectors, aggregate ? &q.aggregate : nullptr);
+    AddThreadCpuTime(metrics.store);
   });
   if (aggregate) {
     threads.emplace_back([&] {
       SetThreadName("sluice-aggregate");
       aggregate->Run();
+      AddThreadCpuTime(metrics.aggregator);
     });
   }
   for (std::thread& t : threads) t.join();
@@ -391,8 +377,11 @@ IngestReport Pipeline::Impl::Run() {
   report.api_requests_saved = (report.cache_hits + per_request - 1) / per_request;
   report.dead_letter_reasons = res.dead_letters->ReasonCounts();
   report.queue_high_water = q.HighWater();
+  report.process_cpu_s = ProcessCpuSeconds() - cpu_at_start;
+  report.cpu_cores = UsableCores();
   report.bottleneck_stage =
-      BottleneckStage(metrics, ToSeconds(SteadyClock::now() - start), readers);
+      BottleneckStage(metrics, ToSeconds(SteadyClock::now() - start), readers, report.process_cpu_s,
+                      report.cpu_cores, &report.cpu_bound);
   return Finish(std::move(report), run.FatalStatus(), start, &res);
 }
 

@@ -140,6 +140,7 @@ void ReadStage::Run(BoundedQueue<SourceFile>& files, BoundedQueue<Chunk>& chunks
     threads.emplace_back([&] {
       SetThreadName("sluice-read");
       ReadFiles(files, chunks);
+      AddThreadCpuTime(run_.metrics().reader);
     });
   }
   for (std::thread& t : threads) t.join();

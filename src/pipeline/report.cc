@@ -108,7 +108,24 @@ std::string FormatReportText(const IngestReport& r, const Metrics& m) {
         fmt::format("{} {:.1f}s", s.name, static_cast<double>(Get(s.stage.blocked_ns)) / 1e9);
   }
   if (!blocked.empty()) line("blocked downstream", blocked);
-  if (!r.bottleneck_stage.empty()) line("bottleneck", r.bottleneck_stage + " stage");
+  std::string cpu;
+  for (const NamedStageMetrics& s : StagesOf(m)) {
+    if (!cpu.empty()) cpu += ", ";
+    cpu += fmt::format("{} {:.1f}s", s.name, static_cast<double>(Get(s.stage.cpu_ns)) / 1e9);
+  }
+  if (r.cpu_cores > 0) {
+    cpu += fmt::format(" (the whole process {:.1f}s in {:.1f}s on {} cores)", r.process_cpu_s,
+                       r.elapsed_s, r.cpu_cores);
+  }
+  line("stage CPU time", cpu);
+  if (!r.bottleneck_stage.empty()) {
+    line("bottleneck",
+         r.cpu_bound ? fmt::format("{} stage, the most CPU of a run that kept its {} cores {:.0f}% "
+                                   "busy",
+                                   r.bottleneck_stage, r.cpu_cores,
+                                   100.0 * r.process_cpu_s / (r.elapsed_s * r.cpu_cores))
+                     : r.bottleneck_stage + " stage");
+  }
   for (const auto& [format, p] : m.parse_times.Snapshot()) {
     const double secs = static_cast<double>(p.busy_ns) / 1e9;
     line("  parse " + format,
@@ -193,10 +210,14 @@ std::string FormatReportJson(const IngestReport& r, const Metrics& m) {
     w.Key("dead_lettered").Uint(Get(s.stage.dead_lettered));
     w.Key("busy_s").Double(static_cast<double>(Get(s.stage.busy_ns)) / 1e9);
     w.Key("blocked_s").Double(static_cast<double>(Get(s.stage.blocked_ns)) / 1e9);
+    w.Key("cpu_s").Double(static_cast<double>(Get(s.stage.cpu_ns)) / 1e9);
     w.EndObject();
   }
   w.EndObject();
   w.Key("bottleneck_stage").String(r.bottleneck_stage);
+  w.Key("cpu_bound").Bool(r.cpu_bound);
+  w.Key("process_cpu_s").Double(r.process_cpu_s);
+  w.Key("cpu_cores").Int(r.cpu_cores);
   w.Key("parse_formats").BeginObject();
   for (const auto& [format, p] : m.parse_times.Snapshot()) {
     w.Key(format).BeginObject();

@@ -1,7 +1,11 @@
 #include "pipeline/run_context.h"
 
+#include <sched.h>
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <random>
+#include <thread>
 
 namespace sluice {
 
@@ -83,6 +87,59 @@ void RunDeadLetters::ChunkFailed(const Chunk& chunk, const Status& why) {
 void RunDeadLetters::SourceFailed(const std::string& source_id, const std::string& path,
                                   const Status& why) {
   file_.SourceFailed(source_id, path, why);
+}
+
+namespace {
+uint64_t RusageNanos(int who) {
+  rusage usage{};
+  if (::getrusage(who, &usage) != 0) return 0;
+  const auto micros = [](const timeval& t) {
+    return static_cast<uint64_t>(t.tv_sec) * 1'000'000 + static_cast<uint64_t>(t.tv_usec);
+  };
+  return (micros(usage.ru_utime) + micros(usage.ru_stime)) * 1000;
+}
+}  // namespace
+
+void AddThreadCpuTime(StageMetrics& stage) { Add(stage.cpu_ns, RusageNanos(RUSAGE_THREAD)); }
+
+double ProcessCpuSeconds() { return static_cast<double>(RusageNanos(RUSAGE_SELF)) / 1e9; }
+
+int UsableCores() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+}
+
+std::string BottleneckStage(const Metrics& m, double elapsed_s, int readers, double process_cpu_s,
+                            int cores, bool* cpu_bound) {
+  *cpu_bound = false;
+  if (elapsed_s <= 0) return "";
+  std::string busiest;
+  if (cores > 0 && process_cpu_s >= 0.75 * static_cast<double>(cores) * elapsed_s) {
+    uint64_t most = 0;
+    for (const NamedStageMetrics& s : StagesOf(m)) {
+      if (Get(s.stage.cpu_ns) > most) {
+        most = Get(s.stage.cpu_ns);
+        busiest = s.name;
+      }
+    }
+    if (!busiest.empty()) {
+      *cpu_bound = true;
+      return busiest;
+    }
+  }
+  double most = 0;
+  for (const NamedStageMetrics& s : StagesOf(m)) {
+    const int threads = &s.stage == &m.reader ? std::max(1, readers) : 1;
+    const double share =
+        static_cast<double>(Get(s.stage.busy_ns)) / 1e9 / elapsed_s / static_cast<double>(threads);
+    if (share > most) {
+      most = share;
+      busiest = s.name;
+    }
+  }
+  return busiest;
 }
 
 BusyTimer::~BusyTimer() {

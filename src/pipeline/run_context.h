@@ -100,6 +100,26 @@ class RunDeadLetters final : public DeadLetterSink {
   RunContext& run_;
 };
 
+// Adds the calling thread's CPU time so far (user + system) to `stage`:
+// called once as each stage thread ends.
+void AddThreadCpuTime(StageMetrics& stage);
+
+// The process's CPU time so far (user + system), in seconds.
+double ProcessCpuSeconds();
+
+// The cores this process may run on (its CPU affinity), at least 1.
+int UsableCores();
+
+// The stage that limited a run (IngestReport::bottleneck_stage): when the
+// process used at least 75% of `cores` over the run, the stage with the most
+// CPU (on a saturated machine every stage waits for a core, so their busy
+// times all swell alike; 75%, not 100%: a run's start and end, with one
+// thread at work, keep a saturated run at ~80% on two cores); otherwise the one whose threads were
+// busy the largest share of the run (the embed stage counts the time it had requests in flight).
+// Sets *cpu_bound accordingly. Empty when nothing was measured.
+std::string BottleneckStage(const Metrics& m, double elapsed_s, int readers, double process_cpu_s,
+                            int cores, bool* cpu_bound);
+
 // Times a stretch of real work into a stage's busy_ns (the stage metric that
 // names the bottleneck): construct when work starts, destroy when it ends.
 class BusyTimer {

@@ -97,12 +97,13 @@ TEST(PrometheusExpositionTest, StageSeriesHaveAStageLabelPerStage) {
   Add(m.embedder.items_out, 99);
   Add(m.store.dead_lettered, 2);
   Add(m.cache.busy_ns, 1500000000);
+  Add(m.reader.blocked_ns, 2500000000);
   m.store.queue_depth = 17;
   const Exposition e = Parse(m);
-  for (const char* family :
-       {"sluice_stage_items_in_total", "sluice_stage_items_out_total", "sluice_stage_bytes_total",
-        "sluice_stage_errors_total", "sluice_stage_dead_lettered_total",
-        "sluice_stage_busy_seconds_total", "sluice_stage_queue_depth"}) {
+  for (const char* family : {"sluice_stage_items_in_total", "sluice_stage_items_out_total",
+                             "sluice_stage_bytes_total", "sluice_stage_errors_total",
+                             "sluice_stage_dead_lettered_total", "sluice_stage_busy_seconds_total",
+                             "sluice_stage_blocked_seconds_total", "sluice_stage_queue_depth"}) {
     SCOPED_TRACE(family);
     std::set<std::string> stages;
     for (const auto& s : e.families.at(family).samples) stages.insert(s.labels.at("stage"));
@@ -112,6 +113,7 @@ TEST(PrometheusExpositionTest, StageSeriesHaveAStageLabelPerStage) {
   EXPECT_EQ(e.Value("sluice_stage_items_out_total", {{"stage", "embed"}}), 99);
   EXPECT_EQ(e.Value("sluice_stage_dead_lettered_total", {{"stage", "store"}}), 2);
   EXPECT_EQ(e.Value("sluice_stage_busy_seconds_total", {{"stage", "cache"}}), 1.5);
+  EXPECT_EQ(e.Value("sluice_stage_blocked_seconds_total", {{"stage", "read"}}), 2.5);
   EXPECT_EQ(e.Value("sluice_stage_queue_depth", {{"stage", "store"}}), 17);
   EXPECT_EQ(e.families.at("sluice_stage_queue_depth").type, "gauge");
 }

@@ -3,6 +3,8 @@
 // ManualClock, so retries and backoffs run instantly and deterministically.
 #include <gtest/gtest.h>
 
+#include <time.h>
+
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -120,6 +122,52 @@ TEST(BusyTimerTest, TimeBlockedHandingOnIsNotBusy) {
   }
   EXPECT_EQ(Get(stage.busy_ns), 8'000'000'000u);
   EXPECT_EQ(Get(stage.blocked_ns), 5'000'000'000u);
+}
+
+// On a machine the run kept busy, every stage waits for a core and its busy
+// time swells alike: the bottleneck is then the stage that used the most
+// CPU. Otherwise, the stage busy the largest share of the run.
+TEST(BottleneckStageTest, TheMostCpuWhenTheCoresWereBusyElseTheBusiestStage) {
+  Metrics m;
+  Add(m.reader.busy_ns, 7'000'000'000);  // two readers, 3.5 s each in a 4 s run
+  Add(m.store.busy_ns, 2'000'000'000);
+  Add(m.embedder.busy_ns, 2'200'000'000);
+  Add(m.reader.cpu_ns, 900'000'000);
+  Add(m.store.cpu_ns, 1'500'000'000);
+  Add(m.embedder.cpu_ns, 1'900'000'000);
+  bool cpu_bound = true;
+  // 6.4 CPU-s in 4 s on 2 cores: 80% busy.
+  EXPECT_EQ(BottleneckStage(m, 4.0, 2, 6.4, 2, &cpu_bound), "embed");
+  EXPECT_TRUE(cpu_bound);
+  // 5.6 CPU-s on 2 cores (70%): the busiest share decides.
+  EXPECT_EQ(BottleneckStage(m, 4.0, 2, 5.6, 2, &cpu_bound), "read");
+  EXPECT_FALSE(cpu_bound);
+  // No stage CPU recorded (a run stopped before its threads ended): busy.
+  Metrics none;
+  Add(none.store.busy_ns, 1'000'000'000);
+  EXPECT_EQ(BottleneckStage(none, 2.0, 1, 3.9, 2, &cpu_bound), "store");
+  EXPECT_FALSE(cpu_bound);
+  EXPECT_EQ(BottleneckStage(none, 0.0, 1, 0.0, 2, &cpu_bound), "");
+}
+
+// A stage thread's CPU time is added to its stage as it ends.
+TEST(BottleneckStageTest, AThreadAddsItsCpuTimeToItsStage) {
+  StageMetrics stage;
+  std::thread worker([&] {
+    // Work until the thread's own CPU clock has moved (not a wall-clock guess).
+    timespec start{}, now{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &start);
+    volatile uint64_t sink = 0;
+    do {
+      for (int i = 0; i < 100000; ++i) sink = sink + static_cast<uint64_t>(i);
+      clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
+    } while ((now.tv_sec - start.tv_sec) * 1'000'000'000 + (now.tv_nsec - start.tv_nsec) <
+             20'000'000);
+    AddThreadCpuTime(stage);
+  });
+  worker.join();
+  EXPECT_GE(Get(stage.cpu_ns), 10'000'000u);  // rusage counts in microseconds or ticks
+  EXPECT_GE(UsableCores(), 1);
 }
 
 TEST(StoreStageTest, RetriesARetryableWriteOnTheRunClockAndStoresEverything) {
