@@ -1423,6 +1423,37 @@ TEST_F(SqliteStoreTest, TextKeysMoveToTheMainTableAndEveryTextStillAnswers) {
   EXPECT_EQ(QueryInt(store->handle(), "SELECT count(*) FROM text_keys"), 17);
 }
 
+// Two connections writing the same store (no writer lock), each with its own
+// count of recent keys: a move takes every recent key, the other
+// connection's too, and each text answers from either connection.
+TEST_F(SqliteStoreTest, TwoWritersShareTheKeyTablesAndEveryTextAnswers) {
+  SqliteStoreOptions o = Options();
+  o.store.embedding_cache_namespace = "model-a:0";
+  o.recent_text_keys_limit = 3;
+  auto first = MustOpen(o);
+  auto second = MustOpen(o);
+  ASSERT_NE(first, nullptr);
+  ASSERT_NE(second, nullptr);
+  std::vector<EmbeddedChunk> rows;
+  for (int n = 0; n < 10; ++n) rows.push_back(MakeChunk(n, 4, "doc" + std::to_string(n % 2)));
+  for (size_t i = 0; i < rows.size(); ++i) {
+    SqliteStore& writer = i % 2 == 0 ? *first : *second;
+    ASSERT_TRUE(writer.Write(std::span(rows).subspan(i, 1)).status.ok()) << i;
+  }
+  sqlite3* db = first->handle();
+  EXPECT_EQ(QueryInt(db, "SELECT count(*) FROM text_keys") +
+                QueryInt(db, "SELECT count(*) FROM text_keys_recent"),
+            10);
+  EXPECT_GT(QueryInt(db, "SELECT count(*) FROM text_keys"), 0);  // some moves happened
+  std::vector<std::string_view> texts;
+  for (const EmbeddedChunk& row : rows) texts.push_back(row.chunk.text);
+  for (SqliteStore* reader : {first.get(), second.get()}) {
+    std::vector<CachedEmbedding> out;
+    ASSERT_TRUE(reader->LookupEmbeddings("model-a:0", texts, out).ok());
+    for (size_t i = 0; i < rows.size(); ++i) EXPECT_EQ(out[i].embedding, rows[i].embedding) << i;
+  }
+}
+
 // A lookup checks the whole text key on the chunk row: an entry whose prefix
 // is the text's but whose chunk holds another text (two keys sharing 64
 // bits, or a rowid a deleted chunk left and a new one took) answers nothing.
