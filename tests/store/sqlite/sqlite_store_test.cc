@@ -45,6 +45,15 @@ class SqliteStoreTest : public ::testing::Test {
     return o;
   }
 
+  // With the embedding cache on (namespace "model-a:0") and text keys moved
+  // into the main key table every `recent_limit` keys.
+  SqliteStoreOptions CachedOptions(int recent_limit = 65536) {
+    SqliteStoreOptions o = Options();
+    o.store.embedding_cache_namespace = "model-a:0";
+    o.recent_text_keys_limit = recent_limit;
+    return o;
+  }
+
   std::unique_ptr<SqliteStore> MustOpen(const SqliteStoreOptions& o) {
     auto store = SqliteStore::Open(db_path_, o);
     EXPECT_TRUE(store.ok()) << store.status().ToString();
@@ -1365,9 +1374,7 @@ TEST_F(SqliteStoreTest, AVersionThreeCacheStillAnswersAfterTheUpgrade) {
 // into the main one, in key order, once the recent one holds
 // recent_text_keys_limit keys; a text answers wherever its key is.
 TEST_F(SqliteStoreTest, TextKeysMoveToTheMainTableAndEveryTextStillAnswers) {
-  SqliteStoreOptions o = Options();
-  o.store.embedding_cache_namespace = "model-a:0";
-  o.recent_text_keys_limit = 5;
+  SqliteStoreOptions o = CachedOptions(5);
   auto store = MustOpen(o);
   ASSERT_NE(store, nullptr);
   sqlite3* db = store->handle();
@@ -1427,9 +1434,7 @@ TEST_F(SqliteStoreTest, TextKeysMoveToTheMainTableAndEveryTextStillAnswers) {
 // count of recent keys: a move takes every recent key, the other
 // connection's too, and each text answers from either connection.
 TEST_F(SqliteStoreTest, TwoWritersShareTheKeyTablesAndEveryTextAnswers) {
-  SqliteStoreOptions o = Options();
-  o.store.embedding_cache_namespace = "model-a:0";
-  o.recent_text_keys_limit = 3;
+  SqliteStoreOptions o = CachedOptions(3);
   auto first = MustOpen(o);
   auto second = MustOpen(o);
   ASSERT_NE(first, nullptr);
