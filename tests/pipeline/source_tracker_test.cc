@@ -178,12 +178,12 @@ TEST(SourceTrackerTest, StoredAllResolvesAWriteAsOneByOneWould) {
   piece0.id = "a.md#1/0";
   piece1.id = "a.md#1/1";
   piece0.metadata_json = piece1.metadata_json = R"({"split_part":0,"split_parts":2})";
-  const EmbeddedChunk first[] = {{a0}, {b0}, {piece0}};
+  const EmbeddedChunk first[] = {{a0, {}, {}}, {b0, {}, {}}, {piece0, {}, {}}};
   t.StoredAll(first);
   auto done = t.TakeCompleted();
   ASSERT_EQ(done.size(), 1u);
   EXPECT_EQ(done[0].fingerprint.file_id, "b.md");
-  const EmbeddedChunk second[] = {{piece1}};
+  const EmbeddedChunk second[] = {{piece1, {}, {}}};
   t.StoredAll(second);
   done = t.TakeCompleted();
   ASSERT_EQ(done.size(), 1u);
@@ -203,7 +203,7 @@ TEST(InflightTextsTest, ReleaseAllHandsBackEachOwnersCopiesWithItsIndex) {
   Chunk copy2b = MakeChunk("d.md", 0, "two");
   for (Chunk* c : {&owner1, &owner2, &lone}) EXPECT_FALSE(inflight.ParkOrOwn(*c));
   for (Chunk* c : {&copy1, &copy2a, &copy2b}) EXPECT_TRUE(inflight.ParkOrOwn(*c));
-  const EmbeddedChunk stored[] = {{lone}, {owner2}, {owner1}};
+  const EmbeddedChunk stored[] = {{lone, {}, {}}, {owner2, {}, {}}, {owner1, {}, {}}};
   auto released = inflight.ReleaseAll(stored);
   ASSERT_EQ(released.size(), 3u);
   std::vector<std::pair<size_t, std::string>> got;
