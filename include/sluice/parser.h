@@ -79,7 +79,12 @@ struct SourceFile {
 inline std::string SourceDoneId(const SourceFile& file) {
   std::string id = file.relative_path.empty() ? file.path : file.relative_path;
   if (file.IsRange()) {
-    id += "@" + std::to_string(file.range_begin) + "-" + std::to_string(file.range_end);
+    // Appended piece by piece: `"@" + std::to_string(...)` trips GCC 12's
+    // -Wrestrict false positive once inlined into a large caller.
+    id += '@';
+    id += std::to_string(file.range_begin);
+    id += '-';
+    id += std::to_string(file.range_end);
   }
   return id;
 }

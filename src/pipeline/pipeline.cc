@@ -289,18 +289,24 @@ IngestReport Pipeline::Impl::Run() {
   }
 
   std::unordered_set<std::string> unreadable_paths;  // written by the walker only
-  std::vector<std::thread> threads;
-  threads.emplace_back([&] {
+  // Walk, read, cache, embed, store and aggregate, in slots made up front:
+  // growing a vector of std::thread by emplace_back trips GCC 12's
+  // -Warray-bounds false positive in the Release build. A slot left empty
+  // (no aggregator) holds a thread that is not joinable.
+  std::vector<std::thread> threads(6);
+  size_t started = 0;
+  const auto start_thread = [&](auto&& fn) { threads[started++] = std::thread(fn); };
+  start_thread([&] {
     SetThreadName("sluice-walk");
     Walk(run, *res.enumerator, q, dead, unreadable_paths);
   });
-  threads.emplace_back([&] { read.Run(q.files, q.chunks); });
-  threads.emplace_back([&] {
+  start_thread([&] { read.Run(q.files, q.chunks); });
+  start_thread([&] {
     SetThreadName("sluice-cache");
     cache.Run(q.chunks, q.embed, q.vectors);
     AddThreadCpuTime(metrics.cache);
   });
-  threads.emplace_back([&] {
+  start_thread([&] {
     SetThreadName("sluice-embed");
     if (Status s = embed.Run(q.embed, q.vectors); !s.ok()) run.Fail(s);
     // The stage returns early only when stopping; whatever is still queued
@@ -309,19 +315,21 @@ IngestReport Pipeline::Impl::Run() {
     q.vectors.Close();
     AddThreadCpuTime(metrics.embedder);
   });
-  threads.emplace_back([&] {
+  start_thread([&] {
     SetThreadName("sluice-store");
     store.Run(q.vectors, aggregate ? &q.aggregate : nullptr);
     AddThreadCpuTime(metrics.store);
   });
   if (aggregate) {
-    threads.emplace_back([&] {
+    start_thread([&] {
       SetThreadName("sluice-aggregate");
       aggregate->Run();
       AddThreadCpuTime(metrics.aggregator);
     });
   }
-  for (std::thread& t : threads) t.join();
+  for (std::thread& t : threads) {
+    if (t.joinable()) t.join();
+  }
   run.SetStopListener({});
   // Every owner resolved, so nothing should be parked; if something is, it
   // is abandoned (counted, its file not fingerprinted) rather than lost.

@@ -92,7 +92,9 @@ TEST(Utf8Test, SimdValidationAgreesWithTheByteLevelDefinition) {
     const uint64_t replaced = AppendRepairedUtf8(s, repaired);
     EXPECT_TRUE(IsValidUtf8(repaired));
     EXPECT_EQ(replaced == 0, ValidByWalk(s));
-    if (replaced == 0) EXPECT_EQ(repaired, s);
+    if (replaced == 0) {
+      EXPECT_EQ(repaired, s);
+    }
   }
   for (int a = 0xC0; a <= 0xFF; ++a) {
     for (int b = 0x70; b <= 0xC0; ++b) {

@@ -38,7 +38,9 @@ void ExpectCovers(const std::string& bytes, const std::vector<JsonlRange>& range
     const JsonlRange& r = ranges[i];
     EXPECT_EQ(r.begin, at) << i;
     EXPECT_LT(r.begin, r.end) << i;
-    if (i + 1 < ranges.size()) EXPECT_EQ(bytes[r.end - 1], '\n') << i;
+    if (i + 1 < ranges.size()) {
+      EXPECT_EQ(bytes[r.end - 1], '\n') << i;
+    }
     const uint64_t newlines_before = static_cast<uint64_t>(
         std::count(bytes.begin(), bytes.begin() + static_cast<ptrdiff_t>(r.begin), '\n'));
     EXPECT_EQ(r.first_line, newlines_before + 1) << i;

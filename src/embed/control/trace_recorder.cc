@@ -206,7 +206,10 @@ Status TraceRecorder::WriteCsv(const std::string& path) const {
            std::to_string(r.tokens) + "," + Fixed(r.p50_latency_ms, 3) + "," +
            std::to_string(r.http_429) + "," + std::to_string(r.retries) + "," +
            std::to_string(r.failures) + "," + Fixed(r.p95_latency_ms, 3);
-    for (double depth : r.queue_depth) out += "," + Fixed(depth, 2);
+    for (double depth : r.queue_depth) {
+      out += ',';  // not "," + Fixed(...): GCC 12's -Wrestrict false positive at -O3
+      out += Fixed(depth, 2);
+    }
     out += "\n";
   }
   return WriteFile(path, out);
