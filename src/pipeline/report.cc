@@ -92,27 +92,24 @@ std::string FormatReportText(const IngestReport& r, const Metrics& m) {
   }
   line("queue high water", queues);
   if (!r.trace_summary.empty()) line("controller", r.trace_summary);
-  std::string stages;
-  for (const NamedStageMetrics& s : StagesOf(m)) {
-    if (!stages.empty()) stages += ", ";
-    stages += fmt::format("{} {:.1f}s", s.name, static_cast<double>(Get(s.stage.busy_ns)) / 1e9);
-  }
-  line("stage busy time", stages);
+  // "read 1.2s, cache 0.3s, ..." of one StageMetrics counter, leaving out the
+  // stages below `at_least_ns`.
+  const auto per_stage = [&m](Counter StageMetrics::*field, uint64_t at_least_ns) {
+    std::string out;
+    for (const NamedStageMetrics& s : StagesOf(m)) {
+      const uint64_t ns = Get(s.stage.*field);
+      if (ns < at_least_ns) continue;
+      if (!out.empty()) out += ", ";
+      out += fmt::format("{} {:.1f}s", s.name, static_cast<double>(ns) / 1e9);
+    }
+    return out;
+  };
+  line("stage busy time", per_stage(&StageMetrics::busy_ns, 0));
   // Time held back by a full queue downstream, where a stage had any: not
   // counted as busy above.
-  std::string blocked;
-  for (const NamedStageMetrics& s : StagesOf(m)) {
-    if (Get(s.stage.blocked_ns) < 50'000'000) continue;
-    if (!blocked.empty()) blocked += ", ";
-    blocked +=
-        fmt::format("{} {:.1f}s", s.name, static_cast<double>(Get(s.stage.blocked_ns)) / 1e9);
-  }
+  const std::string blocked = per_stage(&StageMetrics::blocked_ns, 50'000'000);
   if (!blocked.empty()) line("blocked downstream", blocked);
-  std::string cpu;
-  for (const NamedStageMetrics& s : StagesOf(m)) {
-    if (!cpu.empty()) cpu += ", ";
-    cpu += fmt::format("{} {:.1f}s", s.name, static_cast<double>(Get(s.stage.cpu_ns)) / 1e9);
-  }
+  std::string cpu = per_stage(&StageMetrics::cpu_ns, 0);
   if (r.cpu_cores > 0) {
     cpu += fmt::format(" (the whole process {:.1f}s in {:.1f}s on {} cores)", r.process_cpu_s,
                        r.elapsed_s, r.cpu_cores);

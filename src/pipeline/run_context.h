@@ -110,13 +110,14 @@ double ProcessCpuSeconds();
 // The cores this process may run on (its CPU affinity), at least 1.
 int UsableCores();
 
-// The stage that limited a run (IngestReport::bottleneck_stage): when the
-// process used at least 75% of `cores` over the run, the stage with the most
+// The stage that limited a run (IngestReport::bottleneck_stage). When the
+// process used at least 75% of `cores` over the run: the stage with the most
 // CPU (on a saturated machine every stage waits for a core, so their busy
-// times all swell alike; 75%, not 100%: a run's start and end, with one
-// thread at work, keep a saturated run at ~80% on two cores); otherwise the one whose threads were
-// busy the largest share of the run (the embed stage counts the time it had requests in flight).
-// Sets *cpu_bound accordingly. Empty when nothing was measured.
+// times all swell alike; 75%, not 100%, because a run's start and end, with
+// one thread at work, keep a saturated run at ~80% on two cores). Otherwise:
+// the one whose threads were busy the largest share of the run (the embed
+// stage counts the time it had requests in flight). Sets *cpu_bound
+// accordingly. Empty when nothing was measured.
 std::string BottleneckStage(const Metrics& m, double elapsed_s, int readers, double process_cpu_s,
                             int cores, bool* cpu_bound);
 
