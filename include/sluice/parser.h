@@ -12,6 +12,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -70,6 +71,11 @@ struct SourceFile {
   uint64_t range_begin = 0;
   uint64_t range_end = 0;
   uint64_t first_line = 1;
+  // The whole file, when the reader has already read it (a small file: it
+  // is opened once, and the fingerprint is the hash of exactly the bytes
+  // parsed). A parser that can reads these bytes instead of opening `path`;
+  // one that cannot may ignore them. Valid for the duration of Parse only.
+  std::optional<std::string_view> contents;
   bool IsRange() const { return range_end > 0; }
 };
 

@@ -58,8 +58,9 @@ class ReadStage {
 
  private:
   void ReadFiles(BoundedQueue<SourceFile>& files, BoundedQueue<Chunk>& chunks);
-  // Hashes the file; true when the hash matches `known` (then its new facts
-  // are recorded and nothing else is done). `failed`: not to be parsed.
+  // Hashes the file (its `contents` when the reader has them); true when the
+  // hash matches `known` (then its new facts are recorded and nothing else
+  // is done). `failed`: not to be parsed.
   bool HashUnchanged(const SourceFile& file, const std::string& file_id,
                      const SourceFingerprint* known, std::string& hash, bool& failed);
   // IngestOptions::on_source_done, for the outcomes a reader decides.

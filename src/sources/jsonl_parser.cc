@@ -217,7 +217,7 @@ class JsonlParser final : public Parser {
                RecordErrorSink& errors, ParseStats& stats) const override {
     Status s = CheckFileSize(file, limits);
     if (!s.ok()) return s;
-    Result<InputFile> in = InputFile::Open(file.path);
+    Result<InputFile> in = InputFile::Open(file);
     if (!in.ok()) return in.status();
     JsonlRecordReader records(file, sink, errors, stats);
     LineSplitter* splitter = nullptr;  // the callback frees a huge line through it

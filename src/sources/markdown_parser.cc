@@ -414,7 +414,7 @@ class MarkdownParser final : public Parser {
     LineSplitter lines(
         kMaxPieceBytes, LineSplitter::Overflow::kSplit,
         [&state](std::string_view line, uint64_t, bool) { return state.Line(line); });
-    s = DecodeTextFile(file.path, stats, [&](std::string_view text) -> Status {
+    s = DecodeTextFile(file, stats, [&](std::string_view text) -> Status {
       if (sink.StopRequested()) {
         return Status::Cancelled("stopping: " + file.path + " not read to its end");
       }

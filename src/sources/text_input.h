@@ -25,7 +25,16 @@ inline constexpr size_t kSniffBytes = 8 << 10;      // NUL bytes here mean "bina
 class InputFile {
  public:
   static Result<InputFile> Open(const std::string& path);
-  InputFile(InputFile&& other) noexcept : fd_(other.fd_), owned_(other.owned_), path_(other.path_) {
+  // The file's bytes from SourceFile::contents when the reader has them
+  // (nothing opened), else Open(file.path).
+  static Result<InputFile> Open(const SourceFile& file);
+  InputFile(InputFile&& other) noexcept
+      : fd_(other.fd_),
+        owned_(other.owned_),
+        path_(std::move(other.path_)),
+        memory_(other.memory_),
+        memory_at_(other.memory_at_),
+        in_memory_(other.in_memory_) {
     other.fd_ = -1;
   }
   InputFile& operator=(InputFile&&) = delete;
@@ -53,18 +62,23 @@ class InputFile {
   int fd_;
   bool owned_;
   std::string path_;
+  // In memory: SourceFile::contents, read up to memory_at_.
+  std::string_view memory_;
+  size_t memory_at_ = 0;
+  bool in_memory_ = false;
 };
 
 // Builds the SourceInfo of a file from what the walker and routing found.
 SourceInfo FileSourceInfo(const SourceFile& file);
 
-// Streams `path` as UTF-8 to `on_text` in pieces of about kReadBlockBytes:
+// Streams the file as UTF-8 to `on_text` in pieces of about kReadBlockBytes:
 // UTF-8 (BOM stripped; invalid bytes repaired to U+FFFD and counted),
 // UTF-16 LE/BE with a BOM (unpaired surrogates count as replaced), or Latin-1
 // when the first block's non-ASCII bytes are mostly invalid UTF-8.
 // Returns InvalidArgument("binary file") when the first 8 KiB hold a NUL byte
 // and there is no UTF-16 BOM. A piece never ends inside a UTF-8 sequence.
-Status DecodeTextFile(const std::string& path, ParseStats& stats,
+// `file.contents` when the reader has them, else the file at `file.path`.
+Status DecodeTextFile(const SourceFile& file, ParseStats& stats,
                       const std::function<Status(std::string_view)>& on_text);
 
 // Turns a UTF-8 stream into paragraphs: runs of lines separated by blank

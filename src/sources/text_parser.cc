@@ -28,7 +28,7 @@ class TextParser final : public Parser {
       block.text = std::move(text);
       return sink.AddBlock(block);
     });
-    s = DecodeTextFile(file.path, stats, [&](std::string_view text) -> Status {
+    s = DecodeTextFile(file, stats, [&](std::string_view text) -> Status {
       // Between read blocks: a stop ends even a parse that emits nothing
       // (megabytes of blank lines).
       if (sink.StopRequested())

@@ -422,6 +422,45 @@ TEST_P(ResumeTest, TouchedButUnchangedFileIsNotReparsed) {
   EXPECT_TRUE(VerifyStore().empty());
 }
 
+// Files up to 1 MiB are read once, whole, and fingerprinted from those bytes;
+// larger ones are hashed and parsed as streams. Either way the recorded hash
+// is HashFileContents of the file (what `sluice status` compares), so a
+// touched file of either size is recognised as unchanged.
+TEST_P(ResumeTest, SmallAndLargeFilesGetTheSameFingerprintAsHashFileContents) {
+  MakeCorpus(dir_);
+  std::string large;
+  for (int i = 0; large.size() <= (1u << 20) + 4096; i += 40) large += Paragraphs(40, "seal", i);
+  WriteFile(dir_ / "corpus/manuals/large.txt", large);
+  IngestOptions o = Options();
+  o.chunker.chunk_tokens = 512;
+  RunResult first = Ingest(o);
+  ASSERT_TRUE(first.report.status.ok()) << first.report.status.ToString();
+  EXPECT_EQ(first.report.sources_completed, 4u);
+  EXPECT_EQ(first.produced, first.stored);
+  const std::vector<std::string> dump = Dump();
+  for (const char* rel : {"manuals/a.md", "manuals/b.txt", "manuals/large.txt"}) {
+    Result<std::string> hash = HashFileContents(dir_ / (std::string("corpus/") + rel));
+    ASSERT_TRUE(hash.ok()) << hash.status().ToString();
+    EXPECT_TRUE(std::any_of(dump.begin(), dump.end(),
+                            [&](const std::string& row) {
+                              return row.find(rel) != std::string::npos &&
+                                     row.find(*hash) != std::string::npos;
+                            }))
+        << rel << " is not recorded with hash " << *hash;
+  }
+
+  namespace fs = std::filesystem;
+  for (const char* rel : {"manuals/b.txt", "manuals/large.txt"}) {
+    const fs::path path = dir_ / (std::string("corpus/") + rel);
+    fs::last_write_time(path, fs::last_write_time(path) + std::chrono::hours(1));
+  }
+  RunResult again = Ingest(o);
+  ASSERT_TRUE(again.report.status.ok()) << again.report.status.ToString();
+  EXPECT_EQ(again.report.sources_touched, 2u);
+  EXPECT_EQ(again.report.sources_unchanged, 4u);
+  EXPECT_EQ(again.produced, 0u);
+}
+
 TEST_P(ResumeTest, CleanupModesForDeletedFiles) {
   MakeCorpus(dir_);
   ASSERT_INGESTS(Options());

@@ -54,6 +54,52 @@ std::string Utf16(std::u16string_view s, bool little_endian) {
   return out;
 }
 
+// The reader hands a small file's bytes to the parser (SourceFile::contents)
+// instead of letting it open the file again: the text-family parsers parse
+// those bytes, the same as the file, and never open the path.
+TEST(TextParserTest, ParsersReadTheBytesTheReaderAlreadyHas) {
+  TempDir dir;
+  const struct {
+    const char* parser;
+    const char* rel;
+    std::string bytes;
+  } cases[] = {
+      {"text", "a.txt",
+       "\xEF\xBB\xBF"
+       "First line\r\nsecond\r\n\r\nThird.\n"},
+      {"text", "latin1.txt", "caf\xE9 cr\xE8me \xE0 la carte\n\nna\xEFve\n"},
+      {"markdown", "b.md", "---\ntitle: T\n---\n# Head\n\nBody text.\n\n- item one\n"},
+      {"jsonl", "c.jsonl",
+       "{\"id\":\"1\",\"text\":\"one\"}\nnot json\n{\"id\":\"2\",\"text\":\"two\"}\n"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.rel);
+    const std::string path = dir.Write(c.rel, c.bytes);
+    auto from_file = ParseWith(c.parser, path, c.rel);
+    ASSERT_TRUE(from_file->status.ok()) << from_file->status.ToString();
+
+    ParserRegistry registry;
+    RegisterTextParsers(registry);
+    SourceFile in_memory = FileFor(path, c.rel);
+    in_memory.path = dir.path() + "/no-such-file";  // opening it would fail
+    in_memory.contents = c.bytes;
+    Parsed from_memory;
+    from_memory.status = registry.FindByName(c.parser)->Parse(
+        in_memory, ParseLimits{}, from_memory.sink, from_memory.errors, from_memory.stats);
+    ASSERT_TRUE(from_memory.status.ok()) << from_memory.status.ToString();
+
+    ASSERT_EQ(from_memory.sink.docs.size(), from_file->sink.docs.size());
+    ASSERT_FALSE(from_file->sink.docs.empty());
+    for (size_t i = 0; i < from_file->sink.docs.size(); ++i) {
+      EXPECT_EQ(Texts(from_memory.sink.docs[i]), Texts(from_file->sink.docs[i]));
+      EXPECT_EQ(from_memory.sink.docs[i].info.title, from_file->sink.docs[i].info.title);
+    }
+    EXPECT_EQ(from_memory.errors.calls.size(), from_file->errors.calls.size());
+    EXPECT_EQ(from_memory.stats.latin1_fallback, from_file->stats.latin1_fallback);
+    EXPECT_EQ(from_memory.stats.records_skipped, from_file->stats.records_skipped);
+  }
+}
+
 TEST(TextParserTest, ParagraphsBomAndCrlf) {
   TempDir dir;
   const std::string path =
