@@ -53,24 +53,37 @@ class HtmlParser final : public Parser {
   Status ParseImpl(const SourceFile& file, const ParseLimits& limits, DocumentSink& sink,
                    ParseStats& stats) const {
     const uint64_t cap = limits.max_file_bytes != 0 ? limits.max_file_bytes : kDefaultHtmlMaxBytes;
-    struct stat st_buf;
-    if (::stat(file.path.c_str(), &st_buf) != 0) {
-      if (errno == ENOENT) return Status::NotFound(file.path + ": no such file");
-      return Status::IOError(fmt::format("{}: {}", file.path, std::strerror(errno)));
+    uint64_t size = 0;
+    if (file.contents) {  // the reader has the whole file: nothing to open
+      size = file.contents->size();
+    } else {
+      struct stat st_buf;
+      if (::stat(file.path.c_str(), &st_buf) != 0) {
+        if (errno == ENOENT) return Status::NotFound(file.path + ": no such file");
+        return Status::IOError(fmt::format("{}: {}", file.path, std::strerror(errno)));
+      }
+      size = static_cast<uint64_t>(st_buf.st_size);
     }
-    const uint64_t size = static_cast<uint64_t>(st_buf.st_size);
     if (size > cap) {
       return Status::InvalidArgument(
           fmt::format("{}: HTML file of {} bytes exceeds the {} byte limit", file.path, size, cap));
     }
-    std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(file.path.c_str(), "rb"), &std::fclose);
-    if (!f) return Status::IOError(fmt::format("{}: {}", file.path, std::strerror(errno)));
+    std::unique_ptr<FILE, int (*)(FILE*)> f(nullptr, &std::fclose);
+    if (!file.contents) {
+      f.reset(std::fopen(file.path.c_str(), "rb"));
+      if (!f) return Status::IOError(fmt::format("{}: {}", file.path, std::strerror(errno)));
+    }
     const size_t segment_bytes =
         size <= kHtmlWholeParseBytes ? std::numeric_limits<size_t>::max() : kHtmlSegmentBytes;
 
     std::string buf;
     uint64_t total = 0;
     bool eof = false;
+    if (file.contents) {
+      buf.assign(*file.contents);
+      total = size;
+      eof = true;
+    }
     bool begun = false;
     std::vector<char> chunk(64 * 1024);
     Status status;
