@@ -79,6 +79,13 @@ class EmbedStage {
   // Called once, on the stage's thread, when it handles a stop: one line
   // saying what it still waits for and what it abandons (for stderr).
   void SetStopNotice(std::function<void(const std::string&)> notice);
+  // Called on the stage's thread when an oversize chunk is replaced by its
+  // pieces or by a truncated copy (EmbedStageOptions::oversize), before any
+  // of them leaves the stage: the original's id and the ids of what replaces
+  // it, in order (the pipeline's SourceTracker counts a file's chunks by it).
+  void SetReplacementHook(
+      std::function<void(const std::string& original_id, const std::vector<std::string>& ids)>
+          hook);
 
   // Runs until `in` has ended and every chunk taken from it is either pushed
   // to `out` or dead-lettered. Returns non-OK only for a fatal error

@@ -190,6 +190,7 @@ struct EmbedStage::Impl {
   std::mt19937_64 rng;
   RequestObserver observer;
   std::function<void(const std::string&)> stop_notice;
+  std::function<void(const std::string&, const std::vector<std::string>&)> replacement_hook;
   std::atomic<bool> stop_requested{false};
 
   size_t max_inputs = 1;  // inputs per batch now: batch_size, or the sizer's suggestion
@@ -236,6 +237,7 @@ void EmbedStage::Impl::FitToInputLimit(Chunk&& chunk, TimePoint now) {
       4, static_cast<size_t>(std::floor(options.max_tokens_per_input * bytes_per_token)));
   std::string_view text = chunk.text;
   if (options.oversize == OversizeInputPolicy::kTruncate) {
+    const std::string original_id = chunk.id;
     Chunk cut = std::move(chunk);
     const size_t keep = CutPosition(cut.text, max_bytes);
     cut.text.resize(keep);
@@ -244,6 +246,7 @@ void EmbedStage::Impl::FitToInputLimit(Chunk&& chunk, TimePoint now) {
     cut.id = PieceChunkId(cut.source_id, cut.ordinal, cut.text);
     cut.token_estimate = EstimateTokens(cut.text.size());
     AddMetadataField(cut.metadata_json, "truncated", "true");
+    if (replacement_hook) replacement_hook(original_id, {cut.id});
     pending_tokens += cut.token_estimate;
     pending.push_back(std::move(cut));
     pending_arrival.push_back(now);
@@ -264,6 +267,8 @@ void EmbedStage::Impl::FitToInputLimit(Chunk&& chunk, TimePoint now) {
   }
   if (pieces.size() > 1) Add(metrics.chunks_produced, pieces.size() - 1);
   const std::string parts = std::to_string(pieces.size());
+  std::vector<std::string> piece_ids;
+  piece_ids.reserve(pieces.size());
   for (size_t i = 0; i < pieces.size(); ++i) {
     Chunk piece;
     piece.source_id = chunk.source_id;
@@ -280,10 +285,14 @@ void EmbedStage::Impl::FitToInputLimit(Chunk&& chunk, TimePoint now) {
     AddMetadataField(piece.metadata_json, "split_parts", parts);
     piece.id = PieceChunkId(piece.source_id, piece.ordinal, piece.text);
     piece.token_estimate = EstimateTokens(piece.text.size());
+    piece_ids.push_back(piece.id);
     pending_tokens += piece.token_estimate;
     pending.push_back(std::move(piece));
     pending_arrival.push_back(now);
   }
+  // Before any piece can be embedded, stored and resolved: they leave this
+  // thread only in a later batch.
+  if (replacement_hook) replacement_hook(chunk.id, piece_ids);
 }
 
 void EmbedStage::Impl::FormBatches(TimePoint now, bool flush) {
@@ -733,6 +742,11 @@ void EmbedStage::SetObserver(RequestObserver observer) { impl_->observer = std::
 
 void EmbedStage::SetStopNotice(std::function<void(const std::string&)> notice) {
   impl_->stop_notice = std::move(notice);
+}
+
+void EmbedStage::SetReplacementHook(
+    std::function<void(const std::string& original_id, const std::vector<std::string>& ids)> hook) {
+  impl_->replacement_hook = std::move(hook);
 }
 
 Status EmbedStage::Run(BoundedQueue<Chunk>& in, BoundedQueue<EmbeddedChunk>& out) {

@@ -218,6 +218,10 @@ IngestReport Pipeline::Impl::Run() {
   run.SetStopListener([&embed] { embed.RequestStop(); });
   if (run.stopping()) embed.RequestStop();  // a stop requested before the stage existed
   embed.SetStopNotice([](const std::string& notice) { spdlog::warn("{}", notice); });
+  embed.SetReplacementHook([&tracker = run.tracker()](const std::string& original_id,
+                                                      const std::vector<std::string>& ids) {
+    tracker.Replaced(original_id, ids);
+  });
   TraceHook trace = MakeTraceHook(options, embed, metrics);
   trace.SetQueueProbe([&] {  // the stages' queue_depth gauges, 4 times a second
     metrics.reader.queue_depth = static_cast<int64_t>(q.files.Size());

@@ -6,13 +6,6 @@ namespace sluice {
 
 namespace {
 
-std::string SlotKey(const std::string& source_id, uint32_t ordinal) {
-  std::string key = source_id;
-  key.push_back('\0');
-  key += std::to_string(ordinal);
-  return key;
-}
-
 // The integer N of `"key":N` in a JSON object's text, or `fallback`.
 size_t MetadataInt(const std::string& json, const char* key, size_t fallback) {
   const std::string needle = std::string("\"") + key + "\":";
@@ -55,9 +48,17 @@ void SourceTracker::ChunkProduced(Token token, const Chunk& chunk) {
   File& f = it->second;
   ++f.manifest.fingerprint.chunk_count;
   ++f.outstanding;
-  std::string key = SlotKey(chunk.source_id, chunk.ordinal);
-  slots_[key] = chunk.id;
-  chunks_.emplace(chunk.id, InFlight{token, std::move(key)});
+  chunks_.emplace(chunk.id, token);
+}
+
+void SourceTracker::Replaced(const std::string& original_id, const std::vector<std::string>& ids) {
+  MutexLock lock(mu_);
+  if (chunks_.find(original_id) == chunks_.end()) return;  // not tracked (stdin, a replay)
+  for (const std::string& id : ids) {
+    // A single piece with the original's text has its id: it resolves the
+    // original directly.
+    if (id != original_id) piece_of_.emplace(id, original_id);
+  }
 }
 
 void SourceTracker::ParseFinished(Token token, bool ok) {
@@ -104,20 +105,22 @@ void SourceTracker::ResolveLocked(const Chunk& chunk, bool abandoned, bool dead_
   auto it = chunks_.find(chunk.id);
   if (it != chunks_.end()) {
     if (dead_lettered) {
-      if (auto f = files_.find(it->second.token); f != files_.end()) ++f->second.dead_lettered;
+      if (auto f = files_.find(it->second); f != files_.end()) ++f->second.dead_lettered;
     }
     ResolveOriginalLocked(it, abandoned);
     return;
   }
-  // A piece of an oversize chunk?
-  auto slot = slots_.find(SlotKey(chunk.source_id, chunk.ordinal));
-  if (slot == slots_.end()) return;
-  auto original = chunks_.find(slot->second);
+  // A piece of an oversize chunk (Replaced)?
+  auto piece = piece_of_.find(chunk.id);
+  if (piece == piece_of_.end()) return;
+  const std::string original_id = std::move(piece->second);
+  piece_of_.erase(piece);
+  auto original = chunks_.find(original_id);
   if (original == chunks_.end()) return;
-  auto f = files_.find(original->second.token);
+  auto f = files_.find(original->second);
   if (f == files_.end()) return;
   const size_t parts = MetadataInt(chunk.metadata_json, "split_parts", 1);
-  auto [split, first_piece] = f->second.splits.try_emplace(slot->second);
+  auto [split, first_piece] = f->second.splits.try_emplace(original_id);
   if (first_piece) {
     // The original is replaced by its pieces (one, for a truncated copy).
     split->second.parts = parts;
@@ -132,12 +135,7 @@ void SourceTracker::ResolveLocked(const Chunk& chunk, bool abandoned, bool dead_
 }
 
 void SourceTracker::ResolveOriginalLocked(ChunkMap::iterator it, bool abandoned) {
-  const Token token = it->second.token;
-  // Its pieces (if it was split) have all resolved too: the slot is done.
-  if (auto slot = slots_.find(it->second.slot_key);
-      slot != slots_.end() && slot->second == it->first) {
-    slots_.erase(slot);
-  }
+  const Token token = it->second;
   chunks_.erase(it);
   auto f = files_.find(token);
   if (f == files_.end()) return;

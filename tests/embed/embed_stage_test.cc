@@ -152,6 +152,10 @@ struct Harness {
     in.Close();
     EmbedStage stage(options, transport, *limiter, *pacer, *clock, metrics, sink);
     stage.SetObserver([this](const RequestEvent& e) { events.push_back(e); });
+    stage.SetReplacementHook(
+        [this](const std::string& original_id, const std::vector<std::string>& ids) {
+          replacements.emplace_back(original_id, ids);
+        });
     Status s = stage.Run(in, out);
     out.Close();
     while (auto e = out.TryPop()) embedded.push_back(std::move(*e));
@@ -191,6 +195,8 @@ struct Harness {
   BoundedQueue<EmbeddedChunk> out{1000};
   std::vector<EmbeddedChunk> embedded;
   std::vector<RequestEvent> events;
+  // SetReplacementHook's calls: an oversize chunk's id and what replaced it.
+  std::vector<std::pair<std::string, std::vector<std::string>>> replacements;
   std::set<std::string> texts_in;
 };
 
@@ -571,6 +577,14 @@ TEST(EmbedStageTest, SplitsOversizeInputsAtWordBoundaries) {
   }
   EXPECT_EQ(ids.size(), pieces);
   EXPECT_EQ(joined, text);  // no word was cut
+  // The hook named the original and its pieces, in order.
+  std::vector<std::string> piece_ids;
+  for (const auto& e : h.embedded) {
+    if (e.chunk.ordinal == 3) piece_ids.push_back(e.chunk.id);
+  }
+  ASSERT_EQ(h.replacements.size(), 1u);
+  EXPECT_EQ(h.replacements[0].first, big.id);
+  EXPECT_EQ(h.replacements[0].second, piece_ids);
 }
 
 TEST(EmbedStageTest, TruncatesOversizeInputsWhenAsked) {
@@ -584,6 +598,9 @@ TEST(EmbedStageTest, TruncatesOversizeInputsWhenAsked) {
   EXPECT_NE(h.embedded[0].chunk.metadata_json.find("\"truncated\":true"), std::string::npos);
   EXPECT_EQ(Get(h.metrics.oversize_inputs), 1u);
   EXPECT_EQ(Get(h.metrics.chunks_produced), 0u);
+  ASSERT_EQ(h.replacements.size(), 1u);
+  EXPECT_EQ(h.replacements[0].first, MakeChunk("doc", 0, "").id);
+  EXPECT_EQ(h.replacements[0].second, std::vector<std::string>{h.embedded[0].chunk.id});
 }
 
 TEST(EmbedStageTest, EmptyTextIsDeadLetteredNotSent) {

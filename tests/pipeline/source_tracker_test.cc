@@ -105,6 +105,7 @@ TEST(SourceTrackerTest, SplitPiecesReplaceTheirOriginalInTheCount) {
   p1.metadata_json = R"({"split_part":1,"split_parts":2})";
   p2.id = "piece-2";
   p2.metadata_json = R"({"split_part":2,"split_parts":2})";
+  t.Replaced(big.id, {p1.id, p2.id});  // the embed stage's hook
   t.Resolved(before, false);
   t.Resolved(after, false);
   t.Resolved(p2, false);  // out of order
@@ -124,10 +125,80 @@ TEST(SourceTrackerTest, TruncatedCopyReplacesItsOriginal) {
   Chunk cut = MakeChunk("a.md", 0, "long");
   cut.id = "cut";
   cut.metadata_json = R"({"truncated":true})";
+  t.Replaced(big.id, {cut.id});
   t.Resolved(cut, false);
   auto done = t.TakeCompleted();
   ASSERT_EQ(done.size(), 1u);
   EXPECT_EQ(done[0].fingerprint.chunk_count, 1u);
+}
+
+// Only what Replaced announced stands for an original: a chunk of the same
+// source and ordinal with another id resolves nothing, an announcement for
+// a chunk nobody tracks is ignored, and a piece with its original's own id
+// resolves the original and leaves nothing behind.
+TEST(SourceTrackerTest, OnlyAnnouncedPiecesResolveTheirOriginal) {
+  SourceTracker t;
+  const auto token = t.Begin(Fp("a.md"), true, 7);
+  const Chunk big = MakeChunk("a.md", 0, "long text");
+  t.ChunkProduced(token, big);
+  t.ParseFinished(token, true);
+  Chunk stranger = MakeChunk("a.md", 0, "long");
+  stranger.id = "not-announced";
+  t.Resolved(stranger, false);
+  EXPECT_TRUE(t.TakeCompleted().empty());
+  EXPECT_EQ(t.ChunksInFlight(), 1u);
+
+  t.Replaced("nobody-tracks-this", {"x"});
+  Chunk x = MakeChunk("b.md", 0, "x");
+  x.id = "x";
+  t.Resolved(x, false);
+  EXPECT_TRUE(t.TakeCompleted().empty());
+
+  t.Replaced(big.id, {big.id});  // one piece, the original's text and id
+  t.Resolved(big, false);
+  auto done = t.TakeCompleted();
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].fingerprint.chunk_count, 1u);
+  EXPECT_EQ(t.ChunksInFlight(), 0u);
+  EXPECT_EQ(t.FilesInFlight(), 0u);
+}
+
+// A JSONL file may repeat a record: two chunks with one id in flight, each
+// split. Every piece counts, and the file completes when all have resolved;
+// an abandoned piece means no fingerprint.
+TEST(SourceTrackerTest, RepeatedOversizeChunksAreEachReplacedByTheirPieces) {
+  for (const bool abandon_one : {false, true}) {
+    SCOPED_TRACE(abandon_one ? "one piece abandoned" : "all stored");
+    SourceTracker t;
+    const auto token = t.Begin(Fp("r.jsonl"), true, 7);
+    const Chunk big = MakeChunk("rec-1", 0, "long");
+    t.ChunkProduced(token, big);
+    t.ChunkProduced(token, big);
+    t.ParseFinished(token, true);
+    std::vector<Chunk> pieces;
+    for (int copy = 0; copy < 2; ++copy) {
+      for (int part = 1; part <= 2; ++part) {
+        Chunk p = MakeChunk("rec-1", 0, part == 1 ? "lo" : "ng");
+        p.id = "piece-" + std::to_string(part);  // the same text: the same ids
+        p.metadata_json = R"({"split_part":)" + std::to_string(part) + R"(,"split_parts":2})";
+        pieces.push_back(p);
+      }
+      t.Replaced(big.id, {"piece-1", "piece-2"});
+    }
+    for (size_t i = 0; i < pieces.size(); ++i) {
+      EXPECT_TRUE(t.TakeCompleted().empty()) << i;
+      t.Resolved(pieces[i], abandon_one && i == 2);
+    }
+    auto done = t.TakeCompleted();
+    EXPECT_EQ(t.ChunksInFlight(), 0u);
+    EXPECT_EQ(t.FilesInFlight(), 0u);
+    if (abandon_one) {
+      EXPECT_TRUE(done.empty());
+    } else {
+      ASSERT_EQ(done.size(), 1u);
+      EXPECT_EQ(done[0].fingerprint.chunk_count, 4u);
+    }
+  }
 }
 
 TEST(InflightTextsTest, CopiesWaitForTheOwnerAndAreReleasedOnce) {
@@ -178,6 +249,7 @@ TEST(SourceTrackerTest, StoredAllResolvesAWriteAsOneByOneWould) {
   piece0.id = "a.md#1/0";
   piece1.id = "a.md#1/1";
   piece0.metadata_json = piece1.metadata_json = R"({"split_part":0,"split_parts":2})";
+  t.Replaced(a1.id, {piece0.id, piece1.id});
   const EmbeddedChunk first[] = {{a0, {}, {}}, {b0, {}, {}}, {piece0, {}, {}}};
   t.StoredAll(first);
   auto done = t.TakeCompleted();
