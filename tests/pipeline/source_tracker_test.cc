@@ -30,6 +30,13 @@ SourceFingerprint Fp(const std::string& id) {
   return f;
 }
 
+// A file `file_id` whose parse produced only `chunk` and has ended.
+void TrackOneChunk(SourceTracker& t, const std::string& file_id, const Chunk& chunk) {
+  const auto token = t.Begin(Fp(file_id), true, 7);
+  t.ChunkProduced(token, chunk);
+  t.ParseFinished(token, true);
+}
+
 TEST(SourceTrackerTest, FileCompletesWhenParsedAndEveryChunkResolved) {
   SourceTracker t;
   const auto token = t.Begin(Fp("a.md"), true, 7);
@@ -118,10 +125,8 @@ TEST(SourceTrackerTest, SplitPiecesReplaceTheirOriginalInTheCount) {
 
 TEST(SourceTrackerTest, TruncatedCopyReplacesItsOriginal) {
   SourceTracker t;
-  const auto token = t.Begin(Fp("a.md"), true, 7);
   const Chunk big = MakeChunk("a.md", 0, "long text");
-  t.ChunkProduced(token, big);
-  t.ParseFinished(token, true);
+  TrackOneChunk(t, "a.md", big);
   Chunk cut = MakeChunk("a.md", 0, "long");
   cut.id = "cut";
   cut.metadata_json = R"({"truncated":true})";
@@ -138,10 +143,8 @@ TEST(SourceTrackerTest, TruncatedCopyReplacesItsOriginal) {
 // resolves the original and leaves nothing behind.
 TEST(SourceTrackerTest, OnlyAnnouncedPiecesResolveTheirOriginal) {
   SourceTracker t;
-  const auto token = t.Begin(Fp("a.md"), true, 7);
   const Chunk big = MakeChunk("a.md", 0, "long text");
-  t.ChunkProduced(token, big);
-  t.ParseFinished(token, true);
+  TrackOneChunk(t, "a.md", big);
   Chunk stranger = MakeChunk("a.md", 0, "long");
   stranger.id = "not-announced";
   t.Resolved(stranger, false);
