@@ -235,7 +235,7 @@ class DocxParser final : public Parser {
 
  private:
   Status ParseImpl(const SourceFile& file, const ParseLimits& limits, DocumentSink& sink) const {
-    Result<std::unique_ptr<ZipReader>> opened = ZipReader::Open(file.path, limits);
+    Result<std::unique_ptr<ZipReader>> opened = ZipReader::Open(file, limits);
     if (!opened.ok()) return opened.status();
     ZipReader& zip = **opened;
     if (!zip.Has(kDocumentXml)) {

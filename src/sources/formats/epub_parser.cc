@@ -91,7 +91,7 @@ class EpubParser final : public Parser {
  private:
   Status ParseImpl(const SourceFile& file, const ParseLimits& limits, DocumentSink& sink,
                    RecordErrorSink& errors, ParseStats& stats) const {
-    Result<std::unique_ptr<ZipReader>> opened = ZipReader::Open(file.path, limits);
+    Result<std::unique_ptr<ZipReader>> opened = ZipReader::Open(file, limits);
     if (!opened.ok()) return opened.status();
     ZipReader& zip = **opened;
 

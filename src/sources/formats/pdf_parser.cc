@@ -6,6 +6,7 @@
 #include <poppler-document.h>
 #include <poppler-global.h>
 #include <poppler-page.h>
+#include <climits>
 
 #include <memory>
 #include <mutex>
@@ -76,7 +77,13 @@ class PdfParser final : public Parser {
                                                  file.path, file.size_bytes,
                                                  limits.max_file_bytes));
     }
-    std::unique_ptr<poppler::document> doc(poppler::document::load_from_file(file.path));
+    // The reader's bytes when it has them (they outlive `doc`: both end
+    // with this parse), so the fingerprint is the hash of what is parsed.
+    std::unique_ptr<poppler::document> doc(
+        file.contents && file.contents->size() <= static_cast<size_t>(INT_MAX)
+            ? poppler::document::load_from_raw_data(file.contents->data(),
+                                                    static_cast<int>(file.contents->size()))
+            : poppler::document::load_from_file(file.path));
     if (!doc) return Status::Corrupt(file.path + ": not a readable PDF");
     if (doc->is_locked()) return Status::InvalidArgument("encrypted PDF");
 

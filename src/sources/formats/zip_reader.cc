@@ -6,21 +6,25 @@
 
 namespace sluice::formats {
 
-Result<std::unique_ptr<ZipReader>> ZipReader::Open(const std::string& path,
-                                                   const ParseLimits& limits) {
-  int error_code = 0;
-  zip_t* archive = zip_open(path.c_str(), ZIP_RDONLY, &error_code);
-  if (archive == nullptr) {
-    zip_error_t error;
-    zip_error_init_with_code(&error, error_code);
-    const std::string reason = zip_error_strerror(&error);
-    zip_error_fini(&error);
-    if (error_code == ZIP_ER_NOENT) return Status::NotFound(path + ": no such file");
-    if (error_code == ZIP_ER_OPEN || error_code == ZIP_ER_READ) {
-      return Status::IOError(fmt::format("{}: {}", path, reason));
-    }
-    return Status::Corrupt(fmt::format("{}: not a readable zip archive: {}", path, reason));
+namespace {
+
+// The Status for an archive libzip could not open, from its error code.
+Status OpenError(const std::string& path, int error_code) {
+  zip_error_t error;
+  zip_error_init_with_code(&error, error_code);
+  const std::string reason = zip_error_strerror(&error);
+  zip_error_fini(&error);
+  if (error_code == ZIP_ER_NOENT) return Status::NotFound(path + ": no such file");
+  if (error_code == ZIP_ER_OPEN || error_code == ZIP_ER_READ) {
+    return Status::IOError(fmt::format("{}: {}", path, reason));
   }
+  return Status::Corrupt(fmt::format("{}: not a readable zip archive: {}", path, reason));
+}
+
+}  // namespace
+
+Result<std::unique_ptr<ZipReader>> ZipReader::Opened(const std::string& path,
+                                                     const ParseLimits& limits, zip_t* archive) {
   // libzip opens a 0-byte file as an empty archive; for a document that is
   // as broken as a truncated one.
   if (zip_get_num_entries(archive, 0) <= 0) {
@@ -28,6 +32,32 @@ Result<std::unique_ptr<ZipReader>> ZipReader::Open(const std::string& path,
     return Status::Corrupt(path + ": empty zip archive");
   }
   return std::unique_ptr<ZipReader>(new ZipReader(path, limits, archive));
+}
+
+Result<std::unique_ptr<ZipReader>> ZipReader::Open(const std::string& path,
+                                                   const ParseLimits& limits) {
+  int error_code = 0;
+  zip_t* archive = zip_open(path.c_str(), ZIP_RDONLY, &error_code);
+  if (archive == nullptr) return OpenError(path, error_code);
+  return Opened(path, limits, archive);
+}
+
+Result<std::unique_ptr<ZipReader>> ZipReader::Open(const SourceFile& file,
+                                                   const ParseLimits& limits) {
+  if (!file.contents) return Open(file.path, limits);
+  if (file.contents->empty()) return Status::Corrupt(file.path + ": empty zip archive");
+  zip_error_t error;
+  zip_error_init(&error);
+  zip_source_t* source =
+      zip_source_buffer_create(file.contents->data(), file.contents->size(), 0, &error);
+  zip_t* archive = source == nullptr ? nullptr : zip_open_from_source(source, ZIP_RDONLY, &error);
+  const int error_code = zip_error_code_zip(&error);
+  zip_error_fini(&error);
+  if (archive == nullptr) {
+    if (source != nullptr) zip_source_free(source);  // not taken by a failed open
+    return OpenError(file.path, error_code);
+  }
+  return Opened(file.path, limits, archive);
 }
 
 ZipReader::~ZipReader() { zip_discard(archive_); }

@@ -32,6 +32,9 @@ class ZipReader {
   // 0-byte file), IOError/NotFound when it cannot be opened.
   static Result<std::unique_ptr<ZipReader>> Open(const std::string& path,
                                                  const ParseLimits& limits);
+  // The archive in `file.contents` when the reader has the file's bytes
+  // (nothing opened; the bytes must outlive the reader), else Open(file.path).
+  static Result<std::unique_ptr<ZipReader>> Open(const SourceFile& file, const ParseLimits& limits);
   ~ZipReader();
   ZipReader(const ZipReader&) = delete;
   ZipReader& operator=(const ZipReader&) = delete;
@@ -48,6 +51,10 @@ class ZipReader {
   uint64_t decompressed_bytes() const { return decompressed_bytes_; }
 
  private:
+  // Takes `archive` (just opened); Corrupt, and the archive discarded, when
+  // it has no member.
+  static Result<std::unique_ptr<ZipReader>> Opened(const std::string& path,
+                                                   const ParseLimits& limits, struct zip* archive);
   ZipReader(std::string path, const ParseLimits& limits, struct zip* archive)
       : path_(std::move(path)), limits_(limits), archive_(archive) {}
 

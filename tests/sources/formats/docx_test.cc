@@ -104,6 +104,23 @@ TEST(DocxParserTest, ParagraphsHeadingsListsTablesAndMetadata) {
   EXPECT_EQ(out.sink.AllText().find("slowly"), std::string::npos);
 }
 
+TEST(DocxParserTest, ParsesTheBytesTheReaderAlreadyHas) {
+  TempDir dir;
+  testing::ExpectSameParseFromContents(*NewDocxParser(), dir.path(), "guide.docx",
+                                       MakeZip(DocxMembers()));
+  // Broken bytes from the reader are as corrupt as a broken file.
+  for (const std::string& bytes : {std::string(), std::string("PK\x03\x04 not really a zip")}) {
+    SourceFile file;
+    file.path = dir.path() + "/no-such-file.docx";
+    file.contents = bytes;
+    DocxOutcome out;
+    CollectingErrors errors;
+    ParseStats stats;
+    out.status = NewDocxParser()->Parse(file, ParseLimits{}, out.sink, errors, stats);
+    EXPECT_EQ(out.status.code(), StatusCode::kCorrupt) << out.status.ToString();
+  }
+}
+
 TEST(DocxParserTest, HeadingStyleIdsWorkWithoutStylesPart) {
   auto members = DocxMembers();
   members.erase(members.begin() + 2);

@@ -123,6 +123,12 @@ TEST(EpubParserTest, SpineOrderChapterTitlesAndMetadata) {
   }
 }
 
+TEST(EpubParserTest, ParsesTheBytesTheReaderAlreadyHas) {
+  TempDir dir;
+  testing::ExpectSameParseFromContents(*NewEpubParser(), dir.path(), "book.epub",
+                                       MakeZip(BookMembers()));
+}
+
 TEST(EpubParserTest, Epub2NcxLabelsAreUsedWithoutNav) {
   const char ncx[] = R"(<?xml version="1.0"?>
 <ncx xmlns="http://www.daisy.org/z3986/2005/ncx/" version="2005-1"><navMap>

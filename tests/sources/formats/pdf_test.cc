@@ -82,6 +82,12 @@ TEST(PdfParserTest, TextPerPageInReadingOrderWithoutHyphenationDebris) {
   EXPECT_EQ(sink.AllText().find("mainte-"), std::string::npos);
 }
 
+TEST(PdfParserTest, ParsesTheBytesTheReaderAlreadyHas) {
+  TempDir dir;
+  testing::ExpectSameParseFromContents(*NewPdfParser(), dir.path(), "handbook.pdf",
+                                       MakePdf(ThreePageManual()));
+}
+
 TEST(PdfParserTest, SniffsMagicWithoutExtension) {
   auto parser = NewPdfParser();
   EXPECT_TRUE(parser->Sniff("%PDF-1.7\n..."));
