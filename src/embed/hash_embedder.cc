@@ -29,7 +29,6 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
-#include "common/hashing.h"
 #include "sluice/embed.h"
 
 namespace sluice {

@@ -20,6 +20,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "common/hashing.h"
 #include "pipeline/source_enumerator.h"
 
 namespace sluice {
@@ -58,13 +59,6 @@ std::optional<std::string_view> ReadWholeSmallFile(const std::string& path, char
   ::close(fd);
   if (!ok || got > kReadWholeBytes) return std::nullopt;
   return std::string_view(buffer, got);
-}
-
-std::string ContentHashOf(std::string_view bytes) {
-  // The one-shot form of the streaming hash HashFileContents computes: the
-  // same value for the same bytes.
-  const XXH128_hash_t h = XXH3_128bits(bytes.data(), bytes.size());
-  return fmt::format("{:016x}{:016x}", h.high64, h.low64);
 }
 
 std::string ReadHead(const std::string& path) {
@@ -376,8 +370,10 @@ void ReadStage::Done(const std::string& file_id, SourceOutcome outcome, const St
 
 bool ReadStage::HashUnchanged(const SourceFile& file, const std::string& file_id,
                               const SourceFingerprint* known, std::string& hash, bool& failed) {
+  // Hash128Hex is the one-shot form of the streaming hash below: the same
+  // value for the same bytes.
   Result<std::string> h = file.contents
-                              ? Result<std::string>(ContentHashOf(*file.contents))
+                              ? Result<std::string>(Hash128Hex(*file.contents))
                               : HashFileContentsUnlessStopped(file.path, run_.stopping_flag());
   if (!h.ok()) {
     failed = true;  // not parsed; a stop abandons it (no fingerprint, no dead letter)
