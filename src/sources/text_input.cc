@@ -51,17 +51,17 @@ InputFile::~InputFile() {
 }
 
 Result<size_t> InputFile::Read(std::string& out, size_t max_bytes) {
-  // Through a scratch buffer, appending what came: growing `out` by
-  // max_bytes first zero-filled a whole block (1 MiB) for every file however
-  // small, 4% of an ingest's CPU in memset (docs/PERFORMANCE.md).
-  constexpr size_t kScratchBytes = 64 * 1024;
-  thread_local const std::unique_ptr<char[]> scratch(new char[kScratchBytes]);
   if (in_memory_) {
     const size_t n = std::min(max_bytes, memory_.size() - memory_at_);
     out.append(memory_.data() + memory_at_, n);
     memory_at_ += n;
     return n;
   }
+  // Through a scratch buffer, appending what came: growing `out` by
+  // max_bytes first zero-filled a whole block (1 MiB) for every file however
+  // small, 4% of an ingest's CPU in memset (docs/PERFORMANCE.md).
+  constexpr size_t kScratchBytes = 64 * 1024;
+  thread_local const std::unique_ptr<char[]> scratch(new char[kScratchBytes]);
   size_t got = 0;
   while (got < max_bytes) {
     const ssize_t n = read(fd_, scratch.get(), std::min(max_bytes - got, kScratchBytes));

@@ -23,6 +23,16 @@ Chunk MakeChunk(const std::string& source, uint32_t ordinal, const std::string& 
   return c;
 }
 
+// What the embed stage makes in place of (source, ordinal)'s chunk: a piece
+// or a truncated copy, with an id of its own.
+Chunk Replacement(const std::string& source, uint32_t ordinal, const std::string& text,
+                  const std::string& id, const std::string& metadata_json = "{}") {
+  Chunk c = MakeChunk(source, ordinal, text);
+  c.id = id;
+  c.metadata_json = metadata_json;
+  return c;
+}
+
 SourceFingerprint Fp(const std::string& id) {
   SourceFingerprint f;
   f.file_id = id;
@@ -107,11 +117,8 @@ TEST(SourceTrackerTest, SplitPiecesReplaceTheirOriginalInTheCount) {
   const Chunk after = MakeChunk("a.md", 2, "z");
   for (const Chunk* c : {&before, &big, &after}) t.ChunkProduced(token, *c);
   t.ParseFinished(token, true);
-  Chunk p2 = MakeChunk("a.md", 1, "ng"), p1 = MakeChunk("a.md", 1, "lo");
-  p1.id = "piece-1";
-  p1.metadata_json = R"({"split_part":1,"split_parts":2})";
-  p2.id = "piece-2";
-  p2.metadata_json = R"({"split_part":2,"split_parts":2})";
+  const Chunk p1 = Replacement("a.md", 1, "lo", "piece-1", R"({"split_part":1,"split_parts":2})");
+  const Chunk p2 = Replacement("a.md", 1, "ng", "piece-2", R"({"split_part":2,"split_parts":2})");
   t.Replaced(big.id, {p1.id, p2.id});  // the embed stage's hook
   t.Resolved(before, false);
   t.Resolved(after, false);
@@ -127,9 +134,7 @@ TEST(SourceTrackerTest, TruncatedCopyReplacesItsOriginal) {
   SourceTracker t;
   const Chunk big = MakeChunk("a.md", 0, "long text");
   TrackOneChunk(t, "a.md", big);
-  Chunk cut = MakeChunk("a.md", 0, "long");
-  cut.id = "cut";
-  cut.metadata_json = R"({"truncated":true})";
+  const Chunk cut = Replacement("a.md", 0, "long", "cut", R"({"truncated":true})");
   t.Replaced(big.id, {cut.id});
   t.Resolved(cut, false);
   auto done = t.TakeCompleted();
@@ -145,16 +150,12 @@ TEST(SourceTrackerTest, OnlyAnnouncedPiecesResolveTheirOriginal) {
   SourceTracker t;
   const Chunk big = MakeChunk("a.md", 0, "long text");
   TrackOneChunk(t, "a.md", big);
-  Chunk stranger = MakeChunk("a.md", 0, "long");
-  stranger.id = "not-announced";
-  t.Resolved(stranger, false);
+  t.Resolved(Replacement("a.md", 0, "long", "not-announced"), false);
   EXPECT_TRUE(t.TakeCompleted().empty());
   EXPECT_EQ(t.ChunksInFlight(), 1u);
 
   t.Replaced("nobody-tracks-this", {"x"});
-  Chunk x = MakeChunk("b.md", 0, "x");
-  x.id = "x";
-  t.Resolved(x, false);
+  t.Resolved(Replacement("b.md", 0, "x", "x"), false);
   EXPECT_TRUE(t.TakeCompleted().empty());
 
   t.Replaced(big.id, {big.id});  // one piece, the original's text and id
@@ -181,10 +182,10 @@ TEST(SourceTrackerTest, RepeatedOversizeChunksAreEachReplacedByTheirPieces) {
     std::vector<Chunk> pieces;
     for (int copy = 0; copy < 2; ++copy) {
       for (int part = 1; part <= 2; ++part) {
-        Chunk p = MakeChunk("rec-1", 0, part == 1 ? "lo" : "ng");
-        p.id = "piece-" + std::to_string(part);  // the same text: the same ids
-        p.metadata_json = R"({"split_part":)" + std::to_string(part) + R"(,"split_parts":2})";
-        pieces.push_back(p);
+        // The same text in both copies: the same ids.
+        pieces.push_back(
+            Replacement("rec-1", 0, part == 1 ? "lo" : "ng", "piece-" + std::to_string(part),
+                        R"({"split_part":)" + std::to_string(part) + R"(,"split_parts":2})"));
       }
       t.Replaced(big.id, {"piece-1", "piece-2"});
     }
@@ -248,10 +249,9 @@ TEST(SourceTrackerTest, StoredAllResolvesAWriteAsOneByOneWould) {
   t.ParseFinished(a, true);
   t.ParseFinished(b, true);
   // a1 was split in two pieces: both must be stored before a.md completes.
-  Chunk piece0 = MakeChunk("a.md", 1, "y0"), piece1 = MakeChunk("a.md", 1, "y1");
-  piece0.id = "a.md#1/0";
-  piece1.id = "a.md#1/1";
-  piece0.metadata_json = piece1.metadata_json = R"({"split_part":0,"split_parts":2})";
+  const std::string split = R"({"split_part":0,"split_parts":2})";
+  const Chunk piece0 = Replacement("a.md", 1, "y0", "a.md#1/0", split);
+  const Chunk piece1 = Replacement("a.md", 1, "y1", "a.md#1/1", split);
   t.Replaced(a1.id, {piece0.id, piece1.id});
   const EmbeddedChunk first[] = {{a0, {}, {}}, {b0, {}, {}}, {piece0, {}, {}}};
   t.StoredAll(first);
